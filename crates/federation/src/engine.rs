@@ -1,0 +1,908 @@
+//! The job and round state machine.
+//!
+//! A job runs one feature-statistics phase (round 0), then for each round a
+//! training phase followed by an evaluation phase of the new global model.
+//! A phase invites up to `max_participants` live nodes and closes when every
+//! invitee has replied or its deadline passes. At close it proceeds if at
+//! least `min_participants` replied; otherwise it is extended (new deadline,
+//! newly live nodes invited, replies kept) up to `max_phase_attempts` times,
+//! and then the job fails with a named reason. Absent nodes are simply not
+//! counted; they are invited again to later phases once they are alive.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::aggregate::{Accumulator, ExpectedShape, RejectReason};
+use crate::plan::{JobPlan, PlanError};
+use crate::strategy::ServerOptimizer;
+use crate::{JobId, NodeId};
+
+/// The phases of a job, in the order they run within a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Round 0: nodes report additive feature statistics for shared scaling.
+    FeatureStats,
+    /// Nodes train from the global model and send weighted deltas.
+    Train,
+    /// Nodes evaluate the new global model on their held-out split.
+    Evaluate,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::FeatureStats => "feature-stats",
+            Phase::Train => "train",
+            Phase::Evaluate => "evaluate",
+        })
+    }
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// A node not heard from for this long is not invited to new phases.
+    pub node_liveness: Duration,
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Submitted, not started.
+    Pending,
+    /// Rounds are running (or waiting for enough live nodes).
+    Running,
+    /// Every round completed; the final model is available.
+    Succeeded,
+    /// The job stopped for the given reason.
+    Failed {
+        /// Why it stopped.
+        reason: String,
+    },
+    /// An operator cancelled it.
+    Cancelled,
+}
+
+impl JobState {
+    fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed { .. } | JobState::Cancelled)
+    }
+}
+
+/// What happened in one completed round, as additive sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRecord {
+    /// Round number, from 1.
+    pub round: u32,
+    /// Nodes whose training replies were aggregated.
+    pub train_participants: u32,
+    /// Sum of training weights (examples).
+    pub train_weight: f64,
+    /// Sum of the training statistics vectors.
+    pub train_statistics: Vec<f64>,
+    /// Nodes whose evaluation replies were aggregated.
+    pub evaluate_participants: u32,
+    /// Sum of the evaluation statistics vectors.
+    pub evaluate_statistics: Vec<f64>,
+    /// Invited nodes that did not reply in time, over both phases.
+    pub dropped: Vec<NodeId>,
+}
+
+/// A read-only view of a job, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    /// Job id.
+    pub job: JobId,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Rounds fully completed.
+    pub completed_rounds: u32,
+    /// Rounds planned.
+    pub total_rounds: u32,
+    /// The round and phase in progress, if running.
+    pub current: Option<(u32, Phase)>,
+    /// When running but waiting: live nodes still missing to open the phase.
+    pub waiting_for_nodes: Option<u32>,
+    /// Completed rounds.
+    pub history: Vec<RoundRecord>,
+}
+
+/// Identifies one result: with the node, the idempotency key of a submit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResultKey {
+    /// Job id.
+    pub job: JobId,
+    /// Round number (0 for feature statistics).
+    pub round: u32,
+    /// Phase.
+    pub phase: Phase,
+}
+
+/// One node's reply to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// Sender.
+    pub node: NodeId,
+    /// Which task it answers.
+    pub key: ResultKey,
+    /// Aggregation weight: training examples for `Train`, 0 or more otherwise.
+    pub weight: f64,
+    /// Additive statistics.
+    pub statistics: Vec<f64>,
+    /// Model delta (`local - global`) for `Train`; empty otherwise.
+    pub vector: Vec<f32>,
+}
+
+/// Result of an accepted submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Folded into the round.
+    Accepted,
+    /// The same key was accepted before; nothing changed (a safe retry).
+    Duplicate,
+}
+
+/// A task handed to a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskAssignment {
+    /// Job id.
+    pub job: JobId,
+    /// Round.
+    pub round: u32,
+    /// Phase.
+    pub phase: Phase,
+    /// Version of the global model the task works on (number of aggregations
+    /// applied so far); the node downloads exactly this version.
+    pub model_version: u32,
+    /// When the phase closes.
+    pub deadline: Instant,
+}
+
+/// A progress event for operators and for persistence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    /// The job it concerns.
+    pub job: JobId,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Kinds of progress events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// The job was submitted.
+    Submitted,
+    /// An operator started the job.
+    Started,
+    /// Not enough live nodes to open the next phase.
+    WaitingForNodes {
+        /// Live nodes now.
+        live: u32,
+        /// Nodes needed.
+        needed: u32,
+    },
+    /// A phase opened (or was extended, when `attempt > 1`).
+    PhaseOpened {
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// Invited nodes.
+        invited: Vec<NodeId>,
+        /// 1 for the first opening.
+        attempt: u32,
+    },
+    /// A reply was refused; the phase goes on.
+    ReplyRejected {
+        /// Sender.
+        node: NodeId,
+        /// Round it claimed.
+        round: u32,
+        /// Phase it claimed.
+        phase: Phase,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A phase closed with enough replies.
+    PhaseCompleted {
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// Replies aggregated.
+        participants: u32,
+        /// Invitees that did not reply in time.
+        dropped: Vec<NodeId>,
+    },
+    /// A round's evaluation finished.
+    RoundCompleted(RoundRecord),
+    /// Every round completed.
+    Succeeded,
+    /// The job failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// Errors of operator and node calls other than result submission.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum EngineError {
+    /// No job with this id.
+    #[error("unknown job '{job}'")]
+    UnknownJob {
+        /// The id asked for.
+        job: JobId,
+    },
+    /// The node has not registered.
+    #[error("unknown node '{node}': register first")]
+    UnknownNode {
+        /// The id given.
+        node: NodeId,
+    },
+    /// The job plan is invalid.
+    #[error("invalid job: {0}")]
+    InvalidPlan(#[from] PlanError),
+    /// The operation does not apply in the job's current state.
+    #[error("job '{job}' is {state}: cannot {operation}")]
+    WrongState {
+        /// Job id.
+        job: JobId,
+        /// Its state.
+        state: String,
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// The requested global model version is no longer (or not yet) held.
+    #[error("job '{job}' holds model version {current}, not {requested}")]
+    ModelVersionUnavailable {
+        /// Job id.
+        job: JobId,
+        /// Version asked for.
+        requested: u32,
+        /// Version held.
+        current: u32,
+    },
+}
+
+/// The durable part of a job: enough to resume from its last committed phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSnapshot<D> {
+    /// Job id.
+    pub id: JobId,
+    /// The plan.
+    pub plan: JobPlan,
+    /// Caller's opaque description of the job.
+    pub descriptor: D,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Current global model.
+    pub global: Arc<Vec<f32>>,
+    /// Its version.
+    pub model_version: u32,
+    /// Server optimiser state.
+    pub optimizer: ServerOptimizer,
+    /// Summed feature statistics, once round 0 completed.
+    pub feature_statistics: Option<Arc<Vec<f64>>>,
+    /// Completed rounds.
+    pub history: Vec<RoundRecord>,
+    /// The next phase to run.
+    pub cursor: (u32, Phase),
+    /// Training sums of the current round, kept between its two phases.
+    pub pending_train: Option<RoundRecord>,
+}
+
+#[derive(Debug)]
+struct OpenPhase {
+    attempt: u32,
+    invited: BTreeSet<NodeId>,
+    replied: BTreeSet<NodeId>,
+    deadline: Instant,
+    accumulator: Accumulator,
+}
+
+#[derive(Debug)]
+struct Job<D> {
+    durable: JobSnapshot<D>,
+    /// The phase under way; not durable, since a restarted coordinator
+    /// re-runs the phase from the last committed state.
+    open: Option<OpenPhase>,
+    /// Keys accepted during this process's life, for idempotent retries.
+    accepted: HashSet<(u32, Phase, NodeId)>,
+    /// Whether a `WaitingForNodes` event was already emitted for the cursor,
+    /// so a waiting job does not flood the event stream.
+    announced_waiting: bool,
+}
+
+#[derive(Debug, Clone)]
+struct NodeState {
+    last_seen: Instant,
+}
+
+/// The coordinator's state machine. `D` is the caller's job descriptor.
+#[derive(Debug)]
+pub struct Engine<D> {
+    config: EngineConfig,
+    nodes: BTreeMap<NodeId, NodeState>,
+    jobs: BTreeMap<JobId, Job<D>>,
+    events: VecDeque<EngineEvent>,
+    next_job_number: u64,
+}
+
+impl<D: Clone> Engine<D> {
+    /// An engine with no nodes and no jobs.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            nodes: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            events: VecDeque::new(),
+            next_job_number: 1,
+        }
+    }
+
+    /// An engine resuming the given jobs from their snapshots. Open phases
+    /// are re-run; nodes must register again.
+    pub fn restore(config: EngineConfig, snapshots: Vec<JobSnapshot<D>>) -> Self {
+        let mut engine = Self::new(config);
+        for snapshot in snapshots {
+            let number = snapshot
+                .id
+                .strip_prefix("job-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            engine.next_job_number = engine.next_job_number.max(number + 1);
+            engine.jobs.insert(
+                snapshot.id.clone(),
+                Job {
+                    durable: snapshot,
+                    open: None,
+                    accepted: HashSet::new(),
+                    announced_waiting: false,
+                },
+            );
+        }
+        engine
+    }
+
+    /// Records a node as registered and alive (again, after a restart).
+    pub fn register_node(&mut self, node: &str, now: Instant) {
+        self.nodes
+            .insert(node.to_owned(), NodeState { last_seen: now });
+        self.drive(now);
+    }
+
+    /// Marks a registered node alive.
+    pub fn heartbeat(&mut self, node: &str, now: Instant) -> Result<(), EngineError> {
+        self.touch(node, now)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Adds a job in the `Pending` state.
+    pub fn submit_job(
+        &mut self,
+        plan: JobPlan,
+        descriptor: D,
+        initial_parameters: Vec<f32>,
+        now: Instant,
+    ) -> Result<JobId, EngineError> {
+        plan.validate()?;
+        if initial_parameters.len() != plan.parameter_count {
+            return Err(PlanError::InitialModelShape {
+                expected: plan.parameter_count,
+                actual: initial_parameters.len(),
+            }
+            .into());
+        }
+        if let Some(index) = initial_parameters.iter().position(|v| !v.is_finite()) {
+            return Err(PlanError::InitialModelNotFinite { index }.into());
+        }
+        let id = format!("job-{}", self.next_job_number);
+        self.next_job_number += 1;
+        let optimizer = ServerOptimizer::new(plan.strategy, plan.parameter_count);
+        let durable = JobSnapshot {
+            id: id.clone(),
+            plan,
+            descriptor,
+            state: JobState::Pending,
+            global: Arc::new(initial_parameters),
+            model_version: 0,
+            optimizer,
+            feature_statistics: None,
+            history: Vec::new(),
+            cursor: (0, Phase::FeatureStats),
+            pending_train: None,
+        };
+        self.jobs.insert(
+            id.clone(),
+            Job {
+                durable,
+                open: None,
+                accepted: HashSet::new(),
+                announced_waiting: false,
+            },
+        );
+        self.emit(&id, EventKind::Submitted);
+        self.drive(now);
+        Ok(id)
+    }
+
+    /// Moves a pending job to `Running`.
+    pub fn start_job(&mut self, job: &str, now: Instant) -> Result<JobStatus, EngineError> {
+        let entry = self.job_mut(job)?;
+        if entry.durable.state != JobState::Pending {
+            return Err(wrong_state(&entry.durable, "start"));
+        }
+        entry.durable.state = JobState::Running;
+        self.emit(job, EventKind::Started);
+        self.drive(now);
+        self.status(job)
+    }
+
+    /// Cancels a job that has not ended.
+    pub fn cancel_job(&mut self, job: &str, now: Instant) -> Result<JobStatus, EngineError> {
+        let entry = self.job_mut(job)?;
+        if entry.durable.state.is_terminal() {
+            return Err(wrong_state(&entry.durable, "cancel"));
+        }
+        entry.durable.state = JobState::Cancelled;
+        entry.open = None;
+        self.emit(job, EventKind::Cancelled);
+        self.drive(now);
+        self.status(job)
+    }
+
+    /// The operator's view of a job.
+    pub fn status(&self, job: &str) -> Result<JobStatus, EngineError> {
+        let entry = self.job(job)?;
+        let durable = &entry.durable;
+        let running = durable.state == JobState::Running;
+        let waiting_for_nodes = (running && entry.open.is_none()).then(|| {
+            let live = self.live_nodes(None).len() as u32;
+            durable.plan.min_participants.saturating_sub(live)
+        });
+        Ok(JobStatus {
+            job: durable.id.clone(),
+            state: durable.state.clone(),
+            completed_rounds: durable.history.len() as u32,
+            total_rounds: durable.plan.rounds,
+            current: running.then_some(durable.cursor),
+            waiting_for_nodes,
+            history: durable.history.clone(),
+        })
+    }
+
+    /// Ids of every job, oldest first.
+    pub fn job_ids(&self) -> Vec<JobId> {
+        let mut ids: Vec<_> = self.jobs.keys().cloned().collect();
+        ids.sort_by_key(|id| {
+            id.strip_prefix("job-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        ids
+    }
+
+    /// The caller's descriptor of a job.
+    pub fn descriptor(&self, job: &str) -> Result<&D, EngineError> {
+        Ok(&self.job(job)?.durable.descriptor)
+    }
+
+    /// The plan of a job.
+    pub fn plan(&self, job: &str) -> Result<&JobPlan, EngineError> {
+        Ok(&self.job(job)?.durable.plan)
+    }
+
+    /// Summed feature statistics, once the feature-statistics phase completed.
+    pub fn feature_statistics(&self, job: &str) -> Result<Option<Arc<Vec<f64>>>, EngineError> {
+        Ok(self.job(job)?.durable.feature_statistics.clone())
+    }
+
+    /// The global model at exactly `version`, for a task's download.
+    pub fn global_model(&self, job: &str, version: u32) -> Result<Arc<Vec<f32>>, EngineError> {
+        let durable = &self.job(job)?.durable;
+        if durable.model_version != version {
+            return Err(EngineError::ModelVersionUnavailable {
+                job: job.to_owned(),
+                requested: version,
+                current: durable.model_version,
+            });
+        }
+        Ok(Arc::clone(&durable.global))
+    }
+
+    /// The final model of a job that succeeded.
+    pub fn final_model(&self, job: &str) -> Result<Arc<Vec<f32>>, EngineError> {
+        let durable = &self.job(job)?.durable;
+        if durable.state != JobState::Succeeded {
+            return Err(wrong_state(durable, "export its model"));
+        }
+        Ok(Arc::clone(&durable.global))
+    }
+
+    /// The durable state of a job, for persistence.
+    pub fn snapshot(&self, job: &str) -> Result<JobSnapshot<D>, EngineError> {
+        Ok(self.job(job)?.durable.clone())
+    }
+
+    /// The next task for `node`, if one of its invitations is unanswered.
+    pub fn next_task(&mut self, node: &str, now: Instant) -> Result<Option<TaskAssignment>, EngineError> {
+        self.touch(node, now)?;
+        self.drive(now);
+        for job in self.jobs.values() {
+            let Some(open) = &job.open else { continue };
+            if open.invited.contains(node) && !open.replied.contains(node) {
+                let (round, phase) = job.durable.cursor;
+                return Ok(Some(TaskAssignment {
+                    job: job.durable.id.clone(),
+                    round,
+                    phase,
+                    model_version: job.durable.model_version,
+                    deadline: open.deadline,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Folds in a node's reply, or refuses it with a named reason.
+    pub fn submit(&mut self, submission: &Submission, now: Instant) -> Result<SubmitOutcome, RejectReason> {
+        let outcome = self.try_submit(submission, now);
+        if let Err(reason) = &outcome {
+            if self.jobs.contains_key(&submission.key.job) {
+                self.emit(
+                    &submission.key.job,
+                    EventKind::ReplyRejected {
+                        node: submission.node.clone(),
+                        round: submission.key.round,
+                        phase: submission.key.phase,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        self.drive(now);
+        outcome
+    }
+
+    /// Closes phases whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.drive(now);
+    }
+
+    /// The earliest deadline the caller must wake up for.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.jobs
+            .values()
+            .filter_map(|job| job.open.as_ref().map(|open| open.deadline))
+            .min()
+    }
+
+    /// The next progress event, oldest first.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    fn try_submit(&mut self, submission: &Submission, now: Instant) -> Result<SubmitOutcome, RejectReason> {
+        let node = submission.node.as_str();
+        let key = &submission.key;
+        if !self.nodes.contains_key(node) {
+            return Err(RejectReason::UnknownNode {
+                node: node.to_owned(),
+            });
+        }
+        if let Some(state) = self.nodes.get_mut(node) {
+            state.last_seen = now;
+        }
+        let job = self.jobs.get_mut(&key.job).ok_or_else(|| RejectReason::UnknownJob {
+            job: key.job.clone(),
+        })?;
+        let accepted_key = (key.round, key.phase, node.to_owned());
+        if job.accepted.contains(&accepted_key) {
+            return Ok(SubmitOutcome::Duplicate);
+        }
+        let durable = &job.durable;
+        let open = match &mut job.open {
+            Some(open) if durable.cursor == (key.round, key.phase) => open,
+            _ => {
+                return Err(RejectReason::PhaseClosed {
+                    job: key.job.clone(),
+                    round: key.round,
+                    phase: key.phase,
+                    current: describe_position(durable, job.open.is_some()),
+                });
+            }
+        };
+        if !open.invited.contains(node) {
+            return Err(RejectReason::NotInvited {
+                node: node.to_owned(),
+                job: key.job.clone(),
+                round: key.round,
+                phase: key.phase,
+            });
+        }
+        let shape = expected_shape(&durable.plan, key.phase);
+        Accumulator::validate(shape, submission.weight, &submission.statistics, &submission.vector)?;
+        open.accumulator
+            .add(submission.weight, &submission.statistics, &submission.vector);
+        open.replied.insert(node.to_owned());
+        job.accepted.insert(accepted_key);
+        Ok(SubmitOutcome::Accepted)
+    }
+
+    /// Advances every running job as far as `now` allows.
+    fn drive(&mut self, now: Instant) {
+        let ids: Vec<JobId> = self.jobs.keys().cloned().collect();
+        for id in ids {
+            // Each step either closes a phase or opens one, so a job needs at
+            // most a handful of steps; the bound guards against a logic slip
+            // turning into a busy loop.
+            for _ in 0..8 {
+                if !self.step(&id, now) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One transition of one job; returns whether anything changed.
+    fn step(&mut self, id: &str, now: Instant) -> bool {
+        let live = self.live_nodes(Some(now));
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        if job.durable.state != JobState::Running {
+            return false;
+        }
+        let mut events = Vec::new();
+        let changed = match &job.open {
+            Some(open) => {
+                let everyone_replied = open.replied.len() == open.invited.len();
+                if everyone_replied || now >= open.deadline {
+                    close_phase(job, &live, now, &mut events);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => open_phase(job, &live, now, &mut events),
+        };
+        for kind in events {
+            self.emit(id, kind);
+        }
+        changed
+    }
+
+    fn live_nodes(&self, now: Option<Instant>) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, state)| match now {
+                Some(now) => now.saturating_duration_since(state.last_seen) <= self.config.node_liveness,
+                None => true,
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn touch(&mut self, node: &str, now: Instant) -> Result<(), EngineError> {
+        let state = self.nodes.get_mut(node).ok_or_else(|| EngineError::UnknownNode {
+            node: node.to_owned(),
+        })?;
+        state.last_seen = now;
+        Ok(())
+    }
+
+    fn job(&self, job: &str) -> Result<&Job<D>, EngineError> {
+        self.jobs.get(job).ok_or_else(|| EngineError::UnknownJob {
+            job: job.to_owned(),
+        })
+    }
+
+    fn job_mut(&mut self, job: &str) -> Result<&mut Job<D>, EngineError> {
+        self.jobs.get_mut(job).ok_or_else(|| EngineError::UnknownJob {
+            job: job.to_owned(),
+        })
+    }
+
+    fn emit(&mut self, job: &str, kind: EventKind) {
+        self.events.push_back(EngineEvent {
+            job: job.to_owned(),
+            kind,
+        });
+    }
+}
+
+fn wrong_state<D>(durable: &JobSnapshot<D>, operation: &'static str) -> EngineError {
+    EngineError::WrongState {
+        job: durable.id.clone(),
+        state: format!("{:?}", durable.state).to_lowercase(),
+        operation,
+    }
+}
+
+fn describe_position<D>(durable: &JobSnapshot<D>, open: bool) -> String {
+    match durable.state {
+        JobState::Running => {
+            let (round, phase) = durable.cursor;
+            let status = if open { "open" } else { "waiting for nodes" };
+            format!("round {round} phase {phase}, {status}")
+        }
+        ref other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn expected_shape(plan: &JobPlan, phase: Phase) -> ExpectedShape {
+    match phase {
+        Phase::FeatureStats => ExpectedShape {
+            vector_len: 0,
+            statistics_len: plan.feature_statistics_len,
+            positive_weight: false,
+        },
+        Phase::Train => ExpectedShape {
+            vector_len: plan.parameter_count,
+            statistics_len: plan.train_statistics_len,
+            positive_weight: true,
+        },
+        Phase::Evaluate => ExpectedShape {
+            vector_len: 0,
+            statistics_len: plan.evaluate_statistics_len,
+            positive_weight: false,
+        },
+    }
+}
+
+fn phase_timeout(plan: &JobPlan, phase: Phase) -> Duration {
+    match phase {
+        Phase::FeatureStats => plan.timeouts.feature_stats,
+        Phase::Train => plan.timeouts.train,
+        Phase::Evaluate => plan.timeouts.evaluate,
+    }
+}
+
+/// Picks up to `max_participants` live nodes, rotating the start by round so
+/// that, when more nodes are live than invited, every node gets its turn.
+fn select_participants(plan: &JobPlan, live: &[NodeId], round: u32) -> Vec<NodeId> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let start = round as usize % live.len();
+    live.iter()
+        .cycle()
+        .skip(start)
+        .take(live.len().min(plan.max_participants as usize))
+        .cloned()
+        .collect()
+}
+
+fn open_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) -> bool {
+    let plan = &job.durable.plan;
+    let (round, phase) = job.durable.cursor;
+    let invited = select_participants(plan, live, round);
+    if (invited.len() as u32) < plan.min_participants {
+        if !job.announced_waiting {
+            job.announced_waiting = true;
+            events.push(EventKind::WaitingForNodes {
+                live: live.len() as u32,
+                needed: plan.min_participants,
+            });
+        }
+        return false;
+    }
+    job.announced_waiting = false;
+    events.push(EventKind::PhaseOpened {
+        round,
+        phase,
+        invited: invited.clone(),
+        attempt: 1,
+    });
+    job.open = Some(OpenPhase {
+        attempt: 1,
+        invited: invited.into_iter().collect(),
+        replied: BTreeSet::new(),
+        deadline: now + phase_timeout(plan, phase),
+        accumulator: Accumulator::new(expected_shape(plan, phase)),
+    });
+    true
+}
+
+fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) {
+    let Some(mut open) = job.open.take() else { return };
+    let durable = &mut job.durable;
+    let (round, phase) = durable.cursor;
+    let replies = open.accumulator.replies();
+    if replies < durable.plan.min_participants {
+        if open.attempt >= durable.plan.max_phase_attempts {
+            let reason = format!(
+                "round {round} phase {phase}: only {replies} of the minimum {} participants replied, after {} attempts",
+                durable.plan.min_participants, open.attempt
+            );
+            durable.state = JobState::Failed {
+                reason: reason.clone(),
+            };
+            events.push(EventKind::Failed { reason });
+            return;
+        }
+        // Extend: keep the replies already folded in (they answer the same
+        // model version) and invite whoever else is alive now.
+        open.attempt += 1;
+        for node in select_participants(&durable.plan, live, round) {
+            if open.invited.len() >= durable.plan.max_participants as usize {
+                break;
+            }
+            open.invited.insert(node);
+        }
+        open.deadline = now + phase_timeout(&durable.plan, phase);
+        events.push(EventKind::PhaseOpened {
+            round,
+            phase,
+            invited: open.invited.iter().cloned().collect(),
+            attempt: open.attempt,
+        });
+        job.open = Some(open);
+        return;
+    }
+    let dropped: Vec<NodeId> = open.invited.difference(&open.replied).cloned().collect();
+    events.push(EventKind::PhaseCompleted {
+        round,
+        phase,
+        participants: replies,
+        dropped: dropped.clone(),
+    });
+    let accumulator = open.accumulator;
+    match phase {
+        Phase::FeatureStats => {
+            durable.feature_statistics = Some(Arc::new(accumulator.statistics_sum().to_vec()));
+            durable.cursor = (1, Phase::Train);
+        }
+        Phase::Train => {
+            if let Some(mean_delta) = accumulator.weighted_mean() {
+                let global = Arc::make_mut(&mut durable.global);
+                durable.optimizer.apply(global, &mean_delta);
+            }
+            durable.model_version += 1;
+            durable.pending_train = Some(RoundRecord {
+                round,
+                train_participants: replies,
+                train_weight: accumulator.weight_sum(),
+                train_statistics: accumulator.statistics_sum().to_vec(),
+                evaluate_participants: 0,
+                evaluate_statistics: Vec::new(),
+                dropped,
+            });
+            durable.cursor = (round, Phase::Evaluate);
+        }
+        Phase::Evaluate => {
+            let mut record = durable.pending_train.take().unwrap_or(RoundRecord {
+                round,
+                train_participants: 0,
+                train_weight: 0.0,
+                train_statistics: Vec::new(),
+                evaluate_participants: 0,
+                evaluate_statistics: Vec::new(),
+                dropped: Vec::new(),
+            });
+            record.evaluate_participants = replies;
+            record.evaluate_statistics = accumulator.statistics_sum().to_vec();
+            for node in dropped {
+                if !record.dropped.contains(&node) {
+                    record.dropped.push(node);
+                }
+            }
+            durable.history.push(record.clone());
+            events.push(EventKind::RoundCompleted(record));
+            if round >= durable.plan.rounds {
+                durable.state = JobState::Succeeded;
+                events.push(EventKind::Succeeded);
+            } else {
+                durable.cursor = (round + 1, Phase::Train);
+            }
+        }
+    }
+}
