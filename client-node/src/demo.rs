@@ -1,0 +1,271 @@
+//! The local federation demo: generated data for three partners, a
+//! coordinator and three nodes talking real gRPC on 127.0.0.1, then the same
+//! model trained centrally and by each partner alone, all scored on the same
+//! pooled held-out customers.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use coordinator::operator::{self, WatchUpdate};
+use coordinator::CoordinatorConfig;
+use veil_features::{CsvSource, CustomerRow, FeatureSums, Scaling, load_transactions};
+use veil_job::JobSpec;
+use veil_job::export::ExportedModel;
+use veil_job::file::JobFile;
+use veil_models::{exact_auc, predict, train};
+use veil_synth::{SynthConfig, write_partner_files};
+use veil_wire::v1;
+
+use crate::config::NodeConfig;
+use crate::data::{JobRows, to_dataset};
+
+/// Demo settings; [`DemoConfig::standard`] is what the README's command runs.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Where data, configs, the model and scores are written.
+    pub output_dir: PathBuf,
+    /// Number of partners (and nodes).
+    pub partners: usize,
+    /// Seed of the synthetic data.
+    pub data_seed: u64,
+    /// The job file text; `{cutoff}` is replaced by the data's suggested cutoff.
+    pub job_template: String,
+}
+
+/// The demo's job: churn, MLP(64,32), FedAvg with Adam locally.
+pub const STANDARD_JOB: &str = r#"
+name = "demo-churn"
+rounds = 12
+min_participants = 2
+max_participants = 3
+holdout_fraction = 0.25
+seed = 7
+
+[task]
+kind = "churn"
+cutoff = "{cutoff}"
+horizon_days = {horizon}
+
+[model]
+kind = "mlp"
+hidden = [64, 32]
+
+[training]
+local_epochs = 1
+batch_size = 64
+learning_rate = 0.002
+optimizer = "adam"
+
+[strategy]
+kind = "fedavg"
+
+[timeouts]
+feature_stats_secs = 60
+train_secs = 120
+evaluate_secs = 60
+"#;
+
+impl DemoConfig {
+    /// The README demo: three partners, the standard job.
+    pub fn standard(output_dir: PathBuf) -> Self {
+        Self {
+            output_dir,
+            partners: 3,
+            data_seed: 2026,
+            job_template: STANDARD_JOB.to_owned(),
+        }
+    }
+}
+
+/// AUCs of the three ways to train, on the same pooled held-out customers.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// Federated model (the coordinator's export).
+    pub federated_auc: f64,
+    /// One model on all partners' pooled training rows.
+    pub centralised_auc: f64,
+    /// Each partner's model trained on its own rows only.
+    pub partner_alone_auc: Vec<(String, f64)>,
+    /// Pooled held-out customers the AUCs are measured on.
+    pub holdout_customers: usize,
+    /// The coordinator's per-round metrics.
+    pub rounds: Vec<v1::RoundMetrics>,
+    /// The exported model.
+    pub model_path: PathBuf,
+    /// The first partner's local score file.
+    pub scores_path: PathBuf,
+    /// Seconds the federated job took.
+    pub federation_seconds: f64,
+}
+
+impl DemoReport {
+    /// Mean AUC of the partner-alone models.
+    pub fn mean_partner_alone_auc(&self) -> f64 {
+        let n = self.partner_alone_auc.len().max(1) as f64;
+        self.partner_alone_auc.iter().map(|(_, auc)| auc).sum::<f64>() / n
+    }
+
+    /// The closing table.
+    pub fn table(&self) -> String {
+        let mut text = format!(
+            "\nAUC on {} pooled held-out customers (same rows for every model)\n",
+            self.holdout_customers
+        );
+        text.push_str(&format!("  {:<34}{:.4}\n", "federated (Veil)", self.federated_auc));
+        text.push_str(&format!("  {:<34}{:.4}\n", "centralised (pooled data)", self.centralised_auc));
+        for (partner, auc) in &self.partner_alone_auc {
+            text.push_str(&format!("  {:<34}{:.4}\n", format!("{partner} alone"), auc));
+        }
+        text.push_str(&format!("  {:<34}{:.4}\n", "mean of partners alone", self.mean_partner_alone_auc()));
+        text
+    }
+}
+
+/// Runs the whole demo, reporting job progress through `on_update`.
+pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>)) -> anyhow::Result<DemoReport> {
+    let data_dir = config.output_dir.join("data");
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let synth = SynthConfig::demo(config.partners, config.data_seed);
+    let files = write_partner_files(&synth, &data_dir)?;
+    let names: Vec<String> = synth.partners.iter().map(|p| p.name.clone()).collect();
+
+    // The job file, written out so an operator can reuse it with `coordinator submit`.
+    let job_text = config
+        .job_template
+        .replace("{cutoff}", &synth.suggested_cutoff().format("%Y-%m-%d").to_string())
+        .replace("{horizon}", &synth.suggested_horizon_days().to_string());
+    let job_path = config.output_dir.join("job.toml");
+    std::fs::write(&job_path, &job_text)?;
+    let job_wire = JobFile::parse(&job_text)
+        .context("demo job file")?
+        .to_wire();
+    let spec = JobSpec::from_wire(&job_wire).context("demo job file")?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait_for_stop = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(coordinator::run(
+        CoordinatorConfig::default(),
+        listener,
+        wait_for_stop(stopped.clone()),
+    ));
+
+    let mut nodes = Vec::new();
+    let mut sources = Vec::new();
+    for (name, file) in names.iter().zip(&files) {
+        let mut source = CsvSource::new(file.clone());
+        source.rejects_path = Some(data_dir.join(format!("{name}.rejects.csv")));
+        let node_config = NodeConfig {
+            node_id: name.clone(),
+            coordinator: address.clone(),
+            data: source.clone(),
+        };
+        write_node_config(&config.output_dir, &node_config)?;
+        sources.push((name.clone(), source));
+        nodes.push(tokio::spawn(crate::node::run(node_config, wait_for_stop(stopped.clone()))));
+    }
+
+    let started = Instant::now();
+    let mut client = operator::connect(&address).await?;
+    let job_id = operator::submit(&mut client, job_wire).await?;
+    operator::start(&mut client, &job_id).await?;
+    let status = operator::watch(&mut client, &job_id, on_update).await?;
+    let federation_seconds = started.elapsed().as_secs_f64();
+    if v1::JobState::try_from(status.state) != Ok(v1::JobState::Succeeded) {
+        anyhow::bail!("the federated job did not succeed: {}", status.failure_reason);
+    }
+    let model = operator::fetch_model(&mut client, &job_id).await?;
+    let model_path = config.output_dir.join("model.veil");
+    model.write(&model_path)?;
+
+    let _ = stop.send(true);
+    for node in nodes {
+        node.await??;
+    }
+    server.await??;
+
+    let scores_path = config.output_dir.join(format!("{}-scores.csv", names[0]));
+    crate::score::score(&model_path, &sources[0].1, spec.label.cutoff, &scores_path)?;
+
+    let baseline_spec = spec.clone();
+    let baseline_sources = sources.clone();
+    let baselines = tokio::task::spawn_blocking(move || baselines(&baseline_spec, &baseline_sources, &model)).await??;
+    Ok(DemoReport {
+        federated_auc: baselines.federated,
+        centralised_auc: baselines.centralised,
+        partner_alone_auc: baselines.partner_alone,
+        holdout_customers: baselines.holdout_customers,
+        rounds: status.history,
+        model_path,
+        scores_path,
+        federation_seconds,
+    })
+}
+
+fn write_node_config(dir: &Path, config: &NodeConfig) -> anyhow::Result<()> {
+    let text = format!(
+        "node_id = \"{}\"\ncoordinator = \"{}\"\n\n[data]\npath = \"{}\"\nrejects_path = \"{}\"\n",
+        config.node_id,
+        config.coordinator,
+        config.data.path.display(),
+        config.data.rejects_path.as_deref().unwrap_or(Path::new("")).display(),
+    );
+    let path = dir.join(format!("{}.node.toml", config.node_id));
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+struct Baselines {
+    federated: f64,
+    centralised: f64,
+    partner_alone: Vec<(String, f64)>,
+    holdout_customers: usize,
+}
+
+/// Trains the comparison models with the federated job's settings: the same
+/// rows and split, architecture, optimiser, batch size and learning rate,
+/// and as many epochs as the federation ran (rounds x local epochs).
+fn baselines(spec: &JobSpec, sources: &[(String, CsvSource)], federated: &ExportedModel) -> anyhow::Result<Baselines> {
+    let n_features = spec.features.n_features();
+    let model_spec = spec.model_spec();
+    let mut per_partner = Vec::new();
+    for (name, source) in sources {
+        let (log, _) = load_transactions(source)?;
+        per_partner.push((name.clone(), JobRows::prepare(&log, spec)));
+    }
+    let pooled_holdout: Vec<CustomerRow> = per_partner.iter().flat_map(|(_, rows)| rows.holdout.clone()).collect();
+    let labels: Vec<f32> = pooled_holdout.iter().map(|r| r.label.unwrap_or(f32::NAN)).collect();
+
+    let auc_of = |parameters: &[f32], scaling: &Scaling| -> anyhow::Result<f64> {
+        let holdout = to_dataset(&pooled_holdout, scaling, n_features)?;
+        let scores = predict(&model_spec, parameters, &holdout.features)?;
+        exact_auc(&scores, &labels).context("held-out data has a single class")
+    };
+    let train_alone = |rows: &[CustomerRow]| -> anyhow::Result<f64> {
+        let scaling = Scaling::from_sums(&FeatureSums::from_rows(rows, n_features))?;
+        let data = to_dataset(rows, &scaling, n_features)?;
+        let mut config = spec.training_config(0, 0);
+        config.epochs = spec.training.local_epochs * spec.rounds as usize;
+        config.proximal_mu = 0.0;
+        let initial = model_spec.initial_parameters(spec.seed);
+        let outcome = train(&model_spec, &initial, &data, &config)?;
+        auc_of(&outcome.parameters, &scaling)
+    };
+
+    let federated_auc = auc_of(&federated.parameters, &federated.scaling)?;
+    let pooled_train: Vec<CustomerRow> = per_partner.iter().flat_map(|(_, rows)| rows.train.clone()).collect();
+    let centralised = train_alone(&pooled_train)?;
+    let partner_alone = per_partner
+        .iter()
+        .map(|(name, rows)| Ok((name.clone(), train_alone(&rows.train)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Baselines {
+        federated: federated_auc,
+        centralised,
+        partner_alone,
+        holdout_customers: pooled_holdout.len(),
+    })
+}

@@ -1,0 +1,123 @@
+//! The node's gRPC client: registration, long polls, chunked downloads and
+//! idempotent, retried submissions. Nothing here knows about features or
+//! training.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use veil_wire::chunking::{self, VectorAssembler};
+use veil_wire::v1::node_service_client::NodeServiceClient;
+use veil_wire::v1::{self, result_chunk};
+use veil_wire::{MAX_MESSAGE_BYTES, VALUES_PER_CHUNK};
+
+/// A connection to the coordinator on behalf of one node.
+#[derive(Clone)]
+pub(crate) struct NodeClient {
+    inner: NodeServiceClient<Channel>,
+    pub(crate) node_id: String,
+}
+
+/// Whether a failed call may succeed if simply repeated.
+pub(crate) fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted
+    )
+}
+
+impl NodeClient {
+    /// A lazily connecting client: the coordinator may not be up yet, and a
+    /// dropped connection is re-established on the next call.
+    pub(crate) fn new(address: &str, node_id: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(address.to_owned())
+            .with_context(|| format!("'{address}' is not a valid coordinator address"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let inner = NodeServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self {
+            inner,
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    pub(crate) async fn register(&mut self) -> Result<v1::RegisterResponse, Status> {
+        let request = v1::RegisterRequest {
+            node_id: self.node_id.clone(),
+            software_version: concat!("client-node ", env!("CARGO_PKG_VERSION")).to_owned(),
+        };
+        Ok(self.inner.register(request).await?.into_inner())
+    }
+
+    pub(crate) async fn heartbeat(&mut self) -> Result<(), Status> {
+        let request = v1::HeartbeatRequest {
+            node_id: self.node_id.clone(),
+        };
+        self.inner.heartbeat(request).await.map(|_| ())
+    }
+
+    pub(crate) async fn fetch_task(&mut self, wait: Duration) -> Result<Option<v1::Task>, Status> {
+        let request = v1::FetchTaskRequest {
+            node_id: self.node_id.clone(),
+            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
+        Ok(self.inner.fetch_task(request).await?.into_inner().task)
+    }
+
+    /// Downloads the global model a task names, refusing anything but
+    /// exactly `expected_len` values.
+    pub(crate) async fn download_model(
+        &mut self,
+        job_id: &str,
+        model_version: u32,
+        expected_len: u64,
+    ) -> anyhow::Result<Vec<f32>> {
+        let request = v1::DownloadModelRequest {
+            node_id: self.node_id.clone(),
+            job_id: job_id.to_owned(),
+            model_version,
+        };
+        let mut stream = self
+            .inner
+            .download_model(request)
+            .await
+            .with_context(|| format!("downloading model version {model_version} of {job_id}"))?
+            .into_inner();
+        let mut assembler = VectorAssembler::new(expected_len, expected_len)?;
+        while let Some(chunk) = stream.message().await? {
+            assembler
+                .push(chunk.offset, &chunk.values)
+                .with_context(|| format!("model version {model_version} of {job_id}"))?;
+        }
+        Ok(assembler.finish()?)
+    }
+
+    /// Sends one result as a header and chunked values, retrying transient
+    /// failures: submits are idempotent on the coordinator side.
+    pub(crate) async fn submit(&mut self, header: v1::ResultHeader, vector: &[f32]) -> Result<bool, Status> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let mut messages = vec![v1::ResultChunk {
+                body: Some(result_chunk::Body::Header(header.clone())),
+            }];
+            messages.extend(chunking::chunks(vector, VALUES_PER_CHUNK).map(|(_, bytes)| v1::ResultChunk {
+                body: Some(result_chunk::Body::Values(bytes)),
+            }));
+            match self.inner.submit_result(tokio_stream::iter(messages)).await {
+                Ok(response) => return Ok(response.into_inner().duplicate),
+                Err(status) if is_transient(&status) && attempt < 5 => {
+                    tracing::warn!(attempt, code = ?status.code(), "submit failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The operator's client side: submit a job file, start, watch with a
+//! progress bar, fetch and export the model.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use tonic::transport::Channel;
+use veil_features::Scaling;
+use veil_job::JobSpec;
+use veil_job::export::ExportedModel;
+use veil_job::file::JobFile;
+use veil_wire::chunking::VectorAssembler;
+use veil_wire::v1::operator_service_client::OperatorServiceClient;
+use veil_wire::v1::{self, job_event};
+use veil_wire::MAX_MESSAGE_BYTES;
+
+/// An operator connection.
+pub type OperatorClient = OperatorServiceClient<Channel>;
+
+/// Connects to the coordinator at `address` (`http://host:port`).
+pub async fn connect(address: &str) -> anyhow::Result<OperatorClient> {
+    let channel = Channel::from_shared(address.to_owned())
+        .with_context(|| format!("'{address}' is not a valid coordinator address"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {address}"))?;
+    Ok(OperatorServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Reads and validates a job file, returning its wire spec.
+pub fn read_job_file(path: &Path) -> anyhow::Result<v1::JobSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read job file {}", path.display()))?;
+    let file = JobFile::parse(&text).with_context(|| format!("job file {}", path.display()))?;
+    let wire = file.to_wire();
+    JobSpec::from_wire(&wire).with_context(|| format!("job file {}", path.display()))?;
+    Ok(wire)
+}
+
+/// Submits a job; returns its id.
+pub async fn submit(client: &mut OperatorClient, spec: v1::JobSpec) -> anyhow::Result<String> {
+    let response = client
+        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(|status| anyhow::anyhow!("job refused: {}", status.message()))?;
+    Ok(response.into_inner().job_id)
+}
+
+/// Starts a submitted job.
+pub async fn start(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<v1::JobStatus> {
+    Ok(client
+        .start_job(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot start {job_id}: {}", status.message()))?
+        .into_inner())
+}
+
+/// Follows a job until it ends, reporting through `on_update`; returns the
+/// final status.
+pub async fn watch(
+    client: &mut OperatorClient,
+    job_id: &str,
+    mut on_update: impl FnMut(WatchUpdate<'_>),
+) -> anyhow::Result<v1::JobStatus> {
+    let mut stream = client
+        .watch_job(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot watch {job_id}: {}", status.message()))?
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream
+        .message()
+        .await
+        .map_err(|status| anyhow::anyhow!("watching {job_id}: {}", status.message()))?
+    {
+        match event.kind {
+            Some(job_event::Kind::Status(status)) => {
+                on_update(WatchUpdate::Status(&status));
+                last = Some(status);
+            }
+            Some(job_event::Kind::Message(message)) => on_update(WatchUpdate::Message(&message)),
+            None => {}
+        }
+    }
+    last.context("the watch stream ended without a status")
+}
+
+/// One thing a watch reports.
+#[derive(Debug)]
+pub enum WatchUpdate<'a> {
+    /// The job's status after a change.
+    Status(&'a v1::JobStatus),
+    /// A line describing what happened.
+    Message(&'a str),
+}
+
+/// A progress bar on one terminal line, e.g. `[#####-----] 5/10 rounds  AUC 0.8123`.
+pub fn progress_line(status: &v1::JobStatus) -> String {
+    const WIDTH: u32 = 30;
+    let total = status.total_rounds.max(1);
+    let filled = (status.completed_rounds.min(total) * WIDTH) / total;
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+    let metric = status
+        .history
+        .last()
+        .map(|m| {
+            if m.eval_auc.is_nan() {
+                format!("  RMSE {:.4}", m.eval_rmse)
+            } else {
+                format!("  AUC {:.4}", m.eval_auc)
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "[{bar}] {}/{} rounds{metric}",
+        status.completed_rounds, status.total_rounds
+    )
+}
+
+/// Prints updates as a live progress bar on stderr.
+pub fn print_progress(update: WatchUpdate<'_>) {
+    let mut stderr = std::io::stderr();
+    match update {
+        WatchUpdate::Status(status) => {
+            let _ = write!(stderr, "\r{}", progress_line(status));
+        }
+        WatchUpdate::Message(message) => {
+            let _ = write!(stderr, "\r\x1b[2K  {message}\n");
+        }
+    }
+    let _ = stderr.flush();
+}
+
+/// Downloads a finished job's model with its spec and scaling.
+pub async fn fetch_model(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<ExportedModel> {
+    let job = v1::JobRef {
+        job_id: job_id.to_owned(),
+    };
+    let info = client
+        .fetch_model_info(job.clone())
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message()))?
+        .into_inner();
+    let spec_wire = info.spec.as_ref().context("the coordinator sent no job spec")?;
+    let spec = JobSpec::from_wire(spec_wire).context("the coordinator sent an invalid job spec")?;
+    let mut stream = client
+        .fetch_model(job)
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message()))?
+        .into_inner();
+    let expected = spec.model_spec().parameter_count() as u64;
+    if info.parameter_count != expected {
+        bail!(
+            "the coordinator announced {} parameters, the architecture has {expected}",
+            info.parameter_count
+        );
+    }
+    let mut assembler = VectorAssembler::new(expected, expected)?;
+    while let Some(chunk) = stream.message().await? {
+        assembler.push(chunk.offset, &chunk.values)?;
+    }
+    let scaling = info.scaling.context("the coordinator sent no scaling")?;
+    Ok(ExportedModel {
+        job_id: job_id.to_owned(),
+        spec,
+        scaling: Scaling {
+            mean: scaling.mean,
+            std: scaling.std,
+        },
+        parameters: assembler.finish()?,
+        final_metrics: info.final_metrics,
+    })
+}

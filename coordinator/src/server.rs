@@ -1,0 +1,132 @@
+//! Serving: wires the engine, the services, the health service and the
+//! deadline timer onto one listener, until a shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use veil_federation::store::{JobStore, MemoryStore};
+use veil_federation::{Engine, EngineConfig};
+use veil_job::JobSpec;
+use veil_wire::MAX_MESSAGE_BYTES;
+use veil_wire::v1::node_service_server::NodeServiceServer;
+use veil_wire::v1::operator_service_server::OperatorServiceServer;
+
+use crate::service::{NodeApi, OperatorApi, ServiceLimits};
+use crate::state::Shared;
+
+/// How the coordinator serves. Every field is a deliberate choice with a
+/// sensible default, so `Default` is provided.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    /// A node silent for longer than this is not invited to new phases.
+    pub node_liveness: Duration,
+    /// Interval nodes are told to heartbeat at.
+    pub heartbeat_interval: Duration,
+    /// Longest a `FetchTask` long poll is held open.
+    pub max_long_poll: Duration,
+    /// Concurrent requests served per connection.
+    pub concurrency_per_connection: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            node_liveness: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_long_poll: Duration::from_secs(20),
+            concurrency_per_connection: 64,
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_store(config, listener, Box::new(MemoryStore::new()), shutdown).await
+}
+
+/// [`run`] with an explicit job store; jobs found in it are resumed.
+pub async fn run_with_store(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    store: Box<dyn JobStore<JobSpec> + Send>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine_config = EngineConfig {
+        node_liveness: config.node_liveness,
+    };
+    let snapshots = store.load_all()?;
+    if !snapshots.is_empty() {
+        tracing::info!(jobs = snapshots.len(), "resuming jobs from the store");
+    }
+    let shared = Arc::new(Shared::new(Engine::restore(engine_config, snapshots), store));
+    let limits = ServiceLimits {
+        max_long_poll: config.max_long_poll,
+        heartbeat_interval: config.heartbeat_interval,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<NodeServiceServer<NodeApi>>()
+        .await;
+    health_reporter
+        .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
+
+    let node_service = NodeServiceServer::new(NodeApi {
+        shared: Arc::clone(&shared),
+        limits,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let operator_service = OperatorServiceServer::new(OperatorApi {
+        shared: Arc::clone(&shared),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (stop_timer, timer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let timer = tokio::spawn(drive_deadlines(Arc::clone(&shared), timer_stopped));
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "coordinator listening");
+    let served = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(node_service)
+        .add_service(operator_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_timer.send(());
+    let _ = timer.await;
+    tracing::info!("coordinator stopped");
+    served.map_err(Into::into)
+}
+
+/// Wakes the engine at each phase deadline; re-plans whenever it changes.
+async fn drive_deadlines(shared: Arc<Shared>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    loop {
+        let changed = shared.changed.notified();
+        let deadline = shared.read(|engine| engine.poll_timeout());
+        // With no deadline pending, a periodic check still lets jobs that wait
+        // for nodes notice liveness changes.
+        let wake_at = deadline.map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(1),
+            tokio::time::Instant::from_std,
+        );
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {
+                shared.with_engine(|engine, now| engine.handle_timeout(now));
+            }
+            _ = changed => {}
+            _ = &mut stop => return,
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The tonic services: convert the request, call the engine, map the result.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmitOutcome};
+use veil_job::{JobSpec, statistics};
+use veil_wire::chunking::{self, VectorAssembler};
+use veil_wire::v1::node_service_server::NodeService;
+use veil_wire::v1::operator_service_server::OperatorService;
+use veil_wire::v1::{self, result_chunk};
+use veil_wire::VALUES_PER_CHUNK;
+
+use crate::convert::{engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason, round_metrics};
+use crate::state::Shared;
+
+/// Settings the services need at request time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServiceLimits {
+    /// Longest a `FetchTask` call is held open.
+    pub(crate) max_long_poll: Duration,
+    /// Interval nodes are told to heartbeat at.
+    pub(crate) heartbeat_interval: Duration,
+}
+
+/// Node ids are partner-chosen labels; keep them printable and short so they
+/// are safe in logs and file names.
+fn validate_node_id(node_id: &str) -> Result<(), Status> {
+    let valid = !node_id.is_empty()
+        && node_id.len() <= 64
+        && node_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(
+            "node_id must be 1-64 characters of ASCII letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ModelChunk, Status>> + Send>>;
+
+fn model_stream(values: Arc<Vec<f32>>) -> ChunkStream {
+    let total = values.len() as u64;
+    let chunks: Vec<Result<v1::ModelChunk, Status>> = chunking::chunks(&values, VALUES_PER_CHUNK)
+        .map(|(offset, bytes)| {
+            Ok(v1::ModelChunk {
+                offset,
+                total_parameters: total,
+                values: bytes,
+            })
+        })
+        .collect();
+    // An empty model still sends one chunk so the client learns the total.
+    let chunks = if chunks.is_empty() {
+        vec![Ok(v1::ModelChunk {
+            offset: 0,
+            total_parameters: 0,
+            values: Vec::new(),
+        })]
+    } else {
+        chunks
+    };
+    Box::pin(tokio_stream::iter(chunks))
+}
+
+/// The node-facing service.
+pub(crate) struct NodeApi {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) limits: ServiceLimits,
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        validate_node_id(&request.node_id)?;
+        tracing::info!(node = %request.node_id, version = %request.software_version, "node registered");
+        self.shared
+            .with_engine(|engine, now| engine.register_node(&request.node_id, now));
+        Ok(Response::new(v1::RegisterResponse {
+            heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
+            max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let node = request.into_inner().node_id;
+        self.shared
+            .with_engine(|engine, now| engine.heartbeat(&node, now))
+            .map_err(engine_error)?;
+        Ok(Response::new(v1::HeartbeatResponse {}))
+    }
+
+    async fn fetch_task(&self, request: Request<v1::FetchTaskRequest>) -> Result<Response<v1::FetchTaskResponse>, Status> {
+        let request = request.into_inner();
+        let wait = Duration::from_millis(u64::from(request.wait_ms)).min(self.limits.max_long_poll);
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a change between the look
+            // and the wait is not missed.
+            let notified = self.shared.changed.notified();
+            let assignment = self
+                .shared
+                .with_engine(|engine, now| engine.next_task(&request.node_id, now))
+                .map_err(engine_error)?;
+            if let Some(assignment) = assignment {
+                let task = self.shared.read(|engine| build_task(engine, &assignment))?;
+                return Ok(Response::new(v1::FetchTaskResponse { task: Some(task) }));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(give_up) => {
+                    return Ok(Response::new(v1::FetchTaskResponse { task: None }));
+                }
+            }
+        }
+    }
+
+    type DownloadModelStream = ChunkStream;
+
+    async fn download_model(
+        &self,
+        request: Request<v1::DownloadModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let request = request.into_inner();
+        let values = self
+            .shared
+            .read(|engine| engine.global_model(&request.job_id, request.model_version))
+            .map_err(engine_error)?;
+        Ok(Response::new(model_stream(values)))
+    }
+
+    async fn submit_result(
+        &self,
+        request: Request<Streaming<v1::ResultChunk>>,
+    ) -> Result<Response<v1::SubmitResultResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(v1::ResultChunk {
+                body: Some(result_chunk::Body::Header(header)),
+            }) => header,
+            _ => return Err(Status::invalid_argument("a result stream must start with its header")),
+        };
+        let phase = phase_from_wire(header.phase)?;
+        // Refuse an oversized vector before reading it: the job's model size
+        // bounds what a node may send.
+        let limit = self
+            .shared
+            .read(|engine| engine.plan(&header.job_id).map(|plan| plan.parameter_count as u64))
+            .map_err(engine_error)?;
+        let mut assembler = VectorAssembler::new(header.vector_length, limit).map_err(|error| {
+            Status::invalid_argument(format!(
+                "result from node '{}' for job '{}' round {} phase {phase}: model delta {error}",
+                header.node_id, header.job_id, header.round
+            ))
+        })?;
+        while let Some(chunk) = stream.message().await? {
+            match chunk.body {
+                Some(result_chunk::Body::Values(bytes)) => {
+                    assembler
+                        .push(assembler.received(), &bytes)
+                        .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
+                }
+                _ => return Err(Status::invalid_argument("only value chunks may follow the header")),
+            }
+        }
+        let vector = assembler
+            .finish()
+            .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
+        let submission = Submission {
+            node: header.node_id,
+            key: ResultKey {
+                job: header.job_id,
+                round: header.round,
+                phase,
+            },
+            weight: header.weight,
+            statistics: header.statistics,
+            vector,
+        };
+        let outcome = self
+            .shared
+            .with_engine(|engine, now| engine.submit(&submission, now))
+            .map_err(reject_reason)?;
+        Ok(Response::new(v1::SubmitResultResponse {
+            duplicate: outcome == SubmitOutcome::Duplicate,
+        }))
+    }
+}
+
+fn build_task(
+    engine: &veil_federation::Engine<JobSpec>,
+    assignment: &veil_federation::TaskAssignment,
+) -> Result<v1::Task, Status> {
+    let spec = engine.descriptor(&assignment.job).map_err(engine_error)?;
+    let scaling = match assignment.phase {
+        Phase::FeatureStats => None,
+        Phase::Train | Phase::Evaluate => {
+            let sums = engine
+                .feature_statistics(&assignment.job)
+                .map_err(engine_error)?
+                .ok_or_else(|| Status::internal("feature statistics missing after round 0"))?;
+            let scaling = statistics::scaling_from_vector(&sums, spec.features.n_features())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Some(v1::Scaling {
+                mean: scaling.mean,
+                std: scaling.std,
+            })
+        }
+    };
+    let parameter_count = engine.plan(&assignment.job).map_err(engine_error)?.parameter_count as u64;
+    let remaining = assignment.deadline.saturating_duration_since(Instant::now());
+    Ok(v1::Task {
+        job_id: assignment.job.clone(),
+        round: assignment.round,
+        phase: phase_to_wire(assignment.phase) as i32,
+        spec: Some(spec.to_wire()),
+        scaling,
+        parameter_count,
+        deadline_ms: remaining.as_millis().min(u128::from(u32::MAX)) as u32,
+        model_version: assignment.model_version,
+    })
+}
+
+/// The operator-facing service.
+pub(crate) struct OperatorApi {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl OperatorApi {
+    fn status(&self, job: &str) -> Result<v1::JobStatus, Status> {
+        self.shared.read(|engine| {
+            let spec = engine.descriptor(job).map_err(engine_error)?;
+            let status = engine.status(job).map_err(engine_error)?;
+            Ok(job_status(spec, &status))
+        })
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OperatorService for OperatorApi {
+    async fn submit_job(&self, request: Request<v1::SubmitJobRequest>) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let wire = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("the request carries no job spec"))?;
+        let spec = JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A zero seed asks the coordinator to pick one; the initial model is
+        // not a secret, so an ordinary generator is fine here.
+        let seed = if spec.seed == 0 { rand::random::<u64>() } else { spec.seed };
+        let initial = spec.model_spec().initial_parameters(seed);
+        let plan = spec.plan();
+        let job_id = self
+            .shared
+            .with_engine(|engine, now| engine.submit_job(plan, spec, initial, now))
+            .map_err(engine_error)?;
+        Ok(Response::new(v1::SubmitJobResponse { job_id }))
+    }
+
+    async fn start_job(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        let job = request.into_inner().job_id;
+        self.shared
+            .with_engine(|engine, now| engine.start_job(&job, now))
+            .map_err(engine_error)?;
+        Ok(Response::new(self.status(&job)?))
+    }
+
+    async fn cancel_job(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        let job = request.into_inner().job_id;
+        self.shared
+            .with_engine(|engine, now| engine.cancel_job(&job, now))
+            .map_err(engine_error)?;
+        Ok(Response::new(self.status(&job)?))
+    }
+
+    async fn get_job_status(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        Ok(Response::new(self.status(&request.into_inner().job_id)?))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, request: Request<v1::JobRef>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let job = request.into_inner().job_id;
+        // Subscribe before reading the status, so no event falls in between.
+        let mut events = self.shared.events.subscribe();
+        let first = self.status(&job)?;
+        let (sender, receiver) = mpsc::channel(64);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let status_event = |status: v1::JobStatus| v1::JobEvent {
+                job_id: status.job_id.clone(),
+                kind: Some(v1::job_event::Kind::Status(status)),
+            };
+            let finished = |status: &v1::JobStatus| {
+                !matches!(
+                    v1::JobState::try_from(status.state),
+                    Ok(v1::JobState::Pending | v1::JobState::Running)
+                )
+            };
+            let done = finished(&first);
+            if sender.send(Ok(status_event(first))).await.is_err() || done {
+                return;
+            }
+            let api = OperatorApi { shared };
+            loop {
+                let message = match events.recv().await {
+                    Ok(event) if event.job == job => describe(&api, &event),
+                    Ok(_) => continue,
+                    // Skipped events are summarised by the status that follows.
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if let Some(message) = message {
+                    let event = v1::JobEvent {
+                        job_id: job.clone(),
+                        kind: Some(v1::job_event::Kind::Message(message)),
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                let Ok(status) = api.status(&job) else { return };
+                let done = finished(&status);
+                if sender.send(Ok(status_event(status))).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type FetchModelStream = ChunkStream;
+
+    async fn fetch_model(&self, request: Request<v1::JobRef>) -> Result<Response<Self::FetchModelStream>, Status> {
+        let job = request.into_inner().job_id;
+        let values = self
+            .shared
+            .read(|engine| engine.final_model(&job))
+            .map_err(engine_error)?;
+        Ok(Response::new(model_stream(values)))
+    }
+
+    async fn fetch_model_info(&self, request: Request<v1::JobRef>) -> Result<Response<v1::ModelInfo>, Status> {
+        let job = request.into_inner().job_id;
+        self.shared.read(|engine| {
+            let model = engine.final_model(&job).map_err(engine_error)?;
+            let spec = engine.descriptor(&job).map_err(engine_error)?;
+            let sums = engine
+                .feature_statistics(&job)
+                .map_err(engine_error)?
+                .ok_or_else(|| Status::internal("a finished job has feature statistics"))?;
+            let scaling = statistics::scaling_from_vector(&sums, spec.features.n_features())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let status = engine.status(&job).map_err(engine_error)?;
+            Ok(Response::new(v1::ModelInfo {
+                job_id: job.clone(),
+                spec: Some(spec.to_wire()),
+                scaling: Some(v1::Scaling {
+                    mean: scaling.mean,
+                    std: scaling.std,
+                }),
+                parameter_count: model.len() as u64,
+                final_metrics: status.history.last().map(|r| round_metrics(spec, r)),
+            }))
+        })
+    }
+}
+
+/// A one-line description of an event for the operator's stream.
+fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<String> {
+    let text = match &event.kind {
+        EventKind::Submitted | EventKind::Started => return None,
+        EventKind::WaitingForNodes { live, needed } => format!("waiting for nodes: {live} live, {needed} needed"),
+        EventKind::PhaseOpened {
+            round,
+            phase,
+            invited,
+            attempt,
+        } if *attempt > 1 => format!(
+            "round {round} {phase}: too few replies, extended (attempt {attempt}, {} invited)",
+            invited.len()
+        ),
+        EventKind::PhaseOpened { .. } => return None,
+        EventKind::ReplyRejected {
+            node,
+            round,
+            phase,
+            reason,
+        } => format!("round {round} {phase}: rejected reply from '{node}': {reason}"),
+        EventKind::PhaseCompleted {
+            round,
+            phase,
+            participants,
+            dropped,
+        } => {
+            if dropped.is_empty() {
+                format!("round {round} {phase}: {participants} participants")
+            } else {
+                format!("round {round} {phase}: {participants} participants, dropped {dropped:?}")
+            }
+        }
+        EventKind::RoundCompleted(record) => {
+            let metrics = api
+                .shared
+                .read(|engine| engine.descriptor(&event.job).map(|spec| round_metrics(spec, record)))
+                .ok()?;
+            format!(
+                "round {} done: train loss {:.4}, eval loss {:.4}, AUC {:.4}",
+                record.round, metrics.mean_training_loss, metrics.eval_loss, metrics.eval_auc
+            )
+        }
+        EventKind::Succeeded => "job succeeded".to_owned(),
+        EventKind::Failed { reason } => format!("job failed: {reason}"),
+        EventKind::Cancelled => "job cancelled".to_owned(),
+    };
+    Some(text)
+}
+

@@ -1,0 +1,114 @@
+//! The coordinator's shared state: the engine behind a lock, the wake-up
+//! signal for long polls and the deadline timer, the event fan-out, and the
+//! job store.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::{Notify, broadcast};
+use veil_federation::store::JobStore;
+use veil_federation::{Engine, EngineEvent, EventKind};
+use veil_job::JobSpec;
+
+/// Everything the services share.
+pub(crate) struct Shared {
+    /// A std mutex, not tokio's: every engine call is short and synchronous,
+    /// and the guard is never held across an `.await`.
+    engine: Mutex<Engine<JobSpec>>,
+    /// Signalled whenever the engine emitted events, which is exactly when a
+    /// task may have appeared or a deadline moved: long polls and the timer
+    /// re-check then, and not on every call (that would spin).
+    pub(crate) changed: Notify,
+    /// Progress events for `WatchJob` streams. Lagging watchers skip events
+    /// and re-read the status, so a slow operator cannot stall the engine.
+    pub(crate) events: broadcast::Sender<EngineEvent>,
+    /// Durable snapshots, written at every committed transition.
+    store: Mutex<Box<dyn JobStore<JobSpec> + Send>>,
+}
+
+impl Shared {
+    pub(crate) fn new(engine: Engine<JobSpec>, store: Box<dyn JobStore<JobSpec> + Send>) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            engine: Mutex::new(engine),
+            changed: Notify::new(),
+            events,
+            store: Mutex::new(store),
+        }
+    }
+
+    /// Runs `operation` on the engine with the current time, then publishes,
+    /// logs and persists whatever it caused.
+    pub(crate) fn with_engine<R>(&self, operation: impl FnOnce(&mut Engine<JobSpec>, Instant) -> R) -> R {
+        let mut engine = lock(&self.engine);
+        let result = operation(&mut engine, Instant::now());
+        let mut durable_changes = BTreeSet::new();
+        let mut any_event = false;
+        while let Some(event) = engine.poll_event() {
+            any_event = true;
+            log_event(&event);
+            if !matches!(event.kind, EventKind::ReplyRejected { .. } | EventKind::WaitingForNodes { .. }) {
+                durable_changes.insert(event.job.clone());
+            }
+            // No receivers is normal when nobody watches.
+            let _ = self.events.send(event);
+        }
+        for job in durable_changes {
+            if let Ok(snapshot) = engine.snapshot(&job) {
+                if let Err(error) = lock(&self.store).save(&snapshot) {
+                    tracing::error!(job = %job, %error, "could not persist job snapshot");
+                }
+            }
+        }
+        drop(engine);
+        if any_event {
+            self.changed.notify_waiters();
+        }
+        result
+    }
+
+    /// Reads the engine without advancing it.
+    pub(crate) fn read<R>(&self, operation: impl FnOnce(&Engine<JobSpec>) -> R) -> R {
+        operation(&lock(&self.engine))
+    }
+}
+
+/// A poisoned lock means a panic elsewhere; the engine's invariants hold
+/// between calls, so carrying on is safer than taking the server down.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn log_event(event: &EngineEvent) {
+    let job = event.job.as_str();
+    match &event.kind {
+        EventKind::Submitted => tracing::info!(job, "job submitted"),
+        EventKind::Started => tracing::info!(job, "job started"),
+        EventKind::WaitingForNodes { live, needed } => {
+            tracing::info!(job, live, needed, "waiting for enough live nodes")
+        }
+        EventKind::PhaseOpened {
+            round,
+            phase,
+            invited,
+            attempt,
+        } => tracing::info!(job, round, %phase, invited = invited.len(), attempt, "phase opened"),
+        EventKind::ReplyRejected {
+            node,
+            round,
+            phase,
+            reason,
+        } => tracing::warn!(job, node = %node, round, %phase, %reason, "reply rejected"),
+        EventKind::PhaseCompleted {
+            round,
+            phase,
+            participants,
+            dropped,
+        } => tracing::info!(job, round, %phase, participants, dropped = ?dropped, "phase completed"),
+        EventKind::RoundCompleted(record) => tracing::info!(job, round = record.round, "round completed"),
+        EventKind::Succeeded => tracing::info!(job, "job succeeded"),
+        EventKind::Failed { reason } => tracing::warn!(job, %reason, "job failed"),
+        EventKind::Cancelled => tracing::info!(job, "job cancelled"),
+    }
+}

@@ -1,0 +1,31 @@
+//! Transaction log ingestion, labels and per-customer behaviour features.
+//!
+//! A partner's `client-node` uses this crate to turn its transaction CSV into model rows:
+//! [`load_transactions`] reads and validates the file (rejecting bad rows one by one),
+//! [`build_examples`] and [`build_scoring_rows`] compute the features documented in
+//! [`features`] and the labels documented in [`labels`], [`FeatureSums`] and [`Scaling`] give
+//! a federated standardisation, and [`split_holdout`] a stable train/holdout split.
+//!
+//! What it does *not* do: it trains no model (`veil-models`), adds no noise and masks nothing
+//! (`veil-secagg`, `veil-accounting`), does no pseudonymisation or PII scanning (`veil-deid`),
+//! and sends nothing over the network (`client-node`). Customer ids stay as given; keeping them
+//! inside the node is the caller's job.
+
+pub mod features;
+pub mod ingest;
+pub mod labels;
+pub mod scaling;
+pub mod split;
+pub mod timestamp;
+
+pub use features::{
+    CustomerRow, FeatureName, FeatureSpec, UnknownFeatureError, build_examples, build_scoring_rows,
+};
+pub use ingest::{
+    ColumnMapping, CsvSource, IngestError, LoadReport, RowError, Transaction, TransactionLog,
+    load_transactions,
+};
+pub use labels::{LabelSpec, TaskKind, UnknownTaskError};
+pub use scaling::{FeatureError, FeatureSums, Scaling};
+pub use split::split_holdout;
+pub use timestamp::{TimestampError, parse_timestamp};

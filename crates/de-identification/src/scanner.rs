@@ -1,0 +1,808 @@
+//! Hand-written detectors for personal data in free text: emails, phone numbers, Chinese resident
+//! ID numbers, bank card numbers, IPv4 and IPv6 addresses.
+//!
+//! The scanner is a few linear passes over the bytes with no regular expressions and no
+//! allocation unless something is found, because it runs on every kept cell of every row.
+//! All detectors only ever match ASCII, so every reported range lies on `char` boundaries.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of personal data the scanner recognises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiKind {
+    /// An email address such as `name@example.com`.
+    Email,
+    /// A mainland China mobile number or an international `+` number.
+    Phone,
+    /// An 18-character Chinese resident identity card number with a valid checksum.
+    ResidentId,
+    /// A Luhn-valid payment card number.
+    BankCard,
+    /// A dotted-quad IPv4 address.
+    Ipv4,
+    /// An IPv6 address in any textual form `std` accepts.
+    Ipv6,
+}
+
+impl PiiKind {
+    /// Every kind, in the order used by reports.
+    pub const ALL: [PiiKind; 6] = [
+        PiiKind::Email,
+        PiiKind::Phone,
+        PiiKind::ResidentId,
+        PiiKind::BankCard,
+        PiiKind::Ipv4,
+        PiiKind::Ipv6,
+    ];
+
+    /// The text that replaces a hit of this kind in redacted output.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            PiiKind::Email => "[EMAIL]",
+            PiiKind::Phone => "[PHONE]",
+            PiiKind::ResidentId => "[ID_NUMBER]",
+            PiiKind::BankCard => "[CARD]",
+            PiiKind::Ipv4 => "[IPV4]",
+            PiiKind::Ipv6 => "[IPV6]",
+        }
+    }
+
+    /// The snake_case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PiiKind::Email => "email",
+            PiiKind::Phone => "phone",
+            PiiKind::ResidentId => "resident_id",
+            PiiKind::BankCard => "bank_card",
+            PiiKind::Ipv4 => "ipv4",
+            PiiKind::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// One detected piece of personal data. It carries the position only, never the value, so a hit
+/// can be logged or counted without leaking what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PiiHit {
+    /// What was found.
+    pub kind: PiiKind,
+    /// Where it is in the scanned text, in bytes.
+    pub byte_range: Range<usize>,
+}
+
+/// Number of hits of each kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PiiCounts {
+    /// Email addresses found.
+    pub email: u64,
+    /// Phone numbers found.
+    pub phone: u64,
+    /// Resident ID numbers found.
+    pub resident_id: u64,
+    /// Bank card numbers found.
+    pub bank_card: u64,
+    /// IPv4 addresses found.
+    pub ipv4: u64,
+    /// IPv6 addresses found.
+    pub ipv6: u64,
+}
+
+impl PiiCounts {
+    /// The count for one kind.
+    pub fn get(&self, kind: PiiKind) -> u64 {
+        match kind {
+            PiiKind::Email => self.email,
+            PiiKind::Phone => self.phone,
+            PiiKind::ResidentId => self.resident_id,
+            PiiKind::BankCard => self.bank_card,
+            PiiKind::Ipv4 => self.ipv4,
+            PiiKind::Ipv6 => self.ipv6,
+        }
+    }
+
+    /// Counts one more hit of `kind`.
+    pub fn record(&mut self, kind: PiiKind) {
+        *self.get_mut(kind) += 1;
+    }
+
+    /// Adds every count of `other` to this one.
+    pub fn add(&mut self, other: &PiiCounts) {
+        for kind in PiiKind::ALL {
+            *self.get_mut(kind) += other.get(kind);
+        }
+    }
+
+    /// Total hits of all kinds.
+    pub fn total(&self) -> u64 {
+        PiiKind::ALL.iter().map(|kind| self.get(*kind)).sum()
+    }
+
+    fn get_mut(&mut self, kind: PiiKind) -> &mut u64 {
+        match kind {
+            PiiKind::Email => &mut self.email,
+            PiiKind::Phone => &mut self.phone,
+            PiiKind::ResidentId => &mut self.resident_id,
+            PiiKind::BankCard => &mut self.bank_card,
+            PiiKind::Ipv4 => &mut self.ipv4,
+            PiiKind::Ipv6 => &mut self.ipv6,
+        }
+    }
+}
+
+/// Finds all personal data in `text`, sorted by position and never overlapping (where two
+/// detectors claim overlapping bytes, the longer match wins).
+pub fn scan(text: &str) -> Vec<PiiHit> {
+    let mut scratch = ScanScratch::default();
+    scan_into(text, &mut scratch);
+    scratch.hits
+}
+
+/// Replaces every hit with its placeholder (`[EMAIL]`, `[PHONE]`...) and counts hits per kind.
+/// The result is re-scanned until it holds no detectable PII, so fragments that only look like
+/// PII once their neighbour is redacted are removed (and counted) too.
+pub fn redact(text: &str) -> (String, PiiCounts) {
+    let mut scratch = ScanScratch::default();
+    let mut counts = PiiCounts::default();
+    let redacted = redact_reusing(text, &mut scratch, &mut counts).into_owned();
+    (redacted, counts)
+}
+
+/// [`redact`] for the per-row path: reuses the scanner buffers, adds to existing counts and
+/// borrows the input when nothing was found.
+pub(crate) fn redact_reusing<'text>(
+    text: &'text str,
+    scratch: &mut ScanScratch,
+    counts: &mut PiiCounts,
+) -> Cow<'text, str> {
+    scan_into(text, scratch);
+    if scratch.hits.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut redacted = replace_hits(text, &scratch.hits, counts);
+    // Removing a hit can leave neighbours that now look like PII on their own ("0::a" before a
+    // phone number reads as an IPv6 address once the number is gone). Redacting again until
+    // nothing is found makes the output free of detectable PII (checked by the property tests);
+    // the bound keeps the cost predictable on adversarial input.
+    for _ in 0..MAX_EXTRA_REDACTION_PASSES {
+        scan_into(&redacted, scratch);
+        if scratch.hits.is_empty() {
+            break;
+        }
+        redacted = replace_hits(&redacted, &scratch.hits, counts);
+    }
+    Cow::Owned(redacted)
+}
+
+/// Upper bound on re-scans of already redacted text.
+const MAX_EXTRA_REDACTION_PASSES: usize = 3;
+
+fn replace_hits(text: &str, hits: &[PiiHit], counts: &mut PiiCounts) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut cursor = 0;
+    for hit in hits {
+        // Ranges always start and end on ASCII bytes, so `get` succeeds; the fallback only keeps
+        // the function total.
+        redacted.push_str(text.get(cursor..hit.byte_range.start).unwrap_or_default());
+        redacted.push_str(hit.kind.placeholder());
+        counts.record(hit.kind);
+        cursor = hit.byte_range.end;
+    }
+    redacted.push_str(text.get(cursor..).unwrap_or_default());
+    redacted
+}
+
+/// Buffers the scanner reuses from one cell to the next, so scanning allocates nothing unless
+/// PII is found.
+#[derive(Debug, Default)]
+pub(crate) struct ScanScratch {
+    /// Hits of the last scan, in order.
+    hits: Vec<PiiHit>,
+    /// Digit groups of the number being classified.
+    groups: Vec<DigitGroup>,
+}
+
+pub(crate) fn scan_into(text: &str, scratch: &mut ScanScratch) {
+    let ScanScratch { hits, groups } = scratch;
+    hits.clear();
+    let bytes = text.as_bytes();
+    // One cheap pass decides which detectors can possibly match, so typical short cells
+    // (amounts, categories) cost a single loop.
+    // Branch-free: OR together a class bit per byte.
+    let mut classes = 0u8;
+    for byte in bytes {
+        classes |= BYTE_CLASSES[usize::from(*byte)];
+    }
+    if classes & CLASS_AT != 0 {
+        find_emails(bytes, hits);
+    }
+    if classes & CLASS_DIGIT != 0 {
+        find_numbers(bytes, groups, hits);
+    }
+    if classes & CLASS_COLON != 0 {
+        find_ipv6(text, hits);
+    }
+    if hits.len() > 1 {
+        resolve_overlaps(hits);
+    }
+}
+
+const CLASS_AT: u8 = 1;
+const CLASS_DIGIT: u8 = 2;
+const CLASS_COLON: u8 = 4;
+
+/// For each byte value, which detectors it can trigger: `@` emails, digits the numeric
+/// detectors, `:` IPv6.
+static BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    classes[b'@' as usize] = CLASS_AT;
+    classes[b':' as usize] = CLASS_COLON;
+    let mut digit = b'0';
+    while digit <= b'9' {
+        classes[digit as usize] = CLASS_DIGIT;
+        digit += 1;
+    }
+    classes
+};
+
+fn byte_at(bytes: &[u8], index: usize) -> Option<u8> {
+    bytes.get(index).copied()
+}
+
+fn byte_before(bytes: &[u8], index: usize) -> Option<u8> {
+    index
+        .checked_sub(1)
+        .and_then(|previous| byte_at(bytes, previous))
+}
+
+fn is_digit_at(bytes: &[u8], index: usize) -> bool {
+    byte_at(bytes, index).is_some_and(|byte| byte.is_ascii_digit())
+}
+
+/// Sorts hits by start and keeps, among overlapping hits, the longest.
+fn resolve_overlaps(hits: &mut Vec<PiiHit>) {
+    hits.sort_unstable_by(|left, right| {
+        left.byte_range
+            .start
+            .cmp(&right.byte_range.start)
+            .then(right.byte_range.end.cmp(&left.byte_range.end))
+    });
+    let mut kept: Vec<PiiHit> = Vec::with_capacity(hits.len());
+    for hit in hits.drain(..) {
+        match kept.last_mut() {
+            Some(last) if hit.byte_range.start < last.byte_range.end => {
+                if hit.byte_range.len() > last.byte_range.len() {
+                    *last = hit;
+                }
+            }
+            _ => kept.push(hit),
+        }
+    }
+    *hits = kept;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Email addresses.
+
+fn is_email_local_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+fn is_email_domain_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-')
+}
+
+fn find_emails(bytes: &[u8], hits: &mut Vec<PiiHit>) {
+    for (at, _) in bytes.iter().enumerate().filter(|(_, byte)| **byte == b'@') {
+        let mut start = at;
+        while byte_before(bytes, start).is_some_and(is_email_local_byte) {
+            start -= 1;
+        }
+        while start < at && byte_at(bytes, start) == Some(b'.') {
+            start += 1;
+        }
+        if start == at {
+            continue;
+        }
+        let mut end = at + 1;
+        while byte_at(bytes, end).is_some_and(is_email_domain_byte) {
+            end += 1;
+        }
+        // A sentence may end right after the address: "write to a@b.com."
+        while end > at + 1 && matches!(byte_before(bytes, end), Some(b'.' | b'-')) {
+            end -= 1;
+        }
+        // The top-level domain is alphabetic, so digits glued to it start the next token:
+        // "a@qq.com13800138000" is an address followed by a phone number.
+        if let Some(last_dot) = bytes
+            .get(at + 1..end)
+            .and_then(|domain| domain.iter().rposition(|byte| *byte == b'.'))
+        {
+            let top_level_start = at + 1 + last_dot + 1;
+            let alphabetic = bytes
+                .get(top_level_start..end)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|byte| byte.is_ascii_alphabetic())
+                .count();
+            end = top_level_start + alphabetic;
+        }
+        let domain = bytes.get(at + 1..end).unwrap_or_default();
+        if is_plausible_domain(domain) {
+            hits.push(PiiHit {
+                kind: PiiKind::Email,
+                byte_range: start..end,
+            });
+        }
+    }
+}
+
+fn is_plausible_domain(domain: &[u8]) -> bool {
+    let mut labels = 0;
+    let mut last_label: &[u8] = &[];
+    for label in domain.split(|byte| *byte == b'.') {
+        if label.is_empty()
+            || label.len() > 63
+            || label.first() == Some(&b'-')
+            || label.last() == Some(&b'-')
+        {
+            return false;
+        }
+        labels += 1;
+        last_label = label;
+    }
+    labels >= 2 && last_label.len() >= 2 && last_label.iter().all(u8::is_ascii_alphabetic)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digit-based detectors: IPv4, resident ID, phone, bank card.
+
+/// One run of digits inside a separated number such as `6222 0212 3456 7890`.
+#[derive(Clone, Copy, Debug)]
+struct DigitGroup {
+    start: usize,
+    end: usize,
+}
+
+/// Longest digit string any digit detector accepts (a 19-digit card); longer spans are skipped
+/// without being examined.
+const MAX_USEFUL_DIGITS: usize = 19;
+
+fn find_numbers(bytes: &[u8], groups: &mut Vec<DigitGroup>, hits: &mut Vec<PiiHit>) {
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = byte_at(bytes, index).unwrap_or_default();
+        let starts_with_plus = byte == b'+' && is_digit_at(bytes, index + 1);
+        if !(byte.is_ascii_digit() || starts_with_plus) || is_digit_at(bytes, index.wrapping_sub(1))
+        {
+            index += 1;
+            continue;
+        }
+        if !starts_with_plus && let Some(end) = match_ipv4(bytes, index) {
+            hits.push(PiiHit {
+                kind: PiiKind::Ipv4,
+                byte_range: index..end,
+            });
+            index = end;
+            continue;
+        }
+        let run = read_digit_run(bytes, index, groups);
+        // Digits glued to a decimal point belong to a decimal number or a version string, not to
+        // an identifier: "1380013800.5", "v2.13800138000".
+        let part_of_decimal = (byte_before(bytes, index) == Some(b'.')
+            && is_digit_at(bytes, index.wrapping_sub(2)))
+            || (byte_at(bytes, run.end) == Some(b'.') && is_digit_at(bytes, run.end + 1));
+        if !part_of_decimal {
+            classify_digit_run(bytes, &run, groups, hits);
+        }
+        index = run.end.max(index + 1);
+    }
+}
+
+/// A maximal number starting at one position: an optional `+`, digit groups joined by single
+/// spaces or dashes, and an optional trailing `X` (the resident ID check character).
+struct DigitRun {
+    start: usize,
+    end: usize,
+    starts_with_plus: bool,
+    ends_with_x: bool,
+}
+
+fn read_digit_run(bytes: &[u8], start: usize, groups: &mut Vec<DigitGroup>) -> DigitRun {
+    groups.clear();
+    let starts_with_plus = byte_at(bytes, start) == Some(b'+');
+    let mut position = start + usize::from(starts_with_plus);
+    loop {
+        let group_start = position;
+        while is_digit_at(bytes, position) {
+            position += 1;
+        }
+        groups.push(DigitGroup {
+            start: group_start,
+            end: position,
+        });
+        let separator = matches!(byte_at(bytes, position), Some(b' ' | b'-'));
+        if separator && is_digit_at(bytes, position + 1) {
+            position += 1;
+        } else {
+            break;
+        }
+    }
+    // The check character X may be followed by anything but another letter (which would make
+    // it part of a word): "11010519491231002X13800138000" is an ID number, then a phone number.
+    let ends_with_x = matches!(byte_at(bytes, position), Some(b'X' | b'x'))
+        && !byte_at(bytes, position + 1).is_some_and(|byte| byte.is_ascii_alphabetic());
+    DigitRun {
+        start,
+        end: position + usize::from(ends_with_x),
+        starts_with_plus,
+        ends_with_x,
+    }
+}
+
+/// Finds detector matches among contiguous spans of the run's groups, preferring the longest
+/// span at each starting group, so `qty 2 138 0013 8000` still yields the phone number.
+fn classify_digit_run(bytes: &[u8], run: &DigitRun, groups: &[DigitGroup], hits: &mut Vec<PiiHit>) {
+    let mut first = 0;
+    while first < groups.len() {
+        let mut matched = None;
+        let mut digit_total = 0;
+        let mut last_candidate = first;
+        for (offset, group) in groups.iter().enumerate().skip(first) {
+            digit_total += group.end - group.start;
+            if digit_total > MAX_USEFUL_DIGITS {
+                break;
+            }
+            last_candidate = offset;
+        }
+        for last in (first..=last_candidate).rev() {
+            let span = groups.get(first..=last).unwrap_or_default();
+            let with_plus = run.starts_with_plus && first == 0;
+            let with_x = run.ends_with_x && last + 1 == groups.len();
+            if let Some(kind) = classify_span(bytes, span, with_plus, with_x) {
+                matched = Some((last, kind, with_plus, with_x));
+                break;
+            }
+        }
+        match matched {
+            Some((last, kind, with_plus, with_x)) => {
+                let start = if with_plus {
+                    run.start
+                } else {
+                    groups.get(first).map_or(run.start, |group| group.start)
+                };
+                let end = groups.get(last).map_or(run.end, |group| group.end)
+                    + usize::from(with_x && kind == PiiKind::ResidentId);
+                hits.push(PiiHit {
+                    kind,
+                    byte_range: start..end,
+                });
+                first = last + 1;
+            }
+            None => first += 1,
+        }
+    }
+}
+
+fn classify_span(
+    bytes: &[u8],
+    span: &[DigitGroup],
+    with_plus: bool,
+    with_x: bool,
+) -> Option<PiiKind> {
+    let mut digits = [0u8; MAX_USEFUL_DIGITS];
+    let mut count = 0;
+    for group in span {
+        for byte in bytes.get(group.start..group.end).unwrap_or_default() {
+            *digits.get_mut(count)? = byte - b'0';
+            count += 1;
+        }
+    }
+    let digits = digits.get(..count)?;
+    let separated = span.len() > 1;
+    if !with_plus && !separated && is_resident_id(digits, with_x) {
+        return Some(PiiKind::ResidentId);
+    }
+    if with_x {
+        return None;
+    }
+    if is_phone(digits, with_plus) {
+        return Some(PiiKind::Phone);
+    }
+    if !with_plus && is_bank_card(digits) {
+        return Some(PiiKind::BankCard);
+    }
+    None
+}
+
+/// Mainland mobile numbers `1[3-9]` + 9 digits, bare or after `+86` / `0086`; or any `+` number
+/// of 8 to 15 digits (E.164 allows at most 15). Bare international numbers without `+` are not
+/// recognised: without the prefix they are indistinguishable from amounts and order numbers.
+fn is_phone(digits: &[u8], with_plus: bool) -> bool {
+    let mainland = match (with_plus, digits) {
+        (true, [8, 6, rest @ ..]) => rest,
+        (false, [0, 0, 8, 6, rest @ ..]) => rest,
+        (false, rest) => rest,
+        (true, _) => &[],
+    };
+    if let [1, second, ..] = mainland
+        && mainland.len() == 11
+        && (3..=9).contains(second)
+    {
+        return true;
+    }
+    with_plus && (8..=15).contains(&digits.len()) && digits.first() != Some(&0)
+}
+
+/// Luhn-valid 13 to 19 digits whose issuer prefix belongs to a card network (American Express,
+/// JCB and Diners 3, Visa 4, Mastercard 51-55 and 2221-2720, UnionPay 62, Discover and Maestro 6).
+fn is_bank_card(digits: &[u8]) -> bool {
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let issuer_plausible = match digits {
+        [3..=6, ..] => true,
+        [a, b, c, d, ..] => {
+            let prefix =
+                u32::from(*a) * 1000 + u32::from(*b) * 100 + u32::from(*c) * 10 + u32::from(*d);
+            (2221..=2720).contains(&prefix)
+        }
+        _ => false,
+    };
+    issuer_plausible && luhn_valid(digits)
+}
+
+/// The Luhn checksum used by payment cards: doubling every second digit from the right.
+pub(crate) fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(position, digit)| {
+            let digit = u32::from(*digit);
+            if position % 2 == 1 {
+                let doubled = digit * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                digit
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// Province-level codes that start a valid resident ID (GB/T 2260), including Hong Kong, Macau
+/// and Taiwan residence permits.
+const PROVINCE_CODES: [u8; 35] = [
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
+    53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83,
+];
+
+/// 17 digits plus a check character (a digit, or `X` for 10): a known province code, a real
+/// calendar birth date between 1900 and 2099 in positions 7-14, and the ISO 7064 MOD 11-2
+/// checksum of GB 11643.
+fn is_resident_id(digits: &[u8], with_x: bool) -> bool {
+    let (body, check_value) = match (digits.len(), with_x) {
+        (18, false) => match digits.split_last() {
+            Some((check, body)) => (body, u32::from(*check)),
+            None => return false,
+        },
+        (17, true) => (digits, 10),
+        _ => return false,
+    };
+    let province = match body {
+        [a, b, ..] => a * 10 + b,
+        _ => return false,
+    };
+    if !PROVINCE_CODES.contains(&province) {
+        return false;
+    }
+    let number = |range: Range<usize>| {
+        body.get(range).map(|slice| {
+            slice
+                .iter()
+                .fold(0u32, |value, digit| value * 10 + u32::from(*digit))
+        })
+    };
+    let (Some(year), Some(month), Some(day)) = (number(6..10), number(10..12), number(12..14))
+    else {
+        return false;
+    };
+    let year_plausible = (1900..=2099).contains(&year);
+    let year = i32::try_from(year).unwrap_or_default();
+    if !year_plausible || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none() {
+        return false;
+    }
+    resident_id_check_value(body) == Some(check_value)
+}
+
+/// The expected check value (0-10, where 10 is written `X`) of the first 17 digits.
+pub(crate) fn resident_id_check_value(body: &[u8]) -> Option<u32> {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    // Position i of (sum mod 11) holds the check value that makes the whole number ≡ 1 (mod 11).
+    const CHECK_VALUES: [u32; 11] = [1, 0, 10, 9, 8, 7, 6, 5, 4, 3, 2];
+    if body.len() != WEIGHTS.len() {
+        return None;
+    }
+    let sum: u32 = body
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(digit, weight)| u32::from(*digit) * weight)
+        .sum();
+    CHECK_VALUES.get((sum % 11) as usize).copied()
+}
+
+/// A dotted quad of decimal octets 0-255 not glued to letters, digits or further dots, so
+/// version strings (`1.2.3`, `v1.2.3.4`, `1.2.3.4.5`) do not match.
+fn match_ipv4(bytes: &[u8], start: usize) -> Option<usize> {
+    if byte_before(bytes, start).is_some_and(|byte| byte.is_ascii_alphanumeric() || byte == b'.') {
+        return None;
+    }
+    let mut position = start;
+    for octet_index in 0..4 {
+        let octet_start = position;
+        let mut value = 0u32;
+        while is_digit_at(bytes, position) && position - octet_start < 3 {
+            value = value * 10 + u32::from(byte_at(bytes, position).unwrap_or(b'0') - b'0');
+            position += 1;
+        }
+        if position == octet_start || is_digit_at(bytes, position) || value > 255 {
+            return None;
+        }
+        if octet_index < 3 {
+            if byte_at(bytes, position) != Some(b'.') {
+                return None;
+            }
+            position += 1;
+        }
+    }
+    let next = byte_at(bytes, position);
+    if next.is_some_and(|byte| byte.is_ascii_alphanumeric())
+        || (next == Some(b'.') && is_digit_at(bytes, position + 1))
+    {
+        return None;
+    }
+    Some(position)
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 addresses.
+
+fn is_ipv6_token_byte(byte: u8) -> bool {
+    byte.is_ascii_hexdigit() || byte == b':' || byte == b'.'
+}
+
+/// Tokens of hex digits, colons and dots that stand alone (not inside a word such as
+/// `std::fmt`), contain at least two colons and parse as an IPv6 address. Clock times and MAC
+/// addresses contain colons but do not parse.
+fn find_ipv6(text: &str, hits: &mut Vec<PiiHit>) {
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        if !byte_at(bytes, index).is_some_and(is_ipv6_token_byte) {
+            index += 1;
+            continue;
+        }
+        let standalone = !byte_before(bytes, index)
+            .is_some_and(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b':' | b'.'));
+        let mut end = index;
+        let mut colons = 0;
+        while let Some(byte) = byte_at(bytes, end).filter(|byte| is_ipv6_token_byte(*byte)) {
+            colons += usize::from(byte == b':');
+            end += 1;
+        }
+        let followed_by_word =
+            byte_at(bytes, end).is_some_and(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+        // Without `::` an address has eight groups (seven colons), or six groups and a trailing
+        // IPv4 part (six colons); checking this first keeps clock times away from the parser.
+        let may_be_address = colons >= 6
+            || (colons >= 2
+                && bytes
+                    .get(index..end)
+                    .is_some_and(|token| token.windows(2).any(|pair| pair == b"::")));
+        if standalone && may_be_address && !followed_by_word {
+            // Trailing sentence punctuation is not part of the address.
+            let mut candidate_end = end;
+            while matches!(byte_before(bytes, candidate_end), Some(b'.')) {
+                candidate_end -= 1;
+            }
+            let candidate = text.get(index..candidate_end).unwrap_or_default();
+            let parses = |candidate: &str| candidate.parse::<Ipv6Addr>().is_ok();
+            let matched_end = if parses(candidate) {
+                Some(candidate_end)
+            } else if let Some(without_colon) = candidate.strip_suffix(':')
+                && !without_colon.ends_with(':')
+                && parses(without_colon)
+            {
+                Some(candidate_end - 1)
+            } else {
+                None
+            };
+            if let Some(matched_end) = matched_end
+                && is_plausible_ipv6_text(text.get(index..matched_end).unwrap_or_default())
+            {
+                hits.push(PiiHit {
+                    kind: PiiKind::Ipv6,
+                    byte_range: index..matched_end,
+                });
+            }
+        }
+        index = end.max(index + 1);
+    }
+}
+
+/// Parsing alone accepts fragments like `1::` or `::a` that appear when text around a number is
+/// redacted, so an address needs two non-empty groups, or must be `::` followed by one decimal
+/// group (the loopback `::1`). Bare prefixes such as `fe80::` are therefore not reported.
+fn is_plausible_ipv6_text(candidate: &str) -> bool {
+    let mut groups = candidate.split(':').filter(|group| !group.is_empty());
+    match (groups.next(), groups.next()) {
+        (Some(_), Some(_)) => true,
+        (Some(only), None) => {
+            candidate.starts_with("::") && only.bytes().all(|byte| byte.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_accepts_the_classic_test_number_and_rejects_a_changed_digit() {
+        let digits = |text: &str| text.bytes().map(|byte| byte - b'0').collect::<Vec<_>>();
+        assert!(luhn_valid(&digits("4111111111111111")));
+        assert!(!luhn_valid(&digits("4111111111111112")));
+    }
+
+    #[test]
+    fn overlapping_hits_keep_the_longest() {
+        let mut hits = vec![
+            PiiHit {
+                kind: PiiKind::Phone,
+                byte_range: 0..11,
+            },
+            PiiHit {
+                kind: PiiKind::Email,
+                byte_range: 0..18,
+            },
+            PiiHit {
+                kind: PiiKind::Ipv4,
+                byte_range: 20..27,
+            },
+        ];
+        resolve_overlaps(&mut hits);
+        assert_eq!(
+            hits,
+            vec![
+                PiiHit {
+                    kind: PiiKind::Email,
+                    byte_range: 0..18
+                },
+                PiiHit {
+                    kind: PiiKind::Ipv4,
+                    byte_range: 20..27
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn counts_add_per_kind() {
+        let mut total = PiiCounts::default();
+        let mut other = PiiCounts::default();
+        other.record(PiiKind::Phone);
+        other.record(PiiKind::Phone);
+        other.record(PiiKind::Ipv6);
+        total.add(&other);
+        total.add(&other);
+        assert_eq!(total.phone, 4);
+        assert_eq!(total.ipv6, 2);
+        assert_eq!(total.total(), 6);
+    }
+}

@@ -1,0 +1,179 @@
+//! The operator's job file (TOML) and its translation to the wire spec.
+//!
+//! Omitted fields take documented defaults; validation happens once, in
+//! [`crate::JobSpec::from_wire`], for files and wire messages alike.
+
+use serde::Deserialize;
+use veil_wire::v1;
+
+/// A job file as written by an operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Job name.
+    pub name: String,
+    /// Training rounds.
+    pub rounds: u32,
+    /// Minimum replies per phase.
+    pub min_participants: u32,
+    /// Maximum invitees per phase.
+    pub max_participants: u32,
+    /// Held-out fraction per node (default 0.2).
+    #[serde(default)]
+    pub holdout_fraction: Option<f64>,
+    /// Seed for the initial model and shuffling (default 0).
+    #[serde(default)]
+    pub seed: u64,
+    /// The label.
+    pub task: TaskSection,
+    /// The features (default: all, 30-day window).
+    #[serde(default)]
+    pub features: FeaturesSection,
+    /// The model.
+    pub model: ModelSection,
+    /// Local training.
+    pub training: TrainingSection,
+    /// Aggregation strategy (default fedavg).
+    #[serde(default)]
+    pub strategy: StrategySection,
+    /// Phase deadlines (defaults 60 s, 600 s, 60 s).
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+}
+
+/// `[task]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// churn, propensity or spend.
+    pub kind: String,
+    /// YYYY-MM-DD.
+    pub cutoff: String,
+    /// Label window after the cutoff.
+    pub horizon_days: u32,
+}
+
+/// `[features]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesSection {
+    /// Feature names; empty means all.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Recent-activity window in days.
+    #[serde(default)]
+    pub recent_window_days: Option<u32>,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// logistic_regression or mlp.
+    pub kind: String,
+    /// Hidden layer sizes of an MLP.
+    #[serde(default)]
+    pub hidden: Vec<u32>,
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// Batch size.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// sgd or adam.
+    #[serde(default)]
+    pub optimizer: Option<String>,
+}
+
+/// `[strategy]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySection {
+    /// fedavg, fedprox or fedadam.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// FedProx mu.
+    #[serde(default)]
+    pub proximal_mu: Option<f64>,
+    /// FedAdam step size.
+    #[serde(default)]
+    pub server_learning_rate: Option<f64>,
+    /// FedAdam beta1.
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    /// FedAdam beta2.
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    /// FedAdam tau.
+    #[serde(default)]
+    pub tau: Option<f64>,
+}
+
+/// `[timeouts]`, in seconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    /// Feature-statistics phase.
+    #[serde(default)]
+    pub feature_stats_secs: Option<f64>,
+    /// Training phase.
+    #[serde(default)]
+    pub train_secs: Option<f64>,
+    /// Evaluation phase.
+    #[serde(default)]
+    pub evaluate_secs: Option<f64>,
+}
+
+impl JobFile {
+    /// Parses TOML text; the error names the line and field.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The wire spec this file describes (not yet validated).
+    pub fn to_wire(&self) -> v1::JobSpec {
+        let millis = |secs: Option<f64>| secs.map_or(0, |s| (s * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32);
+        v1::JobSpec {
+            name: self.name.clone(),
+            task: self.task.kind.clone(),
+            cutoff: self.task.cutoff.clone(),
+            horizon_days: self.task.horizon_days,
+            features: self.features.names.clone(),
+            recent_window_days: self.features.recent_window_days.unwrap_or(0),
+            model: Some(v1::ModelSpec {
+                kind: self.model.kind.clone(),
+                hidden: self.model.hidden.clone(),
+            }),
+            training: Some(v1::TrainingSpec {
+                local_epochs: self.training.local_epochs,
+                batch_size: self.training.batch_size,
+                learning_rate: self.training.learning_rate,
+                optimizer: self.training.optimizer.clone().unwrap_or_default(),
+            }),
+            rounds: self.rounds,
+            min_participants: self.min_participants,
+            max_participants: self.max_participants,
+            timeouts: Some(v1::PhaseTimeouts {
+                feature_stats_ms: millis(self.timeouts.feature_stats_secs),
+                train_ms: millis(self.timeouts.train_secs),
+                evaluate_ms: millis(self.timeouts.evaluate_secs),
+            }),
+            strategy: Some(v1::Strategy {
+                kind: self.strategy.kind.clone().unwrap_or_default(),
+                proximal_mu: self.strategy.proximal_mu.unwrap_or(0.0),
+                server_learning_rate: self.strategy.server_learning_rate.unwrap_or(0.0),
+                beta1: self.strategy.beta1.unwrap_or(0.0),
+                beta2: self.strategy.beta2.unwrap_or(0.0),
+                tau: self.strategy.tau.unwrap_or(0.0),
+            }),
+            holdout_fraction: self.holdout_fraction.unwrap_or(0.0),
+            seed: self.seed,
+        }
+    }
+}

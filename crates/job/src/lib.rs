@@ -1,0 +1,16 @@
+//! What a training job is, in one place: the validated [`JobSpec`], the job
+//! file an operator writes, the conversion to and from the `veil.v1` wire
+//! message, and the layout of the additive statistics vectors that nodes send.
+//!
+//! Both the coordinator and the client node validate a job through
+//! [`JobSpec::from_wire`], so a job the coordinator accepted is one every node
+//! can run. This crate does not train, aggregate or talk to the network:
+//! training is `veil-models`, aggregation is `veil-federation`, the gRPC
+//! services are in `coordinator` and `client-node`.
+
+pub mod export;
+pub mod file;
+pub mod spec;
+pub mod statistics;
+
+pub use spec::{JobSpec, JobSpecError, LocalTraining};

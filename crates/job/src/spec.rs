@@ -1,0 +1,320 @@
+//! The validated job specification and its wire conversions.
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use thiserror::Error;
+use veil_features::{FeatureName, FeatureSpec, LabelSpec, TaskKind};
+use veil_federation::{JobPlan, PhaseTimeouts, Strategy};
+use veil_models::{ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig};
+use veil_wire::v1;
+
+use crate::statistics;
+
+/// A job field that is missing or invalid, named as in the job file.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[error("job field '{field}': {message}")]
+pub struct JobSpecError {
+    /// The field, dotted as in the job file (`task.kind`, `model.hidden`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> JobSpecError {
+    JobSpecError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// How each node trains locally in one round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalTraining {
+    /// Passes over the local training split per round.
+    pub local_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Optimiser step size.
+    pub learning_rate: f64,
+    /// Local optimiser.
+    pub optimizer: OptimizerKind,
+}
+
+/// A complete, validated training job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Operator's name for the job.
+    pub name: String,
+    /// What is predicted, and the label window.
+    pub label: LabelSpec,
+    /// Which behaviour features feed the model.
+    pub features: FeatureSpec,
+    /// Model architecture.
+    pub model: ModelKind,
+    /// Local training settings.
+    pub training: LocalTraining,
+    /// Rounds after the feature-statistics round.
+    pub rounds: u32,
+    /// Minimum replies for a phase to proceed.
+    pub min_participants: u32,
+    /// Maximum nodes invited per phase.
+    pub max_participants: u32,
+    /// Per-phase deadlines.
+    pub timeouts: PhaseTimeouts,
+    /// Server-side aggregation strategy.
+    pub strategy: Strategy,
+    /// Fraction of each node's customers held out for evaluation.
+    pub holdout_fraction: f64,
+    /// Seed for the initial model and local shuffling.
+    pub seed: u64,
+}
+
+impl JobSpec {
+    /// The model as `veil-models` sees it.
+    pub fn model_spec(&self) -> ModelSpec {
+        ModelSpec {
+            kind: self.model.clone(),
+            n_inputs: self.features.n_features(),
+            output: if self.label.task.is_regression() {
+                OutputKind::Regression
+            } else {
+                OutputKind::Binary
+            },
+        }
+    }
+
+    /// The round plan for the coordinator's engine.
+    pub fn plan(&self) -> JobPlan {
+        JobPlan {
+            rounds: self.rounds,
+            min_participants: self.min_participants,
+            max_participants: self.max_participants,
+            timeouts: self.timeouts,
+            strategy: self.strategy,
+            parameter_count: self.model_spec().parameter_count(),
+            feature_statistics_len: statistics::feature_statistics_len(self.features.n_features()),
+            train_statistics_len: statistics::TRAIN_STATISTICS_LEN,
+            evaluate_statistics_len: statistics::evaluate_statistics_len(self.model_spec().output),
+            max_phase_attempts: 3,
+        }
+    }
+
+    /// Local training settings for one round at one node.
+    pub fn training_config(&self, round: u32, node_seed: u64) -> TrainingConfig {
+        TrainingConfig {
+            epochs: self.training.local_epochs,
+            batch_size: self.training.batch_size,
+            learning_rate: self.training.learning_rate,
+            optimizer: self.training.optimizer,
+            proximal_mu: self.strategy.proximal_mu(),
+            seed: self.seed ^ node_seed ^ (u64::from(round) << 32),
+        }
+    }
+
+    /// Validates a wire job spec; every error names the field.
+    pub fn from_wire(wire: &v1::JobSpec) -> Result<Self, JobSpecError> {
+        let name = wire.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        let task: TaskKind = wire
+            .task
+            .parse()
+            .map_err(|e| invalid("task.kind", format!("{e}")))?;
+        let cutoff = NaiveDate::parse_from_str(&wire.cutoff, "%Y-%m-%d")
+            .map_err(|_| invalid("task.cutoff", format!("'{}' is not a YYYY-MM-DD date", wire.cutoff)))?;
+        if wire.horizon_days == 0 {
+            return Err(invalid("task.horizon_days", "must be at least 1"));
+        }
+        let names = if wire.features.is_empty() {
+            FeatureName::ALL.to_vec()
+        } else {
+            wire.features
+                .iter()
+                .map(|name| name.parse::<FeatureName>().map_err(|e| invalid("features.names", format!("{e}"))))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if let Some(duplicate) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+            return Err(invalid(
+                "features.names",
+                format!("'{}' is listed twice", duplicate.1.as_str()),
+            ));
+        }
+        let recent_window_days = if wire.recent_window_days == 0 { 30 } else { wire.recent_window_days };
+        let model_wire = wire.model.as_ref().ok_or_else(|| invalid("model", "is missing"))?;
+        let model = match model_wire.kind.as_str() {
+            "logistic_regression" | "logistic" => {
+                if !model_wire.hidden.is_empty() {
+                    return Err(invalid("model.hidden", "logistic regression has no hidden layers"));
+                }
+                ModelKind::LogisticRegression
+            }
+            "mlp" => {
+                if model_wire.hidden.is_empty() {
+                    return Err(invalid("model.hidden", "an MLP needs at least one hidden layer"));
+                }
+                ModelKind::Mlp {
+                    hidden: model_wire.hidden.iter().map(|h| *h as usize).collect(),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "model.kind",
+                    format!("unknown model '{other}'; expected logistic_regression or mlp"),
+                ));
+            }
+        };
+        let training_wire = wire.training.as_ref().ok_or_else(|| invalid("training", "is missing"))?;
+        let optimizer = match training_wire.optimizer.as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "adam" | "" => OptimizerKind::Adam,
+            other => {
+                return Err(invalid(
+                    "training.optimizer",
+                    format!("unknown optimizer '{other}'; expected sgd or adam"),
+                ));
+            }
+        };
+        if training_wire.local_epochs == 0 {
+            return Err(invalid("training.local_epochs", "must be at least 1"));
+        }
+        if training_wire.batch_size == 0 {
+            return Err(invalid("training.batch_size", "must be at least 1"));
+        }
+        if !(training_wire.learning_rate.is_finite() && training_wire.learning_rate > 0.0) {
+            return Err(invalid("training.learning_rate", "must be a positive number"));
+        }
+        let timeouts_wire = wire.timeouts.unwrap_or_default();
+        let timeout = |ms: u32, default_secs: u64| {
+            if ms == 0 {
+                Duration::from_secs(default_secs)
+            } else {
+                Duration::from_millis(u64::from(ms))
+            }
+        };
+        let timeouts = PhaseTimeouts {
+            feature_stats: timeout(timeouts_wire.feature_stats_ms, 60),
+            train: timeout(timeouts_wire.train_ms, 600),
+            evaluate: timeout(timeouts_wire.evaluate_ms, 60),
+        };
+        let strategy = strategy_from_wire(wire.strategy.as_ref())?;
+        let holdout_fraction = if wire.holdout_fraction == 0.0 { 0.2 } else { wire.holdout_fraction };
+        if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
+            return Err(invalid("holdout_fraction", "must be between 0 and 1, exclusive"));
+        }
+        let spec = JobSpec {
+            name,
+            label: LabelSpec {
+                task,
+                cutoff,
+                horizon_days: wire.horizon_days,
+            },
+            features: FeatureSpec {
+                features: names,
+                recent_window_days,
+            },
+            model,
+            training: LocalTraining {
+                local_epochs: training_wire.local_epochs as usize,
+                batch_size: training_wire.batch_size as usize,
+                learning_rate: training_wire.learning_rate,
+                optimizer,
+            },
+            rounds: wire.rounds,
+            min_participants: wire.min_participants,
+            max_participants: wire.max_participants,
+            timeouts,
+            strategy,
+            holdout_fraction,
+            seed: wire.seed,
+        };
+        spec.model_spec()
+            .validate()
+            .map_err(|e| invalid("model", e.to_string()))?;
+        spec.plan().validate().map_err(|e| invalid("plan", e.to_string()))?;
+        Ok(spec)
+    }
+
+    /// The wire form; `from_wire(to_wire(spec)) == spec`.
+    pub fn to_wire(&self) -> v1::JobSpec {
+        let (model_kind, hidden) = match &self.model {
+            ModelKind::LogisticRegression => ("logistic_regression", Vec::new()),
+            ModelKind::Mlp { hidden } => ("mlp", hidden.iter().map(|h| *h as u32).collect()),
+        };
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let (kind, proximal_mu, server_learning_rate, beta1, beta2, tau) = match self.strategy {
+            Strategy::FedAvg => ("fedavg", 0.0, 0.0, 0.0, 0.0, 0.0),
+            Strategy::FedProx { proximal_mu } => ("fedprox", proximal_mu, 0.0, 0.0, 0.0, 0.0),
+            Strategy::FedAdam {
+                server_learning_rate,
+                beta1,
+                beta2,
+                tau,
+            } => ("fedadam", 0.0, server_learning_rate, beta1, beta2, tau),
+        };
+        v1::JobSpec {
+            name: self.name.clone(),
+            task: self.label.task.as_str().to_owned(),
+            cutoff: self.label.cutoff.format("%Y-%m-%d").to_string(),
+            horizon_days: self.label.horizon_days,
+            features: self.features.features.iter().map(|f| f.as_str().to_owned()).collect(),
+            recent_window_days: self.features.recent_window_days,
+            model: Some(v1::ModelSpec {
+                kind: model_kind.to_owned(),
+                hidden,
+            }),
+            training: Some(v1::TrainingSpec {
+                local_epochs: self.training.local_epochs as u32,
+                batch_size: self.training.batch_size as u32,
+                learning_rate: self.training.learning_rate,
+                optimizer: match self.training.optimizer {
+                    OptimizerKind::Sgd => "sgd",
+                    OptimizerKind::Adam => "adam",
+                }
+                .to_owned(),
+            }),
+            rounds: self.rounds,
+            min_participants: self.min_participants,
+            max_participants: self.max_participants,
+            timeouts: Some(v1::PhaseTimeouts {
+                feature_stats_ms: millis(self.timeouts.feature_stats),
+                train_ms: millis(self.timeouts.train),
+                evaluate_ms: millis(self.timeouts.evaluate),
+            }),
+            strategy: Some(v1::Strategy {
+                kind: kind.to_owned(),
+                proximal_mu,
+                server_learning_rate,
+                beta1,
+                beta2,
+                tau,
+            }),
+            holdout_fraction: self.holdout_fraction,
+            seed: self.seed,
+        }
+    }
+}
+
+fn strategy_from_wire(wire: Option<&v1::Strategy>) -> Result<Strategy, JobSpecError> {
+    let Some(wire) = wire else {
+        return Ok(Strategy::FedAvg);
+    };
+    let or = |value: f64, default: f64| if value == 0.0 { default } else { value };
+    match wire.kind.as_str() {
+        "fedavg" | "" => Ok(Strategy::FedAvg),
+        "fedprox" => Ok(Strategy::FedProx {
+            proximal_mu: or(wire.proximal_mu, 0.01),
+        }),
+        "fedadam" => Ok(Strategy::FedAdam {
+            server_learning_rate: or(wire.server_learning_rate, 0.01),
+            beta1: or(wire.beta1, 0.9),
+            beta2: or(wire.beta2, 0.99),
+            tau: or(wire.tau, 1e-3),
+        }),
+        other => Err(invalid(
+            "strategy.kind",
+            format!("unknown strategy '{other}'; expected fedavg, fedprox or fedadam"),
+        )),
+    }
+}

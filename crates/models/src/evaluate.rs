@@ -1,0 +1,358 @@
+//! Inference and evaluation: predictions, additive evaluation statistics that can be summed
+//! across partners (and through secure aggregation), and an exact AUC for pooled data.
+
+use burn::prelude::*;
+
+use crate::network::{NetworkConfig, read_values};
+use crate::spec::check_finite;
+use crate::train::check_dataset;
+use crate::{Dataset, ModelError, ModelSpec, OutputKind};
+
+/// Number of equal-width score buckets over [0, 1] in the binary histograms.
+pub const EVAL_BUCKETS: usize = 1000;
+
+/// Rows pushed through the network at once during inference, so that memory stays bounded
+/// (64k rows × 64 hidden units × 4 bytes = 16 MB of activations) whatever the caller passes.
+const INFERENCE_CHUNK_ROWS: usize = 65_536;
+
+/// Scalar sums at the start of `to_vector`, before the two histograms.
+const SCALAR_FIELDS: usize = 6;
+
+/// Additive evaluation statistics, so they can be summed across partners (and later through
+/// secure aggregation). Every field is a count or a sum, so the statistics of a union of datasets
+/// are the field-wise sums of the statistics of its parts.
+///
+/// For binary models the errors compare the predicted probability with the label (so
+/// `squared_error_sum / count` is the Brier score); a label of 0.5 or more counts as positive.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalStats {
+    /// Examples evaluated.
+    pub count: u64,
+    /// Sum of per-example losses (binary cross-entropy or squared error).
+    pub loss_sum: f64,
+    /// Sum of (prediction − label)².
+    pub squared_error_sum: f64,
+    /// Sum of |prediction − label|.
+    pub absolute_error_sum: f64,
+    /// Sum of labels, for R² (label mean) and class balance.
+    pub label_sum: f64,
+    /// Sum of squared labels, for R² (label variance).
+    pub label_square_sum: f64,
+    /// Binary only: counts of positive / negative examples per score bucket, EVAL_BUCKETS
+    /// equal-width buckets over [0,1]. Empty for regression.
+    pub positive_histogram: Vec<u64>,
+    /// Binary only: see `positive_histogram`.
+    pub negative_histogram: Vec<u64>,
+}
+
+impl EvalStats {
+    /// Statistics of no examples, with histograms sized for the output kind.
+    pub fn empty(output: OutputKind) -> Self {
+        let buckets = histogram_buckets(output);
+        Self {
+            count: 0,
+            loss_sum: 0.0,
+            squared_error_sum: 0.0,
+            absolute_error_sum: 0.0,
+            label_sum: 0.0,
+            label_square_sum: 0.0,
+            positive_histogram: vec![0; buckets],
+            negative_histogram: vec![0; buckets],
+        }
+    }
+
+    /// Adds `other` into `self`. Fails if the histograms differ in size (binary merged with
+    /// regression statistics).
+    pub fn merge(&mut self, other: &EvalStats) -> Result<(), ModelError> {
+        for (mine, theirs) in [
+            (&self.positive_histogram, &other.positive_histogram),
+            (&self.negative_histogram, &other.negative_histogram),
+        ] {
+            if mine.len() != theirs.len() {
+                return Err(ModelError::StatsShape {
+                    expected: mine.len(),
+                    actual: theirs.len(),
+                });
+            }
+        }
+        self.count = self.count.saturating_add(other.count);
+        self.loss_sum += other.loss_sum;
+        self.squared_error_sum += other.squared_error_sum;
+        self.absolute_error_sum += other.absolute_error_sum;
+        self.label_sum += other.label_sum;
+        self.label_square_sum += other.label_square_sum;
+        for (mine, theirs) in [
+            (&mut self.positive_histogram, &other.positive_histogram),
+            (&mut self.negative_histogram, &other.negative_histogram),
+        ] {
+            for (bucket, added) in mine.iter_mut().zip(theirs) {
+                *bucket = bucket.saturating_add(*added);
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean per-example loss, `None` without examples.
+    pub fn mean_loss(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.loss_sum / self.count as f64)
+    }
+
+    /// AUC from the merged histograms (ties within a bucket count half). `None` unless both
+    /// classes are present.
+    pub fn auc(&self) -> Option<f64> {
+        let positives: u64 = self.positive_histogram.iter().sum();
+        let negatives: u64 = self.negative_histogram.iter().sum();
+        if positives == 0 || negatives == 0 {
+            return None;
+        }
+        // Walking buckets upwards, each positive beats every negative in a lower bucket and
+        // ties with those in its own bucket.
+        let mut negatives_below = 0.0f64;
+        let mut winning_pairs = 0.0f64;
+        for (positive, negative) in self.positive_histogram.iter().zip(&self.negative_histogram) {
+            let (positive, negative) = (*positive as f64, *negative as f64);
+            winning_pairs += positive * (negatives_below + 0.5 * negative);
+            negatives_below += negative;
+        }
+        Some(winning_pairs / (positives as f64 * negatives as f64))
+    }
+
+    /// Root mean squared error, `None` without examples.
+    pub fn rmse(&self) -> Option<f64> {
+        (self.count > 0).then(|| (self.squared_error_sum / self.count as f64).sqrt())
+    }
+
+    /// Coefficient of determination 1 − SSE/SST, `None` without examples or when the labels do
+    /// not vary (SST = 0).
+    pub fn r_squared(&self) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let total_sum_of_squares =
+            self.label_square_sum - self.label_sum * self.label_sum / self.count as f64;
+        (total_sum_of_squares > 0.0).then(|| 1.0 - self.squared_error_sum / total_sum_of_squares)
+    }
+
+    /// Flattened to f64s in a fixed documented order (and back), so it can travel as a vector
+    /// through an aggregation protocol.
+    ///
+    /// Order: `count, loss_sum, squared_error_sum, absolute_error_sum, label_sum,
+    /// label_square_sum`, then the `positive_histogram` buckets from score 0 upwards, then the
+    /// `negative_histogram` buckets (none for regression). Length `6 + 2 * EVAL_BUCKETS` for
+    /// binary models, 6 for regression.
+    pub fn to_vector(&self) -> Vec<f64> {
+        let mut vector = Vec::with_capacity(SCALAR_FIELDS + 2 * self.positive_histogram.len());
+        vector.extend([
+            self.count as f64,
+            self.loss_sum,
+            self.squared_error_sum,
+            self.absolute_error_sum,
+            self.label_sum,
+            self.label_square_sum,
+        ]);
+        vector.extend(self.positive_histogram.iter().map(|count| *count as f64));
+        vector.extend(self.negative_histogram.iter().map(|count| *count as f64));
+        vector
+    }
+
+    /// Inverse of `to_vector`. Counts are rounded to the nearest integer, because a vector that
+    /// went through fixed-point aggregation can come back with sub-unit rounding error; a count
+    /// that rounds below zero, and any non-finite value, is rejected.
+    pub fn from_vector(output: OutputKind, vector: &[f64]) -> Result<Self, ModelError> {
+        let buckets = histogram_buckets(output);
+        let expected = SCALAR_FIELDS + 2 * buckets;
+        if vector.len() != expected {
+            return Err(ModelError::StatsShape {
+                expected,
+                actual: vector.len(),
+            });
+        }
+        if let Some(index) = vector.iter().position(|value| !value.is_finite()) {
+            return Err(ModelError::StatsValue {
+                index,
+                value: vector.get(index).copied().unwrap_or(f64::NAN),
+            });
+        }
+        let to_count = |index: usize, value: f64| {
+            let rounded = value.round();
+            if rounded < 0.0 || rounded > u64::MAX as f64 {
+                Err(ModelError::StatsValue { index, value })
+            } else {
+                Ok(rounded as u64)
+            }
+        };
+        let (scalars, histograms) = vector.split_at(SCALAR_FIELDS);
+        let [
+            count,
+            loss_sum,
+            squared_error_sum,
+            absolute_error_sum,
+            label_sum,
+            label_square_sum,
+        ] = <[f64; SCALAR_FIELDS]>::try_from(scalars).map_err(|_| ModelError::StatsShape {
+            expected,
+            actual: vector.len(),
+        })?;
+        let counts = histograms
+            .iter()
+            .enumerate()
+            .map(|(offset, value)| to_count(SCALAR_FIELDS + offset, *value))
+            .collect::<Result<Vec<u64>, ModelError>>()?;
+        let (positive_histogram, negative_histogram) = counts.split_at(buckets);
+        Ok(Self {
+            count: to_count(0, count)?,
+            loss_sum,
+            squared_error_sum,
+            absolute_error_sum,
+            label_sum,
+            label_square_sum,
+            positive_histogram: positive_histogram.to_vec(),
+            negative_histogram: negative_histogram.to_vec(),
+        })
+    }
+
+    /// Adds one example given the network's raw output (logit or value) and its label.
+    fn add_example(&mut self, output: OutputKind, raw_output: f32, label: f32) {
+        let raw_output = f64::from(raw_output);
+        let label = f64::from(label);
+        let (prediction, loss) = match output {
+            OutputKind::Binary => (sigmoid(raw_output), binary_cross_entropy(raw_output, label)),
+            OutputKind::Regression => (raw_output, (raw_output - label).powi(2)),
+        };
+        let error = prediction - label;
+        self.count += 1;
+        self.loss_sum += loss;
+        self.squared_error_sum += error * error;
+        self.absolute_error_sum += error.abs();
+        self.label_sum += label;
+        self.label_square_sum += label * label;
+        if output == OutputKind::Binary {
+            // Truncation maps [k/1000, (k+1)/1000) to bucket k; the clamp puts a score of
+            // exactly 1.0 in the top bucket.
+            let bucket = ((prediction * EVAL_BUCKETS as f64) as usize).min(EVAL_BUCKETS - 1);
+            let histogram = if label >= 0.5 {
+                &mut self.positive_histogram
+            } else {
+                &mut self.negative_histogram
+            };
+            if let Some(slot) = histogram.get_mut(bucket) {
+                *slot += 1;
+            }
+        }
+    }
+}
+
+/// Histogram size for an output kind: regression carries no histograms.
+fn histogram_buckets(output: OutputKind) -> usize {
+    match output {
+        OutputKind::Binary => EVAL_BUCKETS,
+        OutputKind::Regression => 0,
+    }
+}
+
+fn sigmoid(logit: f64) -> f64 {
+    1.0 / (1.0 + (-logit).exp())
+}
+
+/// Binary cross-entropy from a logit, the same formula as the training loss:
+/// softplus(z) − y·z, with softplus written to avoid overflow for large |z|.
+fn binary_cross_entropy(logit: f64, label: f64) -> f64 {
+    let softplus = logit.max(0.0) + (-logit.abs()).exp().ln_1p();
+    softplus - label * logit
+}
+
+/// Raw network outputs (logits for binary models), one per row, via the same forward step as
+/// training.
+fn raw_outputs(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    features: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    spec.validate()?;
+    spec.check_parameters(parameters, "parameters")?;
+    if !features.len().is_multiple_of(spec.n_inputs) {
+        return Err(ModelError::PartialRow {
+            n_features: spec.n_inputs,
+            actual: features.len(),
+        });
+    }
+    check_finite(features, "features")?;
+    let device = Device::flex();
+    let network = NetworkConfig::from_spec(spec)
+        .init(&device)
+        .load_flat(parameters)?;
+    let mut outputs = Vec::with_capacity(features.len() / spec.n_inputs);
+    for chunk in features.chunks(INFERENCE_CHUNK_ROWS * spec.n_inputs) {
+        let chunk_rows = chunk.len() / spec.n_inputs;
+        let input = Tensor::<2>::from_data(
+            TensorData::new(chunk.to_vec(), [chunk_rows, spec.n_inputs]),
+            &device,
+        );
+        outputs.extend(read_values(network.forward(input))?);
+    }
+    Ok(outputs)
+}
+
+/// Probabilities (Binary) or values (Regression), one per row.
+pub fn predict(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    features: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    let outputs = raw_outputs(spec, parameters, features)?;
+    Ok(match spec.output {
+        OutputKind::Binary => outputs
+            .into_iter()
+            .map(|logit| sigmoid(f64::from(logit)) as f32)
+            .collect(),
+        OutputKind::Regression => outputs,
+    })
+}
+
+/// Evaluation statistics of the model on a labelled dataset.
+pub fn evaluate(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    data: &Dataset,
+) -> Result<EvalStats, ModelError> {
+    check_dataset(spec, data)?;
+    let outputs = raw_outputs(spec, parameters, &data.features)?;
+    let mut stats = EvalStats::empty(spec.output);
+    for (raw_output, label) in outputs.iter().zip(&data.labels) {
+        stats.add_example(spec.output, *raw_output, *label);
+    }
+    Ok(stats)
+}
+
+/// Exact AUC (Mann-Whitney with tie handling) for reporting on pooled held-out data.
+///
+/// A label of 0.5 or more counts as positive, as in `EvalStats`. Tied scores count half a win.
+/// `None` if the lengths differ, a score is NaN, or either class is missing.
+pub fn exact_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    if scores.len() != labels.len() || scores.iter().any(|score| score.is_nan()) {
+        return None;
+    }
+    let mut pairs: Vec<(f32, bool)> = scores
+        .iter()
+        .zip(labels)
+        .map(|(score, label)| (*score, *label >= 0.5))
+        .collect();
+    pairs.sort_by(|left, right| left.0.total_cmp(&right.0));
+    let positives = pairs.iter().filter(|(_, positive)| *positive).count() as f64;
+    let negatives = pairs.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return None;
+    }
+    // Sum of the positives' ranks, ties sharing their mean rank (the Mann-Whitney U statistic).
+    let mut positive_rank_sum = 0.0f64;
+    let mut group_start = 0usize;
+    for group in pairs.chunk_by(|left, right| left.0 == right.0) {
+        let group_positives = group.iter().filter(|(_, positive)| *positive).count() as f64;
+        // Ranks are 1-based: this group occupies ranks group_start+1 ..= group_start+len.
+        let mean_rank = group_start as f64 + (group.len() as f64 + 1.0) / 2.0;
+        positive_rank_sum += group_positives * mean_rank;
+        group_start += group.len();
+    }
+    let u_statistic = positive_rank_sum - positives * (positives + 1.0) / 2.0;
+    Some(u_statistic / (positives * negatives))
+}

@@ -1,0 +1,21 @@
+//! Veil's models: model specifications with a fixed flat parameter layout, local training with
+//! burn (autodiff on the pure-Rust flex CPU backend), prediction and additive evaluation
+//! statistics that can be summed across partners.
+//!
+//! This crate does not clip, noise or mask updates (clipping and noise live in `veil-dp-noise`,
+//! masking in `veil-secagg`, budgets in `veil-accounting`, rounds in `veil-federation`), does not compute features from transactions (`veil-features`), does not
+//! describe jobs (`veil-job`), and does no IO: data arrives as in-memory row-major buffers.
+
+mod dataset;
+mod error;
+mod evaluate;
+mod network;
+mod spec;
+mod train;
+
+pub use dataset::Dataset;
+pub use error::ModelError;
+pub use evaluate::{EVAL_BUCKETS, EvalStats, evaluate, exact_auc, predict};
+pub use network::{Network, NetworkConfig};
+pub use spec::{LayerShape, MAX_PARAMETER_COUNT, ModelKind, ModelSpec, OutputKind};
+pub use train::{OptimizerKind, TrainOutcome, TrainingConfig, train};

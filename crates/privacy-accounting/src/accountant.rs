@@ -1,0 +1,383 @@
+//! The ledger-facing accountant: compose a sequence of [`DpEvent`]s, possibly
+//! with different sampling rates and noise, then ask for ε at a δ.
+
+use serde::{Deserialize, Serialize};
+
+use crate::analytic_gaussian::analytic_gaussian_epsilon;
+use crate::error::AccountingError;
+use crate::pld::{BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
+use crate::rdp::{
+    FractionalCoefficients, default_orders, epsilon_from_rdp, rdp_poisson_subsampled_gaussian,
+};
+
+/// How many times the PLD accountant doubles its grid spacing when a
+/// composition would not fit in `max_bins`; each doubling stays a valid
+/// (looser) upper bound, and past 2^8 the ε is far beyond any usable budget.
+const MAX_COARSENINGS: u32 = 8;
+
+/// A differentially private release, described as an accountant needs it.
+/// All events assume sensitivity 1 after clipping (noise is in units of the clip norm).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DpEvent {
+    /// One Gaussian release over the whole dataset (q = 1).
+    Gaussian {
+        /// Noise standard deviation over the ℓ2 sensitivity.
+        noise_multiplier: f64,
+    },
+    /// `steps` rounds, each including every record independently with
+    /// probability `sampling_rate`, adding Gaussian noise.
+    PoissonSampledGaussian {
+        /// Poisson sampling probability per round, in `(0, 1]`.
+        sampling_rate: f64,
+        /// Noise standard deviation over the ℓ2 sensitivity.
+        noise_multiplier: f64,
+        /// Number of rounds.
+        steps: u64,
+    },
+    /// Distributed DP: each of at least `n_clients` clients adds discrete
+    /// Gaussian (or Skellam) noise of standard deviation `per_client_sigma` to
+    /// its quantised update, and only the sum is revealed. Accounted as a
+    /// Gaussian with the summed noise's standard deviation
+    /// `sqrt(n_clients)·per_client_sigma / l2_sensitivity`, which is the
+    /// standard approximation (Kairouz et al. 2021); see
+    /// `docs/differential-privacy.md` for when it is tight.
+    SummedDiscreteNoise {
+        /// Poisson sampling probability of a record per round, in `(0, 1]`.
+        sampling_rate: f64,
+        /// Standard deviation each client adds, in quantised units.
+        per_client_sigma: f64,
+        /// Clients whose noise is guaranteed to be in the sum (the
+        /// secure-aggregation threshold, not the expected count).
+        n_clients: u64,
+        /// ℓ2 sensitivity of the quantised sum, in quantised units.
+        l2_sensitivity: f64,
+        /// Number of rounds.
+        steps: u64,
+    },
+}
+
+/// ε at a δ from each accountant and the reported (tightest valid) value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpsilonReport {
+    /// Privacy loss distribution accountant (pessimistic discretisation).
+    /// `+inf` (JSON `null`) when the distribution would not fit in memory even
+    /// on the coarsest grid, which only happens for ε in the hundreds or more.
+    pub epsilon_pld: f64,
+    /// Rényi DP accountant with the Balle et al. 2020 conversion.
+    pub epsilon_rdp: f64,
+    /// The minimum of the valid upper bounds above (and the exact analytic
+    /// Gaussian when every event is full-batch).
+    pub epsilon: f64,
+}
+
+/// One homogeneous block of rounds after normalising events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rounds {
+    mechanism: SubsampledGaussian,
+    steps: u64,
+}
+
+/// Accumulates DP events and reports ε. Holds only the event list, so it is
+/// cheap to clone per job and to rebuild from a ledger.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accountant {
+    /// Events with sampling rate below 1, merged when identical.
+    subsampled: Vec<Rounds>,
+    /// `Σ steps/σ²` of full-batch events: n Gaussians compose exactly into
+    /// one with `σ_eff = (Σ 1/σ²)^(-1/2)`, so they are kept as that sum.
+    full_batch_precision: f64,
+    /// PLD discretisation settings.
+    pld_config: PldConfig,
+}
+
+fn check_sampling_rate(sampling_rate: f64) -> Result<(), AccountingError> {
+    if sampling_rate > 0.0 && sampling_rate <= 1.0 {
+        Ok(())
+    } else {
+        Err(AccountingError::InvalidSamplingRate(sampling_rate))
+    }
+}
+
+fn check_noise_multiplier(noise_multiplier: f64) -> Result<(), AccountingError> {
+    if noise_multiplier.is_finite() && noise_multiplier > 0.0 {
+        Ok(())
+    } else {
+        Err(AccountingError::InvalidNoiseMultiplier(noise_multiplier))
+    }
+}
+
+fn check_delta(delta: f64) -> Result<(), AccountingError> {
+    if delta > 0.0 && delta < 1.0 {
+        Ok(())
+    } else {
+        Err(AccountingError::InvalidDelta(delta))
+    }
+}
+
+impl Accountant {
+    /// An empty accountant with dp-accounting's default discretisation.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty accountant with explicit PLD settings.
+    pub fn with_pld_config(pld_config: PldConfig) -> Result<Self, AccountingError> {
+        pld_config.validate()?;
+        Ok(Self {
+            pld_config,
+            ..Self::default()
+        })
+    }
+
+    /// Adds an event. Invalid parameters are refused and leave the accountant unchanged.
+    pub fn compose(&mut self, event: DpEvent) -> Result<(), AccountingError> {
+        let (sampling_rate, noise_multiplier, steps) = match event {
+            DpEvent::Gaussian { noise_multiplier } => (1.0, noise_multiplier, 1),
+            DpEvent::PoissonSampledGaussian {
+                sampling_rate,
+                noise_multiplier,
+                steps,
+            } => (sampling_rate, noise_multiplier, steps),
+            DpEvent::SummedDiscreteNoise {
+                sampling_rate,
+                per_client_sigma,
+                n_clients,
+                l2_sensitivity,
+                steps,
+            } => {
+                if !(per_client_sigma.is_finite() && per_client_sigma > 0.0) {
+                    return Err(AccountingError::InvalidDiscreteNoise(
+                        "per_client_sigma must be positive",
+                    ));
+                }
+                if !(l2_sensitivity.is_finite() && l2_sensitivity > 0.0) {
+                    return Err(AccountingError::InvalidDiscreteNoise(
+                        "l2_sensitivity must be positive",
+                    ));
+                }
+                if n_clients == 0 {
+                    return Err(AccountingError::InvalidDiscreteNoise(
+                        "n_clients must be at least 1",
+                    ));
+                }
+                let summed_sigma = (n_clients as f64).sqrt() * per_client_sigma;
+                (sampling_rate, summed_sigma / l2_sensitivity, steps)
+            }
+        };
+        check_sampling_rate(sampling_rate)?;
+        check_noise_multiplier(noise_multiplier)?;
+        if steps == 0 {
+            return Err(AccountingError::ZeroSteps);
+        }
+        if sampling_rate >= 1.0 {
+            self.full_batch_precision += steps as f64 / (noise_multiplier * noise_multiplier);
+            return Ok(());
+        }
+        let mechanism = SubsampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+        };
+        match self
+            .subsampled
+            .iter_mut()
+            .find(|rounds| rounds.mechanism == mechanism)
+        {
+            Some(rounds) => rounds.steps = rounds.steps.saturating_add(steps),
+            None => self.subsampled.push(Rounds { mechanism, steps }),
+        }
+        Ok(())
+    }
+
+    /// The normalised rounds, full-batch ones folded into one Gaussian step.
+    fn all_rounds(&self) -> Vec<Rounds> {
+        let mut rounds = self.subsampled.clone();
+        if self.full_batch_precision > 0.0 {
+            rounds.push(Rounds {
+                mechanism: SubsampledGaussian {
+                    sampling_rate: 1.0,
+                    noise_multiplier: 1.0 / self.full_batch_precision.sqrt(),
+                },
+                steps: 1,
+            });
+        }
+        rounds
+    }
+
+    /// ε from the RDP accountant (a valid upper bound, usually a little loose).
+    pub fn epsilon_rdp(&self, delta: f64) -> Result<f64, AccountingError> {
+        check_delta(delta)?;
+        let orders = default_orders();
+        let rounds = self.all_rounds();
+        let totals: Vec<f64> = orders
+            .iter()
+            .map(|&order| {
+                rounds
+                    .iter()
+                    .map(|block| {
+                        block.steps as f64
+                            * rdp_poisson_subsampled_gaussian(
+                                block.mechanism.sampling_rate,
+                                block.mechanism.noise_multiplier,
+                                order,
+                                FractionalCoefficients::Signed,
+                            )
+                    })
+                    .sum()
+            })
+            .collect();
+        Ok(epsilon_from_rdp(&orders, &totals, delta).0)
+    }
+
+    /// ε from the PLD accountant: the larger of the remove and add directions.
+    /// If the composition does not fit the configured bins, the grid is
+    /// coarsened (still pessimistic) rather than failing.
+    pub fn epsilon_pld(&self, delta: f64) -> Result<f64, AccountingError> {
+        check_delta(delta)?;
+        let rounds = self.all_rounds();
+        let mut config = self.pld_config;
+        let mut last_error = None;
+        for _ in 0..=MAX_COARSENINGS {
+            match pld_epsilon_with(&rounds, delta, &config) {
+                Ok(epsilon) => return Ok(epsilon),
+                Err(error @ AccountingError::TooManyBins { .. }) => {
+                    last_error = Some(error);
+                    config.value_discretization_interval *= 2.0;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last_error.unwrap_or(AccountingError::InvalidPldConfig("no discretisation fits")))
+    }
+
+    /// ε from every accountant and the tightest valid upper bound.
+    pub fn epsilon(&self, delta: f64) -> Result<EpsilonReport, AccountingError> {
+        let epsilon_rdp = self.epsilon_rdp(delta)?;
+        // A schedule whose PLD will not fit in memory has an astronomically
+        // large ε; RDP still bounds it, so report PLD as unbounded (JSON null).
+        let epsilon_pld = match self.epsilon_pld(delta) {
+            Err(AccountingError::TooManyBins { .. }) => f64::INFINITY,
+            other => other?,
+        };
+        let mut epsilon = epsilon_rdp.min(epsilon_pld);
+        if self.subsampled.is_empty() && self.full_batch_precision > 0.0 {
+            epsilon = epsilon.min(analytic_gaussian_epsilon(
+                1.0 / self.full_batch_precision.sqrt(),
+                delta,
+            ));
+        }
+        Ok(EpsilonReport {
+            epsilon_pld,
+            epsilon_rdp,
+            epsilon,
+        })
+    }
+}
+
+/// PLD ε for a fixed discretisation.
+fn pld_epsilon_with(
+    rounds: &[Rounds],
+    delta: f64,
+    config: &PldConfig,
+) -> Result<f64, AccountingError> {
+    let [remove, add] = BOTH_ADJACENCIES;
+    let mut composed: Option<[DiscretePld; 2]> = None;
+    for block in rounds {
+        let single_remove = DiscretePld::connect_the_dots(block.mechanism, remove, config)?;
+        let single_add = DiscretePld::connect_the_dots(block.mechanism, add, config)?;
+        let [block_remove, block_add] =
+            DiscretePld::self_compose_pair([&single_remove, &single_add], block.steps, config)?;
+        composed = Some(match composed {
+            None => [block_remove, block_add],
+            Some([previous_remove, previous_add]) => [
+                previous_remove.compose(&block_remove, config)?,
+                previous_add.compose(&block_add, config)?,
+            ],
+        });
+    }
+    Ok(composed.map_or(0.0, |[remove_pld, add_pld]| {
+        remove_pld
+            .epsilon_for_delta(delta)
+            .max(add_pld.epsilon_for_delta(delta))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_events_are_refused_with_the_reason() {
+        let mut accountant = Accountant::new();
+        let cases = [
+            (
+                DpEvent::Gaussian {
+                    noise_multiplier: 0.0,
+                },
+                AccountingError::InvalidNoiseMultiplier(0.0),
+            ),
+            (
+                DpEvent::PoissonSampledGaussian {
+                    sampling_rate: 1.5,
+                    noise_multiplier: 1.0,
+                    steps: 1,
+                },
+                AccountingError::InvalidSamplingRate(1.5),
+            ),
+            (
+                DpEvent::PoissonSampledGaussian {
+                    sampling_rate: 0.1,
+                    noise_multiplier: 1.0,
+                    steps: 0,
+                },
+                AccountingError::ZeroSteps,
+            ),
+            (
+                DpEvent::SummedDiscreteNoise {
+                    sampling_rate: 0.1,
+                    per_client_sigma: 3.0,
+                    n_clients: 0,
+                    l2_sensitivity: 10.0,
+                    steps: 1,
+                },
+                AccountingError::InvalidDiscreteNoise("n_clients must be at least 1"),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(accountant.compose(event), Err(expected));
+        }
+        assert_eq!(accountant, Accountant::new());
+        assert_eq!(
+            accountant.epsilon(0.0),
+            Err(AccountingError::InvalidDelta(0.0))
+        );
+    }
+
+    #[test]
+    fn nothing_composed_means_no_loss() {
+        let report = Accountant::new().epsilon(1e-5);
+        assert_eq!(report.map(|report| report.epsilon), Ok(0.0));
+    }
+
+    #[test]
+    fn summed_discrete_noise_is_the_gaussian_with_summed_sigma() {
+        // 100 clients × σ=30 quantised units, sensitivity 300 units → σ_eff = 1.
+        let mut discrete = Accountant::new();
+        let mut gaussian = Accountant::new();
+        let discrete_event = DpEvent::SummedDiscreteNoise {
+            sampling_rate: 0.1,
+            per_client_sigma: 30.0,
+            n_clients: 100,
+            l2_sensitivity: 300.0,
+            steps: 10,
+        };
+        let gaussian_event = DpEvent::PoissonSampledGaussian {
+            sampling_rate: 0.1,
+            noise_multiplier: 1.0,
+            steps: 10,
+        };
+        assert_eq!(discrete.compose(discrete_event), Ok(()));
+        assert_eq!(gaussian.compose(gaussian_event), Ok(()));
+        assert_eq!(discrete.epsilon(1e-5), gaussian.epsilon(1e-5));
+    }
+}

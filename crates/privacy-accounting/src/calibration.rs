@@ -1,0 +1,73 @@
+//! Calibration: the smallest noise multiplier that meets a target (ε, δ).
+
+use crate::accountant::{Accountant, DpEvent};
+use crate::error::AccountingError;
+
+/// Largest noise multiplier searched; needing more means the target is not
+/// reachable with any sensible amount of noise.
+const MAX_NOISE_MULTIPLIER: f64 = 1e4;
+
+/// Bisection stops when the bracket's ratio is below this: tight enough that
+/// 0.99·σ is always on the failing side, loose enough for ~10 PLD evaluations.
+const RELATIVE_PRECISION: f64 = 1.0 + 2e-4;
+
+/// What to calibrate for: `steps` rounds at `sampling_rate`, within (ε, δ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationTarget {
+    /// Poisson sampling probability per round, in `(0, 1]`.
+    pub sampling_rate: f64,
+    /// Number of rounds.
+    pub steps: u64,
+    /// Privacy budget ε to stay within.
+    pub epsilon: f64,
+    /// Privacy budget δ.
+    pub delta: f64,
+}
+
+fn epsilon_for(target: &CalibrationTarget, noise_multiplier: f64) -> Result<f64, AccountingError> {
+    let mut accountant = Accountant::new();
+    accountant.compose(DpEvent::PoissonSampledGaussian {
+        sampling_rate: target.sampling_rate,
+        noise_multiplier,
+        steps: target.steps,
+    })?;
+    // RDP is cheap and valid: if it already meets the target, skip the PLD.
+    let rdp = accountant.epsilon_rdp(target.delta)?;
+    if rdp <= target.epsilon {
+        return Ok(rdp);
+    }
+    Ok(accountant.epsilon(target.delta)?.epsilon)
+}
+
+/// The smallest noise multiplier σ (to within 0.02%) with `ε(σ) ≤ target`,
+/// using the tightest accountant. The returned σ always meets the target.
+pub fn calibrate_noise_multiplier(target: &CalibrationTarget) -> Result<f64, AccountingError> {
+    if !(target.epsilon.is_finite() && target.epsilon > 0.0) {
+        return Err(AccountingError::InvalidEpsilon(target.epsilon));
+    }
+    let mut high = 1.0;
+    while epsilon_for(target, high)? > target.epsilon {
+        high *= 2.0;
+        if high > MAX_NOISE_MULTIPLIER {
+            return Err(AccountingError::CalibrationOutOfRange(MAX_NOISE_MULTIPLIER));
+        }
+    }
+    let mut low = high / 2.0;
+    while epsilon_for(target, low)? <= target.epsilon {
+        high = low;
+        low /= 2.0;
+        if low < 1e-3 {
+            return Ok(high);
+        }
+    }
+    // Invariant: ε(low) > target ≥ ε(high).
+    while high / low > RELATIVE_PRECISION {
+        let middle = (low * high).sqrt();
+        if epsilon_for(target, middle)? > target.epsilon {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(high)
+}

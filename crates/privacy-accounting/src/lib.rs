@@ -1,0 +1,28 @@
+//! Differential privacy accounting: RDP and PLD accountants for the
+//! Poisson-subsampled Gaussian, composition across rounds and jobs, the exact
+//! analytic Gaussian, and noise calibration.
+//!
+//! This crate is pure computation: it does no IO, reads no clock and draws no
+//! randomness. It does not sample noise (that is `veil-dp-noise`), does not
+//! clip updates (also `veil-dp-noise`), and does not store budgets or ledgers
+//! (the coordinator persists [`DpEvent`]s and replays them into an
+//! [`Accountant`]). The `veil-privacy` binary is a thin CLI over [`cli::run`].
+
+mod accountant;
+mod analytic_gaussian;
+mod calibration;
+pub mod cli;
+mod error;
+mod fft;
+mod pld;
+mod rdp;
+mod special;
+
+pub use accountant::{Accountant, DpEvent, EpsilonReport};
+pub use analytic_gaussian::{analytic_gaussian_delta, analytic_gaussian_epsilon};
+pub use calibration::{CalibrationTarget, calibrate_noise_multiplier};
+pub use error::AccountingError;
+pub use pld::{Adjacency, BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
+pub use rdp::{
+    FractionalCoefficients, default_orders, epsilon_from_rdp, rdp_poisson_subsampled_gaussian,
+};

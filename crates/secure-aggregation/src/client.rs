@@ -1,0 +1,618 @@
+//! The client side of one round, as a typestate: each phase is a value that is
+//! consumed to produce the next phase and the message to send.
+//!
+//! `ClientSession<AdvertiseKeys>` → `advertise_keys` → `ClientSession<ShareKeys>`
+//! → `share_keys` → `ClientSession<MaskedInput>` → `masked_input` →
+//! `ClientSession<ConsistencyCheck>` → `consistency_check` →
+//! `ClientSession<Unmask>` → `unmask` → done. Calling them out of order does
+//! not compile. Every check that protects the client against an active
+//! coordinator happens here and ends in a named `Refusal`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use x25519_dalek::StaticSecret;
+
+use crate::crypto::{self, CryptoError};
+use crate::messages::{
+    AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement, KeyDirectory,
+    MaskedInput as MaskedInputMessage, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse, read_share_limbs,
+    write_share_limbs,
+};
+use crate::params::{IdentityDirectory, NodeId, PartnerPolicy, ProtocolParams, RoundShared};
+use crate::prg;
+use crate::shamir::{self, ShamirError, Share};
+use crate::wire::{Reader, Writer};
+
+/// Why a client stopped because the coordinator (or the job) asked for
+/// something unsafe. A refusing client sends nothing more this round.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The job's threshold is below the partner's policy floor.
+    #[error("job threshold {job_threshold} is below the partner policy minimum {policy_minimum}")]
+    ThresholdBelowPolicy {
+        /// t requested by the job.
+        job_threshold: usize,
+        /// The partner's floor.
+        policy_minimum: usize,
+    },
+    /// This node is not in the round's cohort.
+    #[error("node is not in the round's cohort")]
+    NotInCohort,
+    /// The directory holds an advertisement from a node with no enrolled identity key.
+    #[error("no enrolled identity key for {node}")]
+    UnknownIdentity {
+        /// The unknown node.
+        node: NodeId,
+    },
+    /// An advertisement's signature does not verify: its keys were substituted.
+    #[error("key advertisement of {node} has an invalid signature")]
+    InvalidAdvertisementSignature {
+        /// The node whose advertisement is forged.
+        node: NodeId,
+    },
+    /// The directory shows this client's own keys differently from what it sent.
+    #[error("the directory altered this node's own advertisement")]
+    OwnAdvertisementAltered,
+    /// A node appears twice in the directory.
+    #[error("{node} is advertised twice")]
+    DuplicateAdvertisement {
+        /// The repeated node.
+        node: NodeId,
+    },
+    /// A public key is reused between nodes or roles, which an honest client never does.
+    #[error("{node} advertises a public key already in use")]
+    ReusedPublicKey {
+        /// The node whose key repeats an earlier one.
+        node: NodeId,
+    },
+    /// Fewer than t neighbours advertised keys, so the secrets cannot be shared safely.
+    #[error("only {live} neighbours advertised keys; threshold is {required}")]
+    TooFewAdvertisedNeighbours {
+        /// Neighbours with valid advertisements.
+        live: usize,
+        /// t.
+        required: usize,
+    },
+    /// Shares addressed to another node were delivered here.
+    #[error("shares addressed to {recipient} were delivered to this node")]
+    MisaddressedShares {
+        /// The recipient named in the message.
+        recipient: NodeId,
+    },
+    /// Shares arrived from a node that is not an advertised neighbour, or twice from one.
+    #[error("unexpected or repeated shares from {sender}")]
+    UnexpectedShareSender {
+        /// The sender.
+        sender: NodeId,
+    },
+    /// A share ciphertext failed authentication or held malformed shares.
+    #[error("shares from {sender} failed to decrypt")]
+    ShareDecryptionFailed {
+        /// The sender.
+        sender: NodeId,
+    },
+    /// Fewer than t neighbours sent shares, so this client's masks would be too weak.
+    #[error("only {live} neighbours sent shares; threshold is {required}")]
+    TooFewShareSenders {
+        /// Neighbours whose shares arrived.
+        live: usize,
+        /// t.
+        required: usize,
+    },
+    /// The survivor list is unsorted, repeats a node or names a node outside the cohort.
+    #[error("survivor list is malformed")]
+    MalformedSurvivorList,
+    /// A neighbour is listed as a survivor although its shares never reached this client.
+    #[error("survivor {node} never sent shares to this neighbour")]
+    SurvivorWithoutShares {
+        /// The inconsistent survivor.
+        node: NodeId,
+    },
+    /// Fewer than t neighbours survive: unmasking would expose too small a group.
+    #[error("only {live} neighbours survive; threshold is {required}")]
+    TooFewSurvivingNeighbours {
+        /// Surviving neighbours.
+        live: usize,
+        /// t.
+        required: usize,
+    },
+    /// A consistency signature does not verify on this client's survivor list:
+    /// the coordinator showed different clients different views.
+    #[error("consistency signature of {signer} does not match this node's view")]
+    InconsistentView {
+        /// The node whose signature is over a different list (or forged).
+        signer: NodeId,
+    },
+    /// Fewer than t neighbours confirmed the same survivor list.
+    #[error("only {valid} neighbours confirmed the survivor list; threshold is {required}")]
+    TooFewConsistencySignatures {
+        /// Valid signatures from neighbours.
+        valid: usize,
+        /// t.
+        required: usize,
+    },
+    /// The coordinator asked for both the self-mask share and the mask-key share
+    /// of one peer, which together would unmask that peer's input.
+    #[error("both shares of {peer} were requested")]
+    BothSharesRequested {
+        /// The peer at risk.
+        peer: NodeId,
+    },
+    /// The coordinator asked for the mask-key share of a survivor.
+    #[error("mask-key share of survivor {peer} was requested")]
+    MaskKeyShareOfSurvivorRequested {
+        /// The surviving peer.
+        peer: NodeId,
+    },
+    /// The coordinator asked for the self-mask share of a node not in the signed survivor list.
+    #[error("self-mask share of non-survivor {peer} was requested")]
+    SelfMaskShareOfDroppedPeerRequested {
+        /// The dropped peer.
+        peer: NodeId,
+    },
+}
+
+/// Why a client session cannot continue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The client refused for safety or policy.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The signing key does not match this node's enrolled identity key.
+    #[error("signing key does not match the enrolled identity key")]
+    IdentityKeyMismatch,
+    /// The input vector has the wrong length for the job.
+    #[error("input has {actual} elements, the job expects {expected}")]
+    InputLengthMismatch {
+        /// d.
+        expected: usize,
+        /// The supplied length.
+        actual: usize,
+    },
+    /// An input element does not fit in Z_{2^b}.
+    #[error("input element {index} is not below 2^b")]
+    InputOutOfRange {
+        /// Position of the element.
+        index: usize,
+    },
+    /// A cryptographic primitive failed.
+    #[error("cryptography: {0}")]
+    Crypto(#[from] CryptoError),
+    /// Secret sharing failed.
+    #[error("secret sharing: {0}")]
+    Shamir(#[from] ShamirError),
+}
+
+/// What a client is configured with for one round.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The job this round belongs to.
+    pub job_id: String,
+    /// The round number.
+    pub round: u32,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The job's protocol parameters.
+    pub params: Arc<ProtocolParams>,
+    /// The partner's floor on the threshold.
+    pub policy: PartnerPolicy,
+    /// Enrolled identity keys of the cohort.
+    pub identities: Arc<IdentityDirectory>,
+}
+
+/// State shared by every phase of one client's round.
+struct ClientRound {
+    /// Parameters, graph, binding and identities.
+    shared: RoundShared,
+    /// This node's id.
+    node_id: NodeId,
+    /// This node's position in the cohort.
+    own_index: usize,
+    /// The long-term identity key, held behind an `Arc` because the node keeps
+    /// it for its whole life and ring key pairs cannot be cloned.
+    signing_key: Arc<Ed25519KeyPair>,
+}
+
+/// A client's round in phase `Phase`.
+pub struct ClientSession<Phase> {
+    /// Data every phase needs.
+    round: Arc<ClientRound>,
+    /// Data owned by the current phase only.
+    phase: Phase,
+}
+
+/// Before any message: the client will generate and advertise its round keys.
+pub struct AdvertiseKeys;
+
+/// Keys advertised; waiting for the server's key directory.
+pub struct ShareKeys {
+    /// Secret for decrypting shares sent to this client.
+    encryption_secret: StaticSecret,
+    /// Secret from which pairwise masks are agreed; Shamir-shared in this phase.
+    mask_secret: StaticSecret,
+    /// What this client advertised, to detect the directory altering it.
+    own_advertisement: KeyAdvertisement,
+}
+
+/// A neighbour's verified round public keys.
+#[derive(Clone, Copy)]
+struct PeerKeys {
+    /// For share decryption.
+    encryption_public_key: [u8; 32],
+    /// For pairwise masks.
+    mask_public_key: [u8; 32],
+}
+
+/// Shares sent; waiting for the shares addressed to this client.
+pub struct MaskedInput {
+    /// Decrypts incoming shares.
+    encryption_secret: StaticSecret,
+    /// Agrees pairwise masks.
+    mask_secret: StaticSecret,
+    /// This client's self-mask seed b.
+    self_mask_seed: [u8; 32],
+    /// Verified keys of the neighbours that advertised, by cohort index.
+    peer_keys: BTreeMap<usize, PeerKeys>,
+}
+
+/// The two shares a neighbour entrusted to this client.
+struct HeldShares {
+    /// Share of the neighbour's self-mask seed.
+    self_mask: Share,
+    /// Share of the neighbour's mask secret key.
+    mask_key: Share,
+}
+
+/// Masked input sent; waiting for the survivor list.
+pub struct ConsistencyCheck {
+    /// Shares held for each neighbour that sent them, by cohort index.
+    held_shares: BTreeMap<usize, HeldShares>,
+}
+
+/// Survivor list signed; waiting for the unmask request.
+pub struct Unmask {
+    /// Shares held for each neighbour that sent them, by cohort index.
+    held_shares: BTreeMap<usize, HeldShares>,
+    /// The survivor list this client signed; every signature must be on it.
+    signed_survivors: Vec<NodeId>,
+}
+
+impl<Phase> ClientSession<Phase> {
+    fn next<Next>(self, phase: Next) -> ClientSession<Next> {
+        ClientSession { round: self.round, phase }
+    }
+
+    fn threshold(&self) -> usize {
+        self.round.shared.params.reconstruction_threshold()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.round.node_id
+    }
+}
+
+impl ClientSession<AdvertiseKeys> {
+    /// Starts a round, refusing jobs that break the partner's policy.
+    pub fn new(config: ClientConfig, signing_key: Arc<Ed25519KeyPair>) -> Result<Self, ClientError> {
+        let job_threshold = config.params.reconstruction_threshold();
+        if job_threshold < config.policy.minimum_threshold {
+            return Err(Refusal::ThresholdBelowPolicy {
+                job_threshold,
+                policy_minimum: config.policy.minimum_threshold,
+            }
+            .into());
+        }
+        let own_index = config.params.cohort_index(&config.node_id).ok_or(Refusal::NotInCohort)?;
+        let enrolled = config.identities.public_key(&config.node_id);
+        if enrolled.map(|key| key.as_slice()) != Some(signing_key.public_key().as_ref()) {
+            return Err(ClientError::IdentityKeyMismatch);
+        }
+        let shared = RoundShared::new(config.job_id, config.round, config.params, config.identities);
+        let round = ClientRound { shared, node_id: config.node_id, own_index, signing_key };
+        Ok(ClientSession { round: Arc::new(round), phase: AdvertiseKeys })
+    }
+
+    /// Phase 1: generates the round's two X25519 key pairs and signs their public halves.
+    pub fn advertise_keys<R: RngCore + CryptoRng>(
+        self,
+        rng: &mut R,
+    ) -> Result<(ClientSession<ShareKeys>, KeyAdvertisement), ClientError> {
+        let encryption_secret = crypto::generate_secret(rng);
+        let mask_secret = crypto::generate_secret(rng);
+        let encryption_public_key = crypto::public_key_of(&encryption_secret);
+        let mask_public_key = crypto::public_key_of(&mask_secret);
+        let transcript = crypto::advertisement_transcript(
+            &self.round.shared.binding,
+            &self.round.node_id,
+            &encryption_public_key,
+            &mask_public_key,
+        );
+        let advertisement = KeyAdvertisement {
+            node_id: self.round.node_id.clone(),
+            encryption_public_key,
+            mask_public_key,
+            signature: self.round.signing_key.sign(&transcript).as_ref().to_vec(),
+        };
+        let phase = ShareKeys { encryption_secret, mask_secret, own_advertisement: advertisement.clone() };
+        Ok((self.next(phase), advertisement))
+    }
+}
+
+impl ClientSession<ShareKeys> {
+    /// Phase 2: verifies the neighbours' advertisements and sends each of them,
+    /// encrypted, one Shamir share of this client's self-mask seed and of its
+    /// mask secret key.
+    pub fn share_keys<R: RngCore + CryptoRng>(
+        self,
+        directory: &KeyDirectory,
+        rng: &mut R,
+    ) -> Result<(ClientSession<MaskedInput>, EncryptedShares), ClientError> {
+        let round = Arc::clone(&self.round);
+        let shared = &round.shared;
+        let mut seen_nodes = BTreeSet::new();
+        let mut seen_keys = BTreeSet::new();
+        let mut peer_keys = BTreeMap::new();
+        for advertisement in &directory.advertisements {
+            let node = &advertisement.node_id;
+            if !seen_nodes.insert(node.clone()) {
+                return Err(Refusal::DuplicateAdvertisement { node: node.clone() }.into());
+            }
+            if !seen_keys.insert(advertisement.encryption_public_key)
+                || !seen_keys.insert(advertisement.mask_public_key)
+            {
+                return Err(Refusal::ReusedPublicKey { node: node.clone() }.into());
+            }
+            if *node == round.node_id {
+                if *advertisement != self.phase.own_advertisement {
+                    return Err(Refusal::OwnAdvertisementAltered.into());
+                }
+                continue;
+            }
+            // Only neighbours matter; other advertisements are ignored unverified.
+            let Some(index) = shared.params.cohort_index(node) else { continue };
+            if !shared.graph.are_neighbours(round.own_index, index) {
+                continue;
+            }
+            let identity =
+                shared.identities.public_key(node).ok_or_else(|| Refusal::UnknownIdentity { node: node.clone() })?;
+            let transcript = crypto::advertisement_transcript(
+                &shared.binding,
+                node,
+                &advertisement.encryption_public_key,
+                &advertisement.mask_public_key,
+            );
+            if !crypto::verify_identity_signature(identity, &transcript, &advertisement.signature) {
+                return Err(Refusal::InvalidAdvertisementSignature { node: node.clone() }.into());
+            }
+            peer_keys.insert(
+                index,
+                PeerKeys {
+                    encryption_public_key: advertisement.encryption_public_key,
+                    mask_public_key: advertisement.mask_public_key,
+                },
+            );
+        }
+        let threshold = self.threshold();
+        if peer_keys.len() < threshold {
+            return Err(Refusal::TooFewAdvertisedNeighbours { live: peer_keys.len(), required: threshold }.into());
+        }
+        let self_mask_seed = crypto::generate_seed(rng);
+        let x_coordinates: Vec<u64> = peer_keys.keys().map(|&index| shared.x_coordinate(index)).collect();
+        let self_mask_shares = shamir::split_seed(&self_mask_seed, threshold, &x_coordinates, rng)?;
+        let mask_key_shares = shamir::split_seed(&self.phase.mask_secret.to_bytes(), threshold, &x_coordinates, rng)?;
+        let mut ciphertexts = Vec::with_capacity(peer_keys.len());
+        for ((&index, keys), (self_mask_share, mask_key_share)) in
+            peer_keys.iter().zip(self_mask_shares.iter().zip(&mask_key_shares))
+        {
+            let Some(recipient) = shared.node_at(index) else { continue };
+            let mut plaintext = Writer::new_raw();
+            write_share_limbs(&mut plaintext, self_mask_share);
+            write_share_limbs(&mut plaintext, mask_key_share);
+            let ciphertext = crypto::seal_shares(
+                &self.phase.encryption_secret,
+                &keys.encryption_public_key,
+                &shared.binding,
+                &round.node_id,
+                recipient,
+                &plaintext.into_bytes(),
+            )?;
+            ciphertexts.push(AddressedCiphertext { peer: recipient.clone(), ciphertext });
+        }
+        let message = EncryptedShares {
+            sender: round.node_id.clone(),
+            self_mask_commitment: crypto::self_mask_commitment(&shared.binding, &round.node_id, &self_mask_seed),
+            ciphertexts,
+        };
+        let ShareKeys { encryption_secret, mask_secret, .. } = self.phase;
+        let phase = MaskedInput { encryption_secret, mask_secret, self_mask_seed, peer_keys };
+        Ok((ClientSession { round, phase }, message))
+    }
+}
+
+impl ClientSession<MaskedInput> {
+    /// Phase 3: decrypts the shares neighbours sent, then uploads
+    /// `input + PRG(b) + sum_v ±PRG(s_uv)` modulo 2^b, masking with exactly the
+    /// neighbours whose shares arrived (the server forwarded them, so it knows).
+    /// `input` holds encoded values already in Z_{2^b} (see `encoding::encode`).
+    pub fn masked_input(
+        self,
+        forwarded: &ForwardedShares,
+        input: &[u32],
+    ) -> Result<(ClientSession<ConsistencyCheck>, MaskedInputMessage), ClientError> {
+        let round = Arc::clone(&self.round);
+        let shared = &round.shared;
+        let expected = shared.params.vector_length();
+        if input.len() != expected {
+            return Err(ClientError::InputLengthMismatch { expected, actual: input.len() });
+        }
+        let modulus_mask = shared.params.modulus_mask();
+        if let Some(index) = input.iter().position(|&value| value & !modulus_mask != 0) {
+            return Err(ClientError::InputOutOfRange { index });
+        }
+        if forwarded.recipient != round.node_id {
+            return Err(Refusal::MisaddressedShares { recipient: forwarded.recipient.clone() }.into());
+        }
+        let own_x = shared.x_coordinate(round.own_index);
+        let mut held_shares = BTreeMap::new();
+        for entry in &forwarded.ciphertexts {
+            let sender = &entry.peer;
+            let unexpected = || Refusal::UnexpectedShareSender { sender: sender.clone() };
+            let index = shared.params.cohort_index(sender).ok_or_else(unexpected)?;
+            let keys = self.phase.peer_keys.get(&index).ok_or_else(unexpected)?;
+            if held_shares.contains_key(&index) {
+                return Err(unexpected().into());
+            }
+            let decryption_failed = || Refusal::ShareDecryptionFailed { sender: sender.clone() };
+            let plaintext = crypto::open_shares(
+                &self.phase.encryption_secret,
+                &keys.encryption_public_key,
+                &shared.binding,
+                sender,
+                &round.node_id,
+                &entry.ciphertext,
+            )
+            .map_err(|_| decryption_failed())?;
+            let mut reader = Reader::raw(&plaintext);
+            let self_mask = read_share_limbs(&mut reader, own_x).map_err(|_| decryption_failed())?;
+            let mask_key = read_share_limbs(&mut reader, own_x).map_err(|_| decryption_failed())?;
+            reader.finish().map_err(|_| decryption_failed())?;
+            held_shares.insert(index, HeldShares { self_mask, mask_key });
+        }
+        let threshold = self.threshold();
+        if held_shares.len() < threshold {
+            return Err(Refusal::TooFewShareSenders { live: held_shares.len(), required: threshold }.into());
+        }
+        let mut masked_vector = input.to_vec();
+        prg::add_mask(&self.phase.self_mask_seed, &mut masked_vector);
+        for &index in held_shares.keys() {
+            let (Some(peer), Some(keys)) = (shared.node_at(index), self.phase.peer_keys.get(&index)) else {
+                continue;
+            };
+            let seed = crypto::pairwise_mask_seed(
+                &self.phase.mask_secret,
+                &keys.mask_public_key,
+                &shared.binding,
+                &round.node_id,
+                peer,
+            )?;
+            // The lower id adds and the higher subtracts, so the pair cancels in the sum.
+            if round.node_id < *peer {
+                prg::add_mask(&seed, &mut masked_vector);
+            } else {
+                prg::subtract_mask(&seed, &mut masked_vector);
+            }
+        }
+        for value in &mut masked_vector {
+            *value &= modulus_mask;
+        }
+        let message = MaskedInputMessage { sender: round.node_id.clone(), masked_vector };
+        Ok((ClientSession { round, phase: ConsistencyCheck { held_shares } }, message))
+    }
+}
+
+impl ClientSession<ConsistencyCheck> {
+    /// Phase 4: checks the survivor list against what this client knows and
+    /// signs it, so that in phase 5 every client can confirm all saw the same list.
+    pub fn consistency_check(
+        self,
+        survivor_list: &SurvivorList,
+    ) -> Result<(ClientSession<Unmask>, ConsistencySignature), ClientError> {
+        let shared = &self.round.shared;
+        let survivors = &survivor_list.survivors;
+        let sorted = survivors.windows(2).all(|pair| pair.first() < pair.get(1));
+        if !sorted || survivors.iter().any(|node| shared.params.cohort_index(node).is_none()) {
+            return Err(Refusal::MalformedSurvivorList.into());
+        }
+        let mut surviving_neighbours = 0;
+        for node in survivors {
+            let Some(index) = shared.params.cohort_index(node) else { continue };
+            if !shared.graph.are_neighbours(self.round.own_index, index) {
+                continue;
+            }
+            if !self.phase.held_shares.contains_key(&index) {
+                return Err(Refusal::SurvivorWithoutShares { node: node.clone() }.into());
+            }
+            surviving_neighbours += 1;
+        }
+        let threshold = self.threshold();
+        if surviving_neighbours < threshold {
+            return Err(Refusal::TooFewSurvivingNeighbours { live: surviving_neighbours, required: threshold }.into());
+        }
+        let transcript = crypto::consistency_transcript(&shared.binding, survivors);
+        let message = ConsistencySignature {
+            signer: self.round.node_id.clone(),
+            signature: self.round.signing_key.sign(&transcript).as_ref().to_vec(),
+        };
+        let phase = Unmask { held_shares: self.phase.held_shares, signed_survivors: survivor_list.survivors.clone() };
+        Ok((ClientSession { round: self.round, phase }, message))
+    }
+}
+
+impl ClientSession<Unmask> {
+    /// Phase 5: verifies that at least t neighbours signed the same survivor
+    /// list, then reveals the self-mask share of each surviving peer and the
+    /// mask-key share of each dropped peer, never both for one peer.
+    pub fn unmask(self, request: &UnmaskRequest) -> Result<UnmaskResponse, ClientError> {
+        let shared = &self.round.shared;
+        let survivors = &self.phase.signed_survivors;
+        let transcript = crypto::consistency_transcript(&shared.binding, survivors);
+        let mut confirming_neighbours = BTreeSet::new();
+        for signature in &request.signatures {
+            let signer = &signature.signer;
+            // Only neighbours hold this client's shares, so only their views
+            // matter here; each neighbour checks its own neighbourhood in
+            // turn. Skipping the rest keeps the cost O(k) instead of O(n)
+            // signature verifications.
+            let Some(index) = shared.params.cohort_index(signer) else { continue };
+            if !shared.graph.are_neighbours(self.round.own_index, index) {
+                continue;
+            }
+            let inconsistent = || Refusal::InconsistentView { signer: signer.clone() };
+            if survivors.binary_search(signer).is_err() {
+                return Err(inconsistent().into());
+            }
+            let identity = shared.identities.public_key(signer).ok_or_else(inconsistent)?;
+            if !crypto::verify_identity_signature(identity, &transcript, &signature.signature) {
+                return Err(inconsistent().into());
+            }
+            confirming_neighbours.insert(index);
+        }
+        let threshold = self.threshold();
+        if confirming_neighbours.len() < threshold {
+            return Err(Refusal::TooFewConsistencySignatures { valid: confirming_neighbours.len(), required: threshold }
+                .into());
+        }
+        let self_mask_requested: BTreeSet<&NodeId> = request.self_mask_share_peers.iter().collect();
+        for peer in &request.mask_key_share_peers {
+            if self_mask_requested.contains(peer) {
+                return Err(Refusal::BothSharesRequested { peer: peer.clone() }.into());
+            }
+            if survivors.binary_search(peer).is_ok() {
+                return Err(Refusal::MaskKeyShareOfSurvivorRequested { peer: peer.clone() }.into());
+            }
+        }
+        if let Some(peer) = request.self_mask_share_peers.iter().find(|peer| survivors.binary_search(peer).is_err()) {
+            return Err(Refusal::SelfMaskShareOfDroppedPeerRequested { peer: peer.clone() }.into());
+        }
+        let reveal = |peers: &[NodeId], pick: fn(&HeldShares) -> &Share| -> Vec<RevealedShare> {
+            let unique: BTreeSet<&NodeId> = peers.iter().collect();
+            unique
+                .into_iter()
+                .filter_map(|peer| {
+                    let index = shared.params.cohort_index(peer)?;
+                    let held = self.phase.held_shares.get(&index)?;
+                    Some(RevealedShare { peer: peer.clone(), share: pick(held).clone() })
+                })
+                .collect()
+        };
+        Ok(UnmaskResponse {
+            sender: self.round.node_id.clone(),
+            self_mask_shares: reveal(&request.self_mask_share_peers, |held| &held.self_mask),
+            mask_key_shares: reveal(&request.mask_key_share_peers, |held| &held.mask_key),
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! Key agreement, key derivation, share encryption, signatures and commitments,
+//! each bound to the round so nothing can be replayed across rounds or jobs.
+//!
+//! - X25519 keys are fresh per round. The scalar arithmetic comes from
+//!   x25519-dalek because ring only offers single-use ephemeral keys whose
+//!   secret cannot be exported, and SecAgg must both reuse a round key with
+//!   every neighbour and Shamir-share the mask key's secret scalar.
+//! - HKDF-SHA256, ChaCha20-Poly1305, Ed25519 and SHA-256 come from ring.
+
+use rand_core::{CryptoRng, RngCore};
+use ring::{aead, digest, hkdf, signature};
+use x25519_dalek::PublicKey;
+pub use x25519_dalek::StaticSecret;
+
+use crate::params::{NodeId, RoundBinding};
+use crate::wire::Writer;
+
+/// Why a cryptographic operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The peer's X25519 public key is a low-order point, so the shared secret
+    /// would be predictable; an honest peer never sends one.
+    #[error("peer public key gives a non-contributory shared secret")]
+    NonContributoryKey,
+    /// HKDF refused the requested output length (cannot happen for 32 bytes).
+    #[error("key derivation failed")]
+    KeyDerivation,
+    /// A share ciphertext failed authentication: it was altered, or encrypted
+    /// for another sender, recipient, round or job.
+    #[error("share ciphertext failed authentication")]
+    Authentication,
+}
+
+/// Domain separation labels, one per use, so that no derived value can stand
+/// in for another.
+const MASK_SALT: &[u8] = b"veil-secagg pairwise mask v1";
+const SHARE_KEY_SALT: &[u8] = b"veil-secagg share encryption v1";
+const ADVERTISEMENT_LABEL: &[u8] = b"veil-secagg key advertisement v1";
+const CONSISTENCY_LABEL: &[u8] = b"veil-secagg consistency check v1";
+const COMMITMENT_LABEL: &[u8] = b"veil-secagg self-mask commitment v1";
+
+/// A fresh X25519 secret from a cryptographic generator.
+pub fn generate_secret<R: RngCore + CryptoRng>(rng: &mut R) -> StaticSecret {
+    let mut bytes = [0u8; 32];
+    rng.fill_bytes(&mut bytes);
+    StaticSecret::from(bytes)
+}
+
+/// The X25519 public key of a secret.
+pub fn public_key_of(secret: &StaticSecret) -> [u8; 32] {
+    PublicKey::from(secret).to_bytes()
+}
+
+/// A fresh 256-bit seed.
+pub(crate) fn generate_seed<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    seed
+}
+
+fn agree(secret: &StaticSecret, peer_public: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*peer_public));
+    if !shared.was_contributory() {
+        return Err(CryptoError::NonContributoryKey);
+    }
+    Ok(shared.to_bytes())
+}
+
+fn round_info(binding: &RoundBinding, first: &NodeId, second: &NodeId) -> Vec<u8> {
+    let mut writer = Writer::new_raw();
+    binding.write_into(&mut writer);
+    writer.node_id(first);
+    writer.node_id(second);
+    writer.into_bytes()
+}
+
+/// The seed of the pairwise mask between two clients: HKDF over their mask-key
+/// agreement, bound to the round and to the unordered pair (lower id first), so
+/// both ends and the server (after reconstructing a dropped client's key) agree.
+pub fn pairwise_mask_seed(
+    own_mask_secret: &StaticSecret,
+    peer_mask_public: &[u8; 32],
+    binding: &RoundBinding,
+    own_node: &NodeId,
+    peer_node: &NodeId,
+) -> Result<[u8; 32], CryptoError> {
+    let shared = agree(own_mask_secret, peer_mask_public)?;
+    let (lower, higher) = if own_node < peer_node { (own_node, peer_node) } else { (peer_node, own_node) };
+    let info = round_info(binding, lower, higher);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MASK_SALT).extract(&shared);
+    let info_parts = [info.as_slice()];
+    let okm = prk.expand(&info_parts, hkdf::HKDF_SHA256).map_err(|_| CryptoError::KeyDerivation)?;
+    let mut seed = [0u8; 32];
+    okm.fill(&mut seed).map_err(|_| CryptoError::KeyDerivation)?;
+    Ok(seed)
+}
+
+/// The AEAD key for shares sent from `sender` to `recipient`. The direction is
+/// part of the derivation, so each key encrypts exactly one message and a zero
+/// nonce is safe; the round binding makes a ciphertext useless in any other round.
+fn share_key(
+    own_encryption_secret: &StaticSecret,
+    peer_encryption_public: &[u8; 32],
+    binding: &RoundBinding,
+    sender: &NodeId,
+    recipient: &NodeId,
+) -> Result<(aead::LessSafeKey, Vec<u8>), CryptoError> {
+    let shared = agree(own_encryption_secret, peer_encryption_public)?;
+    let info = round_info(binding, sender, recipient);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SHARE_KEY_SALT).extract(&shared);
+    let info_parts = [info.as_slice()];
+    let okm = prk.expand(&info_parts, &aead::CHACHA20_POLY1305).map_err(|_| CryptoError::KeyDerivation)?;
+    let key = aead::LessSafeKey::new(aead::UnboundKey::from(okm));
+    Ok((key, info))
+}
+
+/// Encrypts a share bundle for `recipient`, authenticating sender, recipient, round and job.
+pub(crate) fn seal_shares(
+    own_encryption_secret: &StaticSecret,
+    recipient_encryption_public: &[u8; 32],
+    binding: &RoundBinding,
+    sender: &NodeId,
+    recipient: &NodeId,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let (key, associated_data) =
+        share_key(own_encryption_secret, recipient_encryption_public, binding, sender, recipient)?;
+    let mut in_out = plaintext.to_vec();
+    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key([0u8; 12]), aead::Aad::from(&associated_data), &mut in_out)
+        .map_err(|_| CryptoError::Authentication)?;
+    Ok(in_out)
+}
+
+/// Decrypts a share bundle from `sender`, failing if anything it is bound to differs.
+pub(crate) fn open_shares(
+    own_encryption_secret: &StaticSecret,
+    sender_encryption_public: &[u8; 32],
+    binding: &RoundBinding,
+    sender: &NodeId,
+    recipient: &NodeId,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let (key, associated_data) =
+        share_key(own_encryption_secret, sender_encryption_public, binding, sender, recipient)?;
+    let mut in_out = ciphertext.to_vec();
+    let plaintext_length = key
+        .open_in_place(aead::Nonce::assume_unique_for_key([0u8; 12]), aead::Aad::from(&associated_data), &mut in_out)
+        .map_err(|_| CryptoError::Authentication)?
+        .len();
+    in_out.truncate(plaintext_length);
+    Ok(in_out)
+}
+
+/// The bytes a client signs to vouch for its round keys.
+pub(crate) fn advertisement_transcript(
+    binding: &RoundBinding,
+    node: &NodeId,
+    encryption_public_key: &[u8; 32],
+    mask_public_key: &[u8; 32],
+) -> Vec<u8> {
+    let mut writer = Writer::new_raw();
+    writer.fixed(ADVERTISEMENT_LABEL);
+    binding.write_into(&mut writer);
+    writer.node_id(node);
+    writer.fixed(encryption_public_key);
+    writer.fixed(mask_public_key);
+    writer.into_bytes()
+}
+
+/// The bytes a client signs to vouch for the survivor list it was shown.
+pub(crate) fn consistency_transcript(binding: &RoundBinding, survivors: &[NodeId]) -> Vec<u8> {
+    let mut writer = Writer::new_raw();
+    writer.fixed(CONSISTENCY_LABEL);
+    binding.write_into(&mut writer);
+    writer.node_ids(survivors);
+    writer.into_bytes()
+}
+
+/// Checks an Ed25519 signature against an enrolled identity key.
+pub(crate) fn verify_identity_signature(identity_key: &[u8; 32], message: &[u8], signature_bytes: &[u8]) -> bool {
+    signature::UnparsedPublicKey::new(&signature::ED25519, identity_key)
+        .verify(message, signature_bytes)
+        .is_ok()
+}
+
+/// A hiding, binding commitment to a client's self-mask seed (the seed has 256
+/// bits of entropy, so a hash hides it). The server checks the reconstructed
+/// seed against it, so a corrupted share cannot silently corrupt the sum.
+pub(crate) fn self_mask_commitment(binding: &RoundBinding, node: &NodeId, seed: &[u8; 32]) -> [u8; 32] {
+    let mut writer = Writer::new_raw();
+    writer.fixed(COMMITMENT_LABEL);
+    binding.write_into(&mut writer);
+    writer.node_id(node);
+    writer.fixed(seed);
+    let hash = digest::digest(&digest::SHA256, &writer.into_bytes());
+    let mut commitment = [0u8; 32];
+    commitment.copy_from_slice(hash.as_ref());
+    commitment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ProtocolParams;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn binding(round: u32) -> RoundBinding {
+        let cohort = vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap()];
+        let params = ProtocolParams::new(cohort, [0u8; 32], 1, 1, 32, 4).unwrap();
+        RoundBinding::new("job", round, &params)
+    }
+
+    #[test]
+    fn x25519_agrees_with_ring() {
+        // ring computes the same X25519 shared secret from the other side, so
+        // the dalek scalar arithmetic is interoperable with ring's `agreement`.
+        let rng = ring::rand::SystemRandom::new();
+        let ring_private = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
+        let ring_public = ring_private.compute_public_key().unwrap();
+        let mut seeded = ChaCha20Rng::seed_from_u64(3);
+        let dalek_secret = generate_secret(&mut seeded);
+        let dalek_public = public_key_of(&dalek_secret);
+        let mut ring_public_bytes = [0u8; 32];
+        ring_public_bytes.copy_from_slice(ring_public.as_ref());
+        let dalek_side = agree(&dalek_secret, &ring_public_bytes).unwrap();
+        let ring_side = ring::agreement::agree_ephemeral(
+            ring_private,
+            &ring::agreement::UnparsedPublicKey::new(&ring::agreement::X25519, dalek_public),
+            |shared| shared.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(dalek_side.to_vec(), ring_side);
+    }
+
+    #[test]
+    fn share_ciphertexts_are_bound_to_round_and_direction() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let alice = generate_secret(&mut rng);
+        let bob = generate_secret(&mut rng);
+        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+        let sealed = seal_shares(&alice, &public_key_of(&bob), &binding(1), &a, &b, b"shares").unwrap();
+        assert_eq!(open_shares(&bob, &public_key_of(&alice), &binding(1), &a, &b, &sealed).unwrap(), b"shares");
+        assert_eq!(
+            open_shares(&bob, &public_key_of(&alice), &binding(2), &a, &b, &sealed),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            open_shares(&bob, &public_key_of(&alice), &binding(1), &b, &a, &sealed),
+            Err(CryptoError::Authentication)
+        );
+    }
+
+    #[test]
+    fn low_order_peer_keys_are_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let secret = generate_secret(&mut rng);
+        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+        assert_eq!(pairwise_mask_seed(&secret, &[0u8; 32], &binding(1), &a, &b), Err(CryptoError::NonContributoryKey));
+    }
+}
