@@ -37,7 +37,8 @@ impl NodeConfig {
     /// Reads a configuration file; relative data paths are taken relative to
     /// the file's folder, so a config can travel with its data.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read node config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read node config {}", path.display()))?;
         let mut config: NodeConfig =
             toml::from_str(&text).with_context(|| format!("node config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -48,5 +49,9 @@ impl NodeConfig {
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
 }

@@ -2,8 +2,8 @@
 //! datasets. The demo's baselines use the same functions, so the federated,
 //! centralised and partner-alone models see identical rows and splits.
 
-use veil_features::{CustomerRow, FeatureSums, Scaling, build_examples, split_holdout};
 use veil_features::TransactionLog;
+use veil_features::{CustomerRow, FeatureSums, Scaling, build_examples, split_holdout};
 use veil_job::JobSpec;
 use veil_models::{Dataset, ModelError};
 
@@ -38,7 +38,11 @@ impl JobRows {
 
 /// Scales rows and packs them into a dataset. Rows without a label are
 /// refused, since a silent default label would corrupt training.
-pub fn to_dataset(rows: &[CustomerRow], scaling: &Scaling, n_features: usize) -> Result<Dataset, ModelError> {
+pub fn to_dataset(
+    rows: &[CustomerRow],
+    scaling: &Scaling,
+    n_features: usize,
+) -> Result<Dataset, ModelError> {
     let mut features = Vec::with_capacity(rows.len() * n_features);
     let mut labels = Vec::with_capacity(rows.len());
     for row in rows {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use coordinator::operator::{self, WatchUpdate};
 use coordinator::CoordinatorConfig;
+use coordinator::operator::{self, WatchUpdate};
 use veil_features::{CsvSource, CustomerRow, FeatureSums, Scaling, load_transactions};
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
@@ -103,7 +103,11 @@ impl DemoReport {
     /// Mean AUC of the partner-alone models.
     pub fn mean_partner_alone_auc(&self) -> f64 {
         let n = self.partner_alone_auc.len().max(1) as f64;
-        self.partner_alone_auc.iter().map(|(_, auc)| auc).sum::<f64>() / n
+        self.partner_alone_auc
+            .iter()
+            .map(|(_, auc)| auc)
+            .sum::<f64>()
+            / n
     }
 
     /// The closing table.
@@ -112,20 +116,34 @@ impl DemoReport {
             "\nAUC on {} pooled held-out customers (same rows for every model)\n",
             self.holdout_customers
         );
-        text.push_str(&format!("  {:<34}{:.4}\n", "federated (Veil)", self.federated_auc));
-        text.push_str(&format!("  {:<34}{:.4}\n", "centralised (pooled data)", self.centralised_auc));
+        text.push_str(&format!(
+            "  {:<34}{:.4}\n",
+            "federated (Veil)", self.federated_auc
+        ));
+        text.push_str(&format!(
+            "  {:<34}{:.4}\n",
+            "centralised (pooled data)", self.centralised_auc
+        ));
         for (partner, auc) in &self.partner_alone_auc {
             text.push_str(&format!("  {:<34}{:.4}\n", format!("{partner} alone"), auc));
         }
-        text.push_str(&format!("  {:<34}{:.4}\n", "mean of partners alone", self.mean_partner_alone_auc()));
+        text.push_str(&format!(
+            "  {:<34}{:.4}\n",
+            "mean of partners alone",
+            self.mean_partner_alone_auc()
+        ));
         text
     }
 }
 
 /// Runs the whole demo, reporting job progress through `on_update`.
-pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>)) -> anyhow::Result<DemoReport> {
+pub async fn run_demo(
+    config: &DemoConfig,
+    on_update: impl FnMut(WatchUpdate<'_>),
+) -> anyhow::Result<DemoReport> {
     let data_dir = config.output_dir.join("data");
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let synth = SynthConfig::demo(config.partners, config.data_seed);
     let files = write_partner_files(&synth, &data_dir)?;
     let names: Vec<String> = synth.partners.iter().map(|p| p.name.clone()).collect();
@@ -133,7 +151,10 @@ pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>
     // The job file, written out so an operator can reuse it with `coordinator submit`.
     let job_text = config
         .job_template
-        .replace("{cutoff}", &synth.suggested_cutoff().format("%Y-%m-%d").to_string())
+        .replace(
+            "{cutoff}",
+            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        )
         .replace("{horizon}", &synth.suggested_horizon_days().to_string());
     let job_path = config.output_dir.join("job.toml");
     std::fs::write(&job_path, &job_text)?;
@@ -166,7 +187,10 @@ pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));
-        nodes.push(tokio::spawn(crate::node::run(node_config, wait_for_stop(stopped.clone()))));
+        nodes.push(tokio::spawn(crate::node::run(
+            node_config,
+            wait_for_stop(stopped.clone()),
+        )));
     }
 
     let started = Instant::now();
@@ -176,7 +200,10 @@ pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>
     let status = operator::watch(&mut client, &job_id, on_update).await?;
     let federation_seconds = started.elapsed().as_secs_f64();
     if v1::JobState::try_from(status.state) != Ok(v1::JobState::Succeeded) {
-        anyhow::bail!("the federated job did not succeed: {}", status.failure_reason);
+        anyhow::bail!(
+            "the federated job did not succeed: {}",
+            status.failure_reason
+        );
     }
     let model = operator::fetch_model(&mut client, &job_id).await?;
     let model_path = config.output_dir.join("model.veil");
@@ -193,7 +220,9 @@ pub async fn run_demo(config: &DemoConfig, on_update: impl FnMut(WatchUpdate<'_>
 
     let baseline_spec = spec.clone();
     let baseline_sources = sources.clone();
-    let baselines = tokio::task::spawn_blocking(move || baselines(&baseline_spec, &baseline_sources, &model)).await??;
+    let baselines =
+        tokio::task::spawn_blocking(move || baselines(&baseline_spec, &baseline_sources, &model))
+            .await??;
     Ok(DemoReport {
         federated_auc: baselines.federated,
         centralised_auc: baselines.centralised,
@@ -212,7 +241,12 @@ fn write_node_config(dir: &Path, config: &NodeConfig) -> anyhow::Result<()> {
         config.node_id,
         config.coordinator,
         config.data.path.display(),
-        config.data.rejects_path.as_deref().unwrap_or(Path::new("")).display(),
+        config
+            .data
+            .rejects_path
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display(),
     );
     let path = dir.join(format!("{}.node.toml", config.node_id));
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -228,7 +262,11 @@ struct Baselines {
 /// Trains the comparison models with the federated job's settings: the same
 /// rows and split, architecture, optimiser, batch size and learning rate,
 /// and as many epochs as the federation ran (rounds x local epochs).
-fn baselines(spec: &JobSpec, sources: &[(String, CsvSource)], federated: &ExportedModel) -> anyhow::Result<Baselines> {
+fn baselines(
+    spec: &JobSpec,
+    sources: &[(String, CsvSource)],
+    federated: &ExportedModel,
+) -> anyhow::Result<Baselines> {
     let n_features = spec.features.n_features();
     let model_spec = spec.model_spec();
     let mut per_partner = Vec::new();
@@ -236,8 +274,14 @@ fn baselines(spec: &JobSpec, sources: &[(String, CsvSource)], federated: &Export
         let (log, _) = load_transactions(source)?;
         per_partner.push((name.clone(), JobRows::prepare(&log, spec)));
     }
-    let pooled_holdout: Vec<CustomerRow> = per_partner.iter().flat_map(|(_, rows)| rows.holdout.clone()).collect();
-    let labels: Vec<f32> = pooled_holdout.iter().map(|r| r.label.unwrap_or(f32::NAN)).collect();
+    let pooled_holdout: Vec<CustomerRow> = per_partner
+        .iter()
+        .flat_map(|(_, rows)| rows.holdout.clone())
+        .collect();
+    let labels: Vec<f32> = pooled_holdout
+        .iter()
+        .map(|r| r.label.unwrap_or(f32::NAN))
+        .collect();
 
     let auc_of = |parameters: &[f32], scaling: &Scaling| -> anyhow::Result<f64> {
         let holdout = to_dataset(&pooled_holdout, scaling, n_features)?;
@@ -256,7 +300,10 @@ fn baselines(spec: &JobSpec, sources: &[(String, CsvSource)], federated: &Export
     };
 
     let federated_auc = auc_of(&federated.parameters, &federated.scaling)?;
-    let pooled_train: Vec<CustomerRow> = per_partner.iter().flat_map(|(_, rows)| rows.train.clone()).collect();
+    let pooled_train: Vec<CustomerRow> = per_partner
+        .iter()
+        .flat_map(|(_, rows)| rows.train.clone())
+        .collect();
     let centralised = train_alone(&pooled_train)?;
     let partner_alone = per_partner
         .iter()

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use client_node::config::NodeConfig;
 
 #[derive(Parser)]
-#[command(name = "client-node", about = "Veil client node: federated training next to a partner's data")]
+#[command(
+    name = "client-node",
+    about = "Veil client node: federated training next to a partner's data"
+)]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]

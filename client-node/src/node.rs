@@ -34,7 +34,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     let source = config.data.clone();
     let (log, report) = tokio::task::spawn_blocking(move || load_transactions(&source))
         .await?
-        .with_context(|| format!("node '{}': loading {}", config.node_id, config.data.path.display()))?;
+        .with_context(|| {
+            format!(
+                "node '{}': loading {}",
+                config.node_id,
+                config.data.path.display()
+            )
+        })?;
     // Counts only: never customer ids or amounts.
     tracing::info!(
         node = %config.node_id,
@@ -128,7 +134,8 @@ async fn handle_task(
     if !jobs.get(&task.job_id).is_some_and(|job| job.spec == spec) {
         let log = Arc::clone(log);
         let prepare_spec = spec.clone();
-        let rows = tokio::task::spawn_blocking(move || JobRows::prepare(&log, &prepare_spec)).await?;
+        let rows =
+            tokio::task::spawn_blocking(move || JobRows::prepare(&log, &prepare_spec)).await?;
         tracing::info!(
             node = %client.node_id,
             job = %task.job_id,
@@ -172,7 +179,10 @@ async fn handle_task(
                 std: scaling_wire.std,
             };
             if scaling.mean.len() != n_features || scaling.std.len() != n_features {
-                bail!("task scaling has {} features, the job has {n_features}", scaling.mean.len());
+                bail!(
+                    "task scaling has {} features, the job has {n_features}",
+                    scaling.mean.len()
+                );
             }
             let (train_set, holdout_set) = scaled_datasets(job, &scaling, n_features)?;
             let global = client
@@ -196,10 +206,14 @@ async fn handle_task(
                     .map(|(local, global)| local - global)
                     .collect();
                 header.weight = outcome.examples as f64;
-                header.statistics = statistics::train_statistics(outcome.mean_training_loss, outcome.examples);
+                header.statistics =
+                    statistics::train_statistics(outcome.mean_training_loss, outcome.examples);
                 header.vector_length = vector.len() as u64;
             } else {
-                let stats = tokio::task::spawn_blocking(move || evaluate(&model_spec, &global, &holdout_set)).await??;
+                let stats = tokio::task::spawn_blocking(move || {
+                    evaluate(&model_spec, &global, &holdout_set)
+                })
+                .await??;
                 header.weight = stats.count as f64;
                 header.statistics = stats.to_vector();
             }
@@ -212,7 +226,11 @@ async fn handle_task(
             tracing::info!(node = %client.node_id, job = %task.job_id, round = task.round, phase = phase_name, duplicate, "result submitted");
             Ok(())
         }
-        Err(status) => bail!("round {} {phase_name}: result refused: {}", task.round, status.message()),
+        Err(status) => bail!(
+            "round {} {phase_name}: result refused: {}",
+            task.round,
+            status.message()
+        ),
     }
 }
 
@@ -228,7 +246,11 @@ fn scaled_datasets(
     }
     let train_set = Arc::new(to_dataset(&job.rows.train, scaling, n_features)?);
     let holdout_set = Arc::new(to_dataset(&job.rows.holdout, scaling, n_features)?);
-    job.scaled = Some((scaling.clone(), Arc::clone(&train_set), Arc::clone(&holdout_set)));
+    job.scaled = Some((
+        scaling.clone(),
+        Arc::clone(&train_set),
+        Arc::clone(&holdout_set),
+    ));
     Ok((train_set, holdout_set))
 }
 

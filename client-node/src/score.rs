@@ -20,9 +20,15 @@ pub struct ScoreSummary {
 }
 
 /// Scores every customer of `source` as of `cutoff` and writes `output`.
-pub fn score(model_path: &Path, source: &CsvSource, cutoff: NaiveDate, output: &Path) -> anyhow::Result<ScoreSummary> {
+pub fn score(
+    model_path: &Path,
+    source: &CsvSource,
+    cutoff: NaiveDate,
+    output: &Path,
+) -> anyhow::Result<ScoreSummary> {
     let model = ExportedModel::read(model_path)?;
-    let (log, report) = load_transactions(source).with_context(|| format!("loading {}", source.path.display()))?;
+    let (log, report) =
+        load_transactions(source).with_context(|| format!("loading {}", source.path.display()))?;
     let features = &model.spec.features;
     let n_features = features.n_features();
     let rows = build_scoring_rows(&log, cutoff, features);
@@ -34,12 +40,15 @@ pub fn score(model_path: &Path, source: &CsvSource, cutoff: NaiveDate, output: &
     }
     let scores = predict(&model.spec.model_spec(), &model.parameters, &matrix)
         .with_context(|| format!("scoring with {}", model_path.display()))?;
-    let mut writer = csv::Writer::from_path(output).with_context(|| format!("cannot write {}", output.display()))?;
+    let mut writer = csv::Writer::from_path(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     writer.write_record(["customer_id", "score"])?;
     for (row, score) in rows.iter().zip(&scores) {
         writer.write_record([row.customer_id.as_str(), &format!("{score:.6}")])?;
     }
-    writer.flush().with_context(|| format!("writing {}", output.display()))?;
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(ScoreSummary {
         customers_scored: rows.len(),
         rows_rejected: report.rows_rejected,

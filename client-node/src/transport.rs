@@ -23,7 +23,11 @@ pub(crate) struct NodeClient {
 pub(crate) fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
     )
 }
 
@@ -98,16 +102,22 @@ impl NodeClient {
 
     /// Sends one result as a header and chunked values, retrying transient
     /// failures: submits are idempotent on the coordinator side.
-    pub(crate) async fn submit(&mut self, header: v1::ResultHeader, vector: &[f32]) -> Result<bool, Status> {
+    pub(crate) async fn submit(
+        &mut self,
+        header: v1::ResultHeader,
+        vector: &[f32],
+    ) -> Result<bool, Status> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
             let mut messages = vec![v1::ResultChunk {
                 body: Some(result_chunk::Body::Header(header.clone())),
             }];
-            messages.extend(chunking::chunks(vector, VALUES_PER_CHUNK).map(|(_, bytes)| v1::ResultChunk {
-                body: Some(result_chunk::Body::Values(bytes)),
-            }));
+            messages.extend(
+                chunking::chunks(vector, VALUES_PER_CHUNK).map(|(_, bytes)| v1::ResultChunk {
+                    body: Some(result_chunk::Body::Values(bytes)),
+                }),
+            );
             match self.inner.submit_result(tokio_stream::iter(messages)).await {
                 Ok(response) => return Ok(response.into_inner().duplicate),
                 Err(status) if is_transient(&status) && attempt < 5 => {

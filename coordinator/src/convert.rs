@@ -22,7 +22,9 @@ pub fn phase_from_wire(raw: i32) -> Result<Phase, Status> {
         Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
         Ok(v1::Phase::Train) => Ok(Phase::Train),
         Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
-        _ => Err(Status::invalid_argument(format!("unknown phase value {raw}"))),
+        _ => Err(Status::invalid_argument(format!(
+            "unknown phase value {raw}"
+        ))),
     }
 }
 
@@ -47,22 +49,33 @@ pub fn reject_reason(reason: RejectReason) -> Status {
         RejectReason::UnknownJob { .. } => Status::not_found(message),
         RejectReason::PhaseClosed { .. } => Status::failed_precondition(message),
         RejectReason::NotInvited { .. } => Status::permission_denied(message),
-        RejectReason::WrongShape { .. } | RejectReason::NonFinite { .. } | RejectReason::InvalidWeight { .. } => {
-            Status::invalid_argument(message)
-        }
+        RejectReason::WrongShape { .. }
+        | RejectReason::NonFinite { .. }
+        | RejectReason::InvalidWeight { .. } => Status::invalid_argument(message),
     }
 }
 
 /// Metrics of one completed round, interpreted from its summed statistics.
 pub fn round_metrics(spec: &JobSpec, record: &RoundRecord) -> v1::RoundMetrics {
-    let evaluation = statistics::evaluation(spec.model_spec().output, &record.evaluate_statistics).ok();
+    let evaluation =
+        statistics::evaluation(spec.model_spec().output, &record.evaluate_statistics).ok();
     v1::RoundMetrics {
         round: record.round,
         participants: record.train_participants,
-        mean_training_loss: statistics::mean_training_loss(&record.train_statistics).unwrap_or(f64::NAN),
-        eval_loss: evaluation.as_ref().and_then(|e| e.mean_loss()).unwrap_or(f64::NAN),
-        eval_auc: evaluation.as_ref().and_then(|e| e.auc()).unwrap_or(f64::NAN),
-        eval_rmse: evaluation.as_ref().and_then(|e| e.rmse()).unwrap_or(f64::NAN),
+        mean_training_loss: statistics::mean_training_loss(&record.train_statistics)
+            .unwrap_or(f64::NAN),
+        eval_loss: evaluation
+            .as_ref()
+            .and_then(|e| e.mean_loss())
+            .unwrap_or(f64::NAN),
+        eval_auc: evaluation
+            .as_ref()
+            .and_then(|e| e.auc())
+            .unwrap_or(f64::NAN),
+        eval_rmse: evaluation
+            .as_ref()
+            .and_then(|e| e.rmse())
+            .unwrap_or(f64::NAN),
         eval_examples: evaluation.as_ref().map_or(0, |e| e.count),
     }
 }
@@ -83,10 +96,15 @@ pub fn job_status(spec: &JobSpec, status: &JobStatus) -> v1::JobStatus {
         total_rounds: status.total_rounds,
         current_phase: status
             .current
-            .map_or(v1::Phase::Unspecified, |(_, phase)| phase_to_wire(phase)) as i32,
+            .map_or(v1::Phase::Unspecified, |(_, phase)| phase_to_wire(phase))
+            as i32,
         failure_reason,
         aggregation_mode: "plain".to_owned(),
-        history: status.history.iter().map(|r| round_metrics(spec, r)).collect(),
+        history: status
+            .history
+            .iter()
+            .map(|r| round_metrics(spec, r))
+            .collect(),
         job_name: spec.name.clone(),
     }
 }

@@ -15,7 +15,12 @@ struct Cli {
     #[arg(long, global = true)]
     log_json: bool,
     /// Coordinator address for operator commands.
-    #[arg(long, global = true, env = "VEIL_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "VEIL_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     coordinator: String,
     #[command(subcommand)]
     command: Command,
@@ -84,7 +89,8 @@ async fn main() -> anyhow::Result<()> {
                 operator::start(&mut client, &job_id).await?;
             }
             if watch {
-                let status = operator::watch(&mut client, &job_id, operator::print_progress).await?;
+                let status =
+                    operator::watch(&mut client, &job_id, operator::print_progress).await?;
                 eprintln!();
                 report_end(&status)?;
             }
@@ -99,7 +105,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Cancel { job_id } => {
             let mut client = operator::connect(&cli.coordinator).await?;
             client
-                .cancel_job(v1::JobRef { job_id: job_id.clone() })
+                .cancel_job(v1::JobRef {
+                    job_id: job_id.clone(),
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("cannot cancel {job_id}: {}", s.message()))?;
             println!("cancelled {job_id}");
@@ -108,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { job_id } => {
             let mut client = operator::connect(&cli.coordinator).await?;
             let status = client
-                .get_job_status(v1::JobRef { job_id: job_id.clone() })
+                .get_job_status(v1::JobRef {
+                    job_id: job_id.clone(),
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("{job_id}: {}", s.message()))?
                 .into_inner();
@@ -134,9 +144,17 @@ async fn main() -> anyhow::Result<()> {
 fn report_end(status: &v1::JobStatus) -> anyhow::Result<()> {
     match v1::JobState::try_from(status.state) {
         Ok(v1::JobState::Succeeded) => {
-            println!("{} succeeded: {}", status.job_id, operator::progress_line(status));
+            println!(
+                "{} succeeded: {}",
+                status.job_id,
+                operator::progress_line(status)
+            );
             Ok(())
         }
-        _ => anyhow::bail!("{} ended unsuccessfully: {}", status.job_id, status.failure_reason),
+        _ => anyhow::bail!(
+            "{} ended unsuccessfully: {}",
+            status.job_id,
+            status.failure_reason
+        ),
     }
 }

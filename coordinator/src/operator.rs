@@ -10,10 +10,10 @@ use veil_features::Scaling;
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
+use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::chunking::VectorAssembler;
 use veil_wire::v1::operator_service_client::OperatorServiceClient;
 use veil_wire::v1::{self, job_event};
-use veil_wire::MAX_MESSAGE_BYTES;
 
 /// An operator connection.
 pub type OperatorClient = OperatorServiceClient<Channel>;
@@ -32,7 +32,8 @@ pub async fn connect(address: &str) -> anyhow::Result<OperatorClient> {
 
 /// Reads and validates a job file, returning its wire spec.
 pub fn read_job_file(path: &Path) -> anyhow::Result<v1::JobSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read job file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read job file {}", path.display()))?;
     let file = JobFile::parse(&text).with_context(|| format!("job file {}", path.display()))?;
     let wire = file.to_wire();
     JobSpec::from_wire(&wire).with_context(|| format!("job file {}", path.display()))?;
@@ -105,7 +106,9 @@ pub fn progress_line(status: &v1::JobStatus) -> String {
     const WIDTH: u32 = 30;
     let total = status.total_rounds.max(1);
     let filled = (status.completed_rounds.min(total) * WIDTH) / total;
-    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '-' })
+        .collect();
     let metric = status
         .history
         .last()
@@ -138,21 +141,31 @@ pub fn print_progress(update: WatchUpdate<'_>) {
 }
 
 /// Downloads a finished job's model with its spec and scaling.
-pub async fn fetch_model(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<ExportedModel> {
+pub async fn fetch_model(
+    client: &mut OperatorClient,
+    job_id: &str,
+) -> anyhow::Result<ExportedModel> {
     let job = v1::JobRef {
         job_id: job_id.to_owned(),
     };
     let info = client
         .fetch_model_info(job.clone())
         .await
-        .map_err(|status| anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message()))?
+        .map_err(|status| {
+            anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message())
+        })?
         .into_inner();
-    let spec_wire = info.spec.as_ref().context("the coordinator sent no job spec")?;
+    let spec_wire = info
+        .spec
+        .as_ref()
+        .context("the coordinator sent no job spec")?;
     let spec = JobSpec::from_wire(spec_wire).context("the coordinator sent an invalid job spec")?;
     let mut stream = client
         .fetch_model(job)
         .await
-        .map_err(|status| anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message()))?
+        .map_err(|status| {
+            anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message())
+        })?
         .into_inner();
     let expected = spec.model_spec().parameter_count() as u64;
     if info.parameter_count != expected {

@@ -65,7 +65,10 @@ pub async fn run_with_store(
     if !snapshots.is_empty() {
         tracing::info!(jobs = snapshots.len(), "resuming jobs from the store");
     }
-    let shared = Arc::new(Shared::new(Engine::restore(engine_config, snapshots), store));
+    let shared = Arc::new(Shared::new(
+        Engine::restore(engine_config, snapshots),
+        store,
+    ));
     let limits = ServiceLimits {
         max_long_poll: config.max_long_poll,
         heartbeat_interval: config.heartbeat_interval,

@@ -10,13 +10,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmitOutcome};
 use veil_job::{JobSpec, statistics};
+use veil_wire::VALUES_PER_CHUNK;
 use veil_wire::chunking::{self, VectorAssembler};
 use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
 use veil_wire::v1::{self, result_chunk};
-use veil_wire::VALUES_PER_CHUNK;
 
-use crate::convert::{engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason, round_metrics};
+use crate::convert::{
+    engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason, round_metrics,
+};
 use crate::state::Shared;
 
 /// Settings the services need at request time.
@@ -33,7 +35,9 @@ pub(crate) struct ServiceLimits {
 fn validate_node_id(node_id: &str) -> Result<(), Status> {
     let valid = !node_id.is_empty()
         && node_id.len() <= 64
-        && node_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(())
     } else {
@@ -77,7 +81,10 @@ pub(crate) struct NodeApi {
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
-    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
         tracing::info!(node = %request.node_id, version = %request.software_version, "node registered");
@@ -89,7 +96,10 @@ impl NodeService for NodeApi {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let node = request.into_inner().node_id;
         self.shared
             .with_engine(|engine, now| engine.heartbeat(&node, now))
@@ -97,7 +107,10 @@ impl NodeService for NodeApi {
         Ok(Response::new(v1::HeartbeatResponse {}))
     }
 
-    async fn fetch_task(&self, request: Request<v1::FetchTaskRequest>) -> Result<Response<v1::FetchTaskResponse>, Status> {
+    async fn fetch_task(
+        &self,
+        request: Request<v1::FetchTaskRequest>,
+    ) -> Result<Response<v1::FetchTaskResponse>, Status> {
         let request = request.into_inner();
         let wait = Duration::from_millis(u64::from(request.wait_ms)).min(self.limits.max_long_poll);
         let give_up = tokio::time::Instant::now() + wait;
@@ -145,14 +158,22 @@ impl NodeService for NodeApi {
             Some(v1::ResultChunk {
                 body: Some(result_chunk::Body::Header(header)),
             }) => header,
-            _ => return Err(Status::invalid_argument("a result stream must start with its header")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a result stream must start with its header",
+                ));
+            }
         };
         let phase = phase_from_wire(header.phase)?;
         // Refuse an oversized vector before reading it: the job's model size
         // bounds what a node may send.
         let limit = self
             .shared
-            .read(|engine| engine.plan(&header.job_id).map(|plan| plan.parameter_count as u64))
+            .read(|engine| {
+                engine
+                    .plan(&header.job_id)
+                    .map(|plan| plan.parameter_count as u64)
+            })
             .map_err(engine_error)?;
         let mut assembler = VectorAssembler::new(header.vector_length, limit).map_err(|error| {
             Status::invalid_argument(format!(
@@ -165,9 +186,15 @@ impl NodeService for NodeApi {
                 Some(result_chunk::Body::Values(bytes)) => {
                     assembler
                         .push(assembler.received(), &bytes)
-                        .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
+                        .map_err(|error| {
+                            Status::invalid_argument(format!("model delta: {error}"))
+                        })?;
                 }
-                _ => return Err(Status::invalid_argument("only value chunks may follow the header")),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only value chunks may follow the header",
+                    ));
+                }
             }
         }
         let vector = assembler
@@ -214,8 +241,13 @@ fn build_task(
             })
         }
     };
-    let parameter_count = engine.plan(&assignment.job).map_err(engine_error)?.parameter_count as u64;
-    let remaining = assignment.deadline.saturating_duration_since(Instant::now());
+    let parameter_count = engine
+        .plan(&assignment.job)
+        .map_err(engine_error)?
+        .parameter_count as u64;
+    let remaining = assignment
+        .deadline
+        .saturating_duration_since(Instant::now());
     Ok(v1::Task {
         job_id: assignment.job.clone(),
         round: assignment.round,
@@ -247,15 +279,23 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Sen
 
 #[tonic::async_trait]
 impl OperatorService for OperatorApi {
-    async fn submit_job(&self, request: Request<v1::SubmitJobRequest>) -> Result<Response<v1::SubmitJobResponse>, Status> {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let wire = request
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("the request carries no job spec"))?;
-        let spec = JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec =
+            JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A zero seed asks the coordinator to pick one; the initial model is
         // not a secret, so an ordinary generator is fine here.
-        let seed = if spec.seed == 0 { rand::random::<u64>() } else { spec.seed };
+        let seed = if spec.seed == 0 {
+            rand::random::<u64>()
+        } else {
+            spec.seed
+        };
         let initial = spec.model_spec().initial_parameters(seed);
         let plan = spec.plan();
         let job_id = self
@@ -265,7 +305,10 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
     }
 
-    async fn start_job(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+    async fn start_job(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
         let job = request.into_inner().job_id;
         self.shared
             .with_engine(|engine, now| engine.start_job(&job, now))
@@ -273,7 +316,10 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(self.status(&job)?))
     }
 
-    async fn cancel_job(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
         let job = request.into_inner().job_id;
         self.shared
             .with_engine(|engine, now| engine.cancel_job(&job, now))
@@ -281,13 +327,19 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(self.status(&job)?))
     }
 
-    async fn get_job_status(&self, request: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+    async fn get_job_status(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
         Ok(Response::new(self.status(&request.into_inner().job_id)?))
     }
 
     type WatchJobStream = EventStream;
 
-    async fn watch_job(&self, request: Request<v1::JobRef>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job = request.into_inner().job_id;
         // Subscribe before reading the status, so no event falls in between.
         let mut events = self.shared.events.subscribe();
@@ -339,7 +391,10 @@ impl OperatorService for OperatorApi {
 
     type FetchModelStream = ChunkStream;
 
-    async fn fetch_model(&self, request: Request<v1::JobRef>) -> Result<Response<Self::FetchModelStream>, Status> {
+    async fn fetch_model(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
         let job = request.into_inner().job_id;
         let values = self
             .shared
@@ -348,7 +403,10 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(model_stream(values)))
     }
 
-    async fn fetch_model_info(&self, request: Request<v1::JobRef>) -> Result<Response<v1::ModelInfo>, Status> {
+    async fn fetch_model_info(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::ModelInfo>, Status> {
         let job = request.into_inner().job_id;
         self.shared.read(|engine| {
             let model = engine.final_model(&job).map_err(engine_error)?;
@@ -378,7 +436,9 @@ impl OperatorService for OperatorApi {
 fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<String> {
     let text = match &event.kind {
         EventKind::Submitted | EventKind::Started => return None,
-        EventKind::WaitingForNodes { live, needed } => format!("waiting for nodes: {live} live, {needed} needed"),
+        EventKind::WaitingForNodes { live, needed } => {
+            format!("waiting for nodes: {live} live, {needed} needed")
+        }
         EventKind::PhaseOpened {
             round,
             phase,
@@ -410,7 +470,11 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
         EventKind::RoundCompleted(record) => {
             let metrics = api
                 .shared
-                .read(|engine| engine.descriptor(&event.job).map(|spec| round_metrics(spec, record)))
+                .read(|engine| {
+                    engine
+                        .descriptor(&event.job)
+                        .map(|spec| round_metrics(spec, record))
+                })
                 .ok()?;
             format!(
                 "round {} done: train loss {:.4}, eval loss {:.4}, AUC {:.4}",
@@ -423,4 +487,3 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
     };
     Some(text)
 }
-

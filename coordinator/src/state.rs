@@ -40,7 +40,10 @@ impl Shared {
 
     /// Runs `operation` on the engine with the current time, then publishes,
     /// logs and persists whatever it caused.
-    pub(crate) fn with_engine<R>(&self, operation: impl FnOnce(&mut Engine<JobSpec>, Instant) -> R) -> R {
+    pub(crate) fn with_engine<R>(
+        &self,
+        operation: impl FnOnce(&mut Engine<JobSpec>, Instant) -> R,
+    ) -> R {
         let mut engine = lock(&self.engine);
         let result = operation(&mut engine, Instant::now());
         let mut durable_changes = BTreeSet::new();
@@ -48,7 +51,10 @@ impl Shared {
         while let Some(event) = engine.poll_event() {
             any_event = true;
             log_event(&event);
-            if !matches!(event.kind, EventKind::ReplyRejected { .. } | EventKind::WaitingForNodes { .. }) {
+            if !matches!(
+                event.kind,
+                EventKind::ReplyRejected { .. } | EventKind::WaitingForNodes { .. }
+            ) {
                 durable_changes.insert(event.job.clone());
             }
             // No receivers is normal when nobody watches.
@@ -105,8 +111,12 @@ fn log_event(event: &EngineEvent) {
             phase,
             participants,
             dropped,
-        } => tracing::info!(job, round, %phase, participants, dropped = ?dropped, "phase completed"),
-        EventKind::RoundCompleted(record) => tracing::info!(job, round = record.round, "round completed"),
+        } => {
+            tracing::info!(job, round, %phase, participants, dropped = ?dropped, "phase completed")
+        }
+        EventKind::RoundCompleted(record) => {
+            tracing::info!(job, round = record.round, "round completed")
+        }
         EventKind::Succeeded => tracing::info!(job, "job succeeded"),
         EventKind::Failed { reason } => tracing::warn!(job, %reason, "job failed"),
         EventKind::Cancelled => tracing::info!(job, "job cancelled"),

@@ -6,7 +6,10 @@ use clap::Parser;
 use client_node::demo::{DemoConfig, run_demo};
 
 #[derive(Parser)]
-#[command(name = "veil-demo", about = "Run a local Veil federation: a coordinator and 3 nodes on 127.0.0.1")]
+#[command(
+    name = "veil-demo",
+    about = "Run a local Veil federation: a coordinator and 3 nodes on 127.0.0.1"
+)]
 struct Cli {
     /// Where data, configs, the model and scores are written.
     #[arg(long, default_value = "demo-output")]
@@ -21,10 +24,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     coordinator::logging::init_with_default(cli.log_json, "warn");
     let config = DemoConfig::standard(cli.output_dir);
-    eprintln!("Veil demo: {} partners, output in {}", config.partners, config.output_dir.display());
+    eprintln!(
+        "Veil demo: {} partners, output in {}",
+        config.partners,
+        config.output_dir.display()
+    );
     let report = run_demo(&config, coordinator::operator::print_progress).await?;
     eprintln!();
-    println!("federated job finished in {:.1} s", report.federation_seconds);
+    println!(
+        "federated job finished in {:.1} s",
+        report.federation_seconds
+    );
     println!("{}", report.table());
     println!("model:  {}", report.model_path.display());
     println!("scores: {}", report.scores_path.display());

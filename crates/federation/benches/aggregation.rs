@@ -16,7 +16,11 @@ fn aggregation(c: &mut Criterion) {
         positive_weight: true,
     };
     let updates: Vec<Vec<f32>> = (0..UPDATES)
-        .map(|u| (0..PARAMETERS).map(|i| ((i * 31 + u * 7) % 1000) as f32 * 1e-3 - 0.5).collect())
+        .map(|u| {
+            (0..PARAMETERS)
+                .map(|i| ((i * 31 + u * 7) % 1000) as f32 * 1e-3 - 0.5)
+                .collect()
+        })
         .collect();
     let mut group = c.benchmark_group("aggregation");
     group.sample_size(10);

@@ -119,7 +119,12 @@ impl Accumulator {
         statistics: &[f64],
         vector: &[f32],
     ) -> Result<(), RejectReason> {
-        let weight_ok = weight.is_finite() && if shape.positive_weight { weight > 0.0 } else { weight >= 0.0 };
+        let weight_ok = weight.is_finite()
+            && if shape.positive_weight {
+                weight > 0.0
+            } else {
+                weight >= 0.0
+            };
         if !weight_ok {
             return Err(RejectReason::InvalidWeight {
                 weight,
@@ -216,7 +221,10 @@ mod tests {
     #[test]
     fn bad_replies_are_named() {
         let check = |weight: f64, statistics: &[f64], vector: &[f32], expected: RejectReason| {
-            assert_eq!(Accumulator::validate(SHAPE, weight, statistics, vector), Err(expected));
+            assert_eq!(
+                Accumulator::validate(SHAPE, weight, statistics, vector),
+                Err(expected)
+            );
         };
         check(
             1.0,

@@ -69,7 +69,10 @@ pub enum JobState {
 
 impl JobState {
     fn is_terminal(&self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed { .. } | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed { .. } | JobState::Cancelled
+        )
     }
 }
 
@@ -533,7 +536,11 @@ impl<D: Clone> Engine<D> {
     }
 
     /// The next task for `node`, if one of its invitations is unanswered.
-    pub fn next_task(&mut self, node: &str, now: Instant) -> Result<Option<TaskAssignment>, EngineError> {
+    pub fn next_task(
+        &mut self,
+        node: &str,
+        now: Instant,
+    ) -> Result<Option<TaskAssignment>, EngineError> {
         self.touch(node, now)?;
         self.drive(now);
         for job in self.jobs.values() {
@@ -553,7 +560,11 @@ impl<D: Clone> Engine<D> {
     }
 
     /// Folds in a node's reply, or refuses it with a named reason.
-    pub fn submit(&mut self, submission: &Submission, now: Instant) -> Result<SubmitOutcome, RejectReason> {
+    pub fn submit(
+        &mut self,
+        submission: &Submission,
+        now: Instant,
+    ) -> Result<SubmitOutcome, RejectReason> {
         let outcome = self.try_submit(submission, now);
         if let Err(reason) = &outcome {
             if self.jobs.contains_key(&submission.key.job) {
@@ -590,7 +601,11 @@ impl<D: Clone> Engine<D> {
         self.events.pop_front()
     }
 
-    fn try_submit(&mut self, submission: &Submission, now: Instant) -> Result<SubmitOutcome, RejectReason> {
+    fn try_submit(
+        &mut self,
+        submission: &Submission,
+        now: Instant,
+    ) -> Result<SubmitOutcome, RejectReason> {
         let node = submission.node.as_str();
         let key = &submission.key;
         if !self.nodes.contains_key(node) {
@@ -601,9 +616,12 @@ impl<D: Clone> Engine<D> {
         if let Some(state) = self.nodes.get_mut(node) {
             state.last_seen = now;
         }
-        let job = self.jobs.get_mut(&key.job).ok_or_else(|| RejectReason::UnknownJob {
-            job: key.job.clone(),
-        })?;
+        let job = self
+            .jobs
+            .get_mut(&key.job)
+            .ok_or_else(|| RejectReason::UnknownJob {
+                job: key.job.clone(),
+            })?;
         let accepted_key = (key.round, key.phase, node.to_owned());
         if job.accepted.contains(&accepted_key) {
             return Ok(SubmitOutcome::Duplicate);
@@ -629,9 +647,17 @@ impl<D: Clone> Engine<D> {
             });
         }
         let shape = expected_shape(&durable.plan, key.phase);
-        Accumulator::validate(shape, submission.weight, &submission.statistics, &submission.vector)?;
-        open.accumulator
-            .add(submission.weight, &submission.statistics, &submission.vector);
+        Accumulator::validate(
+            shape,
+            submission.weight,
+            &submission.statistics,
+            &submission.vector,
+        )?;
+        open.accumulator.add(
+            submission.weight,
+            &submission.statistics,
+            &submission.vector,
+        );
         open.replied.insert(node.to_owned());
         job.accepted.insert(accepted_key);
         Ok(SubmitOutcome::Accepted)
@@ -684,7 +710,9 @@ impl<D: Clone> Engine<D> {
         self.nodes
             .iter()
             .filter(|(_, state)| match now {
-                Some(now) => now.saturating_duration_since(state.last_seen) <= self.config.node_liveness,
+                Some(now) => {
+                    now.saturating_duration_since(state.last_seen) <= self.config.node_liveness
+                }
                 None => true,
             })
             .map(|(id, _)| id.clone())
@@ -692,9 +720,12 @@ impl<D: Clone> Engine<D> {
     }
 
     fn touch(&mut self, node: &str, now: Instant) -> Result<(), EngineError> {
-        let state = self.nodes.get_mut(node).ok_or_else(|| EngineError::UnknownNode {
-            node: node.to_owned(),
-        })?;
+        let state = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| EngineError::UnknownNode {
+                node: node.to_owned(),
+            })?;
         state.last_seen = now;
         Ok(())
     }
@@ -706,9 +737,11 @@ impl<D: Clone> Engine<D> {
     }
 
     fn job_mut(&mut self, job: &str) -> Result<&mut Job<D>, EngineError> {
-        self.jobs.get_mut(job).ok_or_else(|| EngineError::UnknownJob {
-            job: job.to_owned(),
-        })
+        self.jobs
+            .get_mut(job)
+            .ok_or_else(|| EngineError::UnknownJob {
+                job: job.to_owned(),
+            })
     }
 
     fn emit(&mut self, job: &str, kind: EventKind) {
@@ -781,7 +814,12 @@ fn select_participants(plan: &JobPlan, live: &[NodeId], round: u32) -> Vec<NodeI
         .collect()
 }
 
-fn open_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) -> bool {
+fn open_phase<D>(
+    job: &mut Job<D>,
+    live: &[NodeId],
+    now: Instant,
+    events: &mut Vec<EventKind>,
+) -> bool {
     let plan = &job.durable.plan;
     let (round, phase) = job.durable.cursor;
     let invited = select_participants(plan, live, round);
@@ -813,7 +851,9 @@ fn open_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut V
 }
 
 fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) {
-    let Some(mut open) = job.open.take() else { return };
+    let Some(mut open) = job.open.take() else {
+        return;
+    };
     let durable = &mut job.durable;
     let (round, phase) = durable.cursor;
     let replies = open.accumulator.replies();

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::engine::JobSnapshot;
 use crate::JobId;
+use crate::engine::JobSnapshot;
 
 /// A store failure, named by the backend.
 #[derive(Debug, Error)]

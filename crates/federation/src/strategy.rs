@@ -126,8 +126,13 @@ impl ServerOptimizer {
                 beta2,
                 tau,
             } => {
-                let moments = self.first_moment.iter_mut().zip(self.second_moment.iter_mut());
-                for ((weight, delta), (first, second)) in global.iter_mut().zip(mean_delta).zip(moments) {
+                let moments = self
+                    .first_moment
+                    .iter_mut()
+                    .zip(self.second_moment.iter_mut());
+                for ((weight, delta), (first, second)) in
+                    global.iter_mut().zip(mean_delta).zip(moments)
+                {
                     *first = beta1 * *first + (1.0 - beta1) * delta;
                     *second = beta2 * *second + (1.0 - beta2) * delta * delta;
                     let step = server_learning_rate * *first / (second.sqrt() + tau);

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use veil_federation::{
-    Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts, RejectReason, ResultKey, Strategy,
-    Submission, SubmitOutcome, TaskAssignment,
+    Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts, RejectReason,
+    ResultKey, Strategy, Submission, SubmitOutcome, TaskAssignment,
 };
 
 const PARAMETERS: usize = 4;
@@ -75,14 +75,30 @@ impl Harness {
         job
     }
 
-    fn reply(&mut self, node: &str, behaviour: Behaviour, task: &TaskAssignment) -> Option<Result<SubmitOutcome, RejectReason>> {
+    fn reply(
+        &mut self,
+        node: &str,
+        behaviour: Behaviour,
+        task: &TaskAssignment,
+    ) -> Option<Result<SubmitOutcome, RejectReason>> {
         let key = ResultKey {
             job: task.job.clone(),
             round: task.round,
             phase: task.phase,
         };
-        let vector_len = if task.phase == Phase::Train { PARAMETERS } else { 0 };
-        let statistics = vec![1.0; if task.phase == Phase::FeatureStats { 3 } else { 2 }];
+        let vector_len = if task.phase == Phase::Train {
+            PARAMETERS
+        } else {
+            0
+        };
+        let statistics = vec![
+            1.0;
+            if task.phase == Phase::FeatureStats {
+                3
+            } else {
+                2
+            }
+        ];
         let (weight, vector) = match behaviour {
             Behaviour::Honest { delta, weight } => (weight, vec![delta; vector_len]),
             Behaviour::Silent => return None,
@@ -126,7 +142,10 @@ impl Harness {
             let progressed = self.tick();
             let still_running = self.engine.status(job).unwrap().state == JobState::Running;
             if still_running && !progressed {
-                let deadline = self.engine.poll_timeout().expect("a running job has a deadline");
+                let deadline = self
+                    .engine
+                    .poll_timeout()
+                    .expect("a running job has a deadline");
                 self.now = deadline;
                 self.engine.handle_timeout(self.now);
             }
@@ -135,18 +154,41 @@ impl Harness {
     }
 
     fn events(&mut self) -> Vec<EventKind> {
-        std::iter::from_fn(|| self.engine.poll_event()).map(|e| e.kind).collect()
+        std::iter::from_fn(|| self.engine.poll_event())
+            .map(|e| e.kind)
+            .collect()
     }
 }
 
-const HONEST: Behaviour = Behaviour::Honest { delta: 1.0, weight: 1.0 };
+const HONEST: Behaviour = Behaviour::Honest {
+    delta: 1.0,
+    weight: 1.0,
+};
 
 #[test]
 fn honest_nodes_finish_every_round_with_the_weighted_mean() {
     let mut harness = Harness::new(&[
-        ("a", Behaviour::Honest { delta: 1.0, weight: 1.0 }),
-        ("b", Behaviour::Honest { delta: 4.0, weight: 3.0 }),
-        ("c", Behaviour::Honest { delta: -2.0, weight: 4.0 }),
+        (
+            "a",
+            Behaviour::Honest {
+                delta: 1.0,
+                weight: 1.0,
+            },
+        ),
+        (
+            "b",
+            Behaviour::Honest {
+                delta: 4.0,
+                weight: 3.0,
+            },
+        ),
+        (
+            "c",
+            Behaviour::Honest {
+                delta: -2.0,
+                weight: 4.0,
+            },
+        ),
     ]);
     let job = harness.start(plan(3, 3, 3, Strategy::FedAvg));
     assert_eq!(harness.run(&job), JobState::Succeeded);
@@ -155,7 +197,12 @@ fn honest_nodes_finish_every_round_with_the_weighted_mean() {
     assert_eq!(*model, vec![3.0 * 5.0 / 8.0; PARAMETERS]);
     let status = harness.engine.status(&job).unwrap();
     assert_eq!(status.completed_rounds, 3);
-    assert!(status.history.iter().all(|r| r.train_participants == 3 && r.dropped.is_empty()));
+    assert!(
+        status
+            .history
+            .iter()
+            .all(|r| r.train_participants == 3 && r.dropped.is_empty())
+    );
     assert_eq!(status.history[0].train_weight, 8.0);
 }
 
@@ -178,21 +225,40 @@ fn a_late_reply_is_refused_and_the_node_joins_the_next_phase() {
     // Feature statistics from everyone.
     harness.tick();
     // Round 1 training: "late" fetches its task but answers only after the deadline.
-    let late_task = harness.engine.next_task("late", harness.now).unwrap().unwrap();
+    let late_task = harness
+        .engine
+        .next_task("late", harness.now)
+        .unwrap()
+        .unwrap();
     assert_eq!((late_task.round, late_task.phase), (1, Phase::Train));
     for node in ["a", "b"] {
-        let task = harness.engine.next_task(node, harness.now).unwrap().unwrap();
+        let task = harness
+            .engine
+            .next_task(node, harness.now)
+            .unwrap()
+            .unwrap();
         harness.reply(node, HONEST, &task);
     }
     harness.now = late_task.deadline;
     harness.engine.handle_timeout(harness.now);
     let refused = harness.reply("late", HONEST, &late_task).unwrap();
     assert!(
-        matches!(refused, Err(RejectReason::PhaseClosed { round: 1, phase: Phase::Train, .. })),
+        matches!(
+            refused,
+            Err(RejectReason::PhaseClosed {
+                round: 1,
+                phase: Phase::Train,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     // The evaluation phase invites it again.
-    let next = harness.engine.next_task("late", harness.now).unwrap().unwrap();
+    let next = harness
+        .engine
+        .next_task("late", harness.now)
+        .unwrap()
+        .unwrap();
     assert_eq!((next.round, next.phase), (1, Phase::Evaluate));
     assert_eq!(harness.run(&job), JobState::Succeeded);
     let status = harness.engine.status(&job).unwrap();
@@ -215,9 +281,15 @@ fn misbehaving_replies_are_rejected_by_name_and_the_round_completes() {
     harness.tick();
     harness.now = harness.engine.poll_timeout().unwrap();
     harness.engine.handle_timeout(harness.now);
-    let task = harness.engine.next_task("shape", harness.now).unwrap().unwrap();
+    let task = harness
+        .engine
+        .next_task("shape", harness.now)
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        harness.reply("shape", Behaviour::WrongShape, &task).unwrap(),
+        harness
+            .reply("shape", Behaviour::WrongShape, &task)
+            .unwrap(),
         Err(RejectReason::WrongShape {
             what: "model delta",
             expected: PARAMETERS,
@@ -241,7 +313,10 @@ fn misbehaving_replies_are_rejected_by_name_and_the_round_completes() {
     assert_eq!(harness.run(&job), JobState::Succeeded);
     let status = harness.engine.status(&job).unwrap();
     assert_eq!(status.history[0].train_participants, 2);
-    assert_eq!(*harness.engine.final_model(&job).unwrap(), vec![1.0; PARAMETERS]);
+    assert_eq!(
+        *harness.engine.final_model(&job).unwrap(),
+        vec![1.0; PARAMETERS]
+    );
     let rejected = harness
         .events()
         .into_iter()
@@ -255,8 +330,14 @@ fn a_retried_submit_is_counted_once() {
     let mut harness = Harness::new(&[("a", HONEST), ("b", HONEST)]);
     let job = harness.start(plan(2, 2, 1, Strategy::FedAvg));
     let task = harness.engine.next_task("a", harness.now).unwrap().unwrap();
-    assert_eq!(harness.reply("a", HONEST, &task).unwrap(), Ok(SubmitOutcome::Accepted));
-    assert_eq!(harness.reply("a", HONEST, &task).unwrap(), Ok(SubmitOutcome::Duplicate));
+    assert_eq!(
+        harness.reply("a", HONEST, &task).unwrap(),
+        Ok(SubmitOutcome::Accepted)
+    );
+    assert_eq!(
+        harness.reply("a", HONEST, &task).unwrap(),
+        Ok(SubmitOutcome::Duplicate)
+    );
     let task = harness.engine.next_task("b", harness.now).unwrap().unwrap();
     harness.reply("b", HONEST, &task);
     // The phase closed with both; a retry after the close is still a duplicate.
@@ -269,7 +350,11 @@ fn a_retried_submit_is_counted_once() {
 
 #[test]
 fn too_few_replies_extend_the_phase_then_fail_with_a_named_reason() {
-    let mut harness = Harness::new(&[("a", HONEST), ("mute1", Behaviour::Silent), ("mute2", Behaviour::Silent)]);
+    let mut harness = Harness::new(&[
+        ("a", HONEST),
+        ("mute1", Behaviour::Silent),
+        ("mute2", Behaviour::Silent),
+    ]);
     let job = harness.start(plan(2, 3, 1, Strategy::FedAvg));
     let state = harness.run(&job);
     assert_eq!(
@@ -306,8 +391,17 @@ fn a_restarted_node_is_invited_to_the_next_round() {
 fn a_job_waits_for_enough_live_nodes() {
     let mut harness = Harness::new(&[("a", HONEST)]);
     let job = harness.start(plan(2, 2, 1, Strategy::FedAvg));
-    assert_eq!(harness.engine.status(&job).unwrap().waiting_for_nodes, Some(1));
-    assert!(harness.engine.next_task("a", harness.now).unwrap().is_none());
+    assert_eq!(
+        harness.engine.status(&job).unwrap().waiting_for_nodes,
+        Some(1)
+    );
+    assert!(
+        harness
+            .engine
+            .next_task("a", harness.now)
+            .unwrap()
+            .is_none()
+    );
     harness.engine.register_node("b", harness.now);
     harness.nodes.push(("b".into(), HONEST));
     assert_eq!(harness.run(&job), JobState::Succeeded);
@@ -340,11 +434,19 @@ fn a_restored_engine_resumes_from_the_last_committed_phase() {
         restored.engine.register_node(&node, restored.now);
     }
     assert_eq!(restored.run(&job), JobState::Succeeded);
-    assert_eq!(*restored.engine.final_model(&job).unwrap(), vec![3.0; PARAMETERS]);
+    assert_eq!(
+        *restored.engine.final_model(&job).unwrap(),
+        vec![3.0; PARAMETERS]
+    );
     // New jobs get fresh ids after a restore.
     let next = restored
         .engine
-        .submit_job(plan(1, 1, 1, Strategy::FedAvg), "x", vec![0.0; PARAMETERS], restored.now)
+        .submit_job(
+            plan(1, 1, 1, Strategy::FedAvg),
+            "x",
+            vec![0.0; PARAMETERS],
+            restored.now,
+        )
         .unwrap();
     assert_ne!(next, job);
 }
@@ -352,14 +454,23 @@ fn a_restored_engine_resumes_from_the_last_committed_phase() {
 #[test]
 fn operator_errors_name_the_job() {
     let mut harness = Harness::new(&[("a", HONEST)]);
-    let error = harness.engine.start_job("job-404", harness.now).unwrap_err();
+    let error = harness
+        .engine
+        .start_job("job-404", harness.now)
+        .unwrap_err();
     assert_eq!(error.to_string(), "unknown job 'job-404'");
     let job = harness.start(plan(1, 1, 1, Strategy::FedAvg));
     let error = harness.engine.start_job(&job, harness.now).unwrap_err();
-    assert_eq!(error.to_string(), format!("job '{job}' is running: cannot start"));
+    assert_eq!(
+        error.to_string(),
+        format!("job '{job}' is running: cannot start")
+    );
     assert!(harness.engine.final_model(&job).is_err());
     harness.engine.cancel_job(&job, harness.now).unwrap();
-    assert_eq!(harness.engine.status(&job).unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        harness.engine.status(&job).unwrap().state,
+        JobState::Cancelled
+    );
 }
 
 #[test]
@@ -377,7 +488,10 @@ fn fedadam_and_fedprox_run_to_completion() {
         let job = harness.start(plan(2, 2, 2, strategy));
         assert_eq!(harness.run(&job), JobState::Succeeded);
         let model = harness.engine.final_model(&job).unwrap();
-        assert!(model.iter().all(|v| *v > 0.0), "{strategy:?} moved along the delta: {model:?}");
+        assert!(
+            model.iter().all(|v| *v > 0.0),
+            "{strategy:?} moved along the delta: {model:?}"
+        );
     }
 }
 

@@ -83,7 +83,9 @@ impl ExportedModel {
     /// Serialises the model file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = self.info().encode_to_vec();
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 12 + header.len() + self.parameters.len() * 4 + DIGEST_LEN);
+        let mut bytes = Vec::with_capacity(
+            MAGIC.len() + 12 + header.len() + self.parameters.len() * 4 + DIGEST_LEN,
+        );
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
@@ -116,36 +118,57 @@ impl ExportedModel {
         }
         let (body, stored_digest) = bytes.split_at(bytes.len() - DIGEST_LEN);
         if digest::digest(&digest::SHA256, body).as_ref() != stored_digest {
-            return Err(corrupt("digest mismatch: the file was truncated or altered"));
+            return Err(corrupt(
+                "digest mismatch: the file was truncated or altered",
+            ));
         }
         let mut cursor = MAGIC.len();
-        let version = u32::from_le_bytes(body[cursor..cursor + 4].try_into().map_err(|_| corrupt("short header"))?);
+        let version = u32::from_le_bytes(
+            body[cursor..cursor + 4]
+                .try_into()
+                .map_err(|_| corrupt("short header"))?,
+        );
         cursor += 4;
         if version != FORMAT_VERSION {
-            return Err(corrupt(&format!("format version {version}, this build reads {FORMAT_VERSION}")));
+            return Err(corrupt(&format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            )));
         }
-        let header_len = u64::from_le_bytes(body[cursor..cursor + 8].try_into().map_err(|_| corrupt("short header"))?);
+        let header_len = u64::from_le_bytes(
+            body[cursor..cursor + 8]
+                .try_into()
+                .map_err(|_| corrupt("short header"))?,
+        );
         cursor += 8;
         let header_end = usize::try_from(header_len)
             .ok()
             .and_then(|len| cursor.checked_add(len))
             .filter(|end| *end <= body.len())
             .ok_or_else(|| corrupt("header length runs past the end of the file"))?;
-        let info = v1::ModelInfo::decode(&body[cursor..header_end]).map_err(|e| corrupt(&format!("header: {e}")))?;
+        let info = v1::ModelInfo::decode(&body[cursor..header_end])
+            .map_err(|e| corrupt(&format!("header: {e}")))?;
         let values = &body[header_end..];
         if values.len() % 4 != 0 || (values.len() / 4) as u64 != info.parameter_count {
-            return Err(corrupt("parameter block does not match the header's parameter count"));
+            return Err(corrupt(
+                "parameter block does not match the header's parameter count",
+            ));
         }
         let parameters = values
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let spec_wire = info.spec.as_ref().ok_or_else(|| corrupt("header has no job spec"))?;
+        let spec_wire = info
+            .spec
+            .as_ref()
+            .ok_or_else(|| corrupt("header has no job spec"))?;
         let spec = JobSpec::from_wire(spec_wire).map_err(|source| ExportError::Spec {
             path: path.to_owned(),
             source,
         })?;
-        let scaling_wire = info.scaling.clone().ok_or_else(|| corrupt("header has no scaling"))?;
+        let scaling_wire = info
+            .scaling
+            .clone()
+            .ok_or_else(|| corrupt("header has no scaling"))?;
         let n_features = spec.features.n_features();
         if scaling_wire.mean.len() != n_features || scaling_wire.std.len() != n_features {
             return Err(corrupt("scaling does not match the feature count"));
@@ -161,7 +184,9 @@ impl ExportedModel {
             spec,
         };
         if model.parameters.len() != model.spec.model_spec().parameter_count() {
-            return Err(corrupt("parameter count does not match the model architecture"));
+            return Err(corrupt(
+                "parameter count does not match the model architecture",
+            ));
         }
         Ok(model)
     }

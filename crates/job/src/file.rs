@@ -138,7 +138,9 @@ impl JobFile {
 
     /// The wire spec this file describes (not yet validated).
     pub fn to_wire(&self) -> v1::JobSpec {
-        let millis = |secs: Option<f64>| secs.map_or(0, |s| (s * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32);
+        let millis = |secs: Option<f64>| {
+            secs.map_or(0, |s| (s * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32)
+        };
         v1::JobSpec {
             name: self.name.clone(),
             task: self.task.kind.clone(),

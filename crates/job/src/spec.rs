@@ -122,8 +122,12 @@ impl JobSpec {
             .task
             .parse()
             .map_err(|e| invalid("task.kind", format!("{e}")))?;
-        let cutoff = NaiveDate::parse_from_str(&wire.cutoff, "%Y-%m-%d")
-            .map_err(|_| invalid("task.cutoff", format!("'{}' is not a YYYY-MM-DD date", wire.cutoff)))?;
+        let cutoff = NaiveDate::parse_from_str(&wire.cutoff, "%Y-%m-%d").map_err(|_| {
+            invalid(
+                "task.cutoff",
+                format!("'{}' is not a YYYY-MM-DD date", wire.cutoff),
+            )
+        })?;
         if wire.horizon_days == 0 {
             return Err(invalid("task.horizon_days", "must be at least 1"));
         }
@@ -132,27 +136,47 @@ impl JobSpec {
         } else {
             wire.features
                 .iter()
-                .map(|name| name.parse::<FeatureName>().map_err(|e| invalid("features.names", format!("{e}"))))
+                .map(|name| {
+                    name.parse::<FeatureName>()
+                        .map_err(|e| invalid("features.names", format!("{e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        if let Some(duplicate) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        if let Some(duplicate) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
             return Err(invalid(
                 "features.names",
                 format!("'{}' is listed twice", duplicate.1.as_str()),
             ));
         }
-        let recent_window_days = if wire.recent_window_days == 0 { 30 } else { wire.recent_window_days };
-        let model_wire = wire.model.as_ref().ok_or_else(|| invalid("model", "is missing"))?;
+        let recent_window_days = if wire.recent_window_days == 0 {
+            30
+        } else {
+            wire.recent_window_days
+        };
+        let model_wire = wire
+            .model
+            .as_ref()
+            .ok_or_else(|| invalid("model", "is missing"))?;
         let model = match model_wire.kind.as_str() {
             "logistic_regression" | "logistic" => {
                 if !model_wire.hidden.is_empty() {
-                    return Err(invalid("model.hidden", "logistic regression has no hidden layers"));
+                    return Err(invalid(
+                        "model.hidden",
+                        "logistic regression has no hidden layers",
+                    ));
                 }
                 ModelKind::LogisticRegression
             }
             "mlp" => {
                 if model_wire.hidden.is_empty() {
-                    return Err(invalid("model.hidden", "an MLP needs at least one hidden layer"));
+                    return Err(invalid(
+                        "model.hidden",
+                        "an MLP needs at least one hidden layer",
+                    ));
                 }
                 ModelKind::Mlp {
                     hidden: model_wire.hidden.iter().map(|h| *h as usize).collect(),
@@ -165,7 +189,10 @@ impl JobSpec {
                 ));
             }
         };
-        let training_wire = wire.training.as_ref().ok_or_else(|| invalid("training", "is missing"))?;
+        let training_wire = wire
+            .training
+            .as_ref()
+            .ok_or_else(|| invalid("training", "is missing"))?;
         let optimizer = match training_wire.optimizer.as_str() {
             "sgd" => OptimizerKind::Sgd,
             "adam" | "" => OptimizerKind::Adam,
@@ -183,7 +210,10 @@ impl JobSpec {
             return Err(invalid("training.batch_size", "must be at least 1"));
         }
         if !(training_wire.learning_rate.is_finite() && training_wire.learning_rate > 0.0) {
-            return Err(invalid("training.learning_rate", "must be a positive number"));
+            return Err(invalid(
+                "training.learning_rate",
+                "must be a positive number",
+            ));
         }
         let timeouts_wire = wire.timeouts.unwrap_or_default();
         let timeout = |ms: u32, default_secs: u64| {
@@ -199,9 +229,16 @@ impl JobSpec {
             evaluate: timeout(timeouts_wire.evaluate_ms, 60),
         };
         let strategy = strategy_from_wire(wire.strategy.as_ref())?;
-        let holdout_fraction = if wire.holdout_fraction == 0.0 { 0.2 } else { wire.holdout_fraction };
+        let holdout_fraction = if wire.holdout_fraction == 0.0 {
+            0.2
+        } else {
+            wire.holdout_fraction
+        };
         if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
-            return Err(invalid("holdout_fraction", "must be between 0 and 1, exclusive"));
+            return Err(invalid(
+                "holdout_fraction",
+                "must be between 0 and 1, exclusive",
+            ));
         }
         let spec = JobSpec {
             name,
@@ -232,7 +269,9 @@ impl JobSpec {
         spec.model_spec()
             .validate()
             .map_err(|e| invalid("model", e.to_string()))?;
-        spec.plan().validate().map_err(|e| invalid("plan", e.to_string()))?;
+        spec.plan()
+            .validate()
+            .map_err(|e| invalid("plan", e.to_string()))?;
         Ok(spec)
     }
 
@@ -258,7 +297,12 @@ impl JobSpec {
             task: self.label.task.as_str().to_owned(),
             cutoff: self.label.cutoff.format("%Y-%m-%d").to_string(),
             horizon_days: self.label.horizon_days,
-            features: self.features.features.iter().map(|f| f.as_str().to_owned()).collect(),
+            features: self
+                .features
+                .features
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
             recent_window_days: self.features.recent_window_days,
             model: Some(v1::ModelSpec {
                 kind: model_kind.to_owned(),

@@ -121,7 +121,11 @@ mod tests {
         assert_eq!(scaling, Scaling::from_sums(&sums).unwrap());
         assert!(matches!(
             scaling_from_vector(&vector, 3),
-            Err(StatisticsError::WrongLength { expected: 7, actual: 5, .. })
+            Err(StatisticsError::WrongLength {
+                expected: 7,
+                actual: 5,
+                ..
+            })
         ));
     }
 

@@ -34,14 +34,20 @@ fn check_error(edit: impl Fn(&mut veil_wire::v1::JobSpec), field: &str, fragment
     edit(&mut wire);
     let error: JobSpecError = JobSpec::from_wire(&wire).unwrap_err();
     assert_eq!(error.field, field, "{error}");
-    assert!(error.to_string().contains(fragment), "'{error}' should mention '{fragment}'");
+    assert!(
+        error.to_string().contains(fragment),
+        "'{error}' should mention '{fragment}'"
+    );
 }
 
 #[test]
 fn a_job_file_round_trips_through_the_wire() {
     let spec = JobSpec::from_wire(&JobFile::parse(DEMO).unwrap().to_wire()).unwrap();
     assert_eq!(spec.rounds, 5);
-    assert_eq!(spec.features.features.len(), veil_features::FeatureName::ALL.len());
+    assert_eq!(
+        spec.features.features.len(),
+        veil_features::FeatureName::ALL.len()
+    );
     assert_eq!(spec.strategy.proximal_mu(), 0.05);
     assert_eq!(JobSpec::from_wire(&spec.to_wire()).unwrap(), spec);
     let plan = spec.plan();
@@ -51,10 +57,26 @@ fn a_job_file_round_trips_through_the_wire() {
 #[test]
 fn unknown_names_are_refused_by_field_and_value() {
     check_error(|w| w.task = "fraud".into(), "task.kind", "fraud");
-    check_error(|w| w.features = vec!["recency_days".into(), "shoe_size".into()], "features.names", "shoe_size");
-    check_error(|w| w.model.as_mut().unwrap().kind = "transformer".into(), "model.kind", "transformer");
-    check_error(|w| w.strategy.as_mut().unwrap().kind = "fedmagic".into(), "strategy.kind", "fedmagic");
-    check_error(|w| w.cutoff = "30/09/2024".into(), "task.cutoff", "30/09/2024");
+    check_error(
+        |w| w.features = vec!["recency_days".into(), "shoe_size".into()],
+        "features.names",
+        "shoe_size",
+    );
+    check_error(
+        |w| w.model.as_mut().unwrap().kind = "transformer".into(),
+        "model.kind",
+        "transformer",
+    );
+    check_error(
+        |w| w.strategy.as_mut().unwrap().kind = "fedmagic".into(),
+        "strategy.kind",
+        "fedmagic",
+    );
+    check_error(
+        |w| w.cutoff = "30/09/2024".into(),
+        "task.cutoff",
+        "30/09/2024",
+    );
     check_error(|w| w.min_participants = 0, "plan", "min_participants");
     check_error(|w| w.max_participants = 1, "plan", "max_participants");
 }

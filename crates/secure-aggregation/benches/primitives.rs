@@ -19,7 +19,9 @@ fn key_agreement(criterion: &mut Criterion) {
     criterion.bench_function("x25519_agree_plus_hkdf", |bench| {
         bench.iter(|| pairwise_mask_seed(&own, black_box(&peer), &binding, &a, &b).unwrap())
     });
-    criterion.bench_function("x25519_keygen", |bench| bench.iter(|| public_key_of(&generate_secret(&mut rng))));
+    criterion.bench_function("x25519_keygen", |bench| {
+        bench.iter(|| public_key_of(&generate_secret(&mut rng)))
+    });
 }
 
 fn secret_sharing(criterion: &mut Criterion) {

@@ -12,8 +12,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_secagg::{
-    ClientConfig, ClientSession, ForwardedShares, GraphRequirements, IdentityDirectory, NodeId, PartnerPolicy,
-    ProtocolParams, ServerConfig, ServerSession, choose_neighbour_parameters,
+    ClientConfig, ClientSession, ForwardedShares, GraphRequirements, IdentityDirectory, NodeId,
+    PartnerPolicy, ProtocolParams, ServerConfig, ServerSession, choose_neighbour_parameters,
 };
 
 fn peak_rss_mib() -> f64 {
@@ -31,7 +31,9 @@ fn peak_rss_mib() -> f64 {
 
 fn input_of(index: usize, vector_length: usize, modulus_mask: u32) -> Vec<u32> {
     let mut rng = ChaCha20Rng::seed_from_u64(index as u64);
-    (0..vector_length).map(|_| rng.next_u32() & modulus_mask).collect()
+    (0..vector_length)
+        .map(|_| rng.next_u32() & modulus_mask)
+        .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         security_bits: 40,
         correctness_bits: 20,
     })?;
-    let nodes: Vec<NodeId> = (0..n).map(|index| NodeId::new(format!("node-{index:05}"))).collect::<Result<_, _>>()?;
+    let nodes: Vec<NodeId> = (0..n)
+        .map(|index| NodeId::new(format!("node-{index:05}")))
+        .collect::<Result<_, _>>()?;
     let params = Arc::new(ProtocolParams::new(
         nodes.clone(),
         [1u8; 32],
@@ -65,13 +69,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()
         .map_err(|_| "key generation failed")?;
     let identities = Arc::new(IdentityDirectory::from_entries(
-        nodes.iter().cloned().zip(keys.iter().map(|key| key.public_key().as_ref().to_vec())),
+        nodes
+            .iter()
+            .cloned()
+            .zip(keys.iter().map(|key| key.public_key().as_ref().to_vec())),
     )?);
     let dropped_count = (n as f64 * dropout).round() as usize;
     // Spread the dropped clients over the cohort.
     let stride = (n / dropped_count.max(1)).max(1);
-    let is_dropped =
-        |index: usize| dropped_count > 0 && index.is_multiple_of(stride) && index / stride < dropped_count;
+    let is_dropped = |index: usize| {
+        dropped_count > 0 && index.is_multiple_of(stride) && index / stride < dropped_count
+    };
     let mut rng = ChaCha20Rng::from_seed([3u8; 32]);
     let mut client_time = vec![Duration::ZERO; n];
     let mut client_bytes = vec![0usize; n];
@@ -92,10 +100,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             round: 1,
             node_id: nodes[index].clone(),
             params: Arc::clone(&params),
-            policy: PartnerPolicy { minimum_threshold: 1 },
+            policy: PartnerPolicy {
+                minimum_threshold: 1,
+            },
             identities: Arc::clone(&identities),
         };
-        let (session, message) = ClientSession::new(config, Arc::clone(&keys[index]))?.advertise_keys(&mut rng)?;
+        let (session, message) =
+            ClientSession::new(config, Arc::clone(&keys[index]))?.advertise_keys(&mut rng)?;
         client_time[index] += start.elapsed();
         client_bytes[index] += message.to_bytes().len();
         let start = Instant::now();
@@ -124,8 +135,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut masking = Vec::with_capacity(n);
     let modulus_mask = params.modulus_mask();
-    let mut bundles: std::collections::BTreeMap<NodeId, ForwardedShares> =
-        forwarded.into_iter().map(|bundle| (bundle.recipient.clone(), bundle)).collect();
+    let mut bundles: std::collections::BTreeMap<NodeId, ForwardedShares> = forwarded
+        .into_iter()
+        .map(|bundle| (bundle.recipient.clone(), bundle))
+        .collect();
     for (index, session) in sharing {
         if is_dropped(index) {
             continue;
@@ -183,11 +196,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let correct = finished.unmasked_sum() == expected.as_slice();
     let survivors_count = finished.survivors().len();
-    let surviving_times: Vec<f64> =
-        (0..n).filter(|&index| !is_dropped(index)).map(|index| client_time[index].as_secs_f64()).collect();
+    let surviving_times: Vec<f64> = (0..n)
+        .filter(|&index| !is_dropped(index))
+        .map(|index| client_time[index].as_secs_f64())
+        .collect();
     let mean_client = surviving_times.iter().sum::<f64>() / surviving_times.len().max(1) as f64;
     let max_client = surviving_times.iter().copied().fold(0.0, f64::max);
-    let mean_bytes = (0..n).filter(|&index| !is_dropped(index)).map(|index| client_bytes[index]).sum::<usize>() as f64
+    let mean_bytes = (0..n)
+        .filter(|&index| !is_dropped(index))
+        .map(|index| client_bytes[index])
+        .sum::<usize>() as f64
         / surviving_times.len().max(1) as f64;
     println!(
         "n={n} d={d} dropout={dropout} k={} t={} survivors={survivors_count} correct={correct} \

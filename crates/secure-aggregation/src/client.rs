@@ -17,9 +17,9 @@ use x25519_dalek::StaticSecret;
 
 use crate::crypto::{self, CryptoError};
 use crate::messages::{
-    AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement, KeyDirectory,
-    MaskedInput as MaskedInputMessage, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse, read_share_limbs,
-    write_share_limbs,
+    AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement,
+    KeyDirectory, MaskedInput as MaskedInputMessage, RevealedShare, SurvivorList, UnmaskRequest,
+    UnmaskResponse, read_share_limbs, write_share_limbs,
 };
 use crate::params::{IdentityDirectory, NodeId, PartnerPolicy, ProtocolParams, RoundShared};
 use crate::prg;
@@ -282,7 +282,10 @@ pub struct Unmask {
 
 impl<Phase> ClientSession<Phase> {
     fn next<Next>(self, phase: Next) -> ClientSession<Next> {
-        ClientSession { round: self.round, phase }
+        ClientSession {
+            round: self.round,
+            phase,
+        }
     }
 
     fn threshold(&self) -> usize {
@@ -297,7 +300,10 @@ impl<Phase> ClientSession<Phase> {
 
 impl ClientSession<AdvertiseKeys> {
     /// Starts a round, refusing jobs that break the partner's policy.
-    pub fn new(config: ClientConfig, signing_key: Arc<Ed25519KeyPair>) -> Result<Self, ClientError> {
+    pub fn new(
+        config: ClientConfig,
+        signing_key: Arc<Ed25519KeyPair>,
+    ) -> Result<Self, ClientError> {
         let job_threshold = config.params.reconstruction_threshold();
         if job_threshold < config.policy.minimum_threshold {
             return Err(Refusal::ThresholdBelowPolicy {
@@ -306,14 +312,30 @@ impl ClientSession<AdvertiseKeys> {
             }
             .into());
         }
-        let own_index = config.params.cohort_index(&config.node_id).ok_or(Refusal::NotInCohort)?;
+        let own_index = config
+            .params
+            .cohort_index(&config.node_id)
+            .ok_or(Refusal::NotInCohort)?;
         let enrolled = config.identities.public_key(&config.node_id);
         if enrolled.map(|key| key.as_slice()) != Some(signing_key.public_key().as_ref()) {
             return Err(ClientError::IdentityKeyMismatch);
         }
-        let shared = RoundShared::new(config.job_id, config.round, config.params, config.identities);
-        let round = ClientRound { shared, node_id: config.node_id, own_index, signing_key };
-        Ok(ClientSession { round: Arc::new(round), phase: AdvertiseKeys })
+        let shared = RoundShared::new(
+            config.job_id,
+            config.round,
+            config.params,
+            config.identities,
+        );
+        let round = ClientRound {
+            shared,
+            node_id: config.node_id,
+            own_index,
+            signing_key,
+        };
+        Ok(ClientSession {
+            round: Arc::new(round),
+            phase: AdvertiseKeys,
+        })
     }
 
     /// Phase 1: generates the round's two X25519 key pairs and signs their public halves.
@@ -337,7 +359,11 @@ impl ClientSession<AdvertiseKeys> {
             mask_public_key,
             signature: self.round.signing_key.sign(&transcript).as_ref().to_vec(),
         };
-        let phase = ShareKeys { encryption_secret, mask_secret, own_advertisement: advertisement.clone() };
+        let phase = ShareKeys {
+            encryption_secret,
+            mask_secret,
+            own_advertisement: advertisement.clone(),
+        };
         Ok((self.next(phase), advertisement))
     }
 }
@@ -373,12 +399,16 @@ impl ClientSession<ShareKeys> {
                 continue;
             }
             // Only neighbours matter; other advertisements are ignored unverified.
-            let Some(index) = shared.params.cohort_index(node) else { continue };
+            let Some(index) = shared.params.cohort_index(node) else {
+                continue;
+            };
             if !shared.graph.are_neighbours(round.own_index, index) {
                 continue;
             }
-            let identity =
-                shared.identities.public_key(node).ok_or_else(|| Refusal::UnknownIdentity { node: node.clone() })?;
+            let identity = shared
+                .identities
+                .public_key(node)
+                .ok_or_else(|| Refusal::UnknownIdentity { node: node.clone() })?;
             let transcript = crypto::advertisement_transcript(
                 &shared.binding,
                 node,
@@ -398,17 +428,32 @@ impl ClientSession<ShareKeys> {
         }
         let threshold = self.threshold();
         if peer_keys.len() < threshold {
-            return Err(Refusal::TooFewAdvertisedNeighbours { live: peer_keys.len(), required: threshold }.into());
+            return Err(Refusal::TooFewAdvertisedNeighbours {
+                live: peer_keys.len(),
+                required: threshold,
+            }
+            .into());
         }
         let self_mask_seed = crypto::generate_seed(rng);
-        let x_coordinates: Vec<u64> = peer_keys.keys().map(|&index| shared.x_coordinate(index)).collect();
+        let x_coordinates: Vec<u64> = peer_keys
+            .keys()
+            .map(|&index| shared.x_coordinate(index))
+            .collect();
         let self_mask_shares = shamir::split_seed(&self_mask_seed, threshold, &x_coordinates, rng)?;
-        let mask_key_shares = shamir::split_seed(&self.phase.mask_secret.to_bytes(), threshold, &x_coordinates, rng)?;
+        let mask_key_shares = shamir::split_seed(
+            &self.phase.mask_secret.to_bytes(),
+            threshold,
+            &x_coordinates,
+            rng,
+        )?;
         let mut ciphertexts = Vec::with_capacity(peer_keys.len());
-        for ((&index, keys), (self_mask_share, mask_key_share)) in
-            peer_keys.iter().zip(self_mask_shares.iter().zip(&mask_key_shares))
+        for ((&index, keys), (self_mask_share, mask_key_share)) in peer_keys
+            .iter()
+            .zip(self_mask_shares.iter().zip(&mask_key_shares))
         {
-            let Some(recipient) = shared.node_at(index) else { continue };
+            let Some(recipient) = shared.node_at(index) else {
+                continue;
+            };
             let mut plaintext = Writer::new_raw();
             write_share_limbs(&mut plaintext, self_mask_share);
             write_share_limbs(&mut plaintext, mask_key_share);
@@ -420,15 +465,31 @@ impl ClientSession<ShareKeys> {
                 recipient,
                 &plaintext.into_bytes(),
             )?;
-            ciphertexts.push(AddressedCiphertext { peer: recipient.clone(), ciphertext });
+            ciphertexts.push(AddressedCiphertext {
+                peer: recipient.clone(),
+                ciphertext,
+            });
         }
         let message = EncryptedShares {
             sender: round.node_id.clone(),
-            self_mask_commitment: crypto::self_mask_commitment(&shared.binding, &round.node_id, &self_mask_seed),
+            self_mask_commitment: crypto::self_mask_commitment(
+                &shared.binding,
+                &round.node_id,
+                &self_mask_seed,
+            ),
             ciphertexts,
         };
-        let ShareKeys { encryption_secret, mask_secret, .. } = self.phase;
-        let phase = MaskedInput { encryption_secret, mask_secret, self_mask_seed, peer_keys };
+        let ShareKeys {
+            encryption_secret,
+            mask_secret,
+            ..
+        } = self.phase;
+        let phase = MaskedInput {
+            encryption_secret,
+            mask_secret,
+            self_mask_seed,
+            peer_keys,
+        };
         Ok((ClientSession { round, phase }, message))
     }
 }
@@ -447,26 +508,36 @@ impl ClientSession<MaskedInput> {
         let shared = &round.shared;
         let expected = shared.params.vector_length();
         if input.len() != expected {
-            return Err(ClientError::InputLengthMismatch { expected, actual: input.len() });
+            return Err(ClientError::InputLengthMismatch {
+                expected,
+                actual: input.len(),
+            });
         }
         let modulus_mask = shared.params.modulus_mask();
         if let Some(index) = input.iter().position(|&value| value & !modulus_mask != 0) {
             return Err(ClientError::InputOutOfRange { index });
         }
         if forwarded.recipient != round.node_id {
-            return Err(Refusal::MisaddressedShares { recipient: forwarded.recipient.clone() }.into());
+            return Err(Refusal::MisaddressedShares {
+                recipient: forwarded.recipient.clone(),
+            }
+            .into());
         }
         let own_x = shared.x_coordinate(round.own_index);
         let mut held_shares = BTreeMap::new();
         for entry in &forwarded.ciphertexts {
             let sender = &entry.peer;
-            let unexpected = || Refusal::UnexpectedShareSender { sender: sender.clone() };
+            let unexpected = || Refusal::UnexpectedShareSender {
+                sender: sender.clone(),
+            };
             let index = shared.params.cohort_index(sender).ok_or_else(unexpected)?;
             let keys = self.phase.peer_keys.get(&index).ok_or_else(unexpected)?;
             if held_shares.contains_key(&index) {
                 return Err(unexpected().into());
             }
-            let decryption_failed = || Refusal::ShareDecryptionFailed { sender: sender.clone() };
+            let decryption_failed = || Refusal::ShareDecryptionFailed {
+                sender: sender.clone(),
+            };
             let plaintext = crypto::open_shares(
                 &self.phase.encryption_secret,
                 &keys.encryption_public_key,
@@ -477,19 +548,32 @@ impl ClientSession<MaskedInput> {
             )
             .map_err(|_| decryption_failed())?;
             let mut reader = Reader::raw(&plaintext);
-            let self_mask = read_share_limbs(&mut reader, own_x).map_err(|_| decryption_failed())?;
+            let self_mask =
+                read_share_limbs(&mut reader, own_x).map_err(|_| decryption_failed())?;
             let mask_key = read_share_limbs(&mut reader, own_x).map_err(|_| decryption_failed())?;
             reader.finish().map_err(|_| decryption_failed())?;
-            held_shares.insert(index, HeldShares { self_mask, mask_key });
+            held_shares.insert(
+                index,
+                HeldShares {
+                    self_mask,
+                    mask_key,
+                },
+            );
         }
         let threshold = self.threshold();
         if held_shares.len() < threshold {
-            return Err(Refusal::TooFewShareSenders { live: held_shares.len(), required: threshold }.into());
+            return Err(Refusal::TooFewShareSenders {
+                live: held_shares.len(),
+                required: threshold,
+            }
+            .into());
         }
         let mut masked_vector = input.to_vec();
         prg::add_mask(&self.phase.self_mask_seed, &mut masked_vector);
         for &index in held_shares.keys() {
-            let (Some(peer), Some(keys)) = (shared.node_at(index), self.phase.peer_keys.get(&index)) else {
+            let (Some(peer), Some(keys)) =
+                (shared.node_at(index), self.phase.peer_keys.get(&index))
+            else {
                 continue;
             };
             let seed = crypto::pairwise_mask_seed(
@@ -509,8 +593,17 @@ impl ClientSession<MaskedInput> {
         for value in &mut masked_vector {
             *value &= modulus_mask;
         }
-        let message = MaskedInputMessage { sender: round.node_id.clone(), masked_vector };
-        Ok((ClientSession { round, phase: ConsistencyCheck { held_shares } }, message))
+        let message = MaskedInputMessage {
+            sender: round.node_id.clone(),
+            masked_vector,
+        };
+        Ok((
+            ClientSession {
+                round,
+                phase: ConsistencyCheck { held_shares },
+            },
+            message,
+        ))
     }
 }
 
@@ -524,12 +617,18 @@ impl ClientSession<ConsistencyCheck> {
         let shared = &self.round.shared;
         let survivors = &survivor_list.survivors;
         let sorted = survivors.windows(2).all(|pair| pair.first() < pair.get(1));
-        if !sorted || survivors.iter().any(|node| shared.params.cohort_index(node).is_none()) {
+        if !sorted
+            || survivors
+                .iter()
+                .any(|node| shared.params.cohort_index(node).is_none())
+        {
             return Err(Refusal::MalformedSurvivorList.into());
         }
         let mut surviving_neighbours = 0;
         for node in survivors {
-            let Some(index) = shared.params.cohort_index(node) else { continue };
+            let Some(index) = shared.params.cohort_index(node) else {
+                continue;
+            };
             if !shared.graph.are_neighbours(self.round.own_index, index) {
                 continue;
             }
@@ -540,15 +639,28 @@ impl ClientSession<ConsistencyCheck> {
         }
         let threshold = self.threshold();
         if surviving_neighbours < threshold {
-            return Err(Refusal::TooFewSurvivingNeighbours { live: surviving_neighbours, required: threshold }.into());
+            return Err(Refusal::TooFewSurvivingNeighbours {
+                live: surviving_neighbours,
+                required: threshold,
+            }
+            .into());
         }
         let transcript = crypto::consistency_transcript(&shared.binding, survivors);
         let message = ConsistencySignature {
             signer: self.round.node_id.clone(),
             signature: self.round.signing_key.sign(&transcript).as_ref().to_vec(),
         };
-        let phase = Unmask { held_shares: self.phase.held_shares, signed_survivors: survivor_list.survivors.clone() };
-        Ok((ClientSession { round: self.round, phase }, message))
+        let phase = Unmask {
+            held_shares: self.phase.held_shares,
+            signed_survivors: survivor_list.survivors.clone(),
+        };
+        Ok((
+            ClientSession {
+                round: self.round,
+                phase,
+            },
+            message,
+        ))
     }
 }
 
@@ -567,15 +679,22 @@ impl ClientSession<Unmask> {
             // matter here; each neighbour checks its own neighbourhood in
             // turn. Skipping the rest keeps the cost O(k) instead of O(n)
             // signature verifications.
-            let Some(index) = shared.params.cohort_index(signer) else { continue };
+            let Some(index) = shared.params.cohort_index(signer) else {
+                continue;
+            };
             if !shared.graph.are_neighbours(self.round.own_index, index) {
                 continue;
             }
-            let inconsistent = || Refusal::InconsistentView { signer: signer.clone() };
+            let inconsistent = || Refusal::InconsistentView {
+                signer: signer.clone(),
+            };
             if survivors.binary_search(signer).is_err() {
                 return Err(inconsistent().into());
             }
-            let identity = shared.identities.public_key(signer).ok_or_else(inconsistent)?;
+            let identity = shared
+                .identities
+                .public_key(signer)
+                .ok_or_else(inconsistent)?;
             if !crypto::verify_identity_signature(identity, &transcript, &signature.signature) {
                 return Err(inconsistent().into());
             }
@@ -583,8 +702,11 @@ impl ClientSession<Unmask> {
         }
         let threshold = self.threshold();
         if confirming_neighbours.len() < threshold {
-            return Err(Refusal::TooFewConsistencySignatures { valid: confirming_neighbours.len(), required: threshold }
-                .into());
+            return Err(Refusal::TooFewConsistencySignatures {
+                valid: confirming_neighbours.len(),
+                required: threshold,
+            }
+            .into());
         }
         let self_mask_requested: BTreeSet<&NodeId> = request.self_mask_share_peers.iter().collect();
         for peer in &request.mask_key_share_peers {
@@ -595,7 +717,11 @@ impl ClientSession<Unmask> {
                 return Err(Refusal::MaskKeyShareOfSurvivorRequested { peer: peer.clone() }.into());
             }
         }
-        if let Some(peer) = request.self_mask_share_peers.iter().find(|peer| survivors.binary_search(peer).is_err()) {
+        if let Some(peer) = request
+            .self_mask_share_peers
+            .iter()
+            .find(|peer| survivors.binary_search(peer).is_err())
+        {
             return Err(Refusal::SelfMaskShareOfDroppedPeerRequested { peer: peer.clone() }.into());
         }
         let reveal = |peers: &[NodeId], pick: fn(&HeldShares) -> &Share| -> Vec<RevealedShare> {
@@ -605,7 +731,10 @@ impl ClientSession<Unmask> {
                 .filter_map(|peer| {
                     let index = shared.params.cohort_index(peer)?;
                     let held = self.phase.held_shares.get(&index)?;
-                    Some(RevealedShare { peer: peer.clone(), share: pick(held).clone() })
+                    Some(RevealedShare {
+                        peer: peer.clone(),
+                        share: pick(held).clone(),
+                    })
                 })
                 .collect()
         };

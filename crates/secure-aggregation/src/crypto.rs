@@ -85,13 +85,20 @@ pub fn pairwise_mask_seed(
     peer_node: &NodeId,
 ) -> Result<[u8; 32], CryptoError> {
     let shared = agree(own_mask_secret, peer_mask_public)?;
-    let (lower, higher) = if own_node < peer_node { (own_node, peer_node) } else { (peer_node, own_node) };
+    let (lower, higher) = if own_node < peer_node {
+        (own_node, peer_node)
+    } else {
+        (peer_node, own_node)
+    };
     let info = round_info(binding, lower, higher);
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MASK_SALT).extract(&shared);
     let info_parts = [info.as_slice()];
-    let okm = prk.expand(&info_parts, hkdf::HKDF_SHA256).map_err(|_| CryptoError::KeyDerivation)?;
+    let okm = prk
+        .expand(&info_parts, hkdf::HKDF_SHA256)
+        .map_err(|_| CryptoError::KeyDerivation)?;
     let mut seed = [0u8; 32];
-    okm.fill(&mut seed).map_err(|_| CryptoError::KeyDerivation)?;
+    okm.fill(&mut seed)
+        .map_err(|_| CryptoError::KeyDerivation)?;
     Ok(seed)
 }
 
@@ -109,7 +116,9 @@ fn share_key(
     let info = round_info(binding, sender, recipient);
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SHARE_KEY_SALT).extract(&shared);
     let info_parts = [info.as_slice()];
-    let okm = prk.expand(&info_parts, &aead::CHACHA20_POLY1305).map_err(|_| CryptoError::KeyDerivation)?;
+    let okm = prk
+        .expand(&info_parts, &aead::CHACHA20_POLY1305)
+        .map_err(|_| CryptoError::KeyDerivation)?;
     let key = aead::LessSafeKey::new(aead::UnboundKey::from(okm));
     Ok((key, info))
 }
@@ -123,11 +132,20 @@ pub(crate) fn seal_shares(
     recipient: &NodeId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let (key, associated_data) =
-        share_key(own_encryption_secret, recipient_encryption_public, binding, sender, recipient)?;
+    let (key, associated_data) = share_key(
+        own_encryption_secret,
+        recipient_encryption_public,
+        binding,
+        sender,
+        recipient,
+    )?;
     let mut in_out = plaintext.to_vec();
-    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key([0u8; 12]), aead::Aad::from(&associated_data), &mut in_out)
-        .map_err(|_| CryptoError::Authentication)?;
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key([0u8; 12]),
+        aead::Aad::from(&associated_data),
+        &mut in_out,
+    )
+    .map_err(|_| CryptoError::Authentication)?;
     Ok(in_out)
 }
 
@@ -140,11 +158,20 @@ pub(crate) fn open_shares(
     recipient: &NodeId,
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let (key, associated_data) =
-        share_key(own_encryption_secret, sender_encryption_public, binding, sender, recipient)?;
+    let (key, associated_data) = share_key(
+        own_encryption_secret,
+        sender_encryption_public,
+        binding,
+        sender,
+        recipient,
+    )?;
     let mut in_out = ciphertext.to_vec();
     let plaintext_length = key
-        .open_in_place(aead::Nonce::assume_unique_for_key([0u8; 12]), aead::Aad::from(&associated_data), &mut in_out)
+        .open_in_place(
+            aead::Nonce::assume_unique_for_key([0u8; 12]),
+            aead::Aad::from(&associated_data),
+            &mut in_out,
+        )
         .map_err(|_| CryptoError::Authentication)?
         .len();
     in_out.truncate(plaintext_length);
@@ -177,7 +204,11 @@ pub(crate) fn consistency_transcript(binding: &RoundBinding, survivors: &[NodeId
 }
 
 /// Checks an Ed25519 signature against an enrolled identity key.
-pub(crate) fn verify_identity_signature(identity_key: &[u8; 32], message: &[u8], signature_bytes: &[u8]) -> bool {
+pub(crate) fn verify_identity_signature(
+    identity_key: &[u8; 32],
+    message: &[u8],
+    signature_bytes: &[u8],
+) -> bool {
     signature::UnparsedPublicKey::new(&signature::ED25519, identity_key)
         .verify(message, signature_bytes)
         .is_ok()
@@ -186,7 +217,11 @@ pub(crate) fn verify_identity_signature(identity_key: &[u8; 32], message: &[u8],
 /// A hiding, binding commitment to a client's self-mask seed (the seed has 256
 /// bits of entropy, so a hash hides it). The server checks the reconstructed
 /// seed against it, so a corrupted share cannot silently corrupt the sum.
-pub(crate) fn self_mask_commitment(binding: &RoundBinding, node: &NodeId, seed: &[u8; 32]) -> [u8; 32] {
+pub(crate) fn self_mask_commitment(
+    binding: &RoundBinding,
+    node: &NodeId,
+    seed: &[u8; 32],
+) -> [u8; 32] {
     let mut writer = Writer::new_raw();
     writer.fixed(COMMITMENT_LABEL);
     binding.write_into(&mut writer);
@@ -216,7 +251,8 @@ mod tests {
         // ring computes the same X25519 shared secret from the other side, so
         // the dalek scalar arithmetic is interoperable with ring's `agreement`.
         let rng = ring::rand::SystemRandom::new();
-        let ring_private = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
+        let ring_private =
+            ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
         let ring_public = ring_private.compute_public_key().unwrap();
         let mut seeded = ChaCha20Rng::seed_from_u64(3);
         let dalek_secret = generate_secret(&mut seeded);
@@ -239,8 +275,12 @@ mod tests {
         let alice = generate_secret(&mut rng);
         let bob = generate_secret(&mut rng);
         let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
-        let sealed = seal_shares(&alice, &public_key_of(&bob), &binding(1), &a, &b, b"shares").unwrap();
-        assert_eq!(open_shares(&bob, &public_key_of(&alice), &binding(1), &a, &b, &sealed).unwrap(), b"shares");
+        let sealed =
+            seal_shares(&alice, &public_key_of(&bob), &binding(1), &a, &b, b"shares").unwrap();
+        assert_eq!(
+            open_shares(&bob, &public_key_of(&alice), &binding(1), &a, &b, &sealed).unwrap(),
+            b"shares"
+        );
         assert_eq!(
             open_shares(&bob, &public_key_of(&alice), &binding(2), &a, &b, &sealed),
             Err(CryptoError::Authentication)
@@ -256,6 +296,9 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let secret = generate_secret(&mut rng);
         let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
-        assert_eq!(pairwise_mask_seed(&secret, &[0u8; 32], &binding(1), &a, &b), Err(CryptoError::NonContributoryKey));
+        assert_eq!(
+            pairwise_mask_seed(&secret, &[0u8; 32], &binding(1), &a, &b),
+            Err(CryptoError::NonContributoryKey)
+        );
     }
 }

@@ -45,7 +45,11 @@ pub enum EncodingError {
 
 /// Bits needed to hold a count of `n_clients`: ceil(log2(n_clients)).
 fn growth_bits(n_clients: usize) -> u32 {
-    if n_clients <= 1 { 0 } else { usize::BITS - (n_clients - 1).leading_zeros() }
+    if n_clients <= 1 {
+        0
+    } else {
+        usize::BITS - (n_clients - 1).leading_zeros()
+    }
 }
 
 /// The largest per-value bit width whose sum over `n_clients` cannot exceed
@@ -54,7 +58,10 @@ pub fn value_bits_for_sum(n_clients: usize, modulus_bits: u32) -> Result<u32, En
     let growth = growth_bits(n_clients);
     let available = modulus_bits.min(32).saturating_sub(growth).min(31);
     if n_clients == 0 || available == 0 {
-        return Err(EncodingError::ModulusTooSmall { modulus_bits, n_clients });
+        return Err(EncodingError::ModulusTooSmall {
+            modulus_bits,
+            n_clients,
+        });
     }
     Ok(available)
 }
@@ -64,7 +71,10 @@ pub fn value_bits_for_sum(n_clients: usize, modulus_bits: u32) -> Result<u32, En
 pub fn modulus_bits_for_sum(n_clients: usize, value_bits: u32) -> Result<u32, EncodingError> {
     let bits = value_bits + growth_bits(n_clients);
     if bits > 32 {
-        return Err(EncodingError::ModulusTooSmall { modulus_bits: 32, n_clients });
+        return Err(EncodingError::ModulusTooSmall {
+            modulus_bits: 32,
+            n_clients,
+        });
     }
     Ok(bits)
 }
@@ -99,14 +109,23 @@ pub fn encode<R: RngCore + CryptoRng>(
         let floor = scaled.floor();
         // A 32-bit uniform in [0, 1) is finer than any f32 update's fractional part matters.
         let uniform = f64::from(rng.next_u32()) / 4_294_967_296.0;
-        let rounded = if uniform < scaled - floor { floor + 1.0 } else { floor };
+        let rounded = if uniform < scaled - floor {
+            floor + 1.0
+        } else {
+            floor
+        };
         encoded.push(rounded.min(levels) as u32);
     }
     Ok(encoded)
 }
 
 /// Decodes the sum of `n_summed` encodings back to the sum of the clipped values.
-pub fn decode_sum(sum: &[u32], n_summed: usize, clip_range: f32, value_bits: u32) -> Result<Vec<f32>, EncodingError> {
+pub fn decode_sum(
+    sum: &[u32],
+    n_summed: usize,
+    clip_range: f32,
+    value_bits: u32,
+) -> Result<Vec<f32>, EncodingError> {
     let levels = check_parameters(clip_range, value_bits)?;
     if n_summed == 0 {
         return Err(EncodingError::NoClientsSummed);
@@ -114,7 +133,10 @@ pub fn decode_sum(sum: &[u32], n_summed: usize, clip_range: f32, value_bits: u32
     let clip = f64::from(clip_range);
     let step = 2.0 * clip / levels;
     let offset = n_summed as f64 * clip;
-    Ok(sum.iter().map(|&total| (f64::from(total) * step - offset) as f32).collect())
+    Ok(sum
+        .iter()
+        .map(|&total| (f64::from(total) * step - offset) as f32)
+        .collect())
 }
 
 #[cfg(test)]
@@ -179,10 +201,16 @@ mod tests {
     #[test]
     fn non_finite_values_are_rejected() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        assert_eq!(encode(&[0.0, f32::NAN], 1.0, 8, &mut rng), Err(EncodingError::NonFiniteValue { index: 1 }));
+        assert_eq!(
+            encode(&[0.0, f32::NAN], 1.0, 8, &mut rng),
+            Err(EncodingError::NonFiniteValue { index: 1 })
+        );
         assert_eq!(
             value_bits_for_sum(1 << 20, 16),
-            Err(EncodingError::ModulusTooSmall { modulus_bits: 16, n_clients: 1 << 20 })
+            Err(EncodingError::ModulusTooSmall {
+                modulus_bits: 16,
+                n_clients: 1 << 20
+            })
         );
     }
 }

@@ -21,7 +21,9 @@ pub enum GraphError {
         n_clients: usize,
     },
     /// Rates must be in [0, 1) and together leave some honest survivors.
-    #[error("dropout rate {dropout_rate} and corrupt fraction {corrupt_fraction} must be in [0, 1) with a sum below 1")]
+    #[error(
+        "dropout rate {dropout_rate} and corrupt fraction {corrupt_fraction} must be in [0, 1) with a sum below 1"
+    )]
     InvalidRates {
         /// The expected fraction of clients dropping out.
         dropout_rate: f64,
@@ -59,7 +61,12 @@ pub struct NeighbourParameters {
 }
 
 /// Natural log of P[Binomial(trials, probability) >= at_least].
-fn log_binomial_upper_tail(trials: usize, probability: f64, at_least: usize, log_factorials: &[f64]) -> f64 {
+fn log_binomial_upper_tail(
+    trials: usize,
+    probability: f64,
+    at_least: usize,
+    log_factorials: &[f64],
+) -> f64 {
     if at_least == 0 {
         return 0.0;
     }
@@ -78,7 +85,12 @@ fn log_binomial_upper_tail(trials: usize, probability: f64, at_least: usize, log
         })
         .collect();
     let largest = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    largest + terms.iter().map(|term| (term - largest).exp()).sum::<f64>().ln()
+    largest
+        + terms
+            .iter()
+            .map(|term| (term - largest).exp())
+            .sum::<f64>()
+            .ln()
 }
 
 /// Chooses the smallest k (and for it the smallest t) meeting the requirements,
@@ -94,9 +106,16 @@ fn log_binomial_upper_tail(trials: usize, probability: f64, at_least: usize, log
 /// When no sparse k works, the complete graph is returned with the largest
 /// majority threshold meeting the correctness bound (or the smallest majority
 /// if none does), and the achieved bits say how far short it falls.
-pub fn choose_neighbour_parameters(requirements: &GraphRequirements) -> Result<NeighbourParameters, GraphError> {
-    let GraphRequirements { n_clients, dropout_rate, corrupt_fraction, security_bits, correctness_bits } =
-        *requirements;
+pub fn choose_neighbour_parameters(
+    requirements: &GraphRequirements,
+) -> Result<NeighbourParameters, GraphError> {
+    let GraphRequirements {
+        n_clients,
+        dropout_rate,
+        corrupt_fraction,
+        security_bits,
+        correctness_bits,
+    } = *requirements;
     if n_clients < 2 {
         return Err(GraphError::TooFewClients { n_clients });
     }
@@ -104,7 +123,10 @@ pub fn choose_neighbour_parameters(requirements: &GraphRequirements) -> Result<N
         && (0.0..1.0).contains(&corrupt_fraction)
         && dropout_rate + corrupt_fraction < 1.0;
     if !rates_valid {
-        return Err(GraphError::InvalidRates { dropout_rate, corrupt_fraction });
+        return Err(GraphError::InvalidRates {
+            dropout_rate,
+            corrupt_fraction,
+        });
     }
     let mut log_factorials = Vec::with_capacity(n_clients + 1);
     let mut running = 0.0f64;
@@ -127,7 +149,10 @@ pub fn choose_neighbour_parameters(requirements: &GraphRequirements) -> Result<N
         let starve = log_n + log_binomial_upper_tail(k, dropout_rate, k - t + 1, &log_factorials);
         (security, -starve / ln2)
     };
-    let candidates = (2..n_clients - 1).step_by(2).map(|k| (k, true)).chain(std::iter::once((n_clients - 1, false)));
+    let candidates = (2..n_clients - 1)
+        .step_by(2)
+        .map(|k| (k, true))
+        .chain(std::iter::once((n_clients - 1, false)));
     for (k, sparse) in candidates {
         for t in (k / 2 + 1)..=k {
             let (security, correctness) = evaluate(k, t, sparse);
@@ -181,10 +206,19 @@ impl NeighbourGraph {
     /// must be `n - 1` or even (checked by `ProtocolParams`); `context` (the
     /// parameter fingerprint) makes graphs of different jobs independent even
     /// when they reuse a seed.
-    pub fn new(n_clients: usize, neighbour_count: usize, graph_seed: &[u8; 32], context: &[u8; 32]) -> Self {
+    pub fn new(
+        n_clients: usize,
+        neighbour_count: usize,
+        graph_seed: &[u8; 32],
+        context: &[u8; 32],
+    ) -> Self {
         let identity: Vec<usize> = (0..n_clients).collect();
         if neighbour_count + 1 >= n_clients {
-            return NeighbourGraph { half_degree: None, node_at_slot: identity.clone(), slot_of_node: identity };
+            return NeighbourGraph {
+                half_degree: None,
+                node_at_slot: identity.clone(),
+                slot_of_node: identity,
+            };
         }
         let mut key_material = Vec::with_capacity(96);
         key_material.extend_from_slice(b"veil-secagg neighbour graph v1");
@@ -206,13 +240,19 @@ impl NeighbourGraph {
                 *entry = slot;
             }
         }
-        NeighbourGraph { half_degree: Some(neighbour_count / 2), node_at_slot, slot_of_node }
+        NeighbourGraph {
+            half_degree: Some(neighbour_count / 2),
+            node_at_slot,
+            slot_of_node,
+        }
     }
 
     /// The cohort positions of a node's neighbours, sorted; empty for an unknown position.
     pub fn neighbours_of(&self, cohort_index: usize) -> Vec<usize> {
         let n = self.node_at_slot.len();
-        let Some(&slot) = self.slot_of_node.get(cohort_index) else { return Vec::new() };
+        let Some(&slot) = self.slot_of_node.get(cohort_index) else {
+            return Vec::new();
+        };
         let mut neighbours: Vec<usize> = match self.half_degree {
             None => (0..n).filter(|&other| other != cohort_index).collect(),
             Some(half) => (1..=half)
@@ -227,7 +267,9 @@ impl NeighbourGraph {
     /// Whether two cohort positions are neighbours.
     pub fn are_neighbours(&self, left: usize, right: usize) -> bool {
         let n = self.node_at_slot.len();
-        let (Some(&left_slot), Some(&right_slot)) = (self.slot_of_node.get(left), self.slot_of_node.get(right)) else {
+        let (Some(&left_slot), Some(&right_slot)) =
+            (self.slot_of_node.get(left), self.slot_of_node.get(right))
+        else {
             return false;
         };
         if left == right {
@@ -310,7 +352,11 @@ mod tests {
             correctness_bits: 20,
         };
         let chosen = choose_neighbour_parameters(&requirements).unwrap();
-        assert!(chosen.neighbour_count < 200, "k = {}", chosen.neighbour_count);
+        assert!(
+            chosen.neighbour_count < 200,
+            "k = {}",
+            chosen.neighbour_count
+        );
         assert!(chosen.security_bits_achieved >= 40.0);
         assert!(chosen.correctness_bits_achieved >= 20.0);
     }

@@ -26,11 +26,17 @@ mod wire;
 pub use client::{ClientConfig, ClientError, ClientSession, Refusal};
 pub use crypto::CryptoError;
 pub use encoding::{EncodingError, decode_sum, encode, modulus_bits_for_sum, value_bits_for_sum};
-pub use graph::{GraphError, GraphRequirements, NeighbourGraph, NeighbourParameters, choose_neighbour_parameters};
-pub use messages::{
-    AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement, KeyDirectory,
-    MaskedInput, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
+pub use graph::{
+    GraphError, GraphRequirements, NeighbourGraph, NeighbourParameters, choose_neighbour_parameters,
 };
-pub use params::{IdentityDirectory, NodeId, ParamsError, PartnerPolicy, ProtocolParams, RoundBinding};
-pub use server::{FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig, ServerSession};
+pub use messages::{
+    AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement,
+    KeyDirectory, MaskedInput, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
+};
+pub use params::{
+    IdentityDirectory, NodeId, ParamsError, PartnerPolicy, ProtocolParams, RoundBinding,
+};
+pub use server::{
+    FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig, ServerSession,
+};
 pub use wire::DecodeError;

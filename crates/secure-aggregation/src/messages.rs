@@ -209,7 +209,10 @@ fn read_revealed(reader: &mut Reader<'_>) -> Result<Vec<RevealedShare>, DecodeEr
     for _ in 0..count {
         let peer = reader.node_id("revealed share peer")?;
         let x = reader.u64("share x")?;
-        shares.push(RevealedShare { peer, share: read_share_limbs(reader, x)? });
+        shares.push(RevealedShare {
+            peer,
+            share: read_share_limbs(reader, x)?,
+        });
     }
     Ok(shares)
 }
@@ -237,90 +240,145 @@ macro_rules! wire_message {
     };
 }
 
-wire_message!(KeyAdvertisement, TAG_KEY_ADVERTISEMENT, |writer, value| {
-    write_advertisement(&mut writer, value);
-}, |reader| { read_advertisement(&mut reader)? });
+wire_message!(
+    KeyAdvertisement,
+    TAG_KEY_ADVERTISEMENT,
+    |writer, value| {
+        write_advertisement(&mut writer, value);
+    },
+    |reader| { read_advertisement(&mut reader)? }
+);
 
-wire_message!(KeyDirectory, TAG_KEY_DIRECTORY, |writer, value| {
-    writer.length(value.advertisements.len());
-    for advertisement in &value.advertisements {
-        write_advertisement(&mut writer, advertisement);
+wire_message!(
+    KeyDirectory,
+    TAG_KEY_DIRECTORY,
+    |writer, value| {
+        writer.length(value.advertisements.len());
+        for advertisement in &value.advertisements {
+            write_advertisement(&mut writer, advertisement);
+        }
+    },
+    |reader| {
+        // Each advertisement holds at least two keys.
+        let count = reader.length("advertisements", 64)?;
+        let mut advertisements = Vec::with_capacity(count);
+        for _ in 0..count {
+            advertisements.push(read_advertisement(&mut reader)?);
+        }
+        KeyDirectory { advertisements }
     }
-}, |reader| {
-    // Each advertisement holds at least two keys.
-    let count = reader.length("advertisements", 64)?;
-    let mut advertisements = Vec::with_capacity(count);
-    for _ in 0..count {
-        advertisements.push(read_advertisement(&mut reader)?);
+);
+
+wire_message!(
+    EncryptedShares,
+    TAG_ENCRYPTED_SHARES,
+    |writer, value| {
+        writer.node_id(&value.sender);
+        writer.fixed(&value.self_mask_commitment);
+        write_ciphertexts(&mut writer, &value.ciphertexts);
+    },
+    |reader| {
+        EncryptedShares {
+            sender: reader.node_id("sender")?,
+            self_mask_commitment: reader.array("self-mask commitment")?,
+            ciphertexts: read_ciphertexts(&mut reader)?,
+        }
     }
-    KeyDirectory { advertisements }
-});
+);
 
-wire_message!(EncryptedShares, TAG_ENCRYPTED_SHARES, |writer, value| {
-    writer.node_id(&value.sender);
-    writer.fixed(&value.self_mask_commitment);
-    write_ciphertexts(&mut writer, &value.ciphertexts);
-}, |reader| {
-    EncryptedShares {
-        sender: reader.node_id("sender")?,
-        self_mask_commitment: reader.array("self-mask commitment")?,
-        ciphertexts: read_ciphertexts(&mut reader)?,
+wire_message!(
+    ForwardedShares,
+    TAG_FORWARDED_SHARES,
+    |writer, value| {
+        writer.node_id(&value.recipient);
+        write_ciphertexts(&mut writer, &value.ciphertexts);
+    },
+    |reader| {
+        ForwardedShares {
+            recipient: reader.node_id("recipient")?,
+            ciphertexts: read_ciphertexts(&mut reader)?,
+        }
     }
-});
+);
 
-wire_message!(ForwardedShares, TAG_FORWARDED_SHARES, |writer, value| {
-    writer.node_id(&value.recipient);
-    write_ciphertexts(&mut writer, &value.ciphertexts);
-}, |reader| {
-    ForwardedShares { recipient: reader.node_id("recipient")?, ciphertexts: read_ciphertexts(&mut reader)? }
-});
-
-wire_message!(MaskedInput, TAG_MASKED_INPUT, |writer, value| {
-    writer.node_id(&value.sender);
-    writer.u32_vector(&value.masked_vector);
-}, |reader| {
-    MaskedInput { sender: reader.node_id("sender")?, masked_vector: reader.u32_vector("masked vector")? }
-});
-
-wire_message!(SurvivorList, TAG_SURVIVOR_LIST, |writer, value| {
-    writer.node_ids(&value.survivors);
-}, |reader| { SurvivorList { survivors: reader.node_ids("survivors")? } });
-
-wire_message!(ConsistencySignature, TAG_CONSISTENCY_SIGNATURE, |writer, value| {
-    write_signature(&mut writer, value);
-}, |reader| { read_signature(&mut reader)? });
-
-wire_message!(UnmaskRequest, TAG_UNMASK_REQUEST, |writer, value| {
-    writer.length(value.signatures.len());
-    for signature in &value.signatures {
-        write_signature(&mut writer, signature);
+wire_message!(
+    MaskedInput,
+    TAG_MASKED_INPUT,
+    |writer, value| {
+        writer.node_id(&value.sender);
+        writer.u32_vector(&value.masked_vector);
+    },
+    |reader| {
+        MaskedInput {
+            sender: reader.node_id("sender")?,
+            masked_vector: reader.u32_vector("masked vector")?,
+        }
     }
-    writer.node_ids(&value.self_mask_share_peers);
-    writer.node_ids(&value.mask_key_share_peers);
-}, |reader| {
-    let count = reader.length("signatures", 6)?;
-    let mut signatures = Vec::with_capacity(count);
-    for _ in 0..count {
-        signatures.push(read_signature(&mut reader)?);
-    }
-    UnmaskRequest {
-        signatures,
-        self_mask_share_peers: reader.node_ids("self-mask share peers")?,
-        mask_key_share_peers: reader.node_ids("mask-key share peers")?,
-    }
-});
+);
 
-wire_message!(UnmaskResponse, TAG_UNMASK_RESPONSE, |writer, value| {
-    writer.node_id(&value.sender);
-    write_revealed(&mut writer, &value.self_mask_shares);
-    write_revealed(&mut writer, &value.mask_key_shares);
-}, |reader| {
-    UnmaskResponse {
-        sender: reader.node_id("sender")?,
-        self_mask_shares: read_revealed(&mut reader)?,
-        mask_key_shares: read_revealed(&mut reader)?,
+wire_message!(
+    SurvivorList,
+    TAG_SURVIVOR_LIST,
+    |writer, value| {
+        writer.node_ids(&value.survivors);
+    },
+    |reader| {
+        SurvivorList {
+            survivors: reader.node_ids("survivors")?,
+        }
     }
-});
+);
+
+wire_message!(
+    ConsistencySignature,
+    TAG_CONSISTENCY_SIGNATURE,
+    |writer, value| {
+        write_signature(&mut writer, value);
+    },
+    |reader| { read_signature(&mut reader)? }
+);
+
+wire_message!(
+    UnmaskRequest,
+    TAG_UNMASK_REQUEST,
+    |writer, value| {
+        writer.length(value.signatures.len());
+        for signature in &value.signatures {
+            write_signature(&mut writer, signature);
+        }
+        writer.node_ids(&value.self_mask_share_peers);
+        writer.node_ids(&value.mask_key_share_peers);
+    },
+    |reader| {
+        let count = reader.length("signatures", 6)?;
+        let mut signatures = Vec::with_capacity(count);
+        for _ in 0..count {
+            signatures.push(read_signature(&mut reader)?);
+        }
+        UnmaskRequest {
+            signatures,
+            self_mask_share_peers: reader.node_ids("self-mask share peers")?,
+            mask_key_share_peers: reader.node_ids("mask-key share peers")?,
+        }
+    }
+);
+
+wire_message!(
+    UnmaskResponse,
+    TAG_UNMASK_RESPONSE,
+    |writer, value| {
+        writer.node_id(&value.sender);
+        write_revealed(&mut writer, &value.self_mask_shares);
+        write_revealed(&mut writer, &value.mask_key_shares);
+    },
+    |reader| {
+        UnmaskResponse {
+            sender: reader.node_id("sender")?,
+            self_mask_shares: read_revealed(&mut reader)?,
+            mask_key_shares: read_revealed(&mut reader)?,
+        }
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -339,29 +397,60 @@ mod tests {
             mask_public_key: [2; 32],
             signature: vec![3; 64],
         };
-        assert_eq!(KeyAdvertisement::from_bytes(&advertisement.to_bytes()), Ok(advertisement.clone()));
-        let directory = KeyDirectory { advertisements: vec![advertisement.clone(), advertisement] };
-        assert_eq!(KeyDirectory::from_bytes(&directory.to_bytes()), Ok(directory));
+        assert_eq!(
+            KeyAdvertisement::from_bytes(&advertisement.to_bytes()),
+            Ok(advertisement.clone())
+        );
+        let directory = KeyDirectory {
+            advertisements: vec![advertisement.clone(), advertisement],
+        };
+        assert_eq!(
+            KeyDirectory::from_bytes(&directory.to_bytes()),
+            Ok(directory)
+        );
         let shares = EncryptedShares {
             sender: node("a"),
             self_mask_commitment: [9; 32],
-            ciphertexts: vec![AddressedCiphertext { peer: node("b"), ciphertext: vec![5; 96] }],
+            ciphertexts: vec![AddressedCiphertext {
+                peer: node("b"),
+                ciphertext: vec![5; 96],
+            }],
         };
         assert_eq!(EncryptedShares::from_bytes(&shares.to_bytes()), Ok(shares));
         let forwarded = ForwardedShares {
             recipient: node("b"),
-            ciphertexts: vec![AddressedCiphertext { peer: node("a"), ciphertext: vec![5; 96] }],
+            ciphertexts: vec![AddressedCiphertext {
+                peer: node("a"),
+                ciphertext: vec![5; 96],
+            }],
         };
-        assert_eq!(ForwardedShares::from_bytes(&forwarded.to_bytes()), Ok(forwarded));
-        let masked = MaskedInput { sender: node("a"), masked_vector: vec![1, 2, u32::MAX] };
+        assert_eq!(
+            ForwardedShares::from_bytes(&forwarded.to_bytes()),
+            Ok(forwarded)
+        );
+        let masked = MaskedInput {
+            sender: node("a"),
+            masked_vector: vec![1, 2, u32::MAX],
+        };
         let masked_bytes = masked.to_bytes();
         // Version, tag, id length + "a", element count, then 4 bytes per element.
         assert_eq!(masked_bytes.len(), 2 + 3 + 4 + 3 * 4);
         assert_eq!(MaskedInput::from_bytes(&masked_bytes), Ok(masked));
-        let survivors = SurvivorList { survivors: vec![node("a"), node("b")] };
-        assert_eq!(SurvivorList::from_bytes(&survivors.to_bytes()), Ok(survivors));
-        let signature = ConsistencySignature { signer: node("a"), signature: vec![7; 64] };
-        assert_eq!(ConsistencySignature::from_bytes(&signature.to_bytes()), Ok(signature.clone()));
+        let survivors = SurvivorList {
+            survivors: vec![node("a"), node("b")],
+        };
+        assert_eq!(
+            SurvivorList::from_bytes(&survivors.to_bytes()),
+            Ok(survivors)
+        );
+        let signature = ConsistencySignature {
+            signer: node("a"),
+            signature: vec![7; 64],
+        };
+        assert_eq!(
+            ConsistencySignature::from_bytes(&signature.to_bytes()),
+            Ok(signature.clone())
+        );
         let request = UnmaskRequest {
             signatures: vec![signature],
             self_mask_share_peers: vec![node("a")],
@@ -370,25 +459,45 @@ mod tests {
         assert_eq!(UnmaskRequest::from_bytes(&request.to_bytes()), Ok(request));
         let response = UnmaskResponse {
             sender: node("b"),
-            self_mask_shares: vec![RevealedShare { peer: node("a"), share: Share { x: 2, y: vec![1, 2, 3, 4, 5] } }],
+            self_mask_shares: vec![RevealedShare {
+                peer: node("a"),
+                share: Share {
+                    x: 2,
+                    y: vec![1, 2, 3, 4, 5],
+                },
+            }],
             mask_key_shares: vec![],
         };
-        assert_eq!(UnmaskResponse::from_bytes(&response.to_bytes()), Ok(response));
+        assert_eq!(
+            UnmaskResponse::from_bytes(&response.to_bytes()),
+            Ok(response)
+        );
     }
 
     #[test]
     fn wrong_tag_and_trailing_bytes_are_rejected() {
-        let survivors = SurvivorList { survivors: vec![node("a")] };
+        let survivors = SurvivorList {
+            survivors: vec![node("a")],
+        };
         let mut bytes = survivors.to_bytes();
         assert_eq!(
             MaskedInput::from_bytes(&bytes),
-            Err(DecodeError::WrongMessageTag { expected: TAG_MASKED_INPUT, found: TAG_SURVIVOR_LIST })
+            Err(DecodeError::WrongMessageTag {
+                expected: TAG_MASKED_INPUT,
+                found: TAG_SURVIVOR_LIST
+            })
         );
         bytes.push(0);
-        assert_eq!(SurvivorList::from_bytes(&bytes), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            SurvivorList::from_bytes(&bytes),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
         assert_eq!(
             MaskedInput::from_bytes(&[1, TAG_MASKED_INPUT, 1, 0, b'a', 255, 255, 255, 255]),
-            Err(DecodeError::LengthTooLarge { field: "masked vector", length: u64::from(u32::MAX) })
+            Err(DecodeError::LengthTooLarge {
+                field: "masked vector",
+                length: u64::from(u32::MAX)
+            })
         );
     }
 

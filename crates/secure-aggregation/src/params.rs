@@ -29,7 +29,9 @@ pub enum ParamsError {
         size: usize,
     },
     /// The neighbour count is not `n - 1` (full graph) and not an even number below it.
-    #[error("neighbour count {neighbour_count} is invalid for a cohort of {cohort_size}: use n-1 or an even number below it")]
+    #[error(
+        "neighbour count {neighbour_count} is invalid for a cohort of {cohort_size}: use n-1 or an even number below it"
+    )]
     InvalidNeighbourCount {
         /// The requested neighbour count k.
         neighbour_count: usize,
@@ -133,7 +135,10 @@ impl ProtocolParams {
         let mut cohort = cohort;
         cohort.sort();
         if let Some(pair) = cohort.windows(2).find(|pair| pair.first() == pair.get(1)) {
-            let node = pair.first().cloned().unwrap_or_else(|| NodeId(String::new()));
+            let node = pair
+                .first()
+                .cloned()
+                .unwrap_or_else(|| NodeId(String::new()));
             return Err(ParamsError::DuplicateCohortMember { node });
         }
         let cohort_size = cohort.len();
@@ -141,11 +146,18 @@ impl ProtocolParams {
             return Err(ParamsError::CohortTooSmall { size: cohort_size });
         }
         let full_graph = neighbour_count == cohort_size - 1;
-        let sparse_graph = neighbour_count >= 2 && neighbour_count < cohort_size - 1 && neighbour_count.is_multiple_of(2);
+        let sparse_graph = neighbour_count >= 2
+            && neighbour_count < cohort_size - 1
+            && neighbour_count.is_multiple_of(2);
         if !full_graph && !sparse_graph {
-            return Err(ParamsError::InvalidNeighbourCount { neighbour_count, cohort_size });
+            return Err(ParamsError::InvalidNeighbourCount {
+                neighbour_count,
+                cohort_size,
+            });
         }
-        if reconstruction_threshold * 2 <= neighbour_count || reconstruction_threshold > neighbour_count {
+        if reconstruction_threshold * 2 <= neighbour_count
+            || reconstruction_threshold > neighbour_count
+        {
             return Err(ParamsError::InvalidThreshold {
                 threshold: reconstruction_threshold,
                 neighbour_count,
@@ -209,7 +221,12 @@ impl ProtocolParams {
 
     /// Builds the neighbour graph these parameters describe.
     pub fn neighbour_graph(&self) -> NeighbourGraph {
-        NeighbourGraph::new(self.cohort.len(), self.neighbour_count, &self.graph_seed, &self.fingerprint())
+        NeighbourGraph::new(
+            self.cohort.len(),
+            self.neighbour_count,
+            &self.graph_seed,
+            &self.fingerprint(),
+        )
     }
 
     /// SHA-256 over every parameter. It is inside every signature, so a
@@ -233,7 +250,11 @@ impl ProtocolParams {
 
 /// The mask that reduces a `u32` modulo 2^bits, for bits in 1..=32.
 pub(crate) fn modulus_mask(bits: u32) -> u32 {
-    if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 }
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    }
 }
 
 /// Limits a partner organisation imposes on every job its node joins,
@@ -257,13 +278,18 @@ pub struct IdentityDirectory {
 
 impl IdentityDirectory {
     /// Builds the directory from (node, public key) pairs.
-    pub fn from_entries(entries: impl IntoIterator<Item = (NodeId, Vec<u8>)>) -> Result<Self, ParamsError> {
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = (NodeId, Vec<u8>)>,
+    ) -> Result<Self, ParamsError> {
         let mut keys = BTreeMap::new();
         for (node, key) in entries {
-            let key_array: [u8; 32] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| ParamsError::InvalidIdentityKeyLength { node: node.clone(), length: key.len() })?;
+            let key_array: [u8; 32] =
+                key.as_slice()
+                    .try_into()
+                    .map_err(|_| ParamsError::InvalidIdentityKeyLength {
+                        node: node.clone(),
+                        length: key.len(),
+                    })?;
             keys.insert(node, key_array);
         }
         Ok(IdentityDirectory { keys })
@@ -290,7 +316,11 @@ pub struct RoundBinding {
 impl RoundBinding {
     /// Binds a job and round to a parameter set.
     pub fn new(job_id: impl Into<String>, round: u32, params: &ProtocolParams) -> Self {
-        RoundBinding { job_id: job_id.into(), round, params_fingerprint: params.fingerprint() }
+        RoundBinding {
+            job_id: job_id.into(),
+            round,
+            params_fingerprint: params.fingerprint(),
+        }
     }
 
     /// Writes the binding into a transcript.
@@ -315,10 +345,20 @@ pub(crate) struct RoundShared {
 }
 
 impl RoundShared {
-    pub(crate) fn new(job_id: String, round: u32, params: Arc<ProtocolParams>, identities: Arc<IdentityDirectory>) -> Self {
+    pub(crate) fn new(
+        job_id: String,
+        round: u32,
+        params: Arc<ProtocolParams>,
+        identities: Arc<IdentityDirectory>,
+    ) -> Self {
         let binding = RoundBinding::new(job_id, round, &params);
         let graph = params.neighbour_graph();
-        RoundShared { binding, params, graph, identities }
+        RoundShared {
+            binding,
+            params,
+            graph,
+            identities,
+        }
     }
 
     /// The Shamir x-coordinate of a cohort member: its position plus one, so never zero.

@@ -39,7 +39,8 @@ fn expand_into(seed: &[u8; 32], accumulator: &mut [u32], combine: fn(u32, u32) -
         bytes.fill(0);
         stream.apply_keystream(bytes);
         for (word, key_bytes) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
-            let key_word = u32::from_le_bytes([key_bytes[0], key_bytes[1], key_bytes[2], key_bytes[3]]);
+            let key_word =
+                u32::from_le_bytes([key_bytes[0], key_bytes[1], key_bytes[2], key_bytes[3]]);
             *word = combine(*word, key_word);
         }
     }
@@ -51,7 +52,9 @@ mod tests {
 
     #[test]
     fn add_then_subtract_restores_the_input() {
-        let original: Vec<u32> = (0..1000u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let original: Vec<u32> = (0..1000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
         let mut values = original.clone();
         add_mask(&[7u8; 32], &mut values);
         assert_ne!(values, original);

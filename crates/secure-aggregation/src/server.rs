@@ -19,8 +19,8 @@ use x25519_dalek::StaticSecret;
 
 use crate::crypto::{self, CryptoError};
 use crate::messages::{
-    ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement, KeyDirectory, MaskedInput as MaskedInputMessage,
-    RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
+    ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement, KeyDirectory,
+    MaskedInput as MaskedInputMessage, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
 };
 use crate::params::{IdentityDirectory, NodeId, ProtocolParams, RoundShared};
 use crate::prg;
@@ -254,7 +254,10 @@ pub struct Finished {
 
 impl<State> ServerSession<State> {
     fn next<Next>(self, phase: Next) -> ServerSession<Next> {
-        ServerSession { shared: self.shared, phase }
+        ServerSession {
+            shared: self.shared,
+            phase,
+        }
     }
 
     fn threshold(&self) -> usize {
@@ -265,12 +268,21 @@ impl<State> ServerSession<State> {
     fn require_clients(&self, phase: Phase, live: usize) -> Result<(), RoundFailed> {
         let required = self.threshold() + 1;
         if live < required {
-            return Err(FailureReason::TooFewClients { phase, live, required }.into());
+            return Err(FailureReason::TooFewClients {
+                phase,
+                live,
+                required,
+            }
+            .into());
         }
         Ok(())
     }
 
-    fn eligible_index(&self, node: &NodeId, eligible: impl Fn(usize) -> bool) -> Result<usize, RejectedMessage> {
+    fn eligible_index(
+        &self,
+        node: &NodeId,
+        eligible: impl Fn(usize) -> bool,
+    ) -> Result<usize, RejectedMessage> {
         self.shared
             .params
             .cohort_index(node)
@@ -285,18 +297,34 @@ impl<State> ServerSession<State> {
 
 /// The node ids at the given cohort positions.
 fn node_list(shared: &RoundShared, indices: impl IntoIterator<Item = usize>) -> Vec<NodeId> {
-    indices.into_iter().filter_map(|index| shared.node_at(index).cloned()).collect()
+    indices
+        .into_iter()
+        .filter_map(|index| shared.node_at(index).cloned())
+        .collect()
 }
 
 impl ServerSession<AdvertiseKeys> {
     /// Starts a round.
     pub fn new(config: ServerConfig) -> Self {
-        let shared = RoundShared::new(config.job_id, config.round, config.params, config.identities);
-        ServerSession { shared: Arc::new(shared), phase: AdvertiseKeys { advertisements: BTreeMap::new() } }
+        let shared = RoundShared::new(
+            config.job_id,
+            config.round,
+            config.params,
+            config.identities,
+        );
+        ServerSession {
+            shared: Arc::new(shared),
+            phase: AdvertiseKeys {
+                advertisements: BTreeMap::new(),
+            },
+        }
     }
 
     /// Accepts a signed key advertisement from a cohort member.
-    pub fn handle_key_advertisement(&mut self, advertisement: KeyAdvertisement) -> Result<(), RejectedMessage> {
+    pub fn handle_key_advertisement(
+        &mut self,
+        advertisement: KeyAdvertisement,
+    ) -> Result<(), RejectedMessage> {
         let node = &advertisement.node_id;
         let index = self.eligible_index(node, |_| true)?;
         if self.phase.advertisements.contains_key(&index) {
@@ -312,7 +340,9 @@ impl ServerSession<AdvertiseKeys> {
             .shared
             .identities
             .public_key(node)
-            .is_some_and(|identity| crypto::verify_identity_signature(identity, &transcript, &advertisement.signature));
+            .is_some_and(|identity| {
+                crypto::verify_identity_signature(identity, &transcript, &advertisement.signature)
+            });
         if !valid {
             return Err(RejectedMessage::InvalidSignature { node: node.clone() });
         }
@@ -323,15 +353,29 @@ impl ServerSession<AdvertiseKeys> {
     /// Ends the phase: the directory of received advertisements goes to every client.
     pub fn finish_phase(self) -> Result<(ServerSession<ShareKeys>, KeyDirectory), RoundFailed> {
         self.require_clients(Phase::AdvertiseKeys, self.phase.advertisements.len())?;
-        let directory = KeyDirectory { advertisements: self.phase.advertisements.values().cloned().collect() };
+        let directory = KeyDirectory {
+            advertisements: self.phase.advertisements.values().cloned().collect(),
+        };
         let advertisements = self.phase.advertisements;
-        Ok((ServerSession { shared: self.shared, phase: ShareKeys { advertisements, shares: BTreeMap::new() } }, directory))
+        Ok((
+            ServerSession {
+                shared: self.shared,
+                phase: ShareKeys {
+                    advertisements,
+                    shares: BTreeMap::new(),
+                },
+            },
+            directory,
+        ))
     }
 }
 
 impl ServerSession<ShareKeys> {
     /// Accepts a client's encrypted shares if they go to exactly its advertised neighbours.
-    pub fn handle_encrypted_shares(&mut self, shares: EncryptedShares) -> Result<(), RejectedMessage> {
+    pub fn handle_encrypted_shares(
+        &mut self,
+        shares: EncryptedShares,
+    ) -> Result<(), RejectedMessage> {
         let node = shares.sender.clone();
         let advertised = &self.phase.advertisements;
         let index = self.eligible_index(&node, |index| advertised.contains_key(&index))?;
@@ -349,7 +393,9 @@ impl ServerSession<ShareKeys> {
         let mut addressed = BTreeSet::new();
         for entry in &shares.ciphertexts {
             let recipient = self.shared.params.cohort_index(&entry.peer);
-            if !recipient.is_some_and(|recipient| expected.contains(&recipient) && addressed.insert(recipient)) {
+            if !recipient.is_some_and(|recipient| {
+                expected.contains(&recipient) && addressed.insert(recipient)
+            }) {
                 return Err(RejectedMessage::WrongRecipients { node });
             }
             if entry.ciphertext.len() != SHARE_CIPHERTEXT_LENGTH {
@@ -370,24 +416,36 @@ impl ServerSession<ShareKeys> {
     /// Ends the phase: each share sender receives the ciphertexts addressed to it
     /// by other share senders. Clients that did not send shares get nothing and
     /// can no longer take part.
-    pub fn finish_phase(self) -> Result<(ServerSession<MaskedInput>, Vec<ForwardedShares>), RoundFailed> {
+    pub fn finish_phase(
+        self,
+    ) -> Result<(ServerSession<MaskedInput>, Vec<ForwardedShares>), RoundFailed> {
         self.require_clients(Phase::ShareKeys, self.phase.shares.len())?;
         let mut forwarded: BTreeMap<usize, ForwardedShares> = BTreeMap::new();
         for &index in self.phase.shares.keys() {
             if let Some(recipient) = self.shared.node_at(index) {
-                forwarded.insert(index, ForwardedShares { recipient: recipient.clone(), ciphertexts: Vec::new() });
+                forwarded.insert(
+                    index,
+                    ForwardedShares {
+                        recipient: recipient.clone(),
+                        ciphertexts: Vec::new(),
+                    },
+                );
             }
         }
         let mut commitments = BTreeMap::new();
         for (sender_index, message) in self.phase.shares {
             commitments.insert(sender_index, message.self_mask_commitment);
             for entry in message.ciphertexts {
-                let Some(recipient_index) = self.shared.params.cohort_index(&entry.peer) else { continue };
+                let Some(recipient_index) = self.shared.params.cohort_index(&entry.peer) else {
+                    continue;
+                };
                 if let Some(bundle) = forwarded.get_mut(&recipient_index) {
-                    bundle.ciphertexts.push(crate::messages::AddressedCiphertext {
-                        peer: message.sender.clone(),
-                        ciphertext: entry.ciphertext,
-                    });
+                    bundle
+                        .ciphertexts
+                        .push(crate::messages::AddressedCiphertext {
+                            peer: message.sender.clone(),
+                            ciphertext: entry.ciphertext,
+                        });
                 }
             }
         }
@@ -397,13 +455,22 @@ impl ServerSession<ShareKeys> {
             masked_sum: vec![0u32; self.shared.params.vector_length()],
             survivors: BTreeSet::new(),
         };
-        Ok((ServerSession { shared: self.shared, phase }, forwarded.into_values().collect()))
+        Ok((
+            ServerSession {
+                shared: self.shared,
+                phase,
+            },
+            forwarded.into_values().collect(),
+        ))
     }
 }
 
 impl ServerSession<MaskedInput> {
     /// Adds a share sender's masked input into the running sum.
-    pub fn handle_masked_input(&mut self, input: &MaskedInputMessage) -> Result<(), RejectedMessage> {
+    pub fn handle_masked_input(
+        &mut self,
+        input: &MaskedInputMessage,
+    ) -> Result<(), RejectedMessage> {
         let node = &input.sender;
         let commitments = &self.phase.commitments;
         let index = self.eligible_index(node, |index| commitments.contains_key(&index))?;
@@ -426,11 +493,18 @@ impl ServerSession<MaskedInput> {
     }
 
     /// Ends the phase: the survivor list goes to every survivor to sign.
-    pub fn finish_phase(self) -> Result<(ServerSession<ConsistencyCheck>, SurvivorList), RoundFailed> {
+    pub fn finish_phase(
+        self,
+    ) -> Result<(ServerSession<ConsistencyCheck>, SurvivorList), RoundFailed> {
         self.require_clients(Phase::MaskedInput, self.phase.survivors.len())?;
         let survivors = self.nodes(self.phase.survivors.iter().copied());
         let transcript = crypto::consistency_transcript(&self.shared.binding, &survivors);
-        let MaskedInput { advertisements, commitments, masked_sum, survivors: survivor_indices } = self.phase;
+        let MaskedInput {
+            advertisements,
+            commitments,
+            masked_sum,
+            survivors: survivor_indices,
+        } = self.phase;
         let phase = ConsistencyCheck {
             advertisements,
             commitments,
@@ -439,22 +513,39 @@ impl ServerSession<MaskedInput> {
             transcript,
             signatures: BTreeMap::new(),
         };
-        Ok((ServerSession { shared: self.shared, phase }, SurvivorList { survivors }))
+        Ok((
+            ServerSession {
+                shared: self.shared,
+                phase,
+            },
+            SurvivorList { survivors },
+        ))
     }
 }
 
 impl ServerSession<ConsistencyCheck> {
     /// Accepts a survivor's signature over the survivor list.
-    pub fn handle_consistency_signature(&mut self, signature: ConsistencySignature) -> Result<(), RejectedMessage> {
+    pub fn handle_consistency_signature(
+        &mut self,
+        signature: ConsistencySignature,
+    ) -> Result<(), RejectedMessage> {
         let node = signature.signer.clone();
         let survivors = &self.phase.survivors;
         let index = self.eligible_index(&node, |index| survivors.contains(&index))?;
         if self.phase.signatures.contains_key(&index) {
             return Err(RejectedMessage::Duplicate { node });
         }
-        let valid = self.shared.identities.public_key(&node).is_some_and(|identity| {
-            crypto::verify_identity_signature(identity, &self.phase.transcript, &signature.signature)
-        });
+        let valid = self
+            .shared
+            .identities
+            .public_key(&node)
+            .is_some_and(|identity| {
+                crypto::verify_identity_signature(
+                    identity,
+                    &self.phase.transcript,
+                    &signature.signature,
+                )
+            });
         if !valid {
             return Err(RejectedMessage::InvalidSignature { node });
         }
@@ -467,12 +558,25 @@ impl ServerSession<ConsistencyCheck> {
     pub fn finish_phase(self) -> Result<(ServerSession<Unmask>, UnmaskRequest), RoundFailed> {
         self.require_clients(Phase::ConsistencyCheck, self.phase.signatures.len())?;
         let ServerSession { shared, phase } = self;
-        let ConsistencyCheck { advertisements, commitments, masked_sum, survivors, signatures, .. } = phase;
+        let ConsistencyCheck {
+            advertisements,
+            commitments,
+            masked_sum,
+            survivors,
+            signatures,
+            ..
+        } = phase;
         let dropped: BTreeSet<usize> = commitments
             .keys()
             .copied()
             .filter(|index| !survivors.contains(index))
-            .filter(|&index| shared.graph.neighbours_of(index).iter().any(|neighbour| survivors.contains(neighbour)))
+            .filter(|&index| {
+                shared
+                    .graph
+                    .neighbours_of(index)
+                    .iter()
+                    .any(|neighbour| survivors.contains(neighbour))
+            })
             .collect();
         let request = UnmaskRequest {
             signatures: signatures.values().cloned().collect(),
@@ -496,7 +600,10 @@ impl ServerSession<ConsistencyCheck> {
 
 impl ServerSession<Unmask> {
     /// Accepts a signer's revealed shares if each is one it could hold and was asked for.
-    pub fn handle_unmask_response(&mut self, response: UnmaskResponse) -> Result<(), RejectedMessage> {
+    pub fn handle_unmask_response(
+        &mut self,
+        response: UnmaskResponse,
+    ) -> Result<(), RejectedMessage> {
         let node = response.sender.clone();
         let signers = &self.phase.signers;
         let index = self.eligible_index(&node, |index| signers.contains(&index))?;
@@ -504,14 +611,27 @@ impl ServerSession<Unmask> {
             return Err(RejectedMessage::Duplicate { node });
         }
         let own_x = self.shared.x_coordinate(index);
-        let check = |revealed: &RevealedShare, requested: &BTreeSet<usize>| -> Result<usize, RejectedMessage> {
-            let unexpected = || RejectedMessage::UnexpectedShare { node: node.clone(), peer: revealed.peer.clone() };
-            let peer = self.shared.params.cohort_index(&revealed.peer).ok_or_else(unexpected)?;
+        let check = |revealed: &RevealedShare,
+                     requested: &BTreeSet<usize>|
+         -> Result<usize, RejectedMessage> {
+            let unexpected = || RejectedMessage::UnexpectedShare {
+                node: node.clone(),
+                peer: revealed.peer.clone(),
+            };
+            let peer = self
+                .shared
+                .params
+                .cohort_index(&revealed.peer)
+                .ok_or_else(unexpected)?;
             let plausible = requested.contains(&peer)
                 && self.shared.graph.are_neighbours(index, peer)
                 && revealed.share.x == own_x
                 && revealed.share.y.len() == SEED_LIMBS;
-            if plausible { Ok(peer) } else { Err(unexpected()) }
+            if plausible {
+                Ok(peer)
+            } else {
+                Err(unexpected())
+            }
         };
         let mut accepted_self_mask = Vec::with_capacity(response.self_mask_shares.len());
         for revealed in &response.self_mask_shares {
@@ -523,14 +643,27 @@ impl ServerSession<Unmask> {
         }
         let unique_self: BTreeSet<usize> = accepted_self_mask.iter().copied().collect();
         let unique_key: BTreeSet<usize> = accepted_mask_key.iter().copied().collect();
-        if unique_self.len() != accepted_self_mask.len() || unique_key.len() != accepted_mask_key.len() {
+        if unique_self.len() != accepted_self_mask.len()
+            || unique_key.len() != accepted_mask_key.len()
+        {
             return Err(RejectedMessage::Duplicate { node });
         }
-        for (peer, revealed) in accepted_self_mask.into_iter().zip(response.self_mask_shares) {
-            self.phase.self_mask_shares.entry(peer).or_default().push(revealed.share);
+        for (peer, revealed) in accepted_self_mask
+            .into_iter()
+            .zip(response.self_mask_shares)
+        {
+            self.phase
+                .self_mask_shares
+                .entry(peer)
+                .or_default()
+                .push(revealed.share);
         }
         for (peer, revealed) in accepted_mask_key.into_iter().zip(response.mask_key_shares) {
-            self.phase.mask_key_shares.entry(peer).or_default().push(revealed.share);
+            self.phase
+                .mask_key_shares
+                .entry(peer)
+                .or_default()
+                .push(revealed.share);
         }
         self.phase.responders.insert(index);
         Ok(())
@@ -542,14 +675,29 @@ impl ServerSession<Unmask> {
             SecretKind::MaskSecretKey => &self.phase.mask_key_shares,
         };
         let shares = store.get(&peer).map_or(&[][..], Vec::as_slice);
-        let peer_node = || self.shared.node_at(peer).cloned().unwrap_or_else(|| NodeId::from_decoded("?"));
+        let peer_node = || {
+            self.shared
+                .node_at(peer)
+                .cloned()
+                .unwrap_or_else(|| NodeId::from_decoded("?"))
+        };
         let required = self.threshold();
         if shares.len() < required {
-            return Err(FailureReason::NotEnoughShares { peer: peer_node(), secret, received: shares.len(), required }
-                .into());
+            return Err(FailureReason::NotEnoughShares {
+                peer: peer_node(),
+                secret,
+                received: shares.len(),
+                required,
+            }
+            .into());
         }
-        shamir::reconstruct_seed(shares, required)
-            .map_err(|_| FailureReason::BadReconstruction { peer: peer_node(), secret }.into())
+        shamir::reconstruct_seed(shares, required).map_err(|_| {
+            FailureReason::BadReconstruction {
+                peer: peer_node(),
+                secret,
+            }
+            .into()
+        })
     }
 
     /// Ends the round: removes every self mask of a survivor and every pairwise
@@ -558,30 +706,55 @@ impl ServerSession<Unmask> {
         let mut sum = self.phase.masked_sum.clone();
         for &survivor in &self.phase.survivors {
             let seed = self.reconstruct(survivor, SecretKind::SelfMaskSeed)?;
-            let node = self.shared.node_at(survivor).cloned().unwrap_or_else(|| NodeId::from_decoded("?"));
+            let node = self
+                .shared
+                .node_at(survivor)
+                .cloned()
+                .unwrap_or_else(|| NodeId::from_decoded("?"));
             let committed = self.phase.commitments.get(&survivor);
-            if committed != Some(&crypto::self_mask_commitment(&self.shared.binding, &node, &seed)) {
-                return Err(FailureReason::BadReconstruction { peer: node, secret: SecretKind::SelfMaskSeed }.into());
+            if committed
+                != Some(&crypto::self_mask_commitment(
+                    &self.shared.binding,
+                    &node,
+                    &seed,
+                ))
+            {
+                return Err(FailureReason::BadReconstruction {
+                    peer: node,
+                    secret: SecretKind::SelfMaskSeed,
+                }
+                .into());
             }
             prg::subtract_mask(&seed, &mut sum);
         }
         for &dropped in &self.phase.dropped {
             let secret_bytes = self.reconstruct(dropped, SecretKind::MaskSecretKey)?;
-            let dropped_node = self.shared.node_at(dropped).cloned().unwrap_or_else(|| NodeId::from_decoded("?"));
+            let dropped_node = self
+                .shared
+                .node_at(dropped)
+                .cloned()
+                .unwrap_or_else(|| NodeId::from_decoded("?"));
             let mask_secret = StaticSecret::from(secret_bytes);
-            let advertised = self.phase.advertisements.get(&dropped).map(|advertisement| advertisement.mask_public_key);
+            let advertised = self
+                .phase
+                .advertisements
+                .get(&dropped)
+                .map(|advertisement| advertisement.mask_public_key);
             if advertised != Some(crypto::public_key_of(&mask_secret)) {
-                return Err(
-                    FailureReason::BadReconstruction { peer: dropped_node, secret: SecretKind::MaskSecretKey }.into()
-                );
+                return Err(FailureReason::BadReconstruction {
+                    peer: dropped_node,
+                    secret: SecretKind::MaskSecretKey,
+                }
+                .into());
             }
             for neighbour in self.shared.graph.neighbours_of(dropped) {
                 if !self.phase.survivors.contains(&neighbour) {
                     continue;
                 }
-                let (Some(survivor_node), Some(survivor_advertisement)) =
-                    (self.shared.node_at(neighbour), self.phase.advertisements.get(&neighbour))
-                else {
+                let (Some(survivor_node), Some(survivor_advertisement)) = (
+                    self.shared.node_at(neighbour),
+                    self.phase.advertisements.get(&neighbour),
+                ) else {
                     continue;
                 };
                 let seed = crypto::pairwise_mask_seed(
@@ -591,7 +764,10 @@ impl ServerSession<Unmask> {
                     &dropped_node,
                     survivor_node,
                 )
-                .map_err(|source| FailureReason::MaskRecomputation { peer: dropped_node.clone(), source })?;
+                .map_err(|source| FailureReason::MaskRecomputation {
+                    peer: dropped_node.clone(),
+                    source,
+                })?;
                 // The survivor added the mask if its id is lower, subtracted it otherwise.
                 if survivor_node < &dropped_node {
                     prg::subtract_mask(&seed, &mut sum);
@@ -605,7 +781,10 @@ impl ServerSession<Unmask> {
             *value &= modulus_mask;
         }
         let survivors = self.nodes(self.phase.survivors.iter().copied());
-        Ok(self.next(Finished { unmasked_sum: sum, survivors }))
+        Ok(self.next(Finished {
+            unmasked_sum: sum,
+            survivors,
+        }))
     }
 }
 

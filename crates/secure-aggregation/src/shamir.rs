@@ -52,7 +52,9 @@ pub struct PrimeField {
 }
 
 /// The field used for seeds: the Mersenne prime 2^61 - 1.
-pub const SEED_FIELD: PrimeField = PrimeField { modulus: (1u64 << 61) - 1 };
+pub const SEED_FIELD: PrimeField = PrimeField {
+    modulus: (1u64 << 61) - 1,
+};
 
 /// Bytes per limb when a seed is cut for `SEED_FIELD`: 7 bytes = 56 bits < 61.
 const SEED_LIMB_BYTES: usize = 7;
@@ -63,7 +65,9 @@ pub const SEED_LIMBS: usize = 5;
 impl PrimeField {
     /// A field with the given prime modulus, which must be at least 2 and below 2^63.
     pub fn new(modulus: u64) -> Option<Self> {
-        (2..(1u64 << 63)).contains(&modulus).then_some(PrimeField { modulus })
+        (2..(1u64 << 63))
+            .contains(&modulus)
+            .then_some(PrimeField { modulus })
     }
 
     /// The modulus p.
@@ -73,11 +77,19 @@ impl PrimeField {
 
     fn add(&self, left: u64, right: u64) -> u64 {
         let sum = left + right;
-        if sum >= self.modulus { sum - self.modulus } else { sum }
+        if sum >= self.modulus {
+            sum - self.modulus
+        } else {
+            sum
+        }
     }
 
     fn sub(&self, left: u64, right: u64) -> u64 {
-        if left >= right { left - right } else { left + self.modulus - right }
+        if left >= right {
+            left - right
+        } else {
+            left + self.modulus - right
+        }
     }
 
     fn mul(&self, left: u64, right: u64) -> u64 {
@@ -131,7 +143,8 @@ pub fn split<R: RngCore + CryptoRng>(
 ) -> Result<Vec<Share>, ShamirError> {
     let mut coefficients = Vec::with_capacity(secret.len());
     for _ in secret {
-        let limb_coefficients: Vec<u64> = (1..threshold).map(|_| field.random_element(rng)).collect();
+        let limb_coefficients: Vec<u64> =
+            (1..threshold).map(|_| field.random_element(rng)).collect();
         coefficients.push(limb_coefficients);
     }
     split_with_coefficients(field, secret, &coefficients, threshold, x_coordinates)
@@ -147,7 +160,10 @@ pub(crate) fn split_with_coefficients(
     x_coordinates: &[u64],
 ) -> Result<Vec<Share>, ShamirError> {
     if threshold == 0 || threshold > x_coordinates.len() {
-        return Err(ShamirError::InvalidThreshold { threshold, share_count: x_coordinates.len() });
+        return Err(ShamirError::InvalidThreshold {
+            threshold,
+            share_count: x_coordinates.len(),
+        });
     }
     if secret.iter().any(|&limb| limb >= field.modulus) {
         return Err(ShamirError::SecretOutOfField);
@@ -161,10 +177,13 @@ pub(crate) fn split_with_coefficients(
                 .zip(coefficients)
                 .map(|(&constant, limb_coefficients)| {
                     // Horner's rule from the highest coefficient down to the secret.
-                    let higher = limb_coefficients
-                        .iter()
-                        .rev()
-                        .fold(0u64, |accumulator, &coefficient| field.add(field.mul(accumulator, x), coefficient));
+                    let higher =
+                        limb_coefficients
+                            .iter()
+                            .rev()
+                            .fold(0u64, |accumulator, &coefficient| {
+                                field.add(field.mul(accumulator, x), coefficient)
+                            });
                     field.add(field.mul(higher, x), constant)
                 })
                 .collect();
@@ -174,7 +193,10 @@ pub(crate) fn split_with_coefficients(
     Ok(shares)
 }
 
-fn check_x_coordinates(field: PrimeField, xs: impl Iterator<Item = u64>) -> Result<(), ShamirError> {
+fn check_x_coordinates(
+    field: PrimeField,
+    xs: impl Iterator<Item = u64>,
+) -> Result<(), ShamirError> {
     let mut seen = std::collections::BTreeSet::new();
     for x in xs {
         if x == 0 || x >= field.modulus || !seen.insert(x) {
@@ -186,19 +208,28 @@ fn check_x_coordinates(field: PrimeField, xs: impl Iterator<Item = u64>) -> Resu
 
 /// Reconstructs the secret limbs by Lagrange interpolation at zero from the
 /// first `threshold` shares.
-pub fn reconstruct(field: PrimeField, shares: &[Share], threshold: usize) -> Result<Vec<u64>, ShamirError> {
+pub fn reconstruct(
+    field: PrimeField,
+    shares: &[Share],
+    threshold: usize,
+) -> Result<Vec<u64>, ShamirError> {
     if threshold == 0 {
-        return Err(ShamirError::InvalidThreshold { threshold, share_count: shares.len() });
+        return Err(ShamirError::InvalidThreshold {
+            threshold,
+            share_count: shares.len(),
+        });
     }
     let used = shares
         .get(..threshold)
-        .ok_or(ShamirError::NotEnoughShares { supplied: shares.len(), threshold })?;
+        .ok_or(ShamirError::NotEnoughShares {
+            supplied: shares.len(),
+            threshold,
+        })?;
     check_x_coordinates(field, used.iter().map(|share| share.x))?;
     let limb_count = used.first().map_or(0, |share| share.y.len());
-    if used
-        .iter()
-        .any(|share| share.y.len() != limb_count || share.y.iter().any(|&value| value >= field.modulus))
-    {
+    if used.iter().any(|share| {
+        share.y.len() != limb_count || share.y.iter().any(|&value| value >= field.modulus)
+    }) {
         return Err(ShamirError::MalformedShares);
     }
     // Lagrange basis at zero: l_i(0) = prod_{j != i} x_j / (x_j - x_i).
@@ -209,7 +240,10 @@ pub fn reconstruct(field: PrimeField, shares: &[Share], threshold: usize) -> Res
             let (numerator, denominator) = used.iter().enumerate().filter(|(j, _)| *j != i).fold(
                 (1u64, 1u64),
                 |(numerator, denominator), (_, share_j)| {
-                    (field.mul(numerator, share_j.x), field.mul(denominator, field.sub(share_j.x, share_i.x)))
+                    (
+                        field.mul(numerator, share_j.x),
+                        field.mul(denominator, field.sub(share_j.x, share_i.x)),
+                    )
                 },
             );
             field.mul(numerator, field.inverse(denominator))
@@ -217,10 +251,12 @@ pub fn reconstruct(field: PrimeField, shares: &[Share], threshold: usize) -> Res
         .collect();
     let secret = (0..limb_count)
         .map(|limb| {
-            used.iter().zip(&basis).fold(0u64, |accumulator, (share, &weight)| {
-                let value = share.y.get(limb).copied().unwrap_or(0);
-                field.add(accumulator, field.mul(value, weight))
-            })
+            used.iter()
+                .zip(&basis)
+                .fold(0u64, |accumulator, (share, &weight)| {
+                    let value = share.y.get(limb).copied().unwrap_or(0);
+                    field.add(accumulator, field.mul(value, weight))
+                })
         })
         .collect();
     Ok(secret)
@@ -248,10 +284,17 @@ fn limbs_to_seed(limbs: &[u64]) -> Result<[u8; 32], ShamirError> {
     for (chunk, &limb) in seed.chunks_mut(SEED_LIMB_BYTES).zip(limbs) {
         let bytes = limb.to_le_bytes();
         // Limbs cover 7 bytes, the last one 4; anything above that is a corrupted share.
-        if bytes.get(chunk.len()..).is_some_and(|high| high.iter().any(|&byte| byte != 0)) {
+        if bytes
+            .get(chunk.len()..)
+            .is_some_and(|high| high.iter().any(|&byte| byte != 0))
+        {
             return Err(ShamirError::InvalidReconstruction);
         }
-        chunk.copy_from_slice(bytes.get(..chunk.len()).ok_or(ShamirError::InvalidReconstruction)?);
+        chunk.copy_from_slice(
+            bytes
+                .get(..chunk.len())
+                .ok_or(ShamirError::InvalidReconstruction)?,
+        );
     }
     Ok(seed)
 }
@@ -263,7 +306,13 @@ pub fn split_seed<R: RngCore + CryptoRng>(
     x_coordinates: &[u64],
     rng: &mut R,
 ) -> Result<Vec<Share>, ShamirError> {
-    split(SEED_FIELD, &seed_to_limbs(seed), threshold, x_coordinates, rng)
+    split(
+        SEED_FIELD,
+        &seed_to_limbs(seed),
+        threshold,
+        x_coordinates,
+        rng,
+    )
 }
 
 /// Reconstructs a 32-byte seed from at least `threshold` shares.
@@ -340,14 +389,23 @@ mod tests {
         let shares = split_seed(&[9u8; 32], 3, &[1, 2, 3], &mut rng).expect("valid parameters");
         assert_eq!(
             reconstruct_seed(&shares[..2], 3),
-            Err(ShamirError::NotEnoughShares { supplied: 2, threshold: 3 })
+            Err(ShamirError::NotEnoughShares {
+                supplied: 2,
+                threshold: 3
+            })
         );
     }
 
     #[test]
     fn zero_and_repeated_x_coordinates_are_rejected() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
-        assert_eq!(split_seed(&[1u8; 32], 2, &[0, 1], &mut rng), Err(ShamirError::InvalidXCoordinate { x: 0 }));
-        assert_eq!(split_seed(&[1u8; 32], 2, &[4, 4], &mut rng), Err(ShamirError::InvalidXCoordinate { x: 4 }));
+        assert_eq!(
+            split_seed(&[1u8; 32], 2, &[0, 1], &mut rng),
+            Err(ShamirError::InvalidXCoordinate { x: 0 })
+        );
+        assert_eq!(
+            split_seed(&[1u8; 32], 2, &[4, 4], &mut rng),
+            Err(ShamirError::InvalidXCoordinate { x: 4 })
+        );
     }
 }

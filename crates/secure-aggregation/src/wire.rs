@@ -142,7 +142,10 @@ impl<'a> Reader<'a> {
         }
         let found = reader.u8("message tag")?;
         if found != tag {
-            return Err(DecodeError::WrongMessageTag { expected: tag, found });
+            return Err(DecodeError::WrongMessageTag {
+                expected: tag,
+                found,
+            });
         }
         Ok(reader)
     }
@@ -152,7 +155,11 @@ impl<'a> Reader<'a> {
         Reader { remaining: bytes }
     }
 
-    pub(crate) fn take(&mut self, count: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(
+        &mut self,
+        count: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], DecodeError> {
         let (head, tail) = self
             .remaining
             .split_at_checked(count)
@@ -174,7 +181,10 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array::<8>(field)?))
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, field)?;
         let mut array = [0u8; N];
         array.copy_from_slice(bytes);
@@ -183,14 +193,21 @@ impl<'a> Reader<'a> {
 
     /// Reads a list length and checks that `minimum_element_size` bytes per
     /// element remain, so that callers can allocate for it safely.
-    pub(crate) fn length(&mut self, field: &'static str, minimum_element_size: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn length(
+        &mut self,
+        field: &'static str,
+        minimum_element_size: usize,
+    ) -> Result<usize, DecodeError> {
         let length = self.u32(field)?;
         let length_usize = usize::try_from(length).map_err(|_| DecodeError::LengthTooLarge {
             field,
             length: u64::from(length),
         })?;
         if length_usize.saturating_mul(minimum_element_size.max(1)) > self.remaining.len() {
-            return Err(DecodeError::LengthTooLarge { field, length: u64::from(length) });
+            return Err(DecodeError::LengthTooLarge {
+                field,
+                length: u64::from(length),
+            });
         }
         Ok(length_usize)
     }
@@ -235,7 +252,9 @@ impl<'a> Reader<'a> {
         if self.remaining.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::TrailingBytes { count: self.remaining.len() })
+            Err(DecodeError::TrailingBytes {
+                count: self.remaining.len(),
+            })
         }
     }
 }

@@ -9,7 +9,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_secagg::client::{ConsistencyCheck, ShareKeys, Unmask};
 use veil_secagg::{
-    ClientError, ClientSession, FailureReason, KeyDirectory, Refusal, RejectedMessage, SurvivorList, UnmaskRequest,
+    ClientError, ClientSession, FailureReason, KeyDirectory, Refusal, RejectedMessage,
+    SurvivorList, UnmaskRequest,
 };
 
 fn refused(result: Result<impl Sized, ClientError>) -> Refusal {
@@ -21,7 +22,10 @@ fn refused(result: Result<impl Sized, ClientError>) -> Refusal {
 }
 
 /// Runs phase 1 for every client honestly.
-fn advertised(cohort: &Cohort, rng: &mut ChaCha20Rng) -> (Vec<ClientSession<ShareKeys>>, KeyDirectory) {
+fn advertised(
+    cohort: &Cohort,
+    rng: &mut ChaCha20Rng,
+) -> (Vec<ClientSession<ShareKeys>>, KeyDirectory) {
     let mut server = cohort.server();
     let mut sessions = Vec::new();
     for index in 0..cohort.params.cohort().len() {
@@ -34,7 +38,10 @@ fn advertised(cohort: &Cohort, rng: &mut ChaCha20Rng) -> (Vec<ClientSession<Shar
 }
 
 /// Runs phases 1 to 3 honestly with everyone, returning sessions awaiting the survivor list.
-fn masked(cohort: &Cohort, rng: &mut ChaCha20Rng) -> (Vec<ClientSession<ConsistencyCheck>>, SurvivorList) {
+fn masked(
+    cohort: &Cohort,
+    rng: &mut ChaCha20Rng,
+) -> (Vec<ClientSession<ConsistencyCheck>>, SurvivorList) {
     let mut server = cohort.server();
     let mut sessions = Vec::new();
     for index in 0..cohort.params.cohort().len() {
@@ -52,7 +59,10 @@ fn masked(cohort: &Cohort, rng: &mut ChaCha20Rng) -> (Vec<ClientSession<Consiste
     let (mut server, forwarded) = server.finish_phase().unwrap();
     let mut masking = Vec::new();
     for (index, session) in sharing.into_iter().enumerate() {
-        let bundle = forwarded.iter().find(|bundle| bundle.recipient == node(index)).unwrap();
+        let bundle = forwarded
+            .iter()
+            .find(|bundle| bundle.recipient == node(index))
+            .unwrap();
         let (session, message) = session.masked_input(bundle, &cohort.inputs[index]).unwrap();
         server.handle_masked_input(&message).unwrap();
         masking.push(session);
@@ -85,7 +95,11 @@ fn substituted_key_fails_signature_verification() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let (sessions, mut directory) = advertised(&cohort, &mut rng);
     // The coordinator swaps node 2's mask key for one it controls.
-    let victim = directory.advertisements.iter_mut().find(|advertisement| advertisement.node_id == node(2)).unwrap();
+    let victim = directory
+        .advertisements
+        .iter_mut()
+        .find(|advertisement| advertisement.node_id == node(2))
+        .unwrap();
     victim.mask_public_key = [42u8; 32];
     let forged = victim.clone();
     let first = sessions.into_iter().next().unwrap();
@@ -95,7 +109,10 @@ fn substituted_key_fails_signature_verification() {
     );
     // An honest server also rejects such an advertisement on arrival.
     let mut server = cohort.server();
-    assert_eq!(server.handle_key_advertisement(forged), Err(RejectedMessage::InvalidSignature { node: node(2) }));
+    assert_eq!(
+        server.handle_key_advertisement(forged),
+        Err(RejectedMessage::InvalidSignature { node: node(2) })
+    );
 }
 
 #[test]
@@ -105,7 +122,10 @@ fn altered_own_advertisement_is_refused() {
     let (sessions, mut directory) = advertised(&cohort, &mut rng);
     directory.advertisements[0].encryption_public_key = [7u8; 32];
     let first = sessions.into_iter().next().unwrap();
-    assert_eq!(refused(first.share_keys(&directory, &mut rng)), Refusal::OwnAdvertisementAltered);
+    assert_eq!(
+        refused(first.share_keys(&directory, &mut rng)),
+        Refusal::OwnAdvertisementAltered
+    );
 }
 
 #[test]
@@ -116,10 +136,15 @@ fn request_for_both_shares_of_one_peer_is_refused() {
     let mut sessions = sessions.into_iter();
     let mut both = honest.clone();
     both.mask_key_share_peers = vec![node(3)];
-    assert_eq!(refused(sessions.next().unwrap().unmask(&both)), Refusal::BothSharesRequested { peer: node(3) });
+    assert_eq!(
+        refused(sessions.next().unwrap().unmask(&both)),
+        Refusal::BothSharesRequested { peer: node(3) }
+    );
     // Asking for a survivor's mask key alone is refused too.
     let mut key_of_survivor = honest.clone();
-    key_of_survivor.self_mask_share_peers.retain(|peer| *peer != node(3));
+    key_of_survivor
+        .self_mask_share_peers
+        .retain(|peer| *peer != node(3));
     key_of_survivor.mask_key_share_peers = vec![node(3)];
     assert_eq!(
         refused(sessions.next().unwrap().unmask(&key_of_survivor)),
@@ -137,11 +162,16 @@ fn survivor_set_below_threshold_is_refused() {
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let (masking, _) = masked(&cohort, &mut rng);
     // The coordinator claims only three clients survived, to isolate node 0's input.
-    let shrunken = SurvivorList { survivors: vec![node(0), node(1), node(2)] };
+    let shrunken = SurvivorList {
+        survivors: vec![node(0), node(1), node(2)],
+    };
     let first = masking.into_iter().next().unwrap();
     assert_eq!(
         refused(first.consistency_check(&shrunken)),
-        Refusal::TooFewSurvivingNeighbours { live: 2, required: 4 }
+        Refusal::TooFewSurvivingNeighbours {
+            live: 2,
+            required: 4
+        }
     );
 }
 
@@ -150,7 +180,10 @@ fn job_threshold_below_policy_floor_is_refused() {
     let cohort = Cohort::new(6, 5, 3, 32, 4, 9);
     assert_eq!(
         cohort.client_with_policy(0, 4).err(),
-        Some(ClientError::Refused(Refusal::ThresholdBelowPolicy { job_threshold: 3, policy_minimum: 4 }))
+        Some(ClientError::Refused(Refusal::ThresholdBelowPolicy {
+            job_threshold: 3,
+            policy_minimum: 4
+        }))
     );
 }
 
@@ -162,7 +195,9 @@ fn inconsistent_survivor_views_abort_the_round() {
     // Node 0 is told that node 5 dropped, everyone else that all survived: the
     // coordinator hopes node 0 reveals node 5's mask key while the others
     // reveal node 5's self mask.
-    let partial = SurvivorList { survivors: honest_list.survivors[..5].to_vec() };
+    let partial = SurvivorList {
+        survivors: honest_list.survivors[..5].to_vec(),
+    };
     let mut signatures = Vec::new();
     let mut sessions = Vec::new();
     for (index, session) in masking.into_iter().enumerate() {
@@ -178,9 +213,15 @@ fn inconsistent_survivor_views_abort_the_round() {
     };
     let mut sessions = sessions.into_iter();
     // Node 0 sees signatures over a different list and aborts.
-    assert_eq!(refused(sessions.next().unwrap().unmask(&request)), Refusal::InconsistentView { signer: node(1) });
+    assert_eq!(
+        refused(sessions.next().unwrap().unmask(&request)),
+        Refusal::InconsistentView { signer: node(1) }
+    );
     // The others see node 0's signature over a different list and abort too.
-    assert_eq!(refused(sessions.next().unwrap().unmask(&request)), Refusal::InconsistentView { signer: node(0) });
+    assert_eq!(
+        refused(sessions.next().unwrap().unmask(&request)),
+        Refusal::InconsistentView { signer: node(0) }
+    );
 }
 
 #[test]
@@ -206,7 +247,10 @@ fn round_fails_when_honest_clients_refuse_to_unmask() {
     let (mut server, forwarded) = server.finish_phase().unwrap();
     let mut masking = Vec::new();
     for (index, session) in sharing.into_iter().enumerate() {
-        let bundle = forwarded.iter().find(|bundle| bundle.recipient == node(index)).unwrap();
+        let bundle = forwarded
+            .iter()
+            .find(|bundle| bundle.recipient == node(index))
+            .unwrap();
         let (session, message) = session.masked_input(bundle, &cohort.inputs[index]).unwrap();
         server.handle_masked_input(&message).unwrap();
         masking.push(session);
@@ -221,7 +265,10 @@ fn round_fails_when_honest_clients_refuse_to_unmask() {
     let (server, mut request) = server.finish_phase().unwrap();
     request.mask_key_share_peers = vec![node(1)];
     for session in checking {
-        assert!(matches!(session.unmask(&request), Err(ClientError::Refused(_))));
+        assert!(matches!(
+            session.unmask(&request),
+            Err(ClientError::Refused(_))
+        ));
     }
     let failed = server.finish_phase().err().expect("no shares, no result");
     assert_eq!(

@@ -67,7 +67,10 @@ fn no_dropouts_on_a_sparse_graph_succeeds() {
     let cohort = Cohort::new(12, 4, 3, 32, 50, 9);
     let outcome = run_round(&cohort, &[DropPoint::Never; 12], 10);
     let all: BTreeSet<usize> = (0..12).collect();
-    assert_eq!(outcome.result.expect("round succeeds").0, cohort.plain_sum(&all));
+    assert_eq!(
+        outcome.result.expect("round succeeds").0,
+        cohort.plain_sum(&all)
+    );
 }
 
 #[test]
@@ -83,7 +86,10 @@ fn dropouts_after_masked_input_are_unmasked_with_key_shares() {
     let outcome = run_round(&cohort, &drops, 12);
     let expected: BTreeSet<usize> = (0..10).filter(|&index| index != 6 && index != 8).collect();
     assert_eq!(outcome.accepted_inputs, expected);
-    assert_eq!(outcome.result.expect("round succeeds").0, cohort.plain_sum(&expected));
+    assert_eq!(
+        outcome.result.expect("round succeeds").0,
+        cohort.plain_sum(&expected)
+    );
 }
 
 #[test]
@@ -96,7 +102,11 @@ fn too_few_survivors_fails_with_a_named_reason() {
     let failed = outcome.result.expect_err("two survivors cannot meet t = 3");
     assert!(matches!(
         failed.reason,
-        veil_secagg::FailureReason::TooFewClients { phase: veil_secagg::Phase::MaskedInput, live: 2, required: 4 }
+        veil_secagg::FailureReason::TooFewClients {
+            phase: veil_secagg::Phase::MaskedInput,
+            live: 2,
+            required: 4
+        }
     ));
 }
 
@@ -107,7 +117,10 @@ fn chi_square(values: impl Iterator<Item = usize>, buckets: usize, count: usize)
         observed[bucket] += 1;
     }
     let expected = count as f64 / buckets as f64;
-    observed.iter().map(|&o| (o as f64 - expected).powi(2) / expected).sum()
+    observed
+        .iter()
+        .map(|&o| (o as f64 - expected).powi(2) / expected)
+        .sum()
 }
 
 #[test]
@@ -137,12 +150,24 @@ fn a_single_masked_upload_is_indistinguishable_from_uniform() {
         }
         let (_, forwarded) = server.finish_phase().unwrap();
         let first = sharing.into_iter().next().unwrap();
-        let bundle: &ForwardedShares = forwarded.iter().find(|bundle| bundle.recipient == *first.node_id()).unwrap();
+        let bundle: &ForwardedShares = forwarded
+            .iter()
+            .find(|bundle| bundle.recipient == *first.node_id())
+            .unwrap();
         let (_, upload) = first.masked_input(bundle, &zero_input).unwrap();
         let shift = modulus_bits - buckets.trailing_zeros();
-        let statistic =
-            chi_square(upload.masked_vector.iter().map(|&value| (value >> shift) as usize), buckets, vector_length);
-        assert!(statistic < critical, "b = {modulus_bits}: chi-square {statistic} >= {critical}");
+        let statistic = chi_square(
+            upload
+                .masked_vector
+                .iter()
+                .map(|&value| (value >> shift) as usize),
+            buckets,
+            vector_length,
+        );
+        assert!(
+            statistic < critical,
+            "b = {modulus_bits}: chi-square {statistic} >= {critical}"
+        );
         // And 4 bytes per parameter on the wire, plus a small header.
         assert!(upload.to_bytes().len() <= 4 * vector_length + 32);
     }

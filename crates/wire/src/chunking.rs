@@ -123,11 +123,19 @@ impl VectorAssembler {
 }
 
 /// Iterates `(offset, bytes)` chunks of at most `values_per_chunk` values.
-pub fn chunks(values: &[f32], values_per_chunk: usize) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
+pub fn chunks(
+    values: &[f32],
+    values_per_chunk: usize,
+) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
     values
         .chunks(values_per_chunk.max(1))
         .enumerate()
-        .map(move |(index, chunk)| ((index * values_per_chunk.max(1)) as u64, encode_values(chunk)))
+        .map(move |(index, chunk)| {
+            (
+                (index * values_per_chunk.max(1)) as u64,
+                encode_values(chunk),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -149,11 +157,17 @@ mod tests {
         let mut assembler = VectorAssembler::new(4, 100).unwrap();
         assert_eq!(
             assembler.push(0, &[0; 5]),
-            Err(ChunkError::RaggedChunk { offset: 0, bytes: 5 })
+            Err(ChunkError::RaggedChunk {
+                offset: 0,
+                bytes: 5
+            })
         );
         assert_eq!(
             assembler.push(1, &[0; 4]),
-            Err(ChunkError::OutOfOrder { expected: 0, got: 1 })
+            Err(ChunkError::OutOfOrder {
+                expected: 0,
+                got: 1
+            })
         );
         assembler.push(0, &[0; 8]).unwrap();
         assert_eq!(
@@ -162,11 +176,17 @@ mod tests {
         );
         assert_eq!(
             assembler.finish(),
-            Err(ChunkError::TooShort { received: 2, announced: 4 })
+            Err(ChunkError::TooShort {
+                received: 2,
+                announced: 4
+            })
         );
         assert_eq!(
             VectorAssembler::new(101, 100).unwrap_err(),
-            ChunkError::OverLimit { announced: 101, limit: 100 }
+            ChunkError::OverLimit {
+                announced: 101,
+                limit: 100
+            }
         );
     }
 }

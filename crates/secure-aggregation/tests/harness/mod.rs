@@ -12,8 +12,8 @@ use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_secagg::client::AdvertiseKeys;
 use veil_secagg::{
-    ClientConfig, ClientError, ClientSession, ForwardedShares, IdentityDirectory, NodeId, PartnerPolicy,
-    ProtocolParams, RoundFailed, ServerConfig, ServerSession,
+    ClientConfig, ClientError, ClientSession, ForwardedShares, IdentityDirectory, NodeId,
+    PartnerPolicy, ProtocolParams, RoundFailed, ServerConfig, ServerSession,
 };
 
 /// The job id every simulated round uses.
@@ -40,10 +40,24 @@ pub fn node(index: usize) -> NodeId {
 
 impl Cohort {
     /// A cohort of `n` nodes with random inputs below 2^value_bits.
-    pub fn new(n: usize, neighbour_count: usize, threshold: usize, modulus_bits: u32, vector_length: usize, seed: u64) -> Self {
+    pub fn new(
+        n: usize,
+        neighbour_count: usize,
+        threshold: usize,
+        modulus_bits: u32,
+        vector_length: usize,
+        seed: u64,
+    ) -> Self {
         let nodes: Vec<NodeId> = (0..n).map(node).collect();
-        let params = ProtocolParams::new(nodes.clone(), [seed as u8; 32], neighbour_count, threshold, modulus_bits, vector_length)
-            .expect("valid parameters");
+        let params = ProtocolParams::new(
+            nodes.clone(),
+            [seed as u8; 32],
+            neighbour_count,
+            threshold,
+            modulus_bits,
+            vector_length,
+        )
+        .expect("valid parameters");
         let signing_keys: Vec<Arc<Ed25519KeyPair>> = (0..n)
             .map(|index| {
                 let mut key_seed = [0u8; 32];
@@ -53,19 +67,36 @@ impl Cohort {
             })
             .collect();
         let identities = IdentityDirectory::from_entries(
-            nodes.iter().cloned().zip(signing_keys.iter().map(|key| key.public_key().as_ref().to_vec())),
+            nodes.iter().cloned().zip(
+                signing_keys
+                    .iter()
+                    .map(|key| key.public_key().as_ref().to_vec()),
+            ),
         )
         .expect("32-byte keys");
         let mut input_rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
         let modulus_mask = params.modulus_mask();
         let inputs = (0..n)
-            .map(|_| (0..vector_length).map(|_| rand_core::RngCore::next_u32(&mut input_rng) & modulus_mask).collect())
+            .map(|_| {
+                (0..vector_length)
+                    .map(|_| rand_core::RngCore::next_u32(&mut input_rng) & modulus_mask)
+                    .collect()
+            })
             .collect();
-        Cohort { params: Arc::new(params), identities: Arc::new(identities), signing_keys, inputs }
+        Cohort {
+            params: Arc::new(params),
+            identities: Arc::new(identities),
+            signing_keys,
+            inputs,
+        }
     }
 
     /// The client session of the node at `index`, with the given policy floor.
-    pub fn client_with_policy(&self, index: usize, minimum_threshold: usize) -> Result<ClientSession<AdvertiseKeys>, ClientError> {
+    pub fn client_with_policy(
+        &self,
+        index: usize,
+        minimum_threshold: usize,
+    ) -> Result<ClientSession<AdvertiseKeys>, ClientError> {
         let config = ClientConfig {
             job_id: JOB_ID.to_owned(),
             round: ROUND,
@@ -79,7 +110,8 @@ impl Cohort {
 
     /// The client session of the node at `index` under a permissive policy.
     pub fn client(&self, index: usize) -> ClientSession<AdvertiseKeys> {
-        self.client_with_policy(index, 1).expect("node is in the cohort")
+        self.client_with_policy(index, 1)
+            .expect("node is in the cohort")
     }
 
     /// An honest server session.
@@ -139,8 +171,14 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
     let mut client_errors = Vec::new();
     let mut accepted_inputs = BTreeSet::new();
     let n = cohort.params.cohort().len();
-    let goes_on = |index: usize, after: DropPoint| drops.get(index).copied().unwrap_or(DropPoint::Never) != after;
-    let outcome = |result, accepted_inputs, client_errors| RoundOutcome { result, accepted_inputs, client_errors };
+    let goes_on = |index: usize, after: DropPoint| {
+        drops.get(index).copied().unwrap_or(DropPoint::Never) != after
+    };
+    let outcome = |result, accepted_inputs, client_errors| RoundOutcome {
+        result,
+        accepted_inputs,
+        client_errors,
+    };
 
     let mut server = cohort.server();
     let mut advertising = Vec::new();
@@ -150,7 +188,9 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
         }
         match cohort.client(index).advertise_keys(&mut rng) {
             Ok((session, message)) => {
-                server.handle_key_advertisement(message).expect("honest advertisement accepted");
+                server
+                    .handle_key_advertisement(message)
+                    .expect("honest advertisement accepted");
                 advertising.push((index, session));
             }
             Err(error) => client_errors.push((index, error)),
@@ -168,7 +208,9 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
         }
         match session.share_keys(&directory, &mut rng) {
             Ok((session, message)) => {
-                server.handle_encrypted_shares(message).expect("honest shares accepted");
+                server
+                    .handle_encrypted_shares(message)
+                    .expect("honest shares accepted");
                 sharing.push((index, session));
             }
             Err(error) => client_errors.push((index, error)),
@@ -184,11 +226,19 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
         if !goes_on(index, DropPoint::AfterShareKeys) {
             continue;
         }
-        let empty = ForwardedShares { recipient: node(index), ciphertexts: Vec::new() };
-        let bundle = forwarded.iter().find(|bundle| bundle.recipient == node(index)).unwrap_or(&empty);
+        let empty = ForwardedShares {
+            recipient: node(index),
+            ciphertexts: Vec::new(),
+        };
+        let bundle = forwarded
+            .iter()
+            .find(|bundle| bundle.recipient == node(index))
+            .unwrap_or(&empty);
         match session.masked_input(bundle, &cohort.inputs[index]) {
             Ok((session, message)) => {
-                server.handle_masked_input(&message).expect("honest masked input accepted");
+                server
+                    .handle_masked_input(&message)
+                    .expect("honest masked input accepted");
                 accepted_inputs.insert(index);
                 masking.push((index, session));
             }
@@ -207,7 +257,9 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
         }
         match session.consistency_check(&survivor_list) {
             Ok((session, message)) => {
-                server.handle_consistency_signature(message).expect("honest signature accepted");
+                server
+                    .handle_consistency_signature(message)
+                    .expect("honest signature accepted");
                 checking.push((index, session));
             }
             Err(error) => client_errors.push((index, error)),
@@ -223,12 +275,17 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
             continue;
         }
         match session.unmask(&request) {
-            Ok(message) => server.handle_unmask_response(message).expect("honest response accepted"),
+            Ok(message) => server
+                .handle_unmask_response(message)
+                .expect("honest response accepted"),
             Err(error) => client_errors.push((index, error)),
         }
     }
-    let result = server
-        .finish_phase()
-        .map(|finished| (finished.unmasked_sum().to_vec(), finished.survivors().to_vec()));
+    let result = server.finish_phase().map(|finished| {
+        (
+            finished.unmasked_sum().to_vec(),
+            finished.survivors().to_vec(),
+        )
+    });
     outcome(result, accepted_inputs, client_errors)
 }

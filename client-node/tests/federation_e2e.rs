@@ -1,0 +1,215 @@
+//! End-to-end over real gRPC on 127.0.0.1: the demo federation's accuracy,
+//! a rogue node's malformed updates, and a job naming an unknown task.
+
+use std::time::Duration;
+
+use client_node::demo::{DemoConfig, run_demo};
+use coordinator::CoordinatorConfig;
+use tonic::Code;
+use veil_wire::v1::node_service_client::NodeServiceClient;
+use veil_wire::v1::{self, result_chunk};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_auc_is_close_to_centralised_and_beats_partners_alone() {
+    let output = tempfile::tempdir().unwrap();
+    let report = run_demo(&DemoConfig::standard(output.path().to_owned()), |_| {})
+        .await
+        .unwrap();
+    println!("{}", report.table());
+    assert_eq!(report.rounds.len(), 12);
+    assert!(
+        (report.federated_auc - report.centralised_auc).abs() <= 0.02,
+        "federated {} vs centralised {}",
+        report.federated_auc,
+        report.centralised_auc
+    );
+    assert!(
+        report.federated_auc > report.mean_partner_alone_auc(),
+        "federated {} vs partner-alone mean {}",
+        report.federated_auc,
+        report.mean_partner_alone_auc()
+    );
+    // Every customer of the first partner is scored locally.
+    let scores = std::fs::read_to_string(&report.scores_path).unwrap();
+    let mut lines = scores.lines();
+    assert_eq!(lines.next(), Some("customer_id,score"));
+    let scored: Vec<f64> = lines
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(scored.len() > 1000);
+    assert!(scored.iter().all(|s| (0.0..=1.0).contains(s)));
+}
+
+async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(coordinator::run(
+        CoordinatorConfig::default(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop)
+}
+
+fn demo_job(task: &str) -> v1::JobSpec {
+    let text = client_node::demo::STANDARD_JOB
+        .replace("{cutoff}", "2024-10-02")
+        .replace("{horizon}", "90")
+        .replace("kind = \"churn\"", &format!("kind = \"{task}\""))
+        .replace("rounds = 12", "rounds = 2")
+        .replace("min_participants = 2", "min_participants = 1")
+        // Short deadlines: the rogue node never completes a phase.
+        .replace("feature_stats_secs = 60", "feature_stats_secs = 3")
+        .replace("train_secs = 120", "train_secs = 3")
+        .replace("evaluate_secs = 60", "evaluate_secs = 3");
+    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_an_unknown_task_or_feature_is_refused_by_name() {
+    let (address, _stop) = start_coordinator().await;
+    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let status = operator
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(demo_job("fraud")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("fraud"), "{}", status.message());
+    let mut spec = demo_job("churn");
+    spec.features = vec!["recency_days".into(), "shoe_size".into()];
+    let status = operator
+        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("shoe_size"),
+        "{}",
+        status.message()
+    );
+    let status = operator
+        .get_job_status(v1::JobRef {
+            job_id: "job-404".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("job-404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_updates_are_rejected_and_the_round_completes() {
+    let (address, _stop) = start_coordinator().await;
+    let data = tempfile::tempdir().unwrap();
+    let synth = veil_synth::SynthConfig::demo(1, 11);
+    let files = veil_synth::write_partner_files(&synth, data.path()).unwrap();
+    // One honest node on real data.
+    let honest = client_node::config::NodeConfig {
+        node_id: "honest".into(),
+        coordinator: address.clone(),
+        data: veil_features::CsvSource::new(files[0].clone()),
+    };
+    tokio::spawn(client_node::node::run(honest, std::future::pending::<()>()));
+
+    // A rogue node that answers every training task with a wrong-shaped or NaN update.
+    let mut rogue = NodeServiceClient::connect(address.clone()).await.unwrap();
+    rogue
+        .register(v1::RegisterRequest {
+            node_id: "rogue".into(),
+            software_version: "test".into(),
+        })
+        .await
+        .unwrap();
+
+    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let job_id = coordinator::operator::submit(&mut operator, demo_job("churn"))
+        .await
+        .unwrap();
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap();
+
+    let mut rejections = Vec::new();
+    loop {
+        let task = rogue
+            .fetch_task(v1::FetchTaskRequest {
+                node_id: "rogue".into(),
+                wait_ms: 2000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task;
+        let status = operator
+            .get_job_status(v1::JobRef {
+                job_id: job_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status.state != v1::JobState::Running as i32 {
+            assert_eq!(
+                status.state,
+                v1::JobState::Succeeded as i32,
+                "{}",
+                status.failure_reason
+            );
+            assert_eq!(status.completed_rounds, 2);
+            break;
+        }
+        let Some(task) = task else { continue };
+        if task.phase != v1::Phase::Train as i32 {
+            continue;
+        }
+        let (length, poison) = if rejections.is_empty() {
+            (task.parameter_count + 3, false)
+        } else {
+            (task.parameter_count, true)
+        };
+        let mut values = vec![0.0f32; length as usize];
+        if poison {
+            values[5] = f32::NAN;
+        }
+        let header = v1::ResultHeader {
+            node_id: "rogue".into(),
+            job_id: task.job_id.clone(),
+            round: task.round,
+            phase: task.phase,
+            weight: 10.0,
+            statistics: vec![1.0, 10.0],
+            vector_length: length,
+        };
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let messages = vec![
+            v1::ResultChunk {
+                body: Some(result_chunk::Body::Header(header)),
+            },
+            v1::ResultChunk {
+                body: Some(result_chunk::Body::Values(bytes)),
+            },
+        ];
+        let status = rogue
+            .submit_result(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        rejections.push(status.message().to_owned());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rejections.len() >= 2, "{rejections:?}");
+    assert!(
+        rejections[0].contains("above the limit"),
+        "{}",
+        rejections[0]
+    );
+    assert!(
+        rejections[1].contains("value 5 is not finite"),
+        "{}",
+        rejections[1]
+    );
+}

@@ -1,0 +1,117 @@
+//! A real node process killed (SIGKILL) mid-job: the round completes with the
+//! others, and the restarted process rejoins for the following rounds.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use coordinator::CoordinatorConfig;
+use veil_wire::v1;
+
+fn spawn_node(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_client-node"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client-node starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(coordinator::run(
+        CoordinatorConfig::default(),
+        listener,
+        std::future::pending(),
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let synth = veil_synth::SynthConfig::demo(3, 5);
+    let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let mut configs = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let path = dir.path().join(format!("node-{index}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "node_id = \"node-{index}\"\ncoordinator = \"{address}\"\n[data]\npath = \"{}\"\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+        configs.push(path);
+    }
+    let mut nodes: Vec<Child> = configs.iter().map(|c| spawn_node(c)).collect();
+
+    let text = client_node::demo::STANDARD_JOB
+        .replace("{cutoff}", "2024-10-02")
+        .replace("{horizon}", "90")
+        .replace("rounds = 12", "rounds = 5")
+        .replace("train_secs = 120", "train_secs = 4")
+        .replace("evaluate_secs = 60", "evaluate_secs = 4");
+    let spec = veil_job::file::JobFile::parse(&text).unwrap().to_wire();
+    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let job_id = coordinator::operator::submit(&mut operator, spec)
+        .await
+        .unwrap();
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap();
+
+    let status_of = |mut operator: coordinator::operator::OperatorClient, job_id: String| async move {
+        operator
+            .get_job_status(v1::JobRef { job_id })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    // Kill node-2 as soon as round 1 is done, while round 2 is under way.
+    loop {
+        let status = status_of(operator.clone(), job_id.clone()).await;
+        if status.completed_rounds >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[2].kill().unwrap();
+    nodes[2].wait().unwrap();
+    // Restart it once the next round has completed without it.
+    loop {
+        let status = status_of(operator.clone(), job_id.clone()).await;
+        if status.completed_rounds >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[2] = spawn_node(&configs[2]);
+
+    let status = coordinator::operator::watch(&mut operator, &job_id, |_| {})
+        .await
+        .unwrap();
+    for node in &mut nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+    assert_eq!(
+        status.state,
+        v1::JobState::Succeeded as i32,
+        "{}",
+        status.failure_reason
+    );
+    let history = status.history;
+    assert_eq!(history.len(), 5);
+    let full_evaluation = history[0].eval_examples;
+    assert_eq!(history[0].participants, 3);
+    // Round 2 ran without node-2 in at least one of its phases.
+    assert!(
+        history[1].participants == 2 || history[1].eval_examples < full_evaluation,
+        "round 2 should have lost node-2: {:?}",
+        history[1]
+    );
+    // After the restart node-2 takes part again.
+    let last = history.last().unwrap();
+    assert_eq!(last.participants, 3, "{last:?}");
+    assert_eq!(last.eval_examples, full_evaluation);
+}
