@@ -7,6 +7,9 @@ use anyhow::Context;
 use serde::Deserialize;
 use veil_features::CsvSource;
 
+use crate::identity::default_state_dir;
+use crate::policy::NodePolicy;
+
 /// A node configuration, read from TOML.
 ///
 /// ```toml
@@ -31,9 +34,24 @@ pub struct NodeConfig {
     pub coordinator: String,
     /// The partner's transaction log.
     pub data: CsvSource,
+    /// Where the node keeps its identity key and other durable state
+    /// (default: `<node_id>.state` next to the config file).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The partner's policy.
+    #[serde(default)]
+    pub policy: NodePolicy,
 }
 
 impl NodeConfig {
+    /// The state folder: as configured, or `<node_id>.state` in the working
+    /// folder for configs built in code.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(Path::new("."), &self.node_id))
+    }
+
     /// Reads a configuration file; relative data paths are taken relative to
     /// the file's folder, so a config can travel with its data.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
@@ -44,6 +62,10 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data.path = resolve(base, &config.data.path);
         config.data.rejects_path = config.data.rejects_path.as_ref().map(|p| resolve(base, p));
+        config.state_dir = Some(match &config.state_dir {
+            Some(dir) => resolve(base, dir),
+            None => default_state_dir(base, &config.node_id),
+        });
         Ok(config)
     }
 }

@@ -37,7 +37,7 @@ pub struct DemoConfig {
 pub const STANDARD_JOB: &str = r#"
 name = "demo-churn"
 rounds = 12
-min_participants = 2
+min_participants = 3
 max_participants = 3
 holdout_fraction = 0.25
 seed = 7
@@ -59,6 +59,13 @@ optimizer = "adam"
 
 [strategy]
 kind = "fedavg"
+
+# Secure aggregation (SecAgg+) is the default; shown here for reference.
+[aggregation]
+mode = "secure"
+clip_range = 1.0
+modulus_bits = 32
+max_weight = 100000
 
 [timeouts]
 feature_stats_secs = 60
@@ -184,6 +191,8 @@ pub async fn run_demo(
             node_id: name.clone(),
             coordinator: address.clone(),
             data: source.clone(),
+            state_dir: Some(config.output_dir.join(format!("{name}.state"))),
+            policy: Default::default(),
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));

@@ -12,6 +12,8 @@
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod identity;
 pub mod node;
+pub mod policy;
 pub mod score;
 mod transport;

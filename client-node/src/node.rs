@@ -1,5 +1,7 @@
 //! The node's main loop: register, long-poll for tasks, run them against the
-//! partner's data, submit, repeat, until shutdown.
+//! partner's data, submit, repeat, until shutdown. Secure phases are answered
+//! step by step through the SecAgg+ client, so the phase's reply leaves the
+//! node only masked.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,15 +9,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tokio::sync::mpsc;
 use tonic::Code;
 use veil_features::{Scaling, TransactionLog, load_transactions};
+use veil_federation::secure::{protocol_round_of, round_graph_seed};
+use veil_federation::{
+    AggregationMode, Phase, ReplyEncoding, SecureParticipant, SecureStep, SecureTask,
+};
 use veil_job::{JobSpec, statistics};
 use veil_models::{Dataset, evaluate, train};
+use veil_secagg::ProtocolParams;
 use veil_wire::v1;
 
 use crate::config::NodeConfig;
 use crate::data::{JobRows, to_dataset};
-use crate::transport::{NodeClient, is_transient};
+use crate::identity::NodeIdentity;
+use crate::policy::NodePolicy;
+use crate::transport::{NodeClient, ResultBody, is_transient};
 
 /// How long each `FetchTask` long poll may wait.
 const LONG_POLL: Duration = Duration::from_secs(20);
@@ -29,8 +41,61 @@ struct PreparedJob {
     scaled: Option<(Scaling, Arc<Dataset>, Arc<Dataset>)>,
 }
 
+/// What the node reports as it works (for tests and operators' tooling that
+/// embed a node).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeProgress {
+    /// The coordinator accepted the node's registration.
+    Registered,
+    /// The coordinator accepted a submission.
+    Submitted {
+        /// The job.
+        job: String,
+        /// The round.
+        round: u32,
+        /// The phase.
+        phase: Phase,
+        /// The secure step just answered, for secure phases.
+        step: Option<SecureStep>,
+    },
+}
+
+/// Optional hooks of a running node.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Receives one message after every accepted submission.
+    pub progress: Option<mpsc::UnboundedSender<NodeProgress>>,
+}
+
+/// Secure-aggregation state of the phases under way, by (job, round, phase, attempt).
+type Participants = HashMap<(String, u32, Phase, u32), SecureParticipant>;
+
+/// Everything the task loop carries between tasks.
+struct NodeState {
+    client: NodeClient,
+    log: Arc<TransactionLog>,
+    identity: NodeIdentity,
+    policy: NodePolicy,
+    jobs: HashMap<String, PreparedJob>,
+    participants: Participants,
+    /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
+    rng: ChaCha20Rng,
+    progress: Option<mpsc::UnboundedSender<NodeProgress>>,
+}
+
 /// Loads the partner's log, then serves tasks until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, RunOptions::default(), shutdown).await
+}
+
+/// [`run`] with hooks.
+pub async fn run_with(
+    config: NodeConfig,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let identity = NodeIdentity::load_or_create(&config.state_dir())
+        .with_context(|| format!("node '{}': identity key", config.node_id))?;
     let source = config.data.clone();
     let (log, report) = tokio::task::spawn_blocking(move || load_transactions(&source))
         .await?
@@ -52,11 +117,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     for error in &report.sample_errors {
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
-    let log = Arc::new(log);
-    let client = NodeClient::new(&config.coordinator, &config.node_id)?;
+    let state = NodeState {
+        client: NodeClient::new(&config.coordinator, &config.node_id)?,
+        log: Arc::new(log),
+        identity,
+        policy: config.policy.clone(),
+        jobs: HashMap::new(),
+        participants: HashMap::new(),
+        rng: ChaCha20Rng::from_os_rng(),
+        progress: options.progress,
+    };
     tokio::pin!(shutdown);
     tokio::select! {
-        result = serve(client, log) => result,
+        result = serve(state) => result,
         _ = &mut shutdown => {
             tracing::info!(node = %config.node_id, "node stopping");
             Ok(())
@@ -64,30 +137,33 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     }
 }
 
-async fn serve(mut client: NodeClient, log: Arc<TransactionLog>) -> anyhow::Result<()> {
-    let heartbeat_interval = register_with_backoff(&mut client).await;
-    let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), heartbeat_interval));
-    let mut jobs: HashMap<String, PreparedJob> = HashMap::new();
+async fn serve(mut state: NodeState) -> anyhow::Result<()> {
+    let identity_key = state.identity.public_key();
+    let heartbeat_interval = register_with_backoff(&mut state.client, identity_key).await;
+    if let Some(progress) = &state.progress {
+        let _ = progress.send(NodeProgress::Registered);
+    }
+    let heartbeat = tokio::spawn(heartbeat_loop(state.client.clone(), heartbeat_interval));
     let mut backoff = Duration::from_millis(200);
     let result = loop {
-        match client.fetch_task(LONG_POLL).await {
+        match state.client.fetch_task(LONG_POLL).await {
             Ok(Some(task)) => {
                 backoff = Duration::from_millis(200);
                 let job_id = task.job_id.clone();
-                if let Err(error) = handle_task(&mut client, &log, &mut jobs, task).await {
-                    tracing::warn!(node = %client.node_id, job = %job_id, error = %format!("{error:#}"), "task failed");
+                if let Err(error) = handle_task(&mut state, task).await {
+                    tracing::warn!(node = %state.client.node_id, job = %job_id, error = %format!("{error:#}"), "task failed");
                 }
             }
             Ok(None) => {}
             Err(status) if status.code() == Code::FailedPrecondition => {
                 // The coordinator forgot us (it restarted): register again.
-                register_with_backoff(&mut client).await;
+                register_with_backoff(&mut state.client, identity_key).await;
             }
             Err(status) if is_transient(&status) => {
-                tracing::warn!(node = %client.node_id, code = ?status.code(), "coordinator unreachable, retrying");
+                tracing::warn!(node = %state.client.node_id, code = ?status.code(), "coordinator unreachable, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                register_with_backoff(&mut client).await;
+                register_with_backoff(&mut state.client, identity_key).await;
             }
             Err(status) => break Err(anyhow::anyhow!("fetching tasks: {}", status.message())),
         }
@@ -97,10 +173,10 @@ async fn serve(mut client: NodeClient, log: Arc<TransactionLog>) -> anyhow::Resu
 }
 
 /// Registers, retrying with exponential backoff until the coordinator answers.
-async fn register_with_backoff(client: &mut NodeClient) -> Duration {
+async fn register_with_backoff(client: &mut NodeClient, identity_key: [u8; 32]) -> Duration {
     let mut delay = Duration::from_millis(100);
     loop {
-        match client.register().await {
+        match client.register(identity_key).await {
             Ok(response) => {
                 tracing::info!(node = %client.node_id, "registered with the coordinator");
                 return Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(500)));
@@ -123,27 +199,268 @@ async fn heartbeat_loop(mut client: NodeClient, interval: Duration) {
     }
 }
 
-async fn handle_task(
-    client: &mut NodeClient,
-    log: &Arc<TransactionLog>,
-    jobs: &mut HashMap<String, PreparedJob>,
-    task: v1::Task,
-) -> anyhow::Result<()> {
+/// One phase's reply before it is sent: in the clear for plain jobs, encoded
+/// and masked for secure ones.
+struct Reply {
+    weight: f64,
+    statistics: Vec<f64>,
+    vector: Vec<f32>,
+}
+
+fn phase_of(task: &v1::Task) -> anyhow::Result<Phase> {
+    match v1::Phase::try_from(task.phase) {
+        Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
+        Ok(v1::Phase::Train) => Ok(Phase::Train),
+        Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
+        _ => bail!("unknown phase value {}", task.phase),
+    }
+}
+
+async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()> {
     let wire_spec = task.spec.as_ref().context("task carries no job spec")?;
     let spec = JobSpec::from_wire(wire_spec).context("task carries an invalid job spec")?;
-    if !jobs.get(&task.job_id).is_some_and(|job| job.spec == spec) {
-        let log = Arc::clone(log);
+    let phase = phase_of(&task)?;
+    let header = v1::ResultHeader {
+        node_id: state.client.node_id.clone(),
+        job_id: task.job_id.clone(),
+        round: task.round,
+        phase: task.phase,
+        ..Default::default()
+    };
+    if let Some(reason) = state.policy.refusal(&spec) {
+        return decline(state, header, phase, reason).await;
+    }
+    match (&spec.aggregation, task.secure.as_ref()) {
+        (AggregationMode::Plain, None) => {
+            let reply = compute_reply(state, &spec, &task, phase).await?;
+            let header = v1::ResultHeader {
+                weight: reply.weight,
+                statistics: reply.statistics,
+                vector_length: reply.vector.len() as u64,
+                ..header
+            };
+            send(state, header, ResultBody::Values(&reply.vector), phase, None).await
+        }
+        (AggregationMode::Secure(_), Some(secure)) => {
+            match secure_message(state, &spec, &task, phase, secure).await {
+                Ok((step, attempt, payload)) => {
+                    let header = v1::ResultHeader {
+                        secure_step: secure.step,
+                        secure_attempt: attempt,
+                        payload_bytes: payload.len() as u64,
+                        ..header
+                    };
+                    send(state, header, ResultBody::Bytes(&payload), phase, Some(step)).await
+                }
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    decline(state, header, phase, reason).await
+                }
+            }
+        }
+        // The job says secure but the task is plain (or the reverse): never
+        // send anything in the clear on a coordinator's word alone.
+        (mode, _) => {
+            let reason = format!(
+                "the task does not match the job's {} aggregation mode",
+                mode.name()
+            );
+            decline(state, header, phase, reason).await
+        }
+    }
+}
+
+/// The protocol message answering one secure step.
+async fn secure_message(
+    state: &mut NodeState,
+    spec: &JobSpec,
+    task: &v1::Task,
+    phase: Phase,
+    wire: &v1::SecureStepTask,
+) -> anyhow::Result<(SecureStep, u32, Vec<u8>)> {
+    let AggregationMode::Secure(settings) = &spec.aggregation else {
+        bail!("not a secure job");
+    };
+    let secure = secure_task_from_wire(wire)?;
+    let key = (task.job_id.clone(), task.round, phase, secure.attempt);
+    let payload = if secure.step == SecureStep::AdvertiseKeys {
+        let expected_seed =
+            round_graph_seed(&settings.graph_seed, task.round, phase, secure.attempt);
+        if secure.params.graph_seed() != &expected_seed {
+            bail!("the neighbour graph seed is not the one the job fixes");
+        }
+        let shape = spec.plan().reply_shape(phase);
+        let encoding = ReplyEncoding::new(
+            shape.vector_len,
+            shape.statistics_len,
+            secure.params.cohort().len(),
+            settings,
+        )?;
+        if secure.params.vector_length() != encoding.encoded_len()
+            || secure.params.modulus_bits() != settings.modulus_bits
+        {
+            bail!(
+                "the protocol parameters (length {}, {} bits) do not match the job (length {}, {} bits)",
+                secure.params.vector_length(),
+                secure.params.modulus_bits(),
+                encoding.encoded_len(),
+                settings.modulus_bits
+            );
+        }
+        let reply = compute_reply(state, spec, task, phase).await?;
+        let encoded = encoding.encode(
+            reply.weight,
+            &reply.statistics,
+            &reply.vector,
+            &mut state.rng,
+        )?;
+        // A new instance for this phase supersedes older ones of the job.
+        state
+            .participants
+            .retain(|(job, round, old_phase, _), _| {
+                job != &task.job_id || (*round, *old_phase) != (task.round, phase)
+            });
+        let (participant, message) = SecureParticipant::start(
+            &task.job_id,
+            protocol_round_of(task.round, phase),
+            &state.client.node_id,
+            &secure,
+            state.policy.secure_policy(),
+            state.identity.key_pair(),
+            encoded,
+            &mut state.rng,
+        )?;
+        state.participants.insert(key, participant);
+        message
+    } else {
+        let Some(participant) = state.participants.get_mut(&key) else {
+            bail!(
+                "no protocol state for round {} {phase} attempt {} (the node restarted)",
+                task.round,
+                secure.attempt
+            );
+        };
+        let result = participant.respond(&secure, &mut state.rng);
+        if result.is_err() || participant.is_done() {
+            state.participants.remove(&key);
+        }
+        result?
+    };
+    Ok((secure.step, secure.attempt, payload))
+}
+
+fn secure_task_from_wire(wire: &v1::SecureStepTask) -> anyhow::Result<SecureTask> {
+    let step = match v1::SecureStep::try_from(wire.step) {
+        Ok(v1::SecureStep::AdvertiseKeys) => SecureStep::AdvertiseKeys,
+        Ok(v1::SecureStep::ShareKeys) => SecureStep::ShareKeys,
+        Ok(v1::SecureStep::MaskedInput) => SecureStep::MaskedInput,
+        Ok(v1::SecureStep::ConsistencyCheck) => SecureStep::ConsistencyCheck,
+        Ok(v1::SecureStep::Unmask) => SecureStep::Unmask,
+        _ => bail!("unknown secure step value {}", wire.step),
+    };
+    let parameters = wire
+        .parameters
+        .as_ref()
+        .context("secure task carries no parameters")?;
+    let cohort = parameters
+        .cohort
+        .iter()
+        .map(|node| veil_secagg::NodeId::new(node.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let graph_seed: [u8; 32] = parameters
+        .graph_seed
+        .as_slice()
+        .try_into()
+        .context("graph seed is not 32 bytes")?;
+    let params = ProtocolParams::new(
+        cohort,
+        graph_seed,
+        parameters.neighbour_count as usize,
+        parameters.reconstruction_threshold as usize,
+        parameters.modulus_bits,
+        usize::try_from(parameters.vector_length).context("vector length")?,
+    )?;
+    let identities = wire
+        .identities
+        .iter()
+        .map(|identity| {
+            let key: [u8; 32] = identity
+                .public_key
+                .as_slice()
+                .try_into()
+                .with_context(|| format!("identity key of '{}' is not 32 bytes", identity.node_id))?;
+            Ok((identity.node_id.clone(), key))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(SecureTask {
+        step,
+        attempt: wire.attempt,
+        params: Arc::new(params),
+        identities: Arc::new(identities),
+        payload: Arc::new(wire.payload.clone()),
+    })
+}
+
+/// Tells the coordinator this node will not take part, and why.
+async fn decline(
+    state: &mut NodeState,
+    header: v1::ResultHeader,
+    phase: Phase,
+    reason: String,
+) -> anyhow::Result<()> {
+    tracing::warn!(node = %state.client.node_id, job = %header.job_id, round = header.round, %phase, %reason, "declining phase");
+    let header = v1::ResultHeader {
+        decline_reason: reason,
+        ..header
+    };
+    send(state, header, ResultBody::Empty, phase, None).await
+}
+
+async fn send(
+    state: &mut NodeState,
+    header: v1::ResultHeader,
+    body: ResultBody<'_>,
+    phase: Phase,
+    step: Option<SecureStep>,
+) -> anyhow::Result<()> {
+    let (job, round) = (header.job_id.clone(), header.round);
+    match state.client.submit(header, body).await {
+        Ok(duplicate) => {
+            tracing::info!(node = %state.client.node_id, job = %job, round, %phase, step = ?step, duplicate, "result submitted");
+            if let Some(progress) = &state.progress {
+                let _ = progress.send(NodeProgress::Submitted {
+                    job,
+                    round,
+                    phase,
+                    step,
+                });
+            }
+            Ok(())
+        }
+        Err(status) => bail!("round {round} {phase}: result refused: {}", status.message()),
+    }
+}
+
+/// Computes this node's reply to a phase from its prepared data.
+async fn compute_reply(
+    state: &mut NodeState,
+    spec: &JobSpec,
+    task: &v1::Task,
+    phase: Phase,
+) -> anyhow::Result<Reply> {
+    if !state.jobs.get(&task.job_id).is_some_and(|job| &job.spec == spec) {
+        let log = Arc::clone(&state.log);
         let prepare_spec = spec.clone();
         let rows =
             tokio::task::spawn_blocking(move || JobRows::prepare(&log, &prepare_spec)).await?;
         tracing::info!(
-            node = %client.node_id,
+            node = %state.client.node_id,
             job = %task.job_id,
             train = rows.train.len(),
             holdout = rows.holdout.len(),
             "job data prepared"
         );
-        jobs.insert(
+        state.jobs.insert(
             task.job_id.clone(),
             PreparedJob {
                 spec: spec.clone(),
@@ -152,85 +469,65 @@ async fn handle_task(
             },
         );
     }
-    let Some(job) = jobs.get_mut(&task.job_id) else {
+    let Some(job) = state.jobs.get_mut(&task.job_id) else {
         bail!("job data missing right after preparation");
     };
     let n_features = spec.features.n_features();
-    let mut header = v1::ResultHeader {
-        node_id: client.node_id.clone(),
-        job_id: task.job_id.clone(),
-        round: task.round,
-        phase: task.phase,
-        weight: 0.0,
-        statistics: Vec::new(),
-        vector_length: 0,
-    };
-    let mut vector = Vec::new();
-    match v1::Phase::try_from(task.phase) {
-        Ok(v1::Phase::FeatureStats) => {
-            let sums = job.rows.feature_sums(n_features);
-            header.weight = sums.count as f64;
-            header.statistics = statistics::feature_sums_to_vector(&sums);
-        }
-        Ok(phase @ (v1::Phase::Train | v1::Phase::Evaluate)) => {
-            let scaling_wire = task.scaling.clone().context("task carries no scaling")?;
-            let scaling = Scaling {
-                mean: scaling_wire.mean,
-                std: scaling_wire.std,
-            };
-            if scaling.mean.len() != n_features || scaling.std.len() != n_features {
-                bail!(
-                    "task scaling has {} features, the job has {n_features}",
-                    scaling.mean.len()
-                );
-            }
-            let (train_set, holdout_set) = scaled_datasets(job, &scaling, n_features)?;
-            let global = client
-                .download_model(&task.job_id, task.model_version, task.parameter_count)
-                .await?;
-            let model_spec = spec.model_spec();
-            if phase == v1::Phase::Train {
-                if train_set.n_rows() == 0 {
-                    bail!("no training rows for this job: not taking part");
-                }
-                let config = spec.training_config(task.round, node_seed(&client.node_id));
-                let global_for_training = global.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    train(&model_spec, &global_for_training, &train_set, &config)
-                })
-                .await??;
-                vector = outcome
-                    .parameters
-                    .iter()
-                    .zip(&global)
-                    .map(|(local, global)| local - global)
-                    .collect();
-                header.weight = outcome.examples as f64;
-                header.statistics =
-                    statistics::train_statistics(outcome.mean_training_loss, outcome.examples);
-                header.vector_length = vector.len() as u64;
-            } else {
-                let stats = tokio::task::spawn_blocking(move || {
-                    evaluate(&model_spec, &global, &holdout_set)
-                })
-                .await??;
-                header.weight = stats.count as f64;
-                header.statistics = stats.to_vector();
-            }
-        }
-        _ => bail!("unknown phase value {}", task.phase),
+    if phase == Phase::FeatureStats {
+        let sums = job.rows.feature_sums(n_features);
+        return Ok(Reply {
+            weight: sums.count as f64,
+            statistics: statistics::feature_sums_to_vector(&sums),
+            vector: Vec::new(),
+        });
     }
-    let phase_name = v1::Phase::try_from(task.phase).map_or("unknown", |p| p.as_str_name());
-    match client.submit(header, &vector).await {
-        Ok(duplicate) => {
-            tracing::info!(node = %client.node_id, job = %task.job_id, round = task.round, phase = phase_name, duplicate, "result submitted");
-            Ok(())
+    let scaling_wire = task.scaling.clone().context("task carries no scaling")?;
+    let scaling = Scaling {
+        mean: scaling_wire.mean,
+        std: scaling_wire.std,
+    };
+    if scaling.mean.len() != n_features || scaling.std.len() != n_features {
+        bail!(
+            "task scaling has {} features, the job has {n_features}",
+            scaling.mean.len()
+        );
+    }
+    let (train_set, holdout_set) = scaled_datasets(job, &scaling, n_features)?;
+    let global = state
+        .client
+        .download_model(&task.job_id, task.model_version, task.parameter_count)
+        .await?;
+    let model_spec = spec.model_spec();
+    if phase == Phase::Train {
+        if train_set.n_rows() == 0 {
+            bail!("no training rows for this job: not taking part");
         }
-        Err(status) => bail!(
-            "round {} {phase_name}: result refused: {}",
-            task.round,
-            status.message()
-        ),
+        let config = spec.training_config(task.round, node_seed(&state.client.node_id));
+        let global_for_training = global.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            train(&model_spec, &global_for_training, &train_set, &config)
+        })
+        .await??;
+        let vector = outcome
+            .parameters
+            .iter()
+            .zip(&global)
+            .map(|(local, global)| local - global)
+            .collect();
+        Ok(Reply {
+            weight: outcome.examples as f64,
+            statistics: statistics::train_statistics(outcome.mean_training_loss, outcome.examples),
+            vector,
+        })
+    } else {
+        let stats =
+            tokio::task::spawn_blocking(move || evaluate(&model_spec, &global, &holdout_set))
+                .await??;
+        Ok(Reply {
+            weight: stats.count as f64,
+            statistics: stats.to_vector(),
+            vector: Vec::new(),
+        })
     }
 }
 

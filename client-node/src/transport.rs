@@ -49,10 +49,14 @@ impl NodeClient {
         })
     }
 
-    pub(crate) async fn register(&mut self) -> Result<v1::RegisterResponse, Status> {
+    pub(crate) async fn register(
+        &mut self,
+        identity_public_key: [u8; 32],
+    ) -> Result<v1::RegisterResponse, Status> {
         let request = v1::RegisterRequest {
             node_id: self.node_id.clone(),
             software_version: concat!("client-node ", env!("CARGO_PKG_VERSION")).to_owned(),
+            identity_public_key: identity_public_key.to_vec(),
         };
         Ok(self.inner.register(request).await?.into_inner())
     }
@@ -100,24 +104,32 @@ impl NodeClient {
         Ok(assembler.finish()?)
     }
 
-    /// Sends one result as a header and chunked values, retrying transient
+    /// Sends one result as a header and chunked body, retrying transient
     /// failures: submits are idempotent on the coordinator side.
     pub(crate) async fn submit(
         &mut self,
         header: v1::ResultHeader,
-        vector: &[f32],
+        body: ResultBody<'_>,
     ) -> Result<bool, Status> {
+        let chunks: Vec<Vec<u8>> = match body {
+            ResultBody::Values(vector) => chunking::chunks(vector, VALUES_PER_CHUNK)
+                .map(|(_, bytes)| bytes)
+                .collect(),
+            ResultBody::Bytes(bytes) => bytes
+                .chunks(VALUES_PER_CHUNK * 4)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            ResultBody::Empty => Vec::new(),
+        };
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
             let mut messages = vec![v1::ResultChunk {
                 body: Some(result_chunk::Body::Header(header.clone())),
             }];
-            messages.extend(
-                chunking::chunks(vector, VALUES_PER_CHUNK).map(|(_, bytes)| v1::ResultChunk {
-                    body: Some(result_chunk::Body::Values(bytes)),
-                }),
-            );
+            messages.extend(chunks.iter().map(|bytes| v1::ResultChunk {
+                body: Some(result_chunk::Body::Values(bytes.clone())),
+            }));
             match self.inner.submit_result(tokio_stream::iter(messages)).await {
                 Ok(response) => return Ok(response.into_inner().duplicate),
                 Err(status) if is_transient(&status) && attempt < 5 => {
@@ -130,4 +142,14 @@ impl NodeClient {
             }
         }
     }
+}
+
+/// What follows a result header.
+pub(crate) enum ResultBody<'a> {
+    /// A plain model delta, as f32 chunks.
+    Values(&'a [f32]),
+    /// A secure-aggregation message.
+    Bytes(&'a [u8]),
+    /// Nothing (a decline).
+    Empty,
 }

@@ -60,7 +60,7 @@ fn demo_job(task: &str) -> v1::JobSpec {
         .replace("{horizon}", "90")
         .replace("kind = \"churn\"", &format!("kind = \"{task}\""))
         .replace("rounds = 12", "rounds = 2")
-        .replace("min_participants = 2", "min_participants = 1")
+        .replace("min_participants = 3", "min_participants = 1")
         // Short deadlines: the rogue node never completes a phase.
         .replace("feature_stats_secs = 60", "feature_stats_secs = 3")
         .replace("train_secs = 120", "train_secs = 3")
@@ -113,6 +113,11 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
         node_id: "honest".into(),
         coordinator: address.clone(),
         data: veil_features::CsvSource::new(files[0].clone()),
+        state_dir: Some(data.path().join("honest.state")),
+        policy: client_node::policy::NodePolicy {
+            allow_plain_aggregation: true,
+            ..Default::default()
+        },
     };
     tokio::spawn(client_node::node::run(honest, std::future::pending::<()>()));
 
@@ -122,12 +127,19 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
         .register(v1::RegisterRequest {
             node_id: "rogue".into(),
             software_version: "test".into(),
+            identity_public_key: Vec::new(),
         })
         .await
         .unwrap();
 
     let mut operator = coordinator::operator::connect(&address).await.unwrap();
-    let job_id = coordinator::operator::submit(&mut operator, demo_job("churn"))
+    // Plain mode, chosen explicitly: the test inspects individual updates.
+    let mut job = demo_job("churn");
+    job.aggregation = Some(v1::Aggregation {
+        mode: "plain".into(),
+        ..Default::default()
+    });
+    let job_id = coordinator::operator::submit(&mut operator, job)
         .await
         .unwrap();
     coordinator::operator::start(&mut operator, &job_id)
@@ -183,6 +195,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
             weight: 10.0,
             statistics: vec![1.0, 10.0],
             vector_length: length,
+            ..Default::default()
         };
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let messages = vec![

@@ -3,7 +3,10 @@
 //! `tonic::Status` is built from a domain error.
 
 use tonic::Status;
-use veil_federation::{EngineError, JobState, JobStatus, Phase, RejectReason, RoundRecord};
+use veil_federation::{
+    EngineError, EventKind, JobState, JobStatus, Phase, RejectReason, RoundRecord, SecureStep,
+    SecureTask,
+};
 use veil_job::{JobSpec, statistics};
 use veil_wire::v1;
 
@@ -49,10 +52,130 @@ pub fn reject_reason(reason: RejectReason) -> Status {
         RejectReason::UnknownJob { .. } => Status::not_found(message),
         RejectReason::PhaseClosed { .. } => Status::failed_precondition(message),
         RejectReason::NotInvited { .. } => Status::permission_denied(message),
+        RejectReason::WrongMode { .. } => Status::failed_precondition(message),
         RejectReason::WrongShape { .. }
         | RejectReason::NonFinite { .. }
+        | RejectReason::SecureMessage { .. }
         | RejectReason::InvalidWeight { .. } => Status::invalid_argument(message),
     }
+}
+
+/// Domain secure step to wire.
+pub fn secure_step_to_wire(step: SecureStep) -> v1::SecureStep {
+    match step {
+        SecureStep::AdvertiseKeys => v1::SecureStep::AdvertiseKeys,
+        SecureStep::ShareKeys => v1::SecureStep::ShareKeys,
+        SecureStep::MaskedInput => v1::SecureStep::MaskedInput,
+        SecureStep::ConsistencyCheck => v1::SecureStep::ConsistencyCheck,
+        SecureStep::Unmask => v1::SecureStep::Unmask,
+    }
+}
+
+/// Wire secure step to domain; `Ok(None)` when unspecified (a plain reply).
+pub fn secure_step_from_wire(raw: i32) -> Result<Option<SecureStep>, Status> {
+    match v1::SecureStep::try_from(raw) {
+        Ok(v1::SecureStep::Unspecified) => Ok(None),
+        Ok(v1::SecureStep::AdvertiseKeys) => Ok(Some(SecureStep::AdvertiseKeys)),
+        Ok(v1::SecureStep::ShareKeys) => Ok(Some(SecureStep::ShareKeys)),
+        Ok(v1::SecureStep::MaskedInput) => Ok(Some(SecureStep::MaskedInput)),
+        Ok(v1::SecureStep::ConsistencyCheck) => Ok(Some(SecureStep::ConsistencyCheck)),
+        Ok(v1::SecureStep::Unmask) => Ok(Some(SecureStep::Unmask)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown secure step value {raw}"
+        ))),
+    }
+}
+
+/// A node's secure step task on the wire.
+pub fn secure_task_to_wire(task: &SecureTask) -> v1::SecureStepTask {
+    let params = &task.params;
+    v1::SecureStepTask {
+        step: secure_step_to_wire(task.step) as i32,
+        attempt: task.attempt,
+        parameters: Some(v1::SecureParameters {
+            cohort: params
+                .cohort()
+                .iter()
+                .map(|node| node.as_str().to_owned())
+                .collect(),
+            graph_seed: params.graph_seed().to_vec(),
+            neighbour_count: params.neighbour_count() as u32,
+            reconstruction_threshold: params.reconstruction_threshold() as u32,
+            modulus_bits: params.modulus_bits(),
+            vector_length: params.vector_length() as u64,
+        }),
+        identities: task
+            .identities
+            .iter()
+            .map(|(node, key)| v1::NodeIdentity {
+                node_id: node.clone(),
+                public_key: key.to_vec(),
+            })
+            .collect(),
+        payload: task.payload.as_ref().clone(),
+    }
+}
+
+/// One line describing an engine event, for logs and the operator's stream.
+/// `None` for events that only matter to the engine's bookkeeping.
+pub fn describe_event(kind: &EventKind) -> Option<String> {
+    let text = match kind {
+        EventKind::Submitted => "job submitted".to_owned(),
+        EventKind::Started => "job started".to_owned(),
+        EventKind::WaitingForNodes { live, needed } => {
+            format!("waiting for nodes: {live} eligible, {needed} needed")
+        }
+        EventKind::PhaseOpened {
+            round,
+            phase,
+            invited,
+            attempt,
+        } => format!(
+            "round {round} {phase}: opened (attempt {attempt}, {} invited)",
+            invited.len()
+        ),
+        EventKind::ReplyRejected {
+            node,
+            round,
+            phase,
+            reason,
+        } => format!("round {round} {phase}: rejected reply from '{node}': {reason}"),
+        EventKind::NodeDeclined {
+            node,
+            round,
+            phase,
+            reason,
+        } => format!("round {round} {phase}: '{node}' declined: {reason}"),
+        EventKind::SecureStepOpened {
+            round,
+            phase,
+            step,
+            remaining,
+        } => format!("round {round} {phase}: secure aggregation {step} ({remaining} nodes)"),
+        EventKind::SecureRoundFailed {
+            round,
+            phase,
+            attempt,
+            reason,
+        } => format!("round {round} {phase}: secure aggregation attempt {attempt} failed: {reason}"),
+        EventKind::PhaseCompleted {
+            round,
+            phase,
+            participants,
+            dropped,
+        } => {
+            if dropped.is_empty() {
+                format!("round {round} {phase}: {participants} participants")
+            } else {
+                format!("round {round} {phase}: {participants} participants, dropped {dropped:?}")
+            }
+        }
+        EventKind::RoundCompleted(record) => format!("round {} completed", record.round),
+        EventKind::Succeeded => "job succeeded".to_owned(),
+        EventKind::Failed { reason } => format!("job failed: {reason}"),
+        EventKind::Cancelled => "job cancelled".to_owned(),
+    };
+    Some(text)
 }
 
 /// Metrics of one completed round, interpreted from its summed statistics.
@@ -99,7 +222,7 @@ pub fn job_status(spec: &JobSpec, status: &JobStatus) -> v1::JobStatus {
             .map_or(v1::Phase::Unspecified, |(_, phase)| phase_to_wire(phase))
             as i32,
         failure_reason,
-        aggregation_mode: "plain".to_owned(),
+        aggregation_mode: spec.aggregation.name().to_owned(),
         history: status
             .history
             .iter()

@@ -8,7 +8,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmitOutcome};
+use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmissionBody, SubmitOutcome};
 use veil_job::{JobSpec, statistics};
 use veil_wire::VALUES_PER_CHUNK;
 use veil_wire::chunking::{self, VectorAssembler};
@@ -17,7 +17,8 @@ use veil_wire::v1::operator_service_server::OperatorService;
 use veil_wire::v1::{self, result_chunk};
 
 use crate::convert::{
-    engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason, round_metrics,
+    describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason,
+    round_metrics, secure_step_from_wire, secure_task_to_wire,
 };
 use crate::state::Shared;
 
@@ -87,9 +88,29 @@ impl NodeService for NodeApi {
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
-        tracing::info!(node = %request.node_id, version = %request.software_version, "node registered");
-        self.shared
-            .with_engine(|engine, now| engine.register_node(&request.node_id, now));
+        let identity_key = match request.identity_public_key.len() {
+            0 => None,
+            32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&request.identity_public_key);
+                Some(key)
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "identity_public_key of node '{}' has {other} bytes; an Ed25519 key has 32",
+                    request.node_id
+                )));
+            }
+        };
+        tracing::info!(
+            node = %request.node_id,
+            version = %request.software_version,
+            secure_capable = identity_key.is_some(),
+            "node registered"
+        );
+        self.shared.with_engine(|engine, now| {
+            engine.register_node(&request.node_id, identity_key, now)
+        });
         Ok(Response::new(v1::RegisterResponse {
             heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
             max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
@@ -165,9 +186,14 @@ impl NodeService for NodeApi {
             }
         };
         let phase = phase_from_wire(header.phase)?;
-        // Refuse an oversized vector before reading it: the job's model size
+        let secure_step = secure_step_from_wire(header.secure_step)?;
+        let where_from = format!(
+            "result from node '{}' for job '{}' round {} phase {phase}",
+            header.node_id, header.job_id, header.round
+        );
+        // Refuse an oversized upload before reading it: the job's model size
         // bounds what a node may send.
-        let limit = self
+        let parameter_count = self
             .shared
             .read(|engine| {
                 engine
@@ -175,31 +201,79 @@ impl NodeService for NodeApi {
                     .map(|plan| plan.parameter_count as u64)
             })
             .map_err(engine_error)?;
-        let mut assembler = VectorAssembler::new(header.vector_length, limit).map_err(|error| {
-            Status::invalid_argument(format!(
-                "result from node '{}' for job '{}' round {} phase {phase}: model delta {error}",
-                header.node_id, header.job_id, header.round
-            ))
-        })?;
-        while let Some(chunk) = stream.message().await? {
-            match chunk.body {
-                Some(result_chunk::Body::Values(bytes)) => {
-                    assembler
-                        .push(assembler.received(), &bytes)
-                        .map_err(|error| {
-                            Status::invalid_argument(format!("model delta: {error}"))
-                        })?;
-                }
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "only value chunks may follow the header",
-                    ));
+        let body = if !header.decline_reason.is_empty() {
+            SubmissionBody::Declined {
+                reason: header.decline_reason.chars().take(500).collect(),
+            }
+        } else if let Some(step) = secure_step {
+            let limit = secure_payload_limit(parameter_count);
+            if header.payload_bytes > limit {
+                return Err(Status::invalid_argument(format!(
+                    "{where_from}: secure {step} payload of {} bytes exceeds the job's limit of {limit}",
+                    header.payload_bytes
+                )));
+            }
+            let mut payload = Vec::with_capacity(header.payload_bytes as usize);
+            while let Some(chunk) = stream.message().await? {
+                match chunk.body {
+                    Some(result_chunk::Body::Values(bytes)) => {
+                        if payload.len() as u64 + bytes.len() as u64 > header.payload_bytes {
+                            return Err(Status::invalid_argument(format!(
+                                "{where_from}: more payload than the {} bytes announced",
+                                header.payload_bytes
+                            )));
+                        }
+                        payload.extend_from_slice(&bytes);
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "only value chunks may follow the header",
+                        ));
+                    }
                 }
             }
-        }
-        let vector = assembler
-            .finish()
-            .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
+            if payload.len() as u64 != header.payload_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "{where_from}: {} payload bytes arrived, {} were announced",
+                    payload.len(),
+                    header.payload_bytes
+                )));
+            }
+            SubmissionBody::Secure {
+                attempt: header.secure_attempt,
+                step,
+                payload,
+            }
+        } else {
+            let mut assembler = VectorAssembler::new(header.vector_length, parameter_count)
+                .map_err(|error| {
+                    Status::invalid_argument(format!("{where_from}: model delta {error}"))
+                })?;
+            while let Some(chunk) = stream.message().await? {
+                match chunk.body {
+                    Some(result_chunk::Body::Values(bytes)) => {
+                        assembler
+                            .push(assembler.received(), &bytes)
+                            .map_err(|error| {
+                                Status::invalid_argument(format!("model delta: {error}"))
+                            })?;
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "only value chunks may follow the header",
+                        ));
+                    }
+                }
+            }
+            let vector = assembler
+                .finish()
+                .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
+            SubmissionBody::Plain {
+                weight: header.weight,
+                statistics: header.statistics,
+                vector,
+            }
+        };
         let submission = Submission {
             node: header.node_id,
             key: ResultKey {
@@ -207,9 +281,7 @@ impl NodeService for NodeApi {
                 round: header.round,
                 phase,
             },
-            weight: header.weight,
-            statistics: header.statistics,
-            vector,
+            body,
         };
         let outcome = self
             .shared
@@ -219,6 +291,14 @@ impl NodeService for NodeApi {
             duplicate: outcome == SubmitOutcome::Duplicate,
         }))
     }
+}
+
+/// The largest secure-aggregation message a node may upload for a model of
+/// `parameter_count` values: the masked input is 4 bytes per encoded value
+/// (parameters plus a few thousand statistics limbs), and key and share
+/// messages are far smaller.
+fn secure_payload_limit(parameter_count: u64) -> u64 {
+    4 * parameter_count + (1 << 20)
 }
 
 fn build_task(
@@ -257,6 +337,7 @@ fn build_task(
         parameter_count,
         deadline_ms: remaining.as_millis().min(u128::from(u32::MAX)) as u32,
         model_version: assignment.model_version,
+        secure: assignment.secure.as_ref().map(secure_task_to_wire),
     })
 }
 
@@ -432,41 +513,12 @@ impl OperatorService for OperatorApi {
     }
 }
 
-/// A one-line description of an event for the operator's stream.
+/// A one-line description of an event for the operator's stream; completed
+/// rounds carry their metrics.
 fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<String> {
-    let text = match &event.kind {
-        EventKind::Submitted | EventKind::Started => return None,
-        EventKind::WaitingForNodes { live, needed } => {
-            format!("waiting for nodes: {live} live, {needed} needed")
-        }
-        EventKind::PhaseOpened {
-            round,
-            phase,
-            invited,
-            attempt,
-        } if *attempt > 1 => format!(
-            "round {round} {phase}: too few replies, extended (attempt {attempt}, {} invited)",
-            invited.len()
-        ),
-        EventKind::PhaseOpened { .. } => return None,
-        EventKind::ReplyRejected {
-            node,
-            round,
-            phase,
-            reason,
-        } => format!("round {round} {phase}: rejected reply from '{node}': {reason}"),
-        EventKind::PhaseCompleted {
-            round,
-            phase,
-            participants,
-            dropped,
-        } => {
-            if dropped.is_empty() {
-                format!("round {round} {phase}: {participants} participants")
-            } else {
-                format!("round {round} {phase}: {participants} participants, dropped {dropped:?}")
-            }
-        }
+    match &event.kind {
+        EventKind::Submitted | EventKind::Started | EventKind::SecureStepOpened { .. } => None,
+        EventKind::PhaseOpened { attempt: 1, .. } => None,
         EventKind::RoundCompleted(record) => {
             let metrics = api
                 .shared
@@ -476,14 +528,11 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
                         .map(|spec| round_metrics(spec, record))
                 })
                 .ok()?;
-            format!(
+            Some(format!(
                 "round {} done: train loss {:.4}, eval loss {:.4}, AUC {:.4}",
                 record.round, metrics.mean_training_loss, metrics.eval_loss, metrics.eval_auc
-            )
+            ))
         }
-        EventKind::Succeeded => "job succeeded".to_owned(),
-        EventKind::Failed { reason } => format!("job failed: {reason}"),
-        EventKind::Cancelled => "job cancelled".to_owned(),
-    };
-    Some(text)
+        kind => describe_event(kind),
+    }
 }

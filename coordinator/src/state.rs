@@ -11,6 +11,8 @@ use veil_federation::store::JobStore;
 use veil_federation::{Engine, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
+use crate::convert::describe_event;
+
 /// Everything the services share.
 pub(crate) struct Shared {
     /// A std mutex, not tokio's: every engine call is short and synchronous,
@@ -53,7 +55,10 @@ impl Shared {
             log_event(&event);
             if !matches!(
                 event.kind,
-                EventKind::ReplyRejected { .. } | EventKind::WaitingForNodes { .. }
+                EventKind::ReplyRejected { .. }
+                    | EventKind::WaitingForNodes { .. }
+                    | EventKind::SecureStepOpened { .. }
+                    | EventKind::NodeDeclined { .. }
             ) {
                 durable_changes.insert(event.job.clone());
             }
@@ -88,37 +93,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn log_event(event: &EngineEvent) {
     let job = event.job.as_str();
+    let Some(message) = describe_event(&event.kind) else {
+        return;
+    };
     match &event.kind {
-        EventKind::Submitted => tracing::info!(job, "job submitted"),
-        EventKind::Started => tracing::info!(job, "job started"),
-        EventKind::WaitingForNodes { live, needed } => {
-            tracing::info!(job, live, needed, "waiting for enough live nodes")
-        }
-        EventKind::PhaseOpened {
-            round,
-            phase,
-            invited,
-            attempt,
-        } => tracing::info!(job, round, %phase, invited = invited.len(), attempt, "phase opened"),
-        EventKind::ReplyRejected {
-            node,
-            round,
-            phase,
-            reason,
-        } => tracing::warn!(job, node = %node, round, %phase, %reason, "reply rejected"),
-        EventKind::PhaseCompleted {
-            round,
-            phase,
-            participants,
-            dropped,
-        } => {
-            tracing::info!(job, round, %phase, participants, dropped = ?dropped, "phase completed")
-        }
-        EventKind::RoundCompleted(record) => {
-            tracing::info!(job, round = record.round, "round completed")
-        }
-        EventKind::Succeeded => tracing::info!(job, "job succeeded"),
-        EventKind::Failed { reason } => tracing::warn!(job, %reason, "job failed"),
-        EventKind::Cancelled => tracing::info!(job, "job cancelled"),
+        EventKind::ReplyRejected { .. }
+        | EventKind::Failed { .. }
+        | EventKind::SecureRoundFailed { .. }
+        | EventKind::NodeDeclined { .. } => tracing::warn!(job, "{message}"),
+        EventKind::SecureStepOpened { .. } => tracing::debug!(job, "{message}"),
+        _ => tracing::info!(job, "{message}"),
     }
 }

@@ -67,6 +67,26 @@ pub enum RejectReason {
         index: usize,
     },
     /// The aggregation weight is negative, NaN or infinite (or zero for training).
+    /// A secure-aggregation message was refused by the protocol.
+    #[error("secure aggregation {step} message from '{node}' refused: {reason}")]
+    SecureMessage {
+        /// The sender.
+        node: String,
+        /// The step it answered.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// A plain reply was sent to a secure phase or the reverse.
+    #[error("job '{job}' aggregates in {expected} mode; this reply is for {actual} mode")]
+    WrongMode {
+        /// The job.
+        job: String,
+        /// The job's mode.
+        expected: &'static str,
+        /// The reply's.
+        actual: &'static str,
+    },
     #[error("weight {weight} is invalid: it must be finite and {expected}")]
     InvalidWeight {
         /// The weight sent.
@@ -170,6 +190,27 @@ impl Accumulator {
         }
         self.weight_sum += weight;
         self.replies += 1;
+    }
+
+    /// Sums computed elsewhere (decoded from a secure aggregate), for the
+    /// same downstream use as folded replies.
+    pub fn from_sums(
+        shape: ExpectedShape,
+        weighted_vector_sum: Vec<f64>,
+        weight_sum: f64,
+        statistics_sum: Vec<f64>,
+        replies: u32,
+    ) -> Self {
+        let mut weighted_vector_sum = weighted_vector_sum;
+        weighted_vector_sum.resize(shape.vector_len, 0.0);
+        let mut statistics_sum = statistics_sum;
+        statistics_sum.resize(shape.statistics_len, 0.0);
+        Self {
+            weighted_vector_sum,
+            weight_sum,
+            statistics_sum,
+            replies,
+        }
     }
 
     /// Number of replies folded in.

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::aggregate::{Accumulator, ExpectedShape, RejectReason};
-use crate::plan::{JobPlan, PlanError};
+use crate::aggregate::{Accumulator, RejectReason};
+use crate::plan::{AggregationMode, JobPlan, PlanError};
+use crate::secure::{SecureRound, SecureStep, SecureTask, StepOutcome};
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
 
@@ -128,16 +129,40 @@ pub struct ResultKey {
 /// One node's reply to a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
-    /// Sender.
+    /// The sender.
     pub node: NodeId,
-    /// Which task it answers.
+    /// Which phase it answers.
     pub key: ResultKey,
-    /// Aggregation weight: training examples for `Train`, 0 or more otherwise.
-    pub weight: f64,
-    /// Additive statistics.
-    pub statistics: Vec<f64>,
-    /// Model delta (`local - global`) for `Train`; empty otherwise.
-    pub vector: Vec<f32>,
+    /// What it says.
+    pub body: SubmissionBody,
+}
+
+/// The content of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmissionBody {
+    /// A reply in the clear (plain aggregation only).
+    Plain {
+        /// Aggregation weight (examples for training).
+        weight: f64,
+        /// Additive statistics.
+        statistics: Vec<f64>,
+        /// Model delta (training only).
+        vector: Vec<f32>,
+    },
+    /// A secure-aggregation protocol message.
+    Secure {
+        /// The protocol instance (phase attempt).
+        attempt: u32,
+        /// The step it answers.
+        step: SecureStep,
+        /// The message in veil-secagg's encoding.
+        payload: Vec<u8>,
+    },
+    /// The node will not take part in this phase, and says why.
+    Declined {
+        /// The node's reason (policy, lost state); shown to the operator.
+        reason: String,
+    },
 }
 
 /// Result of an accepted submit.
@@ -161,8 +186,10 @@ pub struct TaskAssignment {
     /// Version of the global model the task works on (number of aggregations
     /// applied so far); the node downloads exactly this version.
     pub model_version: u32,
-    /// When the phase closes.
+    /// When the phase (or, for secure phases, the step) closes.
     pub deadline: Instant,
+    /// For secure phases: the protocol step to answer.
+    pub secure: Option<SecureTask>,
 }
 
 /// A progress event for operators and for persistence.
@@ -222,6 +249,39 @@ pub enum EventKind {
         dropped: Vec<NodeId>,
     },
     /// A round's evaluation finished.
+    /// A node declined a phase; the phase goes on without it.
+    NodeDeclined {
+        /// The node.
+        node: NodeId,
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// The node's reason.
+        reason: String,
+    },
+    /// A secure-aggregation step opened.
+    SecureStepOpened {
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// The step.
+        step: SecureStep,
+        /// Nodes still in the protocol.
+        remaining: u32,
+    },
+    /// A secure-aggregation instance failed; the phase is retried or the job fails.
+    SecureRoundFailed {
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// Attempt.
+        attempt: u32,
+        /// The named reason.
+        reason: String,
+    },
     RoundCompleted(RoundRecord),
     /// Every round completed.
     Succeeded,
@@ -307,7 +367,25 @@ struct OpenPhase {
     invited: BTreeSet<NodeId>,
     replied: BTreeSet<NodeId>,
     deadline: Instant,
-    accumulator: Accumulator,
+    aggregation: PhaseAggregation,
+}
+
+/// How the open phase sums replies.
+#[derive(Debug)]
+enum PhaseAggregation {
+    Plain(Accumulator),
+    Secure(Box<SecureRound>),
+}
+
+/// What makes a submission a retry of an accepted one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AcceptedKey {
+    round: u32,
+    phase: Phase,
+    /// 0 for plain replies, which survive phase extensions.
+    attempt: u32,
+    step: Option<SecureStep>,
+    node: NodeId,
 }
 
 #[derive(Debug)]
@@ -317,15 +395,21 @@ struct Job<D> {
     /// re-runs the phase from the last committed state.
     open: Option<OpenPhase>,
     /// Keys accepted during this process's life, for idempotent retries.
-    accepted: HashSet<(u32, Phase, NodeId)>,
+    accepted: HashSet<AcceptedKey>,
     /// Whether a `WaitingForNodes` event was already emitted for the cursor,
     /// so a waiting job does not flood the event stream.
     announced_waiting: bool,
+    /// Secure instances of the current phase that failed so far.
+    failed_attempts: u32,
+    /// Events raised while handling a submission, emitted at the next step.
+    pending_events: Vec<EventKind>,
 }
 
 #[derive(Debug, Clone)]
 struct NodeState {
     last_seen: Instant,
+    /// Ed25519 identity key, required for secure aggregation.
+    identity_key: Option<[u8; 32]>,
 }
 
 /// The coordinator's state machine. `D` is the caller's job descriptor.
@@ -368,16 +452,24 @@ impl<D: Clone> Engine<D> {
                     open: None,
                     accepted: HashSet::new(),
                     announced_waiting: false,
+                    failed_attempts: 0,
+                    pending_events: Vec::new(),
                 },
             );
         }
         engine
     }
 
-    /// Records a node as registered and alive (again, after a restart).
-    pub fn register_node(&mut self, node: &str, now: Instant) {
-        self.nodes
-            .insert(node.to_owned(), NodeState { last_seen: now });
+    /// Records a node as registered and alive (again, after a restart), with
+    /// the Ed25519 identity key it signs secure-aggregation messages with.
+    pub fn register_node(&mut self, node: &str, identity_key: Option<[u8; 32]>, now: Instant) {
+        self.nodes.insert(
+            node.to_owned(),
+            NodeState {
+                last_seen: now,
+                identity_key,
+            },
+        );
         self.drive(now);
     }
 
@@ -430,6 +522,8 @@ impl<D: Clone> Engine<D> {
                 open: None,
                 accepted: HashSet::new(),
                 announced_waiting: false,
+                failed_attempts: 0,
+                pending_events: Vec::new(),
             },
         );
         self.emit(&id, EventKind::Submitted);
@@ -545,15 +639,26 @@ impl<D: Clone> Engine<D> {
         self.drive(now);
         for job in self.jobs.values() {
             let Some(open) = &job.open else { continue };
-            if open.invited.contains(node) && !open.replied.contains(node) {
-                let (round, phase) = job.durable.cursor;
-                return Ok(Some(TaskAssignment {
-                    job: job.durable.id.clone(),
-                    round,
-                    phase,
-                    model_version: job.durable.model_version,
-                    deadline: open.deadline,
-                }));
+            let (round, phase) = job.durable.cursor;
+            let assignment = |deadline, secure| TaskAssignment {
+                job: job.durable.id.clone(),
+                round,
+                phase,
+                model_version: job.durable.model_version,
+                deadline,
+                secure,
+            };
+            match &open.aggregation {
+                PhaseAggregation::Plain(_) => {
+                    if open.invited.contains(node) && !open.replied.contains(node) {
+                        return Ok(Some(assignment(open.deadline, None)));
+                    }
+                }
+                PhaseAggregation::Secure(secure) => {
+                    if let Some(task) = secure.task_for(node) {
+                        return Ok(Some(assignment(secure.deadline(), Some(task))));
+                    }
+                }
             }
         }
         Ok(None)
@@ -592,7 +697,11 @@ impl<D: Clone> Engine<D> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.jobs
             .values()
-            .filter_map(|job| job.open.as_ref().map(|open| open.deadline))
+            .filter_map(|job| job.open.as_ref())
+            .map(|open| match &open.aggregation {
+                PhaseAggregation::Plain(_) => open.deadline,
+                PhaseAggregation::Secure(secure) => secure.deadline(),
+            })
             .min()
     }
 
@@ -622,7 +731,19 @@ impl<D: Clone> Engine<D> {
             .ok_or_else(|| RejectReason::UnknownJob {
                 job: key.job.clone(),
             })?;
-        let accepted_key = (key.round, key.phase, node.to_owned());
+        let accepted_key = AcceptedKey {
+            round: key.round,
+            phase: key.phase,
+            attempt: match &submission.body {
+                SubmissionBody::Secure { attempt, .. } => *attempt,
+                _ => 0,
+            },
+            step: match &submission.body {
+                SubmissionBody::Secure { step, .. } => Some(*step),
+                _ => None,
+            },
+            node: node.to_owned(),
+        };
         if job.accepted.contains(&accepted_key) {
             return Ok(SubmitOutcome::Duplicate);
         }
@@ -638,27 +759,84 @@ impl<D: Clone> Engine<D> {
                 });
             }
         };
-        if !open.invited.contains(node) {
-            return Err(RejectReason::NotInvited {
-                node: node.to_owned(),
-                job: key.job.clone(),
-                round: key.round,
-                phase: key.phase,
-            });
+        let not_invited = || RejectReason::NotInvited {
+            node: node.to_owned(),
+            job: key.job.clone(),
+            round: key.round,
+            phase: key.phase,
+        };
+        let mode_name = durable.plan.aggregation.name();
+        match (&submission.body, &mut open.aggregation) {
+            (SubmissionBody::Declined { reason }, aggregation) => {
+                match aggregation {
+                    PhaseAggregation::Plain(_) => {
+                        if !open.invited.contains(node) {
+                            return Err(not_invited());
+                        }
+                        open.replied.insert(node.to_owned());
+                    }
+                    PhaseAggregation::Secure(secure) => {
+                        if !secure.cohort().any(|member| member == node) {
+                            return Err(not_invited());
+                        }
+                        secure.withdraw(node);
+                    }
+                }
+                job.pending_events.push(EventKind::NodeDeclined {
+                    node: node.to_owned(),
+                    round: key.round,
+                    phase: key.phase,
+                    reason: reason.clone(),
+                });
+            }
+            (
+                SubmissionBody::Plain {
+                    weight,
+                    statistics,
+                    vector,
+                },
+                PhaseAggregation::Plain(accumulator),
+            ) => {
+                if !open.invited.contains(node) {
+                    return Err(not_invited());
+                }
+                let shape = durable.plan.reply_shape(key.phase);
+                Accumulator::validate(shape, *weight, statistics, vector)?;
+                accumulator.add(*weight, statistics, vector);
+                open.replied.insert(node.to_owned());
+            }
+            (
+                SubmissionBody::Secure {
+                    attempt,
+                    step,
+                    payload,
+                },
+                PhaseAggregation::Secure(secure),
+            ) => {
+                if !secure.cohort().any(|member| member == node) {
+                    return Err(not_invited());
+                }
+                if let Err(reason) = secure.accept(node, *attempt, *step, payload) {
+                    // A node whose message the protocol refused cannot take
+                    // the next step, so stop waiting for it. A message for
+                    // another step or attempt is merely late.
+                    if *attempt == secure.attempt() && *step == secure.step() {
+                        secure.withdraw(node);
+                    }
+                    return Err(reason);
+                }
+            }
+            (body, _) => {
+                return Err(RejectReason::WrongMode {
+                    job: key.job.clone(),
+                    expected: mode_name,
+                    actual: match body {
+                        SubmissionBody::Secure { .. } => "secure",
+                        _ => "plain",
+                    },
+                });
+            }
         }
-        let shape = expected_shape(&durable.plan, key.phase);
-        Accumulator::validate(
-            shape,
-            submission.weight,
-            &submission.statistics,
-            &submission.vector,
-        )?;
-        open.accumulator.add(
-            submission.weight,
-            &submission.statistics,
-            &submission.vector,
-        );
-        open.replied.insert(node.to_owned());
         job.accepted.insert(accepted_key);
         Ok(SubmitOutcome::Accepted)
     }
@@ -681,14 +859,45 @@ impl<D: Clone> Engine<D> {
     /// One transition of one job; returns whether anything changed.
     fn step(&mut self, id: &str, now: Instant) -> bool {
         let live = self.live_nodes(Some(now));
+        let secure_candidates = self.secure_candidates(&live);
         let Some(job) = self.jobs.get_mut(id) else {
             return false;
         };
         if job.durable.state != JobState::Running {
             return false;
         }
-        let mut events = Vec::new();
-        let changed = match &job.open {
+        let mut events = std::mem::take(&mut job.pending_events);
+        let changed = match &mut job.open {
+            Some(OpenPhase {
+                aggregation: PhaseAggregation::Secure(secure),
+                ..
+            }) => {
+                if secure.step_complete(now) {
+                    let outcome = secure.advance(now);
+                    let step = secure.step();
+                    let remaining = secure.cohort().filter(|node| secure.awaits(node)).count();
+                    match outcome {
+                        StepOutcome::Continue => {
+                            let (round, phase) = job.durable.cursor;
+                            events.push(EventKind::SecureStepOpened {
+                                round,
+                                phase,
+                                step,
+                                remaining: remaining as u32,
+                            });
+                        }
+                        StepOutcome::Finished { sums, contributors } => {
+                            finish_secure_phase(job, sums, contributors, &mut events);
+                        }
+                        StepOutcome::Failed(reason) => {
+                            fail_secure_attempt(job, reason, &mut events);
+                        }
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
             Some(open) => {
                 let everyone_replied = open.replied.len() == open.invited.len();
                 if everyone_replied || now >= open.deadline {
@@ -698,7 +907,7 @@ impl<D: Clone> Engine<D> {
                     false
                 }
             }
-            None => open_phase(job, &live, now, &mut events),
+            None => open_phase(job, &live, &secure_candidates, now, &mut events),
         };
         for kind in events {
             self.emit(id, kind);
@@ -716,6 +925,16 @@ impl<D: Clone> Engine<D> {
                 None => true,
             })
             .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Live nodes that can take part in secure aggregation, with their keys.
+    fn secure_candidates(&self, live: &[NodeId]) -> Vec<(NodeId, [u8; 32])> {
+        live.iter()
+            .filter_map(|node| {
+                let key = self.nodes.get(node)?.identity_key?;
+                Some((node.clone(), key))
+            })
             .collect()
     }
 
@@ -771,26 +990,6 @@ fn describe_position<D>(durable: &JobSnapshot<D>, open: bool) -> String {
     }
 }
 
-fn expected_shape(plan: &JobPlan, phase: Phase) -> ExpectedShape {
-    match phase {
-        Phase::FeatureStats => ExpectedShape {
-            vector_len: 0,
-            statistics_len: plan.feature_statistics_len,
-            positive_weight: false,
-        },
-        Phase::Train => ExpectedShape {
-            vector_len: plan.parameter_count,
-            statistics_len: plan.train_statistics_len,
-            positive_weight: true,
-        },
-        Phase::Evaluate => ExpectedShape {
-            vector_len: 0,
-            statistics_len: plan.evaluate_statistics_len,
-            positive_weight: false,
-        },
-    }
-}
-
 fn phase_timeout(plan: &JobPlan, phase: Phase) -> Duration {
     match phase {
         Phase::FeatureStats => plan.timeouts.feature_stats,
@@ -817,37 +1016,133 @@ fn select_participants(plan: &JobPlan, live: &[NodeId], round: u32) -> Vec<NodeI
 fn open_phase<D>(
     job: &mut Job<D>,
     live: &[NodeId],
+    secure_candidates: &[(NodeId, [u8; 32])],
     now: Instant,
     events: &mut Vec<EventKind>,
 ) -> bool {
     let plan = &job.durable.plan;
     let (round, phase) = job.durable.cursor;
-    let invited = select_participants(plan, live, round);
+    let eligible: Vec<NodeId> = match &plan.aggregation {
+        AggregationMode::Plain => live.to_vec(),
+        AggregationMode::Secure(_) => secure_candidates
+            .iter()
+            .map(|(node, _)| node.clone())
+            .collect(),
+    };
+    let invited = select_participants(plan, &eligible, round);
     if (invited.len() as u32) < plan.min_participants {
         if !job.announced_waiting {
             job.announced_waiting = true;
             events.push(EventKind::WaitingForNodes {
-                live: live.len() as u32,
+                live: eligible.len() as u32,
                 needed: plan.min_participants,
             });
         }
         return false;
     }
     job.announced_waiting = false;
+    let attempt = job.failed_attempts + 1;
+    let deadline = now + phase_timeout(plan, phase);
+    let shape = plan.reply_shape(phase);
+    let aggregation = match &plan.aggregation {
+        AggregationMode::Plain => PhaseAggregation::Plain(Accumulator::new(shape)),
+        AggregationMode::Secure(settings) => {
+            let cohort: Vec<(NodeId, [u8; 32])> = secure_candidates
+                .iter()
+                .filter(|(node, _)| invited.contains(node))
+                .cloned()
+                .collect();
+            match SecureRound::open(
+                &job.durable.id,
+                round,
+                phase,
+                attempt,
+                cohort,
+                shape,
+                settings,
+                deadline,
+            ) {
+                Ok(secure) => PhaseAggregation::Secure(Box::new(secure)),
+                Err(reason) => {
+                    let reason = format!("round {round} phase {phase}: {reason}");
+                    job.durable.state = JobState::Failed {
+                        reason: reason.clone(),
+                    };
+                    events.push(EventKind::Failed { reason });
+                    return true;
+                }
+            }
+        }
+    };
     events.push(EventKind::PhaseOpened {
         round,
         phase,
         invited: invited.clone(),
-        attempt: 1,
+        attempt,
     });
     job.open = Some(OpenPhase {
-        attempt: 1,
+        attempt,
         invited: invited.into_iter().collect(),
         replied: BTreeSet::new(),
-        deadline: now + phase_timeout(plan, phase),
-        accumulator: Accumulator::new(expected_shape(plan, phase)),
+        deadline,
+        aggregation,
     });
     true
+}
+
+/// A secure instance ended with a sum: the phase completes if enough nodes
+/// are in it, otherwise it counts as a failed attempt.
+fn finish_secure_phase<D>(
+    job: &mut Job<D>,
+    sums: Accumulator,
+    contributors: Vec<NodeId>,
+    events: &mut Vec<EventKind>,
+) {
+    let minimum = job.durable.plan.min_participants as usize;
+    if contributors.len() < minimum {
+        let reason = format!(
+            "only {} nodes' inputs are in the sum; the job needs {minimum}",
+            contributors.len()
+        );
+        fail_secure_attempt(job, reason, events);
+        return;
+    }
+    let Some(open) = job.open.take() else {
+        return;
+    };
+    let dropped: Vec<NodeId> = open
+        .invited
+        .iter()
+        .filter(|node| !contributors.contains(node))
+        .cloned()
+        .collect();
+    complete_phase(job, sums, dropped, events);
+}
+
+/// A secure instance failed: retry the phase with a fresh instance, or fail
+/// the job once the attempts are used up.
+fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind>) {
+    let Some(open) = job.open.take() else {
+        return;
+    };
+    let (round, phase) = job.durable.cursor;
+    events.push(EventKind::SecureRoundFailed {
+        round,
+        phase,
+        attempt: open.attempt,
+        reason: reason.clone(),
+    });
+    job.failed_attempts = open.attempt;
+    if open.attempt >= job.durable.plan.max_phase_attempts {
+        let reason = format!(
+            "round {round} phase {phase}: secure aggregation failed {} times; last: {reason}",
+            open.attempt
+        );
+        job.durable.state = JobState::Failed {
+            reason: reason.clone(),
+        };
+        events.push(EventKind::Failed { reason });
+    }
 }
 
 fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) {
@@ -856,7 +1151,12 @@ fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut 
     };
     let durable = &mut job.durable;
     let (round, phase) = durable.cursor;
-    let replies = open.accumulator.replies();
+    let PhaseAggregation::Plain(accumulator) = &open.aggregation else {
+        // Secure phases close through `finish_secure_phase`.
+        job.open = Some(open);
+        return;
+    };
+    let replies = accumulator.replies();
     if replies < durable.plan.min_participants {
         if open.attempt >= durable.plan.max_phase_attempts {
             let reason = format!(
@@ -889,13 +1189,29 @@ fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut 
         return;
     }
     let dropped: Vec<NodeId> = open.invited.difference(&open.replied).cloned().collect();
+    let PhaseAggregation::Plain(accumulator) = open.aggregation else {
+        return;
+    };
+    complete_phase(job, accumulator, dropped, events);
+}
+
+/// Applies a completed phase's sums and moves the cursor on.
+fn complete_phase<D>(
+    job: &mut Job<D>,
+    accumulator: Accumulator,
+    dropped: Vec<NodeId>,
+    events: &mut Vec<EventKind>,
+) {
+    job.failed_attempts = 0;
+    let durable = &mut job.durable;
+    let (round, phase) = durable.cursor;
+    let replies = accumulator.replies();
     events.push(EventKind::PhaseCompleted {
         round,
         phase,
         participants: replies,
         dropped: dropped.clone(),
     });
-    let accumulator = open.accumulator;
     match phase {
         Phase::FeatureStats => {
             durable.feature_statistics = Some(Arc::new(accumulator.statistics_sum().to_vec()));

@@ -14,16 +14,20 @@
 
 pub mod aggregate;
 pub mod engine;
+pub mod participant;
 pub mod plan;
+pub mod secure;
 pub mod store;
 pub mod strategy;
 
-pub use aggregate::{Accumulator, RejectReason};
+pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    Phase, ResultKey, RoundRecord, Submission, SubmitOutcome, TaskAssignment,
+    Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
-pub use plan::{JobPlan, PhaseTimeouts, PlanError};
+pub use plan::{AggregationMode, JobPlan, PhaseTimeouts, PlanError};
+pub use participant::{ParticipantError, SecureParticipant};
+pub use secure::{ReplyEncoding, SecureSettings, SecureStep, SecureTask};
 pub use strategy::{ServerOptimizer, Strategy};
 
 /// Identifier of a client node, as it registered.

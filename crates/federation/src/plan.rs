@@ -5,7 +5,29 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::aggregate::ExpectedShape;
+use crate::engine::Phase;
+use crate::secure::{MIN_SECURE_COHORT, SecureSettings};
 use crate::strategy::Strategy;
+
+/// How a job's replies are summed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregationMode {
+    /// The coordinator sees every reply. Only when a job asks for it.
+    Plain,
+    /// SecAgg+: the coordinator learns only sums over surviving nodes.
+    Secure(SecureSettings),
+}
+
+impl AggregationMode {
+    /// The name shown in job status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AggregationMode::Plain => "plain",
+            AggregationMode::Secure(_) => "secure",
+        }
+    }
+}
 
 /// Per-phase deadlines, counted from the moment a phase opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +64,8 @@ pub struct JobPlan {
     /// How many times a phase is retried when too few nodes reply, before the
     /// job fails.
     pub max_phase_attempts: u32,
+    /// Plain or secure aggregation, with the secure parameters.
+    pub aggregation: AggregationMode,
 }
 
 /// A job plan that cannot run, naming the offending field.
@@ -78,6 +102,16 @@ pub enum PlanError {
         expected: &'static str,
     },
     /// The initial model does not have `parameter_count` values.
+    /// A secure-aggregation parameter is out of range.
+    #[error("aggregation.{field} = {value} is out of range ({expected})")]
+    SecureParameter {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+        /// The accepted range.
+        expected: &'static str,
+    },
     #[error("initial model has {actual} parameters, the plan says {expected}")]
     InitialModelShape {
         /// Declared length.
@@ -94,6 +128,27 @@ pub enum PlanError {
 }
 
 impl JobPlan {
+    /// What a reply to `phase` must look like.
+    pub fn reply_shape(&self, phase: Phase) -> ExpectedShape {
+        match phase {
+            Phase::FeatureStats => ExpectedShape {
+                vector_len: 0,
+                statistics_len: self.feature_statistics_len,
+                positive_weight: false,
+            },
+            Phase::Train => ExpectedShape {
+                vector_len: self.parameter_count,
+                statistics_len: self.train_statistics_len,
+                positive_weight: true,
+            },
+            Phase::Evaluate => ExpectedShape {
+                vector_len: 0,
+                statistics_len: self.evaluate_statistics_len,
+                positive_weight: false,
+            },
+        }
+    }
+
     /// Checks every field, returning the first problem found.
     pub fn validate(&self) -> Result<(), PlanError> {
         for (field, value) in [
@@ -121,6 +176,60 @@ impl JobPlan {
                 return Err(PlanError::ZeroTimeout { phase });
             }
         }
+        if let AggregationMode::Secure(settings) = &self.aggregation {
+            validate_secure(settings, self.min_participants)?;
+        }
         self.strategy.validate()
     }
+}
+
+fn validate_secure(settings: &SecureSettings, min_participants: u32) -> Result<(), PlanError> {
+    let checks = [
+        (
+            "clip_range",
+            f64::from(settings.clip_range),
+            settings.clip_range.is_finite() && settings.clip_range > 0.0,
+            "finite and > 0",
+        ),
+        (
+            "modulus_bits",
+            f64::from(settings.modulus_bits),
+            (16..=32).contains(&settings.modulus_bits),
+            "16 to 32",
+        ),
+        (
+            "max_weight",
+            settings.max_weight,
+            settings.max_weight.is_finite() && settings.max_weight >= 1.0,
+            "finite and >= 1",
+        ),
+        (
+            "dropout_rate",
+            settings.dropout_rate,
+            (0.0..0.5).contains(&settings.dropout_rate),
+            "in [0, 0.5)",
+        ),
+        (
+            "step_timeout_ms",
+            settings.step_timeout.as_millis() as f64,
+            !settings.step_timeout.is_zero(),
+            "> 0",
+        ),
+        (
+            "min_participants",
+            f64::from(min_participants),
+            min_participants as usize >= MIN_SECURE_COHORT,
+            "at least 3 with secure aggregation",
+        ),
+    ];
+    for (field, value, ok, expected) in checks {
+        if !ok {
+            return Err(PlanError::SecureParameter {
+                field,
+                value,
+                expected,
+            });
+        }
+    }
+    Ok(())
 }

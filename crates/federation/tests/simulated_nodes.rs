@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use veil_federation::{
-    Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts, RejectReason,
-    ResultKey, Strategy, Submission, SubmitOutcome, TaskAssignment,
+    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts, RejectReason,
+    ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
 
 const PARAMETERS: usize = 4;
@@ -47,6 +47,7 @@ fn plan(min: u32, max: u32, rounds: u32, strategy: Strategy) -> JobPlan {
         train_statistics_len: 2,
         evaluate_statistics_len: 2,
         max_phase_attempts: 2,
+        aggregation: AggregationMode::Plain,
     }
 }
 
@@ -57,7 +58,7 @@ impl Harness {
             node_liveness: Duration::from_secs(60),
         });
         for (name, _) in nodes {
-            engine.register_node(name, now);
+            engine.register_node(name, None, now);
         }
         Self {
             engine,
@@ -114,9 +115,11 @@ impl Harness {
         let submission = Submission {
             node: node.to_owned(),
             key,
-            weight,
-            statistics,
-            vector,
+            body: SubmissionBody::Plain {
+                weight,
+                statistics,
+                vector,
+            },
         };
         Some(self.engine.submit(&submission, self.now))
     }
@@ -379,7 +382,7 @@ fn a_restarted_node_is_invited_to_the_next_round() {
         harness.engine.handle_timeout(harness.now);
     }
     // It restarts, registers again and behaves.
-    harness.engine.register_node("crashy", harness.now);
+    harness.engine.register_node("crashy", None, harness.now);
     harness.nodes[2].1 = HONEST;
     assert_eq!(harness.run(&job), JobState::Succeeded);
     let history = harness.engine.status(&job).unwrap().history;
@@ -402,7 +405,7 @@ fn a_job_waits_for_enough_live_nodes() {
             .unwrap()
             .is_none()
     );
-    harness.engine.register_node("b", harness.now);
+    harness.engine.register_node("b", None, harness.now);
     harness.nodes.push(("b".into(), HONEST));
     assert_eq!(harness.run(&job), JobState::Succeeded);
 }
@@ -431,7 +434,7 @@ fn a_restored_engine_resumes_from_the_last_committed_phase() {
         nodes: harness.nodes.clone(),
     };
     for (node, _) in restored.nodes.clone() {
-        restored.engine.register_node(&node, restored.now);
+        restored.engine.register_node(&node, None, restored.now);
     }
     assert_eq!(restored.run(&job), JobState::Succeeded);
     assert_eq!(

@@ -39,6 +39,9 @@ pub struct JobFile {
     /// Phase deadlines (defaults 60 s, 600 s, 60 s).
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    /// Aggregation mode and its parameters.
+    #[serde(default)]
+    pub aggregation: AggregationSection,
 }
 
 /// `[task]`.
@@ -115,6 +118,30 @@ pub struct StrategySection {
     pub tau: Option<f64>,
 }
 
+/// `[aggregation]`: secure by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationSection {
+    /// "secure" (default) or "plain".
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Per-coordinate clip of weight-normalised deltas.
+    #[serde(default)]
+    pub clip_range: Option<f64>,
+    /// Bits of the secure-aggregation modulus.
+    #[serde(default)]
+    pub modulus_bits: Option<u32>,
+    /// Example-count cap when weighting updates.
+    #[serde(default)]
+    pub max_weight: Option<f64>,
+    /// Expected dropout fraction.
+    #[serde(default)]
+    pub dropout_rate: Option<f64>,
+    /// Deadline of each protocol step after the first, in seconds.
+    #[serde(default)]
+    pub step_timeout_secs: Option<f64>,
+}
+
 /// `[timeouts]`, in seconds.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +203,14 @@ impl JobFile {
             }),
             holdout_fraction: self.holdout_fraction.unwrap_or(0.0),
             seed: self.seed,
+            aggregation: Some(v1::Aggregation {
+                mode: self.aggregation.mode.clone().unwrap_or_default(),
+                clip_range: self.aggregation.clip_range.unwrap_or(0.0),
+                modulus_bits: self.aggregation.modulus_bits.unwrap_or(0),
+                max_weight: self.aggregation.max_weight.unwrap_or(0.0),
+                dropout_rate: self.aggregation.dropout_rate.unwrap_or(0.0),
+                step_timeout_ms: millis(self.aggregation.step_timeout_secs),
+            }),
         }
     }
 }

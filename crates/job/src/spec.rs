@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use thiserror::Error;
 use veil_features::{FeatureName, FeatureSpec, LabelSpec, TaskKind};
-use veil_federation::{JobPlan, PhaseTimeouts, Strategy};
+use veil_federation::{
+    AggregationMode, JobPlan, PhaseTimeouts, PlanError, SecureSettings, Strategy,
+};
 use veil_models::{ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig};
 use veil_wire::v1;
 
@@ -68,6 +70,8 @@ pub struct JobSpec {
     pub holdout_fraction: f64,
     /// Seed for the initial model and local shuffling.
     pub seed: u64,
+    /// Secure (the default) or plain aggregation.
+    pub aggregation: AggregationMode,
 }
 
 impl JobSpec {
@@ -97,6 +101,7 @@ impl JobSpec {
             train_statistics_len: statistics::TRAIN_STATISTICS_LEN,
             evaluate_statistics_len: statistics::evaluate_statistics_len(self.model_spec().output),
             max_phase_attempts: 3,
+            aggregation: self.aggregation.clone(),
         }
     }
 
@@ -240,6 +245,7 @@ impl JobSpec {
                 "must be between 0 and 1, exclusive",
             ));
         }
+        let aggregation = aggregation_from_wire(wire.aggregation.as_ref(), &name, wire.seed)?;
         let spec = JobSpec {
             name,
             label: LabelSpec {
@@ -265,13 +271,21 @@ impl JobSpec {
             strategy,
             holdout_fraction,
             seed: wire.seed,
+            aggregation,
         };
         spec.model_spec()
             .validate()
             .map_err(|e| invalid("model", e.to_string()))?;
-        spec.plan()
-            .validate()
-            .map_err(|e| invalid("plan", e.to_string()))?;
+        spec.plan().validate().map_err(|error| match error {
+            PlanError::SecureParameter {
+                field: "min_participants",
+                ..
+            } => invalid("min_participants", error.to_string()),
+            PlanError::SecureParameter { field, .. } => {
+                invalid(secure_field_name(field), error.to_string())
+            }
+            other => invalid("plan", other.to_string()),
+        })?;
         Ok(spec)
     }
 
@@ -336,8 +350,96 @@ impl JobSpec {
             }),
             holdout_fraction: self.holdout_fraction,
             seed: self.seed,
+            aggregation: Some(match &self.aggregation {
+                AggregationMode::Plain => v1::Aggregation {
+                    mode: "plain".to_owned(),
+                    ..Default::default()
+                },
+                AggregationMode::Secure(settings) => v1::Aggregation {
+                    mode: "secure".to_owned(),
+                    clip_range: f64::from(settings.clip_range),
+                    modulus_bits: settings.modulus_bits,
+                    max_weight: settings.max_weight,
+                    dropout_rate: settings.dropout_rate,
+                    step_timeout_ms: millis(settings.step_timeout),
+                },
+            }),
         }
     }
+}
+
+/// Default per-coordinate clip of weight-normalised deltas: local training
+/// moves a parameter by far less than 1 per round at the learning rates Veil
+/// accepts, and the encoding's resolution is 2 * clip / 2^value_bits.
+pub const DEFAULT_CLIP_RANGE: f32 = 1.0;
+/// Default modulus: 32 bits, one `u32` per parameter on the wire.
+pub const DEFAULT_MODULUS_BITS: u32 = 32;
+/// Default weight cap: above the largest partner's training split in the
+/// intended deployments; larger partners are weighted as if this size.
+pub const DEFAULT_MAX_WEIGHT: f64 = 100_000.0;
+/// Default expected dropout fraction.
+pub const DEFAULT_DROPOUT_RATE: f64 = 0.1;
+/// Default deadline of each protocol step after the first.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn aggregation_from_wire(
+    wire: Option<&v1::Aggregation>,
+    name: &str,
+    seed: u64,
+) -> Result<AggregationMode, JobSpecError> {
+    let default = v1::Aggregation::default();
+    let wire = wire.unwrap_or(&default);
+    match wire.mode.as_str() {
+        "plain" => Ok(AggregationMode::Plain),
+        "secure" | "" => {
+            let or = |value: f64, default: f64| if value == 0.0 { default } else { value };
+            let settings = SecureSettings {
+                clip_range: or(wire.clip_range, f64::from(DEFAULT_CLIP_RANGE)) as f32,
+                modulus_bits: if wire.modulus_bits == 0 {
+                    DEFAULT_MODULUS_BITS
+                } else {
+                    wire.modulus_bits
+                },
+                max_weight: or(wire.max_weight, DEFAULT_MAX_WEIGHT),
+                dropout_rate: or(wire.dropout_rate, DEFAULT_DROPOUT_RATE),
+                step_timeout: if wire.step_timeout_ms == 0 {
+                    DEFAULT_STEP_TIMEOUT
+                } else {
+                    Duration::from_millis(u64::from(wire.step_timeout_ms))
+                },
+                graph_seed: graph_seed(name, seed),
+            };
+            Ok(AggregationMode::Secure(settings))
+        }
+        other => Err(invalid(
+            "aggregation.mode",
+            format!("unknown mode '{other}'; expected secure or plain"),
+        )),
+    }
+}
+
+/// The job-file name of a secure-aggregation plan field.
+fn secure_field_name(field: &str) -> &'static str {
+    match field {
+        "clip_range" => "aggregation.clip_range",
+        "modulus_bits" => "aggregation.modulus_bits",
+        "max_weight" => "aggregation.max_weight",
+        "dropout_rate" => "aggregation.dropout_rate",
+        "step_timeout_ms" => "aggregation.step_timeout_secs",
+        _ => "aggregation",
+    }
+}
+
+/// The job's public neighbour-graph seed. It is fixed by what the operator
+/// submits, before any cohort exists, and every node can recompute it.
+fn graph_seed(name: &str, seed: u64) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"veil job graph seed v1");
+    context.update(&seed.to_le_bytes());
+    context.update(name.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
 }
 
 fn strategy_from_wire(wire: Option<&v1::Strategy>) -> Result<Strategy, JobSpecError> {

@@ -6,7 +6,7 @@ use veil_job::{JobSpec, JobSpecError};
 const DEMO: &str = r#"
 name = "churn-demo"
 rounds = 5
-min_participants = 2
+min_participants = 3
 max_participants = 3
 
 [task]
@@ -52,6 +52,35 @@ fn a_job_file_round_trips_through_the_wire() {
     assert_eq!(JobSpec::from_wire(&spec.to_wire()).unwrap(), spec);
     let plan = spec.plan();
     assert_eq!(plan.parameter_count, spec.model_spec().parameter_count());
+}
+
+#[test]
+fn secure_aggregation_is_the_default_and_plain_must_be_asked_for() {
+    let spec = JobSpec::from_wire(&JobFile::parse(DEMO).unwrap().to_wire()).unwrap();
+    assert_eq!(spec.aggregation.name(), "secure");
+    let plain_text = format!("{DEMO}\n[aggregation]\nmode = \"plain\"\n");
+    let plain = JobSpec::from_wire(&JobFile::parse(&plain_text).unwrap().to_wire()).unwrap();
+    assert_eq!(plain.aggregation.name(), "plain");
+    assert_eq!(JobSpec::from_wire(&plain.to_wire()).unwrap(), plain);
+    check_error(
+        |w| {
+            if let Some(aggregation) = w.aggregation.as_mut() {
+                aggregation.mode = "homomorphic".into();
+            }
+        },
+        "aggregation.mode",
+        "homomorphic",
+    );
+    check_error(|w| w.min_participants = 2, "min_participants", "secure aggregation");
+    check_error(
+        |w| {
+            if let Some(aggregation) = w.aggregation.as_mut() {
+                aggregation.modulus_bits = 40;
+            }
+        },
+        "aggregation.modulus_bits",
+        "40",
+    );
 }
 
 #[test]

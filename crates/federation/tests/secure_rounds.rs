@@ -1,0 +1,420 @@
+//! Secure aggregation inside the engine: simulated nodes run the real SecAgg+
+//! client through every step, drop out after any step, decline, or send
+//! plain replies, with passed-in time. The sums must equal plain FedAvg over
+//! the nodes whose inputs entered the protocol, or the phase must fail by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use veil_federation::secure::protocol_round_of;
+use veil_federation::{
+    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts,
+    RejectReason, ReplyEncoding, ResultKey, SecureParticipant, SecureSettings, SecureStep,
+    Strategy, Submission, SubmissionBody, TaskAssignment,
+};
+use veil_secagg::PartnerPolicy;
+
+const PARAMETERS: usize = 6;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// Answers every step.
+    Honest,
+    /// Stops answering from this step on (in round 1's training phase only).
+    DropAt(SecureStep),
+    /// Declines every phase, as a node whose policy refuses the job.
+    Declines,
+}
+
+struct SimNode {
+    name: String,
+    key: Arc<Ed25519KeyPair>,
+    behaviour: Behaviour,
+    delta: f32,
+    weight: f64,
+    participants: BTreeMap<(String, u32, Phase, u32), SecureParticipant>,
+}
+
+fn settings() -> SecureSettings {
+    SecureSettings {
+        clip_range: 1.0,
+        modulus_bits: 32,
+        max_weight: 10_000.0,
+        dropout_rate: 0.1,
+        step_timeout: Duration::from_secs(2),
+        graph_seed: [3; 32],
+    }
+}
+
+fn plan(min: u32, rounds: u32, aggregation: AggregationMode) -> JobPlan {
+    JobPlan {
+        rounds,
+        min_participants: min,
+        max_participants: 100,
+        timeouts: PhaseTimeouts {
+            feature_stats: TIMEOUT,
+            train: TIMEOUT,
+            evaluate: TIMEOUT,
+        },
+        strategy: Strategy::FedAvg,
+        parameter_count: PARAMETERS,
+        feature_statistics_len: 3,
+        train_statistics_len: 2,
+        evaluate_statistics_len: 2,
+        max_phase_attempts: 2,
+        aggregation,
+    }
+}
+
+struct Federation {
+    engine: Engine<()>,
+    now: Instant,
+    nodes: Vec<SimNode>,
+    rng: ChaCha20Rng,
+    rejected: Vec<RejectReason>,
+}
+
+impl Federation {
+    fn new(behaviours: &[Behaviour]) -> Self {
+        let now = Instant::now();
+        let mut engine = Engine::new(EngineConfig {
+            node_liveness: Duration::from_secs(600),
+        });
+        let nodes: Vec<SimNode> = behaviours
+            .iter()
+            .enumerate()
+            .map(|(index, &behaviour)| {
+                let key = Ed25519KeyPair::from_seed_unchecked(&[index as u8 + 1; 32])
+                    .expect("32-byte seed");
+                SimNode {
+                    name: format!("node-{index}"),
+                    key: Arc::new(key),
+                    behaviour,
+                    delta: 0.05 * (index as f32 + 1.0) - 0.12,
+                    weight: 100.0 * (index as f64 + 1.0),
+                    participants: BTreeMap::new(),
+                }
+            })
+            .collect();
+        for node in &nodes {
+            let mut public = [0u8; 32];
+            public.copy_from_slice(node.key.public_key().as_ref());
+            engine.register_node(&node.name, Some(public), now);
+        }
+        Federation {
+            engine,
+            now,
+            nodes,
+            rng: ChaCha20Rng::seed_from_u64(99),
+            rejected: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, plan: JobPlan) -> String {
+        let job = self
+            .engine
+            .submit_job(plan, (), vec![0.0; PARAMETERS], self.now)
+            .expect("valid job");
+        self.engine.start_job(&job, self.now).expect("starts");
+        job
+    }
+
+    /// The reply a node computes for a phase.
+    fn reply_of(node: &SimNode, phase: Phase) -> (f64, Vec<f64>, Vec<f32>) {
+        match phase {
+            Phase::FeatureStats => (0.0, vec![node.weight, node.weight * 2.0, 1.0], Vec::new()),
+            Phase::Train => (
+                node.weight,
+                vec![node.weight * 0.5, node.weight],
+                vec![node.delta; PARAMETERS],
+            ),
+            Phase::Evaluate => (0.0, vec![1.0, node.weight], Vec::new()),
+        }
+    }
+
+    fn answer(&mut self, index: usize, task: &TaskAssignment) -> Option<SubmissionBody> {
+        let secure = task.secure.as_ref()?;
+        let node = &mut self.nodes[index];
+        let key = (task.job.clone(), task.round, task.phase, secure.attempt);
+        let dropping = matches!(node.behaviour, Behaviour::DropAt(step)
+            if task.round == 1 && task.phase == Phase::Train && step <= secure.step);
+        if dropping {
+            return None;
+        }
+        if node.behaviour == Behaviour::Declines {
+            return Some(SubmissionBody::Declined {
+                reason: "partner policy refuses this job".to_owned(),
+            });
+        }
+        let payload = if secure.step == SecureStep::AdvertiseKeys {
+            let plan = self.engine.plan(&task.job).expect("job");
+            let AggregationMode::Secure(settings) = &plan.aggregation else {
+                panic!("secure task for a plain job");
+            };
+            let shape = match task.phase {
+                Phase::FeatureStats => (0, plan.feature_statistics_len),
+                Phase::Train => (plan.parameter_count, plan.train_statistics_len),
+                Phase::Evaluate => (0, plan.evaluate_statistics_len),
+            };
+            let encoding =
+                ReplyEncoding::new(shape.0, shape.1, secure.params.cohort().len(), settings)
+                    .expect("encoding");
+            let (weight, statistics, vector) = Self::reply_of(node, task.phase);
+            let encoded = encoding
+                .encode(weight, &statistics, &vector, &mut self.rng)
+                .expect("encodes");
+            let (participant, message) = SecureParticipant::start(
+                &task.job,
+                protocol_round_of(task.round, task.phase),
+                &node.name,
+                secure,
+                PartnerPolicy {
+                    minimum_threshold: 2,
+                },
+                Arc::clone(&node.key),
+                encoded,
+                &mut self.rng,
+            )
+            .expect("starts");
+            node.participants.insert(key, participant);
+            message
+        } else {
+            let participant = node.participants.get_mut(&key).expect("state kept");
+            participant.respond(secure, &mut self.rng).expect("responds")
+        };
+        Some(SubmissionBody::Secure {
+            attempt: secure.attempt,
+            step: secure.step,
+            payload,
+        })
+    }
+
+    /// Runs until the job ends, jumping to the next deadline when idle.
+    fn run(&mut self, job: &str) -> JobState {
+        for _ in 0..10_000 {
+            let state = self.engine.status(job).expect("job").state;
+            if state != JobState::Running {
+                return state;
+            }
+            let mut acted = false;
+            for index in 0..self.nodes.len() {
+                let name = self.nodes[index].name.clone();
+                let Some(task) = self.engine.next_task(&name, self.now).expect("node") else {
+                    continue;
+                };
+                let Some(body) = self.answer(index, &task) else {
+                    continue;
+                };
+                let submission = Submission {
+                    node: name,
+                    key: ResultKey {
+                        job: task.job.clone(),
+                        round: task.round,
+                        phase: task.phase,
+                    },
+                    body,
+                };
+                match self.engine.submit(&submission, self.now) {
+                    Ok(_) => acted = true,
+                    Err(reason) => self.rejected.push(reason),
+                }
+            }
+            if !acted {
+                match self.engine.poll_timeout() {
+                    Some(deadline) => self.now = self.now.max(deadline),
+                    None => self.now += Duration::from_secs(1),
+                }
+                self.engine.handle_timeout(self.now);
+            }
+        }
+        panic!("job did not finish");
+    }
+
+    fn events(&mut self) -> Vec<EventKind> {
+        std::iter::from_fn(|| self.engine.poll_event())
+            .map(|event| event.kind)
+            .collect()
+    }
+
+    /// Plain FedAvg of the given nodes' training deltas.
+    fn fedavg(&self, contributors: &[usize]) -> f64 {
+        let weight: f64 = contributors.iter().map(|&i| self.nodes[i].weight).sum();
+        contributors
+            .iter()
+            .map(|&i| self.nodes[i].weight * f64::from(self.nodes[i].delta))
+            .sum::<f64>()
+            / weight
+    }
+}
+
+fn secure_plan(min: u32, rounds: u32) -> JobPlan {
+    plan(min, rounds, AggregationMode::Secure(settings()))
+}
+
+#[test]
+fn secure_job_matches_plain_fedavg_and_sums_statistics() {
+    let mut federation = Federation::new(&[Behaviour::Honest; 5]);
+    let job = federation.start(secure_plan(3, 2));
+    assert_eq!(federation.run(&job), JobState::Succeeded);
+    let model = federation.engine.final_model(&job).expect("model");
+    // Two rounds of FedAvg from zero, every node sending the same delta each round.
+    let expected = 2.0 * federation.fedavg(&[0, 1, 2, 3, 4]);
+    for value in model.iter() {
+        assert!((f64::from(*value) - expected).abs() < 1e-4, "{value} vs {expected}");
+    }
+    let statistics = federation
+        .engine
+        .feature_statistics(&job)
+        .expect("job")
+        .expect("computed");
+    let total_weight: f64 = federation.nodes.iter().map(|node| node.weight).sum();
+    assert!((statistics[0] - total_weight).abs() < 1e-3);
+    assert!((statistics[1] - 2.0 * total_weight).abs() < 1e-3);
+    assert!((statistics[2] - 5.0).abs() < 1e-3);
+    let status = federation.engine.status(&job).expect("job");
+    let record = &status.history[0];
+    assert_eq!(record.train_participants, 5);
+    assert!((record.train_weight - total_weight).abs() < 1e-2);
+    assert!((record.train_statistics[0] - total_weight * 0.5).abs() < 1e-3);
+    let steps: Vec<SecureStep> = federation
+        .events()
+        .into_iter()
+        .filter_map(|event| match event {
+            EventKind::SecureStepOpened { step, .. } => Some(step),
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            SecureStep::ShareKeys,
+            SecureStep::MaskedInput,
+            SecureStep::ConsistencyCheck,
+            SecureStep::Unmask
+        ]
+    );
+}
+
+#[test]
+fn a_node_dropping_after_any_step_leaves_the_exact_sum_of_the_others() {
+    for drop_step in [
+        SecureStep::AdvertiseKeys,
+        SecureStep::ShareKeys,
+        SecureStep::MaskedInput,
+        SecureStep::ConsistencyCheck,
+        SecureStep::Unmask,
+    ] {
+        let mut behaviours = [Behaviour::Honest; 5];
+        behaviours[2] = Behaviour::DropAt(drop_step);
+        let mut federation = Federation::new(&behaviours);
+        let job = federation.start(secure_plan(3, 1));
+        assert_eq!(federation.run(&job), JobState::Succeeded, "drop at {drop_step}");
+        // Its input is in the sum exactly when it uploaded a masked input.
+        let uploaded = drop_step > SecureStep::MaskedInput;
+        let contributors: Vec<usize> = if uploaded {
+            vec![0, 1, 2, 3, 4]
+        } else {
+            vec![0, 1, 3, 4]
+        };
+        let expected = federation.fedavg(&contributors);
+        let model = federation.engine.final_model(&job).expect("model");
+        for value in model.iter() {
+            assert!(
+                (f64::from(*value) - expected).abs() < 1e-4,
+                "drop at {drop_step}: {value} vs {expected}"
+            );
+        }
+        let record = &federation.engine.status(&job).expect("job").history[0];
+        assert_eq!(record.train_participants as usize, contributors.len());
+    }
+}
+
+#[test]
+fn too_few_survivors_fail_the_phase_by_name_after_retrying() {
+    let behaviours = [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::DropAt(SecureStep::ShareKeys),
+        Behaviour::DropAt(SecureStep::ShareKeys),
+        Behaviour::DropAt(SecureStep::ShareKeys),
+    ];
+    let mut federation = Federation::new(&behaviours);
+    let job = federation.start(secure_plan(3, 1));
+    let JobState::Failed { reason } = federation.run(&job) else {
+        panic!("the job must fail");
+    };
+    assert!(reason.contains("secure aggregation failed 2 times"), "{reason}");
+    let failures = federation
+        .events()
+        .into_iter()
+        .filter(|event| matches!(event, EventKind::SecureRoundFailed { .. }))
+        .count();
+    assert_eq!(failures, 2);
+}
+
+#[test]
+fn declining_nodes_are_recorded_and_the_round_goes_on() {
+    let behaviours = [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Declines,
+    ];
+    let mut federation = Federation::new(&behaviours);
+    let job = federation.start(secure_plan(3, 1));
+    assert_eq!(federation.run(&job), JobState::Succeeded);
+    let declines = federation
+        .events()
+        .into_iter()
+        .filter(|event| matches!(event, EventKind::NodeDeclined { node, .. } if node == "node-3"))
+        .count();
+    assert_eq!(declines, 3, "one per phase");
+    let expected = federation.fedavg(&[0, 1, 2]);
+    let model = federation.engine.final_model(&job).expect("model");
+    assert!((f64::from(model[0]) - expected).abs() < 1e-4);
+}
+
+#[test]
+fn plain_replies_to_a_secure_job_are_refused() {
+    let mut federation = Federation::new(&[Behaviour::Honest; 3]);
+    let job = federation.start(secure_plan(3, 1));
+    let task = federation
+        .engine
+        .next_task("node-0", federation.now)
+        .expect("node")
+        .expect("task");
+    let outcome = federation.engine.submit(
+        &Submission {
+            node: "node-0".to_owned(),
+            key: ResultKey {
+                job: job.clone(),
+                round: task.round,
+                phase: task.phase,
+            },
+            body: SubmissionBody::Plain {
+                weight: 0.0,
+                statistics: vec![0.0; 3],
+                vector: Vec::new(),
+            },
+        },
+        federation.now,
+    );
+    assert!(matches!(outcome, Err(RejectReason::WrongMode { .. })));
+}
+
+#[test]
+fn secure_plans_need_three_participants() {
+    let mut engine: Engine<()> = Engine::new(EngineConfig {
+        node_liveness: Duration::from_secs(60),
+    });
+    let error = engine
+        .submit_job(secure_plan(2, 1), (), vec![0.0; PARAMETERS], Instant::now())
+        .expect_err("two is too few");
+    assert!(error.to_string().contains("min_participants"), "{error}");
+}
