@@ -468,14 +468,23 @@ mod tests {
         let mut split = Accountant::new();
         let mut joined = Accountant::new();
         for _ in 0..3 {
-            let one = DpEvent::DistributedDiscreteGaussian { mechanism, rounds: 1 };
+            let one = DpEvent::DistributedDiscreteGaussian {
+                mechanism,
+                rounds: 1,
+            };
             assert_eq!(split.compose(one), Ok(()));
         }
-        let three = DpEvent::DistributedDiscreteGaussian { mechanism, rounds: 3 };
+        let three = DpEvent::DistributedDiscreteGaussian {
+            mechanism,
+            rounds: 3,
+        };
         assert_eq!(joined.compose(three), Ok(()));
         // Identical rounds merge, so three single rounds are three rounds.
         assert_eq!(split, joined);
-        assert_eq!(split.epsilon_pld(1e-5), Err(AccountingError::NotCoveredByPld));
+        assert_eq!(
+            split.epsilon_pld(1e-5),
+            Err(AccountingError::NotCoveredByPld)
+        );
         let report = split.epsilon(1e-5);
         assert!(report.is_ok_and(|report| report.epsilon_pld.is_infinite()
             && report.epsilon == report.epsilon_rdp
@@ -492,7 +501,12 @@ mod tests {
     #[test]
     fn distributed_rounds_add_to_the_central_ones_under_rdp() {
         let mut central = Accountant::new();
-        assert_eq!(central.compose(DpEvent::Gaussian { noise_multiplier: 2.0 }), Ok(()));
+        assert_eq!(
+            central.compose(DpEvent::Gaussian {
+                noise_multiplier: 2.0
+            }),
+            Ok(())
+        );
         let mut mixed = central.clone();
         let event = DpEvent::DistributedDiscreteGaussian {
             mechanism: distributed_round(400.0),
@@ -513,7 +527,10 @@ mod tests {
             mechanism: distributed_round(400.0),
             rounds: 0,
         };
-        assert_eq!(accountant.compose(zero_rounds), Err(AccountingError::ZeroSteps));
+        assert_eq!(
+            accountant.compose(zero_rounds),
+            Err(AccountingError::ZeroSteps)
+        );
         let too_little_noise = DpEvent::DistributedDiscreteGaussian {
             mechanism: distributed_round(0.1),
             rounds: 1,

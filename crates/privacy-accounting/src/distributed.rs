@@ -209,8 +209,8 @@ impl DistributedDiscreteGaussian {
         let dimension = self.encoding.dimension as f64;
         let half_order = order / 2.0;
         let additive = half_order * l2_scale * l2_scale + tau * dimension;
-        let through_l1 = half_order
-            * (l2_scale * l2_scale + 2.0 * l1_scale * tau + tau * tau * dimension);
+        let through_l1 =
+            half_order * (l2_scale * l2_scale + 2.0 * l1_scale * tau + tau * tau * dimension);
         let through_l2 = half_order * (l2_scale + dimension.sqrt() * tau).powi(2);
         Ok(additive.min(through_l1).min(through_l2))
     }
@@ -283,7 +283,12 @@ mod tests {
     use super::*;
     use crate::rdp::{FractionalCoefficients, rdp_poisson_subsampled_gaussian};
 
-    fn encoding(clip_norm: f64, granularity: f64, dimension: u64, rounding_beta: f64) -> DiscreteEncoding {
+    fn encoding(
+        clip_norm: f64,
+        granularity: f64,
+        dimension: u64,
+        rounding_beta: f64,
+    ) -> DiscreteEncoding {
         DiscreteEncoding {
             clip_norm,
             granularity,
@@ -296,7 +301,13 @@ mod tests {
     fn rounding_inflates_the_sensitivity_as_the_paper_states() {
         // c/γ = 100, d = 16. Plain rounding: 100 + √16 = 104, and ℓ1 = 104·4.
         let plain = rounded_sensitivity(&encoding(1.0, 0.01, 16, 0.0));
-        assert_eq!(plain, Ok(RoundedSensitivity { l2: 104.0, l1: 416.0 }));
+        assert_eq!(
+            plain,
+            Ok(RoundedSensitivity {
+                l2: 104.0,
+                l1: 416.0
+            })
+        );
         // β = e^{-1/2} makes sqrt(2 ln(1/β)) = 1: Δ₂² = 100² + 16/4 + (100 + 2).
         let conditional = rounded_sensitivity(&encoding(1.0, 0.01, 16, (-0.5f64).exp()))
             .map(|sensitivity| sensitivity.l2);
@@ -305,7 +316,13 @@ mod tests {
         assert!(conditional.is_ok_and(|l2| (l2 - expected).abs() < 1e-12 * expected));
         // Tiny integer vectors: ℓ1 ≤ Δ₂² is the tighter bound.
         let tiny = rounded_sensitivity(&encoding(1.0, 1.0, 100, 0.0));
-        assert_eq!(tiny, Ok(RoundedSensitivity { l2: 11.0, l1: 110.0 }));
+        assert_eq!(
+            tiny,
+            Ok(RoundedSensitivity {
+                l2: 11.0,
+                l1: 110.0
+            })
+        );
     }
 
     #[test]
@@ -336,7 +353,10 @@ mod tests {
                 .sum::<f64>();
         let bounded = summed_discrete_gaussian_tau(0.5, MAX_EXACT_TAU_TERMS + 1_000);
         assert!(bounded >= exact * (1.0 - 1e-12), "{bounded} < {exact}");
-        assert!(bounded <= exact * (1.0 + 1e-6), "{bounded} far above {exact}");
+        assert!(
+            bounded <= exact * (1.0 + 1e-6),
+            "{bounded} far above {exact}"
+        );
     }
 
     #[test]
@@ -374,10 +394,18 @@ mod tests {
             node_sigma: 0.5,
             min_survivors: 10,
         };
-        let gaussian_rdp = 4.0 / (2.0 * mechanism.effective_noise_multiplier().unwrap_or(0.0).powi(2));
+        let gaussian_rdp = 4.0
+            / (2.0
+                * mechanism
+                    .effective_noise_multiplier()
+                    .unwrap_or(0.0)
+                    .powi(2));
         let distributed_rdp = mechanism.rdp(4.0).unwrap_or(0.0);
         // τ ≈ 10·9·e^{-π²/4·…} is far from 0 here; the bound must notice.
-        assert!(distributed_rdp > gaussian_rdp * 1.01, "{distributed_rdp} vs {gaussian_rdp}");
+        assert!(
+            distributed_rdp > gaussian_rdp * 1.01,
+            "{distributed_rdp} vs {gaussian_rdp}"
+        );
     }
 
     #[test]
@@ -390,11 +418,17 @@ mod tests {
         assert_eq!(valid.validate(), Ok(()));
         let cases = [
             (
-                DistributedDiscreteGaussian { node_sigma: 0.4, ..valid },
+                DistributedDiscreteGaussian {
+                    node_sigma: 0.4,
+                    ..valid
+                },
                 "node_sigma must be at least 0.5 integer units",
             ),
             (
-                DistributedDiscreteGaussian { min_survivors: 0, ..valid },
+                DistributedDiscreteGaussian {
+                    min_survivors: 0,
+                    ..valid
+                },
                 "min_survivors must be at least 1",
             ),
             (

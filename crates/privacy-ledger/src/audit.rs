@@ -27,7 +27,10 @@ impl ValueRange {
     fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
         values.into_iter().fold(None, |range, value| {
             Some(match range {
-                None => Self { min: value, max: value },
+                None => Self {
+                    min: value,
+                    max: value,
+                },
                 Some(Self { min, max }) => Self {
                     min: min.min(value),
                     max: max.max(value),
@@ -176,8 +179,18 @@ fn job_row(
         trust_models,
         mechanisms,
         noise_multiplier: range(noise_multipliers)?,
-        clip_norm: range(charges.iter().map(|charge| charge.mechanism.clip_norm()).collect())?,
-        sampling_rate: range(charges.iter().map(|charge| charge.mechanism.sampling_rate()).collect())?,
+        clip_norm: range(
+            charges
+                .iter()
+                .map(|charge| charge.mechanism.clip_norm())
+                .collect(),
+        )?,
+        sampling_rate: range(
+            charges
+                .iter()
+                .map(|charge| charge.mechanism.sampling_rate())
+                .collect(),
+        )?,
         steps: charges.iter().map(|charge| charge.mechanism.steps()).sum(),
         rounds: charges.len() as u64,
         spent,
@@ -224,7 +237,11 @@ impl AuditorReport {
         let mut groups: BTreeMap<RowKey, Vec<&Charge>> = BTreeMap::new();
         for charge in distinct.charges() {
             groups
-                .entry((charge.partner_id.clone(), charge.job_id.clone(), charge.unit))
+                .entry((
+                    charge.partner_id.clone(),
+                    charge.job_id.clone(),
+                    charge.unit,
+                ))
                 .or_default()
                 .push(charge);
         }
@@ -237,8 +254,10 @@ impl AuditorReport {
             jobs.push(row);
         }
         let mut cap_rows = Vec::new();
-        let partners: std::collections::BTreeSet<&str> =
-            distinct.charges().map(|charge| charge.partner_id.as_str()).collect();
+        let partners: std::collections::BTreeSet<&str> = distinct
+            .charges()
+            .map(|charge| charge.partner_id.as_str())
+            .collect();
         for cap in caps {
             let window = cap.period.window_containing(as_of_unix_s)?;
             for partner_id in &partners {
@@ -248,8 +267,10 @@ impl AuditorReport {
                     unit: cap.unit,
                     window,
                 };
-                let in_scope: Vec<&Charge> =
-                    distinct.charges().filter(|charge| scope.contains(charge)).collect();
+                let in_scope: Vec<&Charge> = distinct
+                    .charges()
+                    .filter(|charge| scope.contains(charge))
+                    .collect();
                 if in_scope.is_empty() {
                     continue;
                 }
@@ -276,15 +297,34 @@ impl AuditorReport {
     /// A fixed-width text table, one line per row.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+        let optional =
+            |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
         let _ = writeln!(
             out,
             "{:<16} {:<16} {:<9} {:<28} {:<30} {:>15} {:>15} {:>15} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "partner", "job", "unit", "trust model", "mechanism", "noise mult", "clip norm",
-            "sampling rate", "steps", "rounds", "delta", "eps RDP", "eps PLD", "eps", "limit", "remaining"
+            "partner",
+            "job",
+            "unit",
+            "trust model",
+            "mechanism",
+            "noise mult",
+            "clip norm",
+            "sampling rate",
+            "steps",
+            "rounds",
+            "delta",
+            "eps RDP",
+            "eps PLD",
+            "eps",
+            "limit",
+            "remaining"
         );
         for row in &self.jobs {
-            let trust: Vec<String> = row.trust_models.iter().map(|model| format!("{model:?}")).collect();
+            let trust: Vec<String> = row
+                .trust_models
+                .iter()
+                .map(|model| format!("{model:?}"))
+                .collect();
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:<9} {:<28} {:<30} {:>15} {:>15} {:>15} {:>8} {:>7} {:>8.1e} {:>9.4} {:>9} {:>9.4} {:>9} {:>9}",
@@ -311,7 +351,15 @@ impl AuditorReport {
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:<9} {:>12} {:>12} {:>8} {:>9} {:>9} {:>9}",
-                "partner", "dataset", "unit", "period from", "period to", "delta", "eps", "cap", "remaining"
+                "partner",
+                "dataset",
+                "unit",
+                "period from",
+                "period to",
+                "delta",
+                "eps",
+                "cap",
+                "remaining"
             );
             for row in &self.caps {
                 let _ = writeln!(
@@ -403,7 +451,11 @@ fn render_svg(report: &AuditorReport, job_id: &str, unit: PrivacyUnit) -> String
         .chain(limit)
         .filter(|epsilon| epsilon.is_finite())
         .fold(0.0_f64, f64::max);
-    let y_top = if max_epsilon > 0.0 { max_epsilon * 1.1 } else { 1.0 };
+    let y_top = if max_epsilon > 0.0 {
+        max_epsilon * 1.1
+    } else {
+        1.0
+    };
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let x_of = |round: f64| LEFT + round / max_round * plot_width;
@@ -414,7 +466,10 @@ fn render_svg(report: &AuditorReport, job_id: &str, unit: PrivacyUnit) -> String
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = write!(svg, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
+    let _ = write!(
+        svg,
+        r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
     let _ = write!(
         svg,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Cumulative ε (RDP) over rounds: job {}, {:?} level</text>"#,
@@ -479,7 +534,12 @@ fn render_svg(report: &AuditorReport, job_id: &str, unit: PrivacyUnit) -> String
     for (index, series) in lines.iter().enumerate() {
         let colour = PALETTE[index % PALETTE.len()];
         let points: Vec<String> = std::iter::once((0.0, 0.0))
-            .chain(series.points.iter().map(|point| (point.round as f64, point.epsilon_rdp)))
+            .chain(
+                series
+                    .points
+                    .iter()
+                    .map(|point| (point.round as f64, point.epsilon_rdp)),
+            )
             .map(|(round, epsilon)| format!("{:.1},{:.1}", x_of(round), y_of(epsilon)))
             .collect();
         let _ = write!(

@@ -24,7 +24,9 @@ impl Budget {
     /// Refuses budgets that are not a usable (ε, δ).
     pub fn validate(&self) -> Result<(), LedgerError> {
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(LedgerError::InvalidBudget("epsilon must be finite and >= 0"));
+            return Err(LedgerError::InvalidBudget(
+                "epsilon must be finite and >= 0",
+            ));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
             return Err(LedgerError::InvalidBudget("delta must be in (0, 1)"));
@@ -94,7 +96,9 @@ impl Period {
                 let year = DateTime::from_timestamp(unix_s, 0)
                     .ok_or(LedgerError::TimeOutOfRange(unix_s))?
                     .year();
-                let next = year.checked_add(1).ok_or(LedgerError::TimeOutOfRange(unix_s))?;
+                let next = year
+                    .checked_add(1)
+                    .ok_or(LedgerError::TimeOutOfRange(unix_s))?;
                 Ok(PeriodWindow {
                     start_unix_s: start_of_year(year, unix_s)?,
                     end_unix_s: start_of_year(next, unix_s)?,
@@ -165,7 +169,9 @@ impl Scope {
                 job_id,
                 partner_id,
                 unit,
-            } => charge.job_id == *job_id && charge.partner_id == *partner_id && charge.unit == *unit,
+            } => {
+                charge.job_id == *job_id && charge.partner_id == *partner_id && charge.unit == *unit
+            }
             Self::Period {
                 partner_id,
                 dataset_id,
@@ -309,7 +315,14 @@ impl std::fmt::Display for BudgetRefusal {
             Some(limit) => write!(
                 formatter,
                 "{who} refused job {} round {} for partner {} ({:?}): ε would reach {:.4} of {:.4} at δ={:e} (spent {:.4})",
-                self.job_id, self.round, self.partner_id, self.unit, self.planned, limit.epsilon, limit.delta, self.spent
+                self.job_id,
+                self.round,
+                self.partner_id,
+                self.unit,
+                self.planned,
+                limit.epsilon,
+                limit.delta,
+                self.spent
             ),
             None => write!(
                 formatter,
@@ -397,7 +410,9 @@ pub fn check_partner_caps(
                     unit: charge.unit,
                 },
                 spent: 0.0,
-                planned: charge.epsilon_rdp.min(charge.epsilon_pld.unwrap_or(f64::INFINITY)),
+                planned: charge
+                    .epsilon_rdp
+                    .min(charge.epsilon_pld.unwrap_or(f64::INFINITY)),
                 limit: None,
             });
             continue;

@@ -97,9 +97,8 @@ impl Mechanism {
     /// The ℓ2 clip norm, in model units.
     pub fn clip_norm(&self) -> f64 {
         match self {
-            Self::PoissonSubsampledGaussian { clip_norm, .. } | Self::Gaussian { clip_norm, .. } => {
-                *clip_norm
-            }
+            Self::PoissonSubsampledGaussian { clip_norm, .. }
+            | Self::Gaussian { clip_norm, .. } => *clip_norm,
             Self::DistributedDiscreteGaussian(mechanism) => mechanism.encoding.clip_norm,
         }
     }
@@ -141,12 +140,16 @@ impl Mechanism {
     fn fits(&self, trust_model: TrustModel) -> bool {
         matches!(
             (trust_model, self),
-            (TrustModel::LocalDpSgd, Self::PoissonSubsampledGaussian { .. })
-                | (TrustModel::Distributed, Self::DistributedDiscreteGaussian(_))
-                | (
-                    TrustModel::Central,
-                    Self::Gaussian { .. } | Self::PoissonSubsampledGaussian { .. }
-                )
+            (
+                TrustModel::LocalDpSgd,
+                Self::PoissonSubsampledGaussian { .. }
+            ) | (
+                TrustModel::Distributed,
+                Self::DistributedDiscreteGaussian(_)
+            ) | (
+                TrustModel::Central,
+                Self::Gaussian { .. } | Self::PoissonSubsampledGaussian { .. }
+            )
         )
     }
 }
@@ -344,7 +347,10 @@ pub(crate) struct ChargeSet<'a> {
 }
 
 /// The idempotency rule shared by [`ChargeSet`] and the SQLite store.
-pub(crate) fn outcome_against(existing: &Charge, new: &Charge) -> Result<RecordOutcome, LedgerError> {
+pub(crate) fn outcome_against(
+    existing: &Charge,
+    new: &Charge,
+) -> Result<RecordOutcome, LedgerError> {
     if existing.same_charge_as(new) {
         Ok(RecordOutcome::AlreadyRecorded)
     } else {

@@ -20,8 +20,8 @@ mod store;
 
 pub use audit::{AuditorReport, CapRow, EpsilonSeries, JobRow, SeriesPoint, ValueRange};
 pub use budget::{
-    Budget, BudgetRefusal, JobBudget, PartnerCap, Period, PeriodWindow, Projection, Refuser,
-    Scope, Spent, check_job_budget, check_partner_caps, compose, project,
+    Budget, BudgetRefusal, JobBudget, PartnerCap, Period, PeriodWindow, Projection, Refuser, Scope,
+    Spent, check_job_budget, check_partner_caps, compose, project,
 };
 pub use charge::{
     Charge, ChargeKey, ChargeSpec, Mechanism, PrivacyUnit, RecordOutcome, TrustModel,

@@ -39,7 +39,10 @@ impl ReconcileReport {
 }
 
 fn by_key(charges: &[Charge]) -> BTreeMap<ChargeKey, &Charge> {
-    charges.iter().map(|charge| (charge.key(), charge)).collect()
+    charges
+        .iter()
+        .map(|charge| (charge.key(), charge))
+        .collect()
 }
 
 /// Compares two ledgers by key. Pass the coordinator's charges for the

@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
-use veil_sqlite_db::rusqlite::{self, Connection, OptionalExtension, Row, TransactionBehavior, params};
+use veil_sqlite_db::rusqlite::{
+    self, Connection, OptionalExtension, Row, TransactionBehavior, params,
+};
 use veil_sqlite_db::{Schema, open};
 
 use crate::charge::{Charge, Mechanism, PrivacyUnit, RecordOutcome, TrustModel, outcome_against};
@@ -81,11 +83,7 @@ fn to_i64(value: u64, field: &str) -> Result<i64, LedgerError> {
 }
 
 fn corrupt(message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        message.into(),
-    )
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
 }
 
 fn required<T>(value: Option<T>, column: &str, kind: &str) -> rusqlite::Result<T> {
@@ -114,7 +112,10 @@ fn charge_from_row(row: &Row<'_>) -> rusqlite::Result<Charge> {
         required(row.get::<_, Option<f64>>(column)?, column, &kind)
     };
     let integer = |column: &str| -> rusqlite::Result<u64> {
-        non_negative(required(row.get::<_, Option<i64>>(column)?, column, &kind)?, column)
+        non_negative(
+            required(row.get::<_, Option<i64>>(column)?, column, &kind)?,
+            column,
+        )
     };
     let mechanism = match kind.as_str() {
         "poisson_subsampled_gaussian" => Mechanism::PoissonSubsampledGaussian {
@@ -235,7 +236,12 @@ impl SqliteLedger {
                     "SELECT {COLUMNS} FROM charges \
                      WHERE job_id = ?1 AND round = ?2 AND partner_id = ?3 AND unit = ?4"
                 ),
-                params![charge.job_id, round, charge.partner_id, unit_name(charge.unit)],
+                params![
+                    charge.job_id,
+                    round,
+                    charge.partner_id,
+                    unit_name(charge.unit)
+                ],
                 charge_from_row,
             )
             .optional()?;

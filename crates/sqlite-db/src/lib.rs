@@ -183,7 +183,12 @@ pub fn migrate(
             .map_err(sqlite)?;
     }
     transaction.commit().map_err(sqlite)?;
-    for (index, sql) in schema.migrations.iter().enumerate().skip(found_version as usize) {
+    for (index, sql) in schema
+        .migrations
+        .iter()
+        .enumerate()
+        .skip(found_version as usize)
+    {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite)?;
@@ -233,12 +238,22 @@ mod tests {
     fn a_new_file_is_durable_and_fully_migrated() -> Result<(), DbError> {
         let (_directory, path) = database();
         let (connection, migrated) = open(&path, &schema(NOTES_V2))?;
-        assert_eq!(migrated, Migrated { from_version: 0, to_version: 2 });
+        assert_eq!(
+            migrated,
+            Migrated {
+                from_version: 0,
+                to_version: 2
+            }
+        );
         let check = |name: &str| -> rusqlite::Result<String> {
-            connection.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            connection
+                .pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
                 .map(|value| format!("{value:?}"))
         };
-        let sqlite = |source| DbError::Sqlite { path: path.clone(), source };
+        let sqlite = |source| DbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         assert_eq!(check("journal_mode").map_err(sqlite)?, "Text(\"wal\")");
         // SQLite reports synchronous FULL as 2 and foreign_keys ON as 1.
         assert_eq!(check("synchronous").map_err(sqlite)?, "Integer(2)");
@@ -255,19 +270,43 @@ mod tests {
         let (_directory, path) = database();
         {
             let (connection, migrated) = open(&path, &schema(NOTES_V1))?;
-            assert_eq!(migrated, Migrated { from_version: 0, to_version: 1 });
+            assert_eq!(
+                migrated,
+                Migrated {
+                    from_version: 0,
+                    to_version: 1
+                }
+            );
             connection
                 .execute("INSERT INTO notes (id, body) VALUES (1, 'kept')", [])
-                .map_err(|source| DbError::Sqlite { path: path.clone(), source })?;
+                .map_err(|source| DbError::Sqlite {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         let (connection, migrated) = open(&path, &schema(NOTES_V2))?;
-        assert_eq!(migrated, Migrated { from_version: 1, to_version: 2 });
+        assert_eq!(
+            migrated,
+            Migrated {
+                from_version: 1,
+                to_version: 2
+            }
+        );
         let body: String = connection
             .query_row("SELECT body FROM notes WHERE id = 1", [], |row| row.get(0))
-            .map_err(|source| DbError::Sqlite { path: path.clone(), source })?;
+            .map_err(|source| DbError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         assert_eq!(body, "kept");
         let (_again, migrated) = open(&path, &schema(NOTES_V2))?;
-        assert_eq!(migrated, Migrated { from_version: 2, to_version: 2 });
+        assert_eq!(
+            migrated,
+            Migrated {
+                from_version: 2,
+                to_version: 2
+            }
+        );
         Ok(())
     }
 
@@ -276,7 +315,12 @@ mod tests {
         let (_directory, path) = database();
         drop(open(&path, &schema(NOTES_V2))?);
         match open(&path, &schema(NOTES_V1)) {
-            Err(DbError::NewerSchema { found: 2, supported: 1, component: "notes", .. }) => Ok(()),
+            Err(DbError::NewerSchema {
+                found: 2,
+                supported: 1,
+                component: "notes",
+                ..
+            }) => Ok(()),
             other => panic!("expected NewerSchema, got {other:?}"),
         }
     }
@@ -291,7 +335,11 @@ mod tests {
             migrations: NOTES_V1,
         };
         match open(&path, &other) {
-            Err(DbError::WrongApplication { found: 0x5645_494c, expected: 7, .. }) => Ok(()),
+            Err(DbError::WrongApplication {
+                found: 0x5645_494c,
+                expected: 7,
+                ..
+            }) => Ok(()),
             other => panic!("expected WrongApplication, got {other:?}"),
         }
     }
@@ -303,17 +351,29 @@ mod tests {
             "CREATE TABLE half (id INTEGER); THIS IS NOT SQL;",
         ];
         let (_directory, path) = database();
-        assert!(matches!(open(&path, &schema(BROKEN)), Err(DbError::Sqlite { .. })));
+        assert!(matches!(
+            open(&path, &schema(BROKEN)),
+            Err(DbError::Sqlite { .. })
+        ));
         // Version 1 was committed; the broken second batch left nothing behind.
         let (connection, migrated) = open(&path, &schema(NOTES_V1))?;
-        assert_eq!(migrated, Migrated { from_version: 1, to_version: 1 });
+        assert_eq!(
+            migrated,
+            Migrated {
+                from_version: 1,
+                to_version: 1
+            }
+        );
         let half_exists: i64 = connection
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'half'",
                 [],
                 |row| row.get(0),
             )
-            .map_err(|source| DbError::Sqlite { path: path.clone(), source })?;
+            .map_err(|source| DbError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         assert_eq!(half_exists, 0);
         Ok(())
     }
@@ -326,6 +386,9 @@ mod tests {
             application_id: 0,
             migrations: NOTES_V1,
         };
-        assert!(matches!(open(&path, &unset), Err(DbError::InvalidSchema("unset"))));
+        assert!(matches!(
+            open(&path, &unset),
+            Err(DbError::InvalidSchema("unset"))
+        ));
     }
 }
