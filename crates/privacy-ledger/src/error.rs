@@ -48,6 +48,18 @@ pub enum LedgerError {
     /// A stored row cannot be a charge (edited by hand or corrupted).
     #[error("corrupt ledger row: {0}")]
     CorruptRow(String),
+    /// A file named on the command line could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command-line option needed by the chosen output is missing.
+    #[error("{0} is required for this output")]
+    MissingArgument(&'static str),
     /// JSON export or import failed.
     #[error("ledger JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -6,7 +6,8 @@
 //! not log lines); both sides keep a durable copy ([`SqliteLedger`]) that can
 //! be [`reconcile`]d; auditors get an [`AuditorReport`] as text, SVG and JSON.
 //!
-//! Pure logic except [`SqliteLedger`]; no clock is read (times are passed in).
+//! Pure logic except [`SqliteLedger`] and the `veil-ledger` command line
+//! ([`cli`]); no clock is read (times are passed in).
 //! This crate does not compute ε itself (`veil-accounting`), draw noise
 //! (`veil-dp-noise`), or move charges between coordinator and node (the
 //! coordinator and `client-node` do, over `veil-wire`).
@@ -14,6 +15,7 @@
 mod audit;
 mod budget;
 mod charge;
+pub mod cli;
 mod error;
 mod reconcile;
 mod store;
