@@ -34,6 +34,10 @@ pub enum AccountingError {
         /// The configured ceiling.
         limit: usize,
     },
+    /// The PLD accountant cannot bound this composition (it contains
+    /// distributed discrete Gaussian rounds); use the RDP accountant.
+    #[error("the PLD accountant does not cover distributed discrete Gaussian rounds")]
+    NotCoveredByPld,
     /// No noise multiplier in the searched range meets the target.
     #[error("no noise multiplier up to {0} meets the target (epsilon, delta)")]
     CalibrationOutOfRange(f64),

@@ -1,6 +1,7 @@
 //! Differential privacy accounting: RDP and PLD accountants for the
-//! Poisson-subsampled Gaussian, composition across rounds and jobs, the exact
-//! analytic Gaussian, and noise calibration.
+//! Poisson-subsampled Gaussian, the distributed discrete Gaussian of DP-FedAvg
+//! with secure aggregation (RDP), composition across rounds and jobs, the
+//! exact analytic Gaussian, and noise calibration.
 //!
 //! This crate is pure computation: it does no IO, reads no clock and draws no
 //! randomness. It does not sample noise (that is `veil-dp-noise`), does not
@@ -12,6 +13,7 @@ mod accountant;
 mod analytic_gaussian;
 mod calibration;
 pub mod cli;
+mod distributed;
 mod error;
 mod fft;
 mod pld;
@@ -21,6 +23,10 @@ mod special;
 pub use accountant::{Accountant, DpEvent, EpsilonReport};
 pub use analytic_gaussian::{analytic_gaussian_delta, analytic_gaussian_epsilon};
 pub use calibration::{CalibrationTarget, calibrate_noise_multiplier};
+pub use distributed::{
+    DiscreteEncoding, DistributedCalibrationTarget, DistributedDiscreteGaussian, MIN_NODE_SIGMA,
+    RoundedSensitivity, calibrate_node_sigma, rounded_sensitivity, summed_discrete_gaussian_tau,
+};
 pub use error::AccountingError;
 pub use pld::{Adjacency, BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
 pub use rdp::{

@@ -115,3 +115,50 @@ fn bad_arguments_fail_with_a_message_and_no_panic() {
         assert!(!stderr.contains("panicked"), "{arguments:?}: {stderr}");
     }
 }
+
+const DISTRIBUTED: [&str; 12] = [
+    "--clip-norm",
+    "1",
+    "--granularity",
+    "0.01",
+    "--dimension",
+    "16",
+    "--rounding-beta",
+    "0",
+    "--min-survivors",
+    "1",
+    "--rounds",
+    "1",
+];
+
+#[test]
+fn distributed_epsilon_shows_its_working() {
+    let mut arguments = vec!["distributed-epsilon"];
+    arguments.extend(DISTRIBUTED);
+    arguments.extend(["--node-sigma", "208", "--delta", "1e-5"]);
+    let (ok, stdout, stderr) = run(&arguments);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+    // c/γ = 100, d = 16, plain rounding: Δ₂ = 104, Δ₁ = 4·104; one node: τ = 0;
+    // z = 208/104 = 2 exactly.
+    assert_eq!(number(&json, "l2_sensitivity"), 104.0, "{stdout}");
+    assert_eq!(number(&json, "l1_sensitivity"), 416.0, "{stdout}");
+    assert_eq!(number(&json, "tau"), 0.0, "{stdout}");
+    assert_eq!(number(&json, "effective_noise_multiplier"), 2.0, "{stdout}");
+    // RDP of a Gaussian with z = 2 at δ = 1e-5 is about 2.3 (analytic: 2.07).
+    let epsilon = number(&json, "epsilon");
+    assert!(epsilon > 2.0 && epsilon < 2.6, "{stdout}");
+}
+
+#[test]
+fn distributed_calibrate_meets_its_own_target() {
+    let mut arguments = vec!["distributed-calibrate"];
+    arguments.extend(DISTRIBUTED);
+    arguments.extend(["--epsilon", "3", "--delta", "1e-5"]);
+    let (ok, stdout, stderr) = run(&arguments);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+    let epsilon = number(&json, "epsilon");
+    assert!(epsilon <= 3.0 && epsilon > 2.99, "{stdout}");
+    assert!(number(&json, "node_sigma") > 100.0, "{stdout}");
+}

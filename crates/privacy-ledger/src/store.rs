@@ -1,0 +1,316 @@
+//! The durable ledger: one SQLite file per side (coordinator, or a partner's
+//! node), one row per charge, written in a transaction that is on disk before
+//! `record` returns.
+//!
+//! Mechanism parameters are columns, not a JSON blob, so an auditor can query
+//! the file with the `sqlite3` shell, and REAL columns keep every f64 bit for
+//! bit (a text round trip might not).
+
+use std::path::Path;
+
+use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
+use veil_sqlite_db::rusqlite::{
+    self, Connection, OptionalExtension, Row, TransactionBehavior, params,
+};
+use veil_sqlite_db::{Schema, open};
+
+use crate::charge::{Charge, Mechanism, PrivacyUnit, RecordOutcome, TrustModel, outcome_against};
+use crate::error::LedgerError;
+
+/// The ledger's schema. Append migrations; never edit a published one.
+const LEDGER_SCHEMA: Schema = Schema {
+    component: "privacy ledger",
+    // "VLDG": marks the file as a Veil ledger.
+    application_id: 0x564c_4447,
+    migrations: &[r"
+        CREATE TABLE charges (
+            job_id             TEXT    NOT NULL,
+            round              INTEGER NOT NULL CHECK (round >= 0),
+            partner_id         TEXT    NOT NULL,
+            unit               TEXT    NOT NULL CHECK (unit IN ('customer', 'partner')),
+            dataset_id         TEXT    NOT NULL,
+            trust_model        TEXT    NOT NULL,
+            mechanism          TEXT    NOT NULL,
+            clip_norm          REAL    NOT NULL,
+            sampling_rate      REAL,
+            noise_multiplier   REAL,
+            steps              INTEGER,
+            granularity        REAL,
+            dimension          INTEGER,
+            rounding_beta      REAL,
+            node_sigma         REAL,
+            min_survivors      INTEGER,
+            delta              REAL    NOT NULL,
+            epsilon_rdp        REAL    NOT NULL,
+            epsilon_pld        REAL,
+            recorded_at_unix_s INTEGER NOT NULL,
+            PRIMARY KEY (job_id, round, partner_id, unit)
+        ) STRICT;
+        CREATE INDEX charges_by_partner
+            ON charges (partner_id, dataset_id, unit, recorded_at_unix_s);
+    "],
+};
+
+const COLUMNS: &str = "job_id, round, partner_id, unit, dataset_id, trust_model, mechanism, \
+    clip_norm, sampling_rate, noise_multiplier, steps, granularity, dimension, rounding_beta, \
+    node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld, recorded_at_unix_s";
+
+/// A privacy ledger kept in one SQLite file.
+pub struct SqliteLedger {
+    /// One connection: every write is a short immediate transaction, and the
+    /// caller serialises access (`&mut self`), so no pool is needed.
+    connection: Connection,
+}
+
+fn unit_name(unit: PrivacyUnit) -> &'static str {
+    match unit {
+        PrivacyUnit::Customer => "customer",
+        PrivacyUnit::Partner => "partner",
+    }
+}
+
+fn trust_model_name(trust_model: TrustModel) -> &'static str {
+    match trust_model {
+        TrustModel::LocalDpSgd => "local_dp_sgd",
+        TrustModel::Distributed => "distributed",
+        TrustModel::Central => "central",
+    }
+}
+
+fn to_i64(value: u64, field: &str) -> Result<i64, LedgerError> {
+    i64::try_from(value)
+        .map_err(|_| LedgerError::CorruptRow(format!("{field} {value} does not fit in SQLite")))
+}
+
+fn corrupt(message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+}
+
+fn required<T>(value: Option<T>, column: &str, kind: &str) -> rusqlite::Result<T> {
+    value.ok_or_else(|| corrupt(format!("{kind} row without {column}")))
+}
+
+fn non_negative(value: i64, column: &str) -> rusqlite::Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative {column} {value}")))
+}
+
+fn charge_from_row(row: &Row<'_>) -> rusqlite::Result<Charge> {
+    let unit = match row.get::<_, String>("unit")?.as_str() {
+        "customer" => PrivacyUnit::Customer,
+        "partner" => PrivacyUnit::Partner,
+        other => return Err(corrupt(format!("unknown unit {other:?}"))),
+    };
+    let trust_model = match row.get::<_, String>("trust_model")?.as_str() {
+        "local_dp_sgd" => TrustModel::LocalDpSgd,
+        "distributed" => TrustModel::Distributed,
+        "central" => TrustModel::Central,
+        other => return Err(corrupt(format!("unknown trust model {other:?}"))),
+    };
+    let kind: String = row.get("mechanism")?;
+    let clip_norm: f64 = row.get("clip_norm")?;
+    let real = |column: &str| -> rusqlite::Result<f64> {
+        required(row.get::<_, Option<f64>>(column)?, column, &kind)
+    };
+    let integer = |column: &str| -> rusqlite::Result<u64> {
+        non_negative(
+            required(row.get::<_, Option<i64>>(column)?, column, &kind)?,
+            column,
+        )
+    };
+    let mechanism = match kind.as_str() {
+        "poisson_subsampled_gaussian" => Mechanism::PoissonSubsampledGaussian {
+            sampling_rate: real("sampling_rate")?,
+            noise_multiplier: real("noise_multiplier")?,
+            steps: integer("steps")?,
+            clip_norm,
+        },
+        "distributed_discrete_gaussian" => {
+            Mechanism::DistributedDiscreteGaussian(DistributedDiscreteGaussian {
+                encoding: DiscreteEncoding {
+                    clip_norm,
+                    granularity: real("granularity")?,
+                    dimension: integer("dimension")?,
+                    rounding_beta: real("rounding_beta")?,
+                },
+                node_sigma: real("node_sigma")?,
+                min_survivors: integer("min_survivors")?,
+            })
+        }
+        "gaussian" => Mechanism::Gaussian {
+            noise_multiplier: real("noise_multiplier")?,
+            clip_norm,
+        },
+        other => return Err(corrupt(format!("unknown mechanism {other:?}"))),
+    };
+    Ok(Charge {
+        job_id: row.get("job_id")?,
+        round: non_negative(row.get("round")?, "round")?,
+        partner_id: row.get("partner_id")?,
+        dataset_id: row.get("dataset_id")?,
+        unit,
+        trust_model,
+        mechanism,
+        delta: row.get("delta")?,
+        epsilon_rdp: row.get("epsilon_rdp")?,
+        epsilon_pld: row.get("epsilon_pld")?,
+        recorded_at_unix_s: row.get("recorded_at_unix_s")?,
+    })
+}
+
+/// Mechanism parameters as nullable columns, in `COLUMNS` order.
+struct MechanismColumns {
+    sampling_rate: Option<f64>,
+    noise_multiplier: Option<f64>,
+    steps: Option<i64>,
+    granularity: Option<f64>,
+    dimension: Option<i64>,
+    rounding_beta: Option<f64>,
+    node_sigma: Option<f64>,
+    min_survivors: Option<i64>,
+}
+
+fn mechanism_columns(mechanism: &Mechanism) -> Result<MechanismColumns, LedgerError> {
+    let none = MechanismColumns {
+        sampling_rate: None,
+        noise_multiplier: None,
+        steps: None,
+        granularity: None,
+        dimension: None,
+        rounding_beta: None,
+        node_sigma: None,
+        min_survivors: None,
+    };
+    Ok(match *mechanism {
+        Mechanism::PoissonSubsampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+            steps,
+            ..
+        } => MechanismColumns {
+            sampling_rate: Some(sampling_rate),
+            noise_multiplier: Some(noise_multiplier),
+            steps: Some(to_i64(steps, "steps")?),
+            ..none
+        },
+        Mechanism::DistributedDiscreteGaussian(distributed) => MechanismColumns {
+            granularity: Some(distributed.encoding.granularity),
+            dimension: Some(to_i64(distributed.encoding.dimension, "dimension")?),
+            rounding_beta: Some(distributed.encoding.rounding_beta),
+            node_sigma: Some(distributed.node_sigma),
+            min_survivors: Some(to_i64(distributed.min_survivors, "min_survivors")?),
+            ..none
+        },
+        Mechanism::Gaussian {
+            noise_multiplier, ..
+        } => MechanismColumns {
+            noise_multiplier: Some(noise_multiplier),
+            ..none
+        },
+    })
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger at `path`: WAL, synchronous
+    /// FULL, migrated to the current schema.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let (connection, _migrated) = open(path, &LEDGER_SCHEMA)?;
+        Ok(Self { connection })
+    }
+
+    /// Records `charge`, durably, before returning. The identical charge
+    /// again returns [`RecordOutcome::AlreadyRecorded`] and changes nothing;
+    /// a different charge under the same key is
+    /// [`LedgerError::ConflictingCharge`].
+    pub fn record(&mut self, charge: &Charge) -> Result<RecordOutcome, LedgerError> {
+        charge.validate()?;
+        let columns = mechanism_columns(&charge.mechanism)?;
+        let round = to_i64(charge.round, "round")?;
+        // Immediate: take the write lock before reading, so two processes
+        // recording the same key cannot both see it absent.
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing = transaction
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM charges \
+                     WHERE job_id = ?1 AND round = ?2 AND partner_id = ?3 AND unit = ?4"
+                ),
+                params![
+                    charge.job_id,
+                    round,
+                    charge.partner_id,
+                    unit_name(charge.unit)
+                ],
+                charge_from_row,
+            )
+            .optional()?;
+        if let Some(existing) = existing {
+            return outcome_against(&existing, charge);
+        }
+        transaction.execute(
+            &format!(
+                "INSERT INTO charges ({COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+            ),
+            params![
+                charge.job_id,
+                round,
+                charge.partner_id,
+                unit_name(charge.unit),
+                charge.dataset_id,
+                trust_model_name(charge.trust_model),
+                charge.mechanism.kind(),
+                charge.mechanism.clip_norm(),
+                columns.sampling_rate,
+                columns.noise_multiplier,
+                columns.steps,
+                columns.granularity,
+                columns.dimension,
+                columns.rounding_beta,
+                columns.node_sigma,
+                columns.min_survivors,
+                charge.delta,
+                charge.epsilon_rdp,
+                charge.epsilon_pld,
+                charge.recorded_at_unix_s,
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(RecordOutcome::Recorded)
+    }
+
+    fn select(&self, filter: &str, value: Option<&str>) -> Result<Vec<Charge>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM charges {filter} \
+             ORDER BY partner_id, job_id, round, unit"
+        );
+        let mut statement = self.connection.prepare(&sql)?;
+        let rows = match value {
+            Some(value) => statement.query_map([value], charge_from_row)?,
+            None => statement.query_map([], charge_from_row)?,
+        };
+        let charges = rows.collect::<Result<Vec<_>, _>>()?;
+        for charge in &charges {
+            charge
+                .validate()
+                .map_err(|error| LedgerError::CorruptRow(format!("{}: {error}", charge.key())))?;
+        }
+        Ok(charges)
+    }
+
+    /// Every charge of one partner, across jobs.
+    pub fn charges_for_partner(&self, partner_id: &str) -> Result<Vec<Charge>, LedgerError> {
+        self.select("WHERE partner_id = ?1", Some(partner_id))
+    }
+
+    /// Every charge of one job, across partners.
+    pub fn charges_for_job(&self, job_id: &str) -> Result<Vec<Charge>, LedgerError> {
+        self.select("WHERE job_id = ?1", Some(job_id))
+    }
+
+    /// Every charge.
+    pub fn all_charges(&self) -> Result<Vec<Charge>, LedgerError> {
+        self.select("", None)
+    }
+}
