@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::SecureRandom as _;
 use rustls::pki_types::CertificateDer;
@@ -240,15 +240,16 @@ impl FederationCa {
             key,
             root,
         };
-        ca.check_consistency()
-            .map_err(|_| PkiError::CaMismatch(directory.to_owned()))?;
+        if !ca.reproduces_root()? {
+            return Err(PkiError::CaMismatch(directory.to_owned()));
+        }
         Ok(ca)
     }
 
     /// Issues a throwaway certificate and verifies it against the stored root:
     /// a wrong key or a renamed federation would otherwise only show when
     /// members fail to connect.
-    fn check_consistency(&self) -> Result<(), PkiError> {
+    fn reproduces_root(&self) -> Result<bool, PkiError> {
         let probe_key = IdentityKey::generate()?;
         let request = CertificateRequest::member(
             Role::Node,
@@ -257,9 +258,7 @@ impl FederationCa {
         );
         let probe = self.issue(&request, &probe_key.public_key())?;
         let now = unix_seconds(SystemTime::now());
-        verify_certificate(&self.root, &probe.certificate_der, now, None, Role::Node)
-            .map(|_| ())
-            .map_err(|_| PkiError::CaMismatch(PathBuf::new()))
+        Ok(verify_certificate(&self.root, &probe.certificate_der, now, None, Role::Node).is_ok())
     }
 
     /// The federation's name.
@@ -492,7 +491,10 @@ mod tests {
         ));
         let mut with_hosts = CertificateRequest::member(Role::Operator, "op", year());
         with_hosts.hosts.push("localhost".into());
-        assert!(matches!(check(with_hosts), Err(PkiError::HostsForRole { .. })));
+        assert!(matches!(
+            check(with_hosts),
+            Err(PkiError::HostsForRole { .. })
+        ));
         let empty = Validity {
             not_before: SystemTime::now(),
             not_after: SystemTime::now() - Duration::from_secs(1),
@@ -502,7 +504,11 @@ mod tests {
             Err(PkiError::EmptyValidity)
         ));
         assert!(matches!(
-            check(CertificateRequest::coordinator("c", vec!["not a host!".into()], year())),
+            check(CertificateRequest::coordinator(
+                "c",
+                vec!["not a host!".into()],
+                year()
+            )),
             Err(PkiError::InvalidHost(_))
         ));
     }

@@ -136,7 +136,7 @@ impl FromStr for Serial {
     /// Parses the hex form written by `Display`; RFC 5280 caps serials at 20 bytes.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid = || PkiError::InvalidSerial(text.to_owned());
-        if text.is_empty() || text.len() % 2 != 0 || text.len() > 40 {
+        if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 40 {
             return Err(invalid());
         }
         (0..text.len())
@@ -192,8 +192,8 @@ impl IdentityKey {
     /// Generates a fresh key from the operating system's secure generator.
     pub fn generate() -> Result<Self, PkiError> {
         let random = ring::rand::SystemRandom::new();
-        let document = Ed25519KeyPair::generate_pkcs8(&random)
-            .map_err(|_| PkiError::KeyGeneration)?;
+        let document =
+            Ed25519KeyPair::generate_pkcs8(&random).map_err(|_| PkiError::KeyGeneration)?;
         Self::from_pkcs8_der(document.as_ref())
     }
 
@@ -390,7 +390,11 @@ pub enum AuthError {
 }
 
 fn display_roles(roles: &[Role]) -> String {
-    roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(", ")
+    roles
+        .iter()
+        .map(|role| role.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Refuses `identity` unless its role is one of `allowed`.
@@ -416,8 +420,9 @@ pub(crate) fn identity_of(certificate: &EndEntityCert<'_>) -> Result<PeerIdentit
     if identities.next().is_some() {
         return Err(AuthError::BadSan("more than one spiffe://veil/ URI"));
     }
-    let (role, name) = parse_identity_uri(uri)
-        .ok_or(AuthError::BadSan("malformed spiffe://veil/<role>/<name> URI"))?;
+    let (role, name) = parse_identity_uri(uri).ok_or(AuthError::BadSan(
+        "malformed spiffe://veil/<role>/<name> URI",
+    ))?;
     let spki = certificate.subject_public_key_info();
     let ed25519_public_key =
         Ed25519PublicKey::from_spki(spki.as_ref()).ok_or(AuthError::NotEd25519)?;
@@ -498,7 +503,13 @@ pub fn verify_node_certificate(
     now_unix_seconds: u64,
     revocations: Option<&RevocationList>,
 ) -> Result<PeerIdentity, AuthError> {
-    verify_certificate(root, certificate_der, now_unix_seconds, revocations, Role::Node)
+    verify_certificate(
+        root,
+        certificate_der,
+        now_unix_seconds,
+        revocations,
+        Role::Node,
+    )
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@ mod revocation;
 mod tls;
 
 pub use authority::{
-    CertificateRequest, FederationCa, IssuedCertificate, PkiError, Validity,
-    CLOCK_SKEW_ALLOWANCE,
+    CLOCK_SKEW_ALLOWANCE, CertificateRequest, FederationCa, IssuedCertificate, PkiError, Validity,
 };
 pub use identity::{
     AuthError, Ed25519PublicKey, FederationRoot, IdentityKey, PeerIdentity, Role, Serial,

@@ -289,7 +289,9 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<Serial, Revocation>, Revocat
             line: index + 1,
             reason,
         })?;
-        entries.entry(revocation.serial.clone()).or_insert(revocation);
+        entries
+            .entry(revocation.serial.clone())
+            .or_insert(revocation);
     }
     Ok(entries)
 }
@@ -340,7 +342,10 @@ mod tests {
         let reasons: Vec<_> = entries.iter().map(|entry| entry.reason).collect();
         assert_eq!(
             reasons,
-            [RevocationReason::KeyCompromise, RevocationReason::Superseded]
+            [
+                RevocationReason::KeyCompromise,
+                RevocationReason::Superseded
+            ]
         );
     }
 

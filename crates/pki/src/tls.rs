@@ -14,8 +14,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     RootCertStore, ServerConfig, SignatureScheme,
@@ -101,11 +101,9 @@ impl ServerTls {
             return Err(TlsError::OwnRole(identity.role));
         }
         let provider = ring_provider();
-        let webpki = WebPkiClientVerifier::builder_with_provider(
-            root_store(root)?,
-            Arc::clone(&provider),
-        )
-        .build()?;
+        let webpki =
+            WebPkiClientVerifier::builder_with_provider(root_store(root)?, Arc::clone(&provider))
+                .build()?;
         let verifier = Arc::new(VeilClientVerifier {
             webpki,
             revocations: revocations.clone(),
@@ -275,9 +273,9 @@ impl ClientCertVerifier for VeilClientVerifier {
 fn refusal(error: AuthError) -> rustls::Error {
     match error {
         AuthError::Revoked { .. } => rustls::Error::InvalidCertificate(CertificateError::Revoked),
-        other => rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-            Arc::new(other),
-        ))),
+        other => {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(other))))
+        }
     }
 }
 
@@ -437,8 +435,7 @@ async fn accept_loop(
         let sender = sender.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => MtlsStream::new(tls, revocations),
                 Ok(Err(error)) => {
                     tracing::warn!(%peer, %error, "TLS handshake refused");

@@ -61,11 +61,24 @@ impl Member {
     fn key_pem(&self) -> String {
         self.key.to_pem().expect("key pem")
     }
+
+    fn pem_pair(&self) -> PemPair {
+        PemPair {
+            certificate_pem: self.certificate.certificate_pem.clone(),
+            key_pem: self.key_pem(),
+        }
+    }
+}
+
+/// A certificate and its key as PEM text, whether or not the CA would issue it.
+struct PemPair {
+    certificate_pem: String,
+    key_pem: String,
 }
 
 /// A CA directory with a revocation list and a coordinator certificate.
 struct Federation {
-    _directory: TempDir,
+    directory: TempDir,
     ca: FederationCa,
     revocations_path: std::path::PathBuf,
     server: ServerTls,
@@ -94,7 +107,7 @@ impl Federation {
         )
         .expect("server TLS");
         Self {
-            _directory: directory,
+            directory,
             ca,
             revocations_path,
             server,
@@ -232,7 +245,11 @@ async fn call_as(
 
 /// tonic settings that present any certificate, bypassing `ClientTls`'s
 /// own sanity checks, as an attacker or a misconfigured member would.
-fn raw_tonic_config(root: &FederationRoot, certificate_pem: &str, key_pem: &str) -> ClientTlsConfig {
+fn raw_tonic_config(
+    root: &FederationRoot,
+    certificate_pem: &str,
+    key_pem: &str,
+) -> ClientTlsConfig {
     ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(root.certificate_pem()))
         .identity(Identity::from_pem(certificate_pem, key_pem))
@@ -292,7 +309,9 @@ async fn roles_are_authorised_per_rpc() {
         .expect_err("a node may not call an operator RPC");
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("role node"), "{denied:?}");
-    check(node_channel, "node").await.expect("node RPCs allowed");
+    check(node_channel, "node")
+        .await
+        .expect("node RPCs allowed");
 
     let auditor_channel = connect(running.address, federation.client(&auditor).tonic_config())
         .await
@@ -309,7 +328,10 @@ async fn refused_certificates_never_reach_the_handler() {
     let running = serve(&federation.server).await;
     let root = federation.ca.root();
     let foreign_ca = FederationCa::create("foreign", a_year()).expect("foreign CA");
-    let foreign = issue(&foreign_ca, CertificateRequest::member(Role::Node, "n1", a_year()));
+    let foreign = issue(
+        &foreign_ca,
+        CertificateRequest::member(Role::Node, "n1", a_year()),
+    );
     let expired = federation.member(Role::Node, "n1", expired());
     let early = federation.member(Role::Node, "n1", not_yet_valid());
     let coordinator_as_client = issue(
@@ -327,7 +349,8 @@ async fn refused_certificates_never_reach_the_handler() {
         let refused = call_as(running.address, tls, "node").await;
         assert!(refused.is_err(), "{case}: accepted");
     }
-    let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root.certificate_pem()));
+    let anonymous =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root.certificate_pem()));
     assert!(
         call_as(running.address, anonymous, "node").await.is_err(),
         "a client without certificate was accepted"
@@ -336,9 +359,13 @@ async fn refused_certificates_never_reach_the_handler() {
     // The same server still serves a good member, so the refusals above are
     // about the certificates and not a broken server.
     let good = federation.member(Role::Node, "n1", a_year());
-    call_as(running.address, federation.client(&good).tonic_config(), "node")
-        .await
-        .expect("good node accepted");
+    call_as(
+        running.address,
+        federation.client(&good).tonic_config(),
+        "node",
+    )
+    .await
+    .expect("good node accepted");
 }
 
 #[tokio::test]
@@ -371,9 +398,13 @@ async fn a_certificate_revoked_while_serving_is_refused_at_once() {
     );
     // Other members are unaffected.
     let other = federation.member(Role::Node, "n2", a_year());
-    call_as(running.address, federation.client(&other).tonic_config(), "node")
-        .await
-        .expect("unrevoked node still served");
+    call_as(
+        running.address,
+        federation.client(&other).tonic_config(),
+        "node",
+    )
+    .await
+    .expect("unrevoked node still served");
 }
 
 /// Runs one raw rustls handshake against the server's configuration and
@@ -381,7 +412,7 @@ async fn a_certificate_revoked_while_serving_is_refused_at_once() {
 async fn server_verdict(
     server: &ServerTls,
     root: &FederationRoot,
-    client_auth: Option<(&str, &str)>,
+    client_auth: Option<&PemPair>,
 ) -> Result<(), String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -394,10 +425,12 @@ async fn server_verdict(
     .expect("versions")
     .with_root_certificates(roots);
     let config = match client_auth {
-        Some((certificate_pem, key_pem)) => builder
+        Some(pair) => builder
             .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(certificate_pem.as_bytes()).expect("cert")],
-                PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key"),
+                vec![
+                    CertificateDer::from_pem_slice(pair.certificate_pem.as_bytes()).expect("cert"),
+                ],
+                PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).expect("key"),
             )
             .expect("client auth"),
         None => builder.with_no_client_auth(),
@@ -429,35 +462,30 @@ async fn the_server_names_why_it_refused_a_certificate() {
     let federation = Federation::new();
     let root = federation.ca.root();
     let foreign_ca = FederationCa::create("foreign", a_year()).expect("foreign CA");
-    let foreign = issue(&foreign_ca, CertificateRequest::member(Role::Node, "n1", a_year()));
+    let foreign = issue(
+        &foreign_ca,
+        CertificateRequest::member(Role::Node, "n1", a_year()),
+    );
     let expired = federation.member(Role::Node, "n1", expired());
     let revoked = federation.member(Role::Node, "n1", a_year());
     federation.revoke(&revoked.certificate.serial);
     let without_identity = sign_without_veil_uri(&federation);
     let good = federation.member(Role::Operator, "ops", a_year());
 
-    let verdict = |member: &Member| {
-        (
-            member.certificate.certificate_pem.clone(),
-            member.key_pem(),
-        )
-    };
-    let cases: [(&str, Option<(String, String)>, &str); 5] = [
-        ("foreign CA", Some(verdict(&foreign)), "UnknownIssuer"),
-        ("expired", Some(verdict(&expired)), "certificate expired"),
-        ("revoked", Some(verdict(&revoked)), "Revoked"),
+    let cases = [
+        ("foreign CA", Some(foreign.pem_pair()), "UnknownIssuer"),
+        ("expired", Some(expired.pem_pair()), "certificate expired"),
+        ("revoked", Some(revoked.pem_pair()), "Revoked"),
         ("no Veil URI", Some(without_identity), "BadSan"),
         ("no certificate", None, "peer sent no certificates"),
     ];
     for (case, client_auth, expected) in cases {
-        let client_auth = client_auth.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-        let error = server_verdict(&federation.server, root, client_auth)
+        let error = server_verdict(&federation.server, root, client_auth.as_ref())
             .await
             .expect_err(case);
         assert!(error.contains(expected), "{case}: {error}");
     }
-    let (certificate, key) = verdict(&good);
-    server_verdict(&federation.server, root, Some((&certificate, &key)))
+    server_verdict(&federation.server, root, Some(&good.pem_pair()))
         .await
         .expect("good operator accepted");
 }
@@ -465,8 +493,8 @@ async fn the_server_names_why_it_refused_a_certificate() {
 /// A client certificate signed by the federation's own CA key but carrying
 /// only a DNS name, built with rcgen directly since `FederationCa` never
 /// issues one. The issuer name mirrors `FederationCa`'s subject layout.
-fn sign_without_veil_uri(federation: &Federation) -> (String, String) {
-    let directory = federation._directory.path();
+fn sign_without_veil_uri(federation: &Federation) -> PemPair {
+    let directory = federation.directory.path();
     let ca_key = rcgen::KeyPair::from_pem(
         &std::fs::read_to_string(directory.join("ca-key.pem")).expect("CA key"),
     )
@@ -485,7 +513,10 @@ fn sign_without_veil_uri(federation: &Federation) -> (String, String) {
     let mut params = rcgen::CertificateParams::new(vec!["n1.example".to_owned()]).expect("params");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let certificate = params.signed_by(&leaf_key, &issuer).expect("sign");
-    (certificate.pem(), leaf_key.serialize_pem())
+    PemPair {
+        certificate_pem: certificate.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
 }
 
 #[test]
@@ -502,7 +533,11 @@ fn a_node_verifies_a_peer_node_certificate_and_its_signature() {
     assert_eq!(identity.ed25519_public_key, peer.key.public_key());
     let advertisement = b"round 7: x25519 keys ...";
     let signature = peer.key.sign(advertisement);
-    assert!(identity.ed25519_public_key.verify(advertisement, &signature));
+    assert!(
+        identity
+            .ed25519_public_key
+            .verify(advertisement, &signature)
+    );
     assert!(!identity.ed25519_public_key.verify(b"round 8", &signature));
 
     // A node cannot pass off its certificate as another member's name.
@@ -520,7 +555,10 @@ fn peer_certificates_that_are_not_good_node_certificates_are_rejected() {
     let node = federation.member(Role::Node, "n1", a_year());
     let operator = federation.member(Role::Operator, "ops", a_year());
     let foreign_ca = FederationCa::create("foreign", a_year()).expect("foreign CA");
-    let foreign = issue(&foreign_ca, CertificateRequest::member(Role::Node, "n1", a_year()));
+    let foreign = issue(
+        &foreign_ca,
+        CertificateRequest::member(Role::Node, "n1", a_year()),
+    );
 
     assert!(matches!(
         verify_node_certificate(root, &operator.certificate.certificate_der, now, None),
@@ -560,7 +598,12 @@ fn peer_certificates_that_are_not_good_node_certificates_are_rejected() {
         .revoke(&node.certificate.serial, RevocationReason::KeyCompromise)
         .expect("revoke");
     assert!(matches!(
-        verify_node_certificate(root, &node.certificate.certificate_der, now, Some(&revocations)),
+        verify_node_certificate(
+            root,
+            &node.certificate.certificate_der,
+            now,
+            Some(&revocations)
+        ),
         Err(AuthError::Revoked { .. })
     ));
     // The coordinator's certificate verifies for its own role only.
@@ -590,7 +633,12 @@ fn client_and_server_configurations_refuse_mismatched_files() {
     ));
     let revocations = RevocationList::open(&federation.revocations_path).expect("open");
     assert!(matches!(
-        ServerTls::new(root, &node.certificate.certificate_pem, &node.key, revocations),
+        ServerTls::new(
+            root,
+            &node.certificate.certificate_pem,
+            &node.key,
+            revocations
+        ),
         Err(veil_pki::TlsError::OwnRole(Role::Node))
     ));
 }
