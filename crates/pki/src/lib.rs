@@ -28,5 +28,5 @@ pub use identity::{
 pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};
 pub use tls::{
     ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,
-    ServerTls, TlsError, peer_identity, tls_incoming,
+    ServerTls, TlsError, peer_address, peer_identity, tls_incoming,
 };

@@ -384,7 +384,8 @@ impl AsyncWrite for MtlsStream {
 /// Handshakes run concurrently (at most [`MAX_CONCURRENT_HANDSHAKES`], each
 /// within [`HANDSHAKE_TIMEOUT`]); a failed one is logged with the peer's
 /// address and the reason, and skipped. Accepting stops when the server
-/// drops the stream.
+/// drops the stream. Must be called inside a Tokio runtime: the accept loop
+/// runs as a spawned task.
 pub fn tls_incoming(
     listener: TcpListener,
     server: &ServerTls,
@@ -469,6 +470,16 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<PeerIdentity, Aut
         .ok_or(AuthError::NoCertificate)?;
     ensure_not_revoked(&info.revocations, &info.identity)?;
     Ok(info.identity.clone())
+}
+
+/// The address of the peer behind a request on an mTLS connection, for the
+/// audit record of an authentication or authorisation failure. (tonic's own
+/// `Request::remote_addr` does not know Veil's connection type.)
+pub fn peer_address<T>(request: &tonic::Request<T>) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<MtlsConnectInfo>()
+        .and_then(MtlsConnectInfo::remote_addr)
 }
 
 impl From<AuthError> for tonic::Status {

@@ -19,7 +19,8 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use veil_pki::{
     AuthError, CertificateRequest, ClientTls, FederationCa, FederationRoot, IdentityKey,
     IssuedCertificate, PeerIdentity, RevocationList, RevocationReason, Role, ServerTls, Validity,
-    authorize, peer_identity, tls_incoming, verify_certificate, verify_node_certificate,
+    authorize, peer_address, peer_identity, tls_incoming, verify_certificate,
+    verify_node_certificate,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -153,6 +154,10 @@ impl Health for WhoAmI {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let identity = peer_identity(&request)?;
+        let address = peer_address(&request).ok_or_else(|| Status::internal("no peer address"))?;
+        if !address.ip().is_loopback() {
+            return Err(Status::internal("peer address is not loopback"));
+        }
         let allowed = request
             .get_ref()
             .service
