@@ -1,0 +1,32 @@
+//! Veil's federation public-key infrastructure: one certificate authority per
+//! federation, role certificates for the coordinator, nodes, operators and
+//! auditors, a revocation list that takes effect at once, and the mTLS
+//! plumbing that puts them in front of tonic.
+//!
+//! A member's TLS key *is* its long-term Ed25519 identity key: the same key
+//! that authenticates a node to the coordinator signs its secure-aggregation
+//! key advertisements, and [`verify_node_certificate`] lets a peer check that
+//! binding without a TLS connection.
+//!
+//! This crate does not decide which RPC needs which role (the coordinator's
+//! service layer calls [`authorize`]), does not keep an audit log of issuance
+//! and revocation (the coordinator's audit log records them), and does not
+//! persist anything but certificate, key and revocation files.
+
+mod authority;
+mod identity;
+mod revocation;
+mod tls;
+
+pub use authority::{
+    CLOCK_SKEW_ALLOWANCE, CertificateRequest, FederationCa, IssuedCertificate, PkiError, Validity,
+};
+pub use identity::{
+    AuthError, Ed25519PublicKey, FederationRoot, IdentityKey, PeerIdentity, Role, Serial,
+    authorize, verify_certificate, verify_node_certificate,
+};
+pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};
+pub use tls::{
+    ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,
+    ServerTls, TlsError, peer_address, peer_identity, tls_incoming,
+};
