@@ -277,10 +277,22 @@ mod tests {
     fn every_covered_field_changes_the_hash() {
         let base = entry_hash(&GENESIS_PREV_HASH, 3, 10, "coordinator", &note("x"));
         assert_ne!(base, entry_hash(&[1; 32], 3, 10, "coordinator", &note("x")));
-        assert_ne!(base, entry_hash(&GENESIS_PREV_HASH, 4, 10, "coordinator", &note("x")));
-        assert_ne!(base, entry_hash(&GENESIS_PREV_HASH, 3, 11, "coordinator", &note("x")));
-        assert_ne!(base, entry_hash(&GENESIS_PREV_HASH, 3, 10, "operator", &note("x")));
-        assert_ne!(base, entry_hash(&GENESIS_PREV_HASH, 3, 10, "coordinator", &note("y")));
+        assert_ne!(
+            base,
+            entry_hash(&GENESIS_PREV_HASH, 4, 10, "coordinator", &note("x"))
+        );
+        assert_ne!(
+            base,
+            entry_hash(&GENESIS_PREV_HASH, 3, 11, "coordinator", &note("x"))
+        );
+        assert_ne!(
+            base,
+            entry_hash(&GENESIS_PREV_HASH, 3, 10, "operator", &note("x"))
+        );
+        assert_ne!(
+            base,
+            entry_hash(&GENESIS_PREV_HASH, 3, 10, "coordinator", &note("y"))
+        );
     }
 
     #[test]

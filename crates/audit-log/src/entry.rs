@@ -168,7 +168,9 @@ mod tests {
     fn unknown_fields_are_refused() {
         let signer = AuditSigner::generate_ephemeral().unwrap();
         let entry = AuditEntry::seal(&signer, 0, GENESIS_PREV_HASH, 5, "op".into(), committed());
-        let line = entry.to_line().replacen("{\"seq\"", "{\"extra\":1,\"seq\"", 1);
+        let line = entry
+            .to_line()
+            .replacen("{\"seq\"", "{\"extra\":1,\"seq\"", 1);
         let (parsed, outcome) = AuditEntry::parse_line(line.as_bytes(), &signer.public_key());
         assert_eq!(parsed, None);
         assert!(matches!(outcome, Err(LineFault::Unparseable(_))));

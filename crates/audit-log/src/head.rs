@@ -63,7 +63,10 @@ impl Head {
 
     /// Whether the head was signed by `public_key`.
     pub fn is_signed_by(&self, public_key: &AuditPublicKey) -> bool {
-        public_key.verifies(&canonical::head_message(self.seq, &self.hash), &self.signature)
+        public_key.verifies(
+            &canonical::head_message(self.seq, &self.hash),
+            &self.signature,
+        )
     }
 
     /// Reads a head file; `Ok(None)` if it does not exist (a log never appended to).

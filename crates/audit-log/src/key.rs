@@ -27,7 +27,9 @@ pub enum KeyError {
         source: io::Error,
     },
     /// The key file is readable or writable by others than its owner.
-    #[error("audit key file {path} has mode {mode:o}; it must be accessible by its owner only (chmod 600)")]
+    #[error(
+        "audit key file {path} has mode {mode:o}; it must be accessible by its owner only (chmod 600)"
+    )]
     TooPermissive {
         /// The key file.
         path: PathBuf,
@@ -135,8 +137,8 @@ pub fn generate_signing_key(path: &Path) -> Result<AuditSigner, KeyError> {
         path: path.to_owned(),
         source,
     };
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| KeyError::Generation)?;
+    let pkcs8 =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
     let mut options = OpenOptions::new();
     // `create_new` refuses existing files and symlinks, and the mode applies at
     // creation, so the secret is never readable by others, not even briefly.
@@ -196,7 +198,10 @@ mod tests {
         }
         let reloaded = load_signing_key(&path).unwrap();
         assert_eq!(signer.public_key(), reloaded.public_key());
-        assert!(matches!(generate_signing_key(&path), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            generate_signing_key(&path),
+            Err(KeyError::Io { .. })
+        ));
     }
 
     #[cfg(unix)]

@@ -29,9 +29,9 @@ pub use event::{AuditEvent, EVENT_KINDS, EpsilonCharge, EventError};
 pub use head::{Head, HeadError, head_path_for};
 pub use key::{AuditPublicKey, AuditSigner, KeyError, generate_signing_key, load_signing_key};
 pub use lines::SyncPolicy;
-pub use log::{AuditLog, AuditLogConfig, AuditLogError};
+pub use log::{AuditLog, AuditLogConfig, AuditLogError, PendingEntry};
 pub use receipt::{
-    ReceiptFinding, Receipt, ReceiptError, ReceiptStore, ReconcileReport, issue_receipts, reconcile,
+    Receipt, ReceiptError, ReceiptFinding, ReceiptStore, ReconcileReport, issue_receipts, reconcile,
 };
 pub use report::{AuditReport, ChainHead, JobSummary, export_report};
 pub use verify::{

@@ -50,7 +50,8 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Appends one line (a newline is added) in a single write, then syncs if asked.
+/// Appends text (one line, or several joined by newlines; a final newline is
+/// added) in a single write, then syncs if asked.
 pub(crate) fn append_line(file: &mut File, line: &str, sync: SyncPolicy) -> io::Result<()> {
     let mut bytes = Vec::with_capacity(line.len() + 1);
     bytes.extend_from_slice(line.as_bytes());

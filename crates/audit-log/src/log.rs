@@ -42,7 +42,9 @@ pub enum AuditLogError {
     },
     /// The last line has no newline: an append was interrupted. Nothing is
     /// dropped without being asked; see [`AuditLog::repair_torn_tail`].
-    #[error("audit log {path} ends in a torn line of {bytes} bytes at offset {offset}; run the explicit repair to drop it")]
+    #[error(
+        "audit log {path} ends in a torn line of {bytes} bytes at offset {offset}; run the explicit repair to drop it"
+    )]
     TornTail {
         /// The log file.
         path: PathBuf,
@@ -61,7 +63,9 @@ pub enum AuditLogError {
         reason: String,
     },
     /// The signed head is further along than the file: entries were cut off.
-    #[error("audit log {path} was truncated: its signed head is at seq {head_seq}, the file ends at {last_seq:?}")]
+    #[error(
+        "audit log {path} was truncated: its signed head is at seq {head_seq}, the file ends at {last_seq:?}"
+    )]
     TailTruncated {
         /// The log file.
         path: PathBuf,
@@ -92,11 +96,24 @@ pub enum AuditLogError {
     InvalidEvent(#[from] EventError),
     /// An earlier append failed part-way, so the file may end in a torn line;
     /// appending more would bury it. Reopen the log to find out.
-    #[error("audit log {path} refused the append: an earlier append failed part-way; reopen the log")]
+    #[error(
+        "audit log {path} refused the append: an earlier append failed part-way; reopen the log"
+    )]
     Poisoned {
         /// The log file.
         path: PathBuf,
     },
+}
+
+/// An event waiting to be appended, with the time and actor it is recorded under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEntry {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// Who caused it.
+    pub actor: String,
+    /// What happened.
+    pub event: AuditEvent,
 }
 
 /// The open log. One per process: the file is locked while it is open.
@@ -149,7 +166,9 @@ impl AuditLog {
                 (_, outcome) => {
                     let reason = match outcome {
                         Err(LineFault::Unparseable(reason)) => reason,
-                        Err(LineFault::HashMismatch) => "its content does not match its hash".into(),
+                        Err(LineFault::HashMismatch) => {
+                            "its content does not match its hash".into()
+                        }
                         Err(LineFault::BadSignature) | Ok(()) => {
                             "it is not signed by this coordinator's key".into()
                         }
@@ -224,20 +243,17 @@ impl AuditLog {
     /// Appends an event, syncs it (under [`SyncPolicy::EveryAppend`]) and
     /// updates the signed head, then returns the sealed entry.
     ///
-    /// When this returns `Ok`, the entry is on stable storage; the head
+    /// When this returns `Ok`, the entry is on stable storage. The head
     /// follows it, so a crash in between leaves the head one entry behind,
-    /// which the next `open` repairs.
+    /// which the next `open` repairs; an `Io` error naming the head file
+    /// likewise means the entry is recorded and only the head lags.
     pub fn append(
         &mut self,
         at_unix_ms: i64,
         actor: &str,
         event: AuditEvent,
     ) -> Result<AuditEntry, AuditLogError> {
-        if self.poisoned {
-            return Err(AuditLogError::Poisoned {
-                path: self.config.log_path.clone(),
-            });
-        }
+        self.check_writable()?;
         event.validate()?;
         let entry = AuditEntry::seal(
             &self.signer,
@@ -247,18 +263,69 @@ impl AuditLog {
             actor.to_owned(),
             event,
         );
-        if let Err(source) = lines::append_line(&mut self.file, &entry.to_line(), self.config.sync)
+        self.write_sealed(std::slice::from_ref(&entry))?;
+        Ok(entry)
+    }
+
+    /// Appends several events with one write, one sync and one head update,
+    /// for bursts (a round commit with its model release, a batch of
+    /// authentication failures). Validates every event before writing any,
+    /// so either all are recorded or none is.
+    pub fn append_all(
+        &mut self,
+        pending: Vec<PendingEntry>,
+    ) -> Result<Vec<AuditEntry>, AuditLogError> {
+        self.check_writable()?;
+        for entry in &pending {
+            entry.event.validate()?;
+        }
+        let mut entries: Vec<AuditEntry> = Vec::with_capacity(pending.len());
+        for (offset, entry) in pending.into_iter().enumerate() {
+            let prev_hash = entries
+                .last()
+                .map_or(self.last_hash, |previous| previous.hash);
+            entries.push(AuditEntry::seal(
+                &self.signer,
+                self.next_seq + offset as u64,
+                prev_hash,
+                entry.at_unix_ms,
+                entry.actor,
+                entry.event,
+            ));
+        }
+        self.write_sealed(&entries)?;
+        Ok(entries)
+    }
+
+    fn check_writable(&self) -> Result<(), AuditLogError> {
+        if self.poisoned {
+            return Err(AuditLogError::Poisoned {
+                path: self.config.log_path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes sealed entries that continue the chain in one write, syncs,
+    /// advances the chain and replaces the head.
+    fn write_sealed(&mut self, entries: &[AuditEntry]) -> Result<(), AuditLogError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let text: Vec<String> = entries.iter().map(AuditEntry::to_line).collect();
+        if let Err(source) = lines::append_line(&mut self.file, &text.join("\n"), self.config.sync)
         {
+            // The write may have reached the file in part; appending more
+            // would bury a torn line in the middle of the log.
             self.poisoned = true;
             return Err(AuditLogError::Io {
                 path: self.config.log_path.clone(),
                 source,
             });
         }
-        self.next_seq = entry.seq + 1;
-        self.last_hash = entry.hash;
-        self.write_head(entry.seq)?;
-        Ok(entry)
+        self.next_seq = last.seq + 1;
+        self.last_hash = last.hash;
+        self.write_head(last.seq)
     }
 
     /// Signs one receipt per participant of a committed round, for the

@@ -80,7 +80,9 @@ pub enum ReceiptError {
         reason: String,
     },
     /// The receipt file ends in a torn line (a crash while storing a receipt).
-    #[error("receipt file {path} ends in a torn line of {bytes} bytes; run the explicit repair to drop it")]
+    #[error(
+        "receipt file {path} ends in a torn line of {bytes} bytes; run the explicit repair to drop it"
+    )]
     TornTail {
         /// The receipt file.
         path: PathBuf,
@@ -257,7 +259,9 @@ pub enum ReceiptFinding {
         round: u64,
     },
     /// The log has no entry at the receipt's seq: it was deleted or cut off.
-    #[error("receipt {index} (job {job_id} round {round}) refers to entry seq {seq}, which the log does not contain")]
+    #[error(
+        "receipt {index} (job {job_id} round {round}) refers to entry seq {seq}, which the log does not contain"
+    )]
     EntryMissing {
         /// Position of the receipt.
         index: usize,
@@ -269,7 +273,9 @@ pub enum ReceiptFinding {
         seq: u64,
     },
     /// The log's entry at the receipt's seq has another hash: it was rewritten.
-    #[error("receipt {index}: the log's entry seq {seq} differs from the one the receipt was issued for")]
+    #[error(
+        "receipt {index}: the log's entry seq {seq} differs from the one the receipt was issued for"
+    )]
     EntryDiffers {
         /// Position of the receipt.
         index: usize,
@@ -277,7 +283,9 @@ pub enum ReceiptFinding {
         seq: u64,
     },
     /// The entry matches but does not describe the receipt's round or node.
-    #[error("receipt {index}: entry seq {seq} does not record node {node_id} in job {job_id} round {round}")]
+    #[error(
+        "receipt {index}: entry seq {seq} does not record node {node_id} in job {job_id} round {round}"
+    )]
     NotRecorded {
         /// Position of the receipt.
         index: usize,
@@ -291,7 +299,9 @@ pub enum ReceiptFinding {
         node_id: String,
     },
     /// The ε recorded for the node in the log is not the ε on the receipt.
-    #[error("receipt {index}: entry seq {seq} records other charges for node {node_id} than the receipt")]
+    #[error(
+        "receipt {index}: entry seq {seq} records other charges for node {node_id} than the receipt"
+    )]
     EpsilonDiffers {
         /// Position of the receipt.
         index: usize,

@@ -60,7 +60,6 @@ pub struct JobSummary {
     pub epsilon_recorded_sum: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
-
 /// Summarises entries (pass the `entries` of a successful verification).
 pub fn export_report(entries: &[AuditEntry]) -> AuditReport {
     let mut report = AuditReport {

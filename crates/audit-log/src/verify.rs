@@ -60,7 +60,9 @@ pub enum TamperFinding {
         line: usize,
     },
     /// A line that is not an authentic entry sits where no entry is missing.
-    #[error("line {line} was inserted: it is not an authentic entry and no entry is missing there (it claims seq {claimed_seq:?})")]
+    #[error(
+        "line {line} was inserted: it is not an authentic entry and no entry is missing there (it claims seq {claimed_seq:?})"
+    )]
     InsertedEntry {
         /// The line.
         line: usize,
@@ -78,7 +80,9 @@ pub enum TamperFinding {
         first_line: usize,
     },
     /// Entries are missing from the middle or the end of the log.
-    #[error("entries seq {first_seq}..={last_seq} were deleted (the gap ends before line {next_line:?})")]
+    #[error(
+        "entries seq {first_seq}..={last_seq} were deleted (the gap ends before line {next_line:?})"
+    )]
     EntriesDeleted {
         /// First missing seq.
         first_seq: u64,
@@ -107,7 +111,9 @@ pub enum TamperFinding {
         line: usize,
     },
     /// The head says the log went further than the file does.
-    #[error("the tail was truncated: the signed head is at seq {head_seq}, the log ends at {last_seq:?}")]
+    #[error(
+        "the tail was truncated: the signed head is at seq {head_seq}, the log ends at {last_seq:?}"
+    )]
     TailTruncated {
         /// The head's seq.
         head_seq: u64,

@@ -30,10 +30,15 @@ fn reopening_continues_the_chain_with_a_key_loaded_from_disk() {
 
     let mut log = AuditLog::open(config(&log_path), load_signing_key(&key_path).unwrap()).unwrap();
     for index in 0..3 {
-        let entry = log.append(index, "coordinator", sample_event(index as u64)).unwrap();
+        let entry = log
+            .append(index, "coordinator", sample_event(index as u64))
+            .unwrap();
         assert_eq!(entry.seq, index as u64);
     }
-    let third_hash = verify_log_file(&log_path, &public_key, None).unwrap().entries[2].hash;
+    let third_hash = verify_log_file(&log_path, &public_key, None)
+        .unwrap()
+        .entries[2]
+        .hash;
     drop(log);
 
     let mut log = AuditLog::open(config(&log_path), load_signing_key(&key_path).unwrap()).unwrap();
@@ -56,9 +61,19 @@ fn reopening_continues_the_chain_with_a_key_loaded_from_disk() {
 fn a_second_open_is_refused_while_the_log_is_open() {
     let directory = tempfile::tempdir().unwrap();
     let log_path = directory.path().join("audit.jsonl");
-    let _log = open_log(&log_path, AuditSigner::generate_ephemeral().unwrap(), SyncPolicy::OsBuffered);
-    let second = AuditLog::open(config(&log_path), AuditSigner::generate_ephemeral().unwrap());
-    assert!(matches!(second, Err(AuditLogError::Locked { .. })), "{second:?}");
+    let _log = open_log(
+        &log_path,
+        AuditSigner::generate_ephemeral().unwrap(),
+        SyncPolicy::OsBuffered,
+    );
+    let second = AuditLog::open(
+        config(&log_path),
+        AuditSigner::generate_ephemeral().unwrap(),
+    );
+    assert!(
+        matches!(second, Err(AuditLogError::Locked { .. })),
+        "{second:?}"
+    );
 }
 
 #[test]
@@ -92,9 +107,14 @@ fn a_torn_tail_is_reported_and_dropped_only_by_the_explicit_repair() {
     assert_eq!(AuditLog::repair_torn_tail(&fixture.log_path).unwrap(), 25);
     assert_eq!(AuditLog::repair_torn_tail(&fixture.log_path).unwrap(), 0);
     let mut log = AuditLog::open(config(&fixture.log_path), signer()).unwrap();
-    assert_eq!(log.append(99, "coordinator", sample_event(4)).unwrap().seq, 4);
+    assert_eq!(
+        log.append(99, "coordinator", sample_event(4)).unwrap().seq,
+        4
+    );
     drop(log);
-    let head = Head::read(&head_path_for(&fixture.log_path)).unwrap().unwrap();
+    let head = Head::read(&head_path_for(&fixture.log_path))
+        .unwrap()
+        .unwrap();
     verify_log_file(&fixture.log_path, &fixture.public_key, Some(&head)).unwrap();
 }
 
@@ -127,7 +147,10 @@ fn opening_with_another_key_is_refused() {
         config(&fixture.log_path),
         AuditSigner::generate_ephemeral().unwrap(),
     );
-    assert!(matches!(opened, Err(AuditLogError::TailInvalid { .. })), "{opened:?}");
+    assert!(
+        matches!(opened, Err(AuditLogError::TailInvalid { .. })),
+        "{opened:?}"
+    );
 }
 
 #[test]
@@ -143,7 +166,8 @@ fn a_head_left_behind_by_a_crash_is_brought_forward_on_open() {
     // The crash: the entry reached the file, the head update did not.
     std::fs::write(&head_path, &old_head).unwrap();
     let stale_head = Head::read(&head_path).unwrap().unwrap();
-    let report = verify_log_file(&fixture.log_path, &fixture.public_key, Some(&stale_head)).unwrap();
+    let report =
+        verify_log_file(&fixture.log_path, &fixture.public_key, Some(&stale_head)).unwrap();
     assert_eq!(report.entries_after_head, 1);
 
     let log = open_log(&fixture.log_path, signer(), SyncPolicy::EveryAppend);
@@ -184,7 +208,11 @@ fn a_head_not_matching_the_last_entry_is_refused_on_open_and_named_by_verify() {
 fn events_that_cannot_be_stored_faithfully_are_refused_before_writing() {
     let directory = tempfile::tempdir().unwrap();
     let log_path = directory.path().join("audit.jsonl");
-    let mut log = open_log(&log_path, AuditSigner::generate_ephemeral().unwrap(), SyncPolicy::OsBuffered);
+    let mut log = open_log(
+        &log_path,
+        AuditSigner::generate_ephemeral().unwrap(),
+        SyncPolicy::OsBuffered,
+    );
     let event = AuditEvent::RoundCommitted {
         job_id: "job".into(),
         round: 1,
@@ -209,4 +237,54 @@ fn events_that_cannot_be_stored_faithfully_are_refused_before_writing() {
     );
     assert_eq!(log.last_seq(), None);
     assert!(read_lines(&log_path).is_empty());
+}
+
+#[test]
+fn a_batch_is_chained_like_single_appends_and_all_or_nothing() {
+    use veil_audit::PendingEntry;
+    let directory = tempfile::tempdir().unwrap();
+    let log_path = directory.path().join("audit.jsonl");
+    let signer = AuditSigner::generate_ephemeral().unwrap();
+    let public_key = signer.public_key();
+    let mut log = open_log(&log_path, signer, SyncPolicy::EveryAppend);
+    log.append(0, "coordinator", sample_event(0)).unwrap();
+    let pending = |events: Vec<AuditEvent>| {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(offset, event)| PendingEntry {
+                at_unix_ms: 10 + offset as i64,
+                actor: "coordinator".into(),
+                event,
+            })
+            .collect::<Vec<_>>()
+    };
+    let batch = log
+        .append_all(pending((1..4).map(sample_event).collect()))
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    let mut invalid = sample_event(5);
+    if let AuditEvent::BudgetRefused {
+        remaining_epsilon, ..
+    } = &mut invalid
+    {
+        *remaining_epsilon = -1.0;
+    }
+    let refused = log.append_all(pending(vec![sample_event(4), invalid]));
+    assert!(
+        matches!(refused, Err(AuditLogError::InvalidEvent(_))),
+        "{refused:?}"
+    );
+    assert!(log.append_all(Vec::new()).unwrap().is_empty());
+    assert_eq!(log.last_seq(), Some(3));
+    drop(log);
+
+    let head = Head::read(&head_path_for(&log_path)).unwrap().unwrap();
+    let report = verify_log_file(&log_path, &public_key, Some(&head)).unwrap();
+    assert_eq!(report.entries.len(), 4);
+    assert_eq!(report.entries[1..], batch);
 }

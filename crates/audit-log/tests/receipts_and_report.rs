@@ -35,7 +35,11 @@ fn committed_round() -> CommittedRound {
 #[test]
 fn each_participant_gets_a_receipt_with_its_own_charges() {
     let round = committed_round();
-    let nodes: Vec<&str> = round.receipts.iter().map(|receipt| receipt.node_id.as_str()).collect();
+    let nodes: Vec<&str> = round
+        .receipts
+        .iter()
+        .map(|receipt| receipt.node_id.as_str())
+        .collect();
     assert_eq!(nodes, ["node-a", "node-b", "node-c"]);
     for receipt in &round.receipts {
         assert_eq!(receipt.entry_seq, 2);
@@ -52,10 +56,14 @@ fn receipts_stored_by_a_node_reconcile_with_the_log() {
     let directory = tempfile::tempdir().unwrap();
     let receipt_path = directory.path().join("receipts.jsonl");
     let mut store = ReceiptStore::open(&receipt_path).unwrap();
-    store.append(&round.receipts[1], &round.fixture.public_key).unwrap();
+    store
+        .append(&round.receipts[1], &round.fixture.public_key)
+        .unwrap();
     drop(store);
     let mut store = ReceiptStore::open(&receipt_path).unwrap();
-    store.append(&round.receipts[2], &round.fixture.public_key).unwrap();
+    store
+        .append(&round.receipts[2], &round.fixture.public_key)
+        .unwrap();
     let stored = ReceiptStore::read_all(&receipt_path).unwrap();
     assert_eq!(stored, round.receipts[1..]);
 
@@ -85,7 +93,9 @@ fn a_torn_receipt_file_is_reported_and_repaired_on_request() {
     let directory = tempfile::tempdir().unwrap();
     let receipt_path = directory.path().join("receipts.jsonl");
     let mut store = ReceiptStore::open(&receipt_path).unwrap();
-    store.append(&round.receipts[0], &round.fixture.public_key).unwrap();
+    store
+        .append(&round.receipts[0], &round.fixture.public_key)
+        .unwrap();
     drop(store);
     let mut contents = std::fs::read(&receipt_path).unwrap();
     contents.extend_from_slice(b"{\"job_id\":\"jo");
@@ -95,7 +105,10 @@ fn a_torn_receipt_file_is_reported_and_repaired_on_request() {
         Err(ReceiptError::TornTail { bytes: 13, .. })
     ));
     assert_eq!(ReceiptStore::repair_torn_tail(&receipt_path).unwrap(), 13);
-    assert_eq!(ReceiptStore::read_all(&receipt_path).unwrap(), round.receipts[..1]);
+    assert_eq!(
+        ReceiptStore::read_all(&receipt_path).unwrap(),
+        round.receipts[..1]
+    );
 }
 
 #[test]
@@ -105,8 +118,13 @@ fn a_receipt_for_a_truncated_entry_is_named_missing() {
     // receipts can tell.
     write_lines(&round.fixture.log_path, &round.fixture.lines[..2]);
     std::fs::remove_file(head_path_for(&round.fixture.log_path)).unwrap();
-    let verified = verify_log_file(&round.fixture.log_path, &round.fixture.public_key, None).unwrap();
-    let report = reconcile(&round.receipts, &verified.entries, &round.fixture.public_key);
+    let verified =
+        verify_log_file(&round.fixture.log_path, &round.fixture.public_key, None).unwrap();
+    let report = reconcile(
+        &round.receipts,
+        &verified.entries,
+        &round.fixture.public_key,
+    );
     assert_eq!(report.matched, 0);
     assert_eq!(
         report.findings[0],
@@ -143,10 +161,17 @@ fn a_log_rewritten_with_the_coordinator_key_contradicts_the_receipts() {
     }
     drop(rewritten);
     // The rewritten log verifies on its own…
-    let head = Head::read(&head_path_for(&rewritten_path)).unwrap().unwrap();
-    let verified = verify_log_file(&rewritten_path, &round.fixture.public_key, Some(&head)).unwrap();
+    let head = Head::read(&head_path_for(&rewritten_path))
+        .unwrap()
+        .unwrap();
+    let verified =
+        verify_log_file(&rewritten_path, &round.fixture.public_key, Some(&head)).unwrap();
     // …but every receipt the nodes kept contradicts it.
-    let report = reconcile(&round.receipts, &verified.entries, &round.fixture.public_key);
+    let report = reconcile(
+        &round.receipts,
+        &verified.entries,
+        &round.fixture.public_key,
+    );
     assert_eq!(
         report.findings,
         (0..3)
@@ -166,7 +191,8 @@ fn a_receipt_promising_other_charges_than_the_log_records_is_named() {
     {
         epsilon_charged[1].epsilon = 0.001;
     }
-    let receipts = issue_receipts(&AuditSigner::from_pkcs8(&round.key).unwrap(), &misreported).unwrap();
+    let receipts =
+        issue_receipts(&AuditSigner::from_pkcs8(&round.key).unwrap(), &misreported).unwrap();
     let report = reconcile(&receipts, &round.fixture.entries, &round.fixture.public_key);
     assert_eq!(report.matched, 2);
     assert_eq!(
@@ -233,14 +259,23 @@ fn the_report_counts_what_the_log_recorded() {
     assert_eq!(head.hash.len(), 64);
     // Events 0..=10 are one of each kind, then 11 and 12 start the next cycle.
     for (kind, count) in &report.events_by_kind {
-        let expected = if ["job_created", "round_started"].contains(kind) { 2 } else { 1 };
+        let expected = if ["job_created", "round_started"].contains(kind) {
+            2
+        } else {
+            1
+        };
         assert_eq!(*count, expected, "{kind}");
     }
     assert_eq!(report.jobs.len(), 2);
     let job = &report.jobs["job-0"];
     assert_eq!(job.created_by.as_deref(), Some("coordinator"));
     assert_eq!(
-        (job.rounds_started, job.rounds_committed, job.budget_refusals, job.node_vetoes),
+        (
+            job.rounds_started,
+            job.rounds_committed,
+            job.budget_refusals,
+            job.node_vetoes
+        ),
         (1, 1, 1, 1)
     );
     assert_eq!(job.epsilon_recorded_sum["node-a"]["customer"], 0.5);
@@ -253,7 +288,10 @@ fn the_report_counts_what_the_log_recorded() {
     let text = report.to_text();
     assert!(text.contains("Audit log: 13 entries"), "{text}");
     assert!(text.contains("Chain head: seq 12"), "{text}");
-    assert!(text.contains("job-0: created by coordinator, rounds started 1 committed 1"), "{text}");
+    assert!(
+        text.contains("job-0: created by coordinator, rounds started 1 committed 1"),
+        "{text}"
+    );
     assert!(text.contains("Authentication failures: 1"), "{text}");
 }
 

@@ -19,9 +19,16 @@ fn check(edit: impl FnOnce(&Fixture, &mut Vec<String>), expected: &[TamperFindin
     let fixture = Fixture::new(ENTRIES);
     let mut lines = fixture.lines.clone();
     edit(&fixture, &mut lines);
-    let contents = lines.iter().map(|line| format!("{line}\n")).collect::<String>();
-    let evidence = verify_log_bytes(contents.as_bytes(), &fixture.public_key, Some(&fixture.head))
-        .expect_err("tampering must be detected");
+    let contents = lines
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect::<String>();
+    let evidence = verify_log_bytes(
+        contents.as_bytes(),
+        &fixture.public_key,
+        Some(&fixture.head),
+    )
+    .expect_err("tampering must be detected");
     assert_eq!(evidence.findings, expected, "{evidence}");
 }
 
@@ -58,7 +65,10 @@ fn untouched_log_verifies_against_its_head() {
 #[test]
 fn changing_one_byte_names_the_modified_entry() {
     check(
-        |_, lines| lines[3] = lines[3].replacen("\"actor\":\"coordinator\"", "\"actor\":\"coordinatoR\"", 1),
+        |_, lines| {
+            lines[3] =
+                lines[3].replacen("\"actor\":\"coordinator\"", "\"actor\":\"coordinatoR\"", 1)
+        },
         &[TamperFinding::EntryModified { seq: 3, line: 4 }],
     );
 }
@@ -193,7 +203,10 @@ fn without_a_head_a_clean_truncation_is_not_detectable() {
     // The documented limit: a cut at an entry boundary leaves a valid shorter
     // chain, which is why heads are kept and receipts exist.
     let fixture = Fixture::new(ENTRIES);
-    let contents: String = fixture.lines[..5].iter().map(|line| format!("{line}\n")).collect();
+    let contents: String = fixture.lines[..5]
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
     let report = verify_log_bytes(contents.as_bytes(), &fixture.public_key, None).unwrap();
     assert_eq!(report.entries.len(), 5);
 }
@@ -231,8 +244,12 @@ fn splicing_an_entry_from_another_log_with_the_same_key_breaks_the_chain() {
     let mut lines = fixture.lines.clone();
     lines[3] = std::mem::take(&mut other_log.lines[3]);
     let contents: String = lines.iter().map(|line| format!("{line}\n")).collect();
-    let evidence =
-        verify_log_bytes(contents.as_bytes(), &fixture.public_key, Some(&fixture.head)).unwrap_err();
+    let evidence = verify_log_bytes(
+        contents.as_bytes(),
+        &fixture.public_key,
+        Some(&fixture.head),
+    )
+    .unwrap_err();
     assert_eq!(
         evidence.findings,
         [
@@ -250,7 +267,8 @@ fn a_head_signed_by_another_key_is_named() {
         signature: sign_with_foreign_key(b"anything"),
         ..fixture.head.clone()
     };
-    let evidence = verify_log_bytes(&contents, &fixture.public_key, Some(&forged_head)).unwrap_err();
+    let evidence =
+        verify_log_bytes(&contents, &fixture.public_key, Some(&forged_head)).unwrap_err();
     assert_eq!(
         evidence.findings,
         [TamperFinding::HeadBadSignature { seq: 7 }]
@@ -301,11 +319,21 @@ fn every_finding_names_a_seq_or_a_line_in_its_message() {
     lines.swap(1, 2);
     lines.remove(5);
     let contents: String = lines.iter().map(|line| format!("{line}\n")).collect();
-    let evidence =
-        verify_log_bytes(contents.as_bytes(), &fixture.public_key, Some(&fixture.head)).unwrap_err();
+    let evidence = verify_log_bytes(
+        contents.as_bytes(),
+        &fixture.public_key,
+        Some(&fixture.head),
+    )
+    .unwrap_err();
     let message = evidence.to_string();
-    assert!(message.contains("seq 2 at line 2 is out of order"), "{message}");
-    assert!(message.contains("entries seq 5..=5 were deleted"), "{message}");
+    assert!(
+        message.contains("seq 2 at line 2 is out of order"),
+        "{message}"
+    );
+    assert!(
+        message.contains("entries seq 5..=5 were deleted"),
+        "{message}"
+    );
 }
 
 /// Flipping a bit of any byte anywhere in the file (JSON syntax, hex digits,

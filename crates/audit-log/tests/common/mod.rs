@@ -124,7 +124,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(entries: u64) -> Self {
-        Self::with_signer(entries, AuditSigner::generate_ephemeral().unwrap(), "coordinator")
+        Self::with_signer(
+            entries,
+            AuditSigner::generate_ephemeral().unwrap(),
+            "coordinator",
+        )
     }
 
     /// A log written by `signer` with every entry's actor set to `actor`.
