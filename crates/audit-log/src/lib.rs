@@ -11,6 +11,8 @@
 //! (`veil-accounting` computes ε; this log only records the charges).
 //! See `docs/audit-log.md` for the format and the threat model.
 
+#![warn(missing_docs)]
+
 mod canonical;
 mod entry;
 mod event;
