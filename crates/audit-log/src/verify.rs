@@ -341,14 +341,17 @@ fn analyse(
     for (index, record) in records.iter().enumerate() {
         if let (Some(entry), Ok(())) = (&record.entry, &record.status) {
             if is_placed_authentic[index] {
-                expected_seq = entry.seq + 1;
+                expected_seq = entry.seq.saturating_add(1);
             }
             continue;
         }
+        // A hole is bounded by the next authentic entry; past the last one,
+        // only the next seq is believable (a forged line must not be able to
+        // claim that the log once reached seq 2^64 - 1).
         let fits_hole = |seq: u64| {
             !placed.contains_key(&seq)
                 && seq >= expected_seq
-                && next_authentic_seq[index + 1].is_none_or(|next| seq < next)
+                && next_authentic_seq[index + 1].map_or(seq == expected_seq, |next| seq < next)
         };
         let claimed_seq = record.entry.as_ref().map(|entry| entry.seq);
         let replaced_seq = claimed_seq
@@ -362,7 +365,7 @@ fn analyse(
             continue;
         };
         placed.insert(seq, index);
-        expected_seq = seq + 1;
+        expected_seq = seq.saturating_add(1);
         findings.push(match &record.status {
             Err(LineFault::Unparseable(reason)) => TamperFinding::MalformedLine {
                 line: record.line,
@@ -382,29 +385,21 @@ fn analyse(
         });
     }
 
-    // Deletions: seqs below the last one that no line accounts for.
+    // Deletions: the holes between the seqs that some line accounts for.
+    // Walking the placed seqs (not every integer up to the last) keeps the
+    // cost linear whatever seq a forged line claims.
     let last_seq = placed.keys().next_back().copied();
-    let missing = (0..last_seq.unwrap_or(0)).filter(|seq| !placed.contains_key(seq));
-    let mut gap: Option<(u64, u64)> = None;
-    let close_gap = |gap: (u64, u64), findings: &mut Vec<TamperFinding>| {
-        findings.push(TamperFinding::EntriesDeleted {
-            first_seq: gap.0,
-            last_seq: gap.1,
-            next_line: placed.get(&(gap.1 + 1)).map(|&index| records[index].line),
-        });
-    };
-    for seq in missing {
-        gap = match gap {
-            Some((first, last)) if last + 1 == seq => Some((first, seq)),
-            Some(previous) => {
-                close_gap(previous, &mut findings);
-                Some((seq, seq))
-            }
-            None => Some((seq, seq)),
-        };
-    }
-    if let Some(previous) = gap {
-        close_gap(previous, &mut findings);
+    let mut previous_seq: Option<u64> = None;
+    for (&seq, &index) in &placed {
+        let first_missing = previous_seq.map_or(0, |previous| previous + 1);
+        if seq > first_missing {
+            findings.push(TamperFinding::EntriesDeleted {
+                first_seq: first_missing,
+                last_seq: seq - 1,
+                next_line: Some(records[index].line),
+            });
+        }
+        previous_seq = Some(seq);
     }
 
     // The chain between authentic neighbours in seq order.

@@ -388,3 +388,11 @@ proptest! {
         })?;
     }
 }
+
+#[test]
+fn a_forged_line_claiming_an_enormous_seq_is_bounded_by_its_position() {
+    check(
+        |fixture, lines| lines.push(forged_entry(u64::MAX, &fixture.entries[7]).to_line()),
+        &[TamperFinding::EntryModified { seq: 8, line: 9 }],
+    );
+}
