@@ -1,0 +1,170 @@
+//! The auditor's export: a summary of a verified log as JSON and as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::entry::AuditEntry;
+use crate::event::{AuditEvent, EVENT_KINDS};
+use crate::hex;
+
+/// What the log says, in aggregate. Built from verified entries only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditReport {
+    /// Number of entries.
+    pub entries: u64,
+    /// The last entry's seq and hash, which the next verification should reach.
+    pub chain_head: Option<ChainHead>,
+    /// Time of the first entry (ms since the Unix epoch).
+    pub first_at_unix_ms: Option<i64>,
+    /// Time of the last entry.
+    pub last_at_unix_ms: Option<i64>,
+    /// Entries per event kind (every kind listed, zeros included).
+    pub events_by_kind: BTreeMap<&'static str, u64>,
+    /// Per job, in id order.
+    pub jobs: BTreeMap<String, JobSummary>,
+    /// Authentication and authorisation failures per RPC.
+    pub auth_failures_by_rpc: BTreeMap<String, u64>,
+}
+
+/// The end of the chain.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChainHead {
+    /// Seq of the last entry.
+    pub seq: u64,
+    /// Its hash, in hex.
+    pub hash: String,
+}
+
+/// What the log says about one job.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct JobSummary {
+    /// Who created it (the `JobCreated` entry's actor).
+    pub created_by: Option<String>,
+    /// `RoundStarted` entries.
+    pub rounds_started: u64,
+    /// `RoundCommitted` entries.
+    pub rounds_committed: u64,
+    /// `ModelReleased` entries.
+    pub models_released: u64,
+    /// `ModelExported` entries.
+    pub models_exported: u64,
+    /// `BudgetRefused` entries.
+    pub budget_refusals: u64,
+    /// `NodeVeto` entries.
+    pub node_vetoes: u64,
+    /// Per partner, then per privacy unit: the sum of the per-round ε values
+    /// recorded in round commits. This is what the log recorded; the tight
+    /// composed ε is the accountant's to compute, not a plain sum.
+    pub epsilon_recorded_sum: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Summarises entries (pass the `entries` of a successful verification).
+pub fn export_report(entries: &[AuditEntry]) -> AuditReport {
+    let mut report = AuditReport {
+        entries: entries.len() as u64,
+        chain_head: entries.last().map(|entry| ChainHead {
+            seq: entry.seq,
+            hash: hex::encode(&entry.hash),
+        }),
+        first_at_unix_ms: entries.first().map(|entry| entry.at_unix_ms),
+        last_at_unix_ms: entries.last().map(|entry| entry.at_unix_ms),
+        events_by_kind: EVENT_KINDS.iter().map(|kind| (*kind, 0)).collect(),
+        jobs: BTreeMap::new(),
+        auth_failures_by_rpc: BTreeMap::new(),
+    };
+    for entry in entries {
+        *report.events_by_kind.entry(entry.event.kind()).or_default() += 1;
+        if let AuditEvent::AuthFailure { rpc, .. } = &entry.event {
+            *report.auth_failures_by_rpc.entry(rpc.clone()).or_default() += 1;
+        }
+        let Some(job_id) = entry.event.job_id() else {
+            continue;
+        };
+        let job = report.jobs.entry(job_id.to_owned()).or_default();
+        match &entry.event {
+            AuditEvent::JobCreated { .. } => job.created_by = Some(entry.actor.clone()),
+            AuditEvent::RoundStarted { .. } => job.rounds_started += 1,
+            AuditEvent::RoundCommitted {
+                epsilon_charged, ..
+            } => {
+                job.rounds_committed += 1;
+                for charge in epsilon_charged {
+                    *job.epsilon_recorded_sum
+                        .entry(charge.partner.clone())
+                        .or_default()
+                        .entry(charge.unit.clone())
+                        .or_default() += charge.epsilon;
+                }
+            }
+            AuditEvent::ModelReleased { .. } => job.models_released += 1,
+            AuditEvent::ModelExported { .. } => job.models_exported += 1,
+            AuditEvent::BudgetRefused { .. } => job.budget_refusals += 1,
+            AuditEvent::NodeVeto { .. } => job.node_vetoes += 1,
+            AuditEvent::AuthFailure { .. }
+            | AuditEvent::CertificateIssued { .. }
+            | AuditEvent::CertificateRevoked { .. }
+            | AuditEvent::Note { .. } => {}
+        }
+    }
+    report
+}
+
+impl AuditReport {
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Maps with string keys and finite floats always serialise.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The report as text for people.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "Audit log: {} entries", self.entries);
+        match &self.chain_head {
+            Some(head) => {
+                let _ = writeln!(text, "Chain head: seq {} hash {}", head.seq, head.hash);
+            }
+            None => {
+                let _ = writeln!(text, "Chain head: (empty log)");
+            }
+        }
+        if let (Some(first), Some(last)) = (self.first_at_unix_ms, self.last_at_unix_ms) {
+            let _ = writeln!(text, "Time span: {first} .. {last} ms since the Unix epoch");
+        }
+        let _ = writeln!(text, "Events:");
+        for (kind, count) in &self.events_by_kind {
+            let _ = writeln!(text, "  {kind:<20} {count}");
+        }
+        let _ = writeln!(text, "Jobs: {}", self.jobs.len());
+        for (job_id, job) in &self.jobs {
+            let _ = writeln!(
+                text,
+                "  {job_id}: created by {}, rounds started {} committed {}, models released {} exported {}, budget refusals {}, node vetoes {}",
+                job.created_by.as_deref().unwrap_or("(not in log)"),
+                job.rounds_started,
+                job.rounds_committed,
+                job.models_released,
+                job.models_exported,
+                job.budget_refusals,
+                job.node_vetoes,
+            );
+            for (partner, units) in &job.epsilon_recorded_sum {
+                for (unit, epsilon) in units {
+                    let _ = writeln!(
+                        text,
+                        "    {partner} / {unit}: recorded per-round epsilon sums to {epsilon}"
+                    );
+                }
+            }
+        }
+        let total_auth_failures: u64 = self.auth_failures_by_rpc.values().sum();
+        let _ = writeln!(text, "Authentication failures: {total_auth_failures}");
+        for (rpc, count) in &self.auth_failures_by_rpc {
+            let _ = writeln!(text, "  {rpc}: {count}");
+        }
+        text
+    }
+}
