@@ -100,7 +100,7 @@ fn main() -> Result<(), Error> {
     };
 
     let non_private = fedavg(&federation, |partner, global| {
-        train(
+        Ok(train(
             &federation.spec,
             global,
             &partner.train,
@@ -112,7 +112,7 @@ fn main() -> Result<(), Error> {
                 proximal_mu: 0.0,
                 seed: JOB_SEED,
             },
-        )
+        )?)
     })?;
     println!("non-private FedAvg (the demo job): AUC {non_private:.4}\n");
 

@@ -124,10 +124,11 @@ pub fn train_dp_sgd<R: CryptoRng>(
         return Err(ModelError::EmptyDataset);
     }
 
-    // The gradients are computed by hand, so nothing needs the autodiff device.
-    let device = Device::flex();
+    // The gradients are computed by hand on a plain copy of the network each step; the network
+    // itself lives on the autodiff device only because burn-optim's step requires it.
+    let data_device = Device::flex();
     let mut network = NetworkConfig::from_spec(spec)
-        .init(&device)
+        .init(&data_device.clone().autodiff())
         .load_flat(global)?;
     let proximal = ProximalTerm::new(config.proximal_mu, &network);
     let mut optimizer = new_optimizer(config.optimizer);
@@ -151,16 +152,18 @@ pub fn train_dp_sgd<R: CryptoRng>(
         let mut epoch_loss_sum = 0.0f64;
         let mut epoch_rows = 0usize;
         for _ in 0..steps_per_epoch {
+            let current = network.valid();
             let batch = poisson_sample(n_rows, dp.sampling_rate, rng);
             let gradient_sums = if batch.is_empty() {
-                network
+                current
                     .parameter_tensors()
                     .iter()
                     .map(Tensor::zeros_like)
                     .collect()
             } else {
-                let (features, labels) = gather_rows(data, &batch, &device);
-                let step = clipped_gradient_sum(&network, spec.output, features, labels, dp.clip_norm);
+                let (features, labels) = gather_rows(data, &batch, &data_device);
+                let step =
+                    clipped_gradient_sum(&current, spec.output, features, labels, dp.clip_norm);
                 epoch_loss_sum += read_scalar(step.loss_sum)?;
                 epoch_rows += batch.len();
                 step.gradient_sums
@@ -175,8 +178,8 @@ pub fn train_dp_sgd<R: CryptoRng>(
                     noisy.div_scalar(expected_batch_size)
                 })
                 .collect();
-            let gradients = proximal.add_gradient(private_gradients, &network);
-            let gradients = register_gradients(network.layers(), gradients);
+            let gradients = proximal.add_gradient(private_gradients, &current);
+            let gradients = register_gradients(current.layers(), gradients);
             network = optimizer.step(config.learning_rate, network, gradients);
             steps += 1;
         }
