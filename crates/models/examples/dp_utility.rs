@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use veil_accounting::{Accountant, CalibrationTarget, DpEvent, calibrate_noise_multiplier};
 use veil_features::{
-    CsvSource, CustomerRow, FeatureSpec, FeatureSums, LabelSpec, Scaling, TaskKind,
-    build_examples, load_transactions, split_holdout,
+    CsvSource, CustomerRow, FeatureSpec, FeatureSums, LabelSpec, Scaling, TaskKind, build_examples,
+    load_transactions, split_holdout,
 };
 use veil_models::{
     Dataset, DpSgdConfig, ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainOutcome,
@@ -71,9 +71,16 @@ struct PartnerPrivacy {
 fn main() -> Result<(), Error> {
     let federation = load_demo()?;
     for partner in &federation.partners {
-        println!("{}: {} training customers", partner.name, partner.train.n_rows());
+        println!(
+            "{}: {} training customers",
+            partner.name,
+            partner.train.n_rows()
+        );
     }
-    println!("pooled holdout: {} customers\n", federation.holdout.n_rows());
+    println!(
+        "pooled holdout: {} customers\n",
+        federation.holdout.n_rows()
+    );
 
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let (candidates, repeats) = if arguments.is_empty() {
@@ -135,7 +142,10 @@ fn main() -> Result<(), Error> {
                     .iter()
                     .position(|p| p.name == partner.name)
                     .unwrap_or(0);
-                let dp = privacy.get(index).map(|p| p.dp).ok_or("no privacy settings")?;
+                let dp = privacy
+                    .get(index)
+                    .map(|p| p.dp)
+                    .ok_or("no privacy settings")?;
                 let outcome = train_dp_sgd(
                     &federation.spec,
                     global,

@@ -134,11 +134,12 @@ pub fn train_dp_sgd<R: CryptoRng>(
     let mut optimizer = new_optimizer(config.optimizer);
     let noise = if dp.noise_multiplier > 0.0 {
         Some(
-            Gaussian::new(dp.noise_multiplier * dp.clip_norm)
-                .map_err(|error| ModelError::InvalidDpSgdConfig {
+            Gaussian::new(dp.noise_multiplier * dp.clip_norm).map_err(|error| {
+                ModelError::InvalidDpSgdConfig {
                     field: "noise_multiplier",
                     reason: format!("noise_multiplier × clip_norm is unusable: {error}"),
-                })?,
+                }
+            })?,
         )
     } else {
         None
@@ -408,7 +409,11 @@ mod tests {
             .unwrap_or_else(|error| panic!("{error}"));
         let mut total = vec![0.0f32; spec.parameter_count()];
         let mut n_clipped = 0;
-        for (row, label) in data.features.chunks_exact(data.n_features).zip(&data.labels) {
+        for (row, label) in data
+            .features
+            .chunks_exact(data.n_features)
+            .zip(&data.labels)
+        {
             let features = Tensor::<2>::from_data(
                 TensorData::new(row.to_vec(), [1, data.n_features]),
                 &Device::flex(),
@@ -419,7 +424,10 @@ mod tests {
             let mut gradient = Vec::with_capacity(total.len());
             for layer in network.layers() {
                 let weight = layer.weight.val().grad(&gradients);
-                let bias = layer.bias.as_ref().and_then(|bias| bias.val().grad(&gradients));
+                let bias = layer
+                    .bias
+                    .as_ref()
+                    .and_then(|bias| bias.val().grad(&gradients));
                 match (weight, bias) {
                     (Some(weight), Some(bias)) => {
                         gradient.extend(read_values(weight).unwrap_or_default());
@@ -475,7 +483,10 @@ mod tests {
             // Both sides sum 48 f32 vectors of norm at most 1 in different orders; their
             // rounding differences are around 1e-6, far inside 1e-4.
             for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
-                assert!((a - e).abs() < 1e-4, "{spec:?} coordinate {index}: {a} vs {e}");
+                assert!(
+                    (a - e).abs() < 1e-4,
+                    "{spec:?} coordinate {index}: {a} vs {e}"
+                );
             }
         }
     }
@@ -488,7 +499,10 @@ mod tests {
         let mut total_batch_size = 0usize;
         for _ in 0..n_steps {
             let batch = poisson_sample(n_rows, sampling_rate, &mut rng);
-            assert!(batch.windows(2).all(|pair| pair[0] < pair[1]), "indices sorted, no repeats");
+            assert!(
+                batch.windows(2).all(|pair| pair[0] < pair[1]),
+                "indices sorted, no repeats"
+            );
             total_batch_size += batch.len();
             for row in batch {
                 inclusions[row] += 1;
