@@ -5,37 +5,12 @@
 //! seconds, and the figure wanted is rows/second of a whole epoch, best of a few runs.
 //! Prints one `RESULT` line per case for the script to parse.
 
+mod common;
+
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use veil_models::{
-    Dataset, ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig, train,
-};
-
-const N_ROWS: usize = 100_000;
-const N_FEATURES: usize = 10;
-
-fn customers() -> Dataset {
-    let mut generator = ChaCha8Rng::seed_from_u64(42);
-    let features: Vec<f32> = (0..N_ROWS * N_FEATURES)
-        .map(|_| generator.random_range(-1.0f32..1.0))
-        .collect();
-    let labels = features
-        .chunks_exact(N_FEATURES)
-        .map(|row| {
-            if row.iter().take(3).sum::<f32>() > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    match Dataset::new(features, labels, N_FEATURES) {
-        Ok(dataset) => dataset,
-        Err(error) => panic!("synthetic benchmark data is malformed: {error}"),
-    }
-}
+use common::{N_FEATURES, N_ROWS, customers};
+use veil_models::{ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig, train};
 
 fn main() {
     let repeats: usize = std::env::var("VEIL_BENCH_REPEATS")

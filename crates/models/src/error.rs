@@ -22,6 +22,14 @@ pub enum ModelError {
         /// Why the value was rejected.
         reason: String,
     },
+    /// A field of the DP-SGD configuration is out of range.
+    #[error("invalid DP-SGD config field `{field}`: {reason}")]
+    InvalidDpSgdConfig {
+        /// The config field that is wrong, for example `sampling_rate`.
+        field: &'static str,
+        /// Why the value was rejected.
+        reason: String,
+    },
     /// A flat parameter vector does not have the length the model spec implies.
     #[error("parameter vector has {actual} values, the model spec needs {expected}")]
     ParameterLength {

@@ -2,11 +2,15 @@
 //! burn (autodiff on the pure-Rust flex CPU backend), prediction and additive evaluation
 //! statistics that can be summed across partners.
 //!
-//! This crate does not clip, noise or mask updates (clipping and noise live in `veil-dp-noise`,
+//! Local training is either ordinary ([`train`]) or customer-level differentially private
+//! ([`train_dp_sgd`], which clips per example and draws its noise through `veil-dp-noise`).
+//!
+//! This crate does not clip, noise or mask whole updates (clipping and noise live in `veil-dp-noise`,
 //! masking in `veil-secagg`, budgets in `veil-accounting`, rounds in `veil-federation`), does not compute features from transactions (`veil-features`), does not
 //! describe jobs (`veil-job`), and does no IO: data arrives as in-memory row-major buffers.
 
 mod dataset;
+mod dp_sgd;
 mod error;
 mod evaluate;
 mod network;
@@ -14,6 +18,7 @@ mod spec;
 mod train;
 
 pub use dataset::Dataset;
+pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, train_dp_sgd};
 pub use error::ModelError;
 pub use evaluate::{EVAL_BUCKETS, EvalStats, evaluate, exact_auc, predict};
 pub use network::{Network, NetworkConfig};

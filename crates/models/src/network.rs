@@ -4,7 +4,7 @@
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, relu};
+use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
 
 use crate::spec::{LayerShape, layer_shapes};
 use crate::{ModelError, ModelSpec, OutputKind};
@@ -112,18 +112,33 @@ impl Network {
     /// The forward step shared by training and evaluation: raw outputs (logits for binary
     /// models), shape `[rows, 1]`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
+        self.forward_keeping_layer_inputs(input).1
+    }
+
+    /// The same forward step, also returning the input of every layer (the data, then each
+    /// hidden ReLU activation), which DP-SGD needs to form per-example gradients without autodiff.
+    pub(crate) fn forward_keeping_layer_inputs(
+        &self,
+        input: Tensor<2>,
+    ) -> (Vec<Tensor<2>>, Tensor<2>) {
         let last_index = self.layers.len().saturating_sub(1);
-        self.layers
-            .iter()
-            .enumerate()
-            .fold(input, |activations, (index, layer)| {
-                let outputs = layer.forward(activations);
-                if index == last_index {
-                    outputs
-                } else {
-                    relu(outputs)
-                }
-            })
+        let mut layer_inputs = Vec::with_capacity(self.layers.len());
+        let mut activations = input;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let outputs = layer.forward(activations.clone());
+            layer_inputs.push(activations);
+            activations = if index == last_index {
+                outputs
+            } else {
+                relu(outputs)
+            };
+        }
+        (layer_inputs, activations)
+    }
+
+    /// The dense layers in flat-layout order.
+    pub(crate) fn layers(&self) -> &[Linear] {
+        &self.layers
     }
 
     /// Iterates over the parameter tensors, weight then bias per layer, as FedProx needs them.
@@ -159,6 +174,18 @@ pub(crate) fn mean_loss(output: OutputKind, outputs: Tensor<2>, labels: Tensor<2
             (negative_log - outputs * labels).mean()
         }
         OutputKind::Regression => (outputs - labels).square().mean(),
+    }
+}
+
+/// The derivative of each row's loss with respect to its raw output, shape `[rows, 1]`: the
+/// backward step of `mean_loss` per row (without the division by the batch length), kept next
+/// to it so the two cannot drift apart.
+pub(crate) fn output_error(output: OutputKind, outputs: Tensor<2>, labels: Tensor<2>) -> Tensor<2> {
+    match output {
+        // d/dz [-log σ(-z) - y z] = σ(z) - y.
+        OutputKind::Binary => sigmoid(outputs) - labels,
+        // d/dz (z - y)² = 2 (z - y).
+        OutputKind::Regression => (outputs - labels).mul_scalar(2.0),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Local training: mini-batch SGD or Adam with autodiff on the flex CPU backend, optionally with
 //! the FedProx proximal term pulling the weights towards the global model.
 
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -99,10 +99,7 @@ pub fn train(
         .init(&training_device)
         .load_flat(global)?;
     let proximal = ProximalTerm::new(config.proximal_mu, &network);
-    let mut optimizer = match config.optimizer {
-        OptimizerKind::Sgd => SgdConfig::new().init(),
-        OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
-    };
+    let mut optimizer = new_optimizer(config.optimizer);
 
     let rows: Vec<&[f32]> = data.features.chunks_exact(data.n_features).collect();
     let mut order: Vec<usize> = (0..n_rows).collect();
@@ -144,6 +141,23 @@ pub fn train(
         last_epoch_loss = epoch_loss_sum / n_rows as f64;
     }
 
+    Ok(TrainOutcome {
+        parameters: trained_parameters(&network)?,
+        mean_training_loss: last_epoch_loss,
+        examples: n_rows,
+    })
+}
+
+/// The burn-optim optimiser for `kind`, shared by ordinary and DP-SGD training.
+pub(crate) fn new_optimizer(kind: OptimizerKind) -> ModuleOptimizer {
+    match kind {
+        OptimizerKind::Sgd => SgdConfig::new().init(),
+        OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+    }
+}
+
+/// Reads the trained flat vector back, refusing a diverged run instead of shipping NaNs.
+pub(crate) fn trained_parameters(network: &Network) -> Result<Vec<f32>, ModelError> {
     let parameters = network.to_flat()?;
     if let Some(index) = parameters.iter().position(|value| !value.is_finite()) {
         return Err(ModelError::TrainingDiverged {
@@ -151,11 +165,7 @@ pub fn train(
             value: parameters.get(index).copied().unwrap_or(f32::NAN),
         });
     }
-    Ok(TrainOutcome {
-        parameters,
-        mean_training_loss: last_epoch_loss,
-        examples: n_rows,
-    })
+    Ok(parameters)
 }
 
 /// Checks that a dataset fits a spec: consistent shapes, finite values, the right feature
@@ -183,7 +193,7 @@ pub(crate) fn check_dataset(spec: &ModelSpec, data: &Dataset) -> Result<(), Mode
 }
 
 /// The FedProx term (mu/2)·||w − w_global||², kept as part of the differentiated loss.
-struct ProximalTerm {
+pub(crate) struct ProximalTerm {
     /// mu / 2, precomputed.
     half_mu: f64,
     /// The global parameters, detached and on the plain device so they act as constants.
@@ -191,7 +201,7 @@ struct ProximalTerm {
 }
 
 impl ProximalTerm {
-    fn new(mu: f64, network: &Network) -> Self {
+    pub(crate) fn new(mu: f64, network: &Network) -> Self {
         let global_parameters = if mu > 0.0 {
             network
                 .parameter_tensors()
@@ -205,6 +215,28 @@ impl ProximalTerm {
             half_mu: mu / 2.0,
             global_parameters,
         }
+    }
+
+    /// Adds the term's gradient mu·(w − w_global) to `gradients`, which are ordered and shaped
+    /// like `Network::parameter_tensors`; with mu = 0 it returns them unchanged. For training
+    /// that computes its gradients without autodiff (DP-SGD).
+    pub(crate) fn add_gradient(
+        &self,
+        gradients: Vec<Tensor<2>>,
+        network: &Network,
+    ) -> Vec<Tensor<2>> {
+        if self.global_parameters.is_empty() {
+            return gradients;
+        }
+        let mu = 2.0 * self.half_mu;
+        gradients
+            .into_iter()
+            .zip(network.parameter_tensors())
+            .zip(&self.global_parameters)
+            .map(|((gradient, current), global)| {
+                gradient + (current - global.clone()).mul_scalar(mu)
+            })
+            .collect()
     }
 
     /// Adds the proximal term to `loss`; with mu = 0 it adds nothing and records no graph.
