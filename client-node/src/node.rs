@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tonic::Code;
-use veil_features::{Scaling, TransactionLog, load_transactions};
+use veil_features::{Scaling, TransactionLog};
 use veil_job::{JobSpec, statistics};
 use veil_models::{Dataset, evaluate, train};
 use veil_wire::v1;
@@ -32,13 +32,13 @@ struct PreparedJob {
 /// Loads the partner's log, then serves tasks until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let source = config.data.clone();
-    let (log, report) = tokio::task::spawn_blocking(move || load_transactions(&source))
+    let (log, report) = tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
         .await?
         .with_context(|| {
             format!(
                 "node '{}': loading {}",
                 config.node_id,
-                config.data.path.display()
+                config.data.describe()
             )
         })?;
     // Counts only: never customer ids or amounts.
