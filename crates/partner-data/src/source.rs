@@ -243,9 +243,9 @@ fn ascii_delimiter(delimiter: char) -> Result<u8, PartnerDataError> {
     }
 }
 
-/// Picks the candidate delimiter that splits the first lines into the same number (> 0) of
-/// separators on every line, preferring the most separators; quoted text is skipped. Returns
-/// `None` when no candidate appears consistently.
+/// Picks the candidate delimiter that splits the header into the most fields (outside quotes)
+/// while most of the following sampled lines agree with the header's count; a few malformed
+/// rows in the sample do not change the verdict. Returns `None` when no candidate qualifies.
 pub fn sniff_delimiter(sample: &[u8]) -> Option<u8> {
     let mut lines: Vec<&[u8]> = sample.split(|byte| *byte == b'\n').collect();
     // The last piece may be cut off by the sample's end, unless the sample is the whole file.
@@ -272,14 +272,21 @@ pub fn sniff_delimiter(sample: &[u8]) -> Option<u8> {
     let mut best: Option<(u8, usize)> = None;
     for delimiter in SNIFFED_DELIMITERS {
         let mut counts = lines.iter().map(|line| count_outside_quotes(line, delimiter));
-        let Some(first) = counts.next() else {
+        let Some(header_count) = counts.next() else {
             continue;
         };
-        if first > 0
-            && counts.all(|count| count == first)
-            && best.is_none_or(|(_, best_count)| first > best_count)
+        let (agreeing, others) = counts.fold((0usize, 0usize), |(agreeing, others), count| {
+            if count == header_count {
+                (agreeing + 1, others)
+            } else {
+                (agreeing, others + 1)
+            }
+        });
+        if header_count > 0
+            && agreeing >= others
+            && best.is_none_or(|(_, best_count)| header_count > best_count)
         {
-            best = Some((delimiter, first));
+            best = Some((delimiter, header_count));
         }
     }
     best.map(|(delimiter, _)| delimiter)
@@ -534,6 +541,10 @@ mod tests {
         // A comma inside quotes does not count.
         check("name;note\nx;\"a, b\"\n", Some(b';'));
         check("single\n1\n2\n", None);
+        // One short row does not outvote the rest.
+        check("a,b,c\n1,2\n1,2,3\n4,5,6\n", Some(b','));
+        // A delimiter that only the header has is not one.
+        check("a;b\n1\n2\n", None);
     }
 
     #[test]
