@@ -112,7 +112,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
     let honest = client_node::config::NodeConfig {
         node_id: "honest".into(),
         coordinator: address.clone(),
-        data: veil_features::CsvSource::new(files[0].clone()),
+        data: veil_features::CsvSource::new(files[0].clone()).into(),
     };
     tokio::spawn(client_node::node::run(honest, std::future::pending::<()>()));
 
