@@ -97,10 +97,16 @@ mod tests {
         .unwrap_or_else(|error| panic!("{error}"));
         let config = NodeConfig::read(&legacy).unwrap_or_else(|error| panic!("{error:#}"));
         assert_eq!(config.data.transactions.customer_id, "cust");
-        assert_eq!(config.data.deid.key_path, folder.path().join("a.pseudonym.key"));
+        assert_eq!(
+            config.data.deid.key_path,
+            folder.path().join("a.pseudonym.key")
+        );
         let current = folder.path().join("current.toml");
-        std::fs::write(&current, config.to_toml().unwrap_or_else(|error| panic!("{error:#}")))
-            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(
+            &current,
+            config.to_toml().unwrap_or_else(|error| panic!("{error:#}")),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
         let reread = NodeConfig::read(&current).unwrap_or_else(|error| panic!("{error:#}"));
         assert_eq!(reread.data, config.data);
     }

@@ -6,7 +6,9 @@
 //! identical rows and splits.
 
 use anyhow::Context;
-use veil_features::{CustomerRow, FeatureSums, RowError, Scaling, TransactionLog, build_examples, split_holdout};
+use veil_features::{
+    CustomerRow, FeatureSums, RowError, Scaling, TransactionLog, build_examples, split_holdout,
+};
 use veil_job::JobSpec;
 use veil_models::{Dataset, ModelError};
 use veil_partner_data::{PartnerDataConfig, PartnerDataReport};
@@ -28,7 +30,9 @@ pub struct LoadSummary {
 /// Reads and de-identifies the partner's data. The returned log is keyed by
 /// pseudonyms: raw customer ids and other direct identifiers never reach
 /// feature derivation, training or the network.
-pub fn load_partner_data(config: &PartnerDataConfig) -> anyhow::Result<(TransactionLog, LoadSummary)> {
+pub fn load_partner_data(
+    config: &PartnerDataConfig,
+) -> anyhow::Result<(TransactionLog, LoadSummary)> {
     let data = veil_partner_data::load_partner_data(config)
         .with_context(|| format!("loading {}", config.describe()))?;
     let summary = LoadSummary {

@@ -216,7 +216,12 @@ pub async fn run_demo(
     server.await??;
 
     let scores_path = config.output_dir.join(format!("{}-scores.csv", names[0]));
-    crate::score::score(&model_path, &sources[0].1.clone().into(), spec.label.cutoff, &scores_path)?;
+    crate::score::score(
+        &model_path,
+        &sources[0].1.clone().into(),
+        spec.label.cutoff,
+        &scores_path,
+    )?;
 
     let baseline_spec = spec.clone();
     let baseline_sources = sources.clone();

@@ -32,15 +32,16 @@ struct PreparedJob {
 /// Loads the partner's log, then serves tasks until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let source = config.data.clone();
-    let (log, report) = tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
-        .await?
-        .with_context(|| {
-            format!(
-                "node '{}': loading {}",
-                config.node_id,
-                config.data.describe()
-            )
-        })?;
+    let (log, report) =
+        tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
+            .await?
+            .with_context(|| {
+                format!(
+                    "node '{}': loading {}",
+                    config.node_id,
+                    config.data.describe()
+                )
+            })?;
     // Counts only: never customer ids or amounts.
     tracing::info!(
         node = %config.node_id,

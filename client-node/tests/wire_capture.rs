@@ -96,8 +96,11 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
     write_partner_csv(&synth, 0, &mut generated).unwrap_or_else(|error| panic!("{error}"));
     let mut reader = csv::Reader::from_reader(generated.as_slice());
     let header = reader.headers().cloned().unwrap_or_default();
-    let mut writer = csv::Writer::from_path(dir.join("tx.csv")).unwrap_or_else(|error| panic!("{error}"));
-    writer.write_record(&header).unwrap_or_else(|error| panic!("{error}"));
+    let mut writer =
+        csv::Writer::from_path(dir.join("tx.csv")).unwrap_or_else(|error| panic!("{error}"));
+    writer
+        .write_record(&header)
+        .unwrap_or_else(|error| panic!("{error}"));
     let mut raw_ids: BTreeMap<String, String> = BTreeMap::new();
     for (row, record) in reader.records().enumerate() {
         let record = record.unwrap_or_else(|error| panic!("{error}"));
@@ -112,14 +115,27 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
         if row % 97 == 0 {
             fields[4] = format!("gift for cat.lover{row}@example.org");
         }
-        writer.write_record(&fields).unwrap_or_else(|error| panic!("{error}"));
+        writer
+            .write_record(&fields)
+            .unwrap_or_else(|error| panic!("{error}"));
     }
     writer.flush().unwrap_or_else(|error| panic!("{error}"));
 
     let mut secrets: Vec<String> = Vec::new();
-    let mut profile = csv::Writer::from_path(dir.join("profile.csv")).unwrap_or_else(|error| panic!("{error}"));
+    let mut profile =
+        csv::Writer::from_path(dir.join("profile.csv")).unwrap_or_else(|error| panic!("{error}"));
     profile
-        .write_record(["customer_id", "name", "email", "phone", "id_number", "age", "gender", "postcode", "notes"])
+        .write_record([
+            "customer_id",
+            "name",
+            "email",
+            "phone",
+            "id_number",
+            "age",
+            "gender",
+            "postcode",
+            "notes",
+        ])
         .unwrap_or_else(|error| panic!("{error}"));
     for (index, raw) in raw_ids.values().enumerate() {
         let name = format!("Wanglily{index:04}Qz");
@@ -145,11 +161,23 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
                 &notes,
             ])
             .unwrap_or_else(|error| panic!("{error}"));
-        secrets.extend([raw.clone(), name, email, phone, note_email, note_phone, postcode]);
+        secrets.extend([
+            raw.clone(),
+            name,
+            email,
+            phone,
+            note_email,
+            note_phone,
+            postcode,
+        ]);
     }
     profile.flush().unwrap_or_else(|error| panic!("{error}"));
     secrets.extend(RESIDENT_IDS.iter().map(|id| (*id).to_owned()));
-    secrets.extend((0..raw_ids.len()).step_by(97).map(|row| format!("cat.lover{row}@example.org")));
+    secrets.extend(
+        (0..raw_ids.len())
+            .step_by(97)
+            .map(|row| format!("cat.lover{row}@example.org")),
+    );
 
     let roles = |pairs: &[(&str, ColumnRole)]| {
         pairs
@@ -191,9 +219,18 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
                 ("email", ColumnRole::Identifier),
                 ("phone", ColumnRole::Drop),
                 ("id_number", ColumnRole::Identifier),
-                ("age", ColumnRole::QuasiIdentifier(GeneralisationPolicy::AgeBand { width: 10 })),
-                ("gender", ColumnRole::QuasiIdentifier(GeneralisationPolicy::Gender { suppress: false })),
-                ("postcode", ColumnRole::QuasiIdentifier(GeneralisationPolicy::PostcodePrefix { length: 2 })),
+                (
+                    "age",
+                    ColumnRole::QuasiIdentifier(GeneralisationPolicy::AgeBand { width: 10 }),
+                ),
+                (
+                    "gender",
+                    ColumnRole::QuasiIdentifier(GeneralisationPolicy::Gender { suppress: false }),
+                ),
+                (
+                    "postcode",
+                    ColumnRole::QuasiIdentifier(GeneralisationPolicy::PostcodePrefix { length: 2 }),
+                ),
                 ("notes", ColumnRole::Text),
             ]),
             undeclared_columns: UndeclaredColumns::Error,
@@ -214,8 +251,15 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
 /// Every form of a secret that must not be on the wire.
 fn forbidden_forms(secret: &str) -> Vec<String> {
     let sha256 = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let sha256_hex: String = sha256.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    let md5_hex: String = Md5::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+    let sha256_hex: String = sha256
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let md5_hex: String = Md5::digest(secret.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     let mut forms = vec![
         secret.to_owned(),
         secret.to_lowercase(),
@@ -228,7 +272,13 @@ fn forbidden_forms(secret: &str) -> Vec<String> {
     // Hashes of the case-folded forms too, since a careless pipeline would normalise first.
     for folded in [secret.to_lowercase(), secret.to_uppercase()] {
         let digest = ring::digest::digest(&ring::digest::SHA256, folded.as_bytes());
-        forms.push(digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect());
+        forms.push(
+            digest
+                .as_ref()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        );
     }
     forms.sort();
     forms.dedup();
@@ -236,7 +286,10 @@ fn forbidden_forms(secret: &str) -> Vec<String> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,8 +297,12 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let (seeded, synth) = seed_data(dir.path());
 
-    let coordinator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|error| panic!("{error}"));
-    let coordinator_address = coordinator_listener.local_addr().unwrap_or_else(|error| panic!("{error}"));
+    let coordinator_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let coordinator_address = coordinator_listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_for_stop = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
@@ -255,8 +312,12 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
         coordinator_listener,
         wait_for_stop(stopped.clone()),
     ));
-    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|error| panic!("{error}"));
-    let proxy_address = proxy_listener.local_addr().unwrap_or_else(|error| panic!("{error}"));
+    let proxy_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let proxy_address = proxy_listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
     let capture = Arc::new(Mutex::new(Capture::default()));
     let proxy = tokio::spawn(recording_proxy(
         proxy_listener,
@@ -275,18 +336,27 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
     ));
 
     let job_text = client_node::demo::STANDARD_JOB
-        .replace("{cutoff}", &synth.suggested_cutoff().format("%Y-%m-%d").to_string())
+        .replace(
+            "{cutoff}",
+            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        )
         .replace("{horizon}", &synth.suggested_horizon_days().to_string())
         .replace("rounds = 12", "rounds = 1")
         .replace("min_participants = 2", "min_participants = 1")
         .replace("max_participants = 3", "max_participants = 1")
         + "\n[features]\nnames = [\"recency_days\", \"frequency\", \"monetary\", \"category_concentration\", \"top_channel_share\", \"profile_age\", \"profile_age_known\", \"gender_female\"]\n";
-    let job = veil_job::file::JobFile::parse(&job_text).unwrap_or_else(|error| panic!("{error}")).to_wire();
+    let job = veil_job::file::JobFile::parse(&job_text)
+        .unwrap_or_else(|error| panic!("{error}"))
+        .to_wire();
     let mut operator = coordinator::operator::connect(&format!("http://{coordinator_address}"))
         .await
         .unwrap_or_else(|error| panic!("{error}"));
-    let job_id = coordinator::operator::submit(&mut operator, job).await.unwrap_or_else(|error| panic!("{error}"));
-    coordinator::operator::start(&mut operator, &job_id).await.unwrap_or_else(|error| panic!("{error}"));
+    let job_id = coordinator::operator::submit(&mut operator, job)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     let status = tokio::time::timeout(
         Duration::from_secs(120),
         coordinator::operator::watch(&mut operator, &job_id, |_| {}),
@@ -307,11 +377,15 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
 
     let capture = capture.lock().unwrap_or_else(|error| panic!("{error}"));
     // The capture works: the node's own id and its updates went through the proxy.
-    assert!(contains(&capture.node_to_coordinator, node_id), "the proxy saw no node traffic");
+    assert!(
+        contains(&capture.node_to_coordinator, node_id),
+        "the proxy saw no node traffic"
+    );
     assert!(capture.node_to_coordinator.len() > 10_000);
     assert!(!capture.coordinator_to_node.is_empty());
     // The profile was really joined and used (so its data was on the node's path).
-    let report = std::fs::read_to_string(dir.path().join("state/report/deid-report.json")).unwrap_or_default();
+    let report = std::fs::read_to_string(dir.path().join("state/report/deid-report.json"))
+        .unwrap_or_default();
     assert!(report.contains("\"customers_with_profile\""), "{report}");
 
     let mut leaks = Vec::new();
@@ -322,10 +396,17 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
                 ("coordinator->node", &capture.coordinator_to_node),
             ] {
                 if contains(bytes, &form) {
-                    leaks.push(format!("{direction}: a form of secret #{} ({} chars)", secret.len(), form.len()));
+                    leaks.push(format!(
+                        "{direction}: a form of secret #{} ({} chars)",
+                        secret.len(),
+                        form.len()
+                    ));
                 }
             }
         }
     }
-    assert!(leaks.is_empty(), "identifying values crossed the wire: {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "identifying values crossed the wire: {leaks:?}"
+    );
 }

@@ -115,10 +115,7 @@ impl FeatureName {
 
     /// Every feature there is: [`FeatureName::ALL`] then [`FeatureName::MIX_AND_PROFILE`].
     pub fn every() -> impl Iterator<Item = FeatureName> {
-        Self::ALL
-            .iter()
-            .chain(Self::MIX_AND_PROFILE)
-            .copied()
+        Self::ALL.iter().chain(Self::MIX_AND_PROFILE).copied()
     }
 
     /// The snake_case name used in configs, reports and on the wire.

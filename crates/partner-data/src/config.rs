@@ -332,7 +332,11 @@ mod tests {
             }
         );
         assert_eq!(
-            config.profile.as_ref().map(SourceConfig::describe).as_deref(),
+            config
+                .profile
+                .as_ref()
+                .map(SourceConfig::describe)
+                .as_deref(),
             Some("PostgreSQL table customers")
         );
         assert_eq!(config.deid.key_path, PathBuf::from("/etc/veil/key"));
@@ -369,7 +373,10 @@ mod tests {
             config.transactions.columns.get("channel"),
             Some(&ColumnRole::Feature)
         );
-        assert_eq!(config.transactions.undeclared_columns, UndeclaredColumns::Drop);
+        assert_eq!(
+            config.transactions.undeclared_columns,
+            UndeclaredColumns::Drop
+        );
         assert_eq!(
             config.deid.key_path,
             PathBuf::from("/data/partner-a.pseudonym.key")

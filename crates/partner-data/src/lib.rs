@@ -17,12 +17,14 @@ mod source;
 use std::collections::{HashMap, HashSet};
 
 pub use config::{
-    DEFAULT_MAX_REJECT_FRACTION, DeidSettings, Input, PartnerDataConfig, SourceConfig, TextEncoding,
-    UndeclaredColumns,
+    DEFAULT_MAX_REJECT_FRACTION, DeidSettings, Input, PartnerDataConfig, SourceConfig,
+    TextEncoding, UndeclaredColumns,
 };
 pub use error::PartnerDataError;
 pub use pipeline::MAX_SAMPLE_ERRORS;
-pub use report::{AUDITOR_SUMMARY, JoinReport, PartnerDataReport, REPORT_JSON, REPORT_TEXT, SourceReport};
+pub use report::{
+    AUDITOR_SUMMARY, JoinReport, PartnerDataReport, REPORT_JSON, REPORT_TEXT, SourceReport,
+};
 pub use source::sniff_delimiter;
 
 use veil_deid::GeneralisationPolicy;
@@ -71,8 +73,12 @@ fn load(
             },
         })?;
     }
-    let (transaction_rows, transactions_report) =
-        read_source(SourceKind::Transactions, &config.transactions, &config.deid, local_ids)?;
+    let (transaction_rows, transactions_report) = read_source(
+        SourceKind::Transactions,
+        &config.transactions,
+        &config.deid,
+        local_ids,
+    )?;
     let SourceRows::Transactions(transaction_rows) = transaction_rows else {
         unreachable_kind()?
     };
@@ -88,7 +94,11 @@ fn load(
             let SourceRows::Profile(rows) = rows else {
                 unreachable_kind()?
             };
-            let (profiles, suppressed, deid_report) = anonymise_profiles(rows, &profile_config.describe())?;
+            let AnonymisedProfiles {
+                profiles,
+                suppressed,
+                report: deid_report,
+            } = anonymise_profiles(*rows, &profile_config.describe())?;
             report.deid = Some(deid_report);
             for customer in &suppressed {
                 if let Some(history) = grouped.remove(customer) {
@@ -107,7 +117,10 @@ fn load(
         None => (HashMap::new(), None),
     };
     join.customers_kept = grouped.len() as u64;
-    join.customers_with_profile = grouped.keys().filter(|customer| profiles.contains_key(*customer)).count() as u64;
+    join.customers_with_profile = grouped
+        .keys()
+        .filter(|customer| profiles.contains_key(*customer))
+        .count() as u64;
     join.customers_without_profile = join.customers_kept - join.customers_with_profile;
     let log = TransactionLog::from_grouped_with_profiles(grouped, &profiles);
     let report = PartnerDataReport {
@@ -127,24 +140,35 @@ fn unreachable_kind<T>() -> Result<T, PartnerDataError> {
     })
 }
 
+/// The profile table after the k-anonymity pass.
+struct AnonymisedProfiles {
+    /// Released customers' profiles, by pseudonym.
+    profiles: HashMap<String, CustomerProfile>,
+    /// Customers whose profile row was suppressed.
+    suppressed: HashSet<String>,
+    /// The de-identification report including the pass.
+    report: veil_deid::DeidReport,
+}
+
 /// Runs the k-anonymity pass over the profile rows and turns the released rows' generalised
-/// values into profiles. Returns the profiles, the suppressed customers and the final report.
+/// values into profiles.
 fn anonymise_profiles(
     rows: ProfileRows,
     input: &str,
-) -> Result<(HashMap<String, CustomerProfile>, HashSet<String>, veil_deid::DeidReport), PartnerDataError> {
+) -> Result<AnonymisedProfiles, PartnerDataError> {
     let ProfileRows {
         mut customer_by_row,
         tuples,
         mut deidentifier,
         rules,
     } = rows;
-    let (kept, _) = deidentifier
-        .enforce_k_anonymity(tuples)
-        .map_err(|error| PartnerDataError::Deid {
-            input: input.to_owned(),
-            error,
-        })?;
+    let (kept, _) =
+        deidentifier
+            .enforce_k_anonymity(tuples)
+            .map_err(|error| PartnerDataError::Deid {
+                input: input.to_owned(),
+                error,
+            })?;
     let mut profiles = HashMap::with_capacity(kept.len());
     for released in kept {
         let Some(customer) = customer_by_row.remove(&released.row_index) else {
@@ -156,14 +180,19 @@ fn anonymise_profiles(
                 GeneralisationPolicy::AgeBand { .. } => profile.age_years = band_middle(value),
                 GeneralisationPolicy::BirthDateToYear => profile.birth_year = year_middle(value),
                 GeneralisationPolicy::Gender { .. } => profile.gender = Gender::parse(value),
-                GeneralisationPolicy::PostcodePrefix { .. } | GeneralisationPolicy::City { .. } => {}
+                GeneralisationPolicy::PostcodePrefix { .. } | GeneralisationPolicy::City { .. } => {
+                }
             }
         }
         profiles.insert(customer, profile);
     }
     // What is left was suppressed.
     let suppressed = customer_by_row.into_values().collect();
-    Ok((profiles, suppressed, deidentifier.report()))
+    Ok(AnonymisedProfiles {
+        profiles,
+        suppressed,
+        report: deidentifier.report(),
+    })
 }
 
 /// The middle of an age band `lo-hi`, or `None` for `*`.

@@ -12,7 +12,9 @@ use veil_deid::{
     ColumnPolicy, ColumnRole, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy,
     PseudonymKey, QuasiIdentifierTuple, SUPPRESSED_VALUE,
 };
-use veil_features::{REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, parse_amount, parse_timestamp};
+use veil_features::{
+    REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, parse_amount, parse_timestamp,
+};
 
 use crate::config::{DeidSettings, SourceConfig, UndeclaredColumns};
 use crate::error::PartnerDataError;
@@ -53,8 +55,8 @@ pub(crate) struct ProfileRows {
 pub(crate) enum SourceRows {
     /// See [`TransactionRows`].
     Transactions(TransactionRows),
-    /// See [`ProfileRows`].
-    Profile(ProfileRows),
+    /// See [`ProfileRows`]; boxed because the engine it carries is large.
+    Profile(Box<ProfileRows>),
 }
 
 /// Output positions (in the de-identified record) of the columns that are read back.
@@ -89,11 +91,12 @@ pub(crate) fn read_source(
             value: config.max_reject_fraction,
         });
     }
-    let key =
-        PseudonymKey::load_or_create(&settings.key_path).map_err(|error| PartnerDataError::Deid {
+    let key = PseudonymKey::load_or_create(&settings.key_path).map_err(|error| {
+        PartnerDataError::Deid {
             input: "pseudonymisation key".to_owned(),
             error,
-        })?;
+        }
+    })?;
     with_reader(&config.input, |reader| {
         let header = reader.header().to_vec();
         let policy = policy_for_header(kind, config, settings, &header)?;
@@ -154,38 +157,45 @@ pub(crate) fn read_source(
             }
             let values = row.values();
             let raw_customer_id = values.get(customer_input).copied().flatten();
-            let record = run
-                .deidentifier
-                .process_record(&values)
-                .map_err(|error| PartnerDataError::Deid {
+            let record = run.deidentifier.process_record(&values).map_err(|error| {
+                PartnerDataError::Deid {
                     input: input.clone(),
                     error,
-                })?;
+                }
+            })?;
             let Some(customer) = output(&record, run.plan.customer_id) else {
                 let column = config.customer_id.clone();
-                run.reject(row.location, &column, "customer id is empty".to_owned(), Some(&record))?;
+                run.reject(
+                    row.location,
+                    &column,
+                    "customer id is empty".to_owned(),
+                    Some(&record),
+                )?;
                 continue;
             };
             match kind {
-                SourceKind::Transactions => match run.parse_transaction(&record, &mut categories, &mut channels) {
-                    Ok(transaction) => {
-                        if let (Some(ids), Some(raw)) = (local_ids.as_deref_mut(), raw_customer_id)
-                            && !ids.contains_key(customer)
-                        {
-                            ids.insert(customer.to_owned(), raw.trim().to_owned());
-                        }
-                        match grouped.get_mut(customer) {
-                            Some(history) => history.push(transaction),
-                            None => {
-                                grouped.insert(customer.to_owned(), vec![transaction]);
+                SourceKind::Transactions => {
+                    match run.parse_transaction(&record, &mut categories, &mut channels) {
+                        Ok(transaction) => {
+                            if let (Some(ids), Some(raw)) =
+                                (local_ids.as_deref_mut(), raw_customer_id)
+                                && !ids.contains_key(customer)
+                            {
+                                ids.insert(customer.to_owned(), raw.trim().to_owned());
                             }
+                            match grouped.get_mut(customer) {
+                                Some(history) => history.push(transaction),
+                                None => {
+                                    grouped.insert(customer.to_owned(), vec![transaction]);
+                                }
+                            }
+                            run.report.rows_accepted += 1;
                         }
-                        run.report.rows_accepted += 1;
+                        Err((column, message)) => {
+                            run.reject(row.location, &column, message, Some(&record))?;
+                        }
                     }
-                    Err((column, message)) => {
-                        run.reject(row.location, &column, message, Some(&record))?;
-                    }
-                },
+                }
                 SourceKind::Profile => {
                     if let Some(first) = seen_profiles.get(customer) {
                         let message = format!("duplicate customer id; first seen on row {first}");
@@ -193,7 +203,8 @@ pub(crate) fn read_source(
                         run.reject(row.location, &column, message, Some(&record))?;
                         continue;
                     }
-                    if let Some((column, message)) = run.unparsed_quasi_identifier(&record, &values) {
+                    if let Some((column, message)) = run.unparsed_quasi_identifier(&record, &values)
+                    {
                         run.reject(row.location, &column, message, Some(&record))?;
                         continue;
                     }
@@ -212,12 +223,12 @@ pub(crate) fn read_source(
         } = run;
         let rows = match kind {
             SourceKind::Transactions => SourceRows::Transactions(TransactionRows { grouped }),
-            SourceKind::Profile => SourceRows::Profile(ProfileRows {
+            SourceKind::Profile => SourceRows::Profile(Box::new(ProfileRows {
                 customer_by_row,
                 tuples,
                 deidentifier,
                 rules,
-            }),
+            })),
         };
         Ok((rows, report))
     })
@@ -238,7 +249,10 @@ fn policy_for_header(
 ) -> Result<DeidPolicy, PartnerDataError> {
     let input = config.describe();
     for (index, name) in header.iter().enumerate() {
-        if header.get(..index).is_some_and(|before| before.contains(name)) {
+        if header
+            .get(..index)
+            .is_some_and(|before| before.contains(name))
+        {
             return Err(PartnerDataError::Config {
                 input,
                 reason: format!("column '{name}' appears twice in the header"),
@@ -265,16 +279,20 @@ fn policy_for_header(
             config.customer_id
         )));
     }
-    let count = |wanted: fn(&ColumnRole) -> bool| config.columns.values().filter(|role| wanted(role)).count();
+    let count = |wanted: fn(&ColumnRole) -> bool| {
+        config.columns.values().filter(|role| wanted(role)).count()
+    };
     if kind == SourceKind::Transactions {
         if count(|role| matches!(role, ColumnRole::Timestamp)) != 1
             || count(|role| matches!(role, ColumnRole::Amount)) != 1
         {
             return Err(config_error(
-                "a transaction log needs exactly one \"timestamp\" and one \"amount\" column".to_owned(),
+                "a transaction log needs exactly one \"timestamp\" and one \"amount\" column"
+                    .to_owned(),
             ));
         }
-        if count(|role| matches!(role, ColumnRole::QuasiIdentifier(_) | ColumnRole::Sensitive)) > 0 {
+        if count(|role| matches!(role, ColumnRole::QuasiIdentifier(_) | ColumnRole::Sensitive)) > 0
+        {
             return Err(config_error(
                 "quasi-identifiers and sensitive attributes belong in the profile table, where \
                  k-anonymity is enforced per customer; declare them there"
@@ -314,7 +332,10 @@ fn policy_for_header(
         l: settings.l,
         max_suppression_fraction: settings.max_suppression_fraction,
     };
-    policy.validate().map_err(|error| PartnerDataError::Deid { input: input.clone(), error })?;
+    policy.validate().map_err(|error| PartnerDataError::Deid {
+        input: input.clone(),
+        error,
+    })?;
     Ok(policy)
 }
 
@@ -340,9 +361,8 @@ fn plan(
 ) -> Result<Plan, PartnerDataError> {
     let outputs = deidentifier.output_columns();
     let position = |name: &str| outputs.iter().position(|column| column.name == name);
-    let position_of_role = |wanted: fn(&ColumnRole) -> bool| {
-        outputs.iter().position(|column| wanted(&column.role))
-    };
+    let position_of_role =
+        |wanted: fn(&ColumnRole) -> bool| outputs.iter().position(|column| wanted(&column.role));
     let customer_id = position(&config.customer_id).ok_or_else(|| PartnerDataError::Config {
         input: config.describe(),
         reason: format!("customer id column '{}' is dropped", config.customer_id),
@@ -360,15 +380,18 @@ fn plan(
             )
         })
         .filter_map(|(input_position, column)| {
-            position(&column.name).map(|output_position| (output_position, input_position, column.name.clone()))
+            position(&column.name)
+                .map(|output_position| (output_position, input_position, column.name.clone()))
         })
         .collect();
     let is_transactions = kind == SourceKind::Transactions;
     Ok(Plan {
         header,
         customer_id,
-        timestamp: position_of_role(|role| matches!(role, ColumnRole::Timestamp)).filter(|_| is_transactions),
-        amount: position_of_role(|role| matches!(role, ColumnRole::Amount)).filter(|_| is_transactions),
+        timestamp: position_of_role(|role| matches!(role, ColumnRole::Timestamp))
+            .filter(|_| is_transactions),
+        amount: position_of_role(|role| matches!(role, ColumnRole::Amount))
+            .filter(|_| is_transactions),
         category: config.category.as_deref().and_then(position),
         channel: config.channel.as_deref().and_then(position),
         parsed_quasi_identifiers,
@@ -420,7 +443,14 @@ impl Run {
     ) -> Result<(), PartnerDataError> {
         self.report.rows_rejected += 1;
         if let Some(rejects) = self.rejects.as_mut() {
-            rejects.write(location, column, &message, record, &self.plan.identifiers, self.plan.output_names.len())?;
+            rejects.write(
+                location,
+                column,
+                &message,
+                record,
+                &self.plan.identifiers,
+                self.plan.output_names.len(),
+            )?;
         }
         if self.report.sample_errors.len() < MAX_SAMPLE_ERRORS {
             self.report.sample_errors.push(RowError {
@@ -446,10 +476,15 @@ impl Run {
                 .cloned()
                 .unwrap_or_default()
         };
-        let text = |position: Option<usize>| position.and_then(|position| output(record, position)).unwrap_or("");
+        let text = |position: Option<usize>| {
+            position
+                .and_then(|position| output(record, position))
+                .unwrap_or("")
+        };
         let unix_seconds = parse_timestamp(text(self.plan.timestamp))
             .map_err(|error| (name(self.plan.timestamp), error.to_string()))?;
-        let amount = parse_amount(text(self.plan.amount)).map_err(|message| (name(self.plan.amount), message))?;
+        let amount = parse_amount(text(self.plan.amount))
+            .map_err(|message| (name(self.plan.amount), message))?;
         let mut transaction = Transaction::new(unix_seconds, amount);
         transaction.category = self
             .plan
@@ -543,7 +578,8 @@ impl RejectsWriter {
 
     fn write_header(&mut self, output_names: &[String]) -> Result<(), PartnerDataError> {
         self.fields.clear();
-        self.fields.extend(["row", "column", "error"].map(str::to_owned));
+        self.fields
+            .extend(["row", "column", "error"].map(str::to_owned));
         self.fields.extend(output_names.iter().cloned());
         let result = self.writer.write_record(&self.fields);
         result.map_err(|error| self.error(error))

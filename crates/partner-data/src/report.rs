@@ -107,7 +107,10 @@ impl PartnerDataReport {
     /// hits per kind, and the k and l achieved. No values and no column names.
     pub fn auditor_summary(&self) -> String {
         let mut summary = String::new();
-        for (label, source) in [("transactions", Some(&self.transactions)), ("profile", self.profile.as_ref())] {
+        for (label, source) in [
+            ("transactions", Some(&self.transactions)),
+            ("profile", self.profile.as_ref()),
+        ] {
             let Some(source) = source else { continue };
             summary.push_str(&format!(
                 "[{label}] rows read {}, accepted {}, rejected {}\n",
@@ -140,7 +143,10 @@ impl PartnerDataReport {
         std::fs::create_dir_all(folder).map_err(report_error(folder))?;
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other);
         let files = [
-            (REPORT_JSON, json.map_err(report_error(&folder.join(REPORT_JSON)))?),
+            (
+                REPORT_JSON,
+                json.map_err(report_error(&folder.join(REPORT_JSON)))?,
+            ),
             (REPORT_TEXT, self.to_string()),
             (AUDITOR_SUMMARY, self.auditor_summary()),
         ];
@@ -154,7 +160,10 @@ impl PartnerDataReport {
 
 impl fmt::Display for PartnerDataReport {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (label, source) in [("Transactions", Some(&self.transactions)), ("Profile", self.profile.as_ref())] {
+        for (label, source) in [
+            ("Transactions", Some(&self.transactions)),
+            ("Profile", self.profile.as_ref()),
+        ] {
             let Some(source) = source else { continue };
             writeln!(formatter, "{label}: {}", source.input)?;
             writeln!(
@@ -191,7 +200,9 @@ impl fmt::Display for PartnerDataReport {
         writeln!(
             formatter,
             "  suppressed by k-anonymity: {} customers, {} transactions; profiles without transactions: {}",
-            join.customers_suppressed, join.transactions_suppressed, join.profiles_without_transactions
+            join.customers_suppressed,
+            join.transactions_suppressed,
+            join.profiles_without_transactions
         )
     }
 }

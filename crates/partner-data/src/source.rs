@@ -271,7 +271,9 @@ pub fn sniff_delimiter(sample: &[u8]) -> Option<u8> {
     };
     let mut best: Option<(u8, usize)> = None;
     for delimiter in SNIFFED_DELIMITERS {
-        let mut counts = lines.iter().map(|line| count_outside_quotes(line, delimiter));
+        let mut counts = lines
+            .iter()
+            .map(|line| count_outside_quotes(line, delimiter));
         let Some(header_count) = counts.next() else {
             continue;
         };
