@@ -1,46 +1,76 @@
 //! The node's one configuration file: who it is, where the coordinator is,
-//! and where its data lives.
+//! where its data lives and how it is de-identified.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use veil_features::CsvSource;
+use veil_partner_data::PartnerDataConfig;
 
 use crate::identity::default_state_dir;
 use crate::policy::NodePolicy;
 
 /// A node configuration, read from TOML.
 ///
+/// The `[data]` section is a [`PartnerDataConfig`]: the transaction log and an optional
+/// customer profile table (CSV, Parquet or PostgreSQL), the role of every column, and the
+/// de-identification settings (see its documentation and `docs/de-identification.md`):
+///
 /// ```toml
 /// node_id = "retailer-a"
 /// coordinator = "http://127.0.0.1:50051"
 ///
-/// [data]
+/// [data.transactions]
+/// format = "csv"
 /// path = "data/retailer-a.csv"
-/// rejects_path = "data/retailer-a.rejects.csv"
-/// max_reject_fraction = 0.05
-/// [data.columns]
 /// customer_id = "cust"
-/// timestamp = "ts"
+/// rejects_path = "data/retailer-a.rejects.csv"
+/// [data.transactions.columns]
+/// cust = "identifier"
+/// ts = "timestamp"
 /// amount = "amount"
+///
+/// [data.deid]
+/// key_path = "state/pseudonym.key"
+/// report_dir = "state/deid-report"
+/// k = 5
+/// max_suppression_fraction = 0.05
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+///
+/// The older form, a single CSV file with `path`, `rejects_path`, `max_reject_fraction`,
+/// `delimiter` and `[data.columns]` directly under `[data]`, is still read; it is converted as
+/// described at `impl From<CsvSource> for PartnerDataConfig`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's identity at the coordinator.
     pub node_id: String,
     /// The coordinator's address, `http://host:port`.
     pub coordinator: String,
-    /// The partner's transaction log.
-    pub data: CsvSource,
+    /// The partner's data sources and their de-identification.
+    #[serde(deserialize_with = "data_section")]
+    pub data: PartnerDataConfig,
     /// Where the node keeps its identity key and other durable state
     /// (default: `<node_id>.state` next to the config file).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
     /// The partner's policy.
     #[serde(default)]
     pub policy: NodePolicy,
+}
+
+/// Reads `[data]` in the current form when it has a `transactions` table, else in the older
+/// single-file form.
+fn data_section<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PartnerDataConfig, D::Error> {
+    let table = toml::Table::deserialize(deserializer)?;
+    if table.contains_key("transactions") {
+        PartnerDataConfig::deserialize(table).map_err(serde::de::Error::custom)
+    } else {
+        CsvSource::deserialize(table)
+            .map(PartnerDataConfig::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl NodeConfig {
@@ -52,28 +82,56 @@ impl NodeConfig {
             .unwrap_or_else(|| default_state_dir(Path::new("."), &self.node_id))
     }
 
-    /// Reads a configuration file; relative data paths are taken relative to
-    /// the file's folder, so a config can travel with its data.
+    /// Reads a configuration file; relative paths (data, rejects, key, reports,
+    /// state) are taken relative to the file's folder, so a config can travel
+    /// with its data.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read node config {}", path.display()))?;
         let mut config: NodeConfig =
             toml::from_str(&text).with_context(|| format!("node config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.data.path = resolve(base, &config.data.path);
-        config.data.rejects_path = config.data.rejects_path.as_ref().map(|p| resolve(base, p));
+        config.data.resolve_paths(base);
         config.state_dir = Some(match &config.state_dir {
-            Some(dir) => resolve(base, dir),
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => base.join(dir),
             None => default_state_dir(base, &config.node_id),
         });
         Ok(config)
     }
+
+    /// The configuration as TOML, in the current form, for writing a config file.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("serialising the node config")
+    }
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_and_current_forms_both_read_and_round_trip() {
+        let folder = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let legacy = folder.path().join("legacy.toml");
+        std::fs::write(
+            &legacy,
+            "node_id = \"a\"\ncoordinator = \"http://127.0.0.1:1\"\n[data]\npath = \"a.csv\"\nrejects_path = \"a.rejects.csv\"\n[data.columns]\ncustomer_id = \"cust\"\n",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let config = NodeConfig::read(&legacy).unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!(config.data.transactions.customer_id, "cust");
+        assert_eq!(
+            config.data.deid.key_path,
+            folder.path().join("a.pseudonym.key")
+        );
+        let current = folder.path().join("current.toml");
+        std::fs::write(
+            &current,
+            config.to_toml().unwrap_or_else(|error| panic!("{error:#}")),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let reread = NodeConfig::read(&current).unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!(reread.data, config.data);
     }
 }

@@ -1,11 +1,48 @@
-//! Turning the partner's transaction log into a job's training and held-out
-//! datasets. The demo's baselines use the same functions, so the federated,
-//! centralised and partner-alone models see identical rows and splits.
+//! The node's data path: the partner's sources are read and de-identified
+//! (pseudonymised customer ids, PII redacted, quasi-identifiers generalised
+//! and held to k-anonymity) *before* any feature is derived, then turned into a
+//! job's training and held-out datasets. The demo's baselines use the same
+//! functions, so the federated, centralised and partner-alone models see
+//! identical rows and splits.
 
-use veil_features::TransactionLog;
-use veil_features::{CustomerRow, FeatureSums, Scaling, build_examples, split_holdout};
+use anyhow::Context;
+use veil_features::{
+    CustomerRow, FeatureSums, RowError, Scaling, TransactionLog, build_examples, split_holdout,
+};
 use veil_job::JobSpec;
 use veil_models::{Dataset, ModelError};
+use veil_partner_data::{PartnerDataConfig, PartnerDataReport};
+
+/// Counts from loading the partner's data, for logs; the full report is in
+/// the configured report folder.
+#[derive(Debug, Clone)]
+pub struct LoadSummary {
+    /// Rows accepted over all sources.
+    pub rows_accepted: u64,
+    /// Rows rejected over all sources (each in its rejects file).
+    pub rows_rejected: u64,
+    /// The first rejections of each source; they quote only de-identified values.
+    pub sample_errors: Vec<RowError>,
+    /// Everything the load and de-identification did.
+    pub report: PartnerDataReport,
+}
+
+/// Reads and de-identifies the partner's data. The returned log is keyed by
+/// pseudonyms: raw customer ids and other direct identifiers never reach
+/// feature derivation, training or the network.
+pub fn load_partner_data(
+    config: &PartnerDataConfig,
+) -> anyhow::Result<(TransactionLog, LoadSummary)> {
+    let data = veil_partner_data::load_partner_data(config)
+        .with_context(|| format!("loading {}", config.describe()))?;
+    let summary = LoadSummary {
+        rows_accepted: data.report.rows_accepted(),
+        rows_rejected: data.report.rows_rejected(),
+        sample_errors: data.report.sample_errors(),
+        report: data.report,
+    };
+    Ok((data.log, summary))
+}
 
 /// A job's rows at one partner: labelled, split, not yet scaled.
 #[derive(Debug, Clone)]

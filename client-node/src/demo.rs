@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use coordinator::CoordinatorConfig;
 use coordinator::operator::{self, WatchUpdate};
-use veil_features::{CsvSource, CustomerRow, FeatureSums, Scaling, load_transactions};
+use veil_features::{CsvSource, CustomerRow, FeatureSums, Scaling};
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
@@ -190,7 +190,7 @@ pub async fn run_demo(
         let node_config = NodeConfig {
             node_id: name.clone(),
             coordinator: address.clone(),
-            data: source.clone(),
+            data: source.clone().into(),
             state_dir: Some(config.output_dir.join(format!("{name}.state"))),
             policy: Default::default(),
         };
@@ -225,7 +225,12 @@ pub async fn run_demo(
     server.await??;
 
     let scores_path = config.output_dir.join(format!("{}-scores.csv", names[0]));
-    crate::score::score(&model_path, &sources[0].1, spec.label.cutoff, &scores_path)?;
+    crate::score::score(
+        &model_path,
+        &sources[0].1.clone().into(),
+        spec.label.cutoff,
+        &scores_path,
+    )?;
 
     let baseline_spec = spec.clone();
     let baseline_sources = sources.clone();
@@ -245,18 +250,7 @@ pub async fn run_demo(
 }
 
 fn write_node_config(dir: &Path, config: &NodeConfig) -> anyhow::Result<()> {
-    let text = format!(
-        "node_id = \"{}\"\ncoordinator = \"{}\"\n\n[data]\npath = \"{}\"\nrejects_path = \"{}\"\n",
-        config.node_id,
-        config.coordinator,
-        config.data.path.display(),
-        config
-            .data
-            .rejects_path
-            .as_deref()
-            .unwrap_or(Path::new(""))
-            .display(),
-    );
+    let text = config.to_toml()?;
     let path = dir.join(format!("{}.node.toml", config.node_id));
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -280,7 +274,7 @@ fn baselines(
     let model_spec = spec.model_spec();
     let mut per_partner = Vec::new();
     for (name, source) in sources {
-        let (log, _) = load_transactions(source)?;
+        let (log, _) = crate::data::load_partner_data(&source.clone().into())?;
         per_partner.push((name.clone(), JobRows::prepare(&log, spec)));
     }
     let pooled_holdout: Vec<CustomerRow> = per_partner

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::mpsc;
 use tonic::Code;
-use veil_features::{Scaling, TransactionLog, load_transactions};
+use veil_features::{Scaling, TransactionLog};
 use veil_federation::secure::{protocol_round_of, round_graph_seed};
 use veil_federation::{
     AggregationMode, Phase, ReplyEncoding, SecureParticipant, SecureStep, SecureTask,
@@ -97,15 +97,16 @@ pub async fn run_with(
     let identity = NodeIdentity::load_or_create(&config.state_dir())
         .with_context(|| format!("node '{}': identity key", config.node_id))?;
     let source = config.data.clone();
-    let (log, report) = tokio::task::spawn_blocking(move || load_transactions(&source))
-        .await?
-        .with_context(|| {
-            format!(
-                "node '{}': loading {}",
-                config.node_id,
-                config.data.path.display()
-            )
-        })?;
+    let (log, report) =
+        tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
+            .await?
+            .with_context(|| {
+                format!(
+                    "node '{}': loading {}",
+                    config.node_id,
+                    config.data.describe()
+                )
+            })?;
     // Counts only: never customer ids or amounts.
     tracing::info!(
         node = %config.node_id,

@@ -2,12 +2,12 @@
 //! which aggregation modes it accepts and the secure-aggregation threshold
 //! floor below which it will not reveal anything.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use veil_federation::AggregationMode;
 use veil_job::JobSpec;
 
 /// `[policy]` in the node config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodePolicy {
     /// The lowest secure-aggregation threshold t the node accepts, and the

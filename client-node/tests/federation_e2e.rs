@@ -112,7 +112,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
     let honest = client_node::config::NodeConfig {
         node_id: "honest".into(),
         coordinator: address.clone(),
-        data: veil_features::CsvSource::new(files[0].clone()),
+        data: veil_features::CsvSource::new(files[0].clone()).into(),
         state_dir: Some(data.path().join("honest.state")),
         policy: client_node::policy::NodePolicy {
             allow_plain_aggregation: true,

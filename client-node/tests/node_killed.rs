@@ -44,6 +44,15 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         configs.push(path);
     }
     let mut nodes: Vec<Child> = configs.iter().map(|c| spawn_node(c)).collect();
+    // A node registers right after loading and de-identifying its data, which ends with its
+    // de-identification report; wait for all three so round 0 invites every node.
+    for file in &files {
+        let report = file.with_extension("deid").join("deid-report.json");
+        while !report.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let text = client_node::demo::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")

@@ -72,7 +72,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
         let config = NodeConfig {
             node_id: format!("node-{index}"),
             coordinator: federation.address.clone(),
-            data: veil_features::CsvSource::new(file.clone()),
+            data: veil_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(state.join(format!("node-{index}.state"))),
             policy: NodePolicy {
                 allow_plain_aggregation: true,

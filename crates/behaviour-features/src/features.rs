@@ -18,6 +18,21 @@
 //! | `count_trend` | `(c_r - c_p) / (c_r + c_p + 1)`, `c_p` = transactions in the `W` days before those |
 //! | `spend_trend` | `(s_r - s_p) / (s_r + s_p + 1)`, `s_p` = spend in the `W` days before those |
 //!
+//! Besides these standard features, which [`FeatureSpec::standard`] computes, a job may ask
+//! for features of the product mix, the channel mix and the de-identified customer profile
+//! (see `docs/features.md`). Over the `n_c` transactions up to the cutoff that carry a
+//! category (`n_h` for channel), with `n_k` of them in category (channel) `k`:
+//!
+//! | Feature | Formula |
+//! |---|---|
+//! | `category_concentration` | `Σ_k (n_k / n_c)²` (1 = one category only), 0 when `n_c = 0` |
+//! | `distinct_categories` | `ln(1 + number of categories bought)` |
+//! | `top_channel_share` | `max_k n_k / n_h`, 0 when `n_h = 0` |
+//! | `distinct_channels` | `ln(1 + number of channels used)` |
+//! | `profile_age` | age from the generalised profile: the band's middle, else cutoff year − birth year (middle of the generalised year or decade); 0 when unknown |
+//! | `profile_age_known` | 1 when `profile_age` is known, else 0 |
+//! | `gender_female` | 1 female, 0 male, 0.5 unknown or suppressed |
+//!
 //! Counts and amounts are heavy-tailed, so they go through `ln(1 + x)`: federated scaling by a
 //! pooled mean and standard deviation ([`crate::FeatureSums`]) then behaves, and one partner's
 //! big spenders do not dominate the pooled statistics. Trends lie in `(-1, 1)`.
@@ -25,10 +40,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::{Transaction, TransactionLog};
+use crate::ingest::{CustomerProfile, Gender, Transaction, TransactionLog};
 use crate::labels::{LabelSpec, TaskKind};
 use crate::timestamp::day_number;
 
@@ -56,6 +71,20 @@ pub enum FeatureName {
     CountTrend,
     /// Relative change in spend between the previous and the recent window.
     SpendTrend,
+    /// Herfindahl index of the customer's purchases over product categories.
+    CategoryConcentration,
+    /// `ln(1 + distinct product categories bought)`.
+    DistinctCategories,
+    /// Share of purchases through the customer's most used sales channel.
+    TopChannelShare,
+    /// `ln(1 + distinct sales channels used)`.
+    DistinctChannels,
+    /// Age from the generalised profile (0 when unknown).
+    ProfileAge,
+    /// Whether the profile's age is known (1) or not (0).
+    ProfileAgeKnown,
+    /// 1 female, 0 male, 0.5 unknown, from the generalised profile.
+    GenderFemale,
 }
 
 impl FeatureName {
@@ -73,6 +102,22 @@ impl FeatureName {
         FeatureName::SpendTrend,
     ];
 
+    /// The product-mix, channel-mix and profile features, which a job must ask for by name.
+    pub const MIX_AND_PROFILE: &'static [FeatureName] = &[
+        FeatureName::CategoryConcentration,
+        FeatureName::DistinctCategories,
+        FeatureName::TopChannelShare,
+        FeatureName::DistinctChannels,
+        FeatureName::ProfileAge,
+        FeatureName::ProfileAgeKnown,
+        FeatureName::GenderFemale,
+    ];
+
+    /// Every feature there is: [`FeatureName::ALL`] then [`FeatureName::MIX_AND_PROFILE`].
+    pub fn every() -> impl Iterator<Item = FeatureName> {
+        Self::ALL.iter().chain(Self::MIX_AND_PROFILE).copied()
+    }
+
     /// The snake_case name used in configs, reports and on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -86,6 +131,13 @@ impl FeatureName {
             FeatureName::RecentSpend => "recent_spend",
             FeatureName::CountTrend => "count_trend",
             FeatureName::SpendTrend => "spend_trend",
+            FeatureName::CategoryConcentration => "category_concentration",
+            FeatureName::DistinctCategories => "distinct_categories",
+            FeatureName::TopChannelShare => "top_channel_share",
+            FeatureName::DistinctChannels => "distinct_channels",
+            FeatureName::ProfileAge => "profile_age",
+            FeatureName::ProfileAgeKnown => "profile_age_known",
+            FeatureName::GenderFemale => "gender_female",
         }
     }
 }
@@ -96,7 +148,7 @@ impl fmt::Display for FeatureName {
     }
 }
 
-/// A feature name that is not one of [`FeatureName::ALL`].
+/// A feature name that is not one of [`FeatureName::every`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown feature '{name}'; valid features: {}", valid_feature_names())]
 pub struct UnknownFeatureError {
@@ -105,9 +157,8 @@ pub struct UnknownFeatureError {
 }
 
 fn valid_feature_names() -> String {
-    FeatureName::ALL
-        .iter()
-        .map(FeatureName::as_str)
+    FeatureName::every()
+        .map(|feature| feature.as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -116,9 +167,7 @@ impl FromStr for FeatureName {
     type Err = UnknownFeatureError;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        FeatureName::ALL
-            .iter()
-            .copied()
+        FeatureName::every()
             .find(|feature| feature.as_str() == name)
             .ok_or_else(|| UnknownFeatureError {
                 name: name.to_owned(),
@@ -169,11 +218,12 @@ pub fn build_examples(
 ) -> Vec<CustomerRow> {
     let cutoff_day = day_number(label.cutoff);
     let label_last_day = cutoff_day + i64::from(label.horizon_days);
-    log.customers()
-        .filter_map(|(customer_id, transactions)| {
+    let cutoff_year = f64::from(label.cutoff.year());
+    log.customers_with_profiles()
+        .filter_map(|(customer_id, transactions, profile)| {
             let history_length = history_length(transactions, cutoff_day);
             let history = transactions.get(..history_length)?;
-            let features = customer_features(history, cutoff_day, spec)?;
+            let features = customer_features(history, profile, cutoff_day, cutoff_year, spec)?;
             let after_cutoff = transactions.get(history_length..).unwrap_or_default();
             let value = label_value(label.task, after_cutoff, label_last_day);
             Some(CustomerRow {
@@ -192,10 +242,11 @@ pub fn build_scoring_rows(
     spec: &FeatureSpec,
 ) -> Vec<CustomerRow> {
     let cutoff_day = day_number(cutoff);
-    log.customers()
-        .filter_map(|(customer_id, transactions)| {
+    let cutoff_year = f64::from(cutoff.year());
+    log.customers_with_profiles()
+        .filter_map(|(customer_id, transactions, profile)| {
             let history = transactions.get(..history_length(transactions, cutoff_day))?;
-            let features = customer_features(history, cutoff_day, spec)?;
+            let features = customer_features(history, profile, cutoff_day, cutoff_year, spec)?;
             Some(CustomerRow {
                 customer_id: customer_id.to_owned(),
                 features,
@@ -270,13 +321,84 @@ fn summarise(
     Some(summary)
 }
 
+/// How purchases spread over the codes of one attribute (category or channel).
+struct MixSummary {
+    /// Purchases carrying a code.
+    coded: u64,
+    /// Distinct codes.
+    distinct: u64,
+    /// Purchases with the most frequent code.
+    top: u64,
+    /// `Σ_k n_k²`, for the concentration index.
+    sum_of_squares: f64,
+}
+
+impl MixSummary {
+    /// Counts codes by sorting a small copy: histories are short, so this beats a hash map.
+    fn of(codes: impl Iterator<Item = Option<u16>>) -> MixSummary {
+        let mut codes: Vec<u16> = codes.flatten().collect();
+        codes.sort_unstable();
+        let mut summary = MixSummary {
+            coded: codes.len() as u64,
+            distinct: 0,
+            top: 0,
+            sum_of_squares: 0.0,
+        };
+        for run in codes.chunk_by(|left, right| left == right) {
+            let count = run.len() as u64;
+            summary.distinct += 1;
+            summary.top = summary.top.max(count);
+            summary.sum_of_squares += (count * count) as f64;
+        }
+        summary
+    }
+
+    fn concentration(&self) -> f64 {
+        if self.coded == 0 {
+            0.0
+        } else {
+            self.sum_of_squares / (self.coded * self.coded) as f64
+        }
+    }
+
+    fn top_share(&self) -> f64 {
+        if self.coded == 0 {
+            0.0
+        } else {
+            self.top as f64 / self.coded as f64
+        }
+    }
+}
+
+/// The profile's age at the cutoff: the generalised age band's middle, else the cutoff year
+/// minus the generalised birth year.
+fn profile_age(profile: Option<&CustomerProfile>, cutoff_year: f64) -> Option<f64> {
+    let profile = profile?;
+    profile
+        .age_years
+        .map(f64::from)
+        .or_else(|| profile.birth_year.map(|year| cutoff_year - f64::from(year)))
+}
+
 /// The feature vector of one customer, or `None` when the history is empty.
 fn customer_features(
     history: &[Transaction],
+    profile: Option<&CustomerProfile>,
     cutoff_day: i64,
+    cutoff_year: f64,
     spec: &FeatureSpec,
 ) -> Option<Vec<f32>> {
     let summary = summarise(history, cutoff_day, i64::from(spec.recent_window_days))?;
+    let wants = |features: &[FeatureName]| spec.features.iter().any(|f| features.contains(f));
+    // The mixes cost a sort per customer, so they are only computed when asked for.
+    let category_mix = wants(&[
+        FeatureName::CategoryConcentration,
+        FeatureName::DistinctCategories,
+    ])
+    .then(|| MixSummary::of(history.iter().map(|transaction| transaction.category)));
+    let channel_mix = wants(&[FeatureName::TopChannelShare, FeatureName::DistinctChannels])
+        .then(|| MixSummary::of(history.iter().map(|transaction| transaction.channel)));
+    let age = profile_age(profile, cutoff_year);
     // Counts stay far below 2^52, so converting them to f64 is exact.
     let n_transactions = summary.n_transactions as f64;
     let tenure_days = (cutoff_day - summary.first_day) as f64;
@@ -299,6 +421,23 @@ fn customer_features(
             FeatureName::SpendTrend => {
                 relative_change(summary.recent_spend, summary.previous_spend)
             }
+            FeatureName::CategoryConcentration => {
+                category_mix.as_ref().map_or(0.0, MixSummary::concentration)
+            }
+            FeatureName::DistinctCategories => category_mix
+                .as_ref()
+                .map_or(0.0, |mix| (mix.distinct as f64).ln_1p()),
+            FeatureName::TopChannelShare => channel_mix.as_ref().map_or(0.0, MixSummary::top_share),
+            FeatureName::DistinctChannels => channel_mix
+                .as_ref()
+                .map_or(0.0, |mix| (mix.distinct as f64).ln_1p()),
+            FeatureName::ProfileAge => age.unwrap_or(0.0),
+            FeatureName::ProfileAgeKnown => f64::from(u8::from(age.is_some())),
+            FeatureName::GenderFemale => match profile.and_then(|profile| profile.gender) {
+                Some(Gender::Female) => 1.0,
+                Some(Gender::Male) => 0.0,
+                None => 0.5,
+            },
         }
     };
     Some(
@@ -330,10 +469,7 @@ mod tests {
             let unix_seconds = day_number(date(day)) * SECONDS_PER_DAY + hour * 3600;
             (
                 customer.to_string(),
-                Transaction {
-                    unix_seconds,
-                    amount: *amount,
-                },
+                Transaction::new(unix_seconds, *amount),
             )
         }))
     }

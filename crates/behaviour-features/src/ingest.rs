@@ -117,20 +117,70 @@ impl CsvSource {
     }
 }
 
-/// One accepted transaction: when and how much. The customer is the group it sits in.
+/// One accepted transaction: when, how much, and optionally in which product category and
+/// through which sales channel. The customer is the group it sits in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transaction {
     /// Seconds since 1970-01-01T00:00:00Z.
     pub unix_seconds: i64,
     /// Amount spent, finite and not negative.
     pub amount: f64,
+    /// Product category as a code of the loader's category dictionary; only equality between
+    /// codes matters to the features, so codes need not agree between partners.
+    pub category: Option<u16>,
+    /// Sales channel as a code of the loader's channel dictionary (same rules as `category`).
+    pub channel: Option<u16>,
 }
 
 impl Transaction {
+    /// A transaction without category or channel.
+    pub fn new(unix_seconds: i64, amount: f64) -> Self {
+        Self {
+            unix_seconds,
+            amount,
+            category: None,
+            channel: None,
+        }
+    }
+
     /// The UTC day number (days since 1970-01-01) the transaction falls on.
     pub fn day(&self) -> i64 {
         day_of(self.unix_seconds)
     }
+}
+
+/// Gender as used by the profile features; anything not recognised is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gender {
+    /// Recorded as female.
+    Female,
+    /// Recorded as male.
+    Male,
+}
+
+impl Gender {
+    /// Reads the common spellings (`F`, `female`, `W`, `woman`, `女`, and the male
+    /// counterparts), case-insensitively; anything else, including a suppressed `*`, is unknown.
+    pub fn parse(text: &str) -> Option<Gender> {
+        match text.trim().to_lowercase().as_str() {
+            "f" | "female" | "w" | "woman" | "女" | "女性" => Some(Gender::Female),
+            "m" | "male" | "man" | "男" | "男性" => Some(Gender::Male),
+            _ => None,
+        }
+    }
+}
+
+/// A customer's de-identified profile attributes, as far as features can use them. They come
+/// from *generalised* quasi-identifiers (age bands, birth decades), never from raw values.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CustomerProfile {
+    /// Age in years at the profile's export, taken as the middle of the generalised band.
+    pub age_years: Option<f32>,
+    /// Birth year, taken as the middle of the generalised year or decade.
+    pub birth_year: Option<f32>,
+    /// Gender, when recorded and not suppressed.
+    pub gender: Option<Gender>,
 }
 
 /// One customer's accepted transactions, sorted by time (ties keep file order).
@@ -138,6 +188,8 @@ impl Transaction {
 pub(crate) struct CustomerHistory {
     pub(crate) customer_id: String,
     pub(crate) transactions: Vec<Transaction>,
+    /// The joined profile row, when there is one.
+    pub(crate) profile: Option<CustomerProfile>,
 }
 
 /// Accepted transactions grouped by customer. Customers are kept sorted by id so every
@@ -163,6 +215,16 @@ impl TransactionLog {
     }
 
     fn from_grouped(grouped: HashMap<String, Vec<Transaction>>) -> Self {
+        Self::from_grouped_with_profiles(grouped, &HashMap::new())
+    }
+
+    /// Builds a log from transactions already grouped by customer id, attaching each customer's
+    /// profile from `profiles` when it has one. Profiles of customers without transactions are
+    /// not part of the log; counting them is the caller's job.
+    pub fn from_grouped_with_profiles(
+        grouped: HashMap<String, Vec<Transaction>>,
+        profiles: &HashMap<String, CustomerProfile>,
+    ) -> Self {
         let mut n_transactions = 0;
         let mut customers: Vec<CustomerHistory> = grouped
             .into_iter()
@@ -170,9 +232,11 @@ impl TransactionLog {
                 // A stable sort keeps same-second purchases in file order.
                 transactions.sort_by_key(|transaction| transaction.unix_seconds);
                 n_transactions += transactions.len();
+                let profile = profiles.get(&customer_id).copied();
                 CustomerHistory {
                     customer_id,
                     transactions,
+                    profile,
                 }
             })
             .collect();
@@ -208,6 +272,27 @@ impl TransactionLog {
                 customer.transactions.as_slice(),
             )
         })
+    }
+
+    /// Each customer's id, time-sorted transactions and profile, in customer id order.
+    pub fn customers_with_profiles(
+        &self,
+    ) -> impl Iterator<Item = (&str, &[Transaction], Option<&CustomerProfile>)> {
+        self.customers.iter().map(|customer| {
+            (
+                customer.customer_id.as_str(),
+                customer.transactions.as_slice(),
+                customer.profile.as_ref(),
+            )
+        })
+    }
+
+    /// Number of customers with a joined profile.
+    pub fn n_profiles(&self) -> usize {
+        self.customers
+            .iter()
+            .filter(|customer| customer.profile.is_some())
+            .count()
     }
 
     /// The earliest and latest transaction times, or `None` for an empty log.
@@ -547,19 +632,14 @@ fn parse_row<'record>(
         .map_err(|error| reject(positions.timestamp, error.to_string()))?;
     let amount = parse_amount(cell(positions.amount))
         .map_err(|message| reject(positions.amount, message))?;
-    Ok((
-        customer_id,
-        Transaction {
-            unix_seconds,
-            amount,
-        },
-    ))
+    Ok((customer_id, Transaction::new(unix_seconds, amount)))
 }
 
 /// Longest excerpt of a bad amount quoted back in an error.
 const MAX_QUOTED_AMOUNT_CHARS: usize = 24;
 
-fn parse_amount(text: &str) -> Result<f64, String> {
+/// Parses a non-negative decimal amount; the error message quotes at most a short excerpt.
+pub fn parse_amount(text: &str) -> Result<f64, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("amount is empty".to_owned());
@@ -707,10 +787,7 @@ mod tests {
 
     #[test]
     fn log_groups_sorts_and_counts() {
-        let at = |unix_seconds| Transaction {
-            unix_seconds,
-            amount: 1.0,
-        };
+        let at = |unix_seconds| Transaction::new(unix_seconds, 1.0);
         let log = TransactionLog::from_transactions([
             ("b".to_owned(), at(30)),
             ("a".to_owned(), at(20)),

@@ -22,8 +22,8 @@ pub use features::{
     CustomerRow, FeatureName, FeatureSpec, UnknownFeatureError, build_examples, build_scoring_rows,
 };
 pub use ingest::{
-    ColumnMapping, CsvSource, IngestError, LoadReport, RowError, Transaction, TransactionLog,
-    load_transactions,
+    ColumnMapping, CsvSource, CustomerProfile, Gender, IngestError, LoadReport, REDACTED, RowError,
+    Transaction, TransactionLog, WHOLE_RECORD_COLUMN, load_transactions, parse_amount,
 };
 pub use labels::{LabelSpec, TaskKind, UnknownTaskError};
 pub use scaling::{FeatureError, FeatureSums, Scaling};

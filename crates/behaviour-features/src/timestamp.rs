@@ -8,7 +8,7 @@
 //! | ISO 8601 date and minutes, no offset | `2024-03-05T14:22`, `2024-03-05 14:22` | taken as UTC |
 //! | ISO 8601 date | `2024-03-05` | midnight UTC |
 //! | RFC 3339 (`T` or space) | `2024-03-05T14:22:01Z`, `2024-03-05 14:22:01+08:00` | converted to UTC |
-//! | ISO 8601 with compact offset | `2024-03-05T14:22:01+0800` | converted to UTC |
+//! | ISO 8601 with compact or hours-only offset | `2024-03-05T14:22:01+0800`, `2024-03-05 14:22:01+08` | converted to UTC |
 //! | Slashed year-first date | `2024/03/05` | midnight UTC |
 //! | Dotted day-first date | `05.03.2024` | midnight UTC |
 //! | Unix epoch seconds | `1709648521` (digits only) | as is |
@@ -39,8 +39,9 @@ const NAIVE_DATE_TIME_FORMATS: &[&str] = &[
     "%Y-%m-%d %H:%M",
 ];
 
-/// Formats with a compact `+HHMM` offset, which RFC 3339 parsing does not accept.
-const OFFSET_DATE_TIME_FORMATS: &[&str] = &["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"];
+/// Formats with a compact `+HHMM` or hours-only `+HH` offset (PostgreSQL's `timestamptz`
+/// output), which RFC 3339 parsing does not accept; `%#z` takes minutes as optional.
+const OFFSET_DATE_TIME_FORMATS: &[&str] = &["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"];
 
 /// Date-only formats, taken as midnight UTC.
 const DATE_FORMATS: &[&str] = &["%Y-%m-%d", "%Y/%m/%d", "%d.%m.%Y"];

@@ -111,7 +111,15 @@ pub struct Deidentifier {
     scan_scratch: ScanScratch,
     /// Reused buffer for normalised identifiers.
     normalisation_buffer: String,
+    /// Pseudonyms already computed, by raw identifier value: a transaction log repeats each
+    /// customer id dozens of times, and a lookup costs a fraction of an HMAC. The raw values
+    /// stay in this process's memory only, like the rows they came from; the cache stops
+    /// growing at [`MAX_CACHED_PSEUDONYMS`] so memory stays bounded.
+    pseudonym_cache: HashMap<String, String>,
 }
+
+/// Largest number of cached pseudonyms (about 100 MB at most with typical identifier lengths).
+const MAX_CACHED_PSEUDONYMS: usize = 1 << 20;
 
 impl Deidentifier {
     /// Builds an engine after validating the policy. Records must present their values in the
@@ -164,6 +172,7 @@ impl Deidentifier {
             last_k_anonymity: None,
             scan_scratch: ScanScratch::default(),
             normalisation_buffer: String::new(),
+            pseudonym_cache: HashMap::new(),
         })
     }
 
@@ -207,8 +216,17 @@ impl Deidentifier {
                 ColumnTreatment::Drop => {}
                 ColumnTreatment::Pseudonymise => {
                     let pseudonym = value.filter(|value| !value.trim().is_empty()).map(|value| {
-                        self.key
-                            .pseudonymise_with_scratch(value, &mut self.normalisation_buffer)
+                        if let Some(cached) = self.pseudonym_cache.get(value) {
+                            return cached.clone();
+                        }
+                        let pseudonym = self
+                            .key
+                            .pseudonymise_with_scratch(value, &mut self.normalisation_buffer);
+                        if self.pseudonym_cache.len() < MAX_CACHED_PSEUDONYMS {
+                            self.pseudonym_cache
+                                .insert((*value).to_owned(), pseudonym.clone());
+                        }
+                        pseudonym
                     });
                     values.push(pseudonym);
                 }

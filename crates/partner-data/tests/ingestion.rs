@@ -1,0 +1,696 @@
+//! Loading partner data end to end: formats and encodings, malformed input (each a clear error
+//! or a reject, never a panic), the profile join with k-anonymity, the reports, and PostgreSQL
+//! against a real server started by `scripts/postgres-test-server`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use veil_deid::{ColumnRole, GeneralisationPolicy};
+use veil_features::{FeatureName, FeatureSpec, build_scoring_rows};
+use veil_partner_data::{
+    AUDITOR_SUMMARY, DeidSettings, Input, PartnerDataConfig, PartnerDataError, REPORT_JSON,
+    REPORT_TEXT, SourceConfig, TextEncoding, UndeclaredColumns, load_partner_data,
+    load_partner_data_with_local_ids,
+};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}")),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap_or_else(|error| panic!("write: {error}"));
+        path
+    }
+
+    fn settings(&self, k: usize) -> DeidSettings {
+        DeidSettings {
+            key_path: self.path("state/pseudonym.key"),
+            report_dir: self.path("state/report"),
+            k,
+            l: None,
+            max_suppression_fraction: 0.5,
+        }
+    }
+}
+
+fn roles(pairs: &[(&str, ColumnRole)]) -> BTreeMap<String, ColumnRole> {
+    pairs
+        .iter()
+        .map(|(name, role)| ((*name).to_owned(), role.clone()))
+        .collect()
+}
+
+fn transactions(input: Input, rejects: Option<PathBuf>, max_reject_fraction: f64) -> SourceConfig {
+    SourceConfig {
+        input,
+        customer_id: "cust".to_owned(),
+        category: Some("category".to_owned()),
+        channel: None,
+        columns: roles(&[
+            ("cust", ColumnRole::Identifier),
+            ("ts", ColumnRole::Timestamp),
+            ("amount", ColumnRole::Amount),
+            ("category", ColumnRole::Feature),
+            ("memo", ColumnRole::Text),
+        ]),
+        undeclared_columns: UndeclaredColumns::Error,
+        rejects_path: rejects,
+        max_reject_fraction,
+    }
+}
+
+fn csv_input(path: PathBuf) -> Input {
+    Input::Csv {
+        path,
+        delimiter: None,
+        encoding: TextEncoding::Utf8,
+    }
+}
+
+fn config(fixture: &Fixture, transactions: SourceConfig) -> PartnerDataConfig {
+    PartnerDataConfig {
+        transactions,
+        profile: None,
+        deid: fixture.settings(2),
+    }
+}
+
+fn load_error(config: &PartnerDataConfig) -> String {
+    match load_partner_data(config) {
+        Ok(data) => panic!("expected an error, loaded {:?}", data.report),
+        Err(error) => error.to_string(),
+    }
+}
+
+const GOOD_ROWS: &str = "C-SECRET-1;2024-03-05;10.00;grocery;call 13800138000\n\
+                         C-SECRET-2;2024-03-06;5;books;\n\
+                         C-SECRET-1;2024-03-09T10:00:00Z;2.50;books;ok\n";
+
+#[test]
+fn sniffed_semicolons_with_bom_load_and_ids_are_pseudonymised() {
+    let fixture = Fixture::new();
+    let text = format!("\u{feff}cust;ts;amount;category;memo\n{GOOD_ROWS}");
+    let path = fixture.write("tx.csv", text.as_bytes());
+    let data = load_partner_data(&config(&fixture, transactions(csv_input(path), None, 0.0)))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(data.log.n_customers(), 2);
+    assert_eq!(data.log.n_transactions(), 3);
+    for id in data.log.customer_ids() {
+        assert_eq!(id.len(), 64, "pseudonyms are HMAC-SHA256 hex");
+        assert!(!id.contains("SECRET"));
+    }
+    let deid = data
+        .report
+        .transactions
+        .deid
+        .unwrap_or_else(|| panic!("no deid report"));
+    assert_eq!(deid.columns_pseudonymised, ["cust"]);
+    assert_eq!(
+        deid.pii_hits_per_column
+            .get("memo")
+            .map(|counts| counts.phone),
+        Some(1)
+    );
+    for name in [REPORT_JSON, REPORT_TEXT, AUDITOR_SUMMARY] {
+        let text = std::fs::read_to_string(fixture.path("state/report").join(name))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert!(
+            !text.contains("SECRET") && !text.contains("13800138000"),
+            "{name}: {text}"
+        );
+    }
+    let summary = std::fs::read_to_string(fixture.path("state/report").join(AUDITOR_SUMMARY))
+        .unwrap_or_default();
+    assert!(
+        !summary.contains("memo"),
+        "auditor summary names no columns: {summary}"
+    );
+}
+
+#[test]
+fn gbk_declared_files_are_decoded() {
+    let fixture = Fixture::new();
+    let text =
+        "cust,ts,amount,category,memo\n张三,2024-03-05,10.00,食品,备注\n李四,2024-03-06,5,图书,\n";
+    let (bytes, _, _) = encoding_rs::GBK.encode(text);
+    let path = fixture.write("tx.csv", &bytes);
+    let mut source = transactions(
+        Input::Csv {
+            path,
+            delimiter: Some(','),
+            encoding: TextEncoding::Gbk,
+        },
+        None,
+        0.0,
+    );
+    source.category = Some("category".to_owned());
+    let data =
+        load_partner_data(&config(&fixture, source)).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(data.log.n_customers(), 2);
+    let spec = FeatureSpec {
+        features: vec![FeatureName::DistinctCategories],
+        recent_window_days: 30,
+    };
+    let cutoff = chrono::NaiveDate::from_ymd_opt(2024, 4, 1).unwrap_or_default();
+    let rows = build_scoring_rows(&data.log, cutoff, &spec);
+    // One category each: ln(1 + 1).
+    assert!(
+        rows.iter()
+            .all(|row| (row.features[0] - 2f32.ln()).abs() < 1e-6)
+    );
+}
+
+#[test]
+fn malformed_inputs_give_clear_errors() {
+    let fixture = Fixture::new();
+    let check = |name: &str, contents: &[u8], expected: &[&str]| {
+        let path = fixture.write(name, contents);
+        let message = load_error(&config(&fixture, transactions(csv_input(path), None, 0.5)));
+        for fragment in expected {
+            assert!(
+                message.contains(fragment),
+                "{name}: {message:?} lacks {fragment:?}"
+            );
+        }
+        assert!(!message.contains("SECRET"), "{message}");
+    };
+    check("empty.csv", b"", &["empty.csv", "empty"]);
+    check("blank.csv", b"\n\n", &["blank.csv", "empty"]);
+    check(
+        "header.csv",
+        b"cust,ts,amount,category,memo\n",
+        &["header.csv", "no data rows"],
+    );
+    check(
+        "missing.csv",
+        b"cust,ts,category,memo\nC-SECRET-1,2024-01-01,a,b\n",
+        &[
+            "missing.csv",
+            "'amount'",
+            "amount",
+            "found: cust, ts, category, memo",
+        ],
+    );
+    check(
+        "extra.csv",
+        b"cust,ts,amount,category,memo,email\nC-SECRET-1,2024-01-01,1,a,b,x@y.com\n",
+        &["extra.csv", "'email' has no declared role"],
+    );
+    let (gbk_bytes, _, _) = encoding_rs::GBK.encode("cust,ts,amount,category,memo\n");
+    let mut bad_gbk = gbk_bytes.into_owned();
+    bad_gbk.extend_from_slice(b"C-SECRET-1,2024-01-01,1,\x81\x20,x\n");
+    let path = fixture.write("bad-gbk.csv", &bad_gbk);
+    let mut source = transactions(
+        Input::Csv {
+            path,
+            delimiter: None,
+            encoding: TextEncoding::Gbk,
+        },
+        None,
+        0.5,
+    );
+    source.max_reject_fraction = 1.0;
+    let message = load_error(&config(&fixture, source));
+    assert!(
+        message.contains("bad-gbk.csv") && message.contains("not valid GBK at byte"),
+        "{message}"
+    );
+    check(
+        "one-column.csv",
+        b"cust\nC-SECRET-1\n",
+        &["one-column.csv", "delimiter"],
+    );
+}
+
+#[test]
+fn bad_rows_are_rejected_with_file_row_and_column_and_redacted_ids() {
+    let fixture = Fixture::new();
+    let mut text = b"cust,ts,amount,category,memo\n".to_vec();
+    text.extend_from_slice(b"C-SECRET-1,2024-03-05,10.00,grocery,fine\n");
+    text.extend_from_slice(b"C-SECRET-2,2024-03-06,5\n");
+    text.extend_from_slice(b"C-SECRET-3,05/03/2024,7.00,books,x\n");
+    text.extend_from_slice(b"C-SECRET-4,2024-03-07,abc,books,mail me at a@b.com\n");
+    text.extend_from_slice(b",2024-03-08,1.00,books,x\n");
+    text.extend_from_slice(b"C-SECRET-5,2024-03-08,1.00,bo\xffks,x\n");
+    for day in 10..20 {
+        text.extend_from_slice(format!("C-SECRET-1,2024-03-{day},1.00,grocery,\n").as_bytes());
+    }
+    let path = fixture.write("tx.csv", &text);
+    let rejects = fixture.path("tx.rejects.csv");
+    let source = transactions(csv_input(path.clone()), Some(rejects.clone()), 0.5);
+    let data =
+        load_partner_data(&config(&fixture, source)).unwrap_or_else(|error| panic!("{error}"));
+    let report = &data.report.transactions;
+    assert_eq!(
+        (report.rows_read, report.rows_accepted, report.rows_rejected),
+        (16, 11, 5)
+    );
+    let where_what: Vec<(u64, &str)> = report
+        .sample_errors
+        .iter()
+        .map(|error| (error.row, error.column.as_str()))
+        .collect();
+    assert_eq!(
+        where_what,
+        [
+            (3, "(record)"),
+            (4, "ts"),
+            (5, "amount"),
+            (6, "cust"),
+            (7, "category")
+        ]
+    );
+    assert!(report.sample_errors.iter().all(|error| error.file == path));
+    let rejected = std::fs::read_to_string(&rejects).unwrap_or_default();
+    assert_eq!(rejected.lines().count(), 6, "{rejected}");
+    assert!(rejected.starts_with("row,column,error,cust,ts,amount,category,memo\n"));
+    assert!(!rejected.contains("SECRET"), "{rejected}");
+    assert!(rejected.contains("<redacted>"));
+    assert!(
+        rejected.contains("[EMAIL]") && !rejected.contains("a@b.com"),
+        "{rejected}"
+    );
+
+    // The same file with a 10% threshold aborts, naming the counts.
+    let strict = transactions(csv_input(path), None, 0.1);
+    let message = load_error(&config(&fixture, strict));
+    assert!(message.contains("5 of 16 rows were rejected"), "{message}");
+}
+
+fn profile_source(input: Input) -> SourceConfig {
+    SourceConfig {
+        input,
+        customer_id: "id".to_owned(),
+        category: None,
+        channel: None,
+        columns: roles(&[
+            ("id", ColumnRole::Identifier),
+            ("name", ColumnRole::Drop),
+            ("email", ColumnRole::Identifier),
+            (
+                "age",
+                ColumnRole::QuasiIdentifier(GeneralisationPolicy::AgeBand { width: 10 }),
+            ),
+            (
+                "gender",
+                ColumnRole::QuasiIdentifier(GeneralisationPolicy::Gender { suppress: false }),
+            ),
+            (
+                "postcode",
+                ColumnRole::QuasiIdentifier(GeneralisationPolicy::PostcodePrefix { length: 3 }),
+            ),
+            ("segment", ColumnRole::Sensitive),
+            ("notes", ColumnRole::Text),
+        ]),
+        undeclared_columns: UndeclaredColumns::Error,
+        rejects_path: None,
+        max_reject_fraction: 0.2,
+    }
+}
+
+/// Ten customers C0..C9 with two purchases each, and profiles for C0..C8 (plus one without
+/// transactions): C0..C5 share postcode 100 and ages in their 30s; C6..C8 are singled out.
+fn write_join_fixture(fixture: &Fixture) -> (PathBuf, PathBuf) {
+    let mut tx = String::from("cust,ts,amount,category,memo\n");
+    for customer in 0..10 {
+        tx.push_str(&format!(
+            "C{customer},2024-01-0{},3.00,food,\n",
+            customer % 9 + 1
+        ));
+        tx.push_str(&format!(
+            "C{customer},2024-02-0{},4.00,toys,\n",
+            customer % 9 + 1
+        ));
+    }
+    let mut profile = String::from("id,name,email,age,gender,postcode,segment,notes\n");
+    for customer in 0..6 {
+        profile.push_str(&format!(
+            "C{customer},Name {customer},c{customer}@example.com,3{customer},{},10{customer}87,{},likes tea\n",
+            if customer % 2 == 0 { "F" } else { "M" },
+            if customer % 2 == 0 { "gold" } else { "silver" }
+        ));
+    }
+    profile.push_str("C6,Zed,z@example.com,71,F,90012,gold,\"call 13912345678\"\n");
+    profile.push_str("C7,Yan,y@example.com,18,M,55555,silver,\n");
+    profile.push_str("C8,Xu,x@example.com,55,F,77777,gold,\n");
+    profile.push_str("C99,Wu,w@example.com,40,M,10087,gold,\n");
+    (
+        fixture.write("tx.csv", tx.as_bytes()),
+        fixture.write("profile.csv", profile.as_bytes()),
+    )
+}
+
+#[test]
+fn profile_join_enforces_k_anonymity_and_counts_match_the_data() {
+    let fixture = Fixture::new();
+    let (tx, profile) = write_join_fixture(&fixture);
+    let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
+    config.profile = Some(profile_source(csv_input(profile)));
+    config.deid = DeidSettings {
+        k: 3,
+        l: Some(2),
+        ..fixture.settings(3)
+    };
+    let (data, local_ids) =
+        load_partner_data_with_local_ids(&config).unwrap_or_else(|error| panic!("{error}"));
+    let report = &data.report;
+    let profile_report = report
+        .profile
+        .as_ref()
+        .unwrap_or_else(|| panic!("no profile report"));
+    let deid = profile_report
+        .deid
+        .as_ref()
+        .unwrap_or_else(|| panic!("no deid"));
+    let k_report = deid
+        .k_anonymity
+        .as_ref()
+        .unwrap_or_else(|| panic!("k-anonymity did not run"));
+    assert!(k_report.k_achieved.is_some_and(|k| k >= 3), "{k_report:?}");
+    assert!(k_report.l_achieved.is_some_and(|l| l >= 2), "{k_report:?}");
+    assert_eq!(k_report.records_in, 10);
+    assert_eq!(k_report.records_kept + k_report.records_suppressed, 10);
+    assert_eq!(
+        k_report
+            .class_size_histogram
+            .iter()
+            .map(|(size, count)| size * count)
+            .sum::<u64>(),
+        k_report.records_kept
+    );
+    assert_eq!(deid.columns_dropped, ["name"]);
+    assert_eq!(deid.columns_pseudonymised, ["id", "email"]);
+    assert_eq!(
+        deid.pii_hits_per_column
+            .get("notes")
+            .map(|counts| counts.phone),
+        Some(1)
+    );
+
+    let join = &report.join;
+    assert_eq!(join.customers_with_transactions, 10);
+    assert_eq!(join.customers_kept as usize, data.log.n_customers());
+    assert_eq!(join.customers_with_profile as usize, data.log.n_profiles());
+    assert_eq!(join.customers_kept + join.customers_suppressed, 10);
+    // C9 has no profile; C99 has no transactions unless it was suppressed with others.
+    assert!(join.customers_without_profile >= 1);
+    assert_eq!(
+        join.customers_with_profile
+            + join.customers_suppressed
+            + join.profiles_without_transactions,
+        k_report.records_in,
+        "every profile row is kept with a customer, suppressed, or has no transactions"
+    );
+    assert_eq!(join.transactions_suppressed, 2 * join.customers_suppressed);
+    // Local ids map pseudonyms back for local outputs only.
+    assert!(local_ids.values().any(|raw| raw == "C0"));
+    assert_eq!(local_ids.len(), 10);
+}
+
+#[test]
+fn profile_features_use_generalised_attributes() {
+    let fixture = Fixture::new();
+    let (tx, profile) = write_join_fixture(&fixture);
+    let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
+    config.profile = Some(profile_source(csv_input(profile)));
+    config.deid = DeidSettings {
+        k: 2,
+        max_suppression_fraction: 0.5,
+        ..fixture.settings(2)
+    };
+    let (data, local_ids) =
+        load_partner_data_with_local_ids(&config).unwrap_or_else(|error| panic!("{error}"));
+    let spec = FeatureSpec {
+        features: vec![
+            FeatureName::ProfileAge,
+            FeatureName::ProfileAgeKnown,
+            FeatureName::GenderFemale,
+            FeatureName::CategoryConcentration,
+        ],
+        recent_window_days: 30,
+    };
+    let cutoff = chrono::NaiveDate::from_ymd_opt(2024, 4, 1).unwrap_or_default();
+    let rows = build_scoring_rows(&data.log, cutoff, &spec);
+    let by_raw = |raw: &str| {
+        rows.iter()
+            .find(|row| local_ids.get(&row.customer_id).is_some_and(|id| id == raw))
+            .map(|row| row.features.clone())
+    };
+    // C0 is 30, female, in a class of the 30s: the band is at least 30-39, whose middle is 34.5
+    // or wider; the raw age itself is never used.
+    let c0 = by_raw("C0").unwrap_or_else(|| panic!("C0 missing"));
+    assert!(c0[0] > 30.0, "{c0:?}");
+    assert_eq!(c0[1], 1.0);
+    assert!(
+        c0[2] == 1.0 || c0[2] == 0.5,
+        "gender is female or generalised away: {c0:?}"
+    );
+    // Two purchases in two categories: 0.5² + 0.5².
+    assert!((c0[3] - 0.5).abs() < 1e-6);
+    // C9 has no profile: age unknown, gender unknown.
+    let c9 = by_raw("C9").unwrap_or_else(|| panic!("C9 missing"));
+    assert_eq!(c9[..3], [0.0, 0.0, 0.5]);
+}
+
+#[test]
+fn unparseable_ages_are_rejected_not_silently_suppressed() {
+    let fixture = Fixture::new();
+    let (tx, _) = write_join_fixture(&fixture);
+    let profile = fixture.write(
+        "profile.csv",
+        b"id,name,email,age,gender,postcode,segment,notes\nC0,N,e@x.com,thirty,F,10087,gold,\nC1,N,f@x.com,31,F,10087,gold,\n",
+    );
+    let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
+    let mut profile_config = profile_source(csv_input(profile));
+    profile_config.max_reject_fraction = 0.5;
+    config.profile = Some(profile_config);
+    config.deid = DeidSettings {
+        k: 1,
+        ..fixture.settings(1)
+    };
+    let data = load_partner_data(&config).unwrap_or_else(|error| panic!("{error}"));
+    let profile_report = data
+        .report
+        .profile
+        .unwrap_or_else(|| panic!("no profile report"));
+    assert_eq!(profile_report.rows_rejected, 1);
+    assert_eq!(profile_report.sample_errors[0].column, "age");
+    assert_eq!(profile_report.sample_errors[0].row, 2);
+}
+
+/// Writes a Parquet file of transactions with the low-level column writers.
+fn write_parquet(path: &Path, rows: &[(&str, i64, f64, Option<&str>)]) {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let schema = Arc::new(
+        parse_message_type(
+            "message tx { REQUIRED BYTE_ARRAY cust (UTF8); REQUIRED INT64 ts (TIMESTAMP_MILLIS); \
+             REQUIRED DOUBLE amount; OPTIONAL BYTE_ARRAY category (UTF8); }",
+        )
+        .unwrap_or_else(|error| panic!("{error}")),
+    );
+    let file = std::fs::File::create(path).unwrap_or_else(|error| panic!("{error}"));
+    let mut writer =
+        SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
+            .unwrap_or_else(|error| panic!("{error}"));
+    let mut group = writer
+        .next_row_group()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let customers: Vec<ByteArray> = rows.iter().map(|row| ByteArray::from(row.0)).collect();
+    let times: Vec<i64> = rows.iter().map(|row| row.1 * 1000).collect();
+    let amounts: Vec<f64> = rows.iter().map(|row| row.2).collect();
+    let categories: Vec<ByteArray> = rows
+        .iter()
+        .filter_map(|row| row.3)
+        .map(ByteArray::from)
+        .collect();
+    let category_levels: Vec<i16> = rows.iter().map(|row| i16::from(row.3.is_some())).collect();
+    let mut column =
+        |write: &mut dyn FnMut(&mut parquet::file::writer::SerializedColumnWriter<'_>)| {
+            let mut writer = group
+                .next_column()
+                .unwrap_or_else(|error| panic!("{error}"))
+                .unwrap_or_else(|| panic!("schema has fewer columns"));
+            write(&mut writer);
+            writer.close().unwrap_or_else(|error| panic!("{error}"));
+        };
+    column(&mut |writer| {
+        writer
+            .typed::<ByteArrayType>()
+            .write_batch(&customers, None, None)
+            .map(|_| ())
+            .unwrap_or_else(|error| panic!("{error}"))
+    });
+    column(&mut |writer| {
+        writer
+            .typed::<Int64Type>()
+            .write_batch(&times, None, None)
+            .map(|_| ())
+            .unwrap_or_else(|error| panic!("{error}"))
+    });
+    column(&mut |writer| {
+        writer
+            .typed::<DoubleType>()
+            .write_batch(&amounts, None, None)
+            .map(|_| ())
+            .unwrap_or_else(|error| panic!("{error}"))
+    });
+    column(&mut |writer| {
+        writer
+            .typed::<ByteArrayType>()
+            .write_batch(&categories, Some(&category_levels), None)
+            .map(|_| ())
+            .unwrap_or_else(|error| panic!("{error}"))
+    });
+    group.close().unwrap_or_else(|error| panic!("{error}"));
+    writer.close().unwrap_or_else(|error| panic!("{error}"));
+}
+
+fn parquet_transactions(path: PathBuf) -> SourceConfig {
+    let mut source = transactions(Input::Parquet { path }, None, 0.0);
+    source.columns.remove("memo");
+    source
+}
+
+#[test]
+fn parquet_round_trip_matches_the_csv_path() {
+    let fixture = Fixture::new();
+    let rows = [
+        ("C-1", 1_709_600_000, 10.0, Some("food")),
+        ("C-2", 1_709_700_000, 5.5, None),
+        ("C-1", 1_709_800_000, 2.25, Some("toys")),
+    ];
+    let parquet_path = fixture.path("tx.parquet");
+    write_parquet(&parquet_path, &rows);
+    let mut csv_text = String::from("cust,ts,amount,category\n");
+    for (customer, seconds, amount, category) in rows {
+        csv_text.push_str(&format!(
+            "{customer},{seconds},{amount},{}\n",
+            category.unwrap_or("")
+        ));
+    }
+    let csv_path = fixture.write("tx.csv", csv_text.as_bytes());
+    let from_parquet = load_partner_data(&config(&fixture, parquet_transactions(parquet_path)))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let mut csv_source = parquet_transactions(csv_path);
+    csv_source.input = csv_input(match csv_source.input {
+        Input::Parquet { path } => path,
+        other => panic!("{other:?}"),
+    });
+    let from_csv =
+        load_partner_data(&config(&fixture, csv_source)).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(from_parquet.log, from_csv.log);
+    assert_eq!(from_parquet.log.n_transactions(), 3);
+}
+
+fn postgres_url() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres-test-server");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|error| panic!("{}: {error}", script.display()));
+    assert!(
+        output.status.success(),
+        "postgres-test-server failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn postgres_table_and_query_are_read_through_the_node_source_path() {
+    let url = postgres_url();
+    let mut client =
+        postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|error| panic!("{error}"));
+    // A table per test process, so concurrent runs do not collide.
+    let table = format!("veil_tx_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} (cust text, ts timestamptz, amount numeric(10,2), category text, memo text);
+             INSERT INTO {table} VALUES
+               ('C-SECRET-1', '2024-03-05 10:00:00+00', 10.00, 'food', 'call 13800138000'),
+               ('C-SECRET-2', '2024-03-06 11:00:00+08', 5.50, NULL, NULL),
+               ('C-SECRET-1', '2024-03-07 00:00:00+00', 2.25, 'toys', 'a,b \"quoted\"'),
+               ('C-SECRET-3', '2024-03-08 00:00:00+00', NULL, 'toys', NULL);"
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let fixture = Fixture::new();
+    let mut source = transactions(
+        Input::Postgres {
+            url: url.clone(),
+            table: Some(table.clone()),
+            query: None,
+        },
+        None,
+        0.5,
+    );
+    let data = load_partner_data(&config(&fixture, source.clone()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let report = &data.report.transactions;
+    assert_eq!(
+        (report.rows_read, report.rows_accepted, report.rows_rejected),
+        (4, 3, 1)
+    );
+    assert_eq!(report.sample_errors[0].column, "amount");
+    assert_eq!(data.log.n_customers(), 2);
+    assert_eq!(
+        report
+            .deid
+            .as_ref()
+            .and_then(|deid| deid.pii_hits_per_column.get("memo"))
+            .map(|counts| counts.phone),
+        Some(1)
+    );
+    // The input is named by table, never by URL.
+    assert_eq!(report.input, format!("PostgreSQL table {table}"));
+
+    source.input = Input::Postgres {
+        url,
+        table: None,
+        query: Some(format!("SELECT * FROM {table} WHERE amount IS NOT NULL;")),
+    };
+    let queried =
+        load_partner_data(&config(&fixture, source)).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(queried.log, data.log);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[test]
+fn an_unreachable_database_is_an_error_without_the_url() {
+    let fixture = Fixture::new();
+    let source = transactions(
+        Input::Postgres {
+            url: "postgresql://user:hunter2@127.0.0.1:1/db".to_owned(),
+            table: Some("t".to_owned()),
+            query: None,
+        },
+        None,
+        0.0,
+    );
+    let error = load_partner_data(&config(&fixture, source)).err();
+    assert!(
+        matches!(error, Some(PartnerDataError::Postgres { .. })),
+        "{error:?}"
+    );
+    let message = error.map(|error| error.to_string()).unwrap_or_default();
+    assert!(!message.contains("hunter2"), "{message}");
+}
