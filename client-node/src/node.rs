@@ -19,7 +19,9 @@ use veil_federation::{
     AggregationMode, Phase, ReplyEncoding, SecureParticipant, SecureStep, SecureTask,
 };
 use veil_job::{JobSpec, statistics};
-use veil_models::{Dataset, evaluate, train};
+use veil_job::{RoundParty, round_charges};
+use veil_ledger::{Charge, SqliteLedger, check_partner_caps};
+use veil_models::{Dataset, evaluate, train, train_dp_sgd};
 use veil_secagg::ProtocolParams;
 use veil_wire::v1;
 
@@ -73,6 +75,8 @@ type Participants = HashMap<(String, u32, Phase, u32), SecureParticipant>;
 /// Everything the task loop carries between tasks.
 struct NodeState {
     client: NodeClient,
+    /// This partner's own copy of every privacy charge it accepted.
+    ledger: SqliteLedger,
     log: Arc<TransactionLog>,
     identity: NodeIdentity,
     policy: NodePolicy,
@@ -118,8 +122,12 @@ pub async fn run_with(
     for error in &report.sample_errors {
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
+    let ledger_path = config.state_dir().join("ledger.sqlite");
+    let ledger = SqliteLedger::open(&ledger_path)
+        .with_context(|| format!("node '{}': privacy ledger {}", config.node_id, ledger_path.display()))?;
     let state = NodeState {
         client: NodeClient::new(&config.coordinator, &config.node_id)?,
+        ledger,
         log: Arc::new(log),
         identity,
         policy: config.policy.clone(),
@@ -233,6 +241,11 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
     }
     match (&spec.aggregation, task.secure.as_ref()) {
         (AggregationMode::Plain, None) => {
+            if phase == Phase::Train {
+                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, 0)? {
+                    return decline(state, header, phase, reason).await;
+                }
+            }
             let reply = compute_reply(state, &spec, &task, phase).await?;
             let header = v1::ResultHeader {
                 weight: reply.weight,
@@ -243,6 +256,13 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             send(state, header, ResultBody::Values(&reply.vector), phase, None).await
         }
         (AggregationMode::Secure(_), Some(secure)) => {
+            let first_step = secure.step == v1::SecureStep::AdvertiseKeys as i32;
+            if phase == Phase::Train && first_step {
+                let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
+                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, cohort)? {
+                    return decline(state, header, phase, reason).await;
+                }
+            }
             match secure_message(state, &spec, &task, phase, secure).await {
                 Ok((step, attempt, payload)) => {
                     let header = v1::ResultHeader {
@@ -296,6 +316,7 @@ async fn secure_message(
             shape.statistics_len,
             secure.params.cohort().len(),
             settings,
+            &spec.privacy.partners,
         )?;
         if secure.params.vector_length() != encoding.encoded_len()
             || secure.params.modulus_bits() != settings.modulus_bits
@@ -442,6 +463,55 @@ async fn send(
     }
 }
 
+/// The partner's veto over a training round: prices it with the job's own
+/// rules ([`round_charges`], as the coordinator does), refuses it when it
+/// would exceed this node's yearly caps whatever the coordinator says, and
+/// otherwise records the charges durably before anything is computed or
+/// sent. A round already charged (a replay or a retried attempt) is not
+/// charged again. Returns the refusal, if any.
+fn privacy_gate(
+    state: &mut NodeState,
+    spec: &JobSpec,
+    job_id: &str,
+    round: u32,
+    cohort: usize,
+) -> anyhow::Result<Option<String>> {
+    let node_id = state.client.node_id.clone();
+    let party = RoundParty {
+        job_id,
+        round,
+        partner_id: &node_id,
+        // One dataset per node: the caps compose every job this node joins.
+        dataset_id: &node_id,
+        cohort,
+    };
+    let now = unix_seconds();
+    let planned = round_charges(spec, party)?
+        .into_iter()
+        .map(|charge| Charge::new(charge, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let existing = state.ledger.charges_for_partner(&node_id)?;
+    let new: Vec<Charge> = planned
+        .into_iter()
+        .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
+        .collect();
+    let refusals = check_partner_caps(&state.policy.caps(&node_id), &existing, &new)?;
+    if !refusals.is_empty() {
+        let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+        return Ok(Some(format!("partner privacy cap: {}", reasons.join("; "))));
+    }
+    for charge in &new {
+        state.ledger.record(charge)?;
+    }
+    Ok(None)
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
 /// Computes this node's reply to a phase from its prepared data.
 async fn compute_reply(
     state: &mut NodeState,
@@ -505,8 +575,20 @@ async fn compute_reply(
         }
         let config = spec.training_config(task.round, node_seed(&state.client.node_id));
         let global_for_training = global.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            train(&model_spec, &global_for_training, &train_set, &config)
+        let dp_sgd = spec.privacy.customers;
+        // DP-SGD draws its batches and noise from its own OS-keyed stream.
+        let mut dp_rng = veil_dp_noise::production_rng()?;
+        let outcome = tokio::task::spawn_blocking(move || match dp_sgd {
+            Some(dp) => train_dp_sgd(
+                &model_spec,
+                &global_for_training,
+                &train_set,
+                &config,
+                &dp,
+                &mut dp_rng,
+            )
+            .map(|outcome| outcome.training),
+            None => train(&model_spec, &global_for_training, &train_set, &config),
         })
         .await??;
         let vector = outcome

@@ -174,6 +174,9 @@ pub fn describe_event(kind: &EventKind) -> Option<String> {
         EventKind::Succeeded => "job succeeded".to_owned(),
         EventKind::Failed { reason } => format!("job failed: {reason}"),
         EventKind::Cancelled => "job cancelled".to_owned(),
+        EventKind::RoundRefused { round, reason } => {
+            format!("round {round} refused by the coordinator's privacy budget: {reason}")
+        }
     };
     Some(text)
 }

@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod logging;
 pub mod operator;
+mod privacy;
 pub mod server;
 mod service;
 mod state;

@@ -33,6 +33,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Folder of the coordinator's durable state (privacy ledger).
+        #[arg(long, default_value = "veil-coordinator-state")]
+        state_dir: PathBuf,
     },
     /// Submit a job file; optionally start it and watch it to the end.
     Submit {
@@ -67,14 +70,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_json);
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, state_dir } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            coordinator::run(CoordinatorConfig::default(), listener, shutdown).await
+            let config = CoordinatorConfig {
+                state_dir: Some(state_dir),
+                ..CoordinatorConfig::default()
+            };
+            coordinator::run(config, listener, shutdown).await
         }
         Command::Submit {
             job_file,

@@ -2,9 +2,11 @@
 //! deadline timer onto one listener, until a shutdown future resolves.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use veil_federation::store::{JobStore, MemoryStore};
@@ -14,12 +16,13 @@ use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
+use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
 use crate::state::Shared;
 
 /// How the coordinator serves. Every field is a deliberate choice with a
 /// sensible default, so `Default` is provided.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     /// A node silent for longer than this is not invited to new phases.
     pub node_liveness: Duration,
@@ -29,6 +32,10 @@ pub struct CoordinatorConfig {
     pub max_long_poll: Duration,
     /// Concurrent requests served per connection.
     pub concurrency_per_connection: usize,
+    /// Where the coordinator keeps its durable state (the privacy ledger).
+    /// `None` uses a fresh temporary folder removed at shutdown: for tests
+    /// and throwaway runs only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -38,6 +45,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(5),
             max_long_poll: Duration::from_secs(20),
             concurrency_per_connection: 64,
+            state_dir: None,
         }
     }
 }
@@ -61,14 +69,28 @@ pub async fn run_with_store(
     let engine_config = EngineConfig {
         node_liveness: config.node_liveness,
     };
+    let (state_dir, _temporary) = match &config.state_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temporary = tempfile::Builder::new()
+                .prefix("veil-coordinator-")
+                .tempdir()
+                .context("creating a temporary state folder")?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let privacy = PrivacyGuard::open(&state_dir.join("ledger.sqlite"))?;
     let snapshots = store.load_all()?;
     if !snapshots.is_empty() {
         tracing::info!(jobs = snapshots.len(), "resuming jobs from the store");
     }
-    let shared = Arc::new(Shared::new(
-        Engine::restore(engine_config, snapshots),
-        store,
-    ));
+    let mut engine = Engine::restore(engine_config, snapshots);
+    engine.set_noise_source(
+        veil_dp_noise::production_rng().context("seeding the central-noise generator")?,
+    );
+    let shared = Arc::new(Shared::new(engine, store, privacy));
     let limits = ServiceLimits {
         max_long_poll: config.max_long_poll,
         heartbeat_interval: config.heartbeat_interval,

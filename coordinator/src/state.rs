@@ -12,6 +12,7 @@ use veil_federation::{Engine, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
 use crate::convert::describe_event;
+use crate::privacy::PrivacyGuard;
 
 /// Everything the services share.
 pub(crate) struct Shared {
@@ -27,16 +28,23 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<EngineEvent>,
     /// Durable snapshots, written at every committed transition.
     store: Mutex<Box<dyn JobStore<JobSpec> + Send>>,
+    /// The privacy ledger and budget gate, consulted inside the engine lock.
+    pub(crate) privacy: Mutex<PrivacyGuard>,
 }
 
 impl Shared {
-    pub(crate) fn new(engine: Engine<JobSpec>, store: Box<dyn JobStore<JobSpec> + Send>) -> Self {
+    pub(crate) fn new(
+        engine: Engine<JobSpec>,
+        store: Box<dyn JobStore<JobSpec> + Send>,
+        privacy: PrivacyGuard,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             engine: Mutex::new(engine),
             changed: Notify::new(),
             events,
             store: Mutex::new(store),
+            privacy: Mutex::new(privacy),
         }
     }
 
@@ -47,12 +55,17 @@ impl Shared {
         operation: impl FnOnce(&mut Engine<JobSpec>, Instant) -> R,
     ) -> R {
         let mut engine = lock(&self.engine);
-        let result = operation(&mut engine, Instant::now());
+        let now = Instant::now();
+        let result = operation(&mut engine, now);
         let mut durable_changes = BTreeSet::new();
         let mut any_event = false;
+        let mut privacy = lock(&self.privacy);
         while let Some(event) = engine.poll_event() {
             any_event = true;
             log_event(&event);
+            // May refuse the round or record its charges; its own events
+            // come out of this same loop.
+            privacy.observe(&mut engine, &event, now);
             if !matches!(
                 event.kind,
                 EventKind::ReplyRejected { .. }
@@ -72,6 +85,7 @@ impl Shared {
                 }
             }
         }
+        drop(privacy);
         drop(engine);
         if any_event {
             self.changed.notify_waiters();
@@ -100,7 +114,8 @@ fn log_event(event: &EngineEvent) {
         EventKind::ReplyRejected { .. }
         | EventKind::Failed { .. }
         | EventKind::SecureRoundFailed { .. }
-        | EventKind::NodeDeclined { .. } => tracing::warn!(job, "{message}"),
+        | EventKind::NodeDeclined { .. }
+        | EventKind::RoundRefused { .. } => tracing::warn!(job, "{message}"),
         EventKind::SecureStepOpened { .. } => tracing::debug!(job, "{message}"),
         _ => tracing::info!(job, "{message}"),
     }

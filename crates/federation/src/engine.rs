@@ -248,7 +248,7 @@ pub enum EventKind {
         phase: Phase,
         /// Replies aggregated.
         participants: u32,
-        /// Invitees that did not reply in time.
+        /// Invitees whose reply is not in the sums (silent or declined).
         dropped: Vec<NodeId>,
     },
     /// A round's evaluation finished.
@@ -377,6 +377,8 @@ struct OpenPhase {
     attempt: u32,
     invited: BTreeSet<NodeId>,
     replied: BTreeSet<NodeId>,
+    /// Nodes that answered by declining: replied, but not in the sums.
+    declined: BTreeSet<NodeId>,
     deadline: Instant,
     aggregation: PhaseAggregation,
 }
@@ -452,6 +454,27 @@ impl<D: Clone> Engine<D> {
     /// Gives the engine its generator for central-mode noise.
     pub fn set_noise_source(&mut self, rng: ChaCha20Rng) {
         self.noise = Some(rng);
+    }
+
+    /// Stops a job that has not ended, for a reason outside the engine (a
+    /// ledger that cannot record a charge): it fails with that reason.
+    pub fn fail_job(
+        &mut self,
+        job: &str,
+        reason: String,
+        now: Instant,
+    ) -> Result<JobStatus, EngineError> {
+        let entry = self.job_mut(job)?;
+        if entry.durable.state.is_terminal() {
+            return Err(wrong_state(&entry.durable, "fail"));
+        }
+        entry.durable.state = JobState::Failed {
+            reason: reason.clone(),
+        };
+        entry.open = None;
+        self.emit(job, EventKind::Failed { reason });
+        self.drive(now);
+        self.status(job)
     }
 
     /// Refuses to run `round` of a running job, whose training phase may just
@@ -826,6 +849,7 @@ impl<D: Clone> Engine<D> {
                             return Err(not_invited());
                         }
                         open.replied.insert(node.to_owned());
+                        open.declined.insert(node.to_owned());
                     }
                     PhaseAggregation::Secure(secure) => {
                         if !secure.cohort().any(|member| member == node) {
@@ -1156,6 +1180,7 @@ fn open_phase<D>(
         attempt,
         invited: invited.into_iter().collect(),
         replied: BTreeSet::new(),
+        declined: BTreeSet::new(),
         deadline,
         aggregation,
     });
@@ -1267,7 +1292,12 @@ fn close_phase<D>(
         job.open = Some(open);
         return;
     }
-    let dropped: Vec<NodeId> = open.invited.difference(&open.replied).cloned().collect();
+    let dropped: Vec<NodeId> = open
+        .invited
+        .iter()
+        .filter(|node| !open.replied.contains(*node) || open.declined.contains(*node))
+        .cloned()
+        .collect();
     let PhaseAggregation::Plain(accumulator) = open.aggregation else {
         return;
     };

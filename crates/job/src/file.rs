@@ -42,6 +42,46 @@ pub struct JobFile {
     /// Aggregation mode and its parameters.
     #[serde(default)]
     pub aggregation: AggregationSection,
+    /// Differential privacy and the job's budget.
+    #[serde(default)]
+    pub privacy: PrivacySection,
+}
+
+/// `[privacy]`: DP-SGD for customers and distributed noise for partners by
+/// default; see docs/differential-privacy.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// "dp-sgd" (default) or "off".
+    #[serde(default)]
+    pub customers: Option<String>,
+    /// DP-SGD σ.
+    #[serde(default)]
+    pub customer_noise_multiplier: Option<f64>,
+    /// DP-SGD per-customer clip norm.
+    #[serde(default)]
+    pub customer_clip_norm: Option<f64>,
+    /// DP-SGD Poisson sampling rate.
+    #[serde(default)]
+    pub customer_sampling_rate: Option<f64>,
+    /// "distributed" (default with secure aggregation), "central" or "off".
+    #[serde(default)]
+    pub partners: Option<String>,
+    /// Partner-level noise multiplier z.
+    #[serde(default)]
+    pub partner_noise_multiplier: Option<f64>,
+    /// ℓ2 bound of each weight-normalised update.
+    #[serde(default)]
+    pub update_clip_norm: Option<f64>,
+    /// δ of every ε.
+    #[serde(default)]
+    pub delta: Option<f64>,
+    /// Customer-level ε budget per partner for the job.
+    #[serde(default)]
+    pub customer_epsilon: Option<f64>,
+    /// Partner-level ε budget per partner for the job.
+    #[serde(default)]
+    pub partner_epsilon: Option<f64>,
 }
 
 /// `[task]`.
@@ -210,6 +250,18 @@ impl JobFile {
                 max_weight: self.aggregation.max_weight.unwrap_or(0.0),
                 dropout_rate: self.aggregation.dropout_rate.unwrap_or(0.0),
                 step_timeout_ms: millis(self.aggregation.step_timeout_secs),
+            }),
+            privacy: Some(v1::Privacy {
+                customers: self.privacy.customers.clone().unwrap_or_default(),
+                customer_noise_multiplier: self.privacy.customer_noise_multiplier.unwrap_or(0.0),
+                customer_clip_norm: self.privacy.customer_clip_norm.unwrap_or(0.0),
+                customer_sampling_rate: self.privacy.customer_sampling_rate.unwrap_or(0.0),
+                partners: self.privacy.partners.clone().unwrap_or_default(),
+                partner_noise_multiplier: self.privacy.partner_noise_multiplier.unwrap_or(0.0),
+                update_clip_norm: self.privacy.update_clip_norm.unwrap_or(0.0),
+                delta: self.privacy.delta.unwrap_or(0.0),
+                customer_epsilon: self.privacy.customer_epsilon.unwrap_or(0.0),
+                partner_epsilon: self.privacy.partner_epsilon.unwrap_or(0.0),
             }),
         }
     }

@@ -10,7 +10,9 @@
 
 pub mod export;
 pub mod file;
+pub mod privacy;
 pub mod spec;
 pub mod statistics;
 
+pub use privacy::{PrivacySpec, RoundParty, round_charges};
 pub use spec::{JobSpec, JobSpecError, LocalTraining};

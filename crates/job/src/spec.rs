@@ -11,6 +11,7 @@ use veil_federation::{
 use veil_models::{ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig};
 use veil_wire::v1;
 
+use crate::privacy::PrivacySpec;
 use crate::statistics;
 
 /// A job field that is missing or invalid, named as in the job file.
@@ -23,7 +24,7 @@ pub struct JobSpecError {
     pub message: String,
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> JobSpecError {
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> JobSpecError {
     JobSpecError {
         field,
         message: message.into(),
@@ -72,6 +73,8 @@ pub struct JobSpec {
     pub seed: u64,
     /// Secure (the default) or plain aggregation.
     pub aggregation: AggregationMode,
+    /// Differential privacy: DP-SGD, partner-level noise and the budget.
+    pub privacy: PrivacySpec,
 }
 
 impl JobSpec {
@@ -102,6 +105,7 @@ impl JobSpec {
             evaluate_statistics_len: statistics::evaluate_statistics_len(self.model_spec().output),
             max_phase_attempts: 3,
             aggregation: self.aggregation.clone(),
+            partner_privacy: self.privacy.partners,
         }
     }
 
@@ -246,6 +250,16 @@ impl JobSpec {
             ));
         }
         let aggregation = aggregation_from_wire(wire.aggregation.as_ref(), &name, wire.seed)?;
+        let max_weight = match &aggregation {
+            AggregationMode::Secure(settings) => settings.max_weight,
+            AggregationMode::Plain => wire
+                .aggregation
+                .as_ref()
+                .map(|a| a.max_weight)
+                .filter(|&w| w != 0.0)
+                .unwrap_or(DEFAULT_MAX_WEIGHT),
+        };
+        let privacy = PrivacySpec::from_wire(wire.privacy.as_ref(), &aggregation, max_weight)?;
         let spec = JobSpec {
             name,
             label: LabelSpec {
@@ -272,6 +286,7 @@ impl JobSpec {
             holdout_fraction,
             seed: wire.seed,
             aggregation,
+            privacy,
         };
         spec.model_spec()
             .validate()
@@ -284,6 +299,7 @@ impl JobSpec {
             PlanError::SecureParameter { field, .. } => {
                 invalid(secure_field_name(field), error.to_string())
             }
+            PlanError::PartnerPrivacy(_) => invalid("privacy.partners", error.to_string()),
             other => invalid("plan", other.to_string()),
         })?;
         Ok(spec)
@@ -353,6 +369,10 @@ impl JobSpec {
             aggregation: Some(match &self.aggregation {
                 AggregationMode::Plain => v1::Aggregation {
                     mode: "plain".to_owned(),
+                    max_weight: match self.privacy.partners {
+                        veil_federation::PartnerPrivacy::Central { max_weight, .. } => max_weight,
+                        _ => 0.0,
+                    },
                     ..Default::default()
                 },
                 AggregationMode::Secure(settings) => v1::Aggregation {
@@ -364,6 +384,7 @@ impl JobSpec {
                     step_timeout_ms: millis(settings.step_timeout),
                 },
             }),
+            privacy: Some(self.privacy.to_wire()),
         }
     }
 }

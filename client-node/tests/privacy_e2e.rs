@@ -1,0 +1,175 @@
+//! Differential privacy end to end over real gRPC on 127.0.0.1: DP-SGD at
+//! every node, the coordinator refusing a round that would exceed the job
+//! budget, a node vetoing rounds over its own yearly cap, both as events the
+//! operator sees, and the coordinator's and nodes' SQLite ledgers agreeing
+//! after everything stopped and was reopened.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use client_node::config::NodeConfig;
+use client_node::node::{NodeProgress, RunOptions, run_with};
+use client_node::policy::NodePolicy;
+use coordinator::CoordinatorConfig;
+use coordinator::operator::WatchUpdate;
+use tokio::sync::mpsc;
+use veil_ledger::{PrivacyUnit, SqliteLedger, compose, reconcile};
+use veil_wire::v1;
+
+const NODES: usize = 4;
+/// The node whose policy caps customer-level ε below one round's cost.
+const STRICT: usize = 3;
+const ROUNDS: u32 = 6;
+const JOB_CUSTOMER_EPSILON: f64 = 1.2;
+
+fn job() -> v1::JobSpec {
+    let text = client_node::demo::STANDARD_JOB
+        .replace("{cutoff}", "2024-10-02")
+        .replace("{horizon}", "90")
+        .replace("rounds = 12", &format!("rounds = {ROUNDS}"))
+        .replace("max_participants = 3", "max_participants = 4")
+        .replace("customer_epsilon = 3.5", &format!("customer_epsilon = {JOB_CUSTOMER_EPSILON}"))
+        .replace("mode = \"secure\"", "mode = \"secure\"\nstep_timeout_secs = 3")
+        .replace("train_secs = 120", "train_secs = 20")
+        .replace("evaluate_secs = 60", "evaluate_secs = 10");
+    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+}
+
+fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
+    let mut policy = NodePolicy::default();
+    if index == STRICT {
+        policy.customer_epsilon_per_year = 0.05;
+    }
+    NodeConfig {
+        node_id: format!("node-{index}"),
+        coordinator: address.to_owned(),
+        data: veil_features::CsvSource::new(file.to_owned()).into(),
+        state_dir: Some(state.join(format!("node-{index}.state"))),
+        policy,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = veil_synth::SynthConfig::demo(NODES, 41);
+    let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let coordinator_state = dir.path().join("coordinator.state");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(coordinator::run(
+        CoordinatorConfig {
+            state_dir: Some(coordinator_state.clone()),
+            ..CoordinatorConfig::default()
+        },
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (progress_sender, mut progress) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let config = node_config(index, &address, file, dir.path());
+        let options = RunOptions {
+            progress: Some(progress_sender.clone()),
+        };
+        nodes.push(tokio::spawn(async move {
+            let _ = run_with(config, options, std::future::pending::<()>()).await;
+        }));
+    }
+    let mut registered = 0;
+    while registered < NODES {
+        let update = tokio::time::timeout(Duration::from_secs(60), progress.recv())
+            .await
+            .expect("nodes register")
+            .expect("progress channel open");
+        if update == NodeProgress::Registered {
+            registered += 1;
+        }
+    }
+
+    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let job_id = coordinator::operator::submit(&mut operator, job())
+        .await
+        .unwrap();
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    let status = tokio::time::timeout(
+        Duration::from_secs(300),
+        coordinator::operator::watch(&mut operator, &job_id, |update| {
+            if let WatchUpdate::Message(message) = update {
+                messages.push(message.to_owned());
+            }
+        }),
+    )
+    .await
+    .expect("the job ends")
+    .unwrap();
+    let transcript = messages.join("\n");
+
+    // The coordinator stopped the job at its budget, keeping what it released.
+    assert_eq!(
+        v1::JobState::try_from(status.state),
+        Ok(v1::JobState::Succeeded),
+        "{}\n{transcript}",
+        status.failure_reason
+    );
+    assert!(
+        (1..ROUNDS).contains(&status.completed_rounds),
+        "{} rounds completed\n{transcript}",
+        status.completed_rounds
+    );
+    assert!(
+        transcript.contains("refused by the coordinator's privacy budget"),
+        "{transcript}"
+    );
+    // The strict node vetoed every training round it was invited to, by name.
+    assert!(
+        transcript.contains(&format!("'node-{STRICT}' declined: partner privacy cap")),
+        "{transcript}"
+    );
+
+    let _ = stop.send(());
+    let _ = server.await;
+    for node in nodes {
+        node.abort();
+    }
+
+    // Reopened from disk, as after a restart of every process.
+    let coordinator_ledger = SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
+    let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();
+    assert!(!coordinator_charges.is_empty());
+    for index in 0..NODES {
+        let partner = format!("node-{index}");
+        let node_ledger =
+            SqliteLedger::open(&dir.path().join(format!("node-{index}.state/ledger.sqlite")))
+                .unwrap();
+        let node_charges = node_ledger.charges_for_partner(&partner).unwrap();
+        let coordinator_view: Vec<_> = coordinator_charges
+            .iter()
+            .filter(|charge| charge.partner_id == partner)
+            .cloned()
+            .collect();
+        let report = reconcile(&coordinator_view, &node_charges);
+        assert!(report.is_consistent(), "{partner}: {report:?}");
+        if index == STRICT {
+            assert!(node_charges.is_empty(), "the vetoing node was charged");
+            continue;
+        }
+        // One customer-level DP-SGD charge per completed round, within budget.
+        assert_eq!(node_charges.len() as u32, status.completed_rounds);
+        assert!(node_charges.iter().all(|c| c.unit == PrivacyUnit::Customer));
+        let spent = compose(node_charges.iter(), 1e-5).unwrap();
+        assert!(
+            spent.epsilon <= JOB_CUSTOMER_EPSILON,
+            "{partner} spent ε = {}",
+            spent.epsilon
+        );
+    }
+}

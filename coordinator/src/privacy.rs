@@ -1,0 +1,168 @@
+//! The coordinator's privacy ledger and budget gate: before a training round
+//! runs, its projected charges must fit every partner's job budget, or the
+//! round is refused (an engine event, not a log line); when a round's
+//! aggregate is committed, its charges are written durably *before* the new
+//! model can be read, so no released model is ever missing from the ledger.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
+use veil_job::{JobSpec, RoundParty, round_charges};
+use veil_ledger::{Charge, SqliteLedger, check_job_budget};
+
+/// The ledger and what it needs to remember between events.
+pub(crate) struct PrivacyGuard {
+    ledger: SqliteLedger,
+    /// The nodes invited to the training phase under way, per job and round.
+    invited: HashMap<(JobId, u32), Vec<NodeId>>,
+}
+
+impl PrivacyGuard {
+    /// Opens (or creates) the ledger file.
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+        let ledger = SqliteLedger::open(path)
+            .with_context(|| format!("coordinator privacy ledger {}", path.display()))?;
+        Ok(Self {
+            ledger,
+            invited: HashMap::new(),
+        })
+    }
+
+    /// Every charge recorded, for reports.
+    #[allow(dead_code)]
+    pub(crate) fn ledger(&self) -> &SqliteLedger {
+        &self.ledger
+    }
+
+    /// Reacts to one engine event while the engine is still locked, so a
+    /// refusal lands before any task of the round is handed out and a charge
+    /// lands before the round's model can be fetched.
+    pub(crate) fn observe(
+        &mut self,
+        engine: &mut Engine<JobSpec>,
+        event: &EngineEvent,
+        now: std::time::Instant,
+    ) {
+        let job = &event.job;
+        match &event.kind {
+            EventKind::PhaseOpened {
+                round,
+                phase: Phase::Train,
+                invited,
+                ..
+            } => {
+                self.invited.insert((job.clone(), *round), invited.clone());
+                if let Some(reason) = self.budget_refusal(engine, job, *round, invited) {
+                    tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
+                    if let Err(error) = engine.refuse_round(job, *round, reason, now) {
+                        tracing::error!(job = %job, round, %error, "could not refuse the round");
+                    }
+                }
+            }
+            EventKind::PhaseCompleted {
+                round,
+                phase: Phase::Train,
+                dropped,
+                ..
+            } => {
+                let Some(invited) = self.invited.remove(&(job.clone(), *round)) else {
+                    return;
+                };
+                let contributors: Vec<NodeId> = invited
+                    .iter()
+                    .filter(|node| !dropped.contains(node))
+                    .cloned()
+                    .collect();
+                if let Err(error) = self.charge(engine, job, *round, invited.len(), &contributors) {
+                    // The model of this round must not go out uncharged.
+                    let reason = format!("round {round}: privacy charge not recorded: {error:#}");
+                    tracing::error!(job = %job, round, %reason);
+                    if let Err(error) = engine.fail_job(job, reason, now) {
+                        tracing::error!(job = %job, %error, "could not stop the job");
+                    }
+                }
+            }
+            EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled => {
+                self.invited.retain(|(invited_job, _), _| invited_job != job);
+            }
+            _ => {}
+        }
+    }
+
+    /// Why the round would exceed the job budget of some partner, if it would.
+    fn budget_refusal(
+        &self,
+        engine: &Engine<JobSpec>,
+        job: &str,
+        round: u32,
+        invited: &[NodeId],
+    ) -> Option<String> {
+        let result = (|| -> anyhow::Result<Vec<String>> {
+            let spec = engine.descriptor(job)?;
+            let existing = self.ledger.charges_for_job(job)?;
+            let planned = planned_charges(spec, job, round, invited, invited.len())?
+                .into_iter()
+                .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
+                .collect::<Vec<_>>();
+            let budget = spec.privacy.job_budget(job);
+            Ok(check_job_budget(&budget, &existing, &planned)?
+                .iter()
+                .map(ToString::to_string)
+                .collect())
+        })();
+        match result {
+            Ok(refusals) if refusals.is_empty() => None,
+            Ok(refusals) => Some(refusals.join("; ")),
+            // Fail closed: a round that cannot be priced does not run.
+            Err(error) => Some(format!("the round cannot be priced: {error:#}")),
+        }
+    }
+
+    fn charge(
+        &mut self,
+        engine: &Engine<JobSpec>,
+        job: &str,
+        round: u32,
+        cohort: usize,
+        contributors: &[NodeId],
+    ) -> anyhow::Result<()> {
+        let spec = engine.descriptor(job)?;
+        for charge in planned_charges(spec, job, round, contributors, cohort)? {
+            self.ledger.record(&charge)?;
+        }
+        Ok(())
+    }
+}
+
+/// The charges of one round for `partners`, priced as every node prices them.
+fn planned_charges(
+    spec: &JobSpec,
+    job: &str,
+    round: u32,
+    partners: &[NodeId],
+    cohort: usize,
+) -> anyhow::Result<Vec<Charge>> {
+    let now = unix_seconds();
+    let mut charges = Vec::new();
+    for partner in partners {
+        let party = RoundParty {
+            job_id: job,
+            round,
+            partner_id: partner,
+            dataset_id: partner,
+            cohort,
+        };
+        for spec in round_charges(spec, party)? {
+            charges.push(Charge::new(spec, now)?);
+        }
+    }
+    Ok(charges)
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}

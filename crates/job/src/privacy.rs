@@ -1,0 +1,277 @@
+//! A job's differential privacy, in one place for the coordinator and every
+//! node: the customer-level DP-SGD settings, the partner-level noise, the job
+//! budget, and the exact charges a round costs each partner. Both sides price
+//! a round with [`round_charges`], so their ledgers agree by construction.
+
+use veil_federation::secure::cohort_threshold;
+use veil_federation::{AggregationMode, PartnerPrivacy, ReplyEncoding};
+use veil_ledger::{Budget, ChargeSpec, JobBudget, Mechanism, PrivacyUnit, TrustModel};
+use veil_models::DpSgdConfig;
+use veil_wire::v1;
+
+use crate::spec::{JobSpecError, invalid};
+
+/// Default DP-SGD noise multiplier σ.
+pub const DEFAULT_CUSTOMER_NOISE_MULTIPLIER: f64 = 1.0;
+/// Default per-customer gradient clip norm C.
+pub const DEFAULT_CUSTOMER_CLIP_NORM: f64 = 1.0;
+/// Default Poisson sampling rate q.
+pub const DEFAULT_CUSTOMER_SAMPLING_RATE: f64 = 0.05;
+/// Default partner-level noise multiplier z.
+pub const DEFAULT_PARTNER_NOISE_MULTIPLIER: f64 = 1.0;
+/// Default ℓ2 bound of a partner's weight-normalised update.
+pub const DEFAULT_UPDATE_CLIP_NORM: f64 = 1.0;
+/// Default δ.
+pub const DEFAULT_DELTA: f64 = 1e-5;
+/// Default per-partner budget of each unit.
+pub const DEFAULT_EPSILON: f64 = 10.0;
+
+/// The privacy settings of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacySpec {
+    /// Customer-level DP-SGD at every node; `None` only when the job says
+    /// `customers = "off"`.
+    pub customers: Option<DpSgdConfig>,
+    /// Partner-level noise of each round's aggregate.
+    pub partners: PartnerPrivacy,
+    /// δ of every ε in the job.
+    pub delta: f64,
+    /// Customer-level ε per partner for the whole job.
+    pub customer_epsilon: f64,
+    /// Partner-level ε per partner for the whole job.
+    pub partner_epsilon: f64,
+}
+
+impl PrivacySpec {
+    /// Parses and validates the wire form; `aggregation` decides the
+    /// partner-level default and `max_weight` the central-mode weight cap.
+    pub(crate) fn from_wire(
+        wire: Option<&v1::Privacy>,
+        aggregation: &AggregationMode,
+        max_weight: f64,
+    ) -> Result<Self, JobSpecError> {
+        let default = v1::Privacy::default();
+        let wire = wire.unwrap_or(&default);
+        let or = |value: f64, default: f64| if value == 0.0 { default } else { value };
+        let customers = match wire.customers.as_str() {
+            "dp-sgd" | "" => {
+                let config = DpSgdConfig {
+                    noise_multiplier: or(
+                        wire.customer_noise_multiplier,
+                        DEFAULT_CUSTOMER_NOISE_MULTIPLIER,
+                    ),
+                    clip_norm: or(wire.customer_clip_norm, DEFAULT_CUSTOMER_CLIP_NORM),
+                    sampling_rate: or(wire.customer_sampling_rate, DEFAULT_CUSTOMER_SAMPLING_RATE),
+                };
+                config
+                    .validate()
+                    .map_err(|error| invalid("privacy.customer_*", error.to_string()))?;
+                if config.noise_multiplier <= 0.0 {
+                    return Err(invalid(
+                        "privacy.customer_noise_multiplier",
+                        "must be > 0; say customers = \"off\" to train without DP-SGD",
+                    ));
+                }
+                Some(config)
+            }
+            "off" => None,
+            other => {
+                return Err(invalid(
+                    "privacy.customers",
+                    format!("unknown mode '{other}'; expected dp-sgd or off"),
+                ));
+            }
+        };
+        let noise_multiplier = or(
+            wire.partner_noise_multiplier,
+            DEFAULT_PARTNER_NOISE_MULTIPLIER,
+        );
+        let clip_norm = or(wire.update_clip_norm, DEFAULT_UPDATE_CLIP_NORM);
+        let partners = match (wire.partners.as_str(), aggregation) {
+            ("distributed", _) | ("", AggregationMode::Secure(_)) => PartnerPrivacy::Distributed {
+                noise_multiplier,
+                clip_norm,
+            },
+            ("central", _) | ("", AggregationMode::Plain) => PartnerPrivacy::Central {
+                noise_multiplier,
+                clip_norm,
+                max_weight,
+            },
+            ("off", _) => PartnerPrivacy::Off,
+            (other, _) => {
+                return Err(invalid(
+                    "privacy.partners",
+                    format!("unknown mode '{other}'; expected distributed, central or off"),
+                ));
+            }
+        };
+        let delta = or(wire.delta, DEFAULT_DELTA);
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(invalid("privacy.delta", "must be in (0, 1)"));
+        }
+        let customer_epsilon = or(wire.customer_epsilon, DEFAULT_EPSILON);
+        let partner_epsilon = or(wire.partner_epsilon, DEFAULT_EPSILON);
+        for (field, epsilon) in [
+            ("privacy.customer_epsilon", customer_epsilon),
+            ("privacy.partner_epsilon", partner_epsilon),
+        ] {
+            if !(epsilon > 0.0 && !epsilon.is_nan()) {
+                return Err(invalid(field, "must be > 0 (inf for no limit)"));
+            }
+        }
+        Ok(PrivacySpec {
+            customers,
+            partners,
+            delta,
+            customer_epsilon,
+            partner_epsilon,
+        })
+    }
+
+    /// The wire form.
+    pub(crate) fn to_wire(&self) -> v1::Privacy {
+        let customers = self.customers.as_ref();
+        let (partners, noise_multiplier, clip_norm) = match self.partners {
+            PartnerPrivacy::Off => ("off", 0.0, 0.0),
+            PartnerPrivacy::Distributed {
+                noise_multiplier,
+                clip_norm,
+            } => ("distributed", noise_multiplier, clip_norm),
+            PartnerPrivacy::Central {
+                noise_multiplier,
+                clip_norm,
+                ..
+            } => ("central", noise_multiplier, clip_norm),
+        };
+        v1::Privacy {
+            customers: if customers.is_some() { "dp-sgd" } else { "off" }.to_owned(),
+            customer_noise_multiplier: customers.map_or(0.0, |c| c.noise_multiplier),
+            customer_clip_norm: customers.map_or(0.0, |c| c.clip_norm),
+            customer_sampling_rate: customers.map_or(0.0, |c| c.sampling_rate),
+            partners: partners.to_owned(),
+            partner_noise_multiplier: noise_multiplier,
+            update_clip_norm: clip_norm,
+            delta: self.delta,
+            customer_epsilon: self.customer_epsilon,
+            partner_epsilon: self.partner_epsilon,
+        }
+    }
+
+    /// The budget the coordinator enforces for `job_id`.
+    pub fn job_budget(&self, job_id: &str) -> JobBudget {
+        JobBudget {
+            job_id: job_id.to_owned(),
+            customer: Budget {
+                epsilon: self.customer_epsilon,
+                delta: self.delta,
+            },
+            partner: Budget {
+                epsilon: self.partner_epsilon,
+                delta: self.delta,
+            },
+        }
+    }
+
+    /// DP-SGD steps per round: every local epoch is `round(1/q)` Poisson steps.
+    pub fn customer_steps_per_round(&self, local_epochs: usize) -> u64 {
+        self.customers
+            .as_ref()
+            .map_or(0, |dp| local_epochs as u64 * dp.steps_per_epoch())
+    }
+}
+
+/// Who the round is priced for.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundParty<'a> {
+    /// The job id the coordinator assigned.
+    pub job_id: &'a str,
+    /// The training round, from 1.
+    pub round: u32,
+    /// The partner's node id.
+    pub partner_id: &'a str,
+    /// The dataset the partner trains on (caps are per dataset).
+    pub dataset_id: &'a str,
+    /// Nodes invited to the round's secure cohort (t derives from it).
+    pub cohort: usize,
+}
+
+/// The charges one training round costs one partner: customer-level DP-SGD
+/// (local trust) and partner-level noise (distributed or central). Nothing
+/// for units the job leaves unprotected.
+pub fn round_charges(
+    spec: &crate::JobSpec,
+    party: RoundParty<'_>,
+) -> Result<Vec<ChargeSpec>, JobSpecError> {
+    let privacy = &spec.privacy;
+    let charge = |unit, trust_model, mechanism| ChargeSpec {
+        job_id: party.job_id.to_owned(),
+        round: u64::from(party.round),
+        partner_id: party.partner_id.to_owned(),
+        dataset_id: party.dataset_id.to_owned(),
+        unit,
+        trust_model,
+        mechanism,
+        delta: privacy.delta,
+    };
+    let mut charges = Vec::new();
+    if let Some(dp) = &privacy.customers {
+        charges.push(charge(
+            PrivacyUnit::Customer,
+            TrustModel::LocalDpSgd,
+            Mechanism::PoissonSubsampledGaussian {
+                sampling_rate: dp.sampling_rate,
+                noise_multiplier: dp.noise_multiplier,
+                steps: privacy.customer_steps_per_round(spec.training.local_epochs),
+                clip_norm: dp.clip_norm,
+            },
+        ));
+    }
+    match privacy.partners {
+        PartnerPrivacy::Off => {}
+        PartnerPrivacy::Central {
+            noise_multiplier,
+            clip_norm,
+            ..
+        } => charges.push(charge(
+            PrivacyUnit::Partner,
+            TrustModel::Central,
+            Mechanism::Gaussian {
+                noise_multiplier,
+                clip_norm,
+            },
+        )),
+        PartnerPrivacy::Distributed { .. } => {
+            let AggregationMode::Secure(settings) = &spec.aggregation else {
+                return Err(invalid(
+                    "privacy.partners",
+                    "distributed noise needs secure aggregation",
+                ));
+            };
+            let plan = spec.plan();
+            let shape = plan.reply_shape(veil_federation::Phase::Train);
+            // The same encoding the nodes and the coordinator build for this
+            // cohort: its mechanism is exactly the noise the nodes add.
+            let encoding = ReplyEncoding::new(
+                shape.vector_len,
+                shape.statistics_len,
+                party.cohort,
+                settings,
+                &privacy.partners,
+            )
+            .map_err(|error| invalid("privacy.partners", error.to_string()))?;
+            let mechanism = encoding.distributed.ok_or_else(|| {
+                invalid("privacy.partners", "the encoding carries no distributed noise")
+            })?;
+            debug_assert_eq!(
+                cohort_threshold(party.cohort, settings).ok(),
+                Some(mechanism.min_survivors as usize)
+            );
+            charges.push(charge(
+                PrivacyUnit::Partner,
+                TrustModel::Distributed,
+                Mechanism::DistributedDiscreteGaussian(mechanism),
+            ));
+        }
+    }
+    Ok(charges)
+}
