@@ -400,13 +400,12 @@ fn parenthesised_group_at(bytes: &[u8], open: usize) -> Option<DigitGroup> {
         end += 1;
     }
     let length = end - start;
-    ((1..=MAX_PARENTHESISED_DIGITS).contains(&length) && byte_at(bytes, end) == Some(b')')).then_some(
-        DigitGroup {
+    ((1..=MAX_PARENTHESISED_DIGITS).contains(&length) && byte_at(bytes, end) == Some(b')'))
+        .then_some(DigitGroup {
             start,
             end,
             parenthesised: true,
-        },
-    )
+        })
 }
 
 /// Longest digit string any digit detector accepts (a 19-digit card); longer spans are skipped
@@ -425,7 +424,9 @@ fn find_numbers(bytes: &[u8], groups: &mut Vec<DigitGroup>, hits: &mut Vec<PiiHi
             index += 1;
             continue;
         }
-        if byte.is_ascii_digit() && let Some(end) = match_ipv4(bytes, index) {
+        if byte.is_ascii_digit()
+            && let Some(end) = match_ipv4(bytes, index)
+        {
             hits.push(PiiHit {
                 kind: PiiKind::Ipv4,
                 byte_range: index..end,
