@@ -486,9 +486,11 @@ fn read_digit_run(bytes: &[u8], start: usize, groups: &mut Vec<DigitGroup>) -> D
         let after_separator = position + usize::from(separator);
         // A closing parenthesis may be followed directly by digits ("(0)20"), and an opening
         // one may follow digits directly ("+1(415)").
-        if (separator || group.parenthesised) && is_digit_at(bytes, after_separator) {
-            position = after_separator;
-        } else if phone_layout && parenthesised_group_at(bytes, after_separator).is_some() {
+        let continues_with_digits =
+            (separator || group.parenthesised) && is_digit_at(bytes, after_separator);
+        let continues_with_parenthesis =
+            phone_layout && parenthesised_group_at(bytes, after_separator).is_some();
+        if continues_with_digits || continues_with_parenthesis {
             position = after_separator;
         } else {
             break;

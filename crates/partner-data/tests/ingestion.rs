@@ -240,7 +240,7 @@ fn malformed_inputs_give_clear_errors() {
 fn rejections(fixture: &Fixture, name: &str, contents: &[u8]) -> Vec<(u64, String, String)> {
     let path = fixture.write(name, contents);
     let data = load_partner_data(&config(
-        &fixture,
+        fixture,
         transactions(csv_input(path.clone()), None, 0.9),
     ))
     .unwrap_or_else(|error| panic!("{name}: {error}"));
