@@ -359,6 +359,9 @@ struct DecodedText<R: Read> {
     bom_checked: bool,
     /// Bytes of the input consumed so far, for error positions.
     consumed: u64,
+    /// Line breaks among the decoded bytes so far, so a decoding error names its line (GBK
+    /// never uses 0x0A inside a multi-byte character, so counting bytes is exact).
+    decoded_line_breaks: u64,
 }
 
 impl<R: Read> DecodedText<R> {
@@ -377,6 +380,7 @@ impl<R: Read> DecodedText<R> {
             finished: false,
             bom_checked: false,
             consumed: 0,
+            decoded_line_breaks: 0,
         }
     }
 
@@ -438,6 +442,13 @@ impl<R: Read> Read for DecodedText<R> {
             }
             let (result, read, written) =
                 decoder.decode_to_utf8_without_replacement(available, output, self.finished);
+            let line_breaks = available
+                .get(..read)
+                .unwrap_or_default()
+                .iter()
+                .filter(|byte| **byte == b'\n')
+                .count();
+            self.decoded_line_breaks += line_breaks as u64;
             self.pending_start += read;
             self.consumed += read as u64;
             match result {
@@ -445,7 +456,11 @@ impl<R: Read> Read for DecodedText<R> {
                     let offset = self.consumed.saturating_sub(u64::from(bad_bytes));
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("not valid {} at byte {offset}", self.encoding_name),
+                        format!(
+                            "not valid {} at byte {offset} (line {})",
+                            self.encoding_name,
+                            self.decoded_line_breaks + 1
+                        ),
                     ));
                 }
                 DecoderResult::InputEmpty | DecoderResult::OutputFull => {
@@ -620,7 +635,11 @@ mod tests {
         let error = decode(b"ab\x81\x20cd", TextEncoding::Gbk)
             .err()
             .map(|error| error.to_string());
-        assert_eq!(error.as_deref(), Some("not valid GBK at byte 2"));
+        assert_eq!(error.as_deref(), Some("not valid GBK at byte 2 (line 1)"));
+        let error = decode(b"a,b\n\xc4\xe3,1\nc,\x81\x20\n", TextEncoding::Gbk)
+            .err()
+            .map(|error| error.to_string());
+        assert_eq!(error.as_deref(), Some("not valid GBK at byte 11 (line 3)"));
     }
 
     #[test]

@@ -225,7 +225,9 @@ fn malformed_inputs_give_clear_errors() {
     source.max_reject_fraction = 1.0;
     let message = load_error(&config(&fixture, source));
     assert!(
-        message.contains("bad-gbk.csv") && message.contains("not valid GBK at byte"),
+        message.contains("bad-gbk.csv")
+            && message.contains("not valid GBK at byte")
+            && message.contains("(line 2)"),
         "{message}"
     );
     check(
