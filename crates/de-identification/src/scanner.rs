@@ -364,8 +364,48 @@ fn is_plausible_domain(domain: &[u8]) -> bool {
 /// One run of digits inside a separated number such as `6222 0212 3456 7890`.
 #[derive(Clone, Copy, Debug)]
 struct DigitGroup {
+    /// First digit.
     start: usize,
+    /// One past the last digit.
     end: usize,
+    /// Whether the digits are enclosed in parentheses, as an area code in `+1 (415) 555-0132`
+    /// or a trunk prefix in `+44 (0)20 7946 0958`; a hit then includes the parentheses.
+    parenthesised: bool,
+}
+
+impl DigitGroup {
+    /// Where a hit that begins with this group starts: at the `(` if there is one.
+    fn outer_start(&self) -> usize {
+        self.start - usize::from(self.parenthesised)
+    }
+
+    /// Where a hit that ends with this group ends: after the `)` if there is one.
+    fn outer_end(&self) -> usize {
+        self.end + usize::from(self.parenthesised)
+    }
+}
+
+/// Longest digit string that may stand in parentheses inside a phone number (an area code).
+const MAX_PARENTHESISED_DIGITS: usize = 4;
+
+/// If `bytes[open]` is `(` followed by 1 to [`MAX_PARENTHESISED_DIGITS`] digits and `)`, the
+/// digit group inside.
+fn parenthesised_group_at(bytes: &[u8], open: usize) -> Option<DigitGroup> {
+    if byte_at(bytes, open) != Some(b'(') {
+        return None;
+    }
+    let start = open + 1;
+    let mut end = start;
+    while is_digit_at(bytes, end) {
+        end += 1;
+    }
+    let length = end - start;
+    ((1..=MAX_PARENTHESISED_DIGITS).contains(&length) && byte_at(bytes, end) == Some(b')'))
+        .then_some(DigitGroup {
+            start,
+            end,
+            parenthesised: true,
+        })
 }
 
 /// Longest digit string any digit detector accepts (a 19-digit card); longer spans are skipped
@@ -377,12 +417,16 @@ fn find_numbers(bytes: &[u8], groups: &mut Vec<DigitGroup>, hits: &mut Vec<PiiHi
     while index < bytes.len() {
         let byte = byte_at(bytes, index).unwrap_or_default();
         let starts_with_plus = byte == b'+' && is_digit_at(bytes, index + 1);
-        if !(byte.is_ascii_digit() || starts_with_plus) || is_digit_at(bytes, index.wrapping_sub(1))
+        let starts_with_parenthesis = parenthesised_group_at(bytes, index).is_some();
+        if !(byte.is_ascii_digit() || starts_with_plus || starts_with_parenthesis)
+            || is_digit_at(bytes, index.wrapping_sub(1))
         {
             index += 1;
             continue;
         }
-        if !starts_with_plus && let Some(end) = match_ipv4(bytes, index) {
+        if byte.is_ascii_digit()
+            && let Some(end) = match_ipv4(bytes, index)
+        {
             hits.push(PiiHit {
                 kind: PiiKind::Ipv4,
                 byte_range: index..end,
@@ -405,6 +449,10 @@ fn find_numbers(bytes: &[u8], groups: &mut Vec<DigitGroup>, hits: &mut Vec<PiiHi
 
 /// A maximal number starting at one position: an optional `+`, digit groups joined by single
 /// spaces or dashes, and an optional trailing `X` (the resident ID check character).
+///
+/// Numbers written the way phone numbers are (starting with `+` or with a parenthesised group)
+/// may also hold parenthesised groups: `+1 (415) 555-0132`, `(415) 555-0132`,
+/// `+44 (0)20 7946 0958`. Other numbers may not, so `qty (2) 4111...` keeps its parts apart.
 struct DigitRun {
     start: usize,
     end: usize,
@@ -415,19 +463,35 @@ struct DigitRun {
 fn read_digit_run(bytes: &[u8], start: usize, groups: &mut Vec<DigitGroup>) -> DigitRun {
     groups.clear();
     let starts_with_plus = byte_at(bytes, start) == Some(b'+');
+    let phone_layout = starts_with_plus || byte_at(bytes, start) == Some(b'(');
     let mut position = start + usize::from(starts_with_plus);
     loop {
-        let group_start = position;
-        while is_digit_at(bytes, position) {
-            position += 1;
-        }
-        groups.push(DigitGroup {
-            start: group_start,
-            end: position,
-        });
+        let group = match parenthesised_group_at(bytes, position).filter(|_| phone_layout) {
+            Some(group) => group,
+            None => {
+                let group_start = position;
+                while is_digit_at(bytes, position) {
+                    position += 1;
+                }
+                DigitGroup {
+                    start: group_start,
+                    end: position,
+                    parenthesised: false,
+                }
+            }
+        };
+        groups.push(group);
+        position = group.outer_end();
         let separator = matches!(byte_at(bytes, position), Some(b' ' | b'-'));
-        if separator && is_digit_at(bytes, position + 1) {
-            position += 1;
+        let after_separator = position + usize::from(separator);
+        // A closing parenthesis may be followed directly by digits ("(0)20"), and an opening
+        // one may follow digits directly ("+1(415)").
+        let continues_with_digits =
+            (separator || group.parenthesised) && is_digit_at(bytes, after_separator);
+        let continues_with_parenthesis =
+            phone_layout && parenthesised_group_at(bytes, after_separator).is_some();
+        if continues_with_digits || continues_with_parenthesis {
+            position = after_separator;
         } else {
             break;
         }
@@ -473,9 +537,11 @@ fn classify_digit_run(bytes: &[u8], run: &DigitRun, groups: &[DigitGroup], hits:
                 let start = if with_plus {
                     run.start
                 } else {
-                    groups.get(first).map_or(run.start, |group| group.start)
+                    groups
+                        .get(first)
+                        .map_or(run.start, |group| group.outer_start())
                 };
-                let end = groups.get(last).map_or(run.end, |group| group.end)
+                let end = groups.get(last).map_or(run.end, |group| group.outer_end())
                     + usize::from(with_x && kind == PiiKind::ResidentId);
                 hits.push(PiiHit {
                     kind,
@@ -503,20 +569,39 @@ fn classify_span(
         }
     }
     let digits = digits.get(..count)?;
-    let separated = span.len() > 1;
-    if !with_plus && !separated && is_resident_id(digits, with_x) {
+    if !with_plus && has_resident_id_layout(span, with_x) && is_resident_id(digits, with_x) {
         return Some(PiiKind::ResidentId);
     }
     if with_x {
         return None;
     }
-    if is_phone(digits, with_plus) {
+    let area_code_in_parentheses = span
+        .first()
+        .is_some_and(|group| group.parenthesised && group.end - group.start == 3);
+    if is_phone(digits, with_plus) || (area_code_in_parentheses && is_north_american_phone(digits))
+    {
         return Some(PiiKind::Phone);
     }
     if !with_plus && is_bank_card(digits) {
         return Some(PiiKind::BankCard);
     }
     None
+}
+
+/// Resident ID numbers are written unbroken, or split after the region code and the birth date
+/// (`440305 19880315 123X`), the layout printed on many forms. Other splits are not accepted,
+/// so a run of unrelated numbers does not add up to an ID.
+fn has_resident_id_layout(span: &[DigitGroup], with_x: bool) -> bool {
+    let length = |group: &DigitGroup| (group.end - group.start, group.parenthesised);
+    match span {
+        [single] => !single.parenthesised,
+        [region, birth_date, rest] => {
+            let last_length = if with_x { 3 } else { 4 };
+            (length(region), length(birth_date), length(rest))
+                == ((6, false), (8, false), (last_length, false))
+        }
+        _ => false,
+    }
 }
 
 /// Mainland mobile numbers `1[3-9]` + 9 digits, bare or after `+86` / `0086`; or any `+` number
@@ -536,6 +621,13 @@ fn is_phone(digits: &[u8], with_plus: bool) -> bool {
         return true;
     }
     with_plus && (8..=15).contains(&digits.len()) && digits.first() != Some(&0)
+}
+
+/// A North American number written `(NXX) NXX-XXXX`: ten digits whose area code and exchange
+/// both start with 2-9. Only the parenthesised layout is recognised, because the same ten
+/// digits without it are as likely an order or account number.
+fn is_north_american_phone(digits: &[u8]) -> bool {
+    matches!(digits, [2..=9, _, _, 2..=9, _, _, _, _, _, _])
 }
 
 /// Luhn-valid 13 to 19 digits whose issuer prefix belongs to a card network (American Express,

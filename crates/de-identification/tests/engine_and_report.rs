@@ -2,7 +2,7 @@
 //! reports that carry no data values.
 
 use veil_deid::{
-    ColumnRole, DeidError, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy,
+    ColumnRole, DeidError, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy, PiiKind,
     PseudonymKey, SUPPRESSED_VALUE,
 };
 
@@ -396,4 +396,90 @@ fn auditor_summary_and_report_contain_no_input_values() {
     }
     let round_trip: veil_deid::DeidReport = serde_json::from_str(&json).expect("report parses");
     assert_eq!(round_trip, report);
+}
+
+/// One distinctive value per detector, with letters in mixed case where the kind has letters,
+/// so a report that echoed a value in any case would be caught.
+const SEEDED_PII: [(PiiKind, &str); 8] = [
+    (PiiKind::Email, "Zed.QuartzLeak@Example-Unique.org"),
+    (PiiKind::Phone, "+86 139 8765 4321"),
+    (PiiKind::Phone, "+1 (415) 555-0132"),
+    (PiiKind::ResidentId, "44030519880315123X"),
+    (PiiKind::BankCard, "6228 4812 3456 7890 128"),
+    (PiiKind::Ipv4, "203.0.113.77"),
+    (PiiKind::Ipv6, "2001:DB8:BEEF::77"),
+    (PiiKind::Ipv6, "fe80::1ff:fe23:4567:890a"),
+];
+
+/// The forms of a value that must never appear: as written, lower and upper case, and for
+/// numbers the bare digits (a report that stripped separators would still leak the number).
+fn forbidden_forms(value: &str) -> Vec<String> {
+    let mut forms = vec![value.to_owned(), value.to_lowercase(), value.to_uppercase()];
+    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() >= 8 {
+        forms.push(digits);
+    }
+    forms
+}
+
+#[test]
+fn pii_hit_reports_never_contain_the_value_in_any_case() {
+    let mut engine = engine();
+    let mut tuples = Vec::new();
+    let mut redacted_notes = Vec::new();
+    let mut redacted_amounts = Vec::new();
+    for (index, (_, value)) in SEEDED_PII.iter().enumerate() {
+        // The same value in a free-text column and in a column declared as an amount by mistake.
+        let note = format!("客户留言 {value}，谢谢");
+        let record = [
+            Some("C-1"),
+            None,
+            Some("35"),
+            Some("F"),
+            Some("310012"),
+            Some("杭州"),
+            Some(["yes", "no"][index % 2]),
+            Some(*value),
+            Some("2024-03-01"),
+            Some(note.as_str()),
+        ];
+        let processed = engine.process_record(&record).expect("record");
+        redacted_amounts.push(processed.values[6].clone().unwrap_or_default());
+        redacted_notes.push(processed.values[8].clone().unwrap_or_default());
+        tuples.push(processed.quasi_identifiers);
+    }
+    engine
+        .enforce_k_anonymity(tuples)
+        .expect("one class of eight");
+    let report = engine.report();
+
+    // Every seeded value was found and counted in both columns, once per value.
+    for column in ["note", "amount"] {
+        for kind in PiiKind::ALL {
+            let seeded = SEEDED_PII
+                .iter()
+                .filter(|(seeded, _)| *seeded == kind)
+                .count();
+            assert_eq!(
+                report.pii_hits_per_column[column].get(kind),
+                seeded as u64,
+                "{column} {kind:?}"
+            );
+        }
+    }
+    let outputs = [
+        serde_json::to_string(&report).expect("report serialises"),
+        serde_json::to_string_pretty(&report).expect("report serialises"),
+        report.to_string(),
+        report.auditor_summary(),
+        redacted_notes.join("\n"),
+        redacted_amounts.join("\n"),
+    ];
+    for (_, value) in SEEDED_PII {
+        for form in forbidden_forms(value) {
+            for output in &outputs {
+                assert!(!output.contains(&form), "{form:?} leaked into:\n{output}");
+            }
+        }
+    }
 }

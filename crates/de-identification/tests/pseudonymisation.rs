@@ -180,6 +180,16 @@ fn rotation_retires_the_old_key_under_a_dated_name() {
         KEY_FILE_MODE
     );
 
+    // The retired key keeps its owner-only permissions.
+    assert_eq!(
+        fs::metadata(&retired_path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777,
+        KEY_FILE_MODE
+    );
+
     // Rotating twice on one day would overwrite the retired key, so it is refused.
     assert!(matches!(
         PseudonymKey::rotate(&path, date),
@@ -207,4 +217,71 @@ proptest! {
             prop_assert!(!pseudonym.contains(&md5));
         }
     }
+}
+
+/// The operator's command (`veil-rotate-key`) rotates the key named on its command line.
+#[test]
+fn rotate_key_command_retires_the_old_key_and_writes_a_new_one() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("pseudonym.key");
+    let old_pseudonym = PseudonymKey::load_or_create(&path)
+        .expect("create key")
+        .pseudonymise("customer-42");
+    let command = env!("CARGO_BIN_EXE_veil-rotate-key");
+
+    let output = std::process::Command::new(command)
+        .arg(&path)
+        .output()
+        .expect("run veil-rotate-key");
+    assert!(output.status.success(), "{output:?}");
+    let new_key = PseudonymKey::load_or_create(&path).expect("new key");
+    assert_ne!(new_key.pseudonymise("customer-42"), old_pseudonym);
+    // The retired key's name carries the date of the run, so it is found by its prefix.
+    let retired: Vec<_> = fs::read_dir(directory.path())
+        .expect("list directory")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("pseudonym.key.retired-")
+        })
+        .collect();
+    assert_eq!(retired.len(), 1);
+    let retired_key = PseudonymKey::load_or_create(&retired[0].path()).expect("retired key");
+    assert_eq!(retired_key.pseudonymise("customer-42"), old_pseudonym);
+    for key_file in [path.clone(), retired[0].path()] {
+        assert_eq!(
+            fs::metadata(&key_file)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777,
+            KEY_FILE_MODE
+        );
+    }
+    // The command says where the keys are, and never prints the key itself.
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("previous key moved to"), "{printed}");
+    let new_key_hex = hex(&fs::read(&path).expect("read new key"));
+    assert!(!printed.contains(&new_key_hex), "{printed}");
+
+    // Without exactly one argument it prints its usage and fails without touching anything.
+    let output = std::process::Command::new(command)
+        .output()
+        .expect("run veil-rotate-key");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+    // A second rotation on the same day is refused, keeping the retired key.
+    let output = std::process::Command::new(command)
+        .arg(&path)
+        .output()
+        .expect("run veil-rotate-key");
+    assert!(!output.status.success());
+    assert_eq!(
+        PseudonymKey::load_or_create(&path)
+            .expect("key still there")
+            .pseudonymise("customer-42"),
+        new_key.pseudonymise("customer-42")
+    );
 }

@@ -15,6 +15,110 @@ fn check_nothing(text: &str) {
     check(text, &[]);
 }
 
+/// The corpus file: one line per case, so new positives and near misses are added as data.
+const CORPUS: &str = include_str!("data/pii_corpus.tsv");
+
+fn kind_named(name: &str) -> PiiKind {
+    PiiKind::ALL
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .unwrap_or_else(|| panic!("unknown detector {name:?} in the corpus"))
+}
+
+/// One corpus line: the detector it exercises, the hits expected and the text.
+struct CorpusCase<'corpus> {
+    line_number: usize,
+    detector: PiiKind,
+    expected: Vec<(PiiKind, &'corpus str)>,
+    text: &'corpus str,
+}
+
+fn corpus_cases() -> Vec<CorpusCase<'static>> {
+    CORPUS
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(index, line)| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [detector, expected, text] = fields[..] else {
+                panic!("corpus line {} needs three tab-separated fields", index + 1);
+            };
+            let expected = if expected == "-" {
+                Vec::new()
+            } else {
+                expected
+                    .split(" | ")
+                    .map(|hit| {
+                        let (kind, matched) = hit
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("corpus line {}: {hit:?}", index + 1));
+                        (kind_named(kind), matched)
+                    })
+                    .collect()
+            };
+            CorpusCase {
+                line_number: index + 1,
+                detector: kind_named(detector),
+                expected,
+                text,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_file_positives_and_near_misses() {
+    let cases = corpus_cases();
+    for kind in PiiKind::ALL {
+        let of_kind = || cases.iter().filter(move |case| case.detector == kind);
+        assert!(
+            of_kind().any(|case| !case.expected.is_empty()),
+            "the corpus has no positive for {kind:?}"
+        );
+        assert!(
+            of_kind().any(|case| case.expected.is_empty()),
+            "the corpus has no near-miss negative for {kind:?}"
+        );
+    }
+    let mut failures = Vec::new();
+    for case in &cases {
+        let found: Vec<(PiiKind, &str)> = scan(case.text)
+            .into_iter()
+            .map(|hit| (hit.kind, &case.text[hit.byte_range]))
+            .collect();
+        if found != case.expected {
+            failures.push(format!(
+                "line {}: {:?} gave {found:?}, expected {:?}",
+                case.line_number, case.text, case.expected
+            ));
+        }
+        // Redaction removes every expected hit, counts it, and leaves the negatives untouched.
+        let (redacted, counts) = redact(case.text);
+        let leftover = case
+            .expected
+            .iter()
+            .find(|(_, matched)| redacted.contains(matched));
+        let expected_count = case
+            .expected
+            .iter()
+            .filter(|(kind, _)| *kind == case.detector)
+            .count() as u64;
+        if (case.expected.is_empty() && redacted != case.text)
+            || leftover.is_some()
+            || counts.get(case.detector) != expected_count
+        {
+            failures.push(format!(
+                "line {}: {:?} redacted to {redacted:?} counting {} {:?}",
+                case.line_number,
+                case.text,
+                counts.get(case.detector),
+                case.detector
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn resident_id_numbers_need_checksum_region_and_real_birth_date() {
     use PiiKind::ResidentId;
@@ -246,6 +350,11 @@ mod properties {
                     "2001:db8",
                     "@qq.com",
                     "+86 ",
+                    "(",
+                    ")",
+                    "(415)",
+                    "+1 ",
+                    "440305 19880315 123",
                 ])
                 .prop_map(str::to_owned),
                 "\\PC{0,3}",

@@ -141,6 +141,15 @@ pub(crate) fn read_source(
         let mut channels = CodeBook::default();
         while reader.read_row(&mut row)? {
             run.report.rows_read += 1;
+            if let Some(lines) = row.unclosed_quote_lines {
+                let message = format!(
+                    "a quoted field opened in this row is never closed and runs to the end of \
+                     the input, holding {lines} more line(s) that look like rows; add the \
+                     missing closing quote"
+                );
+                run.reject(row.location, WHOLE_RECORD_COLUMN, message, None)?;
+                continue;
+            }
             if row.len() != run.plan.header.len() {
                 let message = format!(
                     "expected {} fields as in the header, found {}",
@@ -152,7 +161,9 @@ pub(crate) fn read_source(
             }
             if let Some(position) = row.invalid_utf8_field {
                 let column = run.plan.header.get(position).cloned().unwrap_or_default();
-                run.reject(row.location, &column, "not valid UTF-8".to_owned(), None)?;
+                // The usual cause is a GBK export read as UTF-8, so the message says how to declare it.
+                let message = "not valid UTF-8; if the file is GBK-encoded, set encoding = \"gbk\"";
+                run.reject(row.location, &column, message.to_owned(), None)?;
                 continue;
             }
             let values = row.values();

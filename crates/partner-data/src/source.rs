@@ -33,6 +33,10 @@ pub(crate) struct RowBuffer {
     fields: Vec<Option<Range<usize>>>,
     /// The first field that was not valid UTF-8, by position; the row is rejected for it.
     pub(crate) invalid_utf8_field: Option<usize>,
+    /// Set on the last row of a CSV input when a quoted field runs to the end of the input and
+    /// holds this many further lines that look like rows: the closing quote is most likely
+    /// missing and the rows after it were swallowed, so the row is rejected rather than loaded.
+    pub(crate) unclosed_quote_lines: Option<u64>,
     /// Line (CSV, header = line 1) or 1-based data row number (Parquet) for messages.
     pub(crate) location: u64,
 }
@@ -42,6 +46,7 @@ impl RowBuffer {
         self.text.clear();
         self.fields.clear();
         self.invalid_utf8_field = None;
+        self.unclosed_quote_lines = None;
     }
 
     fn push(&mut self, value: Option<&str>) {
@@ -152,7 +157,11 @@ struct CsvRows<R: Read> {
     input: String,
     reader: csv::Reader<BufReader<DecodedText<R>>>,
     header: Vec<String>,
+    delimiter: u8,
     record: csv::ByteRecord,
+    /// A record read ahead to learn whether the previous one was the last (only done after a
+    /// record with a multi-line field, see [`RowBuffer::unclosed_quote_lines`]).
+    peeked: Option<csv::ByteRecord>,
 }
 
 impl<R: Read> CsvRows<R> {
@@ -200,7 +209,9 @@ impl<R: Read> CsvRows<R> {
             input,
             reader,
             header,
+            delimiter,
             record: csv::ByteRecord::new(),
+            peeked: None,
         })
     }
 }
@@ -211,15 +222,21 @@ impl<R: Read> RowReader for CsvRows<R> {
     }
 
     fn read_row(&mut self, row: &mut RowBuffer) -> Result<bool, PartnerDataError> {
-        let more = self
-            .reader
-            .read_byte_record(&mut self.record)
-            .map_err(|error| PartnerDataError::Read {
-                input: self.input.clone(),
-                error,
-            })?;
-        if !more {
-            return Ok(false);
+        let read_error = |input: &str, error| PartnerDataError::Read {
+            input: input.to_owned(),
+            error,
+        };
+        match self.peeked.take() {
+            Some(peeked) => self.record = peeked,
+            None => {
+                let more = self
+                    .reader
+                    .read_byte_record(&mut self.record)
+                    .map_err(|error| read_error(&self.input, error))?;
+                if !more {
+                    return Ok(false);
+                }
+            }
         }
         row.clear();
         row.location = self.record.position().map_or(0, csv::Position::line);
@@ -232,8 +249,40 @@ impl<R: Read> RowReader for CsvRows<R> {
                 }
             }
         }
+        // The csv crate accepts a quoted field left open at the end of the input, which would
+        // load every following row as part of one field. Only a record with a line break inside
+        // a field can be such a case, so only then is the next record read ahead.
+        if self.record.iter().any(|field| field.contains(&b'\n')) {
+            let mut next = csv::ByteRecord::new();
+            let more = self
+                .reader
+                .read_byte_record(&mut next)
+                .map_err(|error| read_error(&self.input, error))?;
+            if more {
+                self.peeked = Some(next);
+            } else {
+                let swallowed =
+                    swallowed_row_lines(&self.record, self.delimiter, self.header.len());
+                row.unclosed_quote_lines = (swallowed > 0).then_some(swallowed);
+            }
+        }
         Ok(true)
     }
+}
+
+/// Lines inside the record's fields, after a line break, that hold as many delimiters as a row
+/// of `n_columns` fields: rows that an unclosed quote has swallowed.
+fn swallowed_row_lines(record: &csv::ByteRecord, delimiter: u8, n_columns: usize) -> u64 {
+    if n_columns < 2 {
+        return 0;
+    }
+    let looks_like_row =
+        |line: &[u8]| line.iter().filter(|byte| **byte == delimiter).count() + 1 >= n_columns;
+    record
+        .iter()
+        .flat_map(|field| field.split(|byte| *byte == b'\n').skip(1))
+        .filter(|line| looks_like_row(line))
+        .count() as u64
 }
 
 fn ascii_delimiter(delimiter: char) -> Result<u8, PartnerDataError> {
@@ -310,6 +359,9 @@ struct DecodedText<R: Read> {
     bom_checked: bool,
     /// Bytes of the input consumed so far, for error positions.
     consumed: u64,
+    /// Line breaks among the decoded bytes so far, so a decoding error names its line (GBK
+    /// never uses 0x0A inside a multi-byte character, so counting bytes is exact).
+    decoded_line_breaks: u64,
 }
 
 impl<R: Read> DecodedText<R> {
@@ -328,6 +380,7 @@ impl<R: Read> DecodedText<R> {
             finished: false,
             bom_checked: false,
             consumed: 0,
+            decoded_line_breaks: 0,
         }
     }
 
@@ -389,6 +442,13 @@ impl<R: Read> Read for DecodedText<R> {
             }
             let (result, read, written) =
                 decoder.decode_to_utf8_without_replacement(available, output, self.finished);
+            let line_breaks = available
+                .get(..read)
+                .unwrap_or_default()
+                .iter()
+                .filter(|byte| **byte == b'\n')
+                .count();
+            self.decoded_line_breaks += line_breaks as u64;
             self.pending_start += read;
             self.consumed += read as u64;
             match result {
@@ -396,7 +456,11 @@ impl<R: Read> Read for DecodedText<R> {
                     let offset = self.consumed.saturating_sub(u64::from(bad_bytes));
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("not valid {} at byte {offset}", self.encoding_name),
+                        format!(
+                            "not valid {} at byte {offset} (line {})",
+                            self.encoding_name,
+                            self.decoded_line_breaks + 1
+                        ),
                     ));
                 }
                 DecoderResult::InputEmpty | DecoderResult::OutputFull => {
@@ -571,7 +635,11 @@ mod tests {
         let error = decode(b"ab\x81\x20cd", TextEncoding::Gbk)
             .err()
             .map(|error| error.to_string());
-        assert_eq!(error.as_deref(), Some("not valid GBK at byte 2"));
+        assert_eq!(error.as_deref(), Some("not valid GBK at byte 2 (line 1)"));
+        let error = decode(b"a,b\n\xc4\xe3,1\nc,\x81\x20\n", TextEncoding::Gbk)
+            .err()
+            .map(|error| error.to_string());
+        assert_eq!(error.as_deref(), Some("not valid GBK at byte 11 (line 3)"));
     }
 
     #[test]

@@ -225,13 +225,213 @@ fn malformed_inputs_give_clear_errors() {
     source.max_reject_fraction = 1.0;
     let message = load_error(&config(&fixture, source));
     assert!(
-        message.contains("bad-gbk.csv") && message.contains("not valid GBK at byte"),
+        message.contains("bad-gbk.csv")
+            && message.contains("not valid GBK at byte")
+            && message.contains("(line 2)"),
         "{message}"
     );
     check(
         "one-column.csv",
         b"cust\nC-SECRET-1\n",
         &["one-column.csv", "delimiter"],
+    );
+}
+
+/// Loads `contents` as a UTF-8 transaction CSV allowing most rows to be rejected, and returns
+/// each rejection as (row, column, message).
+fn rejections(fixture: &Fixture, name: &str, contents: &[u8]) -> Vec<(u64, String, String)> {
+    let path = fixture.write(name, contents);
+    let data = load_partner_data(&config(
+        fixture,
+        transactions(csv_input(path.clone()), None, 0.9),
+    ))
+    .unwrap_or_else(|error| panic!("{name}: {error}"));
+    let report = &data.report.transactions;
+    assert_eq!(
+        report.rows_accepted + report.rows_rejected,
+        report.rows_read,
+        "{name}: every row is accepted or rejected"
+    );
+    assert!(report.sample_errors.iter().all(|error| error.file == path));
+    report
+        .sample_errors
+        .iter()
+        .map(|error| (error.row, error.column.clone(), error.message.clone()))
+        .collect()
+}
+
+/// Rows that parse anywhere, appended so each malformed file stays under the reject threshold.
+const FILLER_ROWS: &str = "C-OK,2024-01-02,1,a,b\nC-OK,2024-01-03,1,a,b\nC-OK,2024-01-04,1,a,b\n\
+                           C-OK,2024-01-05,1,a,b\nC-OK,2024-01-06,1,a,b\nC-OK,2024-01-07,1,a,b\n";
+
+#[test]
+fn unparseable_dates_and_amounts_are_rejected_naming_row_and_column() {
+    let fixture = Fixture::new();
+    let header = "cust,ts,amount,category,memo\n";
+    let bad_dates = [
+        "2024-13-01",
+        "2024-02-30",
+        "yesterday",
+        "",
+        "99999999999999999999",
+    ];
+    let mut text = String::from(header);
+    for date in bad_dates {
+        text.push_str(&format!("C-1,{date},1,a,b\n"));
+    }
+    text.push_str(FILLER_ROWS);
+    let rejected = rejections(&fixture, "dates.csv", text.as_bytes());
+    assert_eq!(rejected.len(), bad_dates.len());
+    for ((row, column, message), (index, date)) in rejected.iter().zip(bad_dates.iter().enumerate())
+    {
+        assert_eq!(
+            (*row, column.as_str()),
+            (index as u64 + 2, "ts"),
+            "{message}"
+        );
+        assert!(message.contains("timestamp"), "{message}");
+        assert!(
+            message.contains(date),
+            "the message quotes {date:?}: {message}"
+        );
+    }
+
+    let bad_amounts = [
+        "NaN",
+        "inf",
+        "1e400",
+        "",
+        "--5",
+        "\"1,000.00\"",
+        "１",
+        "12abc",
+    ];
+    let mut text = String::from(header);
+    for amount in bad_amounts {
+        text.push_str(&format!("C-1,2024-01-01,{amount},a,b\n"));
+    }
+    text.push_str(FILLER_ROWS);
+    text.push_str(FILLER_ROWS);
+    let rejected = rejections(&fixture, "amounts.csv", text.as_bytes());
+    let where_rejected: Vec<(u64, &str)> = rejected
+        .iter()
+        .map(|(row, column, _)| (*row, column.as_str()))
+        .collect();
+    let expected: Vec<(u64, &str)> = (0..bad_amounts.len() as u64)
+        .map(|index| (index + 2, "amount"))
+        .collect();
+    assert_eq!(where_rejected, expected, "{rejected:?}");
+}
+
+#[test]
+fn broken_csv_structure_and_encodings_are_rejected_not_merged() {
+    let fixture = Fixture::new();
+    let header = "cust,ts,amount,category,memo\n";
+
+    // A quote left open swallows the rest of the file into one field; that row is rejected with
+    // the reason instead of loading as one transaction with a long memo.
+    let text = format!(
+        "{header}{FILLER_ROWS}C-1,2024-01-01,1,a,\"b\nC-2,2024-01-02,1,a,b\nC-3,2024-01-03,1,a,b\n"
+    );
+    let rejected = rejections(&fixture, "open-quote.csv", text.as_bytes());
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let (row, column, message) = &rejected[0];
+    assert_eq!((*row, column.as_str()), (8, "(record)"));
+    assert!(
+        message.contains("never closed") && message.contains("2 more line"),
+        "{message}"
+    );
+
+    // Legitimate multi-line notes, in the middle and at the end, are not mistaken for that.
+    let text = format!(
+        "{header}C-1,2024-01-01,1,a,\"line one\nline two\"\n{FILLER_ROWS}C-2,2024-01-02,1,a,\"last\nnote, with a comma\"\n"
+    );
+    assert_eq!(rejections(&fixture, "multi-line.csv", text.as_bytes()), []);
+
+    // Too many fields.
+    let text = format!("{header}C-1,2024-01-01,1,a,b,extra\n{FILLER_ROWS}");
+    let rejected = rejections(&fixture, "too-many.csv", text.as_bytes());
+    assert_eq!(rejected.len(), 1);
+    assert_eq!((rejected[0].0, rejected[0].1.as_str()), (2, "(record)"));
+    assert!(
+        rejected[0].2.contains("expected 5 fields"),
+        "{}",
+        rejected[0].2
+    );
+
+    // A GBK-encoded row in a file read as UTF-8: rejected, naming the column and the fix.
+    // (Some GBK text such as 食品 happens to be valid UTF-8 byte-wise; 备注 is not.)
+    let (gbk_row, _, _) = encoding_rs::GBK.encode("C-1,2024-01-01,1,a,备注\n");
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(&gbk_row);
+    bytes.extend_from_slice(FILLER_ROWS.as_bytes());
+    let rejected = rejections(&fixture, "gbk-as-utf8.csv", &bytes);
+    assert_eq!(rejected.len(), 1);
+    assert_eq!((rejected[0].0, rejected[0].1.as_str()), (2, "memo"));
+    assert!(
+        rejected[0].2.contains("UTF-8") && rejected[0].2.contains("gbk"),
+        "{}",
+        rejected[0].2
+    );
+}
+
+#[test]
+fn unreadable_inputs_are_errors_naming_the_input() {
+    let fixture = Fixture::new();
+    let missing = fixture.path("does-not-exist.csv");
+    let message = load_error(&config(
+        &fixture,
+        transactions(csv_input(missing), None, 0.5),
+    ));
+    assert!(
+        message.contains("does-not-exist.csv") && message.contains("cannot open"),
+        "{message}"
+    );
+
+    let bom_only = fixture.write("bom-only.csv", b"\xef\xbb\xbf");
+    let message = load_error(&config(
+        &fixture,
+        transactions(csv_input(bom_only), None, 0.5),
+    ));
+    assert!(
+        message.contains("bom-only.csv") && message.contains("empty"),
+        "{message}"
+    );
+
+    // Invalid UTF-8 in the header: the declared column cannot be found, and the message lists
+    // what the header does hold.
+    let bad_header = fixture.write(
+        "bad-header.csv",
+        b"cust,t\xffs,amount,category,memo\nC-1,2024-01-01,1,a,b\n",
+    );
+    let message = load_error(&config(
+        &fixture,
+        transactions(csv_input(bad_header), None, 0.5),
+    ));
+    assert!(
+        message.contains("bad-header.csv") && message.contains("'ts'"),
+        "{message}"
+    );
+
+    let not_parquet = fixture.write("garbage.parquet", b"PAR1 this is not parquet PAR1");
+    let message = load_error(&config(&fixture, parquet_transactions(not_parquet)));
+    assert!(
+        message.contains("garbage.parquet") && message.contains("Parquet"),
+        "{message}"
+    );
+
+    // A profile table missing a declared column names the profile file, not the transactions.
+    let (tx, _) = write_join_fixture(&fixture);
+    let profile = fixture.write(
+        "profile-no-age.csv",
+        b"id,name,email,gender,postcode,segment,notes\nC0,N,e@x.com,F,10087,gold,\n",
+    );
+    let mut with_profile = config(&fixture, transactions(csv_input(tx), None, 0.0));
+    with_profile.profile = Some(profile_source(csv_input(profile)));
+    let message = load_error(&with_profile);
+    assert!(
+        message.contains("profile-no-age.csv") && message.contains("'age'"),
+        "{message}"
     );
 }
 
@@ -288,6 +488,81 @@ fn bad_rows_are_rejected_with_file_row_and_column_and_redacted_ids() {
     let strict = transactions(csv_input(path), None, 0.1);
     let message = load_error(&config(&fixture, strict));
     assert!(message.contains("5 of 16 rows were rejected"), "{message}");
+}
+
+/// One distinctive value per detector, letters in mixed case, for the leak test below.
+const SEEDED_PII: [&str; 7] = [
+    "Zed.QuartzLeak@Example-Unique.org",
+    "+86 139 8765 4321",
+    "+1 (415) 555-0132",
+    "44030519880315123X",
+    "6228 4812 3456 7890 128",
+    "203.0.113.77",
+    "2001:DB8:BEEF::77",
+];
+
+#[test]
+fn pii_values_never_reach_reports_rejects_or_error_samples() {
+    let fixture = Fixture::new();
+    let mut text = String::from("cust,ts,amount,category,memo\n");
+    for (index, value) in SEEDED_PII.iter().enumerate() {
+        // In the free-text column, and in the category declared as a feature by mistake.
+        text.push_str(&format!(
+            "C-SECRET-{index},2024-03-0{},1.00,\"{value}\",\"note {value} end\"\n",
+            index + 1
+        ));
+        // In a timestamp and in an amount, where the row is rejected and its reason reported.
+        text.push_str(&format!("C-SECRET-{index},\"{value}\",1.00,books,\n"));
+        text.push_str(&format!("C-SECRET-{index},2024-03-09,\"{value}\",books,\n"));
+    }
+    let path = fixture.write("tx.csv", text.as_bytes());
+    let rejects = fixture.path("tx.rejects.csv");
+    let source = transactions(csv_input(path), Some(rejects.clone()), 0.7);
+    let data =
+        load_partner_data(&config(&fixture, source)).unwrap_or_else(|error| panic!("{error}"));
+    let report = &data.report.transactions;
+    let n_values = SEEDED_PII.len() as u64;
+    assert_eq!(
+        (report.rows_accepted, report.rows_rejected),
+        (n_values, 2 * n_values)
+    );
+    let deid = report
+        .deid
+        .as_ref()
+        .unwrap_or_else(|| panic!("no deid report"));
+    for column in ["memo", "category"] {
+        let total = deid
+            .pii_hits_per_column
+            .get(column)
+            .map_or(0, |counts| counts.total());
+        assert_eq!(total, n_values, "every seeded value counted in {column}");
+    }
+
+    let mut outputs = vec![
+        data.report.to_string(),
+        serde_json::to_string(&data.report).unwrap_or_else(|error| panic!("{error}")),
+        format!("{:?}", data.report),
+        std::fs::read_to_string(&rejects).unwrap_or_else(|error| panic!("rejects: {error}")),
+    ];
+    for name in [REPORT_JSON, REPORT_TEXT, AUDITOR_SUMMARY] {
+        let path = fixture.path("state/report").join(name);
+        outputs
+            .push(std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{name}: {error}")));
+    }
+    for value in SEEDED_PII {
+        let mut forms = vec![value.to_owned(), value.to_lowercase(), value.to_uppercase()];
+        // The bare digits too, for numbers long enough not to occur by chance in counts.
+        let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() >= 8 {
+            forms.push(digits);
+        }
+        for form in forms {
+            for output in &outputs {
+                assert!(!output.contains(&form), "{form:?} leaked into:\n{output}");
+            }
+        }
+    }
+    assert!(outputs.iter().all(|output| !output.contains("SECRET")));
 }
 
 fn profile_source(input: Input) -> SourceConfig {
