@@ -10,7 +10,7 @@ mod common;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use common::{NameCodec, TestJob, engine_config, synthetic_snapshot};
+use common::{FEDADAM, Federation, NameCodec, TestJob, engine_config, plan, synthetic_snapshot};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use veil_federation::Engine;
 use veil_federation::store::JobStore;
@@ -76,6 +76,72 @@ fn recovery(criterion: &mut Criterion) {
             size / 1_000_000
         );
     }
+
+    // FedAdam keeps two f64 moments of model size in the optimiser state,
+    // which is CBOR: take two real states from an engine, after rounds 1 and 2.
+    let parameters = 1_000_000;
+    let mut federation = Federation::new(Engine::new(engine_config()), 3);
+    let mut ignore = |_| {};
+    let job = federation.start(plan(parameters, 3, 3, FEDADAM), "fedadam", &mut ignore);
+    let mut after_round = Vec::new();
+    for _ in 0..40 {
+        let completed = federation
+            .engine
+            .status(&job)
+            .map(|status| status.completed_rounds)
+            .unwrap_or(0);
+        if completed as usize > after_round.len() {
+            after_round.push(
+                federation
+                    .engine
+                    .snapshot(&job)
+                    .unwrap_or_else(|error| panic!("{error}")),
+            );
+        }
+        if after_round.len() == 2 {
+            break;
+        }
+        federation.tick(&mut ignore);
+    }
+    let [first, mut second] =
+        <[_; 2]>::try_from(after_round).unwrap_or_else(|_| panic!("two rounds"));
+    // Same version, so toggling between them rewrites rather than rewinds.
+    second.model_version = first.model_version;
+    let directory = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+    let path = directory.path().join("coordinator.sqlite");
+    let mut store = open(&path);
+    store
+        .save(&first)
+        .unwrap_or_else(|error| panic!("save: {error}"));
+    group.bench_function(
+        BenchmarkId::new("open_load_restore_fedadam", parameters),
+        |bencher| {
+            bencher.iter(|| {
+                let store = open(&path);
+                let snapshots = store.load_all().unwrap_or_else(|error| panic!("{error}"));
+                black_box(Engine::restore(engine_config(), snapshots))
+            });
+        },
+    );
+    let mut toggle = false;
+    group.bench_function(
+        BenchmarkId::new("save_new_model_and_moments_fedadam", parameters),
+        |bencher| {
+            bencher.iter(|| {
+                toggle = !toggle;
+                let snapshot = if toggle { &second } else { &first };
+                store
+                    .save(snapshot)
+                    .unwrap_or_else(|error| panic!("{error}"));
+            });
+        },
+    );
+    group.bench_function(
+        BenchmarkId::new("save_same_model_fedadam", parameters),
+        |bencher| {
+            bencher.iter(|| store.save(&first).unwrap_or_else(|error| panic!("{error}")));
+        },
+    );
     group.finish();
 }
 

@@ -1,12 +1,12 @@
 //! [`SqliteJobStore`]: the engine's [`JobStore`] in one SQLite file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use veil_federation::store::{JobStore, StoreError};
-use veil_federation::{JobPlan, JobSnapshot, RoundRecord, ServerOptimizer};
+use veil_federation::{JobPlan, JobSnapshot, JobState, RoundRecord, ServerOptimizer};
 use veil_sqlite_db::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
 use veil_sqlite_db::{Migrated, open};
 
@@ -33,6 +33,13 @@ pub struct SqliteJobStore<D> {
     path: PathBuf,
     /// What opening did to the schema, for the coordinator's start-up log.
     migrated: Migrated,
+    /// The optimiser state last committed for each unfinished job. FedAdam's
+    /// moments are two f64 vectors of model size whose CBOR encoding costs
+    /// about 100 ms at 10^6 parameters, and they change only with the model
+    /// (one save in three), so an equal state is neither encoded nor written
+    /// again. Only this store writes the file (one coordinator; see
+    /// docs/coordinator-state.md), so the cache cannot go stale.
+    committed_optimizers: HashMap<String, ServerOptimizer>,
 }
 
 impl<D> std::fmt::Debug for SqliteJobStore<D> {
@@ -56,7 +63,8 @@ struct EncodedSnapshot<'a> {
     cursor_phase: &'static str,
     model_version: u32,
     parameters: Vec<u8>,
-    optimizer: Vec<u8>,
+    /// `None` when equal to the committed state.
+    optimizer: Option<Vec<u8>>,
     feature_statistics: Option<Vec<u8>>,
     pending_train: Option<Vec<u8>>,
     /// `(round, record)` in history order.
@@ -67,6 +75,7 @@ impl<'a> EncodedSnapshot<'a> {
     fn new<D>(
         snapshot: &'a JobSnapshot<D>,
         codec: &dyn DescriptorCodec<D>,
+        committed_optimizer: Option<&ServerOptimizer>,
     ) -> Result<Self, JobStoreError> {
         let job = snapshot.id.as_str();
         let invalid = |reason: String| JobStoreError::InvalidSnapshot {
@@ -103,7 +112,11 @@ impl<'a> EncodedSnapshot<'a> {
             cursor_phase: phase_name(cursor_phase),
             model_version: snapshot.model_version,
             parameters: f32_blob(&snapshot.global),
-            optimizer: cbor("optimizer state", to_cbor(&snapshot.optimizer))?,
+            optimizer: if committed_optimizer == Some(&snapshot.optimizer) {
+                None
+            } else {
+                Some(cbor("optimizer state", to_cbor(&snapshot.optimizer))?)
+            },
             feature_statistics: snapshot
                 .feature_statistics
                 .as_deref()
@@ -140,6 +153,7 @@ impl<D> SqliteJobStore<D> {
             codec: Box::new(codec),
             path: path.to_path_buf(),
             migrated,
+            committed_optimizers: HashMap::new(),
         })
     }
 
@@ -161,7 +175,11 @@ impl<D> SqliteJobStore<D> {
     /// its history are removed, so the stored job is exactly this snapshot
     /// even when a job id is reused or a job is rewound.
     pub fn save_snapshot(&mut self, snapshot: &JobSnapshot<D>) -> Result<(), JobStoreError> {
-        let encoded = EncodedSnapshot::new(snapshot, self.codec.as_ref())?;
+        let encoded = EncodedSnapshot::new(
+            snapshot,
+            self.codec.as_ref(),
+            self.committed_optimizers.get(&snapshot.id),
+        )?;
         let job = encoded.job;
         let path = &self.path;
         let sqlite = |step: &'static str| {
@@ -213,14 +231,16 @@ impl<D> SqliteJobStore<D> {
         // (phase opened, evaluation done) leave the model as it was, and the
         // comparison reads pages SQLite caches instead of appending megabytes
         // to the WAL.
-        transaction
-            .execute(
-                "INSERT INTO optimizer_states (job_id, state) VALUES (?1, ?2)
-                 ON CONFLICT (job_id) DO UPDATE SET state = excluded.state
-                     WHERE state IS NOT excluded.state",
-                params![job, encoded.optimizer],
-            )
-            .map_err(sqlite("writing the optimiser state"))?;
+        if let Some(optimizer) = &encoded.optimizer {
+            transaction
+                .execute(
+                    "INSERT INTO optimizer_states (job_id, state) VALUES (?1, ?2)
+                     ON CONFLICT (job_id) DO UPDATE SET state = excluded.state
+                         WHERE state IS NOT excluded.state",
+                    params![job, optimizer],
+                )
+                .map_err(sqlite("writing the optimiser state"))?;
+        }
         transaction
             .execute(
                 "INSERT INTO model_checkpoints (job_id, model_version, parameters, saved_at_unix_ms)
@@ -276,7 +296,19 @@ impl<D> SqliteJobStore<D> {
         }
         transaction
             .commit()
-            .map_err(sqlite("committing the transaction"))
+            .map_err(sqlite("committing the transaction"))?;
+        // A finished job is not saved again; do not hold its state.
+        let finished = matches!(
+            snapshot.state,
+            JobState::Succeeded | JobState::Failed { .. } | JobState::Cancelled
+        );
+        if finished {
+            self.committed_optimizers.remove(&snapshot.id);
+        } else if encoded.optimizer.is_some() {
+            self.committed_optimizers
+                .insert(snapshot.id.clone(), snapshot.optimizer.clone());
+        }
+        Ok(())
     }
 
     /// Every stored job, read in one transaction so the tables agree, in

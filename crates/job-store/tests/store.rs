@@ -87,7 +87,6 @@ fn every_snapshot_a_job_goes_through_reads_back_equal() {
     let mut federation = Federation::new(Engine::new(engine_config()), 3);
     let job = federation.start(plan(16, 3, 3, FEDADAM), "fedadam job", &mut commit);
     assert_eq!(federation.run(&job, 100, &mut commit), JobState::Succeeded);
-    drop(commit);
     for expected in [
         "Pending",
         "running (0, FeatureStats)",
@@ -152,7 +151,6 @@ fn failed_cancelled_and_secure_jobs_read_back_equal() {
         )
         .unwrap_or_else(|error| panic!("{error}"));
     federation.commit_events(&mut commit);
-    drop(commit);
     let expected: Vec<_> = [&failed, &cancelled, &secure]
         .into_iter()
         .map(|job| {
@@ -256,7 +254,6 @@ fn a_reopened_store_resumes_the_job_to_the_result_of_an_uninterrupted_run() {
         }
         first.tick(&mut commit);
     }
-    drop(commit);
     drop(first);
     drop(store);
 

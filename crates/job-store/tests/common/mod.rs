@@ -86,7 +86,7 @@ pub fn round_record(round: u32) -> RoundRecord {
         train_statistics: vec![0.25 * f64::from(round), 7.0],
         evaluate_participants: 3,
         evaluate_statistics: vec![f64::from(round) / 3.0, 90.0],
-        dropped: if round % 4 == 0 {
+        dropped: if round.is_multiple_of(4) {
             vec![format!("node-{round}")]
         } else {
             Vec::new()
