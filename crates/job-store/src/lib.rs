@@ -40,7 +40,8 @@
 //! one read transaction, so it never sees half a save either.
 //!
 //! Encoding happens before the write lock is taken; blobs that did not
-//! change (the model, two saves in three) are compared, not rewritten.
+//! change (the model, two saves in three) are compared, not rewritten, and an
+//! optimiser state equal to the last committed one is not even re-encoded.
 //!
 //! What this crate does *not* do: it decides nothing about when to save (the
 //! coordinator saves at each engine event), keeps no privacy ledger
