@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use veil_federation::store::{JobStore, StoreError};
 use veil_federation::{JobPlan, JobSnapshot, JobState, RoundRecord, ServerOptimizer};
-use veil_sqlite_db::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
+use veil_sqlite_db::rusqlite::{
+    self, Connection, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use veil_sqlite_db::{Migrated, open};
 
 use crate::codec::DescriptorCodec;
@@ -129,6 +131,120 @@ impl<'a> EncodedSnapshot<'a> {
             rounds,
         })
     }
+
+    /// Writes the snapshot inside `transaction`, in the order the crate docs
+    /// describe; the caller commits.
+    fn write(&self, transaction: &Transaction<'_>, now: i64) -> Result<(), FailedStep> {
+        // An upsert, never INSERT OR REPLACE: replacing would delete the row
+        // and cascade to the job's checkpoints and rounds.
+        transaction
+            .execute(
+                "INSERT INTO jobs (job_id, descriptor, plan, state, failure_reason, cursor_round,
+                     cursor_phase, model_version, feature_statistics, pending_train,
+                     updated_at_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (job_id) DO UPDATE SET
+                     descriptor = excluded.descriptor, plan = excluded.plan,
+                     state = excluded.state, failure_reason = excluded.failure_reason,
+                     cursor_round = excluded.cursor_round, cursor_phase = excluded.cursor_phase,
+                     model_version = excluded.model_version,
+                     feature_statistics = excluded.feature_statistics,
+                     pending_train = excluded.pending_train,
+                     updated_at_unix_ms = excluded.updated_at_unix_ms",
+                params![
+                    self.job,
+                    self.descriptor,
+                    self.plan,
+                    self.state,
+                    self.failure_reason,
+                    self.cursor_round,
+                    self.cursor_phase,
+                    self.model_version,
+                    self.feature_statistics,
+                    self.pending_train,
+                    now,
+                ],
+            )
+            .map_err(failed("writing the job row"))?;
+        // Large blobs are written only when they changed: two saves in three
+        // (phase opened, evaluation done) leave the model as it was, and the
+        // comparison reads pages SQLite caches instead of appending megabytes
+        // to the WAL.
+        if let Some(optimizer) = &self.optimizer {
+            transaction
+                .execute(
+                    "INSERT INTO optimizer_states (job_id, state) VALUES (?1, ?2)
+                     ON CONFLICT (job_id) DO UPDATE SET state = excluded.state
+                         WHERE state IS NOT excluded.state",
+                    params![self.job, optimizer],
+                )
+                .map_err(failed("writing the optimiser state"))?;
+        }
+        transaction
+            .execute(
+                "INSERT INTO model_checkpoints (job_id, model_version, parameters, saved_at_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (job_id, model_version) DO UPDATE SET
+                     parameters = excluded.parameters, saved_at_unix_ms = excluded.saved_at_unix_ms
+                     WHERE parameters IS NOT excluded.parameters",
+                params![self.job, self.model_version, self.parameters, now],
+            )
+            .map_err(failed("writing the model checkpoint"))?;
+        transaction
+            .execute(
+                "DELETE FROM model_checkpoints WHERE job_id = ?1 AND model_version > ?2",
+                params![self.job, self.model_version],
+            )
+            .map_err(failed("removing checkpoints newer than the snapshot"))?;
+        let mut upsert_round = transaction
+            .prepare(
+                "INSERT INTO rounds (job_id, round, model_version, record, saved_at_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (job_id, round) DO UPDATE SET
+                     model_version = excluded.model_version, record = excluded.record,
+                     saved_at_unix_ms = excluded.saved_at_unix_ms
+                     WHERE record IS NOT excluded.record",
+            )
+            .map_err(failed("preparing the round write"))?;
+        for (round, record) in &self.rounds {
+            upsert_round
+                .execute(params![self.job, round, self.model_version, record, now])
+                .map_err(failed("writing a round record"))?;
+        }
+        let kept: BTreeSet<u32> = self.rounds.iter().map(|(round, _)| *round).collect();
+        let stored: Vec<i64> = transaction
+            .prepare("SELECT round FROM rounds WHERE job_id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![self.job], |row| row.get(0))?
+                    .collect()
+            })
+            .map_err(failed("listing stored rounds"))?;
+        let mut delete_round = transaction
+            .prepare("DELETE FROM rounds WHERE job_id = ?1 AND round = ?2")
+            .map_err(failed("preparing the round removal"))?;
+        for round in stored {
+            let in_history = u32::try_from(round).is_ok_and(|round| kept.contains(&round));
+            if !in_history {
+                delete_round
+                    .execute(params![self.job, round])
+                    .map_err(failed("removing a round the snapshot does not have"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The statement of a save that SQLite refused.
+struct FailedStep {
+    /// What the save was doing, for the error message.
+    step: &'static str,
+    source: rusqlite::Error,
+}
+
+/// Names the step for an error of SQLite.
+fn failed(step: &'static str) -> impl FnOnce(rusqlite::Error) -> FailedStep {
+    move |source| FailedStep { step, source }
 }
 
 /// Milliseconds since the Unix epoch, for the `*_at_unix_ms` columns; they
@@ -189,111 +305,15 @@ impl<D> SqliteJobStore<D> {
                 source,
             }
         };
-        let now = unix_millis_now();
         // Immediate: take the write lock at BEGIN, so the transaction never
         // has to upgrade a read lock and fail with SQLITE_BUSY half-way.
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite("beginning the transaction"))?;
-        // An upsert, never INSERT OR REPLACE: replacing would delete the row
-        // and cascade to the job's checkpoints and rounds.
-        transaction
-            .execute(
-                "INSERT INTO jobs (job_id, descriptor, plan, state, failure_reason, cursor_round,
-                     cursor_phase, model_version, feature_statistics, pending_train,
-                     updated_at_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (job_id) DO UPDATE SET
-                     descriptor = excluded.descriptor, plan = excluded.plan,
-                     state = excluded.state, failure_reason = excluded.failure_reason,
-                     cursor_round = excluded.cursor_round, cursor_phase = excluded.cursor_phase,
-                     model_version = excluded.model_version,
-                     feature_statistics = excluded.feature_statistics,
-                     pending_train = excluded.pending_train,
-                     updated_at_unix_ms = excluded.updated_at_unix_ms",
-                params![
-                    job,
-                    encoded.descriptor,
-                    encoded.plan,
-                    encoded.state,
-                    encoded.failure_reason,
-                    encoded.cursor_round,
-                    encoded.cursor_phase,
-                    encoded.model_version,
-                    encoded.feature_statistics,
-                    encoded.pending_train,
-                    now,
-                ],
-            )
-            .map_err(sqlite("writing the job row"))?;
-        // Large blobs are written only when they changed: two saves in three
-        // (phase opened, evaluation done) leave the model as it was, and the
-        // comparison reads pages SQLite caches instead of appending megabytes
-        // to the WAL.
-        if let Some(optimizer) = &encoded.optimizer {
-            transaction
-                .execute(
-                    "INSERT INTO optimizer_states (job_id, state) VALUES (?1, ?2)
-                     ON CONFLICT (job_id) DO UPDATE SET state = excluded.state
-                         WHERE state IS NOT excluded.state",
-                    params![job, optimizer],
-                )
-                .map_err(sqlite("writing the optimiser state"))?;
-        }
-        transaction
-            .execute(
-                "INSERT INTO model_checkpoints (job_id, model_version, parameters, saved_at_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (job_id, model_version) DO UPDATE SET
-                     parameters = excluded.parameters, saved_at_unix_ms = excluded.saved_at_unix_ms
-                     WHERE parameters IS NOT excluded.parameters",
-                params![job, encoded.model_version, encoded.parameters, now],
-            )
-            .map_err(sqlite("writing the model checkpoint"))?;
-        transaction
-            .execute(
-                "DELETE FROM model_checkpoints WHERE job_id = ?1 AND model_version > ?2",
-                params![job, encoded.model_version],
-            )
-            .map_err(sqlite("removing checkpoints newer than the snapshot"))?;
-        {
-            let mut upsert_round = transaction
-                .prepare(
-                    "INSERT INTO rounds (job_id, round, model_version, record, saved_at_unix_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (job_id, round) DO UPDATE SET
-                         model_version = excluded.model_version, record = excluded.record,
-                         saved_at_unix_ms = excluded.saved_at_unix_ms
-                         WHERE record IS NOT excluded.record",
-                )
-                .map_err(sqlite("preparing the round write"))?;
-            for (round, record) in &encoded.rounds {
-                upsert_round
-                    .execute(params![job, round, encoded.model_version, record, now])
-                    .map_err(sqlite("writing a round record"))?;
-            }
-            let kept: BTreeSet<u32> = encoded.rounds.iter().map(|(round, _)| *round).collect();
-            let stored: Vec<i64> = transaction
-                .prepare("SELECT round FROM rounds WHERE job_id = ?1")
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![job], |row| row.get(0))?
-                        .collect()
-                })
-                .map_err(sqlite("listing stored rounds"))?;
-            let mut delete_round = transaction
-                .prepare("DELETE FROM rounds WHERE job_id = ?1 AND round = ?2")
-                .map_err(sqlite("preparing the round removal"))?;
-            for round in stored {
-                let in_history = u32::try_from(round).is_ok_and(|round| kept.contains(&round));
-                if !in_history {
-                    delete_round
-                        .execute(params![job, round])
-                        .map_err(sqlite("removing a round the snapshot does not have"))?;
-                }
-            }
-        }
+        encoded
+            .write(&transaction, unix_millis_now())
+            .map_err(|FailedStep { step, source }| sqlite(step)(source))?;
         transaction
             .commit()
             .map_err(sqlite("committing the transaction"))?;
