@@ -213,6 +213,11 @@ impl Accumulator {
         }
     }
 
+    /// The weighted vector sum, for adding central noise before it is used.
+    pub fn weighted_vector_sum_mut(&mut self) -> &mut [f64] {
+        &mut self.weighted_vector_sum
+    }
+
     /// Number of replies folded in.
     pub fn replies(&self) -> u32 {
         self.replies

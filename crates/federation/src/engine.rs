@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::aggregate::{Accumulator, RejectReason};
+use rand_chacha::ChaCha20Rng;
+
 use crate::plan::{AggregationMode, JobPlan, PlanError};
+use crate::privacy::{PartnerPrivacy, add_central_noise, clip_update};
 use crate::secure::{SecureRound, SecureStep, SecureTask, StepOutcome};
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
@@ -285,6 +288,14 @@ pub enum EventKind {
         reason: String,
     },
     RoundCompleted(RoundRecord),
+    /// The coordinator refused to run a round (its privacy budget would be
+    /// exceeded); the job ends with the rounds already completed.
+    RoundRefused {
+        /// The round that did not run.
+        round: u32,
+        /// Why, naming the partner and the budget.
+        reason: String,
+    },
     /// Every round completed.
     Succeeded,
     /// The job failed.
@@ -422,6 +433,9 @@ pub struct Engine<D> {
     jobs: BTreeMap<JobId, Job<D>>,
     events: VecDeque<EngineEvent>,
     next_job_number: u64,
+    /// Central-mode Gaussian noise: ChaCha20 keyed from the OS by the caller
+    /// (seeded only in tests). Without it, central-noise jobs fail closed.
+    noise: Option<ChaCha20Rng>,
 }
 
 impl<D: Clone> Engine<D> {
@@ -433,7 +447,45 @@ impl<D: Clone> Engine<D> {
             jobs: BTreeMap::new(),
             events: VecDeque::new(),
             next_job_number: 1,
+            noise: None,
         }
+    }
+
+    /// Gives the engine its generator for central-mode noise.
+    pub fn set_noise_source(&mut self, rng: ChaCha20Rng) {
+        self.noise = Some(rng);
+    }
+
+    /// Refuses to run `round` of a running job, whose training phase may just
+    /// have opened: nothing of the round has been released. The job ends as
+    /// succeeded with the rounds it completed, or fails if it completed none.
+    pub fn refuse_round(
+        &mut self,
+        job: &str,
+        round: u32,
+        reason: String,
+        now: Instant,
+    ) -> Result<JobStatus, EngineError> {
+        let entry = self.job_mut(job)?;
+        if entry.durable.state != JobState::Running || entry.durable.cursor.0 != round {
+            return Err(wrong_state(&entry.durable, "refuse a round of"));
+        }
+        entry.open = None;
+        let completed = entry.durable.history.len();
+        let end = if completed > 0 {
+            entry.durable.state = JobState::Succeeded;
+            EventKind::Succeeded
+        } else {
+            let reason = format!("round {round} refused: {reason}");
+            entry.durable.state = JobState::Failed {
+                reason: reason.clone(),
+            };
+            EventKind::Failed { reason }
+        };
+        self.emit(job, EventKind::RoundRefused { round, reason });
+        self.emit(job, end);
+        self.drive(now);
+        self.status(job)
     }
 
     /// An engine resuming the given jobs from their snapshots. Open phases
@@ -804,7 +856,25 @@ impl<D: Clone> Engine<D> {
                 }
                 let shape = durable.plan.reply_shape(key.phase);
                 Accumulator::validate(shape, *weight, statistics, vector)?;
-                accumulator.add(*weight, statistics, vector);
+                match durable.plan.partner_privacy {
+                    // The trusted coordinator bounds each partner's influence
+                    // itself before adding central noise.
+                    PartnerPrivacy::Central {
+                        clip_norm,
+                        max_weight,
+                        ..
+                    } if !vector.is_empty() => {
+                        let mut clipped = vector.clone();
+                        clip_update(&mut clipped, clip_norm).map_err(|_| {
+                            RejectReason::NonFinite {
+                                what: "model delta",
+                                index: 0,
+                            }
+                        })?;
+                        accumulator.add(weight.min(max_weight), statistics, &clipped);
+                    }
+                    _ => accumulator.add(*weight, statistics, vector),
+                }
                 open.replied.insert(node.to_owned());
             }
             (
@@ -868,6 +938,7 @@ impl<D: Clone> Engine<D> {
         if job.durable.state != JobState::Running {
             return false;
         }
+        let noise = &mut self.noise;
         let mut events = std::mem::take(&mut job.pending_events);
         let changed = match &mut job.open {
             Some(OpenPhase {
@@ -889,7 +960,7 @@ impl<D: Clone> Engine<D> {
                             });
                         }
                         StepOutcome::Finished { sums, contributors } => {
-                            finish_secure_phase(job, sums, contributors, &mut events);
+                            finish_secure_phase(job, sums, contributors, noise, &mut events);
                         }
                         StepOutcome::Failed(reason) => {
                             fail_secure_attempt(job, reason, &mut events);
@@ -903,7 +974,7 @@ impl<D: Clone> Engine<D> {
             Some(open) => {
                 let everyone_replied = open.replied.len() == open.invited.len();
                 if everyone_replied || now >= open.deadline {
-                    close_phase(job, &live, now, &mut events);
+                    close_phase(job, &live, now, noise, &mut events);
                     true
                 } else {
                     false
@@ -1062,6 +1133,7 @@ fn open_phase<D>(
                 cohort,
                 shape,
                 settings,
+                &plan.partner_privacy,
                 deadline,
             ) {
                 Ok(secure) => PhaseAggregation::Secure(Box::new(secure)),
@@ -1098,6 +1170,7 @@ fn finish_secure_phase<D>(
     job: &mut Job<D>,
     sums: Accumulator,
     contributors: Vec<NodeId>,
+    noise: &mut Option<ChaCha20Rng>,
     events: &mut Vec<EventKind>,
 ) {
     let minimum = job.durable.plan.min_participants as usize;
@@ -1118,7 +1191,7 @@ fn finish_secure_phase<D>(
         .filter(|node| !contributors.contains(node))
         .cloned()
         .collect();
-    complete_phase(job, sums, dropped, events);
+    complete_phase(job, sums, dropped, noise, events);
 }
 
 /// A secure instance failed: retry the phase with a fresh instance, or fail
@@ -1147,7 +1220,13 @@ fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<Eve
     }
 }
 
-fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut Vec<EventKind>) {
+fn close_phase<D>(
+    job: &mut Job<D>,
+    live: &[NodeId],
+    now: Instant,
+    noise: &mut Option<ChaCha20Rng>,
+    events: &mut Vec<EventKind>,
+) {
     let Some(mut open) = job.open.take() else {
         return;
     };
@@ -1194,19 +1273,49 @@ fn close_phase<D>(job: &mut Job<D>, live: &[NodeId], now: Instant, events: &mut 
     let PhaseAggregation::Plain(accumulator) = open.aggregation else {
         return;
     };
-    complete_phase(job, accumulator, dropped, events);
+    complete_phase(job, accumulator, dropped, noise, events);
 }
 
 /// Applies a completed phase's sums and moves the cursor on.
 fn complete_phase<D>(
     job: &mut Job<D>,
-    accumulator: Accumulator,
+    mut accumulator: Accumulator,
     dropped: Vec<NodeId>,
+    noise: &mut Option<ChaCha20Rng>,
     events: &mut Vec<EventKind>,
 ) {
     job.failed_attempts = 0;
     let durable = &mut job.durable;
     let (round, phase) = durable.cursor;
+    if let (
+        Phase::Train,
+        PartnerPrivacy::Central {
+            noise_multiplier,
+            clip_norm,
+            max_weight,
+        },
+    ) = (phase, durable.plan.partner_privacy)
+    {
+        let added = match noise.as_mut() {
+            Some(rng) => add_central_noise(
+                accumulator.weighted_vector_sum_mut(),
+                noise_multiplier,
+                clip_norm,
+                max_weight,
+                rng,
+            ),
+            None => Err(crate::privacy::PartnerPrivacyError::NoNoiseSource),
+        };
+        if let Err(error) = added {
+            // Fail closed: a noiseless aggregate must never become the model.
+            let reason = format!("round {round}: {error}");
+            durable.state = JobState::Failed {
+                reason: reason.clone(),
+            };
+            events.push(EventKind::Failed { reason });
+            return;
+        }
+    }
     let replies = accumulator.replies();
     events.push(EventKind::PhaseCompleted {
         round,

@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod engine;
 pub mod participant;
 pub mod plan;
+pub mod privacy;
 pub mod secure;
 pub mod store;
 pub mod strategy;
@@ -26,6 +27,7 @@ pub use engine::{
     Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
 pub use plan::{AggregationMode, JobPlan, PhaseTimeouts, PlanError};
+pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
 pub use participant::{ParticipantError, SecureParticipant};
 pub use secure::{ReplyEncoding, SecureSettings, SecureStep, SecureTask};
 pub use strategy::{ServerOptimizer, Strategy};

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::aggregate::ExpectedShape;
 use crate::engine::Phase;
+use crate::privacy::{PartnerPrivacy, PartnerPrivacyError};
 use crate::secure::{MIN_SECURE_COHORT, SecureSettings};
 use crate::strategy::Strategy;
 
@@ -66,6 +67,8 @@ pub struct JobPlan {
     pub max_phase_attempts: u32,
     /// Plain or secure aggregation, with the secure parameters.
     pub aggregation: AggregationMode,
+    /// Partner-level differential privacy of each round's aggregate.
+    pub partner_privacy: PartnerPrivacy,
 }
 
 /// A job plan that cannot run, naming the offending field.
@@ -112,6 +115,9 @@ pub enum PlanError {
         /// The accepted range.
         expected: &'static str,
     },
+    /// The partner-level privacy settings cannot be used.
+    #[error(transparent)]
+    PartnerPrivacy(#[from] PartnerPrivacyError),
     #[error("initial model has {actual} parameters, the plan says {expected}")]
     InitialModelShape {
         /// Declared length.
@@ -178,6 +184,12 @@ impl JobPlan {
         }
         if let AggregationMode::Secure(settings) = &self.aggregation {
             validate_secure(settings, self.min_participants)?;
+        }
+        self.partner_privacy.validate()?;
+        if matches!(self.partner_privacy, PartnerPrivacy::Distributed { .. })
+            && self.aggregation == AggregationMode::Plain
+        {
+            return Err(PartnerPrivacyError::DistributedNeedsSecure.into());
         }
         self.strategy.validate()
     }

@@ -19,8 +19,12 @@ use veil_secagg::{
     choose_neighbour_parameters,
 };
 
+use veil_accounting::DistributedDiscreteGaussian;
+use veil_dp_noise::DiscreteGaussian;
+
 use crate::aggregate::{Accumulator, ExpectedShape, RejectReason};
 use crate::engine::Phase;
+use crate::privacy::{PartnerPrivacy, PartnerPrivacyError, clip_update, distributed_mechanism};
 use crate::{JobId, NodeId};
 
 /// Fraction of a round's cohort assumed to collude with the coordinator when
@@ -116,6 +120,9 @@ pub enum SecureEncodingError {
         /// Actual length.
         actual: usize,
     },
+    /// Partner-level privacy cannot be applied as configured.
+    #[error(transparent)]
+    Privacy(#[from] PartnerPrivacyError),
     /// The modulus leaves too few bits per value for this cohort.
     #[error("{modulus_bits}-bit sums over {cohort} nodes leave no room for values")]
     ModulusTooSmall {
@@ -137,6 +144,11 @@ pub enum SecureEncodingError {
 ///   split into `limbs` limbs of `value_bits` bits. Each limb's sum over the
 ///   cohort fits in b bits, so the exact integer total is recovered from the
 ///   limb sums without carries being lost.
+/// - With distributed partner-level DP the weighted vector is first clipped
+///   to ℓ2 norm C, encoded into fewer `vector_bits` (leaving headroom for the
+///   noise), and discrete Gaussian noise is added to the integers before
+///   masking. The sum is decoded centred and modulo 2^b (Kairouz et al.
+///   2021), so a noise excursion past the headroom wraps instead of biasing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplyEncoding {
     /// Coordinates of the model vector (0 outside training).
@@ -147,10 +159,34 @@ pub struct ReplyEncoding {
     pub value_bits: u32,
     /// Limbs per statistic.
     pub limbs: usize,
+    /// Bits per encoded model coordinate (`value_bits` less the noise headroom).
+    pub vector_bits: u32,
+    /// b: sums live in Z_{2^b}.
+    pub modulus_bits: u32,
     /// Per-coordinate clip of the weighted vector.
     pub clip_range: f32,
     /// Weight cap.
     pub max_weight: f64,
+    /// ℓ2 bound of the weighted vector, when partner-level DP applies.
+    pub update_clip_norm: Option<f64>,
+    /// The noise each node adds, when partner-level DP is distributed.
+    pub distributed: Option<DistributedDiscreteGaussian>,
+}
+
+/// How many surviving neighbours a secure round of `cohort` nodes needs:
+/// the reconstruction threshold t of its SecAgg+ graph. The released sum
+/// always contains at least t nodes' inputs, which is what distributed noise
+/// is calibrated for.
+pub fn cohort_threshold(cohort: usize, settings: &SecureSettings) -> Result<usize, String> {
+    choose_neighbour_parameters(&GraphRequirements {
+        n_clients: cohort,
+        dropout_rate: settings.dropout_rate,
+        corrupt_fraction: CORRUPT_FRACTION,
+        security_bits: SECURITY_BITS,
+        correctness_bits: CORRECTNESS_BITS,
+    })
+    .map(|graph| graph.reconstruction_threshold)
+    .map_err(|error| error.to_string())
 }
 
 impl ReplyEncoding {
@@ -161,6 +197,7 @@ impl ReplyEncoding {
         statistics_len: usize,
         cohort: usize,
         settings: &SecureSettings,
+        privacy: &PartnerPrivacy,
     ) -> Result<Self, SecureEncodingError> {
         let value_bits = veil_secagg::value_bits_for_sum(cohort, settings.modulus_bits)
             .ok()
@@ -170,14 +207,74 @@ impl ReplyEncoding {
                 cohort,
             })?;
         let limbs = STATISTIC_TOTAL_BITS.div_ceil(value_bits) as usize;
+        let too_small = SecureEncodingError::ModulusTooSmall {
+            modulus_bits: settings.modulus_bits,
+            cohort,
+        };
+        let (vector_bits, distributed) = match *privacy {
+            PartnerPrivacy::Distributed {
+                noise_multiplier,
+                clip_norm,
+            } if vector_len > 0 => {
+                let threshold = cohort_threshold(cohort, settings)
+                    .map_err(PartnerPrivacyError::Accounting)?;
+                // Each node deviates from the centre by at most half the
+                // levels; the summed noise (of up to `cohort` nodes, each
+                // calibrated for t) gets eight standard deviations on top.
+                let noise_span = 8.0
+                    * (cohort as f64 / threshold as f64).sqrt()
+                    * noise_multiplier
+                    * clip_norm
+                    / f64::from(settings.clip_range);
+                let spare_bits = (cohort as f64 + noise_span).log2().ceil();
+                // Finer levels than the noise needs buy nothing, and the exact
+                // sampler takes σ ≤ 2^16: aim for σ_node ≈ 2^15 integer units.
+                let noise_bits = (f64::from(1u32 << 16)
+                    * f64::from(settings.clip_range)
+                    * (threshold as f64).sqrt()
+                    / (noise_multiplier * clip_norm))
+                    .log2()
+                    .floor();
+                let bits = (f64::from(settings.modulus_bits) - spare_bits)
+                    .min(noise_bits)
+                    .min(f64::from(value_bits));
+                if bits < 8.0 {
+                    return Err(too_small);
+                }
+                let vector_bits = bits as u32;
+                let levels = f64::from((1u32 << vector_bits) - 1);
+                let granularity = 2.0 * f64::from(settings.clip_range) / levels;
+                let mechanism = distributed_mechanism(
+                    noise_multiplier,
+                    clip_norm,
+                    granularity,
+                    vector_len,
+                    threshold,
+                )?;
+                (vector_bits, Some(mechanism))
+            }
+            _ => (value_bits, None),
+        };
         Ok(ReplyEncoding {
             vector_len,
             statistics_len,
             value_bits,
             limbs,
+            vector_bits,
+            modulus_bits: settings.modulus_bits,
             clip_range: settings.clip_range,
             max_weight: settings.max_weight,
+            update_clip_norm: if vector_len > 0 {
+                privacy.clip_norm()
+            } else {
+                None
+            },
+            distributed,
         })
+    }
+
+    fn modulus_mask(&self) -> u32 {
+        u32::try_from((1u64 << self.modulus_bits) - 1).unwrap_or(u32::MAX)
     }
 
     /// Length of the encoded vector.
@@ -223,11 +320,14 @@ impl ReplyEncoding {
             });
         }
         let normalised_weight = (weight / self.max_weight).clamp(0.0, 1.0);
-        let weighted: Vec<f32> = vector
+        let mut weighted: Vec<f32> = vector
             .iter()
             .map(|&value| (f64::from(value) * normalised_weight) as f32)
             .collect();
-        let mut encoded = veil_secagg::encode(&weighted, self.clip_range, self.value_bits, rng)
+        if let Some(clip_norm) = self.update_clip_norm {
+            clip_update(&mut weighted, clip_norm)?;
+        }
+        let mut encoded = veil_secagg::encode(&weighted, self.clip_range, self.vector_bits, rng)
             .map_err(|error| match error {
                 veil_secagg::EncodingError::NonFiniteValue { index } => {
                     SecureEncodingError::NonFinite {
@@ -240,6 +340,15 @@ impl ReplyEncoding {
                     cohort: 0,
                 },
             })?;
+        if let Some(mechanism) = &self.distributed {
+            let noise = DiscreteGaussian::from_sigma(mechanism.node_sigma).map_err(|error| {
+                PartnerPrivacyError::Accounting(format!("node noise: {error}"))
+            })?;
+            let mask = self.modulus_mask();
+            for value in &mut encoded {
+                *value = value.wrapping_add(noise.sample(rng) as u32) & mask;
+            }
+        }
         encoded.reserve((1 + self.statistics_len) * self.limbs);
         // The weight itself travels exactly (capped, not normalised): example
         // counts are integers, and the fixed point keeps them exact.
@@ -307,15 +416,7 @@ impl ReplyEncoding {
             });
         }
         let (vector_part, statistics_part) = sum.split_at(self.vector_len);
-        let vector_sum = if self.vector_len == 0 {
-            Vec::new()
-        } else {
-            veil_secagg::decode_sum(vector_part, summed, self.clip_range, self.value_bits)
-                .map_err(|_| SecureEncodingError::ModulusTooSmall {
-                    modulus_bits: self.value_bits,
-                    cohort: summed,
-                })?
-        };
+        let vector_sum = self.decode_vector(vector_part, summed);
         let offset = self.statistic_offset() * summed as i128;
         let scale = f64::from(1u32 << STATISTIC_FRACTION_BITS);
         let scalars: Vec<f64> = statistics_part
@@ -332,7 +433,7 @@ impl ReplyEncoding {
         let weight_sum = scalars.first().copied().unwrap_or(0.0);
         let weighted_vector_sum = vector_sum
             .iter()
-            .map(|&value| f64::from(value) * self.max_weight)
+            .map(|&value| value * self.max_weight)
             .collect();
         Ok(Accumulator::from_sums(
             shape,
@@ -341,6 +442,28 @@ impl ReplyEncoding {
             scalars.get(1..).map(<[f64]>::to_vec).unwrap_or_default(),
             summed as u32,
         ))
+    }
+}
+
+impl ReplyEncoding {
+    /// The sum of the weighted vectors from the sum of their encodings:
+    /// each encoding is `(x + clip)·scale` (+ noise), so the summed offset
+    /// `summed·levels/2` is removed and the remainder read as a signed value
+    /// modulo 2^b. Without noise nothing wraps and this is exact decoding;
+    /// with noise an excursion beyond the headroom wraps around (modular
+    /// clipping, accounted as a rare large error) rather than saturating.
+    fn decode_vector(&self, sum: &[u32], summed: usize) -> Vec<f64> {
+        let levels = f64::from((1u32 << self.vector_bits) - 1);
+        let modulus = (1u64 << self.modulus_bits) as f64;
+        let centre = summed as f64 * levels / 2.0;
+        let step = 2.0 * f64::from(self.clip_range) / levels;
+        sum.iter()
+            .map(|&total| {
+                let mut offset = f64::from(total) - centre;
+                offset -= modulus * ((offset / modulus) + 0.5).floor();
+                offset * step
+            })
+            .collect()
     }
 }
 
@@ -428,6 +551,7 @@ impl SecureRound {
         cohort: Vec<(NodeId, [u8; 32])>,
         shape: ExpectedShape,
         settings: &SecureSettings,
+        privacy: &PartnerPrivacy,
         first_deadline: Instant,
     ) -> Result<Self, String> {
         let n = cohort.len();
@@ -437,7 +561,7 @@ impl SecureRound {
             ));
         }
         let encoding =
-            ReplyEncoding::new(shape.vector_len, shape.statistics_len, n, settings)
+            ReplyEncoding::new(shape.vector_len, shape.statistics_len, n, settings, privacy)
                 .map_err(|error| error.to_string())?;
         let graph = choose_neighbour_parameters(&GraphRequirements {
             n_clients: n,
@@ -751,7 +875,7 @@ mod tests {
             statistics_len: 3,
             positive_weight: true,
         };
-        let encoding = ReplyEncoding::new(3, 3, 5, &settings()).expect("encoding");
+        let encoding = ReplyEncoding::new(3, 3, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let replies = [
             (120.0, vec![1.5e13, -3.25, 0.0], vec![0.5f32, -0.25, 0.125]),
@@ -785,7 +909,7 @@ mod tests {
 
     #[test]
     fn out_of_range_statistics_are_refused_by_name() {
-        let encoding = ReplyEncoding::new(0, 1, 5, &settings()).expect("encoding");
+        let encoding = ReplyEncoding::new(0, 1, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let error = encoding
             .encode(1.0, &[1e30], &[], &mut rng)

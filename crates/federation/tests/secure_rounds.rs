@@ -12,7 +12,8 @@ use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_federation::secure::protocol_round_of;
 use veil_federation::{
-    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts,
+    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, PartnerPrivacy, Phase,
+    PhaseTimeouts,
     RejectReason, ReplyEncoding, ResultKey, SecureParticipant, SecureSettings, SecureStep,
     Strategy, Submission, SubmissionBody, TaskAssignment,
 };
@@ -68,6 +69,7 @@ fn plan(min: u32, rounds: u32, aggregation: AggregationMode) -> JobPlan {
         evaluate_statistics_len: 2,
         max_phase_attempts: 2,
         aggregation,
+        partner_privacy: Default::default(),
     }
 }
 
@@ -138,8 +140,15 @@ impl Federation {
     }
 
     fn answer(&mut self, index: usize, task: &TaskAssignment) -> Option<SubmissionBody> {
-        let secure = task.secure.as_ref()?;
         let node = &mut self.nodes[index];
+        let Some(secure) = task.secure.as_ref() else {
+            let (weight, statistics, vector) = Self::reply_of(node, task.phase);
+            return Some(SubmissionBody::Plain {
+                weight,
+                statistics,
+                vector,
+            });
+        };
         let key = (task.job.clone(), task.round, task.phase, secure.attempt);
         let dropping = matches!(node.behaviour, Behaviour::DropAt(step)
             if task.round == 1 && task.phase == Phase::Train && step <= secure.step);
@@ -162,7 +171,7 @@ impl Federation {
                 Phase::Evaluate => (0, plan.evaluate_statistics_len),
             };
             let encoding =
-                ReplyEncoding::new(shape.0, shape.1, secure.params.cohort().len(), settings)
+                ReplyEncoding::new(shape.0, shape.1, secure.params.cohort().len(), settings, &plan.partner_privacy)
                     .expect("encoding");
             let (weight, statistics, vector) = Self::reply_of(node, task.phase);
             let encoded = encoding
@@ -417,4 +426,170 @@ fn secure_plans_need_three_participants() {
         .submit_job(secure_plan(2, 1), (), vec![0.0; PARAMETERS], Instant::now())
         .expect_err("two is too few");
     assert!(error.to_string().contains("min_participants"), "{error}");
+}
+
+/// Runs `runs` one-round jobs of `plan` and returns, for every coordinate of
+/// every final model, its difference from `expected`: the noise released.
+fn released_noise(federation: &mut Federation, plan: &JobPlan, runs: usize, expected: f64) -> Vec<f64> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let job = federation.start(plan.clone());
+        assert_eq!(federation.run(&job), JobState::Succeeded);
+        let model = federation.engine.final_model(&job).expect("model");
+        samples.extend(model.iter().map(|value| f64::from(*value) - expected));
+    }
+    samples
+}
+
+fn standard_deviation(samples: &[f64]) -> (f64, f64) {
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    let variance =
+        samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (samples.len() - 1) as f64;
+    (mean, variance.sqrt())
+}
+
+#[test]
+fn distributed_noise_is_in_the_released_model_with_the_calibrated_deviation() {
+    let privacy = PartnerPrivacy::Distributed {
+        noise_multiplier: 0.5,
+        clip_norm: 1.0,
+    };
+    let mut job_plan = secure_plan(3, 1);
+    job_plan.partner_privacy = privacy;
+    let mut federation = Federation::new(&[Behaviour::Honest; 5]);
+    let noiseless = federation.fedavg(&[0, 1, 2, 3, 4]);
+    let samples = released_noise(&mut federation, &job_plan, 40, noiseless);
+    // Every node adds σ_node integer units; five nodes' noise is summed,
+    // scaled back by the granularity and the weight cap, and averaged over
+    // the total (uncapped here) weight.
+    let encoding = ReplyEncoding::new(PARAMETERS, 2, 5, &settings(), &privacy).expect("encoding");
+    let mechanism = encoding.distributed.expect("distributed noise configured");
+    let granularity = mechanism.encoding.granularity;
+    let total_weight: f64 = federation.nodes.iter().map(|node| node.weight).sum();
+    let expected_sigma =
+        5f64.sqrt() * mechanism.node_sigma * granularity * settings().max_weight / total_weight;
+    let (mean, sigma) = standard_deviation(&samples);
+    // 240 samples: the sample deviation is within 15% with overwhelming
+    // probability, and the mean within 5 standard errors.
+    assert!(
+        (sigma / expected_sigma - 1.0).abs() < 0.15,
+        "released noise σ {sigma} vs calibrated {expected_sigma}"
+    );
+    assert!(mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(), "bias {mean}");
+    // The calibration is for t survivors: their noise alone reaches z·Δ.
+    let threshold = mechanism.min_survivors as f64;
+    assert!(
+        threshold.sqrt() * mechanism.node_sigma * granularity >= 0.5 * 1.0,
+        "t = {threshold} nodes' noise must reach z·C"
+    );
+}
+
+#[test]
+fn central_noise_is_added_by_the_coordinator_and_fails_closed_without_a_source() {
+    let max_weight = 300.0;
+    let privacy = PartnerPrivacy::Central {
+        noise_multiplier: 0.2,
+        clip_norm: 1.0,
+        max_weight,
+    };
+    let mut job_plan = plan(3, 1, AggregationMode::Plain);
+    job_plan.partner_privacy = privacy;
+
+    let mut without_source = Federation::new(&[Behaviour::Honest; 5]);
+    let job = without_source.start(job_plan.clone());
+    match without_source.run(&job) {
+        JobState::Failed { reason } => assert!(reason.contains("noise source"), "{reason}"),
+        other => panic!("a central-noise job without a noise source must fail, got {other:?}"),
+    }
+
+    let mut federation = Federation::new(&[Behaviour::Honest; 5]);
+    federation
+        .engine
+        .set_noise_source(ChaCha20Rng::seed_from_u64(5));
+    // Weights are capped at 300: nodes weigh 100, 200, 300, 300, 300.
+    let capped: Vec<f64> = federation
+        .nodes
+        .iter()
+        .map(|node| node.weight.min(max_weight))
+        .collect();
+    let capped_total: f64 = capped.iter().sum();
+    let capped_mean: f64 = federation
+        .nodes
+        .iter()
+        .zip(&capped)
+        .map(|(node, weight)| weight * f64::from(node.delta))
+        .sum::<f64>()
+        / capped_total;
+    let noise = released_noise(&mut federation, &job_plan, 40, capped_mean);
+    let expected_sigma = 0.2 * 1.0 * max_weight / capped_total;
+    let (mean, sigma) = standard_deviation(&noise);
+    assert!(
+        (sigma / expected_sigma - 1.0).abs() < 0.15,
+        "central noise σ {sigma} vs {expected_sigma}"
+    );
+    assert!(mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(), "bias {mean}");
+}
+
+#[test]
+fn a_refused_round_ends_the_job_with_the_rounds_already_released() {
+    let mut federation = Federation::new(&[Behaviour::Honest; 5]);
+    let job = federation.start(secure_plan(3, 3));
+    // Run until round 2's training phase opens, then refuse it.
+    let mut refused = false;
+    for _ in 0..10_000 {
+        let opened_round_two = federation.events().into_iter().any(|event| {
+            matches!(
+                event,
+                EventKind::PhaseOpened {
+                    round: 2,
+                    phase: Phase::Train,
+                    ..
+                }
+            )
+        });
+        if opened_round_two {
+            federation
+                .engine
+                .refuse_round(&job, 2, "partner node-1 would exceed ε = 1".into(), federation.now)
+                .expect("refusal accepted");
+            refused = true;
+            break;
+        }
+        let name = federation.nodes[0].name.clone();
+        // Drive one step of the protocol for every node.
+        for index in 0..federation.nodes.len() {
+            let name = federation.nodes[index].name.clone();
+            if let Some(task) = federation.engine.next_task(&name, federation.now).expect("node") {
+                if let Some(body) = federation.answer(index, &task) {
+                    let submission = Submission {
+                        node: name,
+                        key: ResultKey {
+                            job: task.job.clone(),
+                            round: task.round,
+                            phase: task.phase,
+                        },
+                        body,
+                    };
+                    let _ = federation.engine.submit(&submission, federation.now);
+                }
+            }
+        }
+        let _ = name;
+        federation.now += Duration::from_millis(10);
+        federation.engine.handle_timeout(federation.now);
+    }
+    assert!(refused, "round 2 never opened");
+    let status = federation.engine.status(&job).expect("job");
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_eq!(status.completed_rounds, 1);
+    let events = federation.events();
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EventKind::RoundRefused { round: 2, reason } if reason.contains("node-1")
+    )));
+    // Nothing of round 2 is handed out afterwards.
+    for node in &federation.nodes {
+        assert!(federation.engine.next_task(&node.name, federation.now).expect("node").is_none());
+    }
+    assert!(federation.engine.global_model(&job, 2).is_err());
 }

@@ -48,6 +48,7 @@ fn plan(min: u32, max: u32, rounds: u32, strategy: Strategy) -> JobPlan {
         evaluate_statistics_len: 2,
         max_phase_attempts: 2,
         aggregation: AggregationMode::Plain,
+        partner_privacy: Default::default(),
     }
 }
 

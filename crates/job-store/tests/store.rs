@@ -15,7 +15,7 @@ use common::{
 };
 use veil_federation::store::{JobStore, MemoryStore};
 use veil_federation::{
-    AggregationMode, Engine, JobSnapshot, JobState, Phase, SecureSettings, Strategy,
+    AggregationMode, Engine, JobSnapshot, JobState, PartnerPrivacy, Phase, SecureSettings, Strategy,
 };
 use veil_job_store::{JobStoreError, Migrated, SqliteJobStore};
 use veil_sqlite_db::rusqlite::Connection;
@@ -120,11 +120,13 @@ fn failed_cancelled_and_secure_jobs_read_back_equal() {
     let failed = federation.start(plan(4, 2, 2, Strategy::FedAvg), "starved", &mut commit);
     let state = federation.run(&failed, 100, &mut commit);
     assert!(matches!(state, JobState::Failed { .. }), "{state:?}");
-    let cancelled = federation.start(
-        plan(4, 2, 2, Strategy::FedProx { proximal_mu: 0.01 }),
-        "cancelled",
-        &mut commit,
-    );
+    let mut central_plan = plan(4, 2, 2, Strategy::FedProx { proximal_mu: 0.01 });
+    central_plan.partner_privacy = PartnerPrivacy::Central {
+        noise_multiplier: 0.8,
+        clip_norm: 1.5,
+        max_weight: 200.0,
+    };
+    let cancelled = federation.start(central_plan, "cancelled", &mut commit);
     federation
         .engine
         .cancel_job(&cancelled, federation.now)
@@ -139,6 +141,10 @@ fn failed_cancelled_and_secure_jobs_read_back_equal() {
         step_timeout: Duration::from_millis(2500),
         graph_seed: [7; 32],
     });
+    secure_plan.partner_privacy = PartnerPrivacy::Distributed {
+        noise_multiplier: 1.1,
+        clip_norm: 0.5,
+    };
     let secure = federation
         .engine
         .submit_job(

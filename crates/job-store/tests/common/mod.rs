@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use veil_federation::{
-    AggregationMode, Engine, EngineConfig, JobPlan, JobSnapshot, JobState, Phase, PhaseTimeouts,
-    ResultKey, RoundRecord, ServerOptimizer, Strategy, Submission, SubmissionBody,
+    AggregationMode, Engine, EngineConfig, JobPlan, JobSnapshot, JobState, PartnerPrivacy, Phase,
+    PhaseTimeouts, ResultKey, RoundRecord, ServerOptimizer, Strategy, Submission, SubmissionBody,
 };
 use veil_job_store::{DescriptorCodec, DescriptorDecodeError};
 
@@ -60,6 +60,7 @@ pub fn plan(
         evaluate_statistics_len: EVALUATE_STATISTICS_LEN,
         max_phase_attempts: 2,
         aggregation: AggregationMode::Plain,
+        partner_privacy: PartnerPrivacy::Off,
     }
 }
 
