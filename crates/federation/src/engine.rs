@@ -26,7 +26,9 @@ use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
 
 /// The phases of a job, in the order they run within a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Phase {
     /// Round 0: nodes report additive feature statistics for shared scaling.
     FeatureStats,
@@ -54,7 +56,7 @@ pub struct EngineConfig {
 }
 
 /// Lifecycle of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobState {
     /// Submitted, not started.
     Pending,
@@ -81,7 +83,7 @@ impl JobState {
 }
 
 /// What happened in one completed round, as additive sums.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoundRecord {
     /// Round number, from 1.
     pub round: u32,
@@ -346,7 +348,7 @@ pub enum EngineError {
 }
 
 /// The durable part of a job: enough to resume from its last committed phase.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobSnapshot<D> {
     /// Job id.
     pub id: JobId,

@@ -12,7 +12,7 @@ use crate::secure::{MIN_SECURE_COHORT, SecureSettings};
 use crate::strategy::Strategy;
 
 /// How a job's replies are summed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AggregationMode {
     /// The coordinator sees every reply. Only when a job asks for it.
     Plain,
@@ -31,7 +31,7 @@ impl AggregationMode {
 }
 
 /// Per-phase deadlines, counted from the moment a phase opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PhaseTimeouts {
     /// Deadline of the feature-statistics phase.
     pub feature_stats: Duration,
@@ -42,7 +42,7 @@ pub struct PhaseTimeouts {
 }
 
 /// The round-relevant part of a job, validated by [`JobPlan::validate`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobPlan {
     /// Number of training rounds after the feature-statistics round.
     pub rounds: u32,

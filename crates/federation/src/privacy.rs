@@ -18,7 +18,7 @@ use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian, rounded_sen
 use veil_dp_noise::{Gaussian, clip_l2};
 
 /// Who adds partner-level noise, and how much.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PartnerPrivacy {
     /// No partner-level noise: each partner's contribution to the model is
     /// protected only by secure aggregation (and customer-level DP, if any).

@@ -44,7 +44,7 @@ const STATISTIC_TOTAL_BITS: u32 = 86;
 pub const MIN_SECURE_COHORT: usize = 3;
 
 /// The job-level parameters of secure aggregation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecureSettings {
     /// Per-coordinate bound on the weight-normalised model delta.
     pub clip_range: f32,

@@ -9,7 +9,7 @@
 use crate::plan::PlanError;
 
 /// The job's aggregation strategy.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
     /// Weighted federated averaging.
     FedAvg,
@@ -87,7 +87,7 @@ impl Strategy {
 }
 
 /// Server-side optimiser state of one job; persisted with the job's snapshot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServerOptimizer {
     strategy: Strategy,
     /// FedAdam first moment; empty for other strategies.
