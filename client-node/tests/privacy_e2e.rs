@@ -117,8 +117,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     assert_eq!(
         v1::JobState::try_from(status.state),
         Ok(v1::JobState::Succeeded),
-        "{}\n{transcript}",
-        status.failure_reason
+        "{status:?}\n{transcript}"
     );
     assert!(
         (1..ROUNDS).contains(&status.completed_rounds),

@@ -30,12 +30,6 @@ impl PrivacyGuard {
         })
     }
 
-    /// Every charge recorded, for reports.
-    #[allow(dead_code)]
-    pub(crate) fn ledger(&self) -> &SqliteLedger {
-        &self.ledger
-    }
-
     /// Reacts to one engine event while the engine is still locked, so a
     /// refusal lands before any task of the round is handed out and a charge
     /// lands before the round's model can be fetched.

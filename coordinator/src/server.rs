@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use veil_federation::store::{JobStore, MemoryStore};
+use veil_federation::store::JobStore;
+use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
+use prost::Message;
 use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
 use veil_wire::MAX_MESSAGE_BYTES;
@@ -51,19 +53,11 @@ impl Default for CoordinatorConfig {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains and returns.
+/// Jobs, model checkpoints and the privacy ledger live in SQLite files in the
+/// state folder; jobs found there are resumed from their last committed phase.
 pub async fn run(
     config: CoordinatorConfig,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    run_with_store(config, listener, Box::new(MemoryStore::new()), shutdown).await
-}
-
-/// [`run`] with an explicit job store; jobs found in it are resumed.
-pub async fn run_with_store(
-    config: CoordinatorConfig,
-    listener: TcpListener,
-    store: Box<dyn JobStore<JobSpec> + Send>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let engine_config = EngineConfig {
@@ -81,6 +75,11 @@ pub async fn run_with_store(
     };
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let store_path = state_dir.join("jobs.sqlite");
+    let store: Box<dyn JobStore<JobSpec> + Send> = Box::new(
+        SqliteJobStore::open(&store_path, JobSpecCodec)
+            .with_context(|| format!("coordinator job store {}", store_path.display()))?,
+    );
     let privacy = PrivacyGuard::open(&state_dir.join("ledger.sqlite"))?;
     let snapshots = store.load_all()?;
     if !snapshots.is_empty() {
@@ -153,5 +152,20 @@ async fn drive_deadlines(shared: Arc<Shared>, mut stop: tokio::sync::oneshot::Re
             _ = changed => {}
             _ = &mut stop => return,
         }
+    }
+}
+
+/// Job descriptors are stored in their protobuf wire form, the same bytes an
+/// operator submits, and validated again when read back.
+struct JobSpecCodec;
+
+impl DescriptorCodec<JobSpec> for JobSpecCodec {
+    fn encode(&self, descriptor: &JobSpec) -> Vec<u8> {
+        descriptor.to_wire().encode_to_vec()
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<JobSpec, DescriptorDecodeError> {
+        let wire = veil_wire::v1::JobSpec::decode(bytes)?;
+        Ok(JobSpec::from_wire(&wire)?)
     }
 }

@@ -444,11 +444,22 @@ impl OperatorService for OperatorApi {
             }
             let api = OperatorApi { shared };
             loop {
-                let message = match events.recv().await {
-                    Ok(event) if event.job == job => describe(&api, &event),
+                // The stream ends with the job's terminal event, not when the
+                // status first reads terminal: the engine runs ahead of this
+                // watcher, and the events in between (a refused round, the
+                // last round's results) must still reach the operator.
+                let (message, terminal) = match events.recv().await {
+                    Ok(event) if event.job == job => (
+                        describe(&api, &event),
+                        matches!(
+                            event.kind,
+                            EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled
+                        ),
+                    ),
                     Ok(_) => continue,
-                    // Skipped events are summarised by the status that follows.
-                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    // Skipped events are summarised by the status that follows,
+                    // which also tells whether the end was among them.
+                    Err(broadcast::error::RecvError::Lagged(_)) => (None, true),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if let Some(message) = message {
@@ -461,7 +472,7 @@ impl OperatorService for OperatorApi {
                     }
                 }
                 let Ok(status) = api.status(&job) else { return };
-                let done = finished(&status);
+                let done = terminal && finished(&status);
                 if sender.send(Ok(status_event(status))).await.is_err() || done {
                     return;
                 }
