@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Deserializer, Serialize};
 use veil_features::CsvSource;
 use veil_partner_data::PartnerDataConfig;
+use veil_pki::MemberFiles;
 
 use crate::identity::default_state_dir;
 use crate::policy::NodePolicy;
@@ -58,6 +59,12 @@ pub struct NodeConfig {
     /// The partner's policy.
     #[serde(default)]
     pub policy: NodePolicy,
+    /// The node's mTLS folder: `ca.pem`, `<node_id>.pem` and
+    /// `<node_id>-key.pem`, as `coordinator ca issue` writes them. The
+    /// certificate's key is also the node's secure-aggregation identity.
+    /// Without it the node talks plaintext (insecure development only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Reads `[data]` in the current form when it has a `transactions` table, else in the older
@@ -82,6 +89,13 @@ impl NodeConfig {
             .unwrap_or_else(|| default_state_dir(Path::new("."), &self.node_id))
     }
 
+    /// The node's TLS files, when mTLS is configured.
+    pub fn tls_files(&self) -> Option<MemberFiles> {
+        self.tls_dir
+            .as_ref()
+            .map(|dir| MemberFiles::in_folder(dir, &self.node_id))
+    }
+
     /// Reads a configuration file; relative paths (data, rejects, key, reports,
     /// state) are taken relative to the file's folder, so a config can travel
     /// with its data.
@@ -92,6 +106,7 @@ impl NodeConfig {
             toml::from_str(&text).with_context(|| format!("node config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data.resolve_paths(base);
+        config.tls_dir = config.tls_dir.map(|dir| base.join(dir));
         config.state_dir = Some(match &config.state_dir {
             Some(dir) if dir.is_absolute() => dir.clone(),
             Some(dir) => base.join(dir),

@@ -4,7 +4,7 @@
 //! pooled held-out customers.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use coordinator::CoordinatorConfig;
@@ -14,6 +14,9 @@ use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
 use veil_models::{exact_auc, predict, train};
+use veil_pki::{
+    CertificateRequest, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList, Role, Validity,
+};
 use veil_synth::{SynthConfig, write_partner_files};
 use veil_wire::v1;
 
@@ -191,8 +194,31 @@ pub async fn run_demo(
     }
     remove_if_present(&coordinator_state)?;
 
+    // A federation CA and a certificate for every member, as an operator
+    // would make them with `coordinator ca init` and `coordinator ca issue`:
+    // the demo runs real mTLS with role checks.
+    let pki_dir = config.output_dir.join("pki");
+    remove_if_present(&pki_dir)?;
+    let ca = FederationCa::create(
+        "veil-demo",
+        Validity::starting_now(Duration::from_secs(86_400)),
+    )?;
+    ca.save(&pki_dir.join("ca"))?;
+    let member = |request: CertificateRequest| -> anyhow::Result<MemberFiles> {
+        let folder = pki_dir.join(&request.name);
+        Ok(MemberFiles::issue_into(&ca, &request, &folder)?.0)
+    };
+    let week = Validity::starting_now(Duration::from_secs(7 * 86_400));
+    let coordinator_files = member(CertificateRequest::coordinator(
+        "coordinator",
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        week,
+    ))?;
+    let operator_files = member(CertificateRequest::member(Role::Operator, "operator", week))?;
+    let revocations = RevocationList::open(pki_dir.join("ca").join(REVOCATIONS_FILE))?;
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
+    let address = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_for_stop = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
@@ -200,7 +226,7 @@ pub async fn run_demo(
     let server = tokio::spawn(coordinator::run(
         CoordinatorConfig {
             state_dir: Some(coordinator_state),
-            ..CoordinatorConfig::default()
+            ..CoordinatorConfig::mtls(coordinator_files.server(revocations)?)
         },
         listener,
         wait_for_stop(stopped.clone()),
@@ -211,12 +237,14 @@ pub async fn run_demo(
     for (name, file) in names.iter().zip(&files) {
         let mut source = CsvSource::new(file.clone());
         source.rejects_path = Some(data_dir.join(format!("{name}.rejects.csv")));
+        member(CertificateRequest::member(Role::Node, name.clone(), week))?;
         let node_config = NodeConfig {
             node_id: name.clone(),
             coordinator: address.clone(),
             data: source.clone().into(),
             state_dir: Some(config.output_dir.join(format!("{name}.state"))),
             policy: Default::default(),
+            tls_dir: Some(pki_dir.join(name)),
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));
@@ -227,7 +255,7 @@ pub async fn run_demo(
     }
 
     let started = Instant::now();
-    let mut client = operator::connect(&address).await?;
+    let mut client = operator::connect(&address, Some(&operator_files.client()?)).await?;
     let job_id = operator::submit(&mut client, job_wire).await?;
     operator::start(&mut client, &job_id).await?;
     let status = operator::watch(&mut client, &job_id, on_update).await?;

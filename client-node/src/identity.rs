@@ -29,6 +29,11 @@ impl std::fmt::Debug for NodeIdentity {
 }
 
 impl NodeIdentity {
+    /// An identity from a key held elsewhere (the node's TLS key).
+    pub fn from_key_pair(key: Ed25519KeyPair) -> Self {
+        Self { key: Arc::new(key) }
+    }
+
     /// Loads the key from `state_dir`, creating it (and the folder) on first run.
     pub fn load_or_create(state_dir: &Path) -> anyhow::Result<Self> {
         let path = state_dir.join(IDENTITY_FILE);
@@ -43,7 +48,10 @@ impl NodeIdentity {
             document.as_ref().to_vec()
         };
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|error| {
-            anyhow::anyhow!("identity key {} is not an Ed25519 PKCS#8 key: {error}", path.display())
+            anyhow::anyhow!(
+                "identity key {} is not an Ed25519 PKCS#8 key: {error}",
+                path.display()
+            )
         })?;
         Ok(Self { key: Arc::new(key) })
     }
@@ -66,7 +74,7 @@ pub fn default_state_dir(config_dir: &Path, node_id: &str) -> PathBuf {
     config_dir.join(format!("{node_id}.state"))
 }
 
-fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create node state folder {}", state_dir.display()))?;
     #[cfg(unix)]

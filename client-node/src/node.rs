@@ -98,8 +98,26 @@ pub async fn run_with(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let identity = NodeIdentity::load_or_create(&config.state_dir())
-        .with_context(|| format!("node '{}': identity key", config.node_id))?;
+    // With mTLS the certificate's key is the node's identity, so the key
+    // that signs its secure-aggregation advertisements is the one the CA
+    // bound to its name; without, a key kept in the state folder.
+    let (identity, tls) = match config.tls_files() {
+        Some(files) => {
+            let tls = files
+                .client()
+                .with_context(|| format!("node '{}': TLS files", config.node_id))?;
+            let (_, _, key) = files
+                .load()
+                .with_context(|| format!("node '{}': TLS files", config.node_id))?;
+            (NodeIdentity::from_key_pair(key.into_key_pair()), Some(tls))
+        }
+        None => {
+            tracing::warn!(node = %config.node_id, "no tls_dir configured: talking to the coordinator without TLS (insecure development mode)");
+            let identity = NodeIdentity::load_or_create(&config.state_dir())
+                .with_context(|| format!("node '{}': identity key", config.node_id))?;
+            (identity, None)
+        }
+    };
     let source = config.data.clone();
     let (log, report) =
         tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
@@ -122,11 +140,17 @@ pub async fn run_with(
     for error in &report.sample_errors {
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
+    crate::identity::create_state_dir(&config.state_dir())?;
     let ledger_path = config.state_dir().join("ledger.sqlite");
-    let ledger = SqliteLedger::open(&ledger_path)
-        .with_context(|| format!("node '{}': privacy ledger {}", config.node_id, ledger_path.display()))?;
+    let ledger = SqliteLedger::open(&ledger_path).with_context(|| {
+        format!(
+            "node '{}': privacy ledger {}",
+            config.node_id,
+            ledger_path.display()
+        )
+    })?;
     let state = NodeState {
-        client: NodeClient::new(&config.coordinator, &config.node_id)?,
+        client: NodeClient::new(&config.coordinator, &config.node_id, tls.as_ref())?,
         ledger,
         log: Arc::new(log),
         identity,
@@ -253,13 +277,21 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                 vector_length: reply.vector.len() as u64,
                 ..header
             };
-            send(state, header, ResultBody::Values(&reply.vector), phase, None).await
+            send(
+                state,
+                header,
+                ResultBody::Values(&reply.vector),
+                phase,
+                None,
+            )
+            .await
         }
         (AggregationMode::Secure(_), Some(secure)) => {
             let first_step = secure.step == v1::SecureStep::AdvertiseKeys as i32;
             if phase == Phase::Train && first_step {
                 let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
-                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, cohort)? {
+                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, cohort)?
+                {
                     return decline(state, header, phase, reason).await;
                 }
             }
@@ -271,7 +303,14 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                         payload_bytes: payload.len() as u64,
                         ..header
                     };
-                    send(state, header, ResultBody::Bytes(&payload), phase, Some(step)).await
+                    send(
+                        state,
+                        header,
+                        ResultBody::Bytes(&payload),
+                        phase,
+                        Some(step),
+                    )
+                    .await
                 }
                 Err(error) => {
                     let reason = format!("{error:#}");
@@ -337,11 +376,9 @@ async fn secure_message(
             &mut state.rng,
         )?;
         // A new instance for this phase supersedes older ones of the job.
-        state
-            .participants
-            .retain(|(job, round, old_phase, _), _| {
-                job != &task.job_id || (*round, *old_phase) != (task.round, phase)
-            });
+        state.participants.retain(|(job, round, old_phase, _), _| {
+            job != &task.job_id || (*round, *old_phase) != (task.round, phase)
+        });
         let (participant, message) = SecureParticipant::start(
             &task.job_id,
             protocol_round_of(task.round, phase),
@@ -406,11 +443,9 @@ fn secure_task_from_wire(wire: &v1::SecureStepTask) -> anyhow::Result<SecureTask
         .identities
         .iter()
         .map(|identity| {
-            let key: [u8; 32] = identity
-                .public_key
-                .as_slice()
-                .try_into()
-                .with_context(|| format!("identity key of '{}' is not 32 bytes", identity.node_id))?;
+            let key: [u8; 32] = identity.public_key.as_slice().try_into().with_context(|| {
+                format!("identity key of '{}' is not 32 bytes", identity.node_id)
+            })?;
             Ok((identity.node_id.clone(), key))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -459,7 +494,10 @@ async fn send(
             }
             Ok(())
         }
-        Err(status) => bail!("round {round} {phase}: result refused: {}", status.message()),
+        Err(status) => bail!(
+            "round {round} {phase}: result refused: {}",
+            status.message()
+        ),
     }
 }
 
@@ -519,7 +557,11 @@ async fn compute_reply(
     task: &v1::Task,
     phase: Phase,
 ) -> anyhow::Result<Reply> {
-    if !state.jobs.get(&task.job_id).is_some_and(|job| &job.spec == spec) {
+    if !state
+        .jobs
+        .get(&task.job_id)
+        .is_some_and(|job| &job.spec == spec)
+    {
         let log = Arc::clone(&state.log);
         let prepare_spec = spec.clone();
         let rows =

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use veil_pki::ClientTls;
 use veil_wire::chunking::{self, VectorAssembler};
 use veil_wire::v1::node_service_client::NodeServiceClient;
 use veil_wire::v1::{self, result_chunk};
@@ -34,12 +35,21 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 impl NodeClient {
     /// A lazily connecting client: the coordinator may not be up yet, and a
     /// dropped connection is re-established on the next call.
-    pub(crate) fn new(address: &str, node_id: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(address.to_owned())
+    pub(crate) fn new(
+        address: &str,
+        node_id: &str,
+        tls: Option<&ClientTls>,
+    ) -> anyhow::Result<Self> {
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
             .with_context(|| format!("'{address}' is not a valid coordinator address"))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic_config())
+                .context("node TLS settings")?;
+        }
         let inner = NodeServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

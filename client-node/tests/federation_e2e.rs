@@ -45,7 +45,7 @@ async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(coordinator::run(
-        CoordinatorConfig::default(),
+        CoordinatorConfig::insecure_development(),
         listener,
         async {
             let _ = stopped.await;
@@ -71,7 +71,9 @@ fn demo_job(task: &str) -> v1::JobSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_an_unknown_task_or_feature_is_refused_by_name() {
     let (address, _stop) = start_coordinator().await;
-    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let mut operator = coordinator::operator::connect(&address, None)
+        .await
+        .unwrap();
     let status = operator
         .submit_job(v1::SubmitJobRequest {
             spec: Some(demo_job("fraud")),
@@ -111,6 +113,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
     // One honest node on real data.
     let honest = client_node::config::NodeConfig {
         node_id: "honest".into(),
+        tls_dir: None,
         coordinator: address.clone(),
         data: veil_features::CsvSource::new(files[0].clone()).into(),
         state_dir: Some(data.path().join("honest.state")),
@@ -132,7 +135,9 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
         .await
         .unwrap();
 
-    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let mut operator = coordinator::operator::connect(&address, None)
+        .await
+        .unwrap();
     // Plain mode, chosen explicitly: the test inspects individual updates.
     let mut job = demo_job("churn");
     job.aggregation = Some(v1::Aggregation {

@@ -22,7 +22,7 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(coordinator::run(
-        CoordinatorConfig::default(),
+        CoordinatorConfig::insecure_development(),
         listener,
         std::future::pending(),
     ));
@@ -63,7 +63,9 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         .replace("train_secs = 120", "train_secs = 4")
         .replace("evaluate_secs = 60", "evaluate_secs = 4");
     let spec = veil_job::file::JobFile::parse(&text).unwrap().to_wire();
-    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let mut operator = coordinator::operator::connect(&address, None)
+        .await
+        .unwrap();
     let job_id = coordinator::operator::submit(&mut operator, spec)
         .await
         .unwrap();

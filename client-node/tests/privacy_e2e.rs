@@ -28,8 +28,14 @@ fn job() -> v1::JobSpec {
         .replace("{horizon}", "90")
         .replace("rounds = 12", &format!("rounds = {ROUNDS}"))
         .replace("max_participants = 3", "max_participants = 4")
-        .replace("customer_epsilon = 3.5", &format!("customer_epsilon = {JOB_CUSTOMER_EPSILON}"))
-        .replace("mode = \"secure\"", "mode = \"secure\"\nstep_timeout_secs = 3")
+        .replace(
+            "customer_epsilon = 3.5",
+            &format!("customer_epsilon = {JOB_CUSTOMER_EPSILON}"),
+        )
+        .replace(
+            "mode = \"secure\"",
+            "mode = \"secure\"\nstep_timeout_secs = 3",
+        )
         .replace("train_secs = 120", "train_secs = 20")
         .replace("evaluate_secs = 60", "evaluate_secs = 10");
     veil_job::file::JobFile::parse(&text).unwrap().to_wire()
@@ -42,6 +48,7 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
     }
     NodeConfig {
         node_id: format!("node-{index}"),
+        tls_dir: None,
         coordinator: address.to_owned(),
         data: veil_features::CsvSource::new(file.to_owned()).into(),
         state_dir: Some(state.join(format!("node-{index}.state"))),
@@ -62,7 +69,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     let server = tokio::spawn(coordinator::run(
         CoordinatorConfig {
             state_dir: Some(coordinator_state.clone()),
-            ..CoordinatorConfig::default()
+            ..CoordinatorConfig::insecure_development()
         },
         listener,
         async {
@@ -92,7 +99,9 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         }
     }
 
-    let mut operator = coordinator::operator::connect(&address).await.unwrap();
+    let mut operator = coordinator::operator::connect(&address, None)
+        .await
+        .unwrap();
     let job_id = coordinator::operator::submit(&mut operator, job())
         .await
         .unwrap();

@@ -38,7 +38,7 @@ async fn start_coordinator() -> Federation {
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(coordinator::run(
-        CoordinatorConfig::default(),
+        CoordinatorConfig::insecure_development(),
         listener,
         async {
             let _ = stopped.await;
@@ -56,7 +56,10 @@ fn job(mode: &str) -> v1::JobSpec {
         .replace("{horizon}", "90")
         .replace("rounds = 12", "rounds = 1")
         .replace("max_participants = 3", "max_participants = 5")
-        .replace("mode = \"secure\"", &format!("mode = \"{mode}\"\nstep_timeout_secs = 3"))
+        .replace(
+            "mode = \"secure\"",
+            &format!("mode = \"{mode}\"\nstep_timeout_secs = 3"),
+        )
         .replace("train_secs = 120", "train_secs = 6")
         .replace("evaluate_secs = 60", "evaluate_secs = 6")
         // Exact comparison with plain FedAvg: no noise anywhere.
@@ -73,6 +76,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
     for (index, file) in files.iter().enumerate() {
         let config = NodeConfig {
             node_id: format!("node-{index}"),
+            tls_dir: None,
             coordinator: federation.address.clone(),
             data: veil_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(state.join(format!("node-{index}.state"))),
@@ -107,7 +111,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
             registered += 1;
         }
     }
-    let mut operator = coordinator::operator::connect(&federation.address)
+    let mut operator = coordinator::operator::connect(&federation.address, None)
         .await
         .unwrap();
     let job_id = coordinator::operator::submit(&mut operator, job(mode))
@@ -125,8 +129,8 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
                     println!("{message}");
                 }
             })
-                .await
-                .unwrap()
+            .await
+            .unwrap()
         })
     };
     let mut killed = kill == Kill::Never;
@@ -201,7 +205,10 @@ async fn a_node_killed_before_its_masked_input_leaves_fedavg_over_the_four_survi
     // the scaling is the same) and is gone before training.
     let plain = run_job(&files, dir.path(), "plain", Kill::AfterFeatureStats).await;
     let difference = max_difference(&secure, &plain);
-    assert!(difference < 1e-3, "secure and plain FedAvg differ by {difference}");
+    assert!(
+        difference < 1e-3,
+        "secure and plain FedAvg differ by {difference}"
+    );
     // And the victim's absence matters: with all five the model is different.
     let everyone = run_job(&files, dir.path(), "plain", Kill::Never).await;
     assert!(max_difference(&secure, &everyone) > 1e-3);
@@ -222,5 +229,8 @@ async fn a_node_killed_after_its_masked_input_is_unmasked_from_its_neighbours_sh
     // reference, while only four nodes finished the protocol.
     let plain = run_job(&files, dir.path(), "plain", Kill::Never).await;
     let difference = max_difference(&secure, &plain);
-    assert!(difference < 1e-3, "secure and plain FedAvg differ by {difference}");
+    assert!(
+        difference < 1e-3,
+        "secure and plain FedAvg differ by {difference}"
+    );
 }

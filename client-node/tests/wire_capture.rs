@@ -308,7 +308,7 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
     let server = tokio::spawn(coordinator::run(
-        CoordinatorConfig::default(),
+        CoordinatorConfig::insecure_development(),
         coordinator_listener,
         wait_for_stop(stopped.clone()),
     ));
@@ -329,6 +329,7 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
     let node = tokio::spawn(client_node::node::run(
         NodeConfig {
             node_id: node_id.to_owned(),
+            tls_dir: None,
             coordinator: format!("http://{proxy_address}"),
             data: seeded.config.clone(),
             state_dir: Some(dir.path().join("wire-node.state")),
@@ -357,9 +358,10 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
     let job = veil_job::file::JobFile::parse(&job_text)
         .unwrap_or_else(|error| panic!("{error}"))
         .to_wire();
-    let mut operator = coordinator::operator::connect(&format!("http://{coordinator_address}"))
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
+    let mut operator =
+        coordinator::operator::connect(&format!("http://{coordinator_address}"), None)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
     let job_id = coordinator::operator::submit(&mut operator, job)
         .await
         .unwrap_or_else(|error| panic!("{error}"));

@@ -157,7 +157,9 @@ pub fn describe_event(kind: &EventKind) -> Option<String> {
             phase,
             attempt,
             reason,
-        } => format!("round {round} {phase}: secure aggregation attempt {attempt} failed: {reason}"),
+        } => {
+            format!("round {round} {phase}: secure aggregation attempt {attempt} failed: {reason}")
+        }
         EventKind::PhaseCompleted {
             round,
             phase,

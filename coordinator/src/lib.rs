@@ -7,6 +7,7 @@
 //! sans-IO engine in `veil-federation`), know what a job means (that is
 //! `veil-job`), or train (that is `client-node` with `veil-models`).
 
+mod auth;
 pub mod convert;
 pub mod logging;
 pub mod operator;
@@ -15,4 +16,4 @@ pub mod server;
 mod service;
 mod state;
 
-pub use server::{CoordinatorConfig, run};
+pub use server::{CoordinatorConfig, Transport, run};

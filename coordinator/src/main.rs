@@ -4,8 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use coordinator::{CoordinatorConfig, logging, operator};
+use veil_pki::{
+    CertificateRequest, ClientTls, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList,
+    RevocationReason, Role, Serial, Validity,
+};
 use veil_wire::v1;
 
 #[derive(Parser)]
@@ -22,6 +28,22 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+    /// mTLS folder of the member running operator or auditor commands
+    /// (`ca.pem`, `<name>.pem`, `<name>-key.pem`, as `ca issue` writes it).
+    #[arg(long, global = true, env = "VEIL_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The member's name in its folder.
+    #[arg(
+        long = "as",
+        global = true,
+        env = "VEIL_MEMBER",
+        default_value = "operator"
+    )]
+    member: String,
+    /// Talk or serve plaintext, without identities or role checks: for local
+    /// development only.
+    #[arg(long, global = true)]
+    insecure_dev: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,10 +55,18 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Folder of the coordinator's durable state (privacy ledger).
+        /// Folder of the coordinator's durable state (jobs, checkpoints,
+        /// privacy ledger).
         #[arg(long, default_value = "veil-coordinator-state")]
         state_dir: PathBuf,
+        /// The revocation list to check every connection against (default:
+        /// `revoked.txt` in the TLS folder).
+        #[arg(long)]
+        revocations: Option<PathBuf>,
     },
+    /// The federation certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Submit a job file; optionally start it and watch it to the end.
     Submit {
         /// The job file (TOML).
@@ -65,21 +95,151 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the federation CA in a new folder.
+    Init {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The federation's name.
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue a certificate and a new key for a member, into its folder.
+    Issue {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// coordinator, node, operator or auditor.
+        #[arg(long)]
+        role: Role,
+        /// The member's name (a node's id).
+        #[arg(long)]
+        name: String,
+        /// Host names the coordinator's certificate is valid for.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// The member folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a certificate by serial; the coordinator refuses it at once.
+    Revoke {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The serial, as `ca issue` printed it.
+        #[arg(long)]
+        serial: Serial,
+        /// key-compromise, superseded, cessation-of-operation or unspecified.
+        #[arg(long, default_value = "unspecified")]
+        reason: RevocationReason,
+    },
+}
+
+/// The operator's (or auditor's) TLS identity, unless plaintext was asked for.
+fn member_tls(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
+    match (&cli.tls_dir, cli.insecure_dev) {
+        (Some(dir), _) => Ok(Some(MemberFiles::in_folder(dir, &cli.member).client()?)),
+        (None, true) => Ok(None),
+        (None, false) => anyhow::bail!(
+            "no --tls-dir given: pass the member folder from `coordinator ca issue`, or --insecure-dev for a plaintext development coordinator"
+        ),
+    }
+}
+
+fn run_ca(command: CaCommand) -> anyhow::Result<()> {
+    let days = |days: u64| Validity::starting_now(Duration::from_secs(days * 86_400));
+    match command {
+        CaCommand::Init {
+            ca_dir,
+            name,
+            days: lifetime,
+        } => {
+            let ca = FederationCa::create(&name, days(lifetime))?;
+            ca.save(&ca_dir)?;
+            println!(
+                "created the CA of federation '{name}' in {}",
+                ca_dir.display()
+            );
+        }
+        CaCommand::Issue {
+            ca_dir,
+            role,
+            name,
+            hosts,
+            days: lifetime,
+            out,
+        } => {
+            let ca = FederationCa::load(&ca_dir)?;
+            let request = if role == Role::Coordinator {
+                CertificateRequest::coordinator(name, hosts, days(lifetime))
+            } else {
+                CertificateRequest::member(role, name, days(lifetime))
+            };
+            let (files, issued) = MemberFiles::issue_into(&ca, &request, &out)?;
+            println!(
+                "issued {role} '{}' serial {} -> {}",
+                issued.name,
+                issued.serial,
+                files.certificate.display()
+            );
+        }
+        CaCommand::Revoke {
+            ca_dir,
+            serial,
+            reason,
+        } => {
+            let list = RevocationList::open(ca_dir.join(REVOCATIONS_FILE))?;
+            list.revoke(&serial, reason)?;
+            println!("revoked {serial} ({reason})");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_json);
+    let tls = match &cli.command {
+        Command::Serve { .. } | Command::Ca(_) => None,
+        _ => member_tls(&cli)?,
+    };
+    let tls = tls.as_ref();
     match cli.command {
-        Command::Serve { listen, state_dir } => {
+        Command::Ca(command) => run_ca(command),
+        Command::Serve {
+            listen,
+            state_dir,
+            revocations,
+        } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
+            let base = match (&cli.tls_dir, cli.insecure_dev) {
+                (Some(dir), _) => {
+                    let revocations = RevocationList::open(
+                        revocations.unwrap_or_else(|| dir.join(REVOCATIONS_FILE)),
+                    )?;
+                    let files = MemberFiles::in_folder(dir, "coordinator");
+                    CoordinatorConfig::mtls(files.server(revocations)?)
+                }
+                (None, true) => CoordinatorConfig::insecure_development(),
+                (None, false) => anyhow::bail!(
+                    "no --tls-dir given: pass the coordinator's folder from `coordinator ca issue --role coordinator --name coordinator`, or --insecure-dev to serve plaintext for development"
+                ),
+            };
             let config = CoordinatorConfig {
                 state_dir: Some(state_dir),
-                ..CoordinatorConfig::default()
+                ..base
             };
             coordinator::run(config, listener, shutdown).await
         }
@@ -89,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
             watch,
         } => {
             let spec = operator::read_job_file(&job_file)?;
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             let job_id = operator::submit(&mut client, spec).await?;
             println!("{job_id}");
             if start || watch {
@@ -104,13 +264,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Start { job_id } => {
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             let status = operator::start(&mut client, &job_id).await?;
             println!("{}", operator::progress_line(&status));
             Ok(())
         }
         Command::Cancel { job_id } => {
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             client
                 .cancel_job(v1::JobRef {
                     job_id: job_id.clone(),
@@ -121,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { job_id } => {
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             let status = client
                 .get_job_status(v1::JobRef {
                     job_id: job_id.clone(),
@@ -133,13 +293,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Watch { job_id } => {
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             let status = operator::watch(&mut client, &job_id, operator::print_progress).await?;
             eprintln!();
             report_end(&status)
         }
         Command::FetchModel { job_id, out } => {
-            let mut client = operator::connect(&cli.coordinator).await?;
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
             let model = operator::fetch_model(&mut client, &job_id).await?;
             model.write(&out)?;
             println!("wrote {} (sha256 {})", out.display(), model.digest_hex());

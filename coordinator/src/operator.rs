@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use veil_pki::ClientTls;
 
 use anyhow::{Context, bail};
 use tonic::transport::Channel;
@@ -19,9 +20,15 @@ use veil_wire::v1::{self, job_event};
 pub type OperatorClient = OperatorServiceClient<Channel>;
 
 /// Connects to the coordinator at `address` (`http://host:port`).
-pub async fn connect(address: &str) -> anyhow::Result<OperatorClient> {
-    let channel = Channel::from_shared(address.to_owned())
-        .with_context(|| format!("'{address}' is not a valid coordinator address"))?
+pub async fn connect(address: &str, tls: Option<&ClientTls>) -> anyhow::Result<OperatorClient> {
+    let mut endpoint = Channel::from_shared(address.to_owned())
+        .with_context(|| format!("'{address}' is not a valid coordinator address"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.tonic_config())
+            .context("operator TLS settings")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {address}"))?;

@@ -79,7 +79,8 @@ impl PrivacyGuard {
                 }
             }
             EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled => {
-                self.invited.retain(|(invited_job, _), _| invited_job != job);
+                self.invited
+                    .retain(|(invited_job, _), _| invited_job != job);
             }
             _ => {}
         }

@@ -7,25 +7,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use veil_federation::store::JobStore;
-use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
-use prost::Message;
 use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
+use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
+use veil_pki::{ServerTls, tls_incoming};
 use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
+use crate::auth::Gate;
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
 use crate::state::Shared;
 
-/// How the coordinator serves. Every field is a deliberate choice with a
-/// sensible default, so `Default` is provided.
+/// How connections are secured.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// mTLS with federation certificates: every caller is a CA-issued node,
+    /// operator or auditor, and each RPC checks the caller's role.
+    Mtls(Arc<ServerTls>),
+    /// Plaintext HTTP/2 with no identities: for local development and for
+    /// tests that must see the bytes on the wire. Never the default.
+    InsecureDevelopment,
+}
+
+/// How the coordinator serves. Built with [`CoordinatorConfig::mtls`] or,
+/// explicitly, [`CoordinatorConfig::insecure_development`]; every other field
+/// has a sensible default.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
+    /// mTLS or, explicitly, plaintext.
+    pub transport: Transport,
     /// A node silent for longer than this is not invited to new phases.
     pub node_liveness: Duration,
     /// Interval nodes are told to heartbeat at.
@@ -40,9 +56,20 @@ pub struct CoordinatorConfig {
     pub state_dir: Option<PathBuf>,
 }
 
-impl Default for CoordinatorConfig {
-    fn default() -> Self {
+impl CoordinatorConfig {
+    /// Serving with mTLS.
+    pub fn mtls(server: ServerTls) -> Self {
+        Self::with_transport(Transport::Mtls(Arc::new(server)))
+    }
+
+    /// Serving plaintext, without identities or role checks.
+    pub fn insecure_development() -> Self {
+        Self::with_transport(Transport::InsecureDevelopment)
+    }
+
+    fn with_transport(transport: Transport) -> Self {
         Self {
+            transport,
             node_liveness: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
             max_long_poll: Duration::from_secs(20),
@@ -103,14 +130,17 @@ pub async fn run(
         .set_serving::<OperatorServiceServer<OperatorApi>>()
         .await;
 
+    let gate = Gate::new(matches!(config.transport, Transport::Mtls(_)));
     let node_service = NodeServiceServer::new(NodeApi {
         shared: Arc::clone(&shared),
         limits,
+        gate,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let operator_service = OperatorServiceServer::new(OperatorApi {
         shared: Arc::clone(&shared),
+        gate,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -119,15 +149,29 @@ pub async fn run(
     let timer = tokio::spawn(drive_deadlines(Arc::clone(&shared), timer_stopped));
 
     let address = listener.local_addr()?;
-    tracing::info!(%address, "coordinator listening");
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(node_service)
-        .add_service(operator_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .add_service(operator_service);
+    let served = match &config.transport {
+        Transport::Mtls(server_tls) => {
+            tracing::info!(%address, "coordinator listening (mTLS)");
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, server_tls), shutdown)
+                .await
+        }
+        Transport::InsecureDevelopment => {
+            tracing::warn!(
+                %address,
+                "coordinator listening WITHOUT TLS (insecure development mode): no identities, no role checks"
+            );
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    };
     let _ = stop_timer.send(());
     let _ = timer.await;
     tracing::info!("coordinator stopped");

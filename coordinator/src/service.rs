@@ -16,6 +16,7 @@ use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
 use veil_wire::v1::{self, result_chunk};
 
+use crate::auth::{self, Gate};
 use crate::convert::{
     describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason,
     round_metrics, secure_step_from_wire, secure_task_to_wire,
@@ -78,6 +79,7 @@ fn model_stream(values: Arc<Vec<f32>>) -> ChunkStream {
 pub(crate) struct NodeApi {
     pub(crate) shared: Arc<Shared>,
     pub(crate) limits: ServiceLimits,
+    pub(crate) gate: Gate,
 }
 
 #[tonic::async_trait]
@@ -86,8 +88,21 @@ impl NodeService for NodeApi {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let identity = self
+            .gate
+            .allow_node(&request, "Register", &request.get_ref().node_id)?;
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
+        // The secure-aggregation signing key must be the key the CA bound to
+        // this node's name, or the coordinator could not vouch for it.
+        if let Some(identity) = identity {
+            if request.identity_public_key != identity.ed25519_public_key.0 {
+                return Err(Status::permission_denied(format!(
+                    "node '{}' advertised an identity key other than its certificate's",
+                    request.node_id
+                )));
+            }
+        }
         let identity_key = match request.identity_public_key.len() {
             0 => None,
             32 => {
@@ -108,9 +123,8 @@ impl NodeService for NodeApi {
             secure_capable = identity_key.is_some(),
             "node registered"
         );
-        self.shared.with_engine(|engine, now| {
-            engine.register_node(&request.node_id, identity_key, now)
-        });
+        self.shared
+            .with_engine(|engine, now| engine.register_node(&request.node_id, identity_key, now));
         Ok(Response::new(v1::RegisterResponse {
             heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
             max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
@@ -121,6 +135,8 @@ impl NodeService for NodeApi {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        self.gate
+            .allow_node(&request, "Heartbeat", &request.get_ref().node_id)?;
         let node = request.into_inner().node_id;
         self.shared
             .with_engine(|engine, now| engine.heartbeat(&node, now))
@@ -132,6 +148,8 @@ impl NodeService for NodeApi {
         &self,
         request: Request<v1::FetchTaskRequest>,
     ) -> Result<Response<v1::FetchTaskResponse>, Status> {
+        self.gate
+            .allow_node(&request, "FetchTask", &request.get_ref().node_id)?;
         let request = request.into_inner();
         let wait = Duration::from_millis(u64::from(request.wait_ms)).min(self.limits.max_long_poll);
         let give_up = tokio::time::Instant::now() + wait;
@@ -162,6 +180,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<v1::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        self.gate.allow(&request, "DownloadModel", auth::NODE)?;
         let request = request.into_inner();
         let values = self
             .shared
@@ -174,6 +193,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<Streaming<v1::ResultChunk>>,
     ) -> Result<Response<v1::SubmitResultResponse>, Status> {
+        let identity = self.gate.allow(&request, "SubmitResult", auth::NODE)?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(v1::ResultChunk {
@@ -185,6 +205,11 @@ impl NodeService for NodeApi {
                 ));
             }
         };
+        if let Some(identity) = &identity {
+            identity
+                .require_name(&header.node_id)
+                .map_err(Status::from)?;
+        }
         let phase = phase_from_wire(header.phase)?;
         let secure_step = secure_step_from_wire(header.secure_step)?;
         let where_from = format!(
@@ -344,6 +369,7 @@ fn build_task(
 /// The operator-facing service.
 pub(crate) struct OperatorApi {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) gate: Gate,
 }
 
 impl OperatorApi {
@@ -364,6 +390,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        self.gate.allow(&request, "SubmitJob", auth::OPERATOR)?;
         let wire = request
             .into_inner()
             .spec
@@ -390,6 +417,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::JobStatus>, Status> {
+        self.gate.allow(&request, "StartJob", auth::OPERATOR)?;
         let job = request.into_inner().job_id;
         self.shared
             .with_engine(|engine, now| engine.start_job(&job, now))
@@ -401,6 +429,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::JobStatus>, Status> {
+        self.gate.allow(&request, "CancelJob", auth::OPERATOR)?;
         let job = request.into_inner().job_id;
         self.shared
             .with_engine(|engine, now| engine.cancel_job(&job, now))
@@ -412,6 +441,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::JobStatus>, Status> {
+        self.gate.allow(&request, "GetJobStatus", auth::READER)?;
         Ok(Response::new(self.status(&request.into_inner().job_id)?))
     }
 
@@ -421,12 +451,14 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.gate.allow(&request, "WatchJob", auth::READER)?;
         let job = request.into_inner().job_id;
         // Subscribe before reading the status, so no event falls in between.
         let mut events = self.shared.events.subscribe();
         let first = self.status(&job)?;
         let (sender, receiver) = mpsc::channel(64);
         let shared = Arc::clone(&self.shared);
+        let gate = self.gate;
         tokio::spawn(async move {
             let status_event = |status: v1::JobStatus| v1::JobEvent {
                 job_id: status.job_id.clone(),
@@ -442,7 +474,7 @@ impl OperatorService for OperatorApi {
             if sender.send(Ok(status_event(first))).await.is_err() || done {
                 return;
             }
-            let api = OperatorApi { shared };
+            let api = OperatorApi { shared, gate };
             loop {
                 // The stream ends with the job's terminal event, not when the
                 // status first reads terminal: the engine runs ahead of this
@@ -487,6 +519,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<Self::FetchModelStream>, Status> {
+        self.gate.allow(&request, "FetchModel", auth::OPERATOR)?;
         let job = request.into_inner().job_id;
         let values = self
             .shared
@@ -499,6 +532,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::ModelInfo>, Status> {
+        self.gate
+            .allow(&request, "FetchModelInfo", auth::OPERATOR)?;
         let job = request.into_inner().job_id;
         self.shared.read(|engine| {
             let model = engine.final_model(&job).map_err(engine_error)?;

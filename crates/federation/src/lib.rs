@@ -26,9 +26,9 @@ pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
     Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
+pub use participant::{ParticipantError, SecureParticipant};
 pub use plan::{AggregationMode, JobPlan, PhaseTimeouts, PlanError};
 pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
-pub use participant::{ParticipantError, SecureParticipant};
 pub use secure::{ReplyEncoding, SecureSettings, SecureStep, SecureTask};
 pub use strategy::{ServerOptimizer, Strategy};
 

@@ -122,7 +122,8 @@ impl PartnerPrivacy {
 
 /// Scales `update` down to ℓ2 norm `clip_norm` when it is longer.
 pub fn clip_update(update: &mut [f32], clip_norm: f64) -> Result<(), PartnerPrivacyError> {
-    clip_l2(update, clip_norm).map_err(|error| PartnerPrivacyError::Accounting(error.to_string()))?;
+    clip_l2(update, clip_norm)
+        .map_err(|error| PartnerPrivacyError::Accounting(error.to_string()))?;
     Ok(())
 }
 

@@ -216,16 +216,14 @@ impl ReplyEncoding {
                 noise_multiplier,
                 clip_norm,
             } if vector_len > 0 => {
-                let threshold = cohort_threshold(cohort, settings)
-                    .map_err(PartnerPrivacyError::Accounting)?;
+                let threshold =
+                    cohort_threshold(cohort, settings).map_err(PartnerPrivacyError::Accounting)?;
                 // Each node deviates from the centre by at most half the
                 // levels; the summed noise (of up to `cohort` nodes, each
                 // calibrated for t) gets eight standard deviations on top.
-                let noise_span = 8.0
-                    * (cohort as f64 / threshold as f64).sqrt()
-                    * noise_multiplier
-                    * clip_norm
-                    / f64::from(settings.clip_range);
+                let noise_span =
+                    8.0 * (cohort as f64 / threshold as f64).sqrt() * noise_multiplier * clip_norm
+                        / f64::from(settings.clip_range);
                 let spare_bits = (cohort as f64 + noise_span).log2().ceil();
                 // Finer levels than the noise needs buy nothing, and the exact
                 // sampler takes σ ≤ 2^16: aim for σ_node ≈ 2^15 integer units.
@@ -341,9 +339,8 @@ impl ReplyEncoding {
                 },
             })?;
         if let Some(mechanism) = &self.distributed {
-            let noise = DiscreteGaussian::from_sigma(mechanism.node_sigma).map_err(|error| {
-                PartnerPrivacyError::Accounting(format!("node noise: {error}"))
-            })?;
+            let noise = DiscreteGaussian::from_sigma(mechanism.node_sigma)
+                .map_err(|error| PartnerPrivacyError::Accounting(format!("node noise: {error}")))?;
             let mask = self.modulus_mask();
             for value in &mut encoded {
                 *value = value.wrapping_add(noise.sample(rng) as u32) & mask;
@@ -724,7 +721,9 @@ impl SecureRound {
             Some(Stage::Masked(session)) => {
                 let message = MaskedInput::from_bytes(payload).map_err(decode_error)?;
                 sender_matches(&message.sender)?;
-                session.handle_masked_input(&message).map_err(protocol_error)?;
+                session
+                    .handle_masked_input(&message)
+                    .map_err(protocol_error)?;
             }
             Some(Stage::Consistency(session)) => {
                 let message = ConsistencySignature::from_bytes(payload).map_err(decode_error)?;
@@ -875,7 +874,8 @@ mod tests {
             statistics_len: 3,
             positive_weight: true,
         };
-        let encoding = ReplyEncoding::new(3, 3, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
+        let encoding =
+            ReplyEncoding::new(3, 3, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let replies = [
             (120.0, vec![1.5e13, -3.25, 0.0], vec![0.5f32, -0.25, 0.125]),
@@ -909,7 +909,8 @@ mod tests {
 
     #[test]
     fn out_of_range_statistics_are_refused_by_name() {
-        let encoding = ReplyEncoding::new(0, 1, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
+        let encoding =
+            ReplyEncoding::new(0, 1, 5, &settings(), &PartnerPrivacy::Off).expect("encoding");
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let error = encoding
             .encode(1.0, &[1e30], &[], &mut rng)

@@ -13,9 +13,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_federation::secure::protocol_round_of;
 use veil_federation::{
     AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, PartnerPrivacy, Phase,
-    PhaseTimeouts,
-    RejectReason, ReplyEncoding, ResultKey, SecureParticipant, SecureSettings, SecureStep,
-    Strategy, Submission, SubmissionBody, TaskAssignment,
+    PhaseTimeouts, RejectReason, ReplyEncoding, ResultKey, SecureParticipant, SecureSettings,
+    SecureStep, Strategy, Submission, SubmissionBody, TaskAssignment,
 };
 use veil_secagg::PartnerPolicy;
 
@@ -170,9 +169,14 @@ impl Federation {
                 Phase::Train => (plan.parameter_count, plan.train_statistics_len),
                 Phase::Evaluate => (0, plan.evaluate_statistics_len),
             };
-            let encoding =
-                ReplyEncoding::new(shape.0, shape.1, secure.params.cohort().len(), settings, &plan.partner_privacy)
-                    .expect("encoding");
+            let encoding = ReplyEncoding::new(
+                shape.0,
+                shape.1,
+                secure.params.cohort().len(),
+                settings,
+                &plan.partner_privacy,
+            )
+            .expect("encoding");
             let (weight, statistics, vector) = Self::reply_of(node, task.phase);
             let encoded = encoding
                 .encode(weight, &statistics, &vector, &mut self.rng)
@@ -194,7 +198,9 @@ impl Federation {
             message
         } else {
             let participant = node.participants.get_mut(&key).expect("state kept");
-            participant.respond(secure, &mut self.rng).expect("responds")
+            participant
+                .respond(secure, &mut self.rng)
+                .expect("responds")
         };
         Some(SubmissionBody::Secure {
             attempt: secure.attempt,
@@ -274,7 +280,10 @@ fn secure_job_matches_plain_fedavg_and_sums_statistics() {
     // Two rounds of FedAvg from zero, every node sending the same delta each round.
     let expected = 2.0 * federation.fedavg(&[0, 1, 2, 3, 4]);
     for value in model.iter() {
-        assert!((f64::from(*value) - expected).abs() < 1e-4, "{value} vs {expected}");
+        assert!(
+            (f64::from(*value) - expected).abs() < 1e-4,
+            "{value} vs {expected}"
+        );
     }
     let statistics = federation
         .engine
@@ -323,7 +332,11 @@ fn a_node_dropping_after_any_step_leaves_the_exact_sum_of_the_others() {
         behaviours[2] = Behaviour::DropAt(drop_step);
         let mut federation = Federation::new(&behaviours);
         let job = federation.start(secure_plan(3, 1));
-        assert_eq!(federation.run(&job), JobState::Succeeded, "drop at {drop_step}");
+        assert_eq!(
+            federation.run(&job),
+            JobState::Succeeded,
+            "drop at {drop_step}"
+        );
         // Its input is in the sum exactly when it uploaded a masked input.
         let uploaded = drop_step > SecureStep::MaskedInput;
         let contributors: Vec<usize> = if uploaded {
@@ -358,7 +371,10 @@ fn too_few_survivors_fail_the_phase_by_name_after_retrying() {
     let JobState::Failed { reason } = federation.run(&job) else {
         panic!("the job must fail");
     };
-    assert!(reason.contains("secure aggregation failed 2 times"), "{reason}");
+    assert!(
+        reason.contains("secure aggregation failed 2 times"),
+        "{reason}"
+    );
     let failures = federation
         .events()
         .into_iter()
@@ -430,7 +446,12 @@ fn secure_plans_need_three_participants() {
 
 /// Runs `runs` one-round jobs of `plan` and returns, for every coordinate of
 /// every final model, its difference from `expected`: the noise released.
-fn released_noise(federation: &mut Federation, plan: &JobPlan, runs: usize, expected: f64) -> Vec<f64> {
+fn released_noise(
+    federation: &mut Federation,
+    plan: &JobPlan,
+    runs: usize,
+    expected: f64,
+) -> Vec<f64> {
     let mut samples = Vec::new();
     for _ in 0..runs {
         let job = federation.start(plan.clone());
@@ -475,7 +496,10 @@ fn distributed_noise_is_in_the_released_model_with_the_calibrated_deviation() {
         (sigma / expected_sigma - 1.0).abs() < 0.15,
         "released noise σ {sigma} vs calibrated {expected_sigma}"
     );
-    assert!(mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(), "bias {mean}");
+    assert!(
+        mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(),
+        "bias {mean}"
+    );
     // The calibration is for t survivors: their noise alone reaches z·Δ.
     let threshold = mechanism.min_survivors as f64;
     assert!(
@@ -527,7 +551,10 @@ fn central_noise_is_added_by_the_coordinator_and_fails_closed_without_a_source()
         (sigma / expected_sigma - 1.0).abs() < 0.15,
         "central noise σ {sigma} vs {expected_sigma}"
     );
-    assert!(mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(), "bias {mean}");
+    assert!(
+        mean.abs() < 5.0 * expected_sigma / (240f64).sqrt(),
+        "bias {mean}"
+    );
 }
 
 #[test]
@@ -550,7 +577,12 @@ fn a_refused_round_ends_the_job_with_the_rounds_already_released() {
         if opened_round_two {
             federation
                 .engine
-                .refuse_round(&job, 2, "partner node-1 would exceed ε = 1".into(), federation.now)
+                .refuse_round(
+                    &job,
+                    2,
+                    "partner node-1 would exceed ε = 1".into(),
+                    federation.now,
+                )
                 .expect("refusal accepted");
             refused = true;
             break;
@@ -559,7 +591,11 @@ fn a_refused_round_ends_the_job_with_the_rounds_already_released() {
         // Drive one step of the protocol for every node.
         for index in 0..federation.nodes.len() {
             let name = federation.nodes[index].name.clone();
-            if let Some(task) = federation.engine.next_task(&name, federation.now).expect("node") {
+            if let Some(task) = federation
+                .engine
+                .next_task(&name, federation.now)
+                .expect("node")
+            {
                 if let Some(body) = federation.answer(index, &task) {
                     let submission = Submission {
                         node: name,
@@ -589,7 +625,13 @@ fn a_refused_round_ends_the_job_with_the_rounds_already_released() {
     )));
     // Nothing of round 2 is handed out afterwards.
     for node in &federation.nodes {
-        assert!(federation.engine.next_task(&node.name, federation.now).expect("node").is_none());
+        assert!(
+            federation
+                .engine
+                .next_task(&node.name, federation.now)
+                .expect("node")
+                .is_none()
+        );
     }
     assert!(federation.engine.global_model(&job, 2).is_err());
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use veil_federation::{
-    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts, RejectReason,
-    ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
+    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts,
+    RejectReason, ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
 
 const PARAMETERS: usize = 4;

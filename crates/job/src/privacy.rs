@@ -260,7 +260,10 @@ pub fn round_charges(
             )
             .map_err(|error| invalid("privacy.partners", error.to_string()))?;
             let mechanism = encoding.distributed.ok_or_else(|| {
-                invalid("privacy.partners", "the encoding carries no distributed noise")
+                invalid(
+                    "privacy.partners",
+                    "the encoding carries no distributed noise",
+                )
             })?;
             debug_assert_eq!(
                 cohort_threshold(party.cohort, settings).ok(),

@@ -71,7 +71,11 @@ fn secure_aggregation_is_the_default_and_plain_must_be_asked_for() {
         "aggregation.mode",
         "homomorphic",
     );
-    check_error(|w| w.min_participants = 2, "min_participants", "secure aggregation");
+    check_error(
+        |w| w.min_participants = 2,
+        "min_participants",
+        "secure aggregation",
+    );
     check_error(
         |w| {
             if let Some(aggregation) = w.aggregation.as_mut() {

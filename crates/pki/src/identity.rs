@@ -252,6 +252,12 @@ impl IdentityKey {
         &self.key_pair
     }
 
+    /// The ring key pair, owned, for signers that keep it (a node's
+    /// secure-aggregation participant signs with its certificate's key).
+    pub fn into_key_pair(self) -> Ed25519KeyPair {
+        self.key_pair
+    }
+
     /// Signs `message`; the signature verifies under [`IdentityKey::public_key`].
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         let mut signature = [0u8; 64];

@@ -14,6 +14,7 @@
 //! persist anything but certificate, key and revocation files.
 
 mod authority;
+mod files;
 mod identity;
 mod revocation;
 mod tls;
@@ -21,6 +22,7 @@ mod tls;
 pub use authority::{
     CLOCK_SKEW_ALLOWANCE, CertificateRequest, FederationCa, IssuedCertificate, PkiError, Validity,
 };
+pub use files::{MemberFiles, MemberFilesError, REVOCATIONS_FILE, ROOT_FILE};
 pub use identity::{
     AuthError, Ed25519PublicKey, FederationRoot, IdentityKey, PeerIdentity, Role, Serial,
     authorize, verify_certificate, verify_node_certificate,

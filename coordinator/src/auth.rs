@@ -1,0 +1,88 @@
+//! Who may call which RPC: every request's mTLS identity is checked against
+//! the roles its RPC allows, and a node may act only under its own name.
+//! Refusals are returned as `Unauthenticated` / `PermissionDenied` and
+//! logged with the caller's role, name and serial (never a key or a value).
+//!
+//! Without mTLS (the explicit insecure-development mode) there is no
+//! identity to check and every call is let through; the server warns at
+//! start-up.
+
+use tonic::{Request, Status};
+use veil_pki::{PeerIdentity, Role, authorize, peer_address, peer_identity};
+
+/// The roles of each kind of RPC.
+pub(crate) const NODE: &[Role] = &[Role::Node];
+/// Creating, starting and cancelling jobs, and fetching models.
+pub(crate) const OPERATOR: &[Role] = &[Role::Operator];
+/// Reading job status and progress: operators and auditors.
+pub(crate) const READER: &[Role] = &[Role::Operator, Role::Auditor];
+
+/// The per-request check, shared by both services.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gate {
+    /// Whether connections carry mTLS identities.
+    mtls: bool,
+}
+
+impl Gate {
+    /// A gate for a server with (`true`) or without mTLS.
+    pub(crate) fn new(mtls: bool) -> Self {
+        Self { mtls }
+    }
+
+    /// The caller's identity, if its role may call `rpc`. `None` in
+    /// insecure-development mode.
+    pub(crate) fn allow<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &'static str,
+        roles: &[Role],
+    ) -> Result<Option<PeerIdentity>, Status> {
+        if !self.mtls {
+            return Ok(None);
+        }
+        let checked = peer_identity(request).and_then(|identity| {
+            authorize(&identity, roles)?;
+            Ok(identity)
+        });
+        match checked {
+            Ok(identity) => Ok(Some(identity)),
+            Err(error) => {
+                refused(request, rpc, &error.to_string());
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Like [`Gate::allow`] for node RPCs, and the node must be `node_id`.
+    pub(crate) fn allow_node<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &'static str,
+        node_id: &str,
+    ) -> Result<Option<PeerIdentity>, Status> {
+        let Some(identity) = self.allow(request, rpc, NODE)? else {
+            return Ok(None);
+        };
+        if let Err(error) = identity.require_name(node_id) {
+            refused(request, rpc, &error.to_string());
+            return Err(error.into());
+        }
+        Ok(Some(identity))
+    }
+}
+
+/// An authentication or authorisation failure, for the operator's log.
+fn refused<T>(request: &Request<T>, rpc: &'static str, reason: &str) {
+    let peer = peer_address(request).map(|address| address.to_string());
+    let identity = peer_identity(request)
+        .ok()
+        .map(|identity| format!("{}/{}", identity.role.as_str(), identity.name));
+    tracing::warn!(
+        rpc,
+        peer = peer.as_deref().unwrap_or("unknown"),
+        identity = identity.as_deref().unwrap_or("none"),
+        %reason,
+        "request refused"
+    );
+}
