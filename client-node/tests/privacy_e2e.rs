@@ -149,6 +149,24 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         node.abort();
     }
 
+    // The audit log verifies under the coordinator's public key and records
+    // the refusal, the vetoes and every committed round with its ε.
+    let public_key = veil_audit::AuditPublicKey::from_hex(
+        std::fs::read_to_string(coordinator_state.join("audit-public.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let log_path = coordinator_state.join("audit.log");
+    let head = veil_audit::Head::read(&veil_audit::head_path_for(&log_path)).unwrap();
+    let audit = veil_audit::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
+    let kinds: Vec<&str> = audit.entries.iter().map(|entry| entry.event.kind()).collect();
+    for expected in ["job_created", "round_started", "round_committed", "node_veto", "budget_refused", "model_released"] {
+        assert!(kinds.contains(&expected), "no {expected} entry in {kinds:?}");
+    }
+    let committed = kinds.iter().filter(|kind| **kind == "round_committed").count();
+    assert_eq!(committed as u32, status.completed_rounds);
+
     // Reopened from disk, as after a restart of every process.
     let coordinator_ledger = SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
     let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();

@@ -7,8 +7,14 @@
 //! identity to check and every call is let through; the server warns at
 //! start-up.
 
+use std::sync::{Arc, Mutex};
+
 use tonic::{Request, Status};
+use veil_audit::AuditEvent;
 use veil_pki::{PeerIdentity, Role, authorize, peer_address, peer_identity};
+
+use crate::audit::AuditTrail;
+use crate::state::lock;
 
 /// The roles of each kind of RPC.
 pub(crate) const NODE: &[Role] = &[Role::Node];
@@ -18,16 +24,18 @@ pub(crate) const OPERATOR: &[Role] = &[Role::Operator];
 pub(crate) const READER: &[Role] = &[Role::Operator, Role::Auditor];
 
 /// The per-request check, shared by both services.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Gate {
     /// Whether connections carry mTLS identities.
     mtls: bool,
+    /// Where refusals are recorded.
+    audit: Arc<Mutex<AuditTrail>>,
 }
 
 impl Gate {
     /// A gate for a server with (`true`) or without mTLS.
-    pub(crate) fn new(mtls: bool) -> Self {
-        Self { mtls }
+    pub(crate) fn new(mtls: bool, audit: Arc<Mutex<AuditTrail>>) -> Self {
+        Self { mtls, audit }
     }
 
     /// The caller's identity, if its role may call `rpc`. `None` in
@@ -48,7 +56,7 @@ impl Gate {
         match checked {
             Ok(identity) => Ok(Some(identity)),
             Err(error) => {
-                refused(request, rpc, &error.to_string());
+                self.refused(request, rpc, &error.to_string());
                 Err(error.into())
             }
         }
@@ -65,24 +73,39 @@ impl Gate {
             return Ok(None);
         };
         if let Err(error) = identity.require_name(node_id) {
-            refused(request, rpc, &error.to_string());
+            self.refused(request, rpc, &error.to_string());
             return Err(error.into());
         }
         Ok(Some(identity))
     }
 }
 
-/// An authentication or authorisation failure, for the operator's log.
-fn refused<T>(request: &Request<T>, rpc: &'static str, reason: &str) {
-    let peer = peer_address(request).map(|address| address.to_string());
-    let identity = peer_identity(request)
-        .ok()
-        .map(|identity| format!("{}/{}", identity.role.as_str(), identity.name));
-    tracing::warn!(
-        rpc,
-        peer = peer.as_deref().unwrap_or("unknown"),
-        identity = identity.as_deref().unwrap_or("none"),
-        %reason,
-        "request refused"
-    );
+/// Who an audit entry names as the actor: `role/name`, or
+/// `insecure-dev` without mTLS.
+pub(crate) fn actor(identity: Option<&PeerIdentity>) -> String {
+    identity.map_or_else(
+        || "insecure-dev".to_owned(),
+        |identity| format!("{}/{}", identity.role.as_str(), identity.name),
+    )
+}
+
+impl Gate {
+    /// An authentication or authorisation failure, for the operator's log
+    /// and the audit trail.
+    fn refused<T>(&self, request: &Request<T>, rpc: &'static str, reason: &str) {
+        let peer = peer_address(request).map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let identity = peer_identity(request)
+            .ok()
+            .map_or_else(|| "none".to_owned(), |identity| actor(Some(&identity)));
+        let identity = identity.as_str();
+        tracing::warn!(rpc, %peer, identity, %reason, "request refused");
+        lock(&self.audit).record(
+            identity,
+            AuditEvent::AuthFailure {
+                peer,
+                rpc: rpc.to_owned(),
+                reason: reason.to_owned(),
+            },
+        );
+    }
 }

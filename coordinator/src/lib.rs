@@ -7,6 +7,7 @@
 //! sans-IO engine in `veil-federation`), know what a job means (that is
 //! `veil-job`), or train (that is `client-node` with `veil-models`).
 
+pub mod audit;
 mod auth;
 pub mod convert;
 pub mod logging;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use veil_audit::{AuditPublicKey, Head, export_report, head_path_for, verify_log_file};
 use coordinator::{CoordinatorConfig, logging, operator};
 use veil_pki::{
     CertificateRequest, ClientTls, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList,
@@ -67,6 +68,9 @@ enum Command {
     /// The federation certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Auditor commands over a copy of the coordinator's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Submit a job file; optionally start it and watch it to the end.
     Submit {
         /// The job file (TOML).
@@ -141,6 +145,59 @@ enum CaCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain, every signature and the head; name any
+    /// modification, deletion, insertion, reordering or truncation.
+    Verify {
+        /// The audit log (`audit.log` in the coordinator's state folder).
+        #[arg(long)]
+        log: PathBuf,
+        /// The coordinator's audit public key file (`audit-public.key`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Verify, then print a report of the log (jobs, rounds, ε charged,
+    /// refusals, vetoes, authentication failures).
+    Report {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
+    let (log, public_key_path, json) = match &command {
+        AuditCommand::Verify { log, public_key } => (log, public_key, None),
+        AuditCommand::Report {
+            log,
+            public_key,
+            json,
+        } => (log, public_key, Some(*json)),
+    };
+    let key_text = std::fs::read_to_string(public_key_path)
+        .with_context(|| format!("cannot read {}", public_key_path.display()))?;
+    let public_key = AuditPublicKey::from_hex(key_text.trim())
+        .with_context(|| format!("{} is not an audit public key", public_key_path.display()))?;
+    let head = Head::read(&head_path_for(log))?;
+    let report = verify_log_file(log, &public_key, head.as_ref())
+        .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
+    match json {
+        None => println!(
+            "{}: {} entries verified, chain intact, signed by {public_key}",
+            log.display(),
+            report.entries.len()
+        ),
+        Some(true) => println!("{}", export_report(&report.entries).to_json()),
+        Some(false) => println!("{}", export_report(&report.entries).to_text()),
+    }
+    Ok(())
+}
+
 /// The operator's (or auditor's) TLS identity, unless plaintext was asked for.
 fn member_tls(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
     match (&cli.tls_dir, cli.insecure_dev) {
@@ -207,12 +264,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_json);
     let tls = match &cli.command {
-        Command::Serve { .. } | Command::Ca(_) => None,
+        Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) => None,
         _ => member_tls(&cli)?,
     };
     let tls = tls.as_ref();
     match cli.command {
         Command::Ca(command) => run_ca(command),
+        Command::Audit(command) => run_audit(command),
         Command::Serve {
             listen,
             state_dir,

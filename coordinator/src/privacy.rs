@@ -10,7 +10,16 @@ use std::path::Path;
 use anyhow::Context;
 use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
 use veil_job::{JobSpec, RoundParty, round_charges};
-use veil_ledger::{Charge, SqliteLedger, check_job_budget};
+use veil_ledger::{BudgetRefusal, Charge, SqliteLedger, check_job_budget};
+
+/// What the guard did about one event, for the audit trail.
+#[derive(Debug, Default)]
+pub(crate) struct PrivacyOutcome {
+    /// The round was refused for these partners and units.
+    pub(crate) refusals: Vec<BudgetRefusal>,
+    /// A round was committed with these charges, recorded before release.
+    pub(crate) charged: Vec<Charge>,
+}
 
 /// The ledger and what it needs to remember between events.
 pub(crate) struct PrivacyGuard {
@@ -38,7 +47,8 @@ impl PrivacyGuard {
         engine: &mut Engine<JobSpec>,
         event: &EngineEvent,
         now: std::time::Instant,
-    ) {
+    ) -> PrivacyOutcome {
+        let mut outcome = PrivacyOutcome::default();
         let job = &event.job;
         match &event.kind {
             EventKind::PhaseOpened {
@@ -48,12 +58,24 @@ impl PrivacyGuard {
                 ..
             } => {
                 self.invited.insert((job.clone(), *round), invited.clone());
-                if let Some(reason) = self.budget_refusal(engine, job, *round, invited) {
-                    tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
-                    if let Err(error) = engine.refuse_round(job, *round, reason, now) {
-                        tracing::error!(job = %job, round, %error, "could not refuse the round");
-                    }
+                let (reason, refusals) = match self.budget_refusals(engine, job, *round, invited) {
+                    Ok(refusals) if refusals.is_empty() => return outcome,
+                    Ok(refusals) => (
+                        refusals
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        refusals,
+                    ),
+                    // Fail closed: a round that cannot be priced does not run.
+                    Err(error) => (format!("the round cannot be priced: {error:#}"), Vec::new()),
+                };
+                tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
+                if let Err(error) = engine.refuse_round(job, *round, reason, now) {
+                    tracing::error!(job = %job, round, %error, "could not refuse the round");
                 }
+                outcome.refusals = refusals;
             }
             EventKind::PhaseCompleted {
                 round,
@@ -62,19 +84,22 @@ impl PrivacyGuard {
                 ..
             } => {
                 let Some(invited) = self.invited.remove(&(job.clone(), *round)) else {
-                    return;
+                    return outcome;
                 };
                 let contributors: Vec<NodeId> = invited
                     .iter()
                     .filter(|node| !dropped.contains(node))
                     .cloned()
                     .collect();
-                if let Err(error) = self.charge(engine, job, *round, invited.len(), &contributors) {
+                match self.charge(engine, job, *round, invited.len(), &contributors) {
+                    Ok(charged) => outcome.charged = charged,
+                    Err(error) => {
                     // The model of this round must not go out uncharged.
                     let reason = format!("round {round}: privacy charge not recorded: {error:#}");
                     tracing::error!(job = %job, round, %reason);
                     if let Err(error) = engine.fail_job(job, reason, now) {
                         tracing::error!(job = %job, %error, "could not stop the job");
+                    }
                     }
                 }
             }
@@ -84,35 +109,25 @@ impl PrivacyGuard {
             }
             _ => {}
         }
+        outcome
     }
 
-    /// Why the round would exceed the job budget of some partner, if it would.
-    fn budget_refusal(
+    /// The partners and units whose job budget the round would exceed.
+    fn budget_refusals(
         &self,
         engine: &Engine<JobSpec>,
         job: &str,
         round: u32,
         invited: &[NodeId],
-    ) -> Option<String> {
-        let result = (|| -> anyhow::Result<Vec<String>> {
-            let spec = engine.descriptor(job)?;
-            let existing = self.ledger.charges_for_job(job)?;
-            let planned = planned_charges(spec, job, round, invited, invited.len())?
-                .into_iter()
-                .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
-                .collect::<Vec<_>>();
-            let budget = spec.privacy.job_budget(job);
-            Ok(check_job_budget(&budget, &existing, &planned)?
-                .iter()
-                .map(ToString::to_string)
-                .collect())
-        })();
-        match result {
-            Ok(refusals) if refusals.is_empty() => None,
-            Ok(refusals) => Some(refusals.join("; ")),
-            // Fail closed: a round that cannot be priced does not run.
-            Err(error) => Some(format!("the round cannot be priced: {error:#}")),
-        }
+    ) -> anyhow::Result<Vec<BudgetRefusal>> {
+        let spec = engine.descriptor(job)?;
+        let existing = self.ledger.charges_for_job(job)?;
+        let planned = planned_charges(spec, job, round, invited, invited.len())?
+            .into_iter()
+            .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
+            .collect::<Vec<_>>();
+        let budget = spec.privacy.job_budget(job);
+        Ok(check_job_budget(&budget, &existing, &planned)?)
     }
 
     fn charge(
@@ -122,12 +137,13 @@ impl PrivacyGuard {
         round: u32,
         cohort: usize,
         contributors: &[NodeId],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Charge>> {
         let spec = engine.descriptor(job)?;
-        for charge in planned_charges(spec, job, round, contributors, cohort)? {
-            self.ledger.record(&charge)?;
+        let charges = planned_charges(spec, job, round, contributors, cohort)?;
+        for charge in &charges {
+            self.ledger.record(charge)?;
         }
-        Ok(())
+        Ok(charges)
     }
 }
 

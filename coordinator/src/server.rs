@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
+use crate::audit::AuditTrail;
 use crate::auth::Gate;
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
@@ -108,6 +109,7 @@ pub async fn run(
             .with_context(|| format!("coordinator job store {}", store_path.display()))?,
     );
     let privacy = PrivacyGuard::open(&state_dir.join("ledger.sqlite"))?;
+    let audit = Arc::new(Mutex::new(AuditTrail::open(&state_dir)?));
     let snapshots = store.load_all()?;
     if !snapshots.is_empty() {
         tracing::info!(jobs = snapshots.len(), "resuming jobs from the store");
@@ -116,7 +118,7 @@ pub async fn run(
     engine.set_noise_source(
         veil_dp_noise::production_rng().context("seeding the central-noise generator")?,
     );
-    let shared = Arc::new(Shared::new(engine, store, privacy));
+    let shared = Arc::new(Shared::new(engine, store, privacy, Arc::clone(&audit)));
     let limits = ServiceLimits {
         max_long_poll: config.max_long_poll,
         heartbeat_interval: config.heartbeat_interval,
@@ -130,11 +132,11 @@ pub async fn run(
         .set_serving::<OperatorServiceServer<OperatorApi>>()
         .await;
 
-    let gate = Gate::new(matches!(config.transport, Transport::Mtls(_)));
+    let gate = Gate::new(matches!(config.transport, Transport::Mtls(_)), audit);
     let node_service = NodeServiceServer::new(NodeApi {
         shared: Arc::clone(&shared),
         limits,
-        gate,
+        gate: gate.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
+use veil_audit::AuditEvent;
 use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmissionBody, SubmitOutcome};
 use veil_job::{JobSpec, statistics};
 use veil_wire::VALUES_PER_CHUNK;
@@ -21,7 +23,8 @@ use crate::convert::{
     describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason,
     round_metrics, secure_step_from_wire, secure_task_to_wire,
 };
-use crate::state::Shared;
+use crate::audit::model_digest;
+use crate::state::{Shared, lock};
 
 /// Settings the services need at request time.
 #[derive(Debug, Clone, Copy)]
@@ -390,7 +393,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        self.gate.allow(&request, "SubmitJob", auth::OPERATOR)?;
+        let identity = self.gate.allow(&request, "SubmitJob", auth::OPERATOR)?;
         let wire = request
             .into_inner()
             .spec
@@ -410,6 +413,13 @@ impl OperatorService for OperatorApi {
             .shared
             .with_engine(|engine, now| engine.submit_job(plan, spec, initial, now))
             .map_err(engine_error)?;
+        lock(&self.shared.audit).record(
+            &auth::actor(identity.as_ref()),
+            AuditEvent::JobCreated {
+                job_id: job_id.clone(),
+                spec_sha256: sha256(&wire.encode_to_vec()),
+            },
+        );
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
     }
 
@@ -458,7 +468,7 @@ impl OperatorService for OperatorApi {
         let first = self.status(&job)?;
         let (sender, receiver) = mpsc::channel(64);
         let shared = Arc::clone(&self.shared);
-        let gate = self.gate;
+        let gate = self.gate.clone();
         tokio::spawn(async move {
             let status_event = |status: v1::JobStatus| v1::JobEvent {
                 job_id: status.job_id.clone(),
@@ -519,12 +529,25 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<Self::FetchModelStream>, Status> {
-        self.gate.allow(&request, "FetchModel", auth::OPERATOR)?;
+        let identity = self.gate.allow(&request, "FetchModel", auth::OPERATOR)?;
         let job = request.into_inner().job_id;
-        let values = self
+        let (values, version) = self
             .shared
-            .read(|engine| engine.final_model(&job))
+            .read(|engine| {
+                let values = engine.final_model(&job)?;
+                Ok((values, engine.snapshot(&job)?.model_version))
+            })
             .map_err(engine_error)?;
+        let actor = auth::actor(identity.as_ref());
+        lock(&self.shared.audit).record(
+            &actor,
+            AuditEvent::ModelExported {
+                job_id: job.clone(),
+                version: u64::from(version),
+                model_sha256: model_digest(&values),
+                destination: actor.clone(),
+            },
+        );
         Ok(Response::new(model_stream(values)))
     }
 
@@ -581,4 +604,10 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
         }
         kind => describe_event(kind),
     }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut digest = [0; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    digest
 }

@@ -3,7 +3,7 @@
 //! job store.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{Notify, broadcast};
@@ -12,6 +12,7 @@ use veil_federation::{Engine, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
 use crate::convert::describe_event;
+use crate::audit::AuditTrail;
 use crate::privacy::PrivacyGuard;
 
 /// Everything the services share.
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     store: Mutex<Box<dyn JobStore<JobSpec> + Send>>,
     /// The privacy ledger and budget gate, consulted inside the engine lock.
     pub(crate) privacy: Mutex<PrivacyGuard>,
+    /// The signed, hash-chained audit log.
+    pub(crate) audit: Arc<Mutex<AuditTrail>>,
 }
 
 impl Shared {
@@ -37,6 +40,7 @@ impl Shared {
         engine: Engine<JobSpec>,
         store: Box<dyn JobStore<JobSpec> + Send>,
         privacy: PrivacyGuard,
+        audit: Arc<Mutex<AuditTrail>>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -45,6 +49,7 @@ impl Shared {
             events,
             store: Mutex::new(store),
             privacy: Mutex::new(privacy),
+            audit,
         }
     }
 
@@ -60,12 +65,14 @@ impl Shared {
         let mut durable_changes = BTreeSet::new();
         let mut any_event = false;
         let mut privacy = lock(&self.privacy);
+        let mut audit = lock(&self.audit);
         while let Some(event) = engine.poll_event() {
             any_event = true;
             log_event(&event);
             // May refuse the round or record its charges; its own events
             // come out of this same loop.
-            privacy.observe(&mut engine, &event, now);
+            let outcome = privacy.observe(&mut engine, &event, now);
+            audit.observe(&engine, &event, &outcome);
             if !matches!(
                 event.kind,
                 EventKind::ReplyRejected { .. }
@@ -85,6 +92,7 @@ impl Shared {
                 }
             }
         }
+        drop(audit);
         drop(privacy);
         drop(engine);
         if any_event {
@@ -101,7 +109,7 @@ impl Shared {
 
 /// A poisoned lock means a panic elsewhere; the engine's invariants hold
 /// between calls, so carrying on is safer than taking the server down.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
