@@ -160,11 +160,28 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     let log_path = coordinator_state.join("audit.log");
     let head = veil_audit::Head::read(&veil_audit::head_path_for(&log_path)).unwrap();
     let audit = veil_audit::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
-    let kinds: Vec<&str> = audit.entries.iter().map(|entry| entry.event.kind()).collect();
-    for expected in ["job_created", "round_started", "round_committed", "node_veto", "budget_refused", "model_released"] {
-        assert!(kinds.contains(&expected), "no {expected} entry in {kinds:?}");
+    let kinds: Vec<&str> = audit
+        .entries
+        .iter()
+        .map(|entry| entry.event.kind())
+        .collect();
+    for expected in [
+        "job_created",
+        "round_started",
+        "round_committed",
+        "node_veto",
+        "budget_refused",
+        "model_released",
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "no {expected} entry in {kinds:?}"
+        );
     }
-    let committed = kinds.iter().filter(|kind| **kind == "round_committed").count();
+    let committed = kinds
+        .iter()
+        .filter(|kind| **kind == "round_committed")
+        .count();
     assert_eq!(committed as u32, status.completed_rounds);
 
     // Reopened from disk, as after a restart of every process.

@@ -89,9 +89,9 @@ impl AuditTrail {
                     partner: refusal.partner_id.clone(),
                     unit: unit_name(refusal.unit).to_owned(),
                     requested_epsilon: finite(refusal.planned),
-                    remaining_epsilon: refusal
-                        .limit
-                        .map_or(0.0, |limit| finite((limit.epsilon - refusal.spent).max(0.0))),
+                    remaining_epsilon: refusal.limit.map_or(0.0, |limit| {
+                        finite((limit.epsilon - refusal.spent).max(0.0))
+                    }),
                 },
             );
         }

@@ -7,8 +7,8 @@ use anyhow::Context;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use veil_audit::{AuditPublicKey, Head, export_report, head_path_for, verify_log_file};
 use coordinator::{CoordinatorConfig, logging, operator};
+use veil_audit::{AuditPublicKey, Head, export_report, head_path_for, verify_log_file};
 use veil_pki::{
     CertificateRequest, ClientTls, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList,
     RevocationReason, Role, Serial, Validity,

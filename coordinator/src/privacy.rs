@@ -94,12 +94,13 @@ impl PrivacyGuard {
                 match self.charge(engine, job, *round, invited.len(), &contributors) {
                     Ok(charged) => outcome.charged = charged,
                     Err(error) => {
-                    // The model of this round must not go out uncharged.
-                    let reason = format!("round {round}: privacy charge not recorded: {error:#}");
-                    tracing::error!(job = %job, round, %reason);
-                    if let Err(error) = engine.fail_job(job, reason, now) {
-                        tracing::error!(job = %job, %error, "could not stop the job");
-                    }
+                        // The model of this round must not go out uncharged.
+                        let reason =
+                            format!("round {round}: privacy charge not recorded: {error:#}");
+                        tracing::error!(job = %job, round, %reason);
+                        if let Err(error) = engine.fail_job(job, reason, now) {
+                            tracing::error!(job = %job, %error, "could not stop the job");
+                        }
                     }
                 }
             }

@@ -4,10 +4,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use veil_audit::AuditEvent;
 use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmissionBody, SubmitOutcome};
@@ -18,12 +18,12 @@ use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
 use veil_wire::v1::{self, result_chunk};
 
+use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
     describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason,
     round_metrics, secure_step_from_wire, secure_task_to_wire,
 };
-use crate::audit::model_digest;
 use crate::state::{Shared, lock};
 
 /// Settings the services need at request time.

@@ -11,8 +11,8 @@ use veil_federation::store::JobStore;
 use veil_federation::{Engine, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
-use crate::convert::describe_event;
 use crate::audit::AuditTrail;
+use crate::convert::describe_event;
 use crate::privacy::PrivacyGuard;
 
 /// Everything the services share.
