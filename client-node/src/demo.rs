@@ -199,23 +199,10 @@ pub async fn run_demo(
     // the demo runs real mTLS with role checks.
     let pki_dir = config.output_dir.join("pki");
     remove_if_present(&pki_dir)?;
-    let ca = FederationCa::create(
-        "veil-demo",
-        Validity::starting_now(Duration::from_secs(86_400)),
-    )?;
-    ca.save(&pki_dir.join("ca"))?;
-    let member = |request: CertificateRequest| -> anyhow::Result<MemberFiles> {
-        let folder = pki_dir.join(&request.name);
-        Ok(MemberFiles::issue_into(&ca, &request, &folder)?.0)
-    };
-    let week = Validity::starting_now(Duration::from_secs(7 * 86_400));
-    let coordinator_files = member(CertificateRequest::coordinator(
-        "coordinator",
-        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-        week,
-    ))?;
-    let operator_files = member(CertificateRequest::member(Role::Operator, "operator", week))?;
-    let revocations = RevocationList::open(pki_dir.join("ca").join(REVOCATIONS_FILE))?;
+    let pki = LocalPki::create(&pki_dir)?;
+    let coordinator_files = pki.coordinator()?;
+    let operator_files = pki.member(Role::Operator, "operator")?;
+    let revocations = pki.revocations()?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
@@ -237,14 +224,14 @@ pub async fn run_demo(
     for (name, file) in names.iter().zip(&files) {
         let mut source = CsvSource::new(file.clone());
         source.rejects_path = Some(data_dir.join(format!("{name}.rejects.csv")));
-        member(CertificateRequest::member(Role::Node, name.clone(), week))?;
+        pki.member(Role::Node, name)?;
         let node_config = NodeConfig {
             node_id: name.clone(),
             coordinator: address.clone(),
             data: source.clone().into(),
             state_dir: Some(config.output_dir.join(format!("{name}.state"))),
             policy: Default::default(),
-            tls_dir: Some(pki_dir.join(name)),
+            tls_dir: Some(pki.folder(name)),
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));
@@ -299,6 +286,58 @@ pub async fn run_demo(
         scores_path,
         federation_seconds,
     })
+}
+
+/// A throwaway federation CA in one folder, with every member's folder
+/// beside it (`<dir>/ca`, `<dir>/<name>`), for local federations: the demo
+/// and the benchmarks. Production CAs are made with `coordinator ca`.
+pub struct LocalPki {
+    ca: FederationCa,
+    dir: PathBuf,
+    validity: Validity,
+}
+
+impl LocalPki {
+    /// A new CA in `dir/ca`, and certificates valid for a week.
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        let validity = Validity::starting_now(Duration::from_secs(7 * 86_400));
+        let ca = FederationCa::create("veil-local", validity)?;
+        ca.save(&dir.join("ca"))?;
+        Ok(Self {
+            ca,
+            dir: dir.to_owned(),
+            validity,
+        })
+    }
+
+    /// The coordinator's folder, valid for 127.0.0.1 and localhost.
+    pub fn coordinator(&self) -> anyhow::Result<MemberFiles> {
+        self.issue(CertificateRequest::coordinator(
+            "coordinator",
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            self.validity,
+        ))
+    }
+
+    /// A node's, operator's or auditor's folder.
+    pub fn member(&self, role: Role, name: &str) -> anyhow::Result<MemberFiles> {
+        self.issue(CertificateRequest::member(role, name, self.validity))
+    }
+
+    /// The member folder of `name` (for a node's `tls_dir`).
+    pub fn folder(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The CA's revocation list, for the coordinator to check.
+    pub fn revocations(&self) -> anyhow::Result<RevocationList> {
+        Ok(RevocationList::open(self.dir.join("ca").join(REVOCATIONS_FILE))?)
+    }
+
+    fn issue(&self, request: CertificateRequest) -> anyhow::Result<MemberFiles> {
+        let folder = self.dir.join(&request.name);
+        Ok(MemberFiles::issue_into(&self.ca, &request, &folder)?.0)
+    }
 }
 
 fn remove_if_present(folder: &Path) -> anyhow::Result<()> {
