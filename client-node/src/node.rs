@@ -266,7 +266,9 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
     match (&spec.aggregation, task.secure.as_ref()) {
         (AggregationMode::Plain, None) => {
             if phase == Phase::Train {
-                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, 0)? {
+                if let Some(reason) =
+                    privacy_gate(state, &spec, &task.job_id, task.round, 0, Commit::Record)?
+                {
                     return decline(state, header, phase, reason).await;
                 }
             }
@@ -287,10 +289,18 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             .await
         }
         (AggregationMode::Secure(_), Some(secure)) => {
-            let first_step = secure.step == v1::SecureStep::AdvertiseKeys as i32;
-            if phase == Phase::Train && first_step {
+            // The round is checked against the caps before anything is
+            // computed, and charged just before the masked input (the only
+            // message that depends on the data) leaves.
+            let commit = match v1::SecureStep::try_from(secure.step) {
+                Ok(v1::SecureStep::AdvertiseKeys) => Some(Commit::CheckOnly),
+                Ok(v1::SecureStep::MaskedInput) => Some(Commit::Record),
+                _ => None,
+            };
+            if let (Phase::Train, Some(commit)) = (phase, commit) {
                 let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
-                if let Some(reason) = privacy_gate(state, &spec, &task.job_id, task.round, cohort)?
+                if let Some(reason) =
+                    privacy_gate(state, &spec, &task.job_id, task.round, cohort, commit)?
                 {
                     return decline(state, header, phase, reason).await;
                 }
@@ -501,10 +511,17 @@ async fn send(
     }
 }
 
+/// Whether the privacy gate only checks the caps or also records the charge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Commit {
+    CheckOnly,
+    Record,
+}
+
 /// The partner's veto over a training round: prices it with the job's own
 /// rules ([`round_charges`], as the coordinator does), refuses it when it
 /// would exceed this node's yearly caps whatever the coordinator says, and
-/// otherwise records the charges durably before anything is computed or
+/// with [`Commit::Record`] records the charges durably before the update is
 /// sent. A round already charged (a replay or a retried attempt) is not
 /// charged again. Returns the refusal, if any.
 fn privacy_gate(
@@ -513,6 +530,7 @@ fn privacy_gate(
     job_id: &str,
     round: u32,
     cohort: usize,
+    commit: Commit,
 ) -> anyhow::Result<Option<String>> {
     let node_id = state.client.node_id.clone();
     let party = RoundParty {
@@ -538,8 +556,10 @@ fn privacy_gate(
         let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
         return Ok(Some(format!("partner privacy cap: {}", reasons.join("; "))));
     }
-    for charge in &new {
-        state.ledger.record(charge)?;
+    if commit == Commit::Record {
+        for charge in &new {
+            state.ledger.record(charge)?;
+        }
     }
     Ok(None)
 }

@@ -19,15 +19,19 @@ fn spawn_node(config: &std::path::Path) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator_state = dir.path().join("coordinator.state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(coordinator::run(
-        CoordinatorConfig::insecure_development(),
+        CoordinatorConfig {
+            state_dir: Some(coordinator_state.clone()),
+            ..CoordinatorConfig::insecure_development()
+        },
         listener,
         std::future::pending(),
     ));
 
-    let dir = tempfile::tempdir().unwrap();
     let synth = veil_synth::SynthConfig::demo(4, 5);
     let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
     let mut configs = Vec::new();
@@ -127,4 +131,31 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     let last = history.last().unwrap();
     assert_eq!(last.participants, 4, "{last:?}");
     assert_eq!(last.eval_examples, full_evaluation);
+
+    // The restarted node's ledger (it survived the kill in its state folder)
+    // and the coordinator's agree: the rounds it missed are in neither.
+    let coordinator_ledger =
+        veil_ledger::SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
+    let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();
+    for index in 0..4 {
+        let partner = format!("node-{index}");
+        let node_ledger = veil_ledger::SqliteLedger::open(
+            &dir.path().join(format!("node-{index}.state/ledger.sqlite")),
+        )
+        .unwrap();
+        let node_charges: Vec<_> = node_ledger
+            .charges_for_partner(&partner)
+            .unwrap()
+            .into_iter()
+            .filter(|charge| charge.job_id == job_id)
+            .collect();
+        let coordinator_view: Vec<_> = coordinator_charges
+            .iter()
+            .filter(|charge| charge.partner_id == partner)
+            .cloned()
+            .collect();
+        let report = veil_ledger::reconcile(&coordinator_view, &node_charges);
+        assert!(report.is_consistent(), "{partner}: {report:?}");
+        assert!(!node_charges.is_empty(), "{partner} was never charged");
+    }
 }
