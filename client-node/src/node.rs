@@ -18,10 +18,13 @@ use veil_federation::secure::{protocol_round_of, round_graph_seed};
 use veil_federation::{
     AggregationMode, Phase, ReplyEncoding, SecureParticipant, SecureStep, SecureTask,
 };
-use veil_job::{JobSpec, statistics};
-use veil_job::{RoundParty, round_charges};
+use veil_job::statistics::ReleaseNoise;
+use veil_job::{JobSpec, StatisticsPrivacy, statistics};
+use veil_job::{RoundParty, phase_charges};
 use veil_ledger::{Charge, SqliteLedger, check_partner_caps};
-use veil_models::{Dataset, evaluate, train, train_dp_sgd};
+use veil_models::{
+    Dataset, EvalStats, ExampleBounds, evaluate, evaluate_clamped, train, train_dp_sgd,
+};
 use veil_secagg::ProtocolParams;
 use veil_wire::v1;
 
@@ -29,6 +32,7 @@ use crate::config::NodeConfig;
 use crate::data::{JobRows, to_dataset};
 use crate::identity::NodeIdentity;
 use crate::policy::NodePolicy;
+use crate::receipts::ReceiptKeeper;
 use crate::transport::{NodeClient, ResultBody, is_transient};
 
 /// How long each `FetchTask` long poll may wait.
@@ -77,6 +81,8 @@ struct NodeState {
     client: NodeClient,
     /// This partner's own copy of every privacy charge it accepted.
     ledger: SqliteLedger,
+    /// The coordinator's signed receipts of the rounds this node joined.
+    receipts: ReceiptKeeper,
     log: Arc<TransactionLog>,
     identity: NodeIdentity,
     policy: NodePolicy,
@@ -149,9 +155,12 @@ pub async fn run_with(
             ledger_path.display()
         )
     })?;
+    let receipts = ReceiptKeeper::open(&config.state_dir(), &config.node_id)
+        .with_context(|| format!("node '{}': receipts", config.node_id))?;
     let state = NodeState {
         client: NodeClient::new(&config.coordinator, &config.node_id, tls.as_ref())?,
         ledger,
+        receipts,
         log: Arc::new(log),
         identity,
         policy: config.policy.clone(),
@@ -171,8 +180,7 @@ pub async fn run_with(
 }
 
 async fn serve(mut state: NodeState) -> anyhow::Result<()> {
-    let identity_key = state.identity.public_key();
-    let heartbeat_interval = register_with_backoff(&mut state.client, identity_key).await;
+    let heartbeat_interval = register(&mut state).await?;
     if let Some(progress) = &state.progress {
         let _ = progress.send(NodeProgress::Registered);
     }
@@ -182,21 +190,30 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
         match state.client.fetch_task(LONG_POLL).await {
             Ok(Some(task)) => {
                 backoff = Duration::from_millis(200);
+                // A training task may belong to a round still owed a receipt;
+                // any other task comes after the round's commit.
+                let training = (task.phase == v1::Phase::Train as i32)
+                    .then_some((task.job_id.as_str(), task.round));
+                collect_receipts(&mut state, training).await;
                 let job_id = task.job_id.clone();
                 if let Err(error) = handle_task(&mut state, task).await {
                     tracing::warn!(node = %state.client.node_id, job = %job_id, error = %format!("{error:#}"), "task failed");
                 }
             }
-            Ok(None) => {}
+            Ok(None) => collect_receipts(&mut state, None).await,
             Err(status) if status.code() == Code::FailedPrecondition => {
                 // The coordinator forgot us (it restarted): register again.
-                register_with_backoff(&mut state.client, identity_key).await;
+                if let Err(error) = register(&mut state).await {
+                    break Err(error);
+                }
             }
             Err(status) if is_transient(&status) => {
                 tracing::warn!(node = %state.client.node_id, code = ?status.code(), "coordinator unreachable, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                register_with_backoff(&mut state.client, identity_key).await;
+                if let Err(error) = register(&mut state).await {
+                    break Err(error);
+                }
             }
             Err(status) => break Err(anyhow::anyhow!("fetching tasks: {}", status.message())),
         }
@@ -205,14 +222,50 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
     result
 }
 
+/// Registers (retrying until the coordinator answers) and checks the
+/// coordinator's audit key against the pinned one; returns the heartbeat interval.
+async fn register(state: &mut NodeState) -> anyhow::Result<Duration> {
+    let identity_key = state.identity.public_key();
+    let response = register_with_backoff(&mut state.client, identity_key).await;
+    state.receipts.pin(&response.audit_public_key)?;
+    Ok(Duration::from_millis(u64::from(
+        response.heartbeat_interval_ms.max(500),
+    )))
+}
+
+/// Fetches and stores the receipts of rounds that may have committed since
+/// the last fetch. Failures are retried at the next opportunity: a receipt
+/// can always be issued again from the coordinator's log.
+async fn collect_receipts(state: &mut NodeState, current: Option<(&str, u32)>) {
+    if !state.receipts.is_due(current) {
+        return;
+    }
+    let node = state.client.node_id.clone();
+    match state.client.fetch_receipts(state.receipts.after_seq()).await {
+        Ok(fetched) => match state.receipts.store(fetched) {
+            Ok(0) => {}
+            Ok(stored) => tracing::info!(node = %node, stored, "receipts stored"),
+            Err(error) => {
+                tracing::error!(node = %node, error = %format!("{error:#}"), "receipts refused");
+            }
+        },
+        Err(status) => {
+            tracing::debug!(node = %node, code = ?status.code(), message = status.message(), "receipts not fetched");
+        }
+    }
+}
+
 /// Registers, retrying with exponential backoff until the coordinator answers.
-async fn register_with_backoff(client: &mut NodeClient, identity_key: [u8; 32]) -> Duration {
+async fn register_with_backoff(
+    client: &mut NodeClient,
+    identity_key: [u8; 32],
+) -> v1::RegisterResponse {
     let mut delay = Duration::from_millis(100);
     loop {
         match client.register(identity_key).await {
             Ok(response) => {
                 tracing::info!(node = %client.node_id, "registered with the coordinator");
-                return Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(500)));
+                return response;
             }
             Err(status) => {
                 tracing::debug!(node = %client.node_id, code = ?status.code(), "registration failed, retrying");
@@ -265,12 +318,10 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
     }
     match (&spec.aggregation, task.secure.as_ref()) {
         (AggregationMode::Plain, None) => {
-            if phase == Phase::Train {
-                if let Some(reason) =
-                    privacy_gate(state, &spec, &task.job_id, task.round, 0, Commit::Record)?
-                {
-                    return decline(state, header, phase, reason).await;
-                }
+            if let Some(reason) =
+                privacy_gate(state, &spec, phase, &task.job_id, task.round, 0, Commit::Record)?
+            {
+                return decline(state, header, phase, reason).await;
             }
             let reply = compute_reply(state, &spec, &task, phase).await?;
             let header = v1::ResultHeader {
@@ -289,7 +340,7 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             .await
         }
         (AggregationMode::Secure(_), Some(secure)) => {
-            // The round is checked against the caps before anything is
+            // The phase is checked against the caps before anything is
             // computed, and charged just before the masked input (the only
             // message that depends on the data) leaves.
             let commit = match v1::SecureStep::try_from(secure.step) {
@@ -297,10 +348,10 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                 Ok(v1::SecureStep::MaskedInput) => Some(Commit::Record),
                 _ => None,
             };
-            if let (Phase::Train, Some(commit)) = (phase, commit) {
+            if let Some(commit) = commit {
                 let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
                 if let Some(reason) =
-                    privacy_gate(state, &spec, &task.job_id, task.round, cohort, commit)?
+                    privacy_gate(state, &spec, phase, &task.job_id, task.round, cohort, commit)?
                 {
                     return decline(state, header, phase, reason).await;
                 }
@@ -491,8 +542,15 @@ async fn send(
     step: Option<SecureStep>,
 ) -> anyhow::Result<()> {
     let (job, round) = (header.job_id.clone(), header.round);
+    // The update this round's commit (and so its receipt) will hold.
+    let training_update = phase == Phase::Train
+        && header.decline_reason.is_empty()
+        && matches!(step, None | Some(SecureStep::MaskedInput));
     match state.client.submit(header, body).await {
         Ok(duplicate) => {
+            if training_update {
+                state.receipts.await_round(&job, round);
+            }
             tracing::info!(node = %state.client.node_id, job = %job, round, %phase, step = ?step, duplicate, "result submitted");
             if let Some(progress) = &state.progress {
                 let _ = progress.send(NodeProgress::Submitted {
@@ -518,8 +576,8 @@ enum Commit {
     Record,
 }
 
-/// The partner's veto over a training round: prices it with the job's own
-/// rules ([`round_charges`], as the coordinator does), refuses it when it
+/// The partner's veto over a phase: prices it with the job's own rules
+/// ([`phase_charges`], as the coordinator does), refuses it when it
 /// would exceed this node's yearly caps whatever the coordinator says, and
 /// with [`Commit::Record`] records the charges durably before the update is
 /// sent. A round already charged (a replay or a retried attempt) is not
@@ -527,6 +585,7 @@ enum Commit {
 fn privacy_gate(
     state: &mut NodeState,
     spec: &JobSpec,
+    phase: Phase,
     job_id: &str,
     round: u32,
     cohort: usize,
@@ -542,10 +601,13 @@ fn privacy_gate(
         cohort,
     };
     let now = unix_seconds();
-    let planned = round_charges(spec, party)?
+    let planned = phase_charges(spec, phase, party)?
         .into_iter()
         .map(|charge| Charge::new(charge, now))
         .collect::<Result<Vec<_>, _>>()?;
+    if planned.is_empty() {
+        return Ok(None);
+    }
     let existing = state.ledger.charges_for_partner(&node_id)?;
     let new: Vec<Charge> = planned
         .into_iter()
@@ -606,11 +668,27 @@ async fn compute_reply(
         bail!("job data missing right after preparation");
     };
     let n_features = spec.features.n_features();
+    let released = spec.privacy.statistics;
     if phase == Phase::FeatureStats {
-        let sums = job.rows.feature_sums(n_features);
+        let Some(released) = released else {
+            let sums = job.rows.feature_sums(n_features, f64::INFINITY);
+            return Ok(Reply {
+                weight: sums.count as f64,
+                statistics: statistics::feature_sums_to_vector(&sums),
+                vector: Vec::new(),
+            });
+        };
+        let sums = job.rows.feature_sums(n_features, released.value_bound);
+        let mut vector = statistics::feature_sums_to_vector(&sums);
+        add_release_noise(
+            &ReleaseNoise::feature(n_features, released.value_bound),
+            &mut vector,
+            released,
+        )?;
         return Ok(Reply {
-            weight: sums.count as f64,
-            statistics: statistics::feature_sums_to_vector(&sums),
+            // The noisy count: the true one would be released unprotected.
+            weight: vector[0].max(1.0),
+            statistics: vector,
             vector: Vec::new(),
         });
     }
@@ -659,21 +737,75 @@ async fn compute_reply(
             .zip(&global)
             .map(|(local, global)| local - global)
             .collect();
+        if released.is_some() {
+            // Under customer-level DP the example count and the training
+            // loss would be released without noise: every partner's update
+            // weighs the same, and no loss is reported.
+            return Ok(Reply {
+                weight: spec.uniform_weight(),
+                statistics: statistics::train_statistics(0.0, 0),
+                vector,
+            });
+        }
         Ok(Reply {
             weight: outcome.examples as f64,
             statistics: statistics::train_statistics(outcome.mean_training_loss, outcome.examples),
             vector,
         })
     } else {
-        let stats =
-            tokio::task::spawn_blocking(move || evaluate(&model_spec, &global, &holdout_set))
-                .await??;
+        let Some(released) = released else {
+            let stats =
+                tokio::task::spawn_blocking(move || evaluate(&model_spec, &global, &holdout_set))
+                    .await??;
+            return Ok(Reply {
+                weight: stats.count as f64,
+                statistics: stats.to_vector(),
+                vector: Vec::new(),
+            });
+        };
+        let output = model_spec.output;
+        if task.round < spec.rounds {
+            // Only the final model's evaluation is released (and paid for);
+            // the rounds before report nothing that depends on the data.
+            return Ok(Reply {
+                weight: 1.0,
+                statistics: EvalStats::empty(output).to_vector(),
+                vector: Vec::new(),
+            });
+        }
+        let bounds = ExampleBounds {
+            value_bound: released.value_bound,
+            binary_loss_bound: statistics::RELEASED_BINARY_LOSS_BOUND,
+        };
+        let mut stats = tokio::task::spawn_blocking(move || {
+            evaluate_clamped(&model_spec, &global, &holdout_set, bounds)
+        })
+        .await??;
+        statistics::coarsen_histograms(&mut stats);
+        let mut vector = stats.to_vector();
+        add_release_noise(
+            &ReleaseNoise::evaluation(output, released.value_bound),
+            &mut vector,
+            released,
+        )?;
         Ok(Reply {
-            weight: stats.count as f64,
-            statistics: stats.to_vector(),
+            weight: vector[0].max(1.0),
+            statistics: vector,
             vector: Vec::new(),
         })
     }
+}
+
+/// Adds a release's Gaussian noise from a ChaCha20 stream keyed by the OS.
+fn add_release_noise(
+    noise: &ReleaseNoise,
+    vector: &mut [f64],
+    released: StatisticsPrivacy,
+) -> anyhow::Result<()> {
+    let mut rng = veil_dp_noise::production_rng()?;
+    let standard = veil_dp_noise::Gaussian::new(1.0)?;
+    noise.apply(vector, released.noise_multiplier, || standard.sample(&mut rng))?;
+    Ok(())
 }
 
 fn scaled_datasets(

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
-use veil_job::{JobSpec, RoundParty, round_charges};
+use veil_job::{JobSpec, RoundParty, phase_charges};
 use veil_ledger::{BudgetRefusal, Charge, SqliteLedger, check_job_budget};
 
 /// What the guard did about one event, for the audit trail.
@@ -19,6 +19,8 @@ pub(crate) struct PrivacyOutcome {
     pub(crate) refusals: Vec<BudgetRefusal>,
     /// A round was committed with these charges, recorded before release.
     pub(crate) charged: Vec<Charge>,
+    /// The nodes whose updates that round's aggregate holds.
+    pub(crate) contributors: Vec<NodeId>,
 }
 
 /// The ledger and what it needs to remember between events.
@@ -53,33 +55,42 @@ impl PrivacyGuard {
         match &event.kind {
             EventKind::PhaseOpened {
                 round,
-                phase: Phase::Train,
+                phase: phase @ (Phase::Train | Phase::FeatureStats),
                 invited,
                 ..
             } => {
                 self.invited.insert((job.clone(), *round), invited.clone());
-                let (reason, refusals) = match self.budget_refusals(engine, job, *round, invited) {
-                    Ok(refusals) if refusals.is_empty() => return outcome,
-                    Ok(refusals) => (
-                        refusals
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        refusals,
-                    ),
-                    // Fail closed: a round that cannot be priced does not run.
-                    Err(error) => (format!("the round cannot be priced: {error:#}"), Vec::new()),
-                };
+                let (reason, refusals) =
+                    match self.budget_refusals(engine, job, *phase, *round, invited) {
+                        Ok(refusals) if refusals.is_empty() => return outcome,
+                        Ok(refusals) => (
+                            refusals
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            refusals,
+                        ),
+                        // Fail closed: a round that cannot be priced does not run.
+                        Err(error) => {
+                            (format!("the round cannot be priced: {error:#}"), Vec::new())
+                        }
+                    };
                 tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
-                if let Err(error) = engine.refuse_round(job, *round, reason, now) {
+                let refused = if *phase == Phase::Train {
+                    engine.refuse_round(job, *round, reason, now)
+                } else {
+                    // Nothing can be released before the feature statistics.
+                    engine.fail_job(job, format!("privacy budget: {reason}"), now)
+                };
+                if let Err(error) = refused {
                     tracing::error!(job = %job, round, %error, "could not refuse the round");
                 }
                 outcome.refusals = refusals;
             }
             EventKind::PhaseCompleted {
                 round,
-                phase: Phase::Train,
+                phase: phase @ (Phase::Train | Phase::FeatureStats),
                 dropped,
                 ..
             } => {
@@ -91,7 +102,11 @@ impl PrivacyGuard {
                     .filter(|node| !dropped.contains(node))
                     .cloned()
                     .collect();
-                match self.charge(engine, job, *round, invited.len(), &contributors) {
+                let charged = self.charge(engine, job, *phase, *round, invited.len(), &contributors);
+                if *phase == Phase::Train {
+                    outcome.contributors = contributors;
+                }
+                match charged {
                     Ok(charged) => outcome.charged = charged,
                     Err(error) => {
                         // The model of this round must not go out uncharged.
@@ -118,12 +133,13 @@ impl PrivacyGuard {
         &self,
         engine: &Engine<JobSpec>,
         job: &str,
+        phase: Phase,
         round: u32,
         invited: &[NodeId],
     ) -> anyhow::Result<Vec<BudgetRefusal>> {
         let spec = engine.descriptor(job)?;
         let existing = self.ledger.charges_for_job(job)?;
-        let planned = planned_charges(spec, job, round, invited, invited.len())?
+        let planned = planned_charges(spec, job, phase, round, invited, invited.len())?
             .into_iter()
             .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
             .collect::<Vec<_>>();
@@ -135,12 +151,13 @@ impl PrivacyGuard {
         &mut self,
         engine: &Engine<JobSpec>,
         job: &str,
+        phase: Phase,
         round: u32,
         cohort: usize,
         contributors: &[NodeId],
     ) -> anyhow::Result<Vec<Charge>> {
         let spec = engine.descriptor(job)?;
-        let charges = planned_charges(spec, job, round, contributors, cohort)?;
+        let charges = planned_charges(spec, job, phase, round, contributors, cohort)?;
         for charge in &charges {
             self.ledger.record(charge)?;
         }
@@ -148,10 +165,11 @@ impl PrivacyGuard {
     }
 }
 
-/// The charges of one round for `partners`, priced as every node prices them.
+/// The charges of one phase for `partners`, priced as every node prices them.
 fn planned_charges(
     spec: &JobSpec,
     job: &str,
+    phase: Phase,
     round: u32,
     partners: &[NodeId],
     cohort: usize,
@@ -166,7 +184,7 @@ fn planned_charges(
             dataset_id: partner,
             cohort,
         };
-        for spec in round_charges(spec, party)? {
+        for spec in phase_charges(spec, phase, party)? {
             charges.push(Charge::new(spec, now)?);
         }
     }

@@ -82,6 +82,12 @@ pub struct PrivacySection {
     /// Partner-level ε budget per partner for the job.
     #[serde(default)]
     pub partner_epsilon: Option<f64>,
+    /// Noise multiplier of the released statistics (with DP-SGD).
+    #[serde(default)]
+    pub statistics_noise_multiplier: Option<f64>,
+    /// Clamp of feature values, labels and predictions in released statistics.
+    #[serde(default)]
+    pub statistics_value_bound: Option<f64>,
 }
 
 /// `[task]`.
@@ -262,6 +268,11 @@ impl JobFile {
                 delta: self.privacy.delta.unwrap_or(0.0),
                 customer_epsilon: self.privacy.customer_epsilon.unwrap_or(0.0),
                 partner_epsilon: self.privacy.partner_epsilon.unwrap_or(0.0),
+                statistics_noise_multiplier: self
+                    .privacy
+                    .statistics_noise_multiplier
+                    .unwrap_or(0.0),
+                statistics_value_bound: self.privacy.statistics_value_bound.unwrap_or(0.0),
             }),
         }
     }

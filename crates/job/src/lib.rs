@@ -14,5 +14,8 @@ pub mod privacy;
 pub mod spec;
 pub mod statistics;
 
-pub use privacy::{PrivacySpec, RoundParty, round_charges};
+pub use privacy::{
+    PrivacySpec, RoundParty, StatisticsPrivacy, customer_round_charge, phase_charges,
+    round_charges, statistics_releases,
+};
 pub use spec::{JobSpec, JobSpecError, LocalTraining};

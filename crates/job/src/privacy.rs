@@ -25,6 +25,23 @@ pub const DEFAULT_UPDATE_CLIP_NORM: f64 = 1.0;
 pub const DEFAULT_DELTA: f64 = 1e-5;
 /// Default per-partner budget of each unit.
 pub const DEFAULT_EPSILON: f64 = 10.0;
+/// Default noise multiplier of released statistics: a release costs about
+/// what 25 DP-SGD steps at σ = 1, q = 0.01 cost, and the noise stays small
+/// against sums over thousands of customers.
+pub const DEFAULT_STATISTICS_NOISE_MULTIPLIER: f64 = 5.0;
+/// Default clamp of values in released statistics: behaviour features are
+/// `ln(1 + x)` or shares, so 12 covers spends up to about 160 000.
+pub const DEFAULT_STATISTICS_VALUE_BOUND: f64 = 12.0;
+
+/// Customer-level noise of the statistics a node releases besides its model
+/// update (see `crate::statistics::ReleaseNoise`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatisticsPrivacy {
+    /// Noise over per-customer sensitivity of every release.
+    pub noise_multiplier: f64,
+    /// Values are clamped to `[-value_bound, value_bound]` before summing.
+    pub value_bound: f64,
+}
 
 /// The privacy settings of a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +49,8 @@ pub struct PrivacySpec {
     /// Customer-level DP-SGD at every node; `None` only when the job says
     /// `customers = "off"`.
     pub customers: Option<DpSgdConfig>,
+    /// Noise of the released statistics; present exactly when `customers` is.
+    pub statistics: Option<StatisticsPrivacy>,
     /// Partner-level noise of each round's aggregate.
     pub partners: PartnerPrivacy,
     /// δ of every ε in the job.
@@ -105,6 +124,30 @@ impl PrivacySpec {
                 ));
             }
         };
+        let statistics = match customers {
+            None => None,
+            Some(_) => {
+                let statistics = StatisticsPrivacy {
+                    noise_multiplier: or(
+                        wire.statistics_noise_multiplier,
+                        DEFAULT_STATISTICS_NOISE_MULTIPLIER,
+                    ),
+                    value_bound: or(wire.statistics_value_bound, DEFAULT_STATISTICS_VALUE_BOUND),
+                };
+                for (field, value) in [
+                    (
+                        "privacy.statistics_noise_multiplier",
+                        statistics.noise_multiplier,
+                    ),
+                    ("privacy.statistics_value_bound", statistics.value_bound),
+                ] {
+                    if !(value > 0.0 && value.is_finite()) {
+                        return Err(invalid(field, "must be a finite number > 0"));
+                    }
+                }
+                Some(statistics)
+            }
+        };
         let delta = or(wire.delta, DEFAULT_DELTA);
         if !(delta > 0.0 && delta < 1.0) {
             return Err(invalid("privacy.delta", "must be in (0, 1)"));
@@ -121,6 +164,7 @@ impl PrivacySpec {
         }
         Ok(PrivacySpec {
             customers,
+            statistics,
             partners,
             delta,
             customer_epsilon,
@@ -154,6 +198,8 @@ impl PrivacySpec {
             delta: self.delta,
             customer_epsilon: self.customer_epsilon,
             partner_epsilon: self.partner_epsilon,
+            statistics_noise_multiplier: self.statistics.map_or(0.0, |s| s.noise_multiplier),
+            statistics_value_bound: self.statistics.map_or(0.0, |s| s.value_bound),
         }
     }
 
@@ -195,6 +241,76 @@ pub struct RoundParty<'a> {
     pub cohort: usize,
 }
 
+/// The charges a partner must have recorded before its reply to `phase`
+/// leaves: a training round's [`round_charges`]; for the feature statistics
+/// (released before round 1), round 1's customer-level charge, which pays
+/// for them; nothing for evaluations, which the round's training charge
+/// already paid for.
+pub fn phase_charges(
+    spec: &crate::JobSpec,
+    phase: veil_federation::Phase,
+    party: RoundParty<'_>,
+) -> Result<Vec<ChargeSpec>, JobSpecError> {
+    match phase {
+        veil_federation::Phase::Train => round_charges(spec, party),
+        veil_federation::Phase::FeatureStats if statistics_releases(spec, 1) > 0 => {
+            Ok(customer_round_charge(spec, RoundParty { round: 1, ..party })
+                .into_iter()
+                .collect())
+        }
+        veil_federation::Phase::FeatureStats | veil_federation::Phase::Evaluate => Ok(Vec::new()),
+    }
+}
+
+/// Noisy statistics releases a partner makes that round `round` pays for:
+/// the feature statistics (before round 1, so round 1 pays) and the
+/// evaluation of the final model (after the last round). Evaluations of the
+/// rounds in between release nothing data-dependent under DP.
+pub fn statistics_releases(spec: &crate::JobSpec, round: u32) -> u64 {
+    if spec.privacy.statistics.is_none() {
+        return 0;
+    }
+    u64::from(round == 1) + u64::from(round == spec.rounds)
+}
+
+/// The customer-level charge of one round for one partner: its DP-SGD steps
+/// and the statistics releases the round pays for. `None` when the job has
+/// no customer-level DP.
+pub fn customer_round_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> Option<ChargeSpec> {
+    let privacy = &spec.privacy;
+    let dp = privacy.customers.as_ref()?;
+    let sampling_rate = dp.sampling_rate;
+    let noise_multiplier = dp.noise_multiplier;
+    let steps = privacy.customer_steps_per_round(spec.training.local_epochs);
+    let clip_norm = dp.clip_norm;
+    let mechanism = match privacy.statistics {
+        Some(statistics) => Mechanism::DpSgdWithStatistics {
+            sampling_rate,
+            noise_multiplier,
+            steps,
+            clip_norm,
+            statistics_releases: statistics_releases(spec, party.round),
+            statistics_noise_multiplier: statistics.noise_multiplier,
+        },
+        None => Mechanism::PoissonSubsampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+            steps,
+            clip_norm,
+        },
+    };
+    Some(ChargeSpec {
+        job_id: party.job_id.to_owned(),
+        round: u64::from(party.round),
+        partner_id: party.partner_id.to_owned(),
+        dataset_id: party.dataset_id.to_owned(),
+        unit: PrivacyUnit::Customer,
+        trust_model: TrustModel::LocalDpSgd,
+        mechanism,
+        delta: privacy.delta,
+    })
+}
+
 /// The charges one training round costs one partner: customer-level DP-SGD
 /// (local trust) and partner-level noise (distributed or central). Nothing
 /// for units the job leaves unprotected.
@@ -213,19 +329,7 @@ pub fn round_charges(
         mechanism,
         delta: privacy.delta,
     };
-    let mut charges = Vec::new();
-    if let Some(dp) = &privacy.customers {
-        charges.push(charge(
-            PrivacyUnit::Customer,
-            TrustModel::LocalDpSgd,
-            Mechanism::PoissonSubsampledGaussian {
-                sampling_rate: dp.sampling_rate,
-                noise_multiplier: dp.noise_multiplier,
-                steps: privacy.customer_steps_per_round(spec.training.local_epochs),
-                clip_norm: dp.clip_norm,
-            },
-        ));
-    }
+    let mut charges: Vec<ChargeSpec> = customer_round_charge(spec, party).into_iter().collect();
     match privacy.partners {
         PartnerPrivacy::Off => {}
         PartnerPrivacy::Central {

@@ -78,6 +78,16 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// The weight every partner's update carries when example counts may not
+    /// be released (customer-level DP): the cap of secure aggregation, so the
+    /// encoded update keeps its full precision; 1 with plain aggregation.
+    pub fn uniform_weight(&self) -> f64 {
+        match &self.aggregation {
+            AggregationMode::Secure(settings) => settings.max_weight,
+            AggregationMode::Plain => 1.0,
+        }
+    }
+
     /// The model as `veil-models` sees it.
     pub fn model_spec(&self) -> ModelSpec {
         ModelSpec {

@@ -8,7 +8,16 @@
 
 use thiserror::Error;
 use veil_features::{FeatureSums, Scaling};
-use veil_models::{EvalStats, OutputKind};
+use veil_models::{EVAL_BUCKETS, EvalStats, OutputKind};
+
+/// Largest per-customer loss counted in released evaluation statistics of a
+/// binary model (cross-entropy of a probability of about 4.5e-5).
+pub const RELEASED_BINARY_LOSS_BOUND: f64 = 10.0;
+
+/// Score buckets that are merged into one in a released evaluation
+/// histogram: the noise is then added to 20 buckets, not 1000, and the AUC
+/// keeps a 0.05 score resolution.
+pub const RELEASED_BUCKET_WIDTH: usize = 50;
 
 /// Length of the training statistics vector.
 pub const TRAIN_STATISTICS_LEN: usize = 2;
@@ -78,6 +87,25 @@ pub fn scaling_from_vector(vector: &[f64], n_features: usize) -> Result<Scaling,
     })
 }
 
+/// Smallest feature standard deviation taken from noisy (customer-level DP)
+/// feature statistics. At the demo's size the noise of a sum of squares is
+/// worth about 1 in variance, so a smaller estimate is noise, and dividing
+/// by it would blow a feature up; leaving such a feature at its natural
+/// scale (clamped values are within ±`statistics_value_bound`) is safe.
+pub const NOISY_STD_FLOOR: f64 = 1.0;
+
+/// The federation's scaling for `spec` from summed feature statistics; with
+/// noisy statistics, standard deviations are at least [`NOISY_STD_FLOOR`].
+pub fn job_scaling(spec: &crate::JobSpec, vector: &[f64]) -> Result<Scaling, StatisticsError> {
+    let mut scaling = scaling_from_vector(vector, spec.features.n_features())?;
+    if spec.privacy.statistics.is_some() {
+        for std in &mut scaling.std {
+            *std = std.max(NOISY_STD_FLOOR);
+        }
+    }
+    Ok(scaling)
+}
+
 /// Training statistics for `examples` examples with the given mean loss.
 pub fn train_statistics(mean_loss: f64, examples: usize) -> Vec<f64> {
     vec![mean_loss * examples as f64, examples as f64]
@@ -102,6 +130,113 @@ pub fn evaluation(output: OutputKind, vector: &[f64]) -> Result<EvalStats, Stati
         what: "evaluation",
         message: e.to_string(),
     })
+}
+
+/// Gaussian noise for one release of a statistics vector under
+/// customer-level DP. Each coordinate has a scale, the most one customer can
+/// add to it once its values are clamped; divided by its scale, adding or
+/// removing one customer moves the vector by at most `sensitivity` in ℓ2.
+/// Coordinate `i` then gets `N(0, (z · sensitivity · scale_i)²)`: the Gaussian
+/// mechanism with noise multiplier `z`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseNoise {
+    scales: Vec<f64>,
+    sensitivity: f64,
+}
+
+impl ReleaseNoise {
+    /// Feature statistics: the count (1), the sums (`bound`) and the sums of
+    /// squares (`bound²`) of values clamped to `[-bound, bound]`.
+    pub fn feature(n_features: usize, value_bound: f64) -> Self {
+        let mut scales = vec![1.0];
+        scales.extend(std::iter::repeat_n(value_bound, n_features));
+        scales.extend(std::iter::repeat_n(value_bound * value_bound, n_features));
+        Self {
+            sensitivity: ((1 + 2 * n_features) as f64).sqrt(),
+            scales,
+        }
+    }
+
+    /// Evaluation statistics as `veil_models::evaluate_clamped` computes them
+    /// with `value_bound` and [`RELEASED_BINARY_LOSS_BOUND`], histograms
+    /// merged by [`coarsen_histograms`]. A customer adds to the six scalar
+    /// sums and to exactly one histogram bucket, so the histograms count
+    /// once in the sensitivity. Buckets that [`coarsen_histograms`] always
+    /// leaves empty carry no data and get no noise (scale 0).
+    pub fn evaluation(output: OutputKind, value_bound: f64) -> Self {
+        let mut scales = match output {
+            OutputKind::Binary => vec![1.0, RELEASED_BINARY_LOSS_BOUND, 1.0, 1.0, 1.0, 1.0],
+            OutputKind::Regression => {
+                let error = 2.0 * value_bound;
+                vec![
+                    1.0,
+                    error * error,
+                    error * error,
+                    error,
+                    value_bound,
+                    value_bound * value_bound,
+                ]
+            }
+        };
+        let histograms = evaluate_statistics_len(output) - scales.len();
+        scales.extend((0..histograms).map(|index| {
+            if (index % EVAL_BUCKETS) % RELEASED_BUCKET_WIDTH == 0 {
+                1.0
+            } else {
+                0.0
+            }
+        }));
+        let one_hot_blocks = usize::from(histograms > 0);
+        Self {
+            sensitivity: ((6 + one_hot_blocks) as f64).sqrt(),
+            scales,
+        }
+    }
+
+    /// The noise standard deviation of coordinate `index` under multiplier `z`.
+    pub fn standard_deviation(&self, index: usize, noise_multiplier: f64) -> f64 {
+        noise_multiplier * self.sensitivity * self.scales.get(index).copied().unwrap_or(0.0)
+    }
+
+    /// The ℓ2 sensitivity after dividing each coordinate by its scale.
+    pub fn sensitivity(&self) -> f64 {
+        self.sensitivity
+    }
+
+    /// Adds the noise to `vector`, drawing standard normals from
+    /// `standard_normal` (a cryptographic source in production).
+    pub fn apply(
+        &self,
+        vector: &mut [f64],
+        noise_multiplier: f64,
+        mut standard_normal: impl FnMut() -> f64,
+    ) -> Result<(), StatisticsError> {
+        if vector.len() != self.scales.len() {
+            return Err(StatisticsError::WrongLength {
+                what: "released",
+                expected: self.scales.len(),
+                actual: vector.len(),
+            });
+        }
+        for (index, value) in vector.iter_mut().enumerate() {
+            let deviation = self.standard_deviation(index, noise_multiplier);
+            if deviation > 0.0 {
+                *value += deviation * standard_normal();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges each run of [`RELEASED_BUCKET_WIDTH`] score buckets into its first.
+pub fn coarsen_histograms(stats: &mut EvalStats) {
+    for histogram in [&mut stats.positive_histogram, &mut stats.negative_histogram] {
+        for chunk in histogram.chunks_mut(RELEASED_BUCKET_WIDTH) {
+            let total: u64 = chunk.iter().sum();
+            chunk.fill(0);
+            chunk[0] = total;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +271,55 @@ mod tests {
         let summed: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(mean_training_loss(&summed), Some(130.0 / 40.0));
         assert_eq!(mean_training_loss(&[0.0, 0.0]), None);
+    }
+
+    #[test]
+    fn release_noise_has_the_calibrated_deviation_and_spares_empty_buckets() {
+        let noise = ReleaseNoise::evaluation(OutputKind::Binary, 12.0);
+        let length = evaluate_statistics_len(OutputKind::Binary);
+        assert!((noise.sensitivity() - 7f64.sqrt()).abs() < 1e-12);
+        // A deterministic stand-in for the normal source: ±1 alternately.
+        let mut sign = 1.0;
+        let mut vector = vec![0.0; length];
+        noise
+            .apply(&mut vector, 2.0, || {
+                sign = -sign;
+                sign
+            })
+            .unwrap();
+        let unit = 2.0 * 7f64.sqrt();
+        assert!((vector[0].abs() - unit).abs() < 1e-9, "count");
+        assert!((vector[1].abs() - unit * RELEASED_BINARY_LOSS_BOUND).abs() < 1e-9, "loss");
+        assert!(vector[6].abs() > 0.0, "first bucket of a merged run is noised");
+        assert_eq!(vector[7], 0.0, "an always-empty bucket stays exactly empty");
+        assert!(noise.apply(&mut vec![0.0; 3], 1.0, || 0.0).is_err());
+
+        let features = ReleaseNoise::feature(2, 3.0);
+        assert!((features.standard_deviation(4, 1.0) - 9.0 * 5f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clamped_sums_bound_each_customer_and_coarse_histograms_keep_counts() {
+        let rows: Vec<veil_features::CustomerRow> = [50.0f32, -1.0]
+            .iter()
+            .map(|value| veil_features::CustomerRow {
+                customer_id: "c".to_owned(),
+                features: vec![*value],
+                label: None,
+            })
+            .collect();
+        let sums = FeatureSums::from_rows_clamped(&rows, 1, 12.0);
+        assert_eq!(sums.count, 2);
+        assert_eq!(sums.sum, vec![11.0]);
+        assert_eq!(sums.sum_of_squares, vec![145.0]);
+
+        let mut stats = EvalStats::empty(OutputKind::Binary);
+        stats.positive_histogram[3] = 2;
+        stats.positive_histogram[49] = 1;
+        stats.positive_histogram[50] = 4;
+        coarsen_histograms(&mut stats);
+        assert_eq!(stats.positive_histogram[0], 3);
+        assert_eq!(stats.positive_histogram[50], 4);
+        assert_eq!(stats.positive_histogram.iter().sum::<u64>(), 7);
     }
 }

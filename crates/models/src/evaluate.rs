@@ -157,7 +157,7 @@ impl EvalStats {
 
     /// Inverse of `to_vector`. Counts are rounded to the nearest integer, because a vector that
     /// went through fixed-point aggregation can come back with sub-unit rounding error; a count
-    /// that rounds below zero, and any non-finite value, is rejected.
+    /// below zero (noise of a private release) reads as zero; any non-finite value is rejected.
     pub fn from_vector(output: OutputKind, vector: &[f64]) -> Result<Self, ModelError> {
         let buckets = histogram_buckets(output);
         let expected = SCALAR_FIELDS + 2 * buckets;
@@ -173,9 +173,11 @@ impl EvalStats {
                 value: vector.get(index).copied().unwrap_or(f64::NAN),
             });
         }
+        // A noisy sum (a differentially private release) can dip below zero
+        // where the true count is small: it reads as zero.
         let to_count = |index: usize, value: f64| {
-            let rounded = value.round();
-            if rounded < 0.0 || rounded > u64::MAX as f64 {
+            let rounded = value.round().max(0.0);
+            if rounded > u64::MAX as f64 {
                 Err(ModelError::StatsValue { index, value })
             } else {
                 Ok(rounded as u64)
@@ -211,14 +213,33 @@ impl EvalStats {
         })
     }
 
-    /// Adds one example given the network's raw output (logit or value) and its label.
-    fn add_example(&mut self, output: OutputKind, raw_output: f32, label: f32) {
-        let raw_output = f64::from(raw_output);
-        let label = f64::from(label);
-        let (prediction, loss) = match output {
+    /// Adds one example given the network's raw output (logit or value) and
+    /// its label, clamped by `bounds` if given.
+    fn add_example(
+        &mut self,
+        output: OutputKind,
+        raw_output: f32,
+        label: f32,
+        bounds: Option<ExampleBounds>,
+    ) {
+        let mut raw_output = f64::from(raw_output);
+        let mut label = f64::from(label);
+        if let Some(bounds) = bounds {
+            match output {
+                OutputKind::Binary => label = label.clamp(0.0, 1.0),
+                OutputKind::Regression => {
+                    raw_output = raw_output.clamp(-bounds.value_bound, bounds.value_bound);
+                    label = label.clamp(-bounds.value_bound, bounds.value_bound);
+                }
+            }
+        }
+        let (prediction, mut loss) = match output {
             OutputKind::Binary => (sigmoid(raw_output), binary_cross_entropy(raw_output, label)),
             OutputKind::Regression => (raw_output, (raw_output - label).powi(2)),
         };
+        if let (Some(bounds), OutputKind::Binary) = (bounds, output) {
+            loss = loss.min(bounds.binary_loss_bound);
+        }
         let error = prediction - label;
         self.count += 1;
         self.loss_sum += loss;
@@ -315,11 +336,42 @@ pub fn evaluate(
     parameters: &[f32],
     data: &Dataset,
 ) -> Result<EvalStats, ModelError> {
+    evaluate_with(spec, parameters, data, None)
+}
+
+/// What one example may add to clamped evaluation statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExampleBounds {
+    /// Regression predictions and labels are clamped to `[-bound, bound]`.
+    pub value_bound: f64,
+    /// A binary example's cross-entropy counts at most this much.
+    pub binary_loss_bound: f64,
+}
+
+/// [`evaluate`] with every example's contribution bounded, for a
+/// differentially private release: binary labels are clamped to `[0, 1]`
+/// and losses to `binary_loss_bound`; regression predictions and labels to
+/// `±value_bound`.
+pub fn evaluate_clamped(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    data: &Dataset,
+    bounds: ExampleBounds,
+) -> Result<EvalStats, ModelError> {
+    evaluate_with(spec, parameters, data, Some(bounds))
+}
+
+fn evaluate_with(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    data: &Dataset,
+    bounds: Option<ExampleBounds>,
+) -> Result<EvalStats, ModelError> {
     check_dataset(spec, data)?;
     let outputs = raw_outputs(spec, parameters, &data.features)?;
     let mut stats = EvalStats::empty(spec.output);
     for (raw_output, label) in outputs.iter().zip(&data.labels) {
-        stats.add_example(spec.output, *raw_output, *label);
+        stats.add_example(spec.output, *raw_output, *label, bounds);
     }
     Ok(stats)
 }

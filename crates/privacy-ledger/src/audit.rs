@@ -205,7 +205,7 @@ fn series(key: &RowKey, charges: &[&Charge], delta: f64) -> Result<EpsilonSeries
     let mut accountant = Accountant::new();
     let mut points = Vec::with_capacity(ordered.len());
     for charge in ordered {
-        accountant.compose(charge.mechanism.dp_event())?;
+        charge.mechanism.compose_into(&mut accountant)?;
         points.push(SeriesPoint {
             round: charge.round,
             epsilon_rdp: accountant.epsilon_rdp(delta)?,

@@ -216,7 +216,7 @@ pub fn compose<'a>(
 fn compose_distinct(charges: &ChargeSet<'_>, delta: f64) -> Result<Spent, LedgerError> {
     let mut accountant = Accountant::new();
     for charge in charges.charges() {
-        accountant.compose(charge.mechanism.dp_event())?;
+        charge.mechanism.compose_into(&mut accountant)?;
     }
     let report = accountant.epsilon(delta)?;
     Ok(Spent {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use veil_accounting::{Accountant, DistributedDiscreteGaussian, DpEvent};
+use veil_accounting::{Accountant, AccountingError, DistributedDiscreteGaussian, DpEvent};
 
 use crate::error::LedgerError;
 
@@ -52,6 +52,24 @@ pub enum Mechanism {
     /// Distributed discrete Gaussian through secure aggregation (one release
     /// per round; partner sampling not credited).
     DistributedDiscreteGaussian(DistributedDiscreteGaussian),
+    /// DP-SGD (as `PoissonSubsampledGaussian`) plus `statistics_releases`
+    /// Gaussian releases of the node's additive statistics (feature sums,
+    /// training and evaluation sums) over all its customers, each with noise
+    /// `statistics_noise_multiplier` times its per-customer sensitivity.
+    DpSgdWithStatistics {
+        /// Poisson sampling probability per step, in `(0, 1]`.
+        sampling_rate: f64,
+        /// Noise standard deviation over the clip norm.
+        noise_multiplier: f64,
+        /// Steps in this round.
+        steps: u64,
+        /// ℓ2 clip norm of each example's gradient.
+        clip_norm: f64,
+        /// Noisy statistics releases priced in this round.
+        statistics_releases: u64,
+        /// Noise of each release over its sensitivity.
+        statistics_noise_multiplier: f64,
+    },
     /// One Gaussian release over all data (central noise, no sampling).
     Gaussian {
         /// Noise standard deviation over the clip norm.
@@ -62,26 +80,51 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
-    /// The accountant's description of one round of this mechanism.
-    pub fn dp_event(&self) -> DpEvent {
+    /// Adds one round of this mechanism to `accountant`.
+    pub fn compose_into(&self, accountant: &mut Accountant) -> Result<(), AccountingError> {
         match *self {
             Self::PoissonSubsampledGaussian {
                 sampling_rate,
                 noise_multiplier,
                 steps,
                 ..
-            } => DpEvent::PoissonSampledGaussian {
+            } => accountant.compose(DpEvent::PoissonSampledGaussian {
                 sampling_rate,
                 noise_multiplier,
                 steps,
-            },
-            Self::DistributedDiscreteGaussian(mechanism) => DpEvent::DistributedDiscreteGaussian {
-                mechanism,
-                rounds: 1,
-            },
+            }),
+            Self::DpSgdWithStatistics {
+                sampling_rate,
+                noise_multiplier,
+                steps,
+                statistics_releases,
+                statistics_noise_multiplier,
+                ..
+            } => {
+                accountant.compose(DpEvent::PoissonSampledGaussian {
+                    sampling_rate,
+                    noise_multiplier,
+                    steps,
+                })?;
+                if statistics_releases == 0 {
+                    return Ok(());
+                }
+                // k Gaussian releases of multiplier z compose exactly to one
+                // of multiplier z/√k (Gaussian DP adds in quadrature).
+                accountant.compose(DpEvent::Gaussian {
+                    noise_multiplier: statistics_noise_multiplier
+                        / (statistics_releases as f64).sqrt(),
+                })
+            }
+            Self::DistributedDiscreteGaussian(mechanism) => {
+                accountant.compose(DpEvent::DistributedDiscreteGaussian {
+                    mechanism,
+                    rounds: 1,
+                })
+            }
             Self::Gaussian {
                 noise_multiplier, ..
-            } => DpEvent::Gaussian { noise_multiplier },
+            } => accountant.compose(DpEvent::Gaussian { noise_multiplier }),
         }
     }
 
@@ -89,6 +132,7 @@ impl Mechanism {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::PoissonSubsampledGaussian { .. } => "poisson_subsampled_gaussian",
+            Self::DpSgdWithStatistics { .. } => "dp_sgd_with_statistics",
             Self::DistributedDiscreteGaussian(_) => "distributed_discrete_gaussian",
             Self::Gaussian { .. } => "gaussian",
         }
@@ -98,6 +142,7 @@ impl Mechanism {
     pub fn clip_norm(&self) -> f64 {
         match self {
             Self::PoissonSubsampledGaussian { clip_norm, .. }
+            | Self::DpSgdWithStatistics { clip_norm, .. }
             | Self::Gaussian { clip_norm, .. } => *clip_norm,
             Self::DistributedDiscreteGaussian(mechanism) => mechanism.encoding.clip_norm,
         }
@@ -108,6 +153,9 @@ impl Mechanism {
     pub fn noise_multiplier(&self) -> Result<f64, LedgerError> {
         match self {
             Self::PoissonSubsampledGaussian {
+                noise_multiplier, ..
+            }
+            | Self::DpSgdWithStatistics {
                 noise_multiplier, ..
             }
             | Self::Gaussian {
@@ -123,7 +171,8 @@ impl Mechanism {
     /// is not credited).
     pub fn sampling_rate(&self) -> f64 {
         match self {
-            Self::PoissonSubsampledGaussian { sampling_rate, .. } => *sampling_rate,
+            Self::PoissonSubsampledGaussian { sampling_rate, .. }
+            | Self::DpSgdWithStatistics { sampling_rate, .. } => *sampling_rate,
             Self::DistributedDiscreteGaussian(_) | Self::Gaussian { .. } => 1.0,
         }
     }
@@ -131,7 +180,8 @@ impl Mechanism {
     /// Noisy releases in this round.
     pub fn steps(&self) -> u64 {
         match self {
-            Self::PoissonSubsampledGaussian { steps, .. } => *steps,
+            Self::PoissonSubsampledGaussian { steps, .. }
+            | Self::DpSgdWithStatistics { steps, .. } => *steps,
             Self::DistributedDiscreteGaussian(_) | Self::Gaussian { .. } => 1,
         }
     }
@@ -142,7 +192,7 @@ impl Mechanism {
             (trust_model, self),
             (
                 TrustModel::LocalDpSgd,
-                Self::PoissonSubsampledGaussian { .. }
+                Self::PoissonSubsampledGaussian { .. } | Self::DpSgdWithStatistics { .. }
             ) | (
                 TrustModel::Distributed,
                 Self::DistributedDiscreteGaussian(_)
@@ -245,7 +295,7 @@ impl Charge {
     pub fn new(spec: ChargeSpec, recorded_at_unix_s: i64) -> Result<Self, LedgerError> {
         validate_spec(&spec)?;
         let mut accountant = Accountant::new();
-        accountant.compose(spec.mechanism.dp_event())?;
+        spec.mechanism.compose_into(&mut accountant)?;
         let report = accountant.epsilon(spec.delta)?;
         Ok(Self {
             job_id: spec.job_id,
@@ -298,7 +348,7 @@ impl Charge {
     /// deserialised, or received).
     pub fn validate(&self) -> Result<(), LedgerError> {
         validate_spec(&self.spec())?;
-        Accountant::new().compose(self.mechanism.dp_event())?;
+        self.mechanism.compose_into(&mut Accountant::new())?;
         Ok(())
     }
 }

@@ -48,12 +48,16 @@ const LEDGER_SCHEMA: Schema = Schema {
         ) STRICT;
         CREATE INDEX charges_by_partner
             ON charges (partner_id, dataset_id, unit, recorded_at_unix_s);
+    ", r"
+        ALTER TABLE charges ADD COLUMN statistics_releases INTEGER;
+        ALTER TABLE charges ADD COLUMN statistics_noise_multiplier REAL;
     "],
 };
 
 const COLUMNS: &str = "job_id, round, partner_id, unit, dataset_id, trust_model, mechanism, \
     clip_norm, sampling_rate, noise_multiplier, steps, granularity, dimension, rounding_beta, \
-    node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld, recorded_at_unix_s";
+    node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld, recorded_at_unix_s, \
+    statistics_releases, statistics_noise_multiplier";
 
 /// A privacy ledger kept in one SQLite file.
 pub struct SqliteLedger {
@@ -124,6 +128,14 @@ fn charge_from_row(row: &Row<'_>) -> rusqlite::Result<Charge> {
             steps: integer("steps")?,
             clip_norm,
         },
+        "dp_sgd_with_statistics" => Mechanism::DpSgdWithStatistics {
+            sampling_rate: real("sampling_rate")?,
+            noise_multiplier: real("noise_multiplier")?,
+            steps: integer("steps")?,
+            clip_norm,
+            statistics_releases: integer("statistics_releases")?,
+            statistics_noise_multiplier: real("statistics_noise_multiplier")?,
+        },
         "distributed_discrete_gaussian" => {
             Mechanism::DistributedDiscreteGaussian(DistributedDiscreteGaussian {
                 encoding: DiscreteEncoding {
@@ -167,6 +179,8 @@ struct MechanismColumns {
     rounding_beta: Option<f64>,
     node_sigma: Option<f64>,
     min_survivors: Option<i64>,
+    statistics_releases: Option<i64>,
+    statistics_noise_multiplier: Option<f64>,
 }
 
 fn mechanism_columns(mechanism: &Mechanism) -> Result<MechanismColumns, LedgerError> {
@@ -179,6 +193,8 @@ fn mechanism_columns(mechanism: &Mechanism) -> Result<MechanismColumns, LedgerEr
         rounding_beta: None,
         node_sigma: None,
         min_survivors: None,
+        statistics_releases: None,
+        statistics_noise_multiplier: None,
     };
     Ok(match *mechanism {
         Mechanism::PoissonSubsampledGaussian {
@@ -190,6 +206,21 @@ fn mechanism_columns(mechanism: &Mechanism) -> Result<MechanismColumns, LedgerEr
             sampling_rate: Some(sampling_rate),
             noise_multiplier: Some(noise_multiplier),
             steps: Some(to_i64(steps, "steps")?),
+            ..none
+        },
+        Mechanism::DpSgdWithStatistics {
+            sampling_rate,
+            noise_multiplier,
+            steps,
+            statistics_releases,
+            statistics_noise_multiplier,
+            ..
+        } => MechanismColumns {
+            sampling_rate: Some(sampling_rate),
+            noise_multiplier: Some(noise_multiplier),
+            steps: Some(to_i64(steps, "steps")?),
+            statistics_releases: Some(to_i64(statistics_releases, "statistics_releases")?),
+            statistics_noise_multiplier: Some(statistics_noise_multiplier),
             ..none
         },
         Mechanism::DistributedDiscreteGaussian(distributed) => MechanismColumns {
@@ -251,7 +282,7 @@ impl SqliteLedger {
         transaction.execute(
             &format!(
                 "INSERT INTO charges ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
             ),
             params![
                 charge.job_id,
@@ -274,6 +305,8 @@ impl SqliteLedger {
                 charge.epsilon_rdp,
                 charge.epsilon_pld,
                 charge.recorded_at_unix_s,
+                columns.statistics_releases,
+                columns.statistics_noise_multiplier,
             ],
         )?;
         transaction.commit()?;

@@ -25,6 +25,38 @@ fn dp_sgd(noise_multiplier: f64) -> Mechanism {
     }
 }
 
+fn dp_sgd_with_statistics(statistics_releases: u64) -> Mechanism {
+    Mechanism::DpSgdWithStatistics {
+        sampling_rate: 0.01,
+        noise_multiplier: 1.0,
+        steps: 100,
+        clip_norm: 1.0,
+        statistics_releases,
+        statistics_noise_multiplier: 5.0,
+    }
+}
+
+#[test]
+fn statistics_releases_cost_what_their_gaussian_composition_costs() -> Result<(), LedgerError> {
+    let priced = |mechanism| charge("job", 1, "bank-a", PrivacyUnit::Customer, mechanism, 0);
+    let plain = priced(dp_sgd(1.0));
+    let none = priced(dp_sgd_with_statistics(0));
+    let two = priced(dp_sgd_with_statistics(2));
+    assert!((none.epsilon_rdp - plain.epsilon_rdp).abs() < 1e-12);
+    assert!(two.epsilon_rdp > plain.epsilon_rdp + 0.01, "{two:?} vs {plain:?}");
+    // Two releases at z = 5 are one Gaussian at z = 5/√2, composed with DP-SGD.
+    let mut accountant = veil_accounting::Accountant::new();
+    dp_sgd(1.0).compose_into(&mut accountant).unwrap();
+    accountant
+        .compose(veil_accounting::DpEvent::Gaussian {
+            noise_multiplier: 5.0 / 2f64.sqrt(),
+        })
+        .unwrap();
+    let expected = accountant.epsilon_rdp(1e-5).unwrap();
+    assert!((two.epsilon_rdp - expected).abs() < 1e-9);
+    Ok(())
+}
+
 fn distributed() -> Mechanism {
     Mechanism::DistributedDiscreteGaussian(DistributedDiscreteGaussian {
         encoding: DiscreteEncoding {
@@ -58,7 +90,9 @@ fn charge(
     at: i64,
 ) -> Charge {
     let trust_model = match mechanism {
-        Mechanism::PoissonSubsampledGaussian { .. } => TrustModel::LocalDpSgd,
+        Mechanism::PoissonSubsampledGaussian { .. } | Mechanism::DpSgdWithStatistics { .. } => {
+            TrustModel::LocalDpSgd
+        }
         Mechanism::DistributedDiscreteGaussian(_) => TrustModel::Distributed,
         Mechanism::Gaussian { .. } => TrustModel::Central,
     };
@@ -156,6 +190,14 @@ fn the_ledger_survives_reopening_bit_for_bit() -> Result<(), LedgerError> {
                 clip_norm: 0.7,
             },
             START_OF_2026 + 2,
+        ),
+        charge(
+            "job-2",
+            1,
+            "bank-b",
+            PrivacyUnit::Customer,
+            dp_sgd_with_statistics(2),
+            START_OF_2026 + 3,
         ),
     ];
     {
