@@ -15,7 +15,8 @@ use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
 use veil_models::{exact_auc, predict, train};
 use veil_pki::{
-    CertificateRequest, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList, Role, Validity,
+    CertificateRequest, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles, REVOCATIONS_FILE,
+    RevocationList, Role, Validity,
 };
 use veil_synth::{SynthConfig, write_partner_files};
 use veil_wire::v1;
@@ -336,7 +337,10 @@ impl LocalPki {
 
     fn issue(&self, request: CertificateRequest) -> anyhow::Result<MemberFiles> {
         let folder = self.dir.join(&request.name);
-        Ok(MemberFiles::issue_into(&self.ca, &request, &folder)?.0)
+        let (files, issued) = MemberFiles::issue_into(&self.ca, &request, &folder)?;
+        // As `coordinator ca issue` does: the coordinator audits it from the journal.
+        IssuanceJournal::at(self.dir.join("ca").join(ISSUED_FILE)).record(&issued)?;
+        Ok(files)
     }
 }
 
@@ -418,4 +422,49 @@ fn baselines(
         partner_alone,
         holdout_customers: pooled_holdout.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use veil_ledger::{Charge, PrivacyUnit};
+
+    use super::*;
+
+    /// The demo job's customer-level ε per partner over all its rounds, as
+    /// the ledgers will compose it.
+    fn demo_customer_epsilon(template: &str) -> f64 {
+        let text = template
+            .replace("{cutoff}", "2025-06-30")
+            .replace("{horizon}", "60");
+        let spec = JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap();
+        let charges: Vec<Charge> = (1..=spec.rounds)
+            .flat_map(|round| {
+                let party = veil_job::RoundParty {
+                    job_id: "demo",
+                    round,
+                    partner_id: "partner-0",
+                    dataset_id: "partner-0",
+                    cohort: 3,
+                };
+                veil_job::round_charges(&spec, party).unwrap()
+            })
+            .filter(|charge| charge.unit == PrivacyUnit::Customer)
+            .map(|charge| Charge::new(charge, 0).unwrap())
+            .collect();
+        assert_eq!(charges.len(), spec.rounds as usize);
+        let mut accountant = veil_accounting::Accountant::new();
+        for charge in &charges {
+            accountant.compose(charge.mechanism.dp_event()).unwrap();
+        }
+        let report = accountant.epsilon(spec.privacy.delta).unwrap();
+        report.epsilon_pld.min(report.epsilon_rdp)
+    }
+
+    #[test]
+    fn the_demo_spends_at_most_three_customer_epsilon_per_partner() {
+        let epsilon = demo_customer_epsilon(STANDARD_JOB);
+        println!("demo customer-level epsilon per partner: {epsilon:.4}");
+        assert!(epsilon <= 3.0, "{epsilon}");
+        assert!(epsilon > 2.5, "the demo should use its budget: {epsilon}");
+    }
 }

@@ -15,5 +15,6 @@ pub mod demo;
 pub mod identity;
 pub mod node;
 pub mod policy;
+pub mod receipts;
 pub mod score;
 mod transport;

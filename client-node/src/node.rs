@@ -29,6 +29,7 @@ use crate::config::NodeConfig;
 use crate::data::{JobRows, to_dataset};
 use crate::identity::NodeIdentity;
 use crate::policy::NodePolicy;
+use crate::receipts::ReceiptKeeper;
 use crate::transport::{NodeClient, ResultBody, is_transient};
 
 /// How long each `FetchTask` long poll may wait.
@@ -77,6 +78,8 @@ struct NodeState {
     client: NodeClient,
     /// This partner's own copy of every privacy charge it accepted.
     ledger: SqliteLedger,
+    /// The coordinator's signed receipts of the rounds this node joined.
+    receipts: ReceiptKeeper,
     log: Arc<TransactionLog>,
     identity: NodeIdentity,
     policy: NodePolicy,
@@ -149,9 +152,12 @@ pub async fn run_with(
             ledger_path.display()
         )
     })?;
+    let receipts = ReceiptKeeper::open(&config.state_dir(), &config.node_id)
+        .with_context(|| format!("node '{}': receipts", config.node_id))?;
     let state = NodeState {
         client: NodeClient::new(&config.coordinator, &config.node_id, tls.as_ref())?,
         ledger,
+        receipts,
         log: Arc::new(log),
         identity,
         policy: config.policy.clone(),
@@ -171,8 +177,7 @@ pub async fn run_with(
 }
 
 async fn serve(mut state: NodeState) -> anyhow::Result<()> {
-    let identity_key = state.identity.public_key();
-    let heartbeat_interval = register_with_backoff(&mut state.client, identity_key).await;
+    let heartbeat_interval = register(&mut state).await?;
     if let Some(progress) = &state.progress {
         let _ = progress.send(NodeProgress::Registered);
     }
@@ -182,21 +187,30 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
         match state.client.fetch_task(LONG_POLL).await {
             Ok(Some(task)) => {
                 backoff = Duration::from_millis(200);
+                // A training task may belong to a round still owed a receipt;
+                // any other task comes after the round's commit.
+                let training = (task.phase == v1::Phase::Train as i32)
+                    .then_some((task.job_id.as_str(), task.round));
+                collect_receipts(&mut state, training).await;
                 let job_id = task.job_id.clone();
                 if let Err(error) = handle_task(&mut state, task).await {
                     tracing::warn!(node = %state.client.node_id, job = %job_id, error = %format!("{error:#}"), "task failed");
                 }
             }
-            Ok(None) => {}
+            Ok(None) => collect_receipts(&mut state, None).await,
             Err(status) if status.code() == Code::FailedPrecondition => {
                 // The coordinator forgot us (it restarted): register again.
-                register_with_backoff(&mut state.client, identity_key).await;
+                if let Err(error) = register(&mut state).await {
+                    break Err(error);
+                }
             }
             Err(status) if is_transient(&status) => {
                 tracing::warn!(node = %state.client.node_id, code = ?status.code(), "coordinator unreachable, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                register_with_backoff(&mut state.client, identity_key).await;
+                if let Err(error) = register(&mut state).await {
+                    break Err(error);
+                }
             }
             Err(status) => break Err(anyhow::anyhow!("fetching tasks: {}", status.message())),
         }
@@ -205,14 +219,50 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
     result
 }
 
+/// Registers (retrying until the coordinator answers) and checks the
+/// coordinator's audit key against the pinned one; returns the heartbeat interval.
+async fn register(state: &mut NodeState) -> anyhow::Result<Duration> {
+    let identity_key = state.identity.public_key();
+    let response = register_with_backoff(&mut state.client, identity_key).await;
+    state.receipts.pin(&response.audit_public_key)?;
+    Ok(Duration::from_millis(u64::from(
+        response.heartbeat_interval_ms.max(500),
+    )))
+}
+
+/// Fetches and stores the receipts of rounds that may have committed since
+/// the last fetch. Failures are retried at the next opportunity: a receipt
+/// can always be issued again from the coordinator's log.
+async fn collect_receipts(state: &mut NodeState, current: Option<(&str, u32)>) {
+    if !state.receipts.is_due(current) {
+        return;
+    }
+    let node = state.client.node_id.clone();
+    match state.client.fetch_receipts(state.receipts.after_seq()).await {
+        Ok(fetched) => match state.receipts.store(fetched) {
+            Ok(0) => {}
+            Ok(stored) => tracing::info!(node = %node, stored, "receipts stored"),
+            Err(error) => {
+                tracing::error!(node = %node, error = %format!("{error:#}"), "receipts refused");
+            }
+        },
+        Err(status) => {
+            tracing::debug!(node = %node, code = ?status.code(), message = status.message(), "receipts not fetched");
+        }
+    }
+}
+
 /// Registers, retrying with exponential backoff until the coordinator answers.
-async fn register_with_backoff(client: &mut NodeClient, identity_key: [u8; 32]) -> Duration {
+async fn register_with_backoff(
+    client: &mut NodeClient,
+    identity_key: [u8; 32],
+) -> v1::RegisterResponse {
     let mut delay = Duration::from_millis(100);
     loop {
         match client.register(identity_key).await {
             Ok(response) => {
                 tracing::info!(node = %client.node_id, "registered with the coordinator");
-                return Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(500)));
+                return response;
             }
             Err(status) => {
                 tracing::debug!(node = %client.node_id, code = ?status.code(), "registration failed, retrying");
@@ -491,8 +541,15 @@ async fn send(
     step: Option<SecureStep>,
 ) -> anyhow::Result<()> {
     let (job, round) = (header.job_id.clone(), header.round);
+    // The update this round's commit (and so its receipt) will hold.
+    let training_update = phase == Phase::Train
+        && header.decline_reason.is_empty()
+        && matches!(step, None | Some(SecureStep::MaskedInput));
     match state.client.submit(header, body).await {
         Ok(duplicate) => {
+            if training_update {
+                state.receipts.await_round(&job, round);
+            }
             tracing::info!(node = %state.client.node_id, job = %job, round, %phase, step = ?step, duplicate, "result submitted");
             if let Some(progress) = &state.progress {
                 let _ = progress.send(NodeProgress::Submitted {

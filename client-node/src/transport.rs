@@ -78,6 +78,17 @@ impl NodeClient {
         self.inner.heartbeat(request).await.map(|_| ())
     }
 
+    pub(crate) async fn fetch_receipts(
+        &mut self,
+        after_seq: Option<u64>,
+    ) -> Result<Vec<v1::Receipt>, Status> {
+        let request = v1::FetchReceiptsRequest {
+            node_id: self.node_id.clone(),
+            after_seq,
+        };
+        Ok(self.inner.fetch_receipts(request).await?.into_inner().receipts)
+    }
+
     pub(crate) async fn fetch_task(&mut self, wait: Duration) -> Result<Option<v1::Task>, Status> {
         let request = v1::FetchTaskRequest {
             node_id: self.node_id.clone(),

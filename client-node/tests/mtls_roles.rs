@@ -170,6 +170,25 @@ async fn roles_names_keys_and_certificate_status_are_enforced_per_rpc() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Its receipts, and no one else's.
+    let own = as_node_a
+        .fetch_receipts(v1::FetchReceiptsRequest {
+            node_id: "node-a".into(),
+            after_seq: None,
+        })
+        .await;
+    assert!(
+        own.is_ok() || own.as_ref().unwrap_err().code() == Code::Unavailable,
+        "{own:?}"
+    );
+    let refused = as_node_a
+        .fetch_receipts(v1::FetchReceiptsRequest {
+            node_id: "node-b".into(),
+            after_seq: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     let header = v1::ResultChunk {
         body: Some(result_chunk::Body::Header(v1::ResultHeader {
             node_id: "node-b".into(),

@@ -137,6 +137,18 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     let coordinator_ledger =
         veil_ledger::SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
     let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();
+    let audit_key = veil_audit::AuditPublicKey::from_hex(
+        std::fs::read_to_string(coordinator_state.join(coordinator::audit::AUDIT_PUBLIC_KEY_FILE))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let audit = veil_audit::verify_log_file(
+        &coordinator_state.join(coordinator::audit::AUDIT_LOG_FILE),
+        &audit_key,
+        None,
+    )
+    .unwrap();
     for index in 0..4 {
         let partner = format!("node-{index}");
         let node_ledger = veil_ledger::SqliteLedger::open(
@@ -157,5 +169,24 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         let report = veil_ledger::reconcile(&coordinator_view, &node_charges);
         assert!(report.is_consistent(), "{partner}: {report:?}");
         assert!(!node_charges.is_empty(), "{partner} was never charged");
+
+        // Its receipts (kept across its own crash) match the coordinator's
+        // verified audit log: one per round it was charged for.
+        let receipts = veil_audit::ReceiptStore::read_all(
+            &dir.path()
+                .join(format!("node-{index}.state"))
+                .join(client_node::receipts::RECEIPTS_FILE),
+        )
+        .unwrap();
+        let reconciled = veil_audit::reconcile(&receipts, &audit.entries, &audit_key);
+        assert!(reconciled.is_consistent(), "{partner}: {reconciled:?}");
+        let charged_rounds: std::collections::BTreeSet<u64> = node_charges
+            .iter()
+            .map(|charge| u64::from(charge.round))
+            .collect();
+        let receipt_rounds: std::collections::BTreeSet<u64> =
+            receipts.iter().map(|receipt| receipt.round).collect();
+        assert_eq!(receipt_rounds, charged_rounds, "{partner}");
+        assert_eq!(receipts.len(), charged_rounds.len(), "{partner}: duplicate receipts");
     }
 }

@@ -7,15 +7,26 @@
 //! Files in the state folder: `audit.log` (and its `.head`), the signing key
 //! `audit-signing.key` (owner-only) and `audit-public.key`, the hex public
 //! key auditors verify with.
+//!
+//! Each node of a committed round gets a signed receipt of the commit entry
+//! (`FetchReceipts`). Receipts are re-derived from the log (Ed25519 signing
+//! is deterministic, so a receipt re-issued after a restart is byte for byte
+//! the first one), after the whole log has been verified in the background
+//! at start: the coordinator never vouches for entries it cannot verify.
+//!
+//! The CA tooling runs offline and never writes the log (the coordinator is
+//! its only writer); the coordinator records every issuance in the CA's
+//! journal and every revocation in its list as soon as it sees them.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use veil_audit::{
-    AuditEvent, AuditLog, AuditLogConfig, EpsilonCharge, SyncPolicy, generate_signing_key,
-    load_signing_key,
+    AuditEntry, AuditEvent, AuditLog, AuditLogConfig, AuditPublicKey, EpsilonCharge, Head,
+    Receipt, SyncPolicy, generate_signing_key, head_path_for, load_signing_key, verify_log_bytes,
 };
+use veil_pki::{IssuanceJournal, RevocationList};
 use veil_federation::{Engine, EngineEvent, EventKind, Phase};
 use veil_job::JobSpec;
 use veil_ledger::PrivacyUnit;
@@ -32,9 +43,94 @@ pub const AUDIT_PUBLIC_KEY_FILE: &str = "audit-public.key";
 /// The actor of entries the coordinator makes on its own account.
 const COORDINATOR: &str = "coordinator";
 
+/// The actor of certificate entries: the offline CA tooling.
+const CERTIFICATE_AUTHORITY: &str = "ca";
+
 /// The open audit log.
 pub(crate) struct AuditTrail {
     log: AuditLog,
+    index: IndexState,
+}
+
+/// What the log says that later requests need, derived from its entries.
+#[derive(Default)]
+struct LogIndex {
+    /// Receipts per node, in log order.
+    receipts: HashMap<String, Vec<Receipt>>,
+    /// Serials whose issuance is recorded.
+    issued: HashSet<String>,
+    /// Serials whose revocation is recorded.
+    revoked: HashSet<String>,
+}
+
+enum IndexState {
+    /// The log is being verified; entries appended meanwhile wait here.
+    Rebuilding { appended: Vec<AuditEntry> },
+    Ready(LogIndex),
+    /// The log did not verify at start: nothing is vouched for from it.
+    Unusable(String),
+}
+
+/// Why receipts cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReceiptsUnavailable {
+    /// The start-up verification of the log has not finished.
+    #[error("the coordinator is still verifying its audit log; retry shortly")]
+    Verifying,
+    /// The log failed verification at start.
+    #[error("the coordinator's audit log does not verify, so it issues no receipts: {0}")]
+    LogUnusable(String),
+}
+
+/// Reads and verifies the whole log away from the lock (see [`AuditTrail::verifier`]).
+pub(crate) struct LogVerifier {
+    log_path: PathBuf,
+    public_key: AuditPublicKey,
+}
+
+impl LogVerifier {
+    /// The verified entries, or why the log does not verify.
+    pub(crate) fn verify(&self) -> Result<Vec<AuditEntry>, String> {
+        // The head first: it never runs ahead of the file, so the bytes read
+        // after it hold at least the entry it names.
+        let head = Head::read(&head_path_for(&self.log_path)).map_err(|error| error.to_string())?;
+        let mut contents = std::fs::read(&self.log_path)
+            .map_err(|error| format!("{}: {error}", self.log_path.display()))?;
+        // An append may be under way: its partial line is not part of the log yet.
+        let complete = contents
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+            .map_or(0, |last| last + 1);
+        contents.truncate(complete);
+        verify_log_bytes(&contents, &self.public_key, head.as_ref())
+            .map(|report| report.entries)
+            .map_err(|evidence| evidence.to_string())
+    }
+}
+
+impl LogIndex {
+    fn add(&mut self, log: &AuditLog, entry: &AuditEntry) {
+        match &entry.event {
+            AuditEvent::RoundCommitted { .. } => match log.issue_receipts(entry) {
+                Ok(receipts) => {
+                    for receipt in receipts {
+                        self.receipts
+                            .entry(receipt.node_id.clone())
+                            .or_default()
+                            .push(receipt);
+                    }
+                }
+                Err(error) => tracing::error!(seq = entry.seq, %error, "no receipts issued"),
+            },
+            AuditEvent::CertificateIssued { serial, .. } => {
+                self.issued.insert(serial.clone());
+            }
+            AuditEvent::CertificateRevoked { serial, .. } => {
+                self.revoked.insert(serial.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 impl AuditTrail {
@@ -59,15 +155,128 @@ impl AuditTrail {
             signer,
         )
         .with_context(|| format!("audit log {}", log_path.display()))?;
-        Ok(Self { log })
+        Ok(Self {
+            log,
+            index: IndexState::Rebuilding {
+                appended: Vec::new(),
+            },
+        })
+    }
+
+    /// What verifies the log for [`Self::install_verified`]; run it off the
+    /// lock, since a long log takes seconds.
+    pub(crate) fn verifier(&self) -> LogVerifier {
+        LogVerifier {
+            log_path: self.log.log_path().to_owned(),
+            public_key: self.log.public_key(),
+        }
+    }
+
+    /// Builds the index from the verified entries plus those appended since.
+    pub(crate) fn install_verified(&mut self, verified: Result<Vec<AuditEntry>, String>) {
+        let IndexState::Rebuilding { appended } = &mut self.index else {
+            return;
+        };
+        let appended = std::mem::take(appended);
+        self.index = match verified {
+            Ok(entries) => {
+                let mut index = LogIndex::default();
+                let last_verified = entries.last().map(|entry| entry.seq);
+                for entry in entries.iter().chain(
+                    appended
+                        .iter()
+                        .filter(|entry| last_verified.is_none_or(|last| entry.seq > last)),
+                ) {
+                    index.add(&self.log, entry);
+                }
+                tracing::info!(entries = entries.len(), "audit log verified");
+                IndexState::Ready(index)
+            }
+            Err(reason) => {
+                tracing::error!(%reason, "the audit log does NOT verify; no receipts will be issued");
+                IndexState::Unusable(reason)
+            }
+        };
+    }
+
+    /// The coordinator's audit public key.
+    pub(crate) fn public_key(&self) -> AuditPublicKey {
+        self.log.public_key()
+    }
+
+    /// Receipts for `node_id`'s round commits after `after_seq`.
+    pub(crate) fn receipts_for(
+        &self,
+        node_id: &str,
+        after_seq: Option<u64>,
+    ) -> Result<Vec<Receipt>, ReceiptsUnavailable> {
+        match &self.index {
+            IndexState::Rebuilding { .. } => Err(ReceiptsUnavailable::Verifying),
+            IndexState::Unusable(reason) => Err(ReceiptsUnavailable::LogUnusable(reason.clone())),
+            IndexState::Ready(index) => Ok(index
+                .receipts
+                .get(node_id)
+                .map(|receipts| {
+                    receipts
+                        .iter()
+                        .filter(|receipt| after_seq.is_none_or(|after| receipt.entry_seq > after))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()),
+        }
+    }
+
+    /// Records the issuances and revocations the CA tooling made that the
+    /// log does not hold yet. Waits for the start-up verification, which
+    /// says what the log holds.
+    pub(crate) fn record_certificate_changes(
+        &mut self,
+        journal: &IssuanceJournal,
+        revocations: &RevocationList,
+    ) -> anyhow::Result<()> {
+        let IndexState::Ready(index) = &self.index else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        for issuance in journal.entries()? {
+            let serial = issuance.serial.to_string();
+            if !index.issued.contains(&serial) {
+                events.push(AuditEvent::CertificateIssued {
+                    role: issuance.role.to_string(),
+                    name: issuance.name,
+                    serial,
+                });
+            }
+        }
+        let mut revoked = revocations.entries()?;
+        revoked.sort_by_key(|revocation| revocation.revoked_at_unix_seconds);
+        for revocation in revoked {
+            let serial = revocation.serial.to_string();
+            if !index.revoked.contains(&serial) {
+                events.push(AuditEvent::CertificateRevoked {
+                    serial,
+                    reason: revocation.reason.to_string(),
+                });
+            }
+        }
+        for event in events {
+            self.record(CERTIFICATE_AUTHORITY, event);
+        }
+        Ok(())
     }
 
     /// Appends one entry. A failure to record is logged loudly: the action
     /// already happened, and refusing service would not undo it.
     pub(crate) fn record(&mut self, actor: &str, event: AuditEvent) {
         let kind = event.kind();
-        if let Err(error) = self.log.append(now_unix_ms(), actor, event) {
-            tracing::error!(kind, %error, "audit entry NOT recorded");
+        match self.log.append(now_unix_ms(), actor, event) {
+            Ok(entry) => match &mut self.index {
+                IndexState::Rebuilding { appended } => appended.push(entry),
+                IndexState::Ready(index) => index.add(&self.log, &entry),
+                IndexState::Unusable(_) => {}
+            },
+            Err(error) => tracing::error!(kind, %error, "audit entry NOT recorded"),
         }
     }
 
@@ -123,12 +332,7 @@ impl AuditTrail {
                 phase: Phase::Train,
                 ..
             } => {
-                let mut participants: Vec<String> = privacy
-                    .charged
-                    .iter()
-                    .map(|charge| charge.partner_id.clone())
-                    .collect();
-                participants.dedup();
+                let participants = privacy.contributors.clone();
                 let epsilon_charged = privacy
                     .charged
                     .iter()

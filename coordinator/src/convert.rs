@@ -236,3 +236,24 @@ pub fn job_status(spec: &JobSpec, status: &JobStatus) -> v1::JobStatus {
         job_name: spec.name.clone(),
     }
 }
+
+/// A receipt as it travels to its node.
+pub(crate) fn receipt_to_wire(receipt: &veil_audit::Receipt) -> v1::Receipt {
+    v1::Receipt {
+        job_id: receipt.job_id.clone(),
+        round: receipt.round,
+        node_id: receipt.node_id.clone(),
+        entry_seq: receipt.entry_seq,
+        entry_hash: receipt.entry_hash.to_vec(),
+        charges: receipt
+            .charges
+            .iter()
+            .map(|charge| v1::EpsilonCharge {
+                partner: charge.partner.clone(),
+                unit: charge.unit.clone(),
+                epsilon: charge.epsilon,
+            })
+            .collect(),
+        signature: receipt.signature.clone(),
+    }
+}

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use coordinator::{CoordinatorConfig, logging, operator};
-use veil_audit::{AuditPublicKey, Head, export_report, head_path_for, verify_log_file};
+use veil_audit::{
+    AuditPublicKey, Head, ReceiptStore, export_report, head_path_for, reconcile, verify_log_file,
+};
 use veil_pki::{
-    CertificateRequest, ClientTls, FederationCa, MemberFiles, REVOCATIONS_FILE, RevocationList,
-    RevocationReason, Role, Serial, Validity,
+    CertificateRequest, ClientTls, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles,
+    REVOCATIONS_FILE, RevocationList, RevocationReason, Role, Serial, Validity,
 };
 use veil_wire::v1;
 
@@ -157,6 +159,17 @@ enum AuditCommand {
         #[arg(long)]
         public_key: PathBuf,
     },
+    /// Verify the log, then check a node's receipts against it: each must be
+    /// signed by the coordinator and match the entry it was issued for.
+    Reconcile {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The node's receipt file (`receipts.jsonl` in its state folder).
+        #[arg(long)]
+        receipts: PathBuf,
+    },
     /// Verify, then print a report of the log (jobs, rounds, ε charged,
     /// refusals, vetoes, authentication failures).
     Report {
@@ -172,7 +185,9 @@ enum AuditCommand {
 
 fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
     let (log, public_key_path, json) = match &command {
-        AuditCommand::Verify { log, public_key } => (log, public_key, None),
+        AuditCommand::Verify { log, public_key } | AuditCommand::Reconcile { log, public_key, .. } => {
+            (log, public_key, None)
+        }
         AuditCommand::Report {
             log,
             public_key,
@@ -186,6 +201,25 @@ fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
     let head = Head::read(&head_path_for(log))?;
     let report = verify_log_file(log, &public_key, head.as_ref())
         .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
+    if let AuditCommand::Reconcile { receipts, .. } = &command {
+        let receipts = ReceiptStore::read_all(receipts)?;
+        let outcome = reconcile(&receipts, &report.entries, &public_key);
+        for finding in &outcome.findings {
+            println!("MISMATCH: {finding}");
+        }
+        println!(
+            "{} of {} receipts match the log ({} entries verified)",
+            outcome.matched,
+            receipts.len(),
+            report.entries.len()
+        );
+        anyhow::ensure!(
+            outcome.is_consistent(),
+            "{} receipts disagree with the log",
+            outcome.findings.len()
+        );
+        return Ok(());
+    }
     match json {
         None => println!(
             "{}: {} entries verified, chain intact, signed by {public_key}",
@@ -239,6 +273,8 @@ fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 CertificateRequest::member(role, name, days(lifetime))
             };
             let (files, issued) = MemberFiles::issue_into(&ca, &request, &out)?;
+            // The coordinator records the issuance in its audit log from here.
+            IssuanceJournal::at(ca_dir.join(ISSUED_FILE)).record(&issued)?;
             println!(
                 "issued {role} '{}' serial {} -> {}",
                 issued.name,

@@ -120,10 +120,12 @@ pub fn progress_line(status: &v1::JobStatus) -> String {
         .history
         .last()
         .map(|m| {
-            if m.eval_auc.is_nan() {
+            if !m.eval_auc.is_nan() {
+                format!("  AUC {:.4}", m.eval_auc)
+            } else if !m.eval_rmse.is_nan() {
                 format!("  RMSE {:.4}", m.eval_rmse)
             } else {
-                format!("  AUC {:.4}", m.eval_auc)
+                String::new()
             }
         })
         .unwrap_or_default();

@@ -19,6 +19,8 @@ pub(crate) struct PrivacyOutcome {
     pub(crate) refusals: Vec<BudgetRefusal>,
     /// A round was committed with these charges, recorded before release.
     pub(crate) charged: Vec<Charge>,
+    /// The nodes whose updates that round's aggregate holds.
+    pub(crate) contributors: Vec<NodeId>,
 }
 
 /// The ledger and what it needs to remember between events.
@@ -91,7 +93,9 @@ impl PrivacyGuard {
                     .filter(|node| !dropped.contains(node))
                     .cloned()
                     .collect();
-                match self.charge(engine, job, *round, invited.len(), &contributors) {
+                let charged = self.charge(engine, job, *round, invited.len(), &contributors);
+                outcome.contributors = contributors;
+                match charged {
                     Ok(charged) => outcome.charged = charged,
                     Err(error) => {
                         // The model of this round must not go out uncharged.

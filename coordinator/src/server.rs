@@ -14,7 +14,7 @@ use veil_federation::store::JobStore;
 use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
 use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
-use veil_pki::{ServerTls, tls_incoming};
+use veil_pki::{ISSUED_FILE, IssuanceJournal, RevocationList, ServerTls, tls_incoming};
 use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
@@ -23,7 +23,11 @@ use crate::audit::AuditTrail;
 use crate::auth::Gate;
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
-use crate::state::Shared;
+use crate::state::{Shared, lock};
+
+/// How often the CA's journal and revocation list are checked for changes
+/// to record; revocation itself takes effect at once, independently.
+const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How connections are secured.
 #[derive(Debug, Clone)]
@@ -110,6 +114,15 @@ pub async fn run(
     );
     let privacy = PrivacyGuard::open(&state_dir.join("ledger.sqlite"))?;
     let audit = Arc::new(Mutex::new(AuditTrail::open(&state_dir)?));
+    let certificate_files = match &config.transport {
+        Transport::Mtls(server_tls) => {
+            let revocations = server_tls.revocations().clone();
+            let journal = IssuanceJournal::at(revocations.path().with_file_name(ISSUED_FILE));
+            Some((journal, revocations))
+        }
+        Transport::InsecureDevelopment => None,
+    };
+    let audit_upkeep = tokio::spawn(keep_audit_current(Arc::clone(&audit), certificate_files));
     let snapshots = store.load_all()?;
     if !snapshots.is_empty() {
         tracing::info!(jobs = snapshots.len(), "resuming jobs from the store");
@@ -176,8 +189,32 @@ pub async fn run(
     };
     let _ = stop_timer.send(());
     let _ = timer.await;
+    audit_upkeep.abort();
     tracing::info!("coordinator stopped");
     served.map_err(Into::into)
+}
+
+/// Verifies the whole audit log once (off the lock: it may take seconds),
+/// then records the CA's issuances and revocations as they appear.
+async fn keep_audit_current(
+    audit: Arc<Mutex<AuditTrail>>,
+    certificate_files: Option<(IssuanceJournal, RevocationList)>,
+) {
+    let verifier = lock(&audit).verifier();
+    let verified = tokio::task::spawn_blocking(move || verifier.verify())
+        .await
+        .unwrap_or_else(|error| Err(format!("verification stopped: {error}")));
+    lock(&audit).install_verified(verified);
+    let Some((journal, revocations)) = certificate_files else {
+        return;
+    };
+    let mut interval = tokio::time::interval(CERTIFICATE_CHECK_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = lock(&audit).record_certificate_changes(&journal, &revocations) {
+            tracing::error!(error = %format!("{error:#}"), "certificate changes NOT recorded in the audit log");
+        }
+    }
 }
 
 /// Wakes the engine at each phase deadline; re-plans whenever it changes.

@@ -21,8 +21,8 @@ use veil_wire::v1::{self, result_chunk};
 use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, reject_reason,
-    round_metrics, secure_step_from_wire, secure_task_to_wire,
+    describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, receipt_to_wire,
+    reject_reason, round_metrics, secure_step_from_wire, secure_task_to_wire,
 };
 use crate::state::{Shared, lock};
 
@@ -131,6 +131,7 @@ impl NodeService for NodeApi {
         Ok(Response::new(v1::RegisterResponse {
             heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
             max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
+            audit_public_key: lock(&self.shared.audit).public_key().to_string(),
         }))
     }
 
@@ -190,6 +191,22 @@ impl NodeService for NodeApi {
             .read(|engine| engine.global_model(&request.job_id, request.model_version))
             .map_err(engine_error)?;
         Ok(Response::new(model_stream(values)))
+    }
+
+    async fn fetch_receipts(
+        &self,
+        request: Request<v1::FetchReceiptsRequest>,
+    ) -> Result<Response<v1::FetchReceiptsResponse>, Status> {
+        self.gate
+            .allow_node(&request, "FetchReceipts", &request.get_ref().node_id)?;
+        let request = request.into_inner();
+        validate_node_id(&request.node_id)?;
+        let receipts = lock(&self.shared.audit)
+            .receipts_for(&request.node_id, request.after_seq)
+            .map_err(|unavailable| Status::unavailable(unavailable.to_string()))?;
+        Ok(Response::new(v1::FetchReceiptsResponse {
+            receipts: receipts.iter().map(receipt_to_wire).collect(),
+        }))
     }
 
     async fn submit_result(
@@ -597,9 +614,20 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
                         .map(|spec| round_metrics(spec, record))
                 })
                 .ok()?;
+            // A metric the nodes did not release (customer-level DP) is NaN.
+            let shown = |value: f64| {
+                if value.is_nan() {
+                    "not released".to_owned()
+                } else {
+                    format!("{value:.4}")
+                }
+            };
             Some(format!(
-                "round {} done: train loss {:.4}, eval loss {:.4}, AUC {:.4}",
-                record.round, metrics.mean_training_loss, metrics.eval_loss, metrics.eval_auc
+                "round {} done: train loss {}, eval loss {}, AUC {}",
+                record.round,
+                shown(metrics.mean_training_loss),
+                shown(metrics.eval_loss),
+                shown(metrics.eval_auc)
             ))
         }
         kind => describe_event(kind),

@@ -10,12 +10,14 @@
 //!
 //! This crate does not decide which RPC needs which role (the coordinator's
 //! service layer calls [`authorize`]), does not keep an audit log of issuance
-//! and revocation (the coordinator's audit log records them), and does not
-//! persist anything but certificate, key and revocation files.
+//! and revocation (the coordinator's audit log records them, from the
+//! [`IssuanceJournal`] and the [`RevocationList`]), and does not persist
+//! anything but certificate, key, journal and revocation files.
 
 mod authority;
 mod files;
 mod identity;
+mod journal;
 mod revocation;
 mod tls;
 
@@ -27,6 +29,7 @@ pub use identity::{
     AuthError, Ed25519PublicKey, FederationRoot, IdentityKey, PeerIdentity, Role, Serial,
     authorize, verify_certificate, verify_node_certificate,
 };
+pub use journal::{ISSUED_FILE, Issuance, IssuanceJournal};
 pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};
 pub use tls::{
     ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,

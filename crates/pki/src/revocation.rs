@@ -186,43 +186,11 @@ impl RevocationList {
             revoked_at_unix_seconds: unix_seconds(SystemTime::now()),
         };
         let path = &self.shared.path;
-        // Refuse to append to a file readers would reject, or after an
-        // unterminated line (a write interrupted by a crash): appending would
-        // glue this entry onto it. The operator repairs the file first.
-        let existing = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(RevocationError::Io {
-                    path: path.clone(),
-                    source,
-                });
-            }
-        };
-        parse(path, &existing)?;
-        if !existing.is_empty() && !existing.ends_with('\n') {
-            return Err(RevocationError::Malformed {
-                path: path.clone(),
-                line: existing.lines().count(),
-                reason: "unterminated line, probably an interrupted write; repair the file"
-                    .to_owned(),
-            });
-        }
-        let io_error = |source| RevocationError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_error)?;
         let line = format!(
-            "{} {} {}\n",
+            "{} {} {}",
             revocation.serial, revocation.reason, revocation.revoked_at_unix_seconds
         );
-        file.write_all(line.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
+        append_synced_line(path, &line, |text| parse(path, text).map(drop))?;
         self.refresh()?;
         Ok(revocation)
     }
@@ -266,27 +234,71 @@ impl RevocationList {
     }
 }
 
-fn read(path: &Path) -> Result<String, RevocationError> {
+pub(crate) fn read(path: &Path) -> Result<String, RevocationError> {
     std::fs::read_to_string(path).map_err(|source| RevocationError::Io {
         path: path.to_owned(),
         source,
     })
 }
 
+/// Appends `line` and a newline to a CA list file, synced before returning,
+/// so an entry reported done survives a crash. Refuses to append to a file
+/// readers would reject (`validate`), or after an unterminated line (a write
+/// interrupted by a crash), which the appended entry would be glued onto:
+/// the operator repairs the file first.
+pub(crate) fn append_synced_line(
+    path: &Path,
+    line: &str,
+    validate: impl FnOnce(&str) -> Result<(), RevocationError>,
+) -> Result<(), RevocationError> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(RevocationError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    validate(&existing)?;
+    if !existing.is_empty() && !existing.ends_with('\n') {
+        return Err(RevocationError::Malformed {
+            path: path.to_owned(),
+            line: existing.lines().count(),
+            reason: "unterminated line, probably an interrupted write; repair the file".to_owned(),
+        });
+    }
+    let io_error = |source| RevocationError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error)?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(io_error)?;
+    file.sync_all().map_err(io_error)
+}
+
+/// The complete (newline-terminated) lines of a CA list file with their
+/// 1-based numbers, skipping blanks and `#` comments; an unterminated tail is
+/// a line still being appended by another process and is read once complete.
+pub(crate) fn complete_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map_while(|(index, line)| Some((index + 1, line.strip_suffix('\n')?.trim())))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 fn parse(path: &Path, text: &str) -> Result<HashMap<Serial, Revocation>, RevocationError> {
     let mut entries = HashMap::new();
-    // `split_inclusive` keeps the newline, so an unterminated tail is skipped.
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let Some(line) = line.strip_suffix('\n') else {
-            break;
-        };
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (number, line) in complete_lines(text) {
         let revocation = parse_line(line).map_err(|reason| RevocationError::Malformed {
             path: path.to_owned(),
-            line: index + 1,
+            line: number,
             reason,
         })?;
         entries
