@@ -15,7 +15,11 @@ use crate::policy::GeneralisationPolicy;
 /// The quasi-identifier and sensitive values of one record, as compact ids into the dictionaries
 /// of the [`crate::Deidentifier`] that produced it. Holding ids instead of strings is what lets
 /// the pass keep a million records in memory cheaply; the raw values never leave the engine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The default value (row 0, no ids) only serves as a placeholder in a reused [`DeidRecord`]:
+/// the pass refuses it unless the engine has no quasi-identifier or sensitive column.
+///
+/// [`DeidRecord`]: crate::DeidRecord
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QuasiIdentifierTuple {
     /// Position of the record in the input stream, to join the pass's result back to the row.
     pub row_index: u64,

@@ -103,18 +103,51 @@ impl PseudonymKey {
 
     /// Returns lower-case hex of HMAC-SHA256(key, normalise_identifier(value)): 64 characters.
     pub fn pseudonymise(&self, value: &str) -> String {
-        let mut scratch = String::new();
-        self.pseudonymise_with_scratch(value, &mut scratch)
+        let mut pseudonym = String::with_capacity(PSEUDONYM_TAG_LENGTH * 2);
+        push_pseudonym(&self.tag(value, &mut String::new()), &mut pseudonym);
+        pseudonym
     }
 
-    /// Same as [`PseudonymKey::pseudonymise`], reusing `scratch` for the normalised value so the
-    /// per-row path allocates only the output.
-    pub(crate) fn pseudonymise_with_scratch(&self, value: &str, scratch: &mut String) -> String {
+    /// The HMAC-SHA256 tag behind the pseudonym of `value`, reusing `scratch` for the normalised
+    /// value, so the per-row path can write the pseudonym into a string it reuses.
+    pub(crate) fn tag(&self, value: &str, scratch: &mut String) -> PseudonymTag {
         normalise_identifier_into(value, scratch);
         let tag = hmac::sign(&self.hmac_key, scratch.as_bytes());
-        lower_hex(tag.as_ref())
+        let mut bytes = [0u8; PSEUDONYM_TAG_LENGTH];
+        // HMAC-SHA256 tags are always 32 bytes, so the copy is total.
+        bytes.copy_from_slice(tag.as_ref());
+        bytes
     }
 }
+
+/// Length of an HMAC-SHA256 tag.
+const PSEUDONYM_TAG_LENGTH: usize = 32;
+
+/// The raw HMAC-SHA256 tag of an identifier; its lower-case hex is the pseudonym.
+pub(crate) type PseudonymTag = [u8; PSEUDONYM_TAG_LENGTH];
+
+/// Appends the pseudonym of `tag` (its lower-case hex) to `output`.
+pub(crate) fn push_pseudonym(tag: &PseudonymTag, output: &mut String) {
+    let mut hex = [0u8; PSEUDONYM_TAG_LENGTH * 2];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(tag) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+    }
+    // Hex digits are ASCII, so the conversion cannot fail; it is checked rather than assumed
+    // because this crate forbids unsafe code.
+    output.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+}
+
+/// The two lower-case hex digits of each byte value, one lookup per byte on the per-row path.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0x0f]];
+        byte += 1;
+    }
+    pairs
+};
 
 impl fmt::Debug for PseudonymKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,16 +183,6 @@ fn normalise_identifier_into(value: &str, normalised: &mut String) {
         };
         normalised.extend(folded.to_lowercase());
     }
-}
-
-fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    hex
 }
 
 fn retired_path(path: &Path, retired_on: NaiveDate) -> PathBuf {
@@ -257,6 +280,10 @@ mod tests {
 
     #[test]
     fn hex_is_lower_case_and_two_digits_per_byte() {
-        assert_eq!(lower_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let mut tag = [0u8; PSEUDONYM_TAG_LENGTH];
+        tag[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        let mut pseudonym = "kept:".to_owned();
+        push_pseudonym(&tag, &mut pseudonym);
+        assert_eq!(pseudonym, format!("kept:000fa5ff{}", "0".repeat(56)));
     }
 }

@@ -207,23 +207,27 @@ pub(crate) struct ScanScratch {
 }
 
 pub(crate) fn scan_into(text: &str, scratch: &mut ScanScratch) {
-    let ScanScratch { hits, groups } = scratch;
-    hits.clear();
-    let bytes = text.as_bytes();
-    // One cheap pass decides which detectors can possibly match, so typical short cells
-    // (amounts, categories) cost a single loop.
-    // Branch-free: OR together a class bit per byte.
-    let mut classes = 0u8;
-    for byte in bytes {
-        classes |= BYTE_CLASSES[usize::from(*byte)];
+    scratch.hits.clear();
+    let possible = PossibleDetectors::of(text.as_bytes());
+    if possible.email || possible.numbers || possible.ipv6 {
+        run_detectors(text, possible, scratch);
     }
-    if classes & CLASS_AT != 0 {
+}
+
+/// Runs the detectors `possible` allows (the others are known not to match), adding to the
+/// scratch's hits. Kept out of line so the common path through [`scan_into`], where nothing can
+/// match, stays small.
+#[inline(never)]
+fn run_detectors(text: &str, possible: PossibleDetectors, scratch: &mut ScanScratch) {
+    let ScanScratch { hits, groups } = scratch;
+    let bytes = text.as_bytes();
+    if possible.email {
         find_emails(bytes, hits);
     }
-    if classes & CLASS_DIGIT != 0 {
+    if possible.numbers {
         find_numbers(bytes, groups, hits);
     }
-    if classes & CLASS_COLON != 0 {
+    if possible.ipv6 {
         find_ipv6(text, hits);
     }
     if hits.len() > 1 {
@@ -231,16 +235,107 @@ pub(crate) fn scan_into(text: &str, scratch: &mut ScanScratch) {
     }
 }
 
+/// Which detectors can possibly match a text, from cheap passes over its bytes, so typical
+/// cells (timestamps, amounts, categories) skip the detectors altogether. Each condition is
+/// necessary for its detectors to report anything, so skipping never changes the hits (a
+/// property test compares with running every detector):
+/// - an email needs an `@`;
+/// - a phone, resident ID or card number is one run of digit groups joined by spaces, dashes,
+///   parentheses or a leading `+`, holding at least 8 digits (a `+` number), 10 (a North
+///   American number, which needs its parentheses) or 11 (a mainland mobile; cards and IDs need
+///   more); an IPv4 address needs four digits and three dots;
+/// - an IPv6 address needs `::` or six colons.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct PossibleDetectors {
+    email: bool,
+    numbers: bool,
+    ipv6: bool,
+}
+
+impl PossibleDetectors {
+    /// Every detector; what the scan would run without the pre-filter.
+    #[cfg(test)]
+    const ALL: PossibleDetectors = PossibleDetectors {
+        email: true,
+        numbers: true,
+        ipv6: true,
+    };
+
+    fn of(bytes: &[u8]) -> PossibleDetectors {
+        // One pass that most cells need alone (categories, amounts, quantities); the further
+        // passes run only on cells that might still hold a number or an IPv6 address.
+        let mut classes = 0u8;
+        let mut digits = 0usize;
+        for byte in bytes {
+            let class = BYTE_CLASSES[usize::from(*byte)];
+            classes |= class;
+            digits += usize::from(class & CLASS_DIGIT != 0);
+        }
+        let fewest_digits_of_a_number = if classes & CLASS_PHONE_MARK != 0 {
+            MIN_DIGITS_MARKED_PHONE
+        } else {
+            MIN_DIGITS_UNMARKED_NUMBER
+        };
+        let count = |wanted: u8| bytes.iter().filter(|byte| **byte == wanted).count();
+        let ipv4 = digits >= 4 && classes & CLASS_DOT != 0 && count(b'.') >= 3;
+        let numbers = ipv4
+            || (digits >= fewest_digits_of_a_number
+                && most_digits_in_one_run(bytes) >= fewest_digits_of_a_number);
+        let ipv6 = classes & CLASS_COLON != 0
+            && (count(b':') >= 6 || bytes.windows(2).any(|pair| pair == b"::"));
+        PossibleDetectors {
+            email: classes & CLASS_AT != 0,
+            numbers,
+            ipv6,
+        }
+    }
+}
+
+/// The most digits in one stretch of bytes that a digit run can span (digits and the bytes
+/// that may join their groups); every number the digit detectors match lies in one stretch.
+fn most_digits_in_one_run(bytes: &[u8]) -> usize {
+    let mut run_digits = 0usize;
+    let mut most_run_digits = 0usize;
+    // Branch-free; the count is reset with a mask rather than a multiplication to keep its
+    // dependency chain short.
+    for byte in bytes {
+        let class = BYTE_CLASSES[usize::from(*byte)];
+        let keep_run = 0usize.wrapping_sub(usize::from(class & CLASS_IN_RUN != 0));
+        run_digits = (run_digits + usize::from(class & CLASS_DIGIT != 0)) & keep_run;
+        most_run_digits = most_run_digits.max(run_digits);
+    }
+    most_run_digits
+}
+
+/// Fewest digits of a number written with a `+` (8, see [`is_phone`]) or an opening
+/// parenthesis (10, see [`is_north_american_phone`]).
+const MIN_DIGITS_MARKED_PHONE: usize = 8;
+
+/// Fewest digits of any other number: a mainland mobile's 11 (cards have 13, IDs 17).
+const MIN_DIGITS_UNMARKED_NUMBER: usize = 11;
+
 const CLASS_AT: u8 = 1;
 const CLASS_DIGIT: u8 = 2;
 const CLASS_COLON: u8 = 4;
+const CLASS_DOT: u8 = 8;
+/// Bytes that may sit between the digit groups of one number: space, dash, parentheses, `+`.
+const CLASS_JOINER: u8 = 16;
+/// Bytes that do not end a stretch a digit run can span.
+const CLASS_IN_RUN: u8 = CLASS_DIGIT | CLASS_JOINER;
+/// Bytes that allow the shorter phone layouts: `+` and `(`.
+const CLASS_PHONE_MARK: u8 = 32;
 
-/// For each byte value, which detectors it can trigger: `@` emails, digits the numeric
-/// detectors, `:` IPv6.
+/// For each byte value, its classes for [`PossibleDetectors::of`].
 static BYTE_CLASSES: [u8; 256] = {
     let mut classes = [0u8; 256];
     classes[b'@' as usize] = CLASS_AT;
     classes[b':' as usize] = CLASS_COLON;
+    classes[b'.' as usize] = CLASS_DOT;
+    classes[b' ' as usize] = CLASS_JOINER;
+    classes[b'-' as usize] = CLASS_JOINER;
+    classes[b')' as usize] = CLASS_JOINER;
+    classes[b'(' as usize] = CLASS_JOINER | CLASS_PHONE_MARK;
+    classes[b'+' as usize] = CLASS_JOINER | CLASS_PHONE_MARK;
     let mut digit = b'0';
     while digit <= b'9' {
         classes[digit as usize] = CLASS_DIGIT;
@@ -882,6 +977,90 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Texts made of pieces that are, or nearly are, PII of every kind, in every layout the
+    /// detectors know, plus the timestamps and amounts the pre-filter exists to skip.
+    fn pii_like_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "0",
+                    "1",
+                    "8",
+                    "X",
+                    " ",
+                    "-",
+                    "+",
+                    ".",
+                    ":",
+                    "::",
+                    "@",
+                    "(",
+                    ")",
+                    "a",
+                    "f",
+                    "com",
+                    "+86 ",
+                    "0086",
+                    "(415) ",
+                    "555-0132",
+                    "13800138000",
+                    "138 0013 8000",
+                    "4111 1111 1111 1111",
+                    "11010519491231002X",
+                    "440305 19880315 123",
+                    "192.168.",
+                    "1.2",
+                    "2001:db8",
+                    "fe80::",
+                    "@qq.com",
+                    "2023-01-01T00:02:27",
+                    "36.79",
+                    "电话",
+                ])
+                .prop_map(str::to_owned),
+                "[0-9 .:+()-]{0,6}",
+                "\\PC{0,3}",
+            ],
+            0..16,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pre_filter_never_hides_a_hit(text in pii_like_text()) {
+            let mut filtered = ScanScratch::default();
+            scan_into(&text, &mut filtered);
+            let mut unfiltered = ScanScratch::default();
+            run_detectors(&text, PossibleDetectors::ALL, &mut unfiltered);
+            proptest::prop_assert_eq!(filtered.hits, unfiltered.hits, "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn typical_cells_skip_every_detector() {
+        let none = PossibleDetectors {
+            email: false,
+            numbers: false,
+            ipv6: false,
+        };
+        for cell in [
+            "2023-01-01T00:02:27",
+            "2024-03-05 14:22:01.750",
+            "36.79",
+            "1",
+            "store",
+        ] {
+            assert_eq!(PossibleDetectors::of(cell.as_bytes()), none, "{cell:?}");
+        }
+        let numbers = |cell: &str| PossibleDetectors::of(cell.as_bytes()).numbers;
+        assert!(numbers("call 138 0013 8000"));
+        assert!(numbers("+44 20 7946"));
+        assert!(numbers("at 10.0.0.1"));
+        assert!(!numbers("order 2024-000123"));
     }
 
     #[test]

@@ -483,3 +483,60 @@ fn pii_hit_reports_never_contain_the_value_in_any_case() {
         }
     }
 }
+
+#[test]
+fn a_reused_record_matches_a_fresh_one_row_after_row() {
+    let rows: [[Option<&str>; 10]; 4] = [
+        [
+            Some("CUST-0001"),
+            Some("a@example.com"),
+            Some("37"),
+            Some("F"),
+            Some("310012"),
+            Some("杭州"),
+            Some("yes"),
+            Some("12.50"),
+            Some("2024-03-05T14:22:01"),
+            Some("call 13800138000"),
+        ],
+        // Missing values where the previous row had strings, so stale text must not survive.
+        [None, None, None, None, None, None, None, None, None, None],
+        [
+            Some("  "),
+            None,
+            Some("abc"),
+            Some("M"),
+            Some("1"),
+            Some("成都"),
+            None,
+            Some("3"),
+            Some("2024-03-06"),
+            Some("no PII here"),
+        ],
+        [Some("cust-0001"); 10],
+    ];
+    let mut fresh_engine = engine();
+    let mut reusing_engine = engine();
+    let mut reused = DeidRecord::default();
+    for row in &rows {
+        let fresh = fresh_engine.process_record(row).expect("record");
+        reusing_engine
+            .process_record_into(row, &mut reused)
+            .expect("record");
+        assert_eq!(reused, fresh, "row {row:?}");
+    }
+    // A failed call leaves the reused record as it was and still counts the row.
+    let before = reused.clone();
+    let error = reusing_engine
+        .process_record_into(&[Some("short")], &mut reused)
+        .expect_err("wrong length");
+    assert!(
+        matches!(error, DeidError::RecordLength { row_index: 4, .. }),
+        "{error}"
+    );
+    assert_eq!(reused, before);
+    assert_eq!(reusing_engine.report(), {
+        let _ = fresh_engine.process_record(&[Some("short")]);
+        fresh_engine.report()
+    });
+}

@@ -10,6 +10,7 @@
 
 mod config;
 mod error;
+mod grouping;
 mod pipeline;
 mod report;
 mod source;

@@ -18,8 +18,9 @@ use veil_features::{
 
 use crate::config::{DeidSettings, SourceConfig, UndeclaredColumns};
 use crate::error::PartnerDataError;
+use crate::grouping::TransactionGroups;
 use crate::report::SourceReport;
-use crate::source::{RowBuffer, with_reader};
+use crate::source::{RowBuffer, recycle, with_reader};
 
 /// How many row errors a report keeps verbatim; the rest are counted and in the rejects file.
 pub const MAX_SAMPLE_ERRORS: usize = 10;
@@ -133,7 +134,9 @@ pub(crate) fn read_source(
             rejects.write_header(&run.plan.output_names)?;
         }
         let mut row = RowBuffer::default();
-        let mut grouped: HashMap<String, Vec<Transaction>> = HashMap::new();
+        let mut record = DeidRecord::default();
+        let mut spare_values = Vec::new();
+        let mut grouped = TransactionGroups::default();
         let mut customer_by_row = HashMap::new();
         let mut seen_profiles: HashMap<String, u64> = HashMap::new();
         let mut tuples = Vec::new();
@@ -166,14 +169,15 @@ pub(crate) fn read_source(
                 run.reject(row.location, &column, message.to_owned(), None)?;
                 continue;
             }
-            let values = row.values();
+            let mut values = recycle(std::mem::take(&mut spare_values));
+            row.values_into(&mut values);
             let raw_customer_id = values.get(customer_input).copied().flatten();
-            let record = run.deidentifier.process_record(&values).map_err(|error| {
-                PartnerDataError::Deid {
+            run.deidentifier
+                .process_record_into(&values, &mut record)
+                .map_err(|error| PartnerDataError::Deid {
                     input: input.clone(),
                     error,
-                }
-            })?;
+                })?;
             let Some(customer) = output(&record, run.plan.customer_id) else {
                 let column = config.customer_id.clone();
                 run.reject(
@@ -188,17 +192,14 @@ pub(crate) fn read_source(
                 SourceKind::Transactions => {
                     match run.parse_transaction(&record, &mut categories, &mut channels) {
                         Ok(transaction) => {
-                            if let (Some(ids), Some(raw)) =
-                                (local_ids.as_deref_mut(), raw_customer_id)
-                                && !ids.contains_key(customer)
+                            let first_of_customer = grouped.push(customer, transaction);
+                            // The local id is recorded with a customer's first accepted row, so
+                            // later rows need no second lookup.
+                            if first_of_customer
+                                && let (Some(ids), Some(raw)) =
+                                    (local_ids.as_deref_mut(), raw_customer_id)
                             {
                                 ids.insert(customer.to_owned(), raw.trim().to_owned());
-                            }
-                            match grouped.get_mut(customer) {
-                                Some(history) => history.push(transaction),
-                                None => {
-                                    grouped.insert(customer.to_owned(), vec![transaction]);
-                                }
                             }
                             run.report.rows_accepted += 1;
                         }
@@ -221,10 +222,12 @@ pub(crate) fn read_source(
                     }
                     seen_profiles.insert(customer.to_owned(), row.location);
                     customer_by_row.insert(record.row_index, customer.to_owned());
-                    tuples.push(record.quasi_identifiers);
+                    tuples.push(record.quasi_identifiers.clone());
                     run.report.rows_accepted += 1;
                 }
             }
+            // Rows that were rejected above skip this and leave the next row one allocation.
+            spare_values = recycle(values);
         }
         run.finish(config.max_reject_fraction)?;
         let Run {
@@ -233,7 +236,9 @@ pub(crate) fn read_source(
             ..
         } = run;
         let rows = match kind {
-            SourceKind::Transactions => SourceRows::Transactions(TransactionRows { grouped }),
+            SourceKind::Transactions => SourceRows::Transactions(TransactionRows {
+                grouped: grouped.into_histories(),
+            }),
             SourceKind::Profile => SourceRows::Profile(Box::new(ProfileRows {
                 customer_by_row,
                 tuples,
@@ -421,16 +426,34 @@ fn plan(
 /// real category or channel column never reaches.
 #[derive(Default)]
 struct CodeBook {
-    codes: HashMap<String, u16>,
+    /// The first values seen, in code order. A category or channel column has a handful of
+    /// values, and comparing a cell with them is cheaper than hashing it.
+    first_values: Vec<Box<str>>,
+    /// Codes of the values after the first [`SCANNED_CODES`]; it stops growing when the codes
+    /// run out, since every later value gets the last code anyway.
+    other_codes: HashMap<Box<str>, u16>,
 }
+
+/// How many values a [`CodeBook`] compares each cell with before it hashes.
+const SCANNED_CODES: usize = 16;
 
 impl CodeBook {
     fn code(&mut self, value: &str) -> u16 {
-        if let Some(code) = self.codes.get(value) {
+        let as_code = |index: usize| u16::try_from(index).unwrap_or(u16::MAX);
+        if let Some(index) = self.first_values.iter().position(|known| **known == *value) {
+            return as_code(index);
+        }
+        if self.first_values.len() < SCANNED_CODES {
+            self.first_values.push(value.into());
+            return as_code(self.first_values.len() - 1);
+        }
+        if let Some(code) = self.other_codes.get(value) {
             return *code;
         }
-        let code = u16::try_from(self.codes.len()).unwrap_or(u16::MAX);
-        self.codes.insert(value.to_owned(), code);
+        let code = as_code(SCANNED_CODES + self.other_codes.len());
+        if code < u16::MAX {
+            self.other_codes.insert(value.into(), code);
+        }
         code
     }
 }
@@ -624,5 +647,33 @@ impl RejectsWriter {
     fn flush(&mut self) -> Result<(), PartnerDataError> {
         let result = self.writer.flush();
         result.map_err(|error| self.error(error.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_get_equal_codes_before_and_after_the_scanned_ones() {
+        let mut book = CodeBook::default();
+        let values: Vec<String> = (0..40).map(|index| format!("category {index}")).collect();
+        let codes: Vec<u16> = values.iter().map(|value| book.code(value)).collect();
+        assert_eq!(codes, (0..40).collect::<Vec<u16>>());
+        for (value, code) in values.iter().zip(&codes) {
+            assert_eq!(book.code(value), *code, "{value}");
+        }
+    }
+
+    #[test]
+    fn codes_saturate_and_the_book_stops_growing() {
+        let mut book = CodeBook::default();
+        for index in 0..70_000 {
+            book.code(&index.to_string());
+        }
+        assert_eq!(book.code("69999"), u16::MAX);
+        assert_eq!(book.code("65534"), 65_534);
+        assert_eq!(book.code("20"), 20);
+        assert_eq!(book.first_values.len() + book.other_codes.len(), 65_535);
     }
 }

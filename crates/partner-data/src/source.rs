@@ -57,23 +57,74 @@ impl RowBuffer {
         }));
     }
 
+    /// Appends a CSV record's fields. The whole record is checked as UTF-8 in one pass rather
+    /// than field by field; a field of a valid record is then valid on its own exactly when it
+    /// starts and ends on character boundaries (a character cannot straddle two fields in the
+    /// input, since delimiters are ASCII, but the concatenation could join two broken halves).
+    fn push_csv_record(&mut self, record: &csv::ByteRecord) {
+        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+            for (index, field) in record.iter().enumerate() {
+                match std::str::from_utf8(field) {
+                    Ok(text) => self.push(Some(text)),
+                    Err(_) => {
+                        self.invalid_utf8_field.get_or_insert(index);
+                        self.push(None);
+                    }
+                }
+            }
+            return;
+        };
+        let offset = self.text.len();
+        self.text.push_str(text);
+        for index in 0..record.len() {
+            let field = record.range(index).filter(|range| {
+                text.is_char_boundary(range.start) && text.is_char_boundary(range.end)
+            });
+            match field {
+                Some(range) => self
+                    .fields
+                    .push(Some(offset + range.start..offset + range.end)),
+                None => {
+                    self.invalid_utf8_field.get_or_insert(index);
+                    self.fields.push(None);
+                }
+            }
+        }
+    }
+
     /// Number of fields in the row.
     pub(crate) fn len(&self) -> usize {
         self.fields.len()
     }
 
-    /// The field texts, empty fields and nulls as `None`.
-    pub(crate) fn values(&self) -> Vec<Option<&str>> {
-        self.fields
-            .iter()
-            .map(|range| {
-                range
-                    .as_ref()
-                    .and_then(|range| self.text.get(range.clone()))
-                    .filter(|value| !value.trim().is_empty())
-            })
-            .collect()
+    /// Replaces `values` with the field texts, empty fields and nulls as `None`. The caller
+    /// keeps the vector from row to row (see [`recycle`]), so this allocates nothing.
+    pub(crate) fn values_into<'row>(&'row self, values: &mut Vec<Option<&'row str>>) {
+        values.clear();
+        values.extend(self.fields.iter().map(|range| {
+            range
+                .as_ref()
+                .and_then(|range| self.text.get(range.clone()))
+                .filter(|value| !is_blank(value))
+        }));
     }
+}
+
+/// Whether a field holds only whitespace. Most fields start with a visible ASCII character,
+/// which settles it without decoding any character.
+fn is_blank(value: &str) -> bool {
+    match value.as_bytes().first() {
+        Some(byte) if byte.is_ascii_graphic() => false,
+        _ => value.trim().is_empty(),
+    }
+}
+
+/// Empties a vector of borrowed field texts and returns it free of the borrow, so one
+/// allocation serves every row: collecting an emptied vector into one of the same layout
+/// reuses its buffer.
+pub(crate) fn recycle<'any>(mut values: Vec<Option<&str>>) -> Vec<Option<&'any str>> {
+    values.clear();
+    values.into_iter().map(|_| None).collect()
 }
 
 /// A source of rows with a header.
@@ -240,19 +291,11 @@ impl<R: Read> RowReader for CsvRows<R> {
         }
         row.clear();
         row.location = self.record.position().map_or(0, csv::Position::line);
-        for (index, field) in self.record.iter().enumerate() {
-            match std::str::from_utf8(field) {
-                Ok(text) => row.push(Some(text)),
-                Err(_) => {
-                    row.invalid_utf8_field.get_or_insert(index);
-                    row.push(None);
-                }
-            }
-        }
+        row.push_csv_record(&self.record);
         // The csv crate accepts a quoted field left open at the end of the input, which would
         // load every following row as part of one field. Only a record with a line break inside
         // a field can be such a case, so only then is the next record read ahead.
-        if self.record.iter().any(|field| field.contains(&b'\n')) {
+        if self.record.as_slice().contains(&b'\n') {
             let mut next = csv::ByteRecord::new();
             let more = self
                 .reader
@@ -410,6 +453,23 @@ impl<R: Read> DecodedText<R> {
 impl<R: Read> Read for DecodedText<R> {
     fn read(&mut self, output: &mut [u8]) -> io::Result<usize> {
         loop {
+            if self.decoder.is_none()
+                && self.bom_checked
+                && self.pending_start >= self.pending.len()
+            {
+                // UTF-8 passes through unchanged, so once the byte-order mark is settled and
+                // nothing is left over, the input is read straight into the caller's buffer.
+                let read = loop {
+                    match self.inner.read(output) {
+                        Ok(read) => break read,
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => return Err(error),
+                    }
+                };
+                self.consumed += read as u64;
+                self.finished = read == 0;
+                return Ok(read);
+            }
             if self.pending_start >= self.pending.len() && !self.finished {
                 self.refill()?;
             }
@@ -640,6 +700,43 @@ mod tests {
             .err()
             .map(|error| error.to_string());
         assert_eq!(error.as_deref(), Some("not valid GBK at byte 11 (line 3)"));
+    }
+
+    #[test]
+    fn fields_are_checked_as_utf8_one_by_one_and_blank_ones_are_missing() {
+        let check = |fields: Vec<&[u8]>, values: &[Option<&str>], invalid: Option<usize>| {
+            let record = csv::ByteRecord::from(fields);
+            let mut row = RowBuffer::default();
+            row.push_csv_record(&record);
+            let mut found = Vec::new();
+            row.values_into(&mut found);
+            assert_eq!(
+                (found.as_slice(), row.invalid_utf8_field),
+                (values, invalid)
+            );
+        };
+        check(
+            vec![
+                b"a",
+                "café".as_bytes(),
+                b" \t",
+                "\u{3000}".as_bytes(),
+                "\u{3000}x".as_bytes(),
+            ],
+            &[Some("a"), Some("café"), None, None, Some("\u{3000}x")],
+            None,
+        );
+        // "é" split over two fields: the row's bytes joined are valid UTF-8, neither field is.
+        check(
+            vec![b"x", b"caf\xC3", b"\xA9", b"y"],
+            &[Some("x"), None, None, Some("y")],
+            Some(1),
+        );
+        check(
+            vec![b"ok", b"\xFF", b"ok"],
+            &[Some("ok"), None, Some("ok")],
+            Some(1),
+        );
     }
 
     #[test]
