@@ -67,10 +67,9 @@ impl JobRows {
         Self { train, holdout }
     }
 
-    /// Additive feature statistics of the training rows, for federated
-    /// scaling, values clamped to `±value_bound`.
-    pub fn feature_sums(&self, n_features: usize, value_bound: f64) -> FeatureSums {
-        FeatureSums::from_rows_clamped(&self.train, n_features, value_bound)
+    /// Additive feature statistics of the training rows, for federated scaling.
+    pub fn feature_sums(&self, n_features: usize) -> FeatureSums {
+        FeatureSums::from_rows(&self.train, n_features)
     }
 }
 

@@ -670,25 +670,19 @@ async fn compute_reply(
     let n_features = spec.features.n_features();
     let released = spec.privacy.statistics;
     if phase == Phase::FeatureStats {
-        let Some(released) = released else {
-            let sums = job.rows.feature_sums(n_features, f64::INFINITY);
+        if released.is_some() {
+            // Under customer-level DP the federation scales features
+            // publicly (`job_scaling`): nothing about the data is released.
             return Ok(Reply {
-                weight: sums.count as f64,
-                statistics: statistics::feature_sums_to_vector(&sums),
+                weight: 1.0,
+                statistics: vec![0.0; statistics::feature_statistics_len(n_features)],
                 vector: Vec::new(),
             });
-        };
-        let sums = job.rows.feature_sums(n_features, released.value_bound);
-        let mut vector = statistics::feature_sums_to_vector(&sums);
-        add_release_noise(
-            &ReleaseNoise::feature(n_features, released.value_bound),
-            &mut vector,
-            released,
-        )?;
+        }
+        let sums = job.rows.feature_sums(n_features);
         return Ok(Reply {
-            // The noisy count: the true one would be released unprotected.
-            weight: vector[0].max(1.0),
-            statistics: vector,
+            weight: sums.count as f64,
+            statistics: statistics::feature_sums_to_vector(&sums),
             vector: Vec::new(),
         });
     }

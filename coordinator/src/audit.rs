@@ -409,6 +409,12 @@ fn mechanism_summary(spec: &JobSpec) -> BTreeMap<String, String> {
                 "customer_sampling_rate".to_owned(),
                 dp.sampling_rate.to_string(),
             );
+            if let Some(statistics) = &privacy.statistics {
+                summary.insert(
+                    "statistics_noise_multiplier".to_owned(),
+                    statistics.noise_multiplier.to_string(),
+                );
+            }
         }
         None => {
             summary.insert("customers".to_owned(), "off".to_owned());

@@ -197,6 +197,44 @@ impl FeatureSpec {
     pub fn n_features(&self) -> usize {
         self.features.len()
     }
+
+    /// A scaling that depends on no data: each feature's typical centre and
+    /// spread from its definition ([`FeatureName::public_centre_and_spread`]).
+    /// Used when feature statistics may not be released (customer-level DP),
+    /// where inputs of roughly unit scale are all training needs.
+    pub fn public_scaling(&self) -> crate::Scaling {
+        let (mean, std) = self
+            .features
+            .iter()
+            .map(|feature| feature.public_centre_and_spread())
+            .unzip();
+        crate::Scaling { mean, std }
+    }
+}
+
+impl FeatureName {
+    /// A centre and spread fixed from the formula alone (ranges of `ln(1+x)`
+    /// of retail counts and spends, day counts of a one-to-two-year history,
+    /// shares and trends on their bounded ranges), never from data.
+    pub fn public_centre_and_spread(self) -> (f64, f64) {
+        match self {
+            FeatureName::RecencyDays => (60.0, 60.0),
+            FeatureName::Frequency => (2.0, 1.0),
+            FeatureName::Monetary => (5.0, 2.0),
+            FeatureName::AvgBasket => (3.5, 1.5),
+            FeatureName::TenureDays => (200.0, 150.0),
+            FeatureName::MeanInterPurchaseDays => (40.0, 40.0),
+            FeatureName::RecentCount => (0.7, 0.7),
+            FeatureName::RecentSpend => (2.5, 2.5),
+            FeatureName::CountTrend | FeatureName::SpendTrend => (0.0, 0.5),
+            FeatureName::CategoryConcentration => (0.5, 0.3),
+            FeatureName::DistinctCategories => (1.2, 0.6),
+            FeatureName::TopChannelShare => (0.7, 0.25),
+            FeatureName::DistinctChannels => (0.9, 0.4),
+            FeatureName::ProfileAge => (45.0, 15.0),
+            FeatureName::ProfileAgeKnown | FeatureName::GenderFemale => (0.5, 0.5),
+        }
+    }
 }
 
 /// One customer's features and, for training rows, label.
@@ -456,6 +494,20 @@ fn relative_change(recent: f64, previous: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_scaling_covers_every_feature_with_a_positive_spread() {
+        let spec = FeatureSpec {
+            features: FeatureName::every().collect(),
+            recent_window_days: 30,
+        };
+        let scaling = spec.public_scaling();
+        assert_eq!(scaling.mean.len(), spec.n_features());
+        assert!(scaling.std.iter().all(|spread| *spread > 0.0 && spread.is_finite()));
+        // A bounded feature's centre lies inside its range.
+        let (centre, _) = FeatureName::TopChannelShare.public_centre_and_spread();
+        assert!((0.0..=1.0).contains(&centre));
+    }
     use crate::timestamp::SECONDS_PER_DAY;
 
     fn date(text: &str) -> NaiveDate {

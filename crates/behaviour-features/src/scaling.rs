@@ -58,18 +58,12 @@ impl FeatureSums {
     /// Sums the rows' features. Rows whose width is not `n_features` are skipped (they cannot
     /// come from one [`crate::FeatureSpec`]), so the count always matches what was summed.
     pub fn from_rows(rows: &[CustomerRow], n_features: usize) -> Self {
-        Self::from_rows_clamped(rows, n_features, f64::INFINITY)
-    }
-
-    /// [`FeatureSums::from_rows`] with every value clamped to `[-bound, bound]`
-    /// first, which bounds what one row adds (for a differentially private release).
-    pub fn from_rows_clamped(rows: &[CustomerRow], n_features: usize, bound: f64) -> Self {
         let mut sums = Self::empty(n_features);
         for row in rows.iter().filter(|row| row.features.len() == n_features) {
             sums.count += 1;
             let columns = sums.sum.iter_mut().zip(sums.sum_of_squares.iter_mut());
             for ((sum, sum_of_squares), value) in columns.zip(&row.features) {
-                let value = f64::from(*value).clamp(-bound, bound);
+                let value = f64::from(*value);
                 *sum += value;
                 *sum_of_squares += value * value;
             }

@@ -85,7 +85,7 @@ pub struct PrivacySection {
     /// Noise multiplier of the released statistics (with DP-SGD).
     #[serde(default)]
     pub statistics_noise_multiplier: Option<f64>,
-    /// Clamp of feature values, labels and predictions in released statistics.
+    /// Clamp of regression labels and predictions in the released evaluation.
     #[serde(default)]
     pub statistics_value_bound: Option<f64>,
 }

@@ -29,8 +29,8 @@ pub const DEFAULT_EPSILON: f64 = 10.0;
 /// what 25 DP-SGD steps at σ = 1, q = 0.01 cost, and the noise stays small
 /// against sums over thousands of customers.
 pub const DEFAULT_STATISTICS_NOISE_MULTIPLIER: f64 = 5.0;
-/// Default clamp of values in released statistics: behaviour features are
-/// `ln(1 + x)` or shares, so 12 covers spends up to about 160 000.
+/// Default clamp of regression labels and predictions in released
+/// evaluation statistics.
 pub const DEFAULT_STATISTICS_VALUE_BOUND: f64 = 12.0;
 
 /// Customer-level noise of the statistics a node releases besides its model
@@ -242,10 +242,10 @@ pub struct RoundParty<'a> {
 }
 
 /// The charges a partner must have recorded before its reply to `phase`
-/// leaves: a training round's [`round_charges`]; for the feature statistics
-/// (released before round 1), round 1's customer-level charge, which pays
-/// for them; nothing for evaluations, which the round's training charge
-/// already paid for.
+/// leaves: a training round's [`round_charges`]; for the feature statistics,
+/// round 1's customer-level charge if it pays for a release (none does
+/// today: features are scaled publicly under customer-level DP); nothing for
+/// evaluations, which the round's training charge already paid for.
 pub fn phase_charges(
     spec: &crate::JobSpec,
     phase: veil_federation::Phase,
@@ -263,14 +263,15 @@ pub fn phase_charges(
 }
 
 /// Noisy statistics releases a partner makes that round `round` pays for:
-/// the feature statistics (before round 1, so round 1 pays) and the
-/// evaluation of the final model (after the last round). Evaluations of the
-/// rounds in between release nothing data-dependent under DP.
+/// the evaluation of the final model, after the last round. Under
+/// customer-level DP nothing else is released: features are scaled
+/// publicly, updates weigh the same, training sums and the evaluations of
+/// earlier rounds are empty.
 pub fn statistics_releases(spec: &crate::JobSpec, round: u32) -> u64 {
     if spec.privacy.statistics.is_none() {
         return 0;
     }
-    u64::from(round == 1) + u64::from(round == spec.rounds)
+    u64::from(round == spec.rounds)
 }
 
 /// The customer-level charge of one round for one partner: its DP-SGD steps

@@ -87,23 +87,14 @@ pub fn scaling_from_vector(vector: &[f64], n_features: usize) -> Result<Scaling,
     })
 }
 
-/// Smallest feature standard deviation taken from noisy (customer-level DP)
-/// feature statistics. At the demo's size the noise of a sum of squares is
-/// worth about 1 in variance, so a smaller estimate is noise, and dividing
-/// by it would blow a feature up; leaving such a feature at its natural
-/// scale (clamped values are within ±`statistics_value_bound`) is safe.
-pub const NOISY_STD_FLOOR: f64 = 1.0;
-
-/// The federation's scaling for `spec` from summed feature statistics; with
-/// noisy statistics, standard deviations are at least [`NOISY_STD_FLOOR`].
+/// The federation's scaling for `spec`: from the summed feature statistics,
+/// or, under customer-level DP, where nodes release none, the public
+/// scaling of the job's features.
 pub fn job_scaling(spec: &crate::JobSpec, vector: &[f64]) -> Result<Scaling, StatisticsError> {
-    let mut scaling = scaling_from_vector(vector, spec.features.n_features())?;
     if spec.privacy.statistics.is_some() {
-        for std in &mut scaling.std {
-            *std = std.max(NOISY_STD_FLOOR);
-        }
+        return Ok(spec.features.public_scaling());
     }
-    Ok(scaling)
+    scaling_from_vector(vector, spec.features.n_features())
 }
 
 /// Training statistics for `examples` examples with the given mean loss.
@@ -145,18 +136,6 @@ pub struct ReleaseNoise {
 }
 
 impl ReleaseNoise {
-    /// Feature statistics: the count (1), the sums (`bound`) and the sums of
-    /// squares (`bound²`) of values clamped to `[-bound, bound]`.
-    pub fn feature(n_features: usize, value_bound: f64) -> Self {
-        let mut scales = vec![1.0];
-        scales.extend(std::iter::repeat_n(value_bound, n_features));
-        scales.extend(std::iter::repeat_n(value_bound * value_bound, n_features));
-        Self {
-            sensitivity: ((1 + 2 * n_features) as f64).sqrt(),
-            scales,
-        }
-    }
-
     /// Evaluation statistics as `veil_models::evaluate_clamped` computes them
     /// with `value_bound` and [`RELEASED_BINARY_LOSS_BOUND`], histograms
     /// merged by [`coarsen_histograms`]. A customer adds to the six scalar
@@ -294,25 +273,10 @@ mod tests {
         assert_eq!(vector[7], 0.0, "an always-empty bucket stays exactly empty");
         assert!(noise.apply(&mut vec![0.0; 3], 1.0, || 0.0).is_err());
 
-        let features = ReleaseNoise::feature(2, 3.0);
-        assert!((features.standard_deviation(4, 1.0) - 9.0 * 5f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]
-    fn clamped_sums_bound_each_customer_and_coarse_histograms_keep_counts() {
-        let rows: Vec<veil_features::CustomerRow> = [50.0f32, -1.0]
-            .iter()
-            .map(|value| veil_features::CustomerRow {
-                customer_id: "c".to_owned(),
-                features: vec![*value],
-                label: None,
-            })
-            .collect();
-        let sums = FeatureSums::from_rows_clamped(&rows, 1, 12.0);
-        assert_eq!(sums.count, 2);
-        assert_eq!(sums.sum, vec![11.0]);
-        assert_eq!(sums.sum_of_squares, vec![145.0]);
-
+    fn coarse_histograms_keep_counts() {
         let mut stats = EvalStats::empty(OutputKind::Binary);
         stats.positive_histogram[3] = 2;
         stats.positive_histogram[49] = 1;
