@@ -119,18 +119,19 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     );
     let history = status.history;
     assert_eq!(history.len(), 5);
-    let full_evaluation = history[0].eval_examples;
     assert_eq!(history[0].participants, 4);
-    // Round 2 ran without node-2 in at least one of its phases.
+    // Some round after the kill ran without node-2. (Under the job's
+    // customer-level DP only the final evaluation is released, so training
+    // participants are the evidence.)
     assert!(
-        history[1].participants == 3 || history[1].eval_examples < full_evaluation,
-        "round 2 should have lost node-2: {:?}",
-        history[1]
+        history[1..].iter().any(|round| round.participants == 3),
+        "a round should have lost node-2: {history:?}"
     );
-    // After the restart node-2 takes part again.
+    // After the restart node-2 takes part again, and the final model's
+    // (noised) evaluation is released.
     let last = history.last().unwrap();
     assert_eq!(last.participants, 4, "{last:?}");
-    assert_eq!(last.eval_examples, full_evaluation);
+    assert!(last.eval_examples > 0, "{last:?}");
 
     // The restarted node's ledger (it survived the kill in its state folder)
     // and the coordinator's agree: the rounds it missed are in neither.
