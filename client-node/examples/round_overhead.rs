@@ -39,8 +39,14 @@ fn job(mode: &str, rounds: u32, nodes: usize) -> anyhow::Result<v1::JobSpec> {
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", &format!("rounds = {rounds}"))
-        .replace("min_participants = 3", &format!("min_participants = {nodes}"))
-        .replace("max_participants = 3", &format!("max_participants = {nodes}"))
+        .replace(
+            "min_participants = 3",
+            &format!("min_participants = {nodes}"),
+        )
+        .replace(
+            "max_participants = 3",
+            &format!("max_participants = {nodes}"),
+        )
         .replace("hidden = [64, 32]", "hidden = [1024, 960]")
         .replace("local_epochs = 3", "local_epochs = 1")
         .replace("batch_size = 64", "batch_size = 512")
@@ -106,7 +112,11 @@ async fn run_once(
         let options = RunOptions {
             progress: Some(progress.clone()),
         };
-        tasks.push(tokio::spawn(run_with(config, options, wait(stopped.clone()))));
+        tasks.push(tokio::spawn(run_with(
+            config,
+            options,
+            wait(stopped.clone()),
+        )));
     }
     let mut ready = 0;
     while ready < nodes {
@@ -139,7 +149,11 @@ async fn run_once(
     let _ = server.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Round 0 (feature statistics) is included: it is the same in every mode.
-    Ok((wall / f64::from(rounds), cpu / f64::from(rounds), parameters))
+    Ok((
+        wall / f64::from(rounds),
+        cpu / f64::from(rounds),
+        parameters,
+    ))
 }
 
 #[tokio::main]

@@ -334,7 +334,9 @@ impl LocalPki {
 
     /// The CA's revocation list, for the coordinator to check.
     pub fn revocations(&self) -> anyhow::Result<RevocationList> {
-        Ok(RevocationList::open(self.dir.join("ca").join(REVOCATIONS_FILE))?)
+        Ok(RevocationList::open(
+            self.dir.join("ca").join(REVOCATIONS_FILE),
+        )?)
     }
 
     fn issue(&self, request: CertificateRequest) -> anyhow::Result<MemberFiles> {

@@ -241,7 +241,11 @@ async fn collect_receipts(state: &mut NodeState, current: Option<(&str, u32)>) {
         return;
     }
     let node = state.client.node_id.clone();
-    match state.client.fetch_receipts(state.receipts.after_seq()).await {
+    match state
+        .client
+        .fetch_receipts(state.receipts.after_seq())
+        .await
+    {
         Ok(fetched) => match state.receipts.store(fetched) {
             Ok(0) => {}
             Ok(stored) => tracing::info!(node = %node, stored, "receipts stored"),
@@ -318,9 +322,15 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
     }
     match (&spec.aggregation, task.secure.as_ref()) {
         (AggregationMode::Plain, None) => {
-            if let Some(reason) =
-                privacy_gate(state, &spec, phase, &task.job_id, task.round, 0, Commit::Record)?
-            {
+            if let Some(reason) = privacy_gate(
+                state,
+                &spec,
+                phase,
+                &task.job_id,
+                task.round,
+                0,
+                Commit::Record,
+            )? {
                 return decline(state, header, phase, reason).await;
             }
             let reply = compute_reply(state, &spec, &task, phase).await?;
@@ -350,9 +360,15 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             };
             if let Some(commit) = commit {
                 let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
-                if let Some(reason) =
-                    privacy_gate(state, &spec, phase, &task.job_id, task.round, cohort, commit)?
-                {
+                if let Some(reason) = privacy_gate(
+                    state,
+                    &spec,
+                    phase,
+                    &task.job_id,
+                    task.round,
+                    cohort,
+                    commit,
+                )? {
                     return decline(state, header, phase, reason).await;
                 }
             }
@@ -798,7 +814,9 @@ fn add_release_noise(
 ) -> anyhow::Result<()> {
     let mut rng = veil_dp_noise::production_rng()?;
     let standard = veil_dp_noise::Gaussian::new(1.0)?;
-    noise.apply(vector, released.noise_multiplier, || standard.sample(&mut rng))?;
+    noise.apply(vector, released.noise_multiplier, || {
+        standard.sample(&mut rng)
+    })?;
     Ok(())
 }
 

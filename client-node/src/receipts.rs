@@ -43,16 +43,16 @@ impl ReceiptKeeper {
         let path = state_dir.join(RECEIPTS_FILE);
         let held = ReceiptStore::read_all(&path)?;
         let key_path = state_dir.join(COORDINATOR_AUDIT_KEY_FILE);
-        let coordinator_key = match std::fs::read_to_string(&key_path) {
-            Ok(text) => Some(
-                AuditPublicKey::from_hex(text.trim())
-                    .with_context(|| format!("{} is not an audit public key", key_path.display()))?,
-            ),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(error).with_context(|| format!("reading {}", key_path.display()));
-            }
-        };
+        let coordinator_key =
+            match std::fs::read_to_string(&key_path) {
+                Ok(text) => Some(AuditPublicKey::from_hex(text.trim()).with_context(|| {
+                    format!("{} is not an audit public key", key_path.display())
+                })?),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => {
+                    return Err(error).with_context(|| format!("reading {}", key_path.display()));
+                }
+            };
         Ok(Self {
             node_id: node_id.to_owned(),
             state_dir: state_dir.to_owned(),
@@ -89,8 +89,13 @@ impl ReceiptKeeper {
         let suffix = &name[..16.min(name.len())];
         let receipts = self.state_dir.join(RECEIPTS_FILE);
         let archived_receipts = self.state_dir.join(format!("receipts.{suffix}.jsonl"));
-        let archived_key = self.state_dir.join(format!("coordinator-audit.{suffix}.key"));
-        for (from, to) in [(&receipts, &archived_receipts), (&self.key_path, &archived_key)] {
+        let archived_key = self
+            .state_dir
+            .join(format!("coordinator-audit.{suffix}.key"));
+        for (from, to) in [
+            (&receipts, &archived_receipts),
+            (&self.key_path, &archived_key),
+        ] {
             if to.exists() {
                 bail!(
                     "cannot archive {} to {}: the target exists; move it away first",
@@ -99,9 +104,8 @@ impl ReceiptKeeper {
                 );
             }
             if from.exists() {
-                std::fs::rename(from, to).with_context(|| {
-                    format!("archiving {} to {}", from.display(), to.display())
-                })?;
+                std::fs::rename(from, to)
+                    .with_context(|| format!("archiving {} to {}", from.display(), to.display()))?;
             }
         }
         tracing::warn!(
@@ -150,7 +154,10 @@ impl ReceiptKeeper {
             .into_iter()
             .map(receipt_from_wire)
             .collect::<anyhow::Result<Vec<Receipt>>>()?;
-        if let Some(foreign) = fetched.iter().find(|receipt| receipt.node_id != self.node_id) {
+        if let Some(foreign) = fetched
+            .iter()
+            .find(|receipt| receipt.node_id != self.node_id)
+        {
             bail!(
                 "the coordinator sent a receipt for node '{}' to node '{}'",
                 foreign.node_id,
@@ -271,10 +278,20 @@ mod tests {
             .collect();
         let mut forged = own[0].clone();
         forged.signature[0] ^= 1;
-        assert!(keeper.store(vec![forged]).is_err(), "a bad signature is refused");
-        assert_eq!(keeper.store(Vec::new()).unwrap(), 0, "caught up: nothing issued yet");
+        assert!(
+            keeper.store(vec![forged]).is_err(),
+            "a bad signature is refused"
+        );
+        assert_eq!(
+            keeper.store(Vec::new()).unwrap(),
+            0,
+            "caught up: nothing issued yet"
+        );
         keeper.await_round("job-1", 1);
-        assert!(!keeper.is_due(Some(("job-1", 1))), "round 1 is still training");
+        assert!(
+            !keeper.is_due(Some(("job-1", 1))),
+            "round 1 is still training"
+        );
         assert!(keeper.is_due(Some(("job-1", 2))));
         assert_eq!(keeper.store(own.clone()).unwrap(), 1);
         assert_eq!(keeper.store(own.clone()).unwrap(), 0, "kept once");

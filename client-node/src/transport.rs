@@ -86,7 +86,12 @@ impl NodeClient {
             node_id: self.node_id.clone(),
             after_seq,
         };
-        Ok(self.inner.fetch_receipts(request).await?.into_inner().receipts)
+        Ok(self
+            .inner
+            .fetch_receipts(request)
+            .await?
+            .into_inner()
+            .receipts)
     }
 
     pub(crate) async fn fetch_task(&mut self, wait: Duration) -> Result<Option<v1::Task>, Status> {

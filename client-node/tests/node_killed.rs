@@ -188,6 +188,10 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         let receipt_rounds: std::collections::BTreeSet<u64> =
             receipts.iter().map(|receipt| receipt.round).collect();
         assert_eq!(receipt_rounds, charged_rounds, "{partner}");
-        assert_eq!(receipts.len(), charged_rounds.len(), "{partner}: duplicate receipts");
+        assert_eq!(
+            receipts.len(),
+            charged_rounds.len(),
+            "{partner}: duplicate receipts"
+        );
     }
 }

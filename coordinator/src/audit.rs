@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use veil_audit::{
-    AuditEntry, AuditEvent, AuditLog, AuditLogConfig, AuditPublicKey, EpsilonCharge, Head,
-    Receipt, SyncPolicy, generate_signing_key, head_path_for, load_signing_key, verify_log_bytes,
+    AuditEntry, AuditEvent, AuditLog, AuditLogConfig, AuditPublicKey, EpsilonCharge, Head, Receipt,
+    SyncPolicy, generate_signing_key, head_path_for, load_signing_key, verify_log_bytes,
 };
-use veil_pki::{IssuanceJournal, RevocationList};
 use veil_federation::{Engine, EngineEvent, EventKind, Phase};
 use veil_job::JobSpec;
 use veil_ledger::PrivacyUnit;
+use veil_pki::{IssuanceJournal, RevocationList};
 
 use crate::privacy::PrivacyOutcome;
 
@@ -65,7 +65,9 @@ struct LogIndex {
 
 enum IndexState {
     /// The log is being verified; entries appended meanwhile wait here.
-    Rebuilding { appended: Vec<AuditEntry> },
+    Rebuilding {
+        appended: Vec<AuditEntry>,
+    },
     Ready(LogIndex),
     /// The log did not verify at start: nothing is vouched for from it.
     Unusable(String),

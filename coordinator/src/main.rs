@@ -185,9 +185,10 @@ enum AuditCommand {
 
 fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
     let (log, public_key_path, json) = match &command {
-        AuditCommand::Verify { log, public_key } | AuditCommand::Reconcile { log, public_key, .. } => {
-            (log, public_key, None)
-        }
+        AuditCommand::Verify { log, public_key }
+        | AuditCommand::Reconcile {
+            log, public_key, ..
+        } => (log, public_key, None),
         AuditCommand::Report {
             log,
             public_key,

@@ -60,22 +60,21 @@ impl PrivacyGuard {
                 ..
             } => {
                 self.invited.insert((job.clone(), *round), invited.clone());
-                let (reason, refusals) =
-                    match self.budget_refusals(engine, job, *phase, *round, invited) {
-                        Ok(refusals) if refusals.is_empty() => return outcome,
-                        Ok(refusals) => (
-                            refusals
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                            refusals,
-                        ),
-                        // Fail closed: a round that cannot be priced does not run.
-                        Err(error) => {
-                            (format!("the round cannot be priced: {error:#}"), Vec::new())
-                        }
-                    };
+                let (reason, refusals) = match self
+                    .budget_refusals(engine, job, *phase, *round, invited)
+                {
+                    Ok(refusals) if refusals.is_empty() => return outcome,
+                    Ok(refusals) => (
+                        refusals
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        refusals,
+                    ),
+                    // Fail closed: a round that cannot be priced does not run.
+                    Err(error) => (format!("the round cannot be priced: {error:#}"), Vec::new()),
+                };
                 tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
                 let refused = if *phase == Phase::Train {
                     engine.refuse_round(job, *round, reason, now)
@@ -102,7 +101,8 @@ impl PrivacyGuard {
                     .filter(|node| !dropped.contains(node))
                     .cloned()
                     .collect();
-                let charged = self.charge(engine, job, *phase, *round, invited.len(), &contributors);
+                let charged =
+                    self.charge(engine, job, *phase, *round, invited.len(), &contributors);
                 if *phase == Phase::Train {
                     outcome.contributors = contributors;
                 }

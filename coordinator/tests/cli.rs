@@ -224,7 +224,11 @@ fn audit_reconcile_accepts_matching_receipts_and_names_a_rewritten_log() {
     let public_key = signer.public_key();
     let mut log = open_log(dir.path(), signer);
     let entry = log
-        .append(1, "coordinator", round_committed(&["node-a", "node-b"], 0.25))
+        .append(
+            1,
+            "coordinator",
+            round_committed(&["node-a", "node-b"], 0.25),
+        )
         .unwrap();
     let mut store = veil_audit::ReceiptStore::open(&dir.path().join("receipts.jsonl")).unwrap();
     for receipt in log.issue_receipts(&entry).unwrap() {
@@ -262,7 +266,11 @@ fn audit_reconcile_accepts_matching_receipts_and_names_a_rewritten_log() {
     std::fs::remove_file(veil_audit::head_path_for(&dir.path().join("audit.log"))).unwrap();
     let mut rewritten = open_log(dir.path(), veil_audit::load_signing_key(&key_path).unwrap());
     rewritten
-        .append(1, "coordinator", round_committed(&["node-a", "node-b"], 0.05))
+        .append(
+            1,
+            "coordinator",
+            round_committed(&["node-a", "node-b"], 0.05),
+        )
         .unwrap();
     drop(rewritten);
     let exposed = reconcile(dir.path());
@@ -292,8 +300,18 @@ fn the_serving_coordinator_audits_certificate_issue_and_revocation() {
     };
     run(&["ca", "init", "--ca-dir", "ca", "--name", "test-federation"]);
     run(&[
-        "ca", "issue", "--ca-dir", "ca", "--role", "coordinator", "--name", "coordinator", "--host",
-        "127.0.0.1", "--out", "coord",
+        "ca",
+        "issue",
+        "--ca-dir",
+        "ca",
+        "--role",
+        "coordinator",
+        "--name",
+        "coordinator",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        "coord",
     ]);
     let before_start = serial_of(&run(&[
         "ca", "issue", "--ca-dir", "ca", "--role", "node", "--name", "node-a", "--out", "node-a",
@@ -337,9 +355,13 @@ fn the_serving_coordinator_audits_certificate_issue_and_revocation() {
         let has = |predicate: &dyn Fn(&veil_audit::AuditEvent) -> bool| {
             entries.iter().any(|entry| predicate(&entry.event))
         };
-        has(&|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, role, .. } if *serial == before_start && role == "node"))
-            && has(&|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, name, .. } if *serial == while_serving && name == "eve"))
-            && has(&|event| matches!(event, veil_audit::AuditEvent::CertificateRevoked { serial, reason } if *serial == before_start && reason == "key-compromise"))
+        has(
+            &|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, role, .. } if *serial == before_start && role == "node"),
+        ) && has(
+            &|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, name, .. } if *serial == while_serving && name == "eve"),
+        ) && has(
+            &|event| matches!(event, veil_audit::AuditEvent::CertificateRevoked { serial, reason } if *serial == before_start && reason == "key-compromise"),
+        )
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let entries = loop {

@@ -503,7 +503,12 @@ mod tests {
         };
         let scaling = spec.public_scaling();
         assert_eq!(scaling.mean.len(), spec.n_features());
-        assert!(scaling.std.iter().all(|spread| *spread > 0.0 && spread.is_finite()));
+        assert!(
+            scaling
+                .std
+                .iter()
+                .all(|spread| *spread > 0.0 && spread.is_finite())
+        );
         // A bounded feature's centre lies inside its range.
         let (centre, _) = FeatureName::TopChannelShare.public_centre_and_spread();
         assert!((0.0..=1.0).contains(&centre));

@@ -253,11 +253,11 @@ pub fn phase_charges(
 ) -> Result<Vec<ChargeSpec>, JobSpecError> {
     match phase {
         veil_federation::Phase::Train => round_charges(spec, party),
-        veil_federation::Phase::FeatureStats if statistics_releases(spec, 1) > 0 => {
-            Ok(customer_round_charge(spec, RoundParty { round: 1, ..party })
+        veil_federation::Phase::FeatureStats if statistics_releases(spec, 1) > 0 => Ok(
+            customer_round_charge(spec, RoundParty { round: 1, ..party })
                 .into_iter()
-                .collect())
-        }
+                .collect(),
+        ),
         veil_federation::Phase::FeatureStats | veil_federation::Phase::Evaluate => Ok(Vec::new()),
     }
 }

@@ -268,11 +268,16 @@ mod tests {
             .unwrap();
         let unit = 2.0 * 7f64.sqrt();
         assert!((vector[0].abs() - unit).abs() < 1e-9, "count");
-        assert!((vector[1].abs() - unit * RELEASED_BINARY_LOSS_BOUND).abs() < 1e-9, "loss");
-        assert!(vector[6].abs() > 0.0, "first bucket of a merged run is noised");
+        assert!(
+            (vector[1].abs() - unit * RELEASED_BINARY_LOSS_BOUND).abs() < 1e-9,
+            "loss"
+        );
+        assert!(
+            vector[6].abs() > 0.0,
+            "first bucket of a merged run is noised"
+        );
         assert_eq!(vector[7], 0.0, "an always-empty bucket stays exactly empty");
         assert!(noise.apply(&mut vec![0.0; 3], 1.0, || 0.0).is_err());
-
     }
 
     #[test]

@@ -90,8 +90,7 @@ fn parse_line(line: &str) -> Result<Issuance, String> {
         fields.next(),
         fields.next(),
         fields.next(),
-    )
-    else {
+    ) else {
         return Err("expected `<serial-hex> <role> <unix-seconds> <name>`".to_owned());
     };
     Ok(Issuance {

@@ -22,7 +22,8 @@ const LEDGER_SCHEMA: Schema = Schema {
     component: "privacy ledger",
     // "VLDG": marks the file as a Veil ledger.
     application_id: 0x564c_4447,
-    migrations: &[r"
+    migrations: &[
+        r"
         CREATE TABLE charges (
             job_id             TEXT    NOT NULL,
             round              INTEGER NOT NULL CHECK (round >= 0),
@@ -48,10 +49,12 @@ const LEDGER_SCHEMA: Schema = Schema {
         ) STRICT;
         CREATE INDEX charges_by_partner
             ON charges (partner_id, dataset_id, unit, recorded_at_unix_s);
-    ", r"
+    ",
+        r"
         ALTER TABLE charges ADD COLUMN statistics_releases INTEGER;
         ALTER TABLE charges ADD COLUMN statistics_noise_multiplier REAL;
-    "],
+    ",
+    ],
 };
 
 const COLUMNS: &str = "job_id, round, partner_id, unit, dataset_id, trust_model, mechanism, \

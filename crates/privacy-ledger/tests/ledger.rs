@@ -43,7 +43,10 @@ fn statistics_releases_cost_what_their_gaussian_composition_costs() -> Result<()
     let none = priced(dp_sgd_with_statistics(0));
     let two = priced(dp_sgd_with_statistics(2));
     assert!((none.epsilon_rdp - plain.epsilon_rdp).abs() < 1e-12);
-    assert!(two.epsilon_rdp > plain.epsilon_rdp + 0.01, "{two:?} vs {plain:?}");
+    assert!(
+        two.epsilon_rdp > plain.epsilon_rdp + 0.01,
+        "{two:?} vs {plain:?}"
+    );
     // Two releases at z = 5 are one Gaussian at z = 5/√2, composed with DP-SGD.
     let mut accountant = veil_accounting::Accountant::new();
     dp_sgd(1.0).compose_into(&mut accountant).unwrap();
