@@ -27,7 +27,8 @@ pub use client::{ClientConfig, ClientError, ClientSession, Refusal};
 pub use crypto::CryptoError;
 pub use encoding::{EncodingError, decode_sum, encode, modulus_bits_for_sum, value_bits_for_sum};
 pub use graph::{
-    GraphError, GraphRequirements, NeighbourGraph, NeighbourParameters, choose_neighbour_parameters,
+    GraphError, GraphRequirements, Guarantee, NeighbourGraph, NeighbourParameters,
+    check_neighbour_parameters, choose_neighbour_parameters,
 };
 pub use messages::{
     AddressedCiphertext, ConsistencySignature, EncryptedShares, ForwardedShares, KeyAdvertisement,
