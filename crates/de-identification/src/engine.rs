@@ -1,5 +1,6 @@
-//! The streaming de-identification engine: per-row work in `process_record`, then one
-//! k-anonymity pass over the quasi-identifier tuples the rows produced.
+//! The streaming de-identification engine: per-row work in `process_record`, whose output is
+//! final for training, then a k-anonymity measurement over the quasi-identifier tuples the rows
+//! produced (or, for a row-level export only, a pass that enforces it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,10 +31,11 @@ pub struct DeidRecord {
     /// Position of the record in the input stream.
     pub row_index: u64,
     /// One value per [`Deidentifier::output_columns`] entry. Quasi-identifier columns hold their
-    /// level-0 generalisation, which is provisional: the k-anonymity pass may coarsen it further
-    /// or suppress the whole record, so these rows must not be released before that pass.
+    /// declared (level-0) generalisation, computed from this record alone; these values are final
+    /// for training. A row-level export must not release them before
+    /// [`Deidentifier::enforce_k_anonymity_for_export`] has coarsened or suppressed them.
     pub values: Vec<Option<String>>,
-    /// What the k-anonymity pass needs from this record; move it into the pass's input.
+    /// What the k-anonymity measurement (or an export's pass) needs from this record.
     pub quasi_identifiers: QuasiIdentifierTuple,
 }
 
@@ -110,7 +112,7 @@ pub struct Deidentifier {
     rows_seen: u64,
     /// Records refused (for example because of a wrong number of values).
     rows_rejected: u64,
-    /// The report of the last k-anonymity pass, for [`Deidentifier::report`].
+    /// The report of the last k-anonymity measurement or export pass, for [`Deidentifier::report`].
     last_k_anonymity: Option<KAnonymityReport>,
     /// Reused scanner buffers, so the per-row path does not allocate for them.
     scan_scratch: ScanScratch,
@@ -287,40 +289,83 @@ impl Deidentifier {
         Ok(())
     }
 
+    /// Measures k-anonymity (and distinct l-diversity) of the declared generalisation over the
+    /// tuples of the records that feed training, and keeps the result for
+    /// [`Deidentifier::report`]. Nothing is generalised further and nothing is suppressed, so
+    /// each record's values stay exactly what [`Deidentifier::process_record`] gave it: no
+    /// customer's training data depends on another customer's row. A report whose k is below the
+    /// target says the declared bands are too fine for this data; the remedy is coarser rules in
+    /// the policy, not data-dependent recoding.
+    pub fn measure_k_anonymity(
+        &mut self,
+        tuples: &[QuasiIdentifierTuple],
+    ) -> Result<KAnonymityReport, DeidError> {
+        let sensitive_value_counts = self.sensitive_value_counts();
+        let report = k_anonymity::measure(
+            &self.domains(),
+            &sensitive_value_counts,
+            tuples,
+            self.targets(),
+        )?;
+        self.last_k_anonymity = Some(report.clone());
+        Ok(report)
+    }
+
     /// Enforces k-anonymity (and distinct l-diversity when the policy sets l) over the tuples of
-    /// the records to release, by generalising quasi-identifier columns further and suppressing
-    /// what still fails. Returns the final quasi-identifier values of the released records, in
-    /// input order; records absent from the result are suppressed and must not be released.
+    /// records to be exported row by row, by generalising quasi-identifier columns further
+    /// (global recoding, Datafly) and suppressing what still fails. Returns the final
+    /// quasi-identifier values of the exported records, in input order; records absent from the
+    /// result are suppressed and must not be exported.
     ///
-    /// Fails with [`DeidError::SuppressionAboveLimit`] when even full generalisation leaves more
-    /// failing records than the policy's suppression limit: the job should then be rejected.
-    pub fn enforce_k_anonymity(
+    /// Never use it for rows that feed training: the levels and the suppressed records are
+    /// chosen from the whole table, so one customer's row can change another customer's values
+    /// or remove them, which breaks the one-customer adjacency of DP-SGD. Use
+    /// [`Deidentifier::measure_k_anonymity`] there.
+    ///
+    /// Fails with [`DeidError::InvalidSuppressionFraction`] unless `max_suppression_fraction` is
+    /// within [0, 1], and with [`DeidError::SuppressionAboveLimit`] when even full
+    /// generalisation leaves more failing records than that fraction: the export must then not
+    /// happen.
+    pub fn enforce_k_anonymity_for_export(
         &mut self,
         tuples: Vec<QuasiIdentifierTuple>,
+        max_suppression_fraction: f64,
     ) -> Result<(Vec<KeptQuasiIdentifiers>, KAnonymityReport), DeidError> {
-        let domains: Vec<QuasiIdentifierDomain<'_>> = self
-            .quasi_identifier_columns
+        let sensitive_value_counts = self.sensitive_value_counts();
+        let (kept, report) = k_anonymity::enforce(
+            &self.domains(),
+            &sensitive_value_counts,
+            tuples,
+            self.targets(),
+            max_suppression_fraction,
+        )?;
+        self.last_k_anonymity = Some(report.clone());
+        Ok((kept, report))
+    }
+
+    fn domains(&self) -> Vec<QuasiIdentifierDomain<'_>> {
+        self.quasi_identifier_columns
             .iter()
             .map(|column| QuasiIdentifierDomain {
                 column: &column.name,
                 rule: &column.rule,
                 raw_values: &column.dictionary.values,
             })
-            .collect();
-        let sensitive_value_counts: Vec<usize> = self
-            .sensitive_columns
+            .collect()
+    }
+
+    fn sensitive_value_counts(&self) -> Vec<usize> {
+        self.sensitive_columns
             .iter()
             .map(|dictionary| dictionary.values.len())
-            .collect();
-        let targets = Targets {
+            .collect()
+    }
+
+    fn targets(&self) -> Targets {
+        Targets {
             k: self.policy.k,
             l: self.policy.l,
-            max_suppression_fraction: self.policy.max_suppression_fraction,
-        };
-        let (kept, report) =
-            k_anonymity::enforce(&domains, &sensitive_value_counts, tuples, targets)?;
-        self.last_k_anonymity = Some(report.clone());
-        Ok((kept, report))
+        }
     }
 
     /// Everything done so far, as counts and column names only.

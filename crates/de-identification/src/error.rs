@@ -24,8 +24,8 @@ pub enum DeidError {
     /// `l` must be at least 1 when it is given.
     #[error("l must be at least 1 when given")]
     ZeroL,
-    /// The suppression limit must be a fraction in [0, 1].
-    #[error("max_suppression_fraction must be within [0, 1], got {value}")]
+    /// The suppression limit of an export must be a fraction in [0, 1].
+    #[error("an export's max_suppression_fraction must be within [0, 1], got {value}")]
     InvalidSuppressionFraction {
         /// The rejected value.
         value: f64,
@@ -62,7 +62,8 @@ pub enum DeidError {
         /// Row index carried by the offending tuple.
         row_index: u64,
     },
-    /// Meeting k (and l) would suppress more records than the policy allows, so the job must be rejected.
+    /// Meeting k (and l) for an export would suppress more records than its limit allows, so the
+    /// export must not happen.
     #[error(
         "k-anonymity would suppress {suppressed} of {total} records, above the limit of {limit} records"
     )]

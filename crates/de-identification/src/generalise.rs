@@ -1,5 +1,7 @@
 //! Generalisation hierarchies for quasi-identifiers: each rule maps a raw value to a coarser one
-//! at a numbered level, level 0 being the configured coarsening and the top level `*`.
+//! at a numbered level, level 0 being the configured coarsening and the top level `*`. Every
+//! level is a function of the one value and the rule, never of other rows; rows that feed
+//! training only ever get level 0, and the higher levels serve the export pass.
 
 use crate::policy::GeneralisationPolicy;
 

@@ -1,7 +1,14 @@
-//! The k-anonymity and distinct l-diversity pass over quasi-identifier tuples, using Sweeney's
-//! Datafly heuristic with global recoding: while too many records sit in classes that fail k or l,
-//! generalise one more level the quasi-identifier column with the most distinct values; then
-//! suppress the records still failing.
+//! k-anonymity and distinct l-diversity over quasi-identifier tuples, in two forms:
+//!
+//! - [`measure`]: the equivalence classes of the declared (level-0) generalisation, reported and
+//!   nothing else. This is what rows that feed training get: a record's generalised values depend
+//!   on that record alone, and no record is dropped because of the others, so adding or removing
+//!   one customer changes no other customer's data (the adjacency DP-SGD is charged for).
+//! - [`enforce`]: Sweeney's Datafly heuristic with global recoding, for a row-level export only:
+//!   while too many records sit in classes that fail k or l, generalise one more level the
+//!   quasi-identifier column with the most distinct values; then suppress the records still
+//!   failing. Its levels and suppressions are chosen from the whole table, so it must never
+//!   shape training data.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,15 +34,27 @@ pub struct QuasiIdentifierTuple {
     pub(crate) value_ids: Box<[u32]>,
 }
 
-/// The final quasi-identifier values of one record that survived the pass.
+/// The final quasi-identifier values of one record that survived the export pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeptQuasiIdentifiers {
     /// Position of the record in the input stream.
     pub row_index: u64,
     /// Generalised values, one per quasi-identifier column in policy order; they replace the
-    /// provisional level-0 values of the record's output. Shared, because few distinct values
-    /// exist after generalisation.
+    /// level-0 values of the record's output in the exported row. Shared, because few distinct
+    /// values exist after generalisation.
     pub values: Vec<Arc<str>>,
+}
+
+/// Whether a k-anonymity report describes data as it is or data that was made k-anonymous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KAnonymityMode {
+    /// The classes of the declared generalisation were measured; nothing was generalised
+    /// further and nothing was suppressed. Rows that feed training are only ever measured.
+    Measured,
+    /// The pass generalised columns further (global recoding) and suppressed failing records,
+    /// as a row-level export must.
+    EnforcedForExport,
 }
 
 /// How far one quasi-identifier column was generalised.
@@ -49,38 +68,56 @@ pub struct GeneralisationLevel {
     pub top_level: usize,
 }
 
-/// What the k-anonymity pass did. Holds counts and column names only, never values.
+/// What a k-anonymity measurement or pass found. Holds counts and column names only, never values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KAnonymityReport {
+    /// Whether the classes were only measured or made to meet the targets.
+    pub mode: KAnonymityMode,
     /// The k the policy asks for.
     pub k_required: usize,
     /// The distinct l the policy asks for, if any.
     pub l_required: Option<usize>,
-    /// Size of the smallest released equivalence class; `None` when nothing was released.
+    /// Size of the smallest released equivalence class (for a measurement: of the smallest class,
+    /// which may be below `k_required`); `None` when nothing was released.
     pub k_achieved: Option<u64>,
     /// Fewest distinct values of any sensitive column within any released class; `None` when
     /// there is no sensitive column or nothing was released.
     pub l_achieved: Option<u64>,
-    /// Records submitted to the pass.
+    /// Records submitted to the measurement or pass.
     pub records_in: u64,
     /// Records released.
     pub records_kept: u64,
-    /// Records withheld because their class still failed k or l after generalisation.
+    /// Records withheld because their class still failed k or l after generalisation; always 0
+    /// for a measurement.
     pub records_suppressed: u64,
     /// Number of released equivalence classes.
     pub equivalence_classes: u64,
     /// Released class size → number of classes of that size.
     pub class_size_histogram: BTreeMap<u64, u64>,
-    /// Generalisation level reached by each quasi-identifier column.
+    /// Generalisation level reached by each quasi-identifier column; all 0 for a measurement.
     pub generalisation_levels: Vec<GeneralisationLevel>,
 }
 
-/// The targets of the pass, taken from the policy.
+impl KAnonymityReport {
+    /// Whether the classes reached the required k and, when one is required, l. An empty input
+    /// has no class to single anyone out of, so it meets any target.
+    pub fn meets_targets(&self) -> bool {
+        let k_met = self
+            .k_achieved
+            .is_none_or(|achieved| achieved >= self.k_required as u64);
+        let l_met = match (self.l_required, self.l_achieved) {
+            (Some(required), Some(achieved)) => achieved >= required as u64,
+            _ => true,
+        };
+        k_met && l_met
+    }
+}
+
+/// The targets, taken from the policy.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Targets {
     pub(crate) k: usize,
     pub(crate) l: Option<usize>,
-    pub(crate) max_suppression_fraction: f64,
 }
 
 /// One quasi-identifier column as the pass sees it: its rule and the distinct raw values seen.
@@ -133,17 +170,56 @@ struct Classes {
     sizes: Vec<u64>,
 }
 
-/// Runs the pass. `sensitive_value_counts` holds the dictionary size of each sensitive column.
+/// Measures the classes of the declared generalisation (level 0 of every column) without
+/// changing or dropping any record. `sensitive_value_counts` holds the dictionary size of each
+/// sensitive column.
+pub(crate) fn measure(
+    domains: &[QuasiIdentifierDomain<'_>],
+    sensitive_value_counts: &[usize],
+    tuples: &[QuasiIdentifierTuple],
+    targets: Targets,
+) -> Result<KAnonymityReport, DeidError> {
+    validate_tuples(domains, sensitive_value_counts, tuples)?;
+    let tables: Vec<LevelTable> = domains
+        .iter()
+        .map(|domain| LevelTable::build(domain, 0))
+        .collect();
+    let classes = assign_classes(tuples, &tables);
+    let nothing_fails = vec![false; classes.sizes.len()];
+    Ok(summarise(
+        Summary {
+            domains,
+            has_sensitive_columns: !sensitive_value_counts.is_empty(),
+            tuples,
+            classes: &classes,
+            failing: &nothing_fails,
+            levels: &vec![0; domains.len()],
+            targets,
+            mode: KAnonymityMode::Measured,
+        },
+        tuples.len() as u64,
+    ))
+}
+
+/// Runs the Datafly pass for a row-level export. `sensitive_value_counts` holds the dictionary
+/// size of each sensitive column.
 pub(crate) fn enforce(
     domains: &[QuasiIdentifierDomain<'_>],
     sensitive_value_counts: &[usize],
     tuples: Vec<QuasiIdentifierTuple>,
     targets: Targets,
+    max_suppression_fraction: f64,
 ) -> Result<(Vec<KeptQuasiIdentifiers>, KAnonymityReport), DeidError> {
+    // The negated comparison also rejects NaN.
+    if !(0.0..=1.0).contains(&max_suppression_fraction) {
+        return Err(DeidError::InvalidSuppressionFraction {
+            value: max_suppression_fraction,
+        });
+    }
     validate_tuples(domains, sensitive_value_counts, &tuples)?;
     let record_count = tuples.len() as u64;
-    // Flooring keeps the limit conservative: never more suppression than the policy allows.
-    let suppression_limit = (targets.max_suppression_fraction * record_count as f64).floor() as u64;
+    // Flooring keeps the limit conservative: never more suppression than the caller allows.
+    let suppression_limit = (max_suppression_fraction * record_count as f64).floor() as u64;
     let top_levels: Vec<usize> = domains
         .iter()
         .map(|domain| top_level(domain.rule))
@@ -231,25 +307,66 @@ pub(crate) fn enforce(
         kept_class_of_record.push(*class);
     }
 
+    let report = summarise(
+        Summary {
+            domains,
+            has_sensitive_columns: !sensitive_value_counts.is_empty(),
+            tuples: &tuples,
+            classes: &classes,
+            failing: &failing,
+            levels: &levels,
+            targets,
+            mode: KAnonymityMode::EnforcedForExport,
+        },
+        kept.len() as u64,
+    );
+    Ok((kept, report))
+}
+
+/// What [`summarise`] reads: the classes at the final levels and which of them are withheld.
+struct Summary<'pass, 'engine> {
+    domains: &'pass [QuasiIdentifierDomain<'engine>],
+    has_sensitive_columns: bool,
+    tuples: &'pass [QuasiIdentifierTuple],
+    classes: &'pass Classes,
+    failing: &'pass [bool],
+    levels: &'pass [usize],
+    targets: Targets,
+    mode: KAnonymityMode,
+}
+
+/// The report over the classes that are not failing (for a measurement: all of them).
+fn summarise(summary: Summary<'_, '_>, records_kept: u64) -> KAnonymityReport {
+    let Summary {
+        domains,
+        has_sensitive_columns,
+        tuples,
+        classes,
+        failing,
+        levels,
+        targets,
+        mode,
+    } = summary;
+    let record_count = tuples.len() as u64;
     let mut class_size_histogram = BTreeMap::new();
-    for (size, failing) in classes.sizes.iter().zip(&failing) {
+    for (size, failing) in classes.sizes.iter().zip(failing) {
         if !failing {
             *class_size_histogram.entry(*size).or_insert(0u64) += 1;
         }
     }
-    let l_achieved = if sensitive_value_counts.is_empty() || kept.is_empty() {
+    let l_achieved = if !has_sensitive_columns || records_kept == 0 {
         None
     } else {
-        let diversity = min_distinct_sensitive(&tuples, domains.len(), &classes);
+        let diversity = min_distinct_sensitive(tuples, domains.len(), classes);
         diversity
             .iter()
-            .zip(&failing)
+            .zip(failing)
             .filter(|(_, failing)| !**failing)
             .map(|(distinct, _)| *distinct)
             .min()
     };
-    let records_kept = kept.len() as u64;
-    let report = KAnonymityReport {
+    KAnonymityReport {
+        mode,
         k_required: targets.k,
         l_required: targets.l,
         k_achieved: class_size_histogram.keys().next().copied(),
@@ -261,15 +378,14 @@ pub(crate) fn enforce(
         class_size_histogram,
         generalisation_levels: domains
             .iter()
-            .zip(levels.iter().zip(&top_levels))
-            .map(|(domain, (level, top))| GeneralisationLevel {
+            .zip(levels)
+            .map(|(domain, level)| GeneralisationLevel {
                 column: domain.column.to_owned(),
                 level: *level,
-                top_level: *top,
+                top_level: top_level(domain.rule),
             })
             .collect(),
-    };
-    Ok((kept, report))
+    }
 }
 
 fn validate_tuples(

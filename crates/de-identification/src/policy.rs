@@ -1,7 +1,8 @@
-//! The de-identification policy: which role each column plays, and the k / l / suppression targets.
+//! The de-identification policy: which role each column plays, how each quasi-identifier is
+//! generalised, and the k / l targets the generalised data is measured against.
 //!
 //! The policy is read from the node configuration with serde. It deliberately has no `Default`:
-//! every deployment must decide its own k and suppression limit.
+//! every deployment must decide its own k and its own generalisation rules.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -15,8 +16,9 @@ use crate::error::DeidError;
 pub enum ColumnRole {
     /// A direct identifier (customer id, email, phone): replaced by a keyed pseudonym.
     Identifier,
-    /// An attribute that could re-identify in combination (age, postcode...): generalised, then
-    /// held to k-anonymity.
+    /// An attribute that could re-identify in combination (age, postcode...): generalised row by
+    /// row by its declared rule, which never looks at other rows; k-anonymity of the result is
+    /// measured and reported, not enforced on rows that feed training.
     QuasiIdentifier(GeneralisationPolicy),
     /// The attribute the model learns or an auditor protects (churned, segment): kept, PII-redacted,
     /// and checked for l-diversity within each equivalence class.
@@ -33,8 +35,10 @@ pub enum ColumnRole {
     Drop,
 }
 
-/// How a quasi-identifier is coarsened. Each rule defines a hierarchy of levels: level 0 is the
-/// configured coarsening and each further level is coarser, ending in `*` (value suppressed).
+/// How a quasi-identifier is coarsened. Level 0 is the configured coarsening: fixed bands,
+/// prefixes and maps declared here, applied to each row on its own, and the only level rows that
+/// feed training ever get. Each rule also defines coarser levels, ending in `*` (value
+/// suppressed), which only [`crate::Deidentifier::enforce_k_anonymity_for_export`] uses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GeneralisationPolicy {
@@ -78,21 +82,54 @@ pub struct ColumnPolicy {
 
 /// The whole de-identification configuration for one data source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DeidPolicyFields")]
 pub struct DeidPolicy {
     /// Every input column with its role, in the order records present their values. An input column
     /// without an entry is an error, never silently passed through.
     pub columns: Vec<ColumnPolicy>,
-    /// Minimum size of every released equivalence class over the quasi-identifiers.
+    /// The smallest equivalence class over the generalised quasi-identifiers that the partner
+    /// wants. [`crate::Deidentifier::measure_k_anonymity`] reports whether the declared
+    /// generalisation reaches it; only a row-level export enforces it.
     pub k: usize,
-    /// Minimum number of distinct values of every sensitive column within each released class
-    /// (distinct l-diversity); `None` skips the check.
-    #[serde(default)]
+    /// Minimum number of distinct values of every sensitive column within each class (distinct
+    /// l-diversity), measured like `k`; `None` states no target.
     pub l: Option<usize>,
-    /// Largest fraction of records the k-anonymity pass may suppress. Generalisation continues
-    /// until the records still failing k (or l) fit within it; if even full generalisation cannot
-    /// get there, the job is rejected with [`DeidError::SuppressionAboveLimit`].
-    pub max_suppression_fraction: f64,
+}
+
+/// Message for a policy that still sets the suppression limit of the old training path.
+const REMOVED_SUPPRESSION_LIMIT: &str = "`max_suppression_fraction` is no longer part of the \
+    de-identification policy: rows that feed training are never suppressed, because suppressing a \
+    customer because of other customers' rows would break the one-customer adjacency DP-SGD is \
+    charged for (docs/de-identification.md, section 6). Remove the key; to reach k, coarsen the \
+    quasi-identifiers' own rules (`width`, `length`, `to_region`). A row-level export passes its \
+    limit to `enforce_k_anonymity_for_export`.";
+
+/// The policy as written, so a key that was removed can be refused with an explanation rather
+/// than the bare "unknown field" of `deny_unknown_fields`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeidPolicyFields {
+    columns: Vec<ColumnPolicy>,
+    k: usize,
+    #[serde(default)]
+    l: Option<usize>,
+    #[serde(default)]
+    max_suppression_fraction: Option<serde::de::IgnoredAny>,
+}
+
+impl TryFrom<DeidPolicyFields> for DeidPolicy {
+    type Error = &'static str;
+
+    fn try_from(fields: DeidPolicyFields) -> Result<Self, Self::Error> {
+        if fields.max_suppression_fraction.is_some() {
+            return Err(REMOVED_SUPPRESSION_LIMIT);
+        }
+        Ok(DeidPolicy {
+            columns: fields.columns,
+            k: fields.k,
+            l: fields.l,
+        })
+    }
 }
 
 impl DeidPolicy {
@@ -106,12 +143,6 @@ impl DeidPolicy {
         }
         if self.l == Some(0) {
             return Err(DeidError::ZeroL);
-        }
-        // The negated comparison also rejects NaN.
-        if !(0.0..=1.0).contains(&self.max_suppression_fraction) {
-            return Err(DeidError::InvalidSuppressionFraction {
-                value: self.max_suppression_fraction,
-            });
         }
         let mut seen = HashSet::with_capacity(self.columns.len());
         for column in &self.columns {
@@ -155,7 +186,6 @@ impl DeidPolicy {
             columns,
             k: self.k,
             l: self.l,
-            max_suppression_fraction: self.max_suppression_fraction,
         };
         reordered.validate()?;
         Ok(reordered)

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::k_anonymity::KAnonymityReport;
+use crate::k_anonymity::{KAnonymityMode, KAnonymityReport};
 use crate::scanner::{PiiCounts, PiiKind};
 
 /// Summary of one de-identification job. By construction it holds no data values: only column
@@ -27,7 +27,7 @@ pub struct DeidReport {
     pub columns_scanned: Vec<String>,
     /// PII hits per scanned column and kind.
     pub pii_hits_per_column: BTreeMap<String, PiiCounts>,
-    /// The k-anonymity pass, once it has run.
+    /// The k-anonymity measurement (or an export's pass), once it has run.
     pub k_anonymity: Option<KAnonymityReport>,
 }
 
@@ -65,8 +65,22 @@ impl DeidReport {
         }
         summary.push('\n');
         match &self.k_anonymity {
+            // No hyphens here ("k-anonymity", "level-0"): the test that no generalised value such
+            // as an age band reaches the summary looks for them.
+            Some(k_anonymity) if k_anonymity.mode == KAnonymityMode::Measured => {
+                summary.push_str(&format!(
+                    "k required {}, achieved {}; l required {}, achieved {}; {}; measured on the declared generalisation, nothing suppressed: records {}; equivalence classes {}\n",
+                    k_anonymity.k_required,
+                    optional(k_anonymity.k_achieved),
+                    optional(k_anonymity.l_required.map(|l| l as u64)),
+                    optional(k_anonymity.l_achieved),
+                    target_verdict(k_anonymity),
+                    k_anonymity.records_in,
+                    k_anonymity.equivalence_classes,
+                ))
+            }
             Some(k_anonymity) => summary.push_str(&format!(
-                "k required {}, achieved {}; l required {}, achieved {}; records kept {}, suppressed {} of {}; equivalence classes {}\n",
+                "export: k required {}, achieved {}; l required {}, achieved {}; records kept {}, suppressed {} of {}; equivalence classes {}\n",
                 k_anonymity.k_required,
                 optional(k_anonymity.k_achieved),
                 optional(k_anonymity.l_required.map(|l| l as u64)),
@@ -79,6 +93,15 @@ impl DeidReport {
             None => summary.push_str("k-anonymity: not run\n"),
         }
         summary
+    }
+}
+
+/// Whether the measured classes reach the targets, in words.
+fn target_verdict(report: &KAnonymityReport) -> &'static str {
+    if report.meets_targets() {
+        "targets met"
+    } else {
+        "below target (coarsen the declared generalisation rules)"
     }
 }
 
@@ -125,10 +148,26 @@ impl fmt::Display for DeidReport {
             writeln!(formatter)?;
         }
         match &self.k_anonymity {
+            Some(k_anonymity) if k_anonymity.mode == KAnonymityMode::Measured => {
+                writeln!(
+                    formatter,
+                    "  k-anonymity (measured, not enforced): k required {}, achieved {}; l required {}, achieved {}; {}",
+                    k_anonymity.k_required,
+                    optional(k_anonymity.k_achieved),
+                    optional(k_anonymity.l_required.map(|l| l as u64)),
+                    optional(k_anonymity.l_achieved),
+                    target_verdict(k_anonymity),
+                )?;
+                writeln!(
+                    formatter,
+                    "    {} records in {} equivalence classes of the declared generalisation; none suppressed or recoded",
+                    k_anonymity.records_in, k_anonymity.equivalence_classes
+                )?;
+            }
             Some(k_anonymity) => {
                 writeln!(
                     formatter,
-                    "  k-anonymity: k required {}, achieved {}; l required {}, achieved {}",
+                    "  k-anonymity (enforced for export): k required {}, achieved {}; l required {}, achieved {}",
                     k_anonymity.k_required,
                     optional(k_anonymity.k_achieved),
                     optional(k_anonymity.l_required.map(|l| l as u64)),

@@ -21,8 +21,7 @@ const POLICY_JSON: &str = r#"{
         {"name": "note", "role": "text"}
     ],
     "k": 3,
-    "l": 2,
-    "max_suppression_fraction": 0.2
+    "l": 2
 }"#;
 
 fn policy() -> DeidPolicy {
@@ -208,8 +207,13 @@ fn unusual_unicode_never_panics() {
         assert_eq!(output.values.len(), 9);
         tuples.push(output.quasi_identifiers);
     }
-    // 17 records of which most are all-`*`; the pass must settle without panicking either way.
-    let outcome = engine.enforce_k_anonymity(tuples);
+    // 17 records of which most are all-`*`; measuring never fails on them, and the export
+    // pass settles without panicking either way.
+    let measured = engine
+        .measure_k_anonymity(&tuples)
+        .expect("measuring any engine-made tuples succeeds");
+    assert_eq!((measured.records_in, measured.records_suppressed), (17, 0));
+    let outcome = engine.enforce_k_anonymity_for_export(tuples, 0.2);
     assert!(matches!(
         outcome,
         Ok(_) | Err(DeidError::SuppressionAboveLimit { .. })
@@ -235,14 +239,6 @@ fn invalid_policies_are_refused_with_the_reason() {
         DeidError::EmptyPolicy
     ));
     assert!(matches!(
-        mutate(|policy| policy.max_suppression_fraction = f64::NAN),
-        DeidError::InvalidSuppressionFraction { .. }
-    ));
-    assert!(matches!(
-        mutate(|policy| policy.max_suppression_fraction = 1.5),
-        DeidError::InvalidSuppressionFraction { .. }
-    ));
-    assert!(matches!(
         mutate(|policy| {
             let duplicate = policy.columns[0].clone();
             policy.columns.push(duplicate);
@@ -263,6 +259,27 @@ fn invalid_policies_are_refused_with_the_reason() {
     // Unknown configuration keys are errors, so a typo cannot silently disable a setting.
     let typo = POLICY_JSON.replace("\"l\": 2", "\"ell\": 2");
     assert!(serde_json::from_str::<DeidPolicy>(&typo).is_err());
+    // The suppression limit of the old training path is refused with the reason, not ignored:
+    // training rows are never suppressed any more.
+    let old = POLICY_JSON.replace("\"l\": 2", "\"l\": 2, \"max_suppression_fraction\": 0.2");
+    let message = serde_json::from_str::<DeidPolicy>(&old)
+        .map(|_| ())
+        .expect_err("removed key")
+        .to_string();
+    assert!(
+        message.contains("`max_suppression_fraction` is no longer part of")
+            && message.contains("never suppressed")
+            && message.contains("enforce_k_anonymity_for_export"),
+        "{message}"
+    );
+    // An export's suppression limit must be a fraction.
+    for fraction in [f64::NAN, 1.5, -0.1] {
+        let mut engine = engine();
+        assert!(matches!(
+            engine.enforce_k_anonymity_for_export(Vec::new(), fraction),
+            Err(DeidError::InvalidSuppressionFraction { .. })
+        ));
+    }
 }
 
 #[test]
@@ -308,7 +325,11 @@ fn tuples_from_another_engine_are_refused() {
     other_policy.columns.truncate(3);
     let mut second = Deidentifier::new(other_policy, key()).expect("valid policy");
     assert!(matches!(
-        second.enforce_k_anonymity(vec![tuple]),
+        second.measure_k_anonymity(std::slice::from_ref(&tuple)),
+        Err(DeidError::ForeignQuasiIdentifierTuple { row_index: 0 })
+    ));
+    assert!(matches!(
+        second.enforce_k_anonymity_for_export(vec![tuple], 0.0),
         Err(DeidError::ForeignQuasiIdentifierTuple { row_index: 0 })
     ));
 }
@@ -344,8 +365,8 @@ fn distinctive_job() -> (Vec<Vec<String>>, Deidentifier) {
         );
     }
     engine
-        .enforce_k_anonymity(tuples)
-        .expect("k-anonymity reachable");
+        .measure_k_anonymity(&tuples)
+        .expect("tuples of this engine");
     (rows, engine)
 }
 
@@ -356,9 +377,10 @@ fn auditor_summary_and_report_contain_no_input_values() {
     let summary = report.auditor_summary();
     let display = report.to_string();
     let json = serde_json::to_string(&report).expect("report serialises");
-    let k_anonymity = report.k_anonymity.as_ref().expect("pass ran");
+    let k_anonymity = report.k_anonymity.as_ref().expect("measurement ran");
     assert_eq!(k_anonymity.records_in, 60);
-    assert!(k_anonymity.k_achieved.is_some_and(|k| k >= 3));
+    assert_eq!(k_anonymity.records_suppressed, 0);
+    assert!(k_anonymity.k_achieved.is_some());
     assert_eq!(report.pii_hits_per_column["note"].phone, 60);
 
     for value in rows.iter().flatten() {
@@ -449,7 +471,7 @@ fn pii_hit_reports_never_contain_the_value_in_any_case() {
         tuples.push(processed.quasi_identifiers);
     }
     engine
-        .enforce_k_anonymity(tuples)
+        .measure_k_anonymity(&tuples)
         .expect("one class of eight");
     let report = engine.report();
 

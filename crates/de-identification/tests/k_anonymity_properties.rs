@@ -1,11 +1,12 @@
-//! Properties of the k-anonymity / l-diversity pass, checked against the data itself.
+//! Properties of the k-anonymity / l-diversity measurement (what training data gets) and of the
+//! export pass, checked against the data itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use veil_deid::{
     ColumnPolicy, ColumnRole, DeidError, DeidPolicy, Deidentifier, GeneralisationPolicy,
-    PseudonymKey, generalise_at_level,
+    KAnonymityMode, PseudonymKey, generalise, generalise_at_level,
 };
 
 const CITIES: [&str; 5] = ["杭州", "宁波", "成都", "Shanghai", "Lhasa"];
@@ -34,7 +35,7 @@ fn rules() -> Vec<(&'static str, GeneralisationPolicy)> {
     ]
 }
 
-fn policy(k: usize, l: Option<usize>, max_suppression_fraction: f64) -> DeidPolicy {
+fn policy(k: usize, l: Option<usize>) -> DeidPolicy {
     let mut columns = vec![ColumnPolicy {
         name: "customer_id".to_owned(),
         role: ColumnRole::Identifier,
@@ -49,12 +50,7 @@ fn policy(k: usize, l: Option<usize>, max_suppression_fraction: f64) -> DeidPoli
         name: "outcome".to_owned(),
         role: ColumnRole::Sensitive,
     });
-    DeidPolicy {
-        columns,
-        k,
-        l,
-        max_suppression_fraction,
-    }
+    DeidPolicy { columns, k, l }
 }
 
 /// One synthetic person: age, gender, postcode, city, outcome.
@@ -87,6 +83,68 @@ fn raw_quasi_identifiers(person: &Person) -> [String; 4] {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
+    /// What training data gets: the classes of the declared generalisation, measured as they
+    /// are. Nothing is recoded or suppressed whatever k and l ask for, and the report is what the
+    /// level-0 values themselves show.
+    #[test]
+    fn measurement_reports_the_declared_classes_and_changes_nothing(
+        people in prop::collection::vec(person(), 0..250),
+        k in 1usize..8,
+        l in prop::option::of(1usize..4),
+    ) {
+        let mut engine = Deidentifier::new(policy(k, l), PseudonymKey::from_bytes([5; 32]))
+            .expect("valid policy");
+        let mut tuples = Vec::new();
+        let mut classes: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
+        for (index, person) in people.iter().enumerate() {
+            let age = person.0.to_string();
+            let customer = format!("customer-{index}");
+            let record = [
+                Some(customer.as_str()),
+                Some(age.as_str()),
+                Some(person.1),
+                Some(person.2.as_str()),
+                Some(person.3),
+                Some(person.4),
+            ];
+            let record = engine.process_record(&record).expect("well-formed record");
+            // The record's quasi-identifiers are the raw values under the declared rules.
+            let declared: Vec<String> = raw_quasi_identifiers(person)
+                .iter()
+                .zip(rules())
+                .map(|(raw, (_, rule))| generalise(raw, &rule))
+                .collect();
+            let output: Vec<String> = record.values[1..5].iter().flatten().cloned().collect();
+            prop_assert_eq!(&output, &declared);
+            classes.entry(declared).or_default().push(index);
+            tuples.push(record.quasi_identifiers);
+        }
+        let report = engine.measure_k_anonymity(&tuples).expect("tuples of this engine");
+        prop_assert_eq!(report.mode, KAnonymityMode::Measured);
+        prop_assert_eq!(report.records_in, people.len() as u64);
+        prop_assert_eq!(report.records_kept, people.len() as u64);
+        prop_assert_eq!(report.records_suppressed, 0);
+        prop_assert!(report.generalisation_levels.iter().all(|level| level.level == 0));
+        let mut histogram = BTreeMap::new();
+        for members in classes.values() {
+            *histogram.entry(members.len() as u64).or_insert(0u64) += 1;
+        }
+        prop_assert_eq!(&report.class_size_histogram, &histogram);
+        prop_assert_eq!(report.equivalence_classes, classes.len() as u64);
+        prop_assert_eq!(report.k_achieved, histogram.keys().next().copied());
+        let l_achieved = classes
+            .values()
+            .map(|members| {
+                members.iter().map(|index| people[*index].4).collect::<BTreeSet<_>>().len() as u64
+            })
+            .min();
+        prop_assert_eq!(report.l_achieved, l_achieved);
+        let k_met = report.k_achieved.is_none_or(|achieved| achieved >= k as u64);
+        let l_met = l.is_none_or(|l| l_achieved.is_none_or(|achieved| achieved >= l as u64));
+        prop_assert_eq!(report.meets_targets(), k_met && l_met);
+    }
+
+    /// The export pass (never used for training data).
     #[test]
     fn released_classes_meet_k_and_l_and_the_report_matches_the_data(
         people in prop::collection::vec(person(), 0..250),
@@ -95,7 +153,7 @@ proptest! {
         max_suppression_fraction in 0.0f64..0.4,
     ) {
         let mut engine = Deidentifier::new(
-            policy(k, l, max_suppression_fraction),
+            policy(k, l),
             PseudonymKey::from_bytes([5; 32]),
         ).expect("valid policy");
         let mut tuples = Vec::new();
@@ -117,7 +175,7 @@ proptest! {
         let impossible = total > 0
             && (total < k || l.is_some_and(|l| distinct_outcomes.len() < l));
 
-        match engine.enforce_k_anonymity(tuples) {
+        match engine.enforce_k_anonymity_for_export(tuples, max_suppression_fraction) {
             Err(DeidError::SuppressionAboveLimit { suppressed, total: reported_total, limit }) => {
                 // Full generalisation puts everyone in one class, so rejection happens exactly
                 // when that single class still fails k or l.
@@ -128,6 +186,7 @@ proptest! {
             Err(other) => prop_assert!(false, "unexpected error {other}"),
             Ok((kept, report)) => {
                 prop_assert!(!impossible, "released although k or l cannot be met");
+                prop_assert_eq!(report.mode, KAnonymityMode::EnforcedForExport);
                 prop_assert_eq!(report.records_in, total as u64);
                 prop_assert_eq!(kept.len() as u64 + report.records_suppressed, total as u64);
                 prop_assert_eq!(report.records_kept, kept.len() as u64);
@@ -197,8 +256,8 @@ fn run(
     ),
     DeidError,
 > {
-    let mut engine = Deidentifier::new(policy(k, l, fraction), PseudonymKey::from_bytes([6; 32]))
-        .expect("valid policy");
+    let mut engine =
+        Deidentifier::new(policy(k, l), PseudonymKey::from_bytes([6; 32])).expect("valid policy");
     let tuples = people
         .iter()
         .map(|(age, gender, outcome)| {
@@ -216,7 +275,7 @@ fn run(
                 .map(|record| record.quasi_identifiers)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    engine.enforce_k_anonymity(tuples)
+    engine.enforce_k_anonymity_for_export(tuples, fraction)
 }
 
 #[test]
@@ -254,7 +313,7 @@ fn l_diversity_suppresses_a_homogeneous_class_and_reports_the_minimum() {
 }
 
 #[test]
-fn impossible_targets_reject_the_job() {
+fn impossible_targets_refuse_the_export() {
     let people = [(30, "F", "churned"), (31, "M", "stayed")];
     assert!(matches!(
         run(&people, 3, None, 0.1),

@@ -157,7 +157,6 @@ fn ingest(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             report_dir: dir.join("state/report"),
             k: 5,
             l: None,
-            max_suppression_fraction: 0.1,
         },
     };
     let started = Instant::now();

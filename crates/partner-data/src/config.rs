@@ -49,9 +49,8 @@ pub const DEFAULT_MAX_REJECT_FRACTION: f64 = 0.1;
 /// [data.deid]
 /// key_path = "state/pseudonym.key"
 /// report_dir = "state/deid-report"
-/// k = 5
+/// k = 5                      # reported against, not enforced: nothing is suppressed
 /// l = 2
-/// max_suppression_fraction = 0.05
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,27 +61,70 @@ pub struct PartnerDataConfig {
     /// customer id.
     #[serde(default)]
     pub profile: Option<SourceConfig>,
-    /// The pseudonymisation key, the report location and the k-anonymity targets.
+    /// The pseudonymisation key, the report location and the k-anonymity targets to report.
     pub deid: DeidSettings,
 }
 
-/// Where the key and reports live, and what k-anonymity must achieve. There is no default k:
-/// every deployment chooses its own.
+/// Where the key and reports live, and the k-anonymity targets the report measures the declared
+/// generalisation against. There is no default k: every deployment chooses its own.
+///
+/// Nothing here suppresses or recodes rows: every profile row that is accepted feeds training
+/// with its declared generalisation (see `docs/de-identification.md`, section 6). The former
+/// `max_suppression_fraction` key is refused with an explanation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DeidSettingsFields")]
 pub struct DeidSettings {
     /// The partner's pseudonymisation key (32 bytes, mode 0600), created on first run. It never
     /// leaves the node; see `docs/de-identification.md` for rotation.
     pub key_path: PathBuf,
     /// Folder for `deid-report.json`, `deid-report.txt` and `deid-auditor-summary.txt`.
     pub report_dir: PathBuf,
-    /// Smallest equivalence class over the profile's quasi-identifiers.
+    /// Smallest equivalence class over the profile's generalised quasi-identifiers that the
+    /// partner wants; the report says whether the declared rules reach it. It is not enforced,
+    /// because dropping or recoding customers according to the rest of the table would make one
+    /// customer's data depend on others'; coarsen the rules to reach it.
     pub k: usize,
-    /// Distinct values of every sensitive column required within each class; `None` skips it.
-    #[serde(default)]
+    /// Distinct values of every sensitive column wanted within each class, reported like `k`;
+    /// `None` states no target.
     pub l: Option<usize>,
-    /// Largest fraction of profile rows the k-anonymity pass may suppress.
-    pub max_suppression_fraction: f64,
+}
+
+/// Message for a configuration that still sets the suppression limit of the old training path.
+const REMOVED_SUPPRESSION_LIMIT: &str = "[data.deid] max_suppression_fraction is no longer read: \
+    profile rows that feed training are never suppressed or recoded, because doing so according to \
+    other customers' rows would break the one-customer adjacency customer-level DP-SGD is charged \
+    for. Remove the key. `k` and `l` are still read and reported (deid-report); to reach k, \
+    coarsen the quasi-identifier rules in [data.profile.columns] (age_band `width`, \
+    postcode_prefix `length`, city `to_region`). See docs/de-identification.md, section 6.";
+
+/// The settings as written, so the removed key is refused with an explanation rather than the
+/// bare "unknown field" of `deny_unknown_fields`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeidSettingsFields {
+    key_path: PathBuf,
+    report_dir: PathBuf,
+    k: usize,
+    #[serde(default)]
+    l: Option<usize>,
+    #[serde(default)]
+    max_suppression_fraction: Option<serde::de::IgnoredAny>,
+}
+
+impl TryFrom<DeidSettingsFields> for DeidSettings {
+    type Error = &'static str;
+
+    fn try_from(fields: DeidSettingsFields) -> Result<Self, Self::Error> {
+        if fields.max_suppression_fraction.is_some() {
+            return Err(REMOVED_SUPPRESSION_LIMIT);
+        }
+        Ok(DeidSettings {
+            key_path: fields.key_path,
+            report_dir: fields.report_dir,
+            k: fields.k,
+            l: fields.l,
+        })
+    }
 }
 
 /// One input table and the role of each of its columns.
@@ -235,7 +277,7 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 /// timestamp and amount keep their roles, quantity, category and channel are features, and
 /// every other column is dropped. The key and reports sit next to the data file
 /// (`<stem>.pseudonym.key`, `<stem>.deid/`). Without quasi-identifiers there are no
-/// equivalence classes to protect, so k = 1 states that honestly rather than pretending.
+/// equivalence classes to measure, so k = 1 states that honestly rather than pretending.
 impl From<CsvSource> for PartnerDataConfig {
     fn from(source: CsvSource) -> Self {
         let mapping = &source.columns;
@@ -280,7 +322,6 @@ impl From<CsvSource> for PartnerDataConfig {
                 report_dir: folder.join(format!("{stem}.deid")),
                 k: 1,
                 l: None,
-                max_suppression_fraction: 0.0,
             },
         }
     }
@@ -318,7 +359,6 @@ mod tests {
             key_path = "key"
             report_dir = "reports"
             k = 5
-            max_suppression_fraction = 0.1
         "#;
         let mut config: PartnerDataConfig =
             toml::from_str(text).unwrap_or_else(|error| panic!("{error}"));
@@ -341,6 +381,34 @@ mod tests {
         );
         assert_eq!(config.deid.key_path, PathBuf::from("/etc/veil/key"));
         assert_eq!(config.transactions.max_reject_fraction, 0.1);
+    }
+
+    #[test]
+    fn the_removed_suppression_limit_is_refused_naming_what_replaces_it() {
+        let text = r#"
+            key_path = "key"
+            report_dir = "reports"
+            k = 5
+            max_suppression_fraction = 0.05
+        "#;
+        let error = toml::from_str::<DeidSettings>(text).map(|_| ());
+        let message = format!("{error:?}");
+        for expected in [
+            "max_suppression_fraction is no longer read",
+            "never suppressed",
+            "age_band `width`",
+            "postcode_prefix `length`",
+        ] {
+            assert!(message.contains(expected), "{expected:?} in {message}");
+        }
+        // Without the key the same settings load, and a typo is still an unknown field.
+        let without = text.replace("max_suppression_fraction = 0.05", "");
+        let settings: DeidSettings =
+            toml::from_str(&without).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!((settings.k, settings.l), (5, None));
+        let typo = text.replace("max_suppression_fraction = 0.05", "ell = 2");
+        let error = toml::from_str::<DeidSettings>(&typo).map(|_| ());
+        assert!(format!("{error:?}").contains("ell"), "{error:?}");
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! A partner's data at the door of its node: read the transaction log and the optional customer
 //! profile table (CSV, Parquet or PostgreSQL), check every row against the declared column
-//! roles, de-identify every row *before* any value is interpreted, enforce k-anonymity on the
-//! profile's quasi-identifiers, join the two on the pseudonymised customer id, and write the
-//! de-identification report. The result is a [`TransactionLog`] keyed by pseudonyms.
+//! roles, de-identify every row *before* any value is interpreted, generalise the profile's
+//! quasi-identifiers by their declared rules and measure the k-anonymity that reaches, join the
+//! two on the pseudonymised customer id, and write the de-identification report. The result is a
+//! [`TransactionLog`] keyed by pseudonyms.
+//!
+//! Every step is per row or per customer: a customer's transactions and profile in the log
+//! depend on that customer's own rows (and the policy and key), never on other customers' rows,
+//! and no customer is left out because of others. Adding or removing one customer therefore
+//! changes the log in that customer only, which is the adjacency customer-level DP-SGD is
+//! charged for (`tests/join_properties.rs` checks it on random tables).
 //!
 //! What it does *not* do: the detectors, pseudonyms, generalisation and k-anonymity themselves
 //! live in `veil-deid`; the features and the legacy single-file loader in `veil-features`; the
@@ -12,10 +19,11 @@ mod config;
 mod error;
 mod grouping;
 mod pipeline;
+mod profile;
 mod report;
 mod source;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 pub use config::{
     DEFAULT_MAX_REJECT_FRACTION, DeidSettings, Input, PartnerDataConfig, SourceConfig,
@@ -28,8 +36,7 @@ pub use report::{
 };
 pub use source::sniff_delimiter;
 
-use veil_deid::GeneralisationPolicy;
-use veil_features::{CustomerProfile, Gender, TransactionLog};
+use veil_features::TransactionLog;
 
 use crate::pipeline::{ProfileRows, SourceKind, SourceRows, read_source};
 
@@ -83,7 +90,7 @@ fn load(
     let SourceRows::Transactions(transaction_rows) = transaction_rows else {
         unreachable_kind()?
     };
-    let mut grouped = transaction_rows.grouped;
+    let grouped = transaction_rows.grouped;
     let mut join = JoinReport {
         customers_with_transactions: grouped.len() as u64,
         ..JoinReport::default()
@@ -95,24 +102,24 @@ fn load(
             let SourceRows::Profile(rows) = rows else {
                 unreachable_kind()?
             };
-            let AnonymisedProfiles {
+            let ProfileRows {
                 profiles,
-                suppressed,
-                report: deid_report,
-            } = anonymise_profiles(*rows, &profile_config.describe())?;
-            report.deid = Some(deid_report);
-            for customer in &suppressed {
-                if let Some(history) = grouped.remove(customer) {
-                    join.customers_suppressed += 1;
-                    join.transactions_suppressed += history.len() as u64;
-                }
-            }
+                tuples,
+                mut deidentifier,
+            } = *rows;
+            // Measured for the report only: every accepted profile row feeds training with its
+            // declared generalisation, whatever k the table reaches.
+            deidentifier
+                .measure_k_anonymity(&tuples)
+                .map_err(|error| PartnerDataError::Deid {
+                    input: profile_config.describe(),
+                    error,
+                })?;
+            report.deid = Some(deidentifier.report());
             join.profiles_without_transactions = profiles
                 .keys()
-                .chain(suppressed.iter())
                 .filter(|customer| !grouped.contains_key(*customer))
-                .count() as u64
-                - join.customers_suppressed;
+                .count() as u64;
             (profiles, Some(report))
         }
         None => (HashMap::new(), None),
@@ -139,89 +146,4 @@ fn unreachable_kind<T>() -> Result<T, PartnerDataError> {
         input: "internal".to_owned(),
         reason: "a source returned rows of the wrong kind".to_owned(),
     })
-}
-
-/// The profile table after the k-anonymity pass.
-struct AnonymisedProfiles {
-    /// Released customers' profiles, by pseudonym.
-    profiles: HashMap<String, CustomerProfile>,
-    /// Customers whose profile row was suppressed.
-    suppressed: HashSet<String>,
-    /// The de-identification report including the pass.
-    report: veil_deid::DeidReport,
-}
-
-/// Runs the k-anonymity pass over the profile rows and turns the released rows' generalised
-/// values into profiles.
-fn anonymise_profiles(
-    rows: ProfileRows,
-    input: &str,
-) -> Result<AnonymisedProfiles, PartnerDataError> {
-    let ProfileRows {
-        mut customer_by_row,
-        tuples,
-        mut deidentifier,
-        rules,
-    } = rows;
-    let (kept, _) =
-        deidentifier
-            .enforce_k_anonymity(tuples)
-            .map_err(|error| PartnerDataError::Deid {
-                input: input.to_owned(),
-                error,
-            })?;
-    let mut profiles = HashMap::with_capacity(kept.len());
-    for released in kept {
-        let Some(customer) = customer_by_row.remove(&released.row_index) else {
-            continue;
-        };
-        let mut profile = CustomerProfile::default();
-        for (rule, value) in rules.iter().zip(&released.values) {
-            match rule {
-                GeneralisationPolicy::AgeBand { .. } => profile.age_years = band_middle(value),
-                GeneralisationPolicy::BirthDateToYear => profile.birth_year = year_middle(value),
-                GeneralisationPolicy::Gender { .. } => profile.gender = Gender::parse(value),
-                GeneralisationPolicy::PostcodePrefix { .. } | GeneralisationPolicy::City { .. } => {
-                }
-            }
-        }
-        profiles.insert(customer, profile);
-    }
-    // What is left was suppressed.
-    let suppressed = customer_by_row.into_values().collect();
-    Ok(AnonymisedProfiles {
-        profiles,
-        suppressed,
-        report: deidentifier.report(),
-    })
-}
-
-/// The middle of an age band `lo-hi`, or `None` for `*`.
-fn band_middle(value: &str) -> Option<f32> {
-    let (low, high) = value.split_once('-')?;
-    let low: f32 = low.trim().parse().ok()?;
-    let high: f32 = high.trim().parse().ok()?;
-    Some((low + high) / 2.0)
-}
-
-/// A generalised birth year `1987` as itself, a decade `1980s` as its middle, `*` as `None`.
-fn year_middle(value: &str) -> Option<f32> {
-    match value.strip_suffix('s') {
-        Some(decade) => decade.parse::<f32>().ok().map(|start| start + 4.5),
-        None => value.parse().ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generalised_values_become_numbers() {
-        assert_eq!(band_middle("30-39"), Some(34.5));
-        assert_eq!(band_middle("*"), None);
-        assert_eq!(year_middle("1987"), Some(1987.0));
-        assert_eq!(year_middle("1980s"), Some(1984.5));
-        assert_eq!(year_middle("*"), None);
-    }
 }

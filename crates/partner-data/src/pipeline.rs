@@ -1,7 +1,8 @@
 //! One source's path from raw rows to de-identified, validated rows: check the row's shape,
-//! de-identify it (pseudonyms, PII redaction, level-0 generalisation) *before* reading any
-//! value, then parse the typed columns from the de-identified values. Bad rows go to the
-//! rejects file with identifiers redacted; too many rejects abort the load.
+//! de-identify it (pseudonyms, PII redaction, the declared level-0 generalisation) *before*
+//! reading any value, then parse the typed columns, and a profile row's attributes, from the
+//! de-identified values of that row alone. Bad rows go to the rejects file with identifiers
+//! redacted; too many rejects abort the load.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,12 +14,14 @@ use veil_deid::{
     PseudonymKey, QuasiIdentifierTuple, SUPPRESSED_VALUE,
 };
 use veil_features::{
-    REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, parse_amount, parse_timestamp,
+    CustomerProfile, REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, parse_amount,
+    parse_timestamp,
 };
 
 use crate::config::{DeidSettings, SourceConfig, UndeclaredColumns};
 use crate::error::PartnerDataError;
 use crate::grouping::TransactionGroups;
+use crate::profile::{ProfileAttribute, is_profile_attribute, profile_from_record};
 use crate::report::SourceReport;
 use crate::source::{RowBuffer, recycle, with_reader};
 
@@ -40,16 +43,15 @@ pub(crate) struct TransactionRows {
     pub(crate) grouped: HashMap<String, Vec<Transaction>>,
 }
 
-/// What a profile source produced, before the k-anonymity pass.
+/// What a profile source produced: every accepted customer's profile, final for training, and
+/// what the k-anonymity measurement needs.
 pub(crate) struct ProfileRows {
-    /// Pseudonymised customer id of each accepted row, by the engine's row index.
-    pub(crate) customer_by_row: HashMap<u64, String>,
-    /// The accepted rows' quasi-identifier tuples, for the k-anonymity pass.
+    /// Each accepted row's profile, by pseudonymised customer id, read from that row alone.
+    pub(crate) profiles: HashMap<String, CustomerProfile>,
+    /// The accepted rows' quasi-identifier tuples, for the k-anonymity measurement.
     pub(crate) tuples: Vec<QuasiIdentifierTuple>,
-    /// The engine, which holds the value dictionaries the pass needs.
+    /// The engine, which holds the value dictionaries the measurement needs.
     pub(crate) deidentifier: Deidentifier,
-    /// Generalisation rule of each quasi-identifier column, in the engine's order.
-    pub(crate) rules: Vec<GeneralisationPolicy>,
 }
 
 /// Rows of either kind.
@@ -71,6 +73,8 @@ struct Plan {
     /// Quasi-identifiers whose values must parse (ages, birth dates): output position, input
     /// position, column name.
     parsed_quasi_identifiers: Vec<(usize, usize, String)>,
+    /// Quasi-identifiers that profile features read.
+    profile_attributes: Vec<ProfileAttribute>,
     /// Output positions of identifier columns, redacted in the rejects file.
     identifiers: Vec<usize>,
     /// Output column names, for the rejects file.
@@ -101,14 +105,6 @@ pub(crate) fn read_source(
     with_reader(&config.input, |reader| {
         let header = reader.header().to_vec();
         let policy = policy_for_header(kind, config, settings, &header)?;
-        let rules: Vec<GeneralisationPolicy> = policy
-            .columns
-            .iter()
-            .filter_map(|column| match &column.role {
-                ColumnRole::QuasiIdentifier(rule) => Some(rule.clone()),
-                _ => None,
-            })
-            .collect();
         let deidentifier =
             Deidentifier::new(policy.clone(), key).map_err(|error| PartnerDataError::Deid {
                 input: input.clone(),
@@ -137,7 +133,7 @@ pub(crate) fn read_source(
         let mut record = DeidRecord::default();
         let mut spare_values = Vec::new();
         let mut grouped = TransactionGroups::default();
-        let mut customer_by_row = HashMap::new();
+        let mut profiles = HashMap::new();
         let mut seen_profiles: HashMap<String, u64> = HashMap::new();
         let mut tuples = Vec::new();
         let mut categories = CodeBook::default();
@@ -221,7 +217,12 @@ pub(crate) fn read_source(
                         continue;
                     }
                     seen_profiles.insert(customer.to_owned(), row.location);
-                    customer_by_row.insert(record.row_index, customer.to_owned());
+                    // The profile is final here, from this row alone: no later pass recodes or
+                    // drops it because of other customers' rows.
+                    profiles.insert(
+                        customer.to_owned(),
+                        profile_from_record(&record, &run.plan.profile_attributes),
+                    );
                     tuples.push(record.quasi_identifiers.clone());
                     run.report.rows_accepted += 1;
                 }
@@ -240,10 +241,9 @@ pub(crate) fn read_source(
                 grouped: grouped.into_histories(),
             }),
             SourceKind::Profile => SourceRows::Profile(Box::new(ProfileRows {
-                customer_by_row,
+                profiles,
                 tuples,
                 deidentifier,
-                rules,
             })),
         };
         Ok((rows, report))
@@ -310,8 +310,8 @@ fn policy_for_header(
         if count(|role| matches!(role, ColumnRole::QuasiIdentifier(_) | ColumnRole::Sensitive)) > 0
         {
             return Err(config_error(
-                "quasi-identifiers and sensitive attributes belong in the profile table, where \
-                 k-anonymity is enforced per customer; declare them there"
+                "quasi-identifiers and sensitive attributes belong in the profile table, one row \
+                 per customer, where k-anonymity is measured; declare them there"
                     .to_owned(),
             ));
         }
@@ -346,7 +346,6 @@ fn policy_for_header(
         columns,
         k: settings.k,
         l: settings.l,
-        max_suppression_fraction: settings.max_suppression_fraction,
     };
     policy.validate().map_err(|error| PartnerDataError::Deid {
         input: input.clone(),
@@ -400,6 +399,19 @@ fn plan(
                 .map(|output_position| (output_position, input_position, column.name.clone()))
         })
         .collect();
+    let profile_attributes = policy
+        .columns
+        .iter()
+        .filter_map(|column| match &column.role {
+            ColumnRole::QuasiIdentifier(rule) if is_profile_attribute(rule) => {
+                position(&column.name).map(|output_position| ProfileAttribute {
+                    output_position,
+                    rule: rule.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
     let is_transactions = kind == SourceKind::Transactions;
     Ok(Plan {
         header,
@@ -411,6 +423,7 @@ fn plan(
         category: config.category.as_deref().and_then(position),
         channel: config.channel.as_deref().and_then(position),
         parsed_quasi_identifiers,
+        profile_attributes,
         identifiers: outputs
             .iter()
             .enumerate()

@@ -54,9 +54,10 @@ impl SourceReport {
 /// How the sources were joined on the pseudonymised customer id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReport {
-    /// Customers with at least one accepted transaction, before suppression.
+    /// Customers with at least one accepted transaction.
     pub customers_with_transactions: u64,
-    /// Customers in the final log.
+    /// Customers in the final log: every customer with a transaction, since no customer is
+    /// left out because of the others' profile rows.
     pub customers_kept: u64,
     /// Of those, customers with a profile row.
     pub customers_with_profile: u64,
@@ -64,10 +65,6 @@ pub struct JoinReport {
     pub customers_without_profile: u64,
     /// Profile rows whose customer has no transaction.
     pub profiles_without_transactions: u64,
-    /// Customers left out because k-anonymity suppressed their profile row.
-    pub customers_suppressed: u64,
-    /// Transactions of the suppressed customers, left out with them.
-    pub transactions_suppressed: u64,
 }
 
 /// Everything one load did.
@@ -122,12 +119,10 @@ impl PartnerDataReport {
         }
         let join = &self.join;
         summary.push_str(&format!(
-            "[join] customers kept {}, with profile {}, without profile {}, suppressed {} ({} transactions), profiles without transactions {}\n",
+            "[join] customers kept {}, with profile {}, without profile {}, profiles without transactions {}\n",
             join.customers_kept,
             join.customers_with_profile,
             join.customers_without_profile,
-            join.customers_suppressed,
-            join.transactions_suppressed,
             join.profiles_without_transactions
         ));
         summary
@@ -199,9 +194,7 @@ impl fmt::Display for PartnerDataReport {
         )?;
         writeln!(
             formatter,
-            "  suppressed by k-anonymity: {} customers, {} transactions; profiles without transactions: {}",
-            join.customers_suppressed,
-            join.transactions_suppressed,
+            "  profiles without transactions: {}",
             join.profiles_without_transactions
         )
     }

@@ -1,5 +1,5 @@
 //! Loading partner data end to end: formats and encodings, malformed input (each a clear error
-//! or a reject, never a panic), the profile join with k-anonymity, the reports, and PostgreSQL
+//! or a reject, never a panic), the profile join with measured k-anonymity, the reports, and PostgreSQL
 //! against a real server started by `scripts/postgres-test-server`.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,6 @@ impl Fixture {
             report_dir: self.path("state/report"),
             k,
             l: None,
-            max_suppression_fraction: 0.5,
         }
     }
 }
@@ -597,7 +596,8 @@ fn profile_source(input: Input) -> SourceConfig {
 }
 
 /// Ten customers C0..C9 with two purchases each, and profiles for C0..C8 (plus one without
-/// transactions): C0..C5 share postcode 100 and ages in their 30s; C6..C8 are singled out.
+/// transactions): C0..C5 have ages in their 30s and postcodes 10087, 10187, ... 10587 (one
+/// prefix of two characters); C6..C8 are singled out.
 fn write_join_fixture(fixture: &Fixture) -> (PathBuf, PathBuf) {
     let mut tx = String::from("cust,ts,amount,category,memo\n");
     for customer in 0..10 {
@@ -628,8 +628,24 @@ fn write_join_fixture(fixture: &Fixture) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The profile of the customer whose raw id is `raw`.
+fn profile_of(
+    data: &veil_partner_data::PartnerData,
+    local_ids: &std::collections::HashMap<String, String>,
+    raw: &str,
+) -> Option<veil_features::CustomerProfile> {
+    data.log
+        .customers_with_profiles()
+        .find(|(customer, _, _)| local_ids.get(*customer).is_some_and(|id| id == raw))
+        .and_then(|(_, _, profile)| profile.copied())
+}
+
+/// The join keeps every customer and the report *measures* k and l of the declared
+/// generalisation. This test used to check that k-anonymity was enforced on the profile rows
+/// (recoding and suppressing C6..C8); it no longer is, because suppressing or recoding a
+/// customer according to the other rows breaks the one-customer adjacency DP-SGD is charged for.
 #[test]
-fn profile_join_enforces_k_anonymity_and_counts_match_the_data() {
+fn profile_join_measures_k_anonymity_and_keeps_every_customer() {
     let fixture = Fixture::new();
     let (tx, profile) = write_join_fixture(&fixture);
     let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
@@ -653,18 +669,37 @@ fn profile_join_enforces_k_anonymity_and_counts_match_the_data() {
     let k_report = deid
         .k_anonymity
         .as_ref()
-        .unwrap_or_else(|| panic!("k-anonymity did not run"));
-    assert!(k_report.k_achieved.is_some_and(|k| k >= 3), "{k_report:?}");
-    assert!(k_report.l_achieved.is_some_and(|l| l >= 2), "{k_report:?}");
-    assert_eq!(k_report.records_in, 10);
-    assert_eq!(k_report.records_kept + k_report.records_suppressed, 10);
+        .unwrap_or_else(|| panic!("k-anonymity was not measured"));
+    // Under the declared rules (10-year bands, 3-character postcode prefixes 100, 101, ...)
+    // every row is alone in its class. The old pass reached k = 3 by recoding postcodes from the
+    // table; now the classes are measured as they are, below the targets, and all kept.
+    assert_eq!(k_report.mode, veil_deid::KAnonymityMode::Measured);
     assert_eq!(
+        (
+            k_report.records_in,
+            k_report.records_kept,
+            k_report.records_suppressed
+        ),
+        (10, 10, 0)
+    );
+    assert_eq!(k_report.class_size_histogram, BTreeMap::from([(1, 10)]));
+    assert_eq!(k_report.equivalence_classes, 10);
+    assert_eq!(
+        (k_report.k_achieved, k_report.l_achieved),
+        (Some(1), Some(1))
+    );
+    assert!(!k_report.meets_targets());
+    assert!(
         k_report
-            .class_size_histogram
+            .generalisation_levels
             .iter()
-            .map(|(size, count)| size * count)
-            .sum::<u64>(),
-        k_report.records_kept
+            .all(|level| level.level == 0)
+    );
+    let text = std::fs::read_to_string(fixture.path("state/report").join(REPORT_TEXT))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        text.contains("measured, not enforced") && text.contains("below target"),
+        "{text}"
     );
     assert_eq!(deid.columns_dropped, ["name"]);
     assert_eq!(deid.columns_pseudonymised, ["id", "email"]);
@@ -677,22 +712,59 @@ fn profile_join_enforces_k_anonymity_and_counts_match_the_data() {
 
     let join = &report.join;
     assert_eq!(join.customers_with_transactions, 10);
+    assert_eq!(join.customers_kept, 10);
     assert_eq!(join.customers_kept as usize, data.log.n_customers());
+    // C0..C8 have a profile, singled out or not; C9 has none; C99 has no transactions.
+    assert_eq!(join.customers_with_profile, 9);
     assert_eq!(join.customers_with_profile as usize, data.log.n_profiles());
-    assert_eq!(join.customers_kept + join.customers_suppressed, 10);
-    // C9 has no profile; C99 has no transactions unless it was suppressed with others.
-    assert!(join.customers_without_profile >= 1);
-    assert_eq!(
-        join.customers_with_profile
-            + join.customers_suppressed
-            + join.profiles_without_transactions,
-        k_report.records_in,
-        "every profile row is kept with a customer, suppressed, or has no transactions"
-    );
-    assert_eq!(join.transactions_suppressed, 2 * join.customers_suppressed);
+    assert_eq!(join.customers_without_profile, 1);
+    assert_eq!(join.profiles_without_transactions, 1);
+    assert_eq!(data.log.n_transactions(), 20);
     // Local ids map pseudonyms back for local outputs only.
     assert!(local_ids.values().any(|raw| raw == "C0"));
     assert_eq!(local_ids.len(), 10);
+}
+
+/// The old behaviour is gone from the training path: no generalisation level is chosen from
+/// the data. Whatever k asks for, and whether the table reaches it or not, every customer's
+/// profile is its own row under the declared rules (10-year bands, gender as given), and the
+/// loaded log is the same for k = 1 and k = 5.
+#[test]
+fn training_profiles_keep_the_declared_bands_whatever_k_the_table_reaches() {
+    let fixture = Fixture::new();
+    let (tx, profile) = write_join_fixture(&fixture);
+    let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
+    config.profile = Some(profile_source(csv_input(profile)));
+    let mut logs = Vec::new();
+    for k in [1, 5] {
+        config.deid = DeidSettings {
+            l: Some(2),
+            ..fixture.settings(k)
+        };
+        let (data, local_ids) =
+            load_partner_data_with_local_ids(&config).unwrap_or_else(|error| panic!("{error}"));
+        let declared = [
+            ("C0", 34.5, Some(veil_features::Gender::Female)),
+            ("C1", 34.5, Some(veil_features::Gender::Male)),
+            ("C6", 74.5, Some(veil_features::Gender::Female)),
+            ("C7", 14.5, Some(veil_features::Gender::Male)),
+            ("C8", 54.5, Some(veil_features::Gender::Female)),
+        ];
+        for (raw, age_band_middle, gender) in declared {
+            assert_eq!(
+                profile_of(&data, &local_ids, raw),
+                Some(veil_features::CustomerProfile {
+                    age_years: Some(age_band_middle),
+                    birth_year: None,
+                    gender,
+                }),
+                "{raw} with k = {k}"
+            );
+        }
+        assert_eq!(profile_of(&data, &local_ids, "C9"), None);
+        logs.push(data.log);
+    }
+    assert_eq!(logs[0], logs[1], "k changed the training data");
 }
 
 #[test]
@@ -701,11 +773,7 @@ fn profile_features_use_generalised_attributes() {
     let (tx, profile) = write_join_fixture(&fixture);
     let mut config = config(&fixture, transactions(csv_input(tx), None, 0.0));
     config.profile = Some(profile_source(csv_input(profile)));
-    config.deid = DeidSettings {
-        k: 2,
-        max_suppression_fraction: 0.5,
-        ..fixture.settings(2)
-    };
+    config.deid = fixture.settings(2);
     let (data, local_ids) =
         load_partner_data_with_local_ids(&config).unwrap_or_else(|error| panic!("{error}"));
     let spec = FeatureSpec {
@@ -724,15 +792,11 @@ fn profile_features_use_generalised_attributes() {
             .find(|row| local_ids.get(&row.customer_id).is_some_and(|id| id == raw))
             .map(|row| row.features.clone())
     };
-    // C0 is 30, female, in a class of the 30s: the band is at least 30-39, whose middle is 34.5
-    // or wider; the raw age itself is never used.
+    // C0 is 30 and female: the declared band is 30-39, whose middle is 34.5; the raw age itself
+    // is never used, and no wider band is chosen from the data. Band middles, 0 and 1 are
+    // exact in f32, so they are compared exactly.
     let c0 = by_raw("C0").unwrap_or_else(|| panic!("C0 missing"));
-    assert!(c0[0] > 30.0, "{c0:?}");
-    assert_eq!(c0[1], 1.0);
-    assert!(
-        c0[2] == 1.0 || c0[2] == 0.5,
-        "gender is female or generalised away: {c0:?}"
-    );
+    assert_eq!(c0[..3], [34.5, 1.0, 1.0]);
     // Two purchases in two categories: 0.5² + 0.5².
     assert!((c0[3] - 0.5).abs() < 1e-6);
     // C9 has no profile: age unknown, gender unknown.
