@@ -43,20 +43,56 @@ pub fn score(
     }
     let scores = predict(&model.spec.model_spec(), &model.parameters, &matrix)
         .with_context(|| format!("scoring with {}", model_path.display()))?;
-    let mut writer = csv::Writer::from_path(output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    writer.write_record(["customer_id", "score"])?;
-    for (row, score) in rows.iter().zip(&scores) {
+    let scored = rows.iter().zip(&scores).map(|(row, score)| {
         // Every pseudonym in the log came with its raw id; the pseudonym is only a
         // defensive fallback and is as local as the raw id.
         let customer_id = local_ids.get(&row.customer_id).unwrap_or(&row.customer_id);
-        writer.write_record([customer_id.as_str(), &format!("{score:.6}")])?;
-    }
-    writer
-        .flush()
-        .with_context(|| format!("writing {}", output.display()))?;
+        (customer_id.as_str(), *score)
+    });
+    write_scores(output, scored)?;
     Ok(ScoreSummary {
         customers_scored: rows.len(),
         rows_rejected: report.rows_rejected(),
     })
+}
+
+/// Writes `customer_id,score` rows to `output`, owner-only: the file pairs
+/// raw customer ids with their scores, the most sensitive thing the node
+/// writes, so the umask must not decide who can read it.
+fn write_scores<'a>(
+    output: &Path,
+    scored: impl IntoIterator<Item = (&'a str, f32)>,
+) -> anyhow::Result<()> {
+    let file = veil_features::create_owner_only(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    writer.write_record(["customer_id", "score"])?;
+    for (customer_id, score) in scored {
+        writer.write_record([customer_id, &format!("{score:.6}")])?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_score_file_is_owner_only() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let output = dir.path().join("scores.csv");
+        write_scores(&output, [("C-1", 0.25_f32), ("C-2", 0.75)])?;
+        let mode = std::fs::metadata(&output)?.permissions().mode();
+        assert_eq!(mode & 0o077, 0, "score file mode {mode:o}");
+        assert_eq!(
+            std::fs::read_to_string(&output)?,
+            "customer_id,score\nC-1,0.250000\nC-2,0.750000\n"
+        );
+        Ok(())
+    }
 }

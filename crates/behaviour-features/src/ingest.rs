@@ -687,7 +687,9 @@ impl RejectsWriter {
             path: path.to_path_buf(),
             source: error,
         };
-        let file = File::create(path).map_err(|error| to_error(error.into()))?;
+        // Rejected rows are partner rows (identifiers redacted, the rest not): owner-only.
+        let file =
+            crate::owner_only::create_owner_only(path).map_err(|error| to_error(error.into()))?;
         let mut writer = csv::WriterBuilder::new()
             .delimiter(delimiter)
             .from_writer(BufWriter::new(file));

@@ -5,6 +5,8 @@
 //! [`build_examples`] and [`build_scoring_rows`] compute the features documented in
 //! [`features`] and the labels documented in [`labels`], [`FeatureSums`] and [`Scaling`] give
 //! a federated standardisation, and [`split_holdout`] a stable train/holdout split.
+//! [`create_owner_only`] creates every file holding partner rows (here and in the crates
+//! above) with mode `0o600`.
 //!
 //! What it does *not* do: it trains no model (`veil-models`), adds no noise and masks nothing
 //! (`veil-secagg`, `veil-accounting`), does no pseudonymisation or PII scanning (`veil-deid`),
@@ -14,6 +16,7 @@
 pub mod features;
 pub mod ingest;
 pub mod labels;
+pub mod owner_only;
 pub mod scaling;
 pub mod split;
 pub mod timestamp;
@@ -26,6 +29,7 @@ pub use ingest::{
     Transaction, TransactionLog, WHOLE_RECORD_COLUMN, load_transactions, parse_amount,
 };
 pub use labels::{LabelSpec, TaskKind, UnknownTaskError};
+pub use owner_only::create_owner_only;
 pub use scaling::{FeatureError, FeatureSums, Scaling};
 pub use split::split_holdout;
 pub use timestamp::{TimestampError, parse_timestamp};

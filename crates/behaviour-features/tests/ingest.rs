@@ -408,3 +408,18 @@ fn byte_order_mark_and_crlf_line_endings_are_accepted() {
     assert_eq!((report.rows_read, report.rows_rejected), (2, 0));
     assert_eq!(log.customer_ids().collect::<Vec<_>>(), ["C1", "C2"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_rejects_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // Rejected rows are partner rows; the umask (often 0o022) must not make
+    // them readable by other local accounts.
+    let fixture = fixture(MIXED_FILE.as_bytes());
+    let loaded = load_transactions(&source(&fixture, 1.0));
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+    let mode = std::fs::metadata(&fixture.rejects)
+        .map(|metadata| metadata.permissions().mode())
+        .unwrap_or(0o777);
+    assert_eq!(mode & 0o077, 0, "rejects file mode {mode:o}");
+}

@@ -14,7 +14,8 @@ use veil_deid::{
     PseudonymKey, QuasiIdentifierTuple, SUPPRESSED_VALUE,
 };
 use veil_features::{
-    CustomerProfile, REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, parse_amount,
+    CustomerProfile, REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, create_owner_only,
+    parse_amount,
     parse_timestamp,
 };
 
@@ -605,7 +606,8 @@ struct RejectsWriter {
 
 impl RejectsWriter {
     fn create(path: &Path) -> Result<Self, PartnerDataError> {
-        let file = File::create(path).map_err(|error| PartnerDataError::RejectsFile {
+        // Rejected rows are partner rows (identifiers redacted, the rest not): owner-only.
+        let file = create_owner_only(path).map_err(|error| PartnerDataError::RejectsFile {
             path: path.to_owned(),
             error: error.into(),
         })?;

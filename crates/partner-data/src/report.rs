@@ -3,11 +3,12 @@
 //! for auditors.
 
 use std::fmt;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use veil_deid::DeidReport;
-use veil_features::RowError;
+use veil_features::{RowError, create_owner_only};
 
 use crate::error::PartnerDataError;
 
@@ -147,7 +148,13 @@ impl PartnerDataReport {
         ];
         for (name, text) in files {
             let path = folder.join(name);
-            std::fs::write(&path, text).map_err(report_error(&path))?;
+            // The reports quote samples of rejected rows (de-identified values,
+            // but still partner rows), so they are owner-only; the auditor
+            // summary holds counts only and is written the same way because
+            // sharing it is a deliberate copy, not a side effect of the umask.
+            let mut file = create_owner_only(&path).map_err(report_error(&path))?;
+            file.write_all(text.as_bytes())
+                .map_err(report_error(&path))?;
         }
         Ok(())
     }

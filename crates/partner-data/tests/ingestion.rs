@@ -1033,3 +1033,35 @@ fn an_unreachable_database_is_an_error_without_the_url() {
     let message = error.map(|error| error.to_string()).unwrap_or_default();
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+#[cfg(unix)]
+#[test]
+fn rejects_and_reports_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // Both hold partner rows (redacted or de-identified, still rows); the
+    // umask (often 0o022) must not make them readable by other accounts.
+    let fixture = Fixture::new();
+    let mut text = b"cust,ts,amount,category,memo\n".to_vec();
+    text.extend_from_slice(b"C-SECRET-2,2024-03-06,5\n");
+    for day in 10..20 {
+        text.extend_from_slice(format!("C-SECRET-1,2024-03-{day},1.00,grocery,\n").as_bytes());
+    }
+    let path = fixture.write("tx.csv", &text);
+    let rejects = fixture.path("tx.rejects.csv");
+    let source = transactions(csv_input(path), Some(rejects.clone()), 0.5);
+    let loaded = load_partner_data(&config(&fixture, source));
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+    let report_dir = fixture.settings(1).report_dir;
+    let written = [
+        rejects,
+        report_dir.join(REPORT_JSON),
+        report_dir.join(REPORT_TEXT),
+        report_dir.join(AUDITOR_SUMMARY),
+    ];
+    for file in written {
+        let mode = std::fs::metadata(&file)
+            .map(|metadata| metadata.permissions().mode())
+            .unwrap_or(0o777);
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", file.display());
+    }
+}

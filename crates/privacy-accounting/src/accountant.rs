@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytic_gaussian::analytic_gaussian_epsilon;
+use crate::bound::{larger_or_unbounded, tighter_upper_bound};
 use crate::distributed::DistributedDiscreteGaussian;
 use crate::error::AccountingError;
 use crate::pld::{BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
@@ -70,21 +71,82 @@ pub enum DpEvent {
     },
 }
 
+/// Why the PLD accountant gives no bound for a composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PldUnbounded {
+    /// The distribution would not fit in `max_bins` even on the coarsest
+    /// grid tried, which happens only for ε in the hundreds or more.
+    TooManyBins,
+    /// The composition contains [`DpEvent::DistributedDiscreteGaussian`]
+    /// rounds, whose only proven bound is a Rényi one.
+    NotCoveredByPld,
+    /// A numerical intermediate of the PLD came out as NaN.
+    NotANumber,
+    /// More than δ of the privacy loss sits at `+inf` (or beyond the grid):
+    /// no finite ε holds at this δ.
+    InfiniteLoss,
+}
+
+impl std::fmt::Display for PldUnbounded {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::TooManyBins => {
+                "the privacy loss distribution does not fit in memory even on the coarsest grid \
+                 (epsilon is in the hundreds or more)"
+            }
+            Self::NotCoveredByPld => {
+                "the PLD accountant does not cover distributed discrete Gaussian rounds"
+            }
+            Self::NotANumber => "a privacy loss distribution intermediate was not a number",
+            Self::InfiniteLoss => "more than delta of the privacy loss is infinite",
+        })
+    }
+}
+
 /// ε at a δ from each accountant and the reported (tightest valid) value.
+/// Every ε is an upper bound; `+inf` (JSON `null`) means "no guarantee",
+/// and [`EpsilonReport::reason`] says why. None is ever NaN.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpsilonReport {
     /// Privacy loss distribution accountant (pessimistic discretisation).
-    /// `+inf` (JSON `null`) when the PLD accountant gives no bound: the
-    /// distribution would not fit in memory even on the coarsest grid (only
-    /// for ε in the hundreds or more), or the composition contains
-    /// [`DpEvent::DistributedDiscreteGaussian`] events, whose only proven
-    /// bound is a Rényi one.
+    /// `+inf` when the PLD accountant gives no bound; `pld_unbounded` says why.
     pub epsilon_pld: f64,
-    /// Rényi DP accountant with the Balle et al. 2020 conversion.
+    /// Rényi DP accountant with the Balle et al. 2020 conversion. `+inf`
+    /// when the divergence is infinite at every order: the noise is too
+    /// small (σ² underflows) for any finite guarantee.
     pub epsilon_rdp: f64,
     /// The minimum of the valid upper bounds above (and the exact analytic
     /// Gaussian when every event is full-batch).
     pub epsilon: f64,
+    /// Why `epsilon_pld` is `+inf`; `None` when it is finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pld_unbounded: Option<PldUnbounded>,
+}
+
+impl EpsilonReport {
+    /// One sentence per ε that is not finite, saying why; `None` when all
+    /// three are finite. Whoever prints a `null` ε prints this next to it.
+    pub fn reason(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.epsilon.is_finite() {
+            parts.push("epsilon: no accountant gives a finite guarantee".to_owned());
+        }
+        if !self.epsilon_rdp.is_finite() {
+            parts.push(
+                "epsilon_rdp: the Renyi divergence is infinite at every order \
+                 (the noise is too small for any finite guarantee)"
+                    .to_owned(),
+            );
+        }
+        if !self.epsilon_pld.is_finite() {
+            let why = self
+                .pld_unbounded
+                .map_or_else(|| "no bound".to_owned(), |reason| reason.to_string());
+            parts.push(format!("epsilon_pld: {why}"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// One homogeneous block of rounds after normalising events.
@@ -318,26 +380,39 @@ impl Accountant {
         let epsilon_rdp = self.epsilon_rdp(delta)?;
         // A schedule whose PLD will not fit in memory has an astronomically
         // large ε; RDP still bounds it, so report PLD as unbounded (JSON null).
-        let epsilon_pld = match self.epsilon_pld(delta) {
-            Err(AccountingError::TooManyBins { .. } | AccountingError::NotCoveredByPld) => {
-                f64::INFINITY
+        // A NaN inside the PLD makes it no bound; RDP still is one.
+        let (epsilon_pld, pld_unbounded) = match self.epsilon_pld(delta) {
+            Ok(epsilon) if epsilon.is_nan() => (f64::INFINITY, Some(PldUnbounded::NotANumber)),
+            Ok(epsilon) if epsilon.is_infinite() => {
+                (f64::INFINITY, Some(PldUnbounded::InfiniteLoss))
             }
-            other => other?,
+            Ok(epsilon) => (epsilon, None),
+            Err(AccountingError::TooManyBins { .. }) => {
+                (f64::INFINITY, Some(PldUnbounded::TooManyBins))
+            }
+            Err(AccountingError::NotCoveredByPld) => {
+                (f64::INFINITY, Some(PldUnbounded::NotCoveredByPld))
+            }
+            Err(AccountingError::NotANumber(_)) => (f64::INFINITY, Some(PldUnbounded::NotANumber)),
+            Err(other) => return Err(other),
         };
-        let mut epsilon = epsilon_rdp.min(epsilon_pld);
+        // `f64::min` would return the other operand for a NaN one; a NaN
+        // bound counts as +inf instead, so the minimum is never NaN.
+        let mut epsilon = tighter_upper_bound(epsilon_rdp, epsilon_pld);
         if self.subsampled.is_empty()
             && self.distributed.is_empty()
             && self.full_batch_precision > 0.0
         {
-            epsilon = epsilon.min(analytic_gaussian_epsilon(
-                1.0 / self.full_batch_precision.sqrt(),
-                delta,
-            ));
+            epsilon = tighter_upper_bound(
+                epsilon,
+                analytic_gaussian_epsilon(1.0 / self.full_batch_precision.sqrt(), delta),
+            );
         }
         Ok(EpsilonReport {
             epsilon_pld,
             epsilon_rdp,
             epsilon,
+            pld_unbounded,
         })
     }
 }
@@ -363,10 +438,12 @@ fn pld_epsilon_with(
             ],
         });
     }
+    // Both directions must hold, and `f64::max` would drop a NaN one.
     Ok(composed.map_or(0.0, |[remove_pld, add_pld]| {
-        remove_pld
-            .epsilon_for_delta(delta)
-            .max(add_pld.epsilon_for_delta(delta))
+        larger_or_unbounded(
+            remove_pld.epsilon_for_delta(delta),
+            add_pld.epsilon_for_delta(delta),
+        )
     }))
 }
 
@@ -418,6 +495,61 @@ mod tests {
         assert_eq!(
             accountant.epsilon(0.0),
             Err(AccountingError::InvalidDelta(0.0))
+        );
+    }
+
+    #[test]
+    fn underflowing_noise_reports_infinite_epsilon_with_a_reason() {
+        // Regression: σ = 1e-160 reported ε = 0 (NaN through f64::max).
+        for sampling_rate in [0.5, 1.0] {
+            let mut accountant = Accountant::new();
+            let event = DpEvent::PoissonSampledGaussian {
+                sampling_rate,
+                noise_multiplier: 1e-160,
+                steps: 1,
+            };
+            assert_eq!(accountant.compose(event), Ok(()));
+            let report = accountant.epsilon(1e-5);
+            assert!(
+                report
+                    .as_ref()
+                    .is_ok_and(|report| report.epsilon == f64::INFINITY
+                        && report.epsilon_rdp == f64::INFINITY
+                        && report.epsilon_pld == f64::INFINITY
+                        && report.pld_unbounded.is_some()
+                        && report
+                            .reason()
+                            .is_some_and(|reason| reason.contains("infinite at every order"))),
+                "q = {sampling_rate}: {report:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_finite_report_has_no_reason_and_a_null_pld_one_has() {
+        let mut accountant = Accountant::new();
+        let event = DpEvent::PoissonSampledGaussian {
+            sampling_rate: 0.01,
+            noise_multiplier: 1.1,
+            steps: 10,
+        };
+        assert_eq!(accountant.compose(event), Ok(()));
+        let report = accountant.epsilon(1e-5);
+        assert!(
+            report.is_ok_and(|report| report.reason().is_none() && report.pld_unbounded.is_none())
+        );
+        let distributed = EpsilonReport {
+            epsilon_pld: f64::INFINITY,
+            epsilon_rdp: 2.0,
+            epsilon: 2.0,
+            pld_unbounded: Some(PldUnbounded::NotCoveredByPld),
+        };
+        assert_eq!(
+            distributed.reason(),
+            Some(
+                "epsilon_pld: the PLD accountant does not cover distributed discrete Gaussian rounds"
+                    .to_owned()
+            )
         );
     }
 

@@ -1,6 +1,7 @@
 //! Calibration: the smallest noise multiplier that meets a target (ε, δ).
 
 use crate::accountant::{Accountant, DpEvent};
+use crate::bound::nan_is_unbounded;
 use crate::error::AccountingError;
 
 /// Largest noise multiplier searched; needing more means the target is not
@@ -36,7 +37,9 @@ fn epsilon_for(target: &CalibrationTarget, noise_multiplier: f64) -> Result<f64,
     if rdp <= target.epsilon {
         return Ok(rdp);
     }
-    Ok(accountant.epsilon(target.delta)?.epsilon)
+    // The search compares with `>`, which is false for NaN and would accept
+    // a σ that meets nothing; NaN is +inf, i.e. "does not meet the target".
+    Ok(nan_is_unbounded(accountant.epsilon(target.delta)?.epsilon))
 }
 
 /// The smallest noise multiplier σ (to within 0.02%) with `ε(σ) ≤ target`,
@@ -70,4 +73,47 @@ pub fn calibrate_noise_multiplier(target: &CalibrationTarget) -> Result<f64, Acc
         }
     }
     Ok(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_no_noise_can_meet_is_refused() {
+        // 1e6 steps at q = 1 with ε = 1e-9 needs σ far above the searched
+        // range: refused with the range, never an answer that misses it.
+        let target = CalibrationTarget {
+            sampling_rate: 1.0,
+            steps: 1_000_000,
+            epsilon: 1e-9,
+            delta: 1e-10,
+        };
+        assert_eq!(
+            calibrate_noise_multiplier(&target),
+            Err(AccountingError::CalibrationOutOfRange(MAX_NOISE_MULTIPLIER))
+        );
+        // A NaN target ε is refused before any search.
+        let nan_target = CalibrationTarget {
+            epsilon: f64::NAN,
+            ..target
+        };
+        assert!(matches!(
+            calibrate_noise_multiplier(&nan_target),
+            Err(AccountingError::InvalidEpsilon(epsilon)) if epsilon.is_nan()
+        ));
+    }
+
+    #[test]
+    fn epsilon_for_tiny_noise_is_infinite_not_zero() {
+        // Regression: ε(σ = 1e-160) was 0, which the bisection would read as
+        // "meets any target".
+        let target = CalibrationTarget {
+            sampling_rate: 0.5,
+            steps: 1,
+            epsilon: 1.0,
+            delta: 1e-5,
+        };
+        assert_eq!(epsilon_for(&target, 1e-160), Ok(f64::INFINITY));
+    }
 }

@@ -114,6 +114,31 @@ impl DistributedArgs {
     }
 }
 
+/// What `run` produced: the JSON line to print, and whether it carries a
+/// finite guarantee at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CliOutput {
+    /// The JSON line for stdout. A `null` ε in it always comes with a
+    /// `"reason"` string.
+    pub json: String,
+    /// Set when the headline ε is `+inf` (no guarantee): the binary then
+    /// exits non-zero with this message, which names the parameter, so a
+    /// script that only checks the exit status cannot take `null` for a
+    /// small ε (in `jq`, `null < 1` is true).
+    pub no_finite_guarantee: Option<String>,
+}
+
+/// Output of `epsilon`: the report and, whenever an ε is `null`, why.
+#[derive(Debug, Serialize)]
+struct EpsilonOutput {
+    epsilon_pld: f64,
+    epsilon_rdp: f64,
+    epsilon: f64,
+    /// Present exactly when some ε is not finite (printed as `null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// Output of `distributed-epsilon` and `distributed-calibrate`: the ε and
 /// everything it was derived from, so the numbers can be checked by hand.
 #[derive(Debug, Serialize)]
@@ -124,6 +149,18 @@ struct DistributedOutput {
     l1_sensitivity: f64,
     tau: f64,
     effective_noise_multiplier: f64,
+    /// Present exactly when `epsilon` is not finite (printed as `null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The sentence for an infinite headline ε: the parameter first, because it
+/// is the one the operator has to change.
+fn no_guarantee_message(parameter: String, why: Option<String>) -> String {
+    match why {
+        Some(why) => format!("{parameter} gives no finite guarantee: {why}"),
+        None => format!("{parameter} gives no finite guarantee"),
+    }
 }
 
 fn distributed_output(
@@ -142,13 +179,27 @@ fn distributed_output(
         rounds: arguments.rounds,
     })?;
     let sensitivity = rounded_sensitivity(&mechanism.encoding)?;
+    let report = accountant.epsilon(delta)?;
+    // Only the headline ε is printed here (the PLD never covers these
+    // rounds), so only its reason belongs next to it.
+    let reason = (!report.epsilon.is_finite()).then(|| {
+        no_guarantee_message(
+            format!(
+                "node sigma {node_sigma:?} over {} rounds with {} survivors, \
+                 l2 sensitivity {:?} and delta {delta:?}",
+                arguments.rounds, arguments.min_survivors, sensitivity.l2
+            ),
+            report.reason(),
+        )
+    });
     Ok(DistributedOutput {
         node_sigma,
-        epsilon: accountant.epsilon(delta)?.epsilon,
+        epsilon: report.epsilon,
         l2_sensitivity: sensitivity.l2,
         l1_sensitivity: sensitivity.l1,
         tau: summed_discrete_gaussian_tau(node_sigma, arguments.min_survivors),
         effective_noise_multiplier: mechanism.effective_noise_multiplier()?,
+        reason,
     })
 }
 
@@ -158,9 +209,10 @@ struct CalibrationOutput {
     noise_multiplier: f64,
 }
 
-/// Executes a parsed command and returns the JSON line to print.
-pub fn run(cli: &Cli) -> Result<String, AccountingError> {
-    let json = match cli.command {
+/// Executes a parsed command and returns the JSON line to print, and a
+/// message when the result carries no finite guarantee.
+pub fn run(cli: &Cli) -> Result<CliOutput, AccountingError> {
+    let (json, no_finite_guarantee) = match cli.command {
         Command::Epsilon {
             sampling_rate,
             noise_multiplier,
@@ -173,7 +225,23 @@ pub fn run(cli: &Cli) -> Result<String, AccountingError> {
                 noise_multiplier,
                 steps,
             })?;
-            serde_json::to_string(&accountant.epsilon(delta)?)
+            let report = accountant.epsilon(delta)?;
+            let parameter = format!(
+                "noise multiplier {noise_multiplier:?} (sampling rate {sampling_rate:?}, \
+                 {steps} steps, delta {delta:?})"
+            );
+            let no_finite_guarantee = (!report.epsilon.is_finite())
+                .then(|| no_guarantee_message(parameter.clone(), report.reason()));
+            // With a finite headline only a secondary ε can be null; its own
+            // reason (e.g. the PLD did not fit) says enough.
+            let reason = no_finite_guarantee.clone().or_else(|| report.reason());
+            let output = EpsilonOutput {
+                epsilon_pld: report.epsilon_pld,
+                epsilon_rdp: report.epsilon_rdp,
+                epsilon: report.epsilon,
+                reason,
+            };
+            (serde_json::to_string(&output), no_finite_guarantee)
         }
         Command::Calibrate {
             sampling_rate,
@@ -187,13 +255,20 @@ pub fn run(cli: &Cli) -> Result<String, AccountingError> {
                 epsilon,
                 delta,
             })?;
-            serde_json::to_string(&CalibrationOutput { noise_multiplier })
+            (
+                serde_json::to_string(&CalibrationOutput { noise_multiplier }),
+                None,
+            )
         }
         Command::DistributedEpsilon {
             distributed,
             node_sigma,
             delta,
-        } => serde_json::to_string(&distributed_output(&distributed, node_sigma, delta)?),
+        } => {
+            let output = distributed_output(&distributed, node_sigma, delta)?;
+            let no_finite_guarantee = output.reason.clone();
+            (serde_json::to_string(&output), no_finite_guarantee)
+        }
         Command::DistributedCalibrate {
             distributed,
             epsilon,
@@ -206,10 +281,17 @@ pub fn run(cli: &Cli) -> Result<String, AccountingError> {
                 epsilon,
                 delta,
             })?;
-            serde_json::to_string(&distributed_output(&distributed, node_sigma, delta)?)
+            let output = distributed_output(&distributed, node_sigma, delta)?;
+            let no_finite_guarantee = output.reason.clone();
+            (serde_json::to_string(&output), no_finite_guarantee)
         }
     };
-    // Serialising plain structs of f64 cannot fail except on non-finite
-    // numbers, which serde_json writes as null; keep that visible, not fatal.
-    Ok(json.unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}")))
+    // serde_json writes non-finite numbers as null and cannot otherwise fail
+    // on these structs; should it fail, refuse (non-zero exit) rather than
+    // print an error object with exit status 0.
+    let json = json.map_err(|error| AccountingError::Output(error.to_string()))?;
+    Ok(CliOutput {
+        json,
+        no_finite_guarantee,
+    })
 }

@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{Accountant, DpEvent};
+use crate::bound::{nan_is_unbounded, tighter_upper_bound};
 use crate::error::AccountingError;
 
 /// The paper's privacy analysis assumes each node's σ is at least 1/2 (in
@@ -137,7 +138,8 @@ pub fn rounded_sensitivity(
             + (2.0 * (1.0 / encoding.rounding_beta).ln()).sqrt()
                 * (scaled_clip + sqrt_dimension / 2.0))
             .sqrt();
-        worst_case.min(conditional)
+        // Both are valid bounds; a NaN conditional one is no bound at all.
+        tighter_upper_bound(worst_case, conditional)
     } else {
         worst_case
     };
@@ -212,7 +214,13 @@ impl DistributedDiscreteGaussian {
         let through_l1 =
             half_order * (l2_scale * l2_scale + 2.0 * l1_scale * tau + tau * tau * dimension);
         let through_l2 = half_order * (l2_scale + dimension.sqrt() * tau).powi(2);
-        Ok(additive.min(through_l1).min(through_l2))
+        // Each is a valid bound on its own. `f64::min` skips a NaN operand
+        // only by accident (∞·0 when τ = 0 and a₁ overflows); say so, and
+        // make all-NaN +inf rather than NaN.
+        Ok(tighter_upper_bound(
+            tighter_upper_bound(additive, through_l1),
+            through_l2,
+        ))
     }
 }
 
@@ -244,7 +252,8 @@ fn distributed_epsilon(
         },
         rounds: target.rounds,
     })?;
-    Ok(accountant.epsilon(target.delta)?.epsilon)
+    // `NaN > target` is false, which would make the search accept σ.
+    Ok(nan_is_unbounded(accountant.epsilon(target.delta)?.epsilon))
 }
 
 /// The smallest per-node σ (integer units, to within 0.01%, and at least
@@ -476,6 +485,47 @@ mod tests {
         let below = distributed_epsilon(&target, node_sigma * 0.99).unwrap_or(0.0);
         assert!(at <= target.epsilon, "{at}");
         assert!(below > target.epsilon, "{below}");
+    }
+
+    #[test]
+    fn overflowing_sensitivity_gives_infinite_rdp_not_a_number() {
+        // c/γ = 1e300 squares to +inf, and with one node τ = 0, so the ℓ1
+        // bound is ∞·0 = NaN. The RDP must be +inf, never NaN or finite.
+        let mechanism = DistributedDiscreteGaussian {
+            encoding: encoding(1e200, 1e-100, 16, 0.0),
+            node_sigma: 1.0,
+            min_survivors: 1,
+        };
+        for order in [1.5, 2.0, 64.0] {
+            assert_eq!(mechanism.rdp(order), Ok(f64::INFINITY), "α={order}");
+        }
+        let mut accountant = Accountant::new();
+        let event = DpEvent::DistributedDiscreteGaussian {
+            mechanism,
+            rounds: 1,
+        };
+        assert_eq!(accountant.compose(event), Ok(()));
+        let report = accountant.epsilon(1e-5);
+        assert!(report.is_ok_and(|report| {
+            report.epsilon == f64::INFINITY
+                && report.epsilon_rdp == f64::INFINITY
+                && report
+                    .reason()
+                    .is_some_and(|reason| reason.contains("infinite at every order"))
+        }),);
+        // Calibration cannot meet a target with such a sensitivity: it must
+        // say so, not return a σ.
+        let target = DistributedCalibrationTarget {
+            encoding: encoding(1e200, 1e-100, 16, 0.0),
+            min_survivors: 1,
+            rounds: 1,
+            epsilon: 1.0,
+            delta: 1e-5,
+        };
+        assert_eq!(
+            calibrate_node_sigma(&target),
+            Err(AccountingError::CalibrationOutOfRange(MAX_NODE_SIGMA))
+        );
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub enum AccountingError {
     /// distributed discrete Gaussian rounds); use the RDP accountant.
     #[error("the PLD accountant does not cover distributed discrete Gaussian rounds")]
     NotCoveredByPld,
+    /// A numerical intermediate came out as NaN. It is refused rather than
+    /// dropped: dropping it could only make ε smaller than the truth.
+    #[error("a numerical intermediate was not a number: {0}")]
+    NotANumber(&'static str),
+    /// The command-line output could not be written as JSON.
+    #[error("could not write the output as JSON: {0}")]
+    Output(String),
     /// No noise multiplier in the searched range meets the target.
     #[error("no noise multiplier up to {0} meets the target (epsilon, delta)")]
     CalibrationOutOfRange(f64),

@@ -2,6 +2,7 @@
 //! pessimistic connect-the-dots discretisation (Doroshenko et al. 2022),
 //! FFT self-composition, and ε(δ) read off the composed distribution.
 
+use crate::bound::{delta_in_unit_interval, epsilon_at_least_zero, mass_at_least_zero};
 use crate::error::AccountingError;
 use crate::fft::{Complex, Direction, FftPlan, fft_with_plan};
 use crate::special::{
@@ -104,7 +105,8 @@ impl SubsampledGaussian {
 
     /// Exact hockey-stick divergence `δ(ε) = sup_S P(S) - e^ε Q(S)` of one step.
     pub fn delta_for_epsilon(&self, adjacency: Adjacency, epsilon: f64) -> f64 {
-        self.delta_unclamped(adjacency, epsilon).clamp(0.0, 1.0)
+        // `clamp` passes NaN through; a δ that cannot be evaluated is 1.
+        delta_in_unit_interval(self.delta_unclamped(adjacency, epsilon))
     }
 
     /// `δ(ε)` before clamping to `[0, 1]`, as connect-the-dots needs it.
@@ -254,6 +256,11 @@ impl DiscretePld {
         let deltas: Vec<f64> = (0..bins)
             .map(|offset| mechanism.delta_unclamped(adjacency, loss_at(offset)))
             .collect();
+        if deltas.iter().any(|delta| delta.is_nan()) {
+            return Err(AccountingError::NotANumber(
+                "delta(epsilon) of one step on the PLD grid",
+            ));
+        }
         // Where the complement is the smaller curve (cheaply estimated from δ),
         // compute it accurately at that point and both neighbours; the top
         // point always uses δ, whose slope above it is zero.
@@ -296,10 +303,17 @@ impl DiscretePld {
             let next = curve.get(j + 1).copied().unwrap_or(current);
             let value = (growth * (previous - current) - (current - next)) / growth_minus_one;
             // Negative values are rounding noise in far tails, where δ is flat.
-            *mass = value.max(0.0);
+            // NaN stays NaN and is refused below: zeroing it would move its
+            // mass to the lowest loss, which is optimistic.
+            *mass = mass_at_least_zero(value);
         }
-        let infinity_mass = deltas.last().copied().unwrap_or(0.0).clamp(0.0, 1.0);
+        let infinity_mass = delta_in_unit_interval(deltas.last().copied().unwrap_or(0.0));
         let finite_above_lowest: f64 = masses.iter().skip(1).sum();
+        if finite_above_lowest.is_nan() {
+            return Err(AccountingError::NotANumber(
+                "connect-the-dots probability masses",
+            ));
+        }
         if let Some(lowest) = masses.first_mut() {
             // Everything else sits at the lowest grid point: the chord from
             // (e^ε = 0, δ = 1) keeps the curve pessimistic below l_0 too.
@@ -463,13 +477,14 @@ impl DiscretePld {
         fft_with_plan(&mut spectrum, &plan, Direction::Inverse);
         let [first_bounds, second_bounds] = bounds;
         Ok([
-            first.read_composed(&spectrum, |value| value.re, times, first_bounds, tail_mass),
-            second.read_composed(&spectrum, |value| value.im, times, second_bounds, tail_mass),
+            first.read_composed(&spectrum, |value| value.re, times, first_bounds, tail_mass)?,
+            second.read_composed(&spectrum, |value| value.im, times, second_bounds, tail_mass)?,
         ])
     }
 
     /// Reads this distribution's `times`-fold composition out of the cyclic
     /// inverse transform and settles the truncated tails pessimistically.
+    /// Refuses a transform holding NaN instead of reading it as zero mass.
     fn read_composed(
         &self,
         spectrum: &[Complex],
@@ -477,7 +492,7 @@ impl DiscretePld {
         times: u64,
         (lower_index, upper_index): (i64, i64),
         tail_mass: f64,
-    ) -> Self {
+    ) -> Result<Self, AccountingError> {
         // Composed grid index s sits at (s - times·lowest) mod length.
         let base = self.lowest_index.saturating_mul(times as i64);
         let length = spectrum.len().max(1) as i64;
@@ -486,9 +501,14 @@ impl DiscretePld {
                 let position = (index - base).rem_euclid(length) as usize;
                 spectrum
                     .get(position)
-                    .map_or(0.0, |value| part(value).max(0.0))
+                    .map_or(0.0, |value| mass_at_least_zero(part(value)))
             })
             .collect();
+        if masses.iter().any(|mass| mass.is_nan()) || self.infinity_mass.is_nan() {
+            return Err(AccountingError::NotANumber(
+                "self-composed probability masses",
+            ));
+        }
         let finite_survival = times as f64 * (-self.infinity_mass).ln_1p();
         let infinity_mass = (-finite_survival.exp_m1() + tail_mass).min(1.0);
         let window_total: f64 = masses.iter().sum();
@@ -498,12 +518,12 @@ impl DiscretePld {
         {
             *lowest += missing;
         }
-        Self {
+        Ok(Self {
             interval: self.interval,
             lowest_index: lower_index,
             masses,
             infinity_mass,
-        }
+        })
     }
 
     /// Composition with an independent mechanism on the same grid.
@@ -517,9 +537,12 @@ impl DiscretePld {
         }
         let masses: Vec<f64> = crate::fft::convolve(&self.masses, &other.masses)
             .into_iter()
-            .map(|mass| mass.max(0.0))
+            .map(mass_at_least_zero)
             .collect();
         let infinity_mass = 1.0 - (1.0 - self.infinity_mass) * (1.0 - other.infinity_mass);
+        if masses.iter().any(|mass| mass.is_nan()) || infinity_mass.is_nan() {
+            return Err(AccountingError::NotANumber("composed probability masses"));
+        }
         let composed = Self {
             interval: self.interval,
             lowest_index: self.lowest_index + other.lowest_index,
@@ -569,15 +592,23 @@ impl DiscretePld {
                 delta += mass * -(epsilon - loss).exp_m1();
             }
         }
-        delta.min(1.0)
+        // NaN (from a NaN mass) is read as δ = 1, no guarantee.
+        delta_in_unit_interval(delta)
     }
 
     /// The smallest `ε ≥ 0` with `δ(ε) ≤ delta`; `+inf` if even `ε = ∞` fails.
     ///
     /// Walks the grid from the top, keeping `S = Σ p_k` and `W = Σ p_k e^{-l_k}`
     /// of the bins above; between grid points `δ(ε) = m∞ + S - e^ε W`.
+    /// Any NaN mass or δ gives `+inf`, never a smaller ε.
     pub fn epsilon_for_delta(&self, delta: f64) -> f64 {
-        if self.infinity_mass > delta {
+        // `NaN > δ` is false, so a NaN atom at +∞ would otherwise walk on
+        // and end at ε = 0.
+        if self.infinity_mass.is_nan()
+            || delta.is_nan()
+            || self.masses.iter().any(|mass| mass.is_nan())
+            || self.infinity_mass > delta
+        {
             return f64::INFINITY;
         }
         // W is kept relative to the current bin, W_k = Σ_{j≥k} p_j e^{-(l_j - l_k)},
@@ -596,7 +627,7 @@ impl DiscretePld {
                 // The crossing lies in [loss - h, loss]: e^{ε - l_k} W_k = m∞ + S - δ.
                 let epsilon =
                     loss + ((self.infinity_mass + mass_above - delta) / weighted_above).ln();
-                return epsilon.max(0.0);
+                return epsilon_at_least_zero(epsilon);
             }
         }
         0.0
@@ -674,6 +705,61 @@ mod tests {
         };
         let epsilon = far.epsilon_for_delta(1e-5);
         assert!((2999.0..=3000.0).contains(&epsilon), "{epsilon}");
+    }
+
+    #[test]
+    fn not_a_number_masses_give_no_guarantee() {
+        // Regression: `NaN > δ` is false and `NaN.max(0.0)` is 0, so a NaN
+        // atom or bin used to read as ε = 0.
+        let nan_atom = DiscretePld {
+            interval: 1e-2,
+            lowest_index: 0,
+            masses: vec![0.5, 0.5],
+            infinity_mass: f64::NAN,
+        };
+        assert_eq!(nan_atom.epsilon_for_delta(1e-5), f64::INFINITY);
+        assert_eq!(nan_atom.delta_for_epsilon(1.0), 1.0);
+        let nan_bin = DiscretePld {
+            masses: vec![f64::NAN, 1.0],
+            infinity_mass: 0.0,
+            ..nan_atom.clone()
+        };
+        assert_eq!(nan_bin.epsilon_for_delta(1e-5), f64::INFINITY);
+        assert_eq!(
+            DiscretePld::identity(1e-2).epsilon_for_delta(f64::NAN),
+            f64::INFINITY
+        );
+        let config = PldConfig::default();
+        let identity = DiscretePld::identity(1e-2);
+        assert_eq!(
+            nan_bin.compose(&identity, &config),
+            Err(AccountingError::NotANumber("composed probability masses"))
+        );
+        assert_eq!(
+            nan_bin.self_compose(3, &config),
+            Err(AccountingError::NotANumber(
+                "self-composed probability masses"
+            ))
+        );
+    }
+
+    #[test]
+    fn not_a_number_mechanisms_are_refused_or_unbounded() {
+        let config = PldConfig::default();
+        for adjacency in BOTH_ADJACENCIES {
+            // A NaN loss range cannot be gridded; refused, never a distribution.
+            let refused =
+                DiscretePld::connect_the_dots(mechanism(f64::NAN, 1.0), adjacency, &config);
+            assert!(
+                matches!(refused, Err(AccountingError::TooManyBins { .. })),
+                "{adjacency:?}: {refused:?}"
+            );
+            // `clamp` passes NaN through; δ must read as 1 instead.
+            assert_eq!(
+                mechanism(f64::NAN, 1.0).delta_for_epsilon(adjacency, 1.0),
+                1.0
+            );
+        }
     }
 
     #[test]

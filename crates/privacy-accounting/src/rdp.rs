@@ -1,6 +1,7 @@
 //! Rényi-DP accountant for the Poisson-subsampled Gaussian mechanism (Mironov,
 //! Talwar, Zhang 2019) and the RDP→(ε, δ) conversion of Balle et al. 2020.
 
+use crate::bound::epsilon_at_least_zero;
 use crate::special::{SignedLog, log_add, log_erfc};
 
 /// Orders at which RDP is evaluated: dp-accounting's default grid, which is
@@ -27,26 +28,31 @@ pub enum FractionalCoefficients {
 
 /// RDP of one step of the Poisson-subsampled Gaussian at order `order > 1`,
 /// for add/remove adjacency and sensitivity 1. Returns `+inf` if the series
-/// cannot be evaluated, which the conversion then ignores.
+/// cannot be evaluated (or any input is NaN), which the conversion then ignores.
 pub fn rdp_poisson_subsampled_gaussian(
     sampling_rate: f64,
     noise_multiplier: f64,
     order: f64,
     coefficients: FractionalCoefficients,
 ) -> f64 {
+    if sampling_rate.is_nan() || noise_multiplier.is_nan() || order.is_nan() {
+        return f64::INFINITY;
+    }
     if sampling_rate <= 0.0 {
         return 0.0;
     }
     if sampling_rate >= 1.0 {
-        return order / (2.0 * noise_multiplier * noise_multiplier);
+        return epsilon_at_least_zero(order / (2.0 * noise_multiplier * noise_multiplier));
     }
     let log_a = if order.fract() == 0.0 && order <= 1e6 {
         log_a_integer(sampling_rate, noise_multiplier, order)
     } else {
         log_a_fractional(sampling_rate, noise_multiplier, order, coefficients)
     };
-    // Rounding can leave ln(A) a hair below 0 for tiny q; RDP is never negative.
-    (log_a / (order - 1.0)).max(0.0)
+    // Rounding can leave ln(A) a hair below 0 for tiny q; RDP is never
+    // negative. A NaN (from inf − inf when σ² underflows) is no bound: +inf,
+    // never the 0 that `f64::max` would make of it.
+    epsilon_at_least_zero(log_a / (order - 1.0))
 }
 
 /// `ln(A_α)` for integer α: a finite binomial sum, done in log space because
@@ -116,6 +122,11 @@ fn log_a_fractional(
         a0 = a0.add(negative, log_s0);
         a1 = a1.add(negative, log_s1);
         let total = a0.add(a1.negative, a1.log_magnitude);
+        if total.log_magnitude.is_nan() || total.log_magnitude == f64::INFINITY {
+            // Terms overflowed (σ² underflowing makes them +inf); no later
+            // term can bring the sum back, so stop now instead of looping.
+            return f64::INFINITY;
+        }
         let shrinking = log_s0 < previous.0 && log_s1 < previous.1;
         if shrinking && log_s0.max(log_s1) < total.log_magnitude - 30.0 {
             if total.negative {
@@ -133,8 +144,13 @@ fn log_a_fractional(
 /// ε for a given δ from an RDP curve, with the improved conversion of Balle
 /// et al. 2020 (Theorem 21), exactly as dp-accounting's `compute_epsilon`.
 /// Returns `(epsilon, optimal_order)`.
+/// A δ outside `(0, 1)` (or NaN) has no conversion: the result is `+inf`.
 pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
     let mut best = (f64::INFINITY, f64::NAN);
+    if !(delta > 0.0 && delta < 1.0) {
+        // A negative δ would pass the Pinsker test below (δ² > 0) and give 0.
+        return best;
+    }
     for (&order, &divergence) in orders.iter().zip(rdp) {
         if !divergence.is_finite() || divergence < 0.0 {
             continue;
@@ -148,11 +164,12 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
             // The bound is numerically unstable as α → 1 and never the best there.
             f64::INFINITY
         };
+        // A NaN ε fails `<`, so it is skipped like a diverged order.
         if epsilon < best.0 {
             best = (epsilon, order);
         }
     }
-    (best.0.max(0.0), best.1)
+    (epsilon_at_least_zero(best.0), best.1)
 }
 
 #[cfg(test)]
@@ -202,6 +219,57 @@ mod tests {
                     proptest::prop_assert!(*higher >= *lower * (1.0 - 1e-9), "{} then {}", lower, higher);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn underflowing_noise_gives_infinite_rdp_not_zero() {
+        // Regression: σ = 1e-160 makes σ² subnormal, every binomial term +inf,
+        // ln(A) = inf - inf = NaN, and `NaN.max(0.0)` reported RDP 0.
+        for order in [2.0, 3.0, 32.0, 1.5, 10.5] {
+            for coefficients in [
+                FractionalCoefficients::Signed,
+                FractionalCoefficients::Absolute,
+            ] {
+                let value = rdp_poisson_subsampled_gaussian(0.5, 1e-160, order, coefficients);
+                assert_eq!(value, f64::INFINITY, "order {order} {coefficients:?}");
+            }
+        }
+        assert_eq!(
+            rdp_poisson_subsampled_gaussian(1.0, 1e-170, 2.0, FractionalCoefficients::Signed),
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn not_a_number_inputs_give_infinite_rdp() {
+        let cases = [
+            (f64::NAN, 1.0, 2.0),
+            (0.1, f64::NAN, 2.0),
+            (0.1, 1.0, f64::NAN),
+        ];
+        for (q, sigma, order) in cases {
+            let value =
+                rdp_poisson_subsampled_gaussian(q, sigma, order, FractionalCoefficients::Signed);
+            assert_eq!(value, f64::INFINITY, "{q} {sigma} {order}");
+        }
+    }
+
+    #[test]
+    fn conversion_fails_closed() {
+        let orders = [2.0, 3.0];
+        // Every order diverged or not a number: no order gives a bound.
+        assert_eq!(
+            epsilon_from_rdp(&orders, &[f64::NAN, f64::INFINITY], 1e-5).0,
+            f64::INFINITY
+        );
+        // A δ outside (0, 1) used to give 0 through the Pinsker shortcut.
+        for delta in [-1.0, 0.0, 1.0, f64::NAN] {
+            assert_eq!(
+                epsilon_from_rdp(&orders, &[1e-12, 1e-12], delta).0,
+                f64::INFINITY,
+                "δ = {delta}"
+            );
         }
     }
 

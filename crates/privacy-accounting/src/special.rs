@@ -66,9 +66,15 @@ pub(crate) fn normal_upper_quantile(tail_mass: f64) -> f64 {
 
 /// `ln(exp(a) + exp(b))` without overflow.
 pub(crate) fn log_add(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
     let (larger, smaller) = if a >= b { (a, b) } else { (b, a) };
-    if larger == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
+    // Both infinite ones are exact answers; `smaller - larger` would be
+    // `inf - inf` = NaN, which used to reach ε as 0 (tiny noise multipliers
+    // make every binomial term `+inf`).
+    if larger.is_infinite() {
+        return larger;
     }
     larger + (smaller - larger).exp().ln_1p()
 }
@@ -100,6 +106,12 @@ impl SignedLog {
                 log_magnitude,
             };
         }
+        if log_magnitude.is_nan() || self.log_magnitude.is_nan() {
+            return Self {
+                negative: false,
+                log_magnitude: f64::NAN,
+            };
+        }
         if self.negative == negative {
             return Self {
                 negative,
@@ -112,6 +124,17 @@ impl SignedLog {
         } else {
             (log_magnitude, self.log_magnitude, negative)
         };
+        if larger == f64::INFINITY {
+            // ∞ − ∞ (or ∞ − finite with unknown sign): the sum is unknown.
+            return Self {
+                negative: result_negative,
+                log_magnitude: if smaller == f64::INFINITY {
+                    f64::NAN
+                } else {
+                    f64::INFINITY
+                },
+            };
+        }
         let ratio = (smaller - larger).exp();
         if ratio >= 1.0 {
             return Self::ZERO;
@@ -156,5 +179,26 @@ mod tests {
         // Two roundings in log space: 1e-12 relative is ample.
         assert!((minus_two.log_magnitude.exp() - 2.0).abs() < 1e-12);
         assert_eq!(three.add(true, 3.0_f64.ln()), SignedLog::ZERO);
+    }
+
+    #[test]
+    fn infinite_log_terms_never_become_not_a_number_silently() {
+        // Regression: log_add(inf, inf) was inf - inf = NaN, and the NaN
+        // reached ε as 0 through f64::max.
+        assert_eq!(log_add(f64::INFINITY, f64::INFINITY), f64::INFINITY);
+        assert_eq!(log_add(f64::INFINITY, 2.0), f64::INFINITY);
+        assert_eq!(
+            log_add(f64::NEG_INFINITY, f64::NEG_INFINITY),
+            f64::NEG_INFINITY
+        );
+        assert!(log_add(f64::NAN, 1.0).is_nan());
+        // Same-sign infinite terms add to +inf; opposite-sign ones are unknown.
+        let infinite = SignedLog::ZERO.add(false, f64::INFINITY);
+        assert_eq!(
+            infinite.add(false, f64::INFINITY).log_magnitude,
+            f64::INFINITY
+        );
+        assert!(infinite.add(true, f64::INFINITY).log_magnitude.is_nan());
+        assert_eq!(infinite.add(true, 5.0).log_magnitude, f64::INFINITY);
     }
 }

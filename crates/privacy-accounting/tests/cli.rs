@@ -162,3 +162,126 @@ fn distributed_calibrate_meets_its_own_target() {
     assert!(epsilon <= 3.0 && epsilon > 2.99, "{stdout}");
     assert!(number(&json, "node_sigma") > 100.0, "{stdout}");
 }
+
+#[test]
+fn underflowing_noise_is_no_guarantee_never_epsilon_zero() {
+    // Regression: σ = 1e-160 printed {"epsilon":0.0,...} with exit 0, because
+    // a NaN inside the RDP sum went through `f64::max(0.0)`.
+    for sampling_rate in ["0.5", "1"] {
+        let (ok, stdout, stderr) = run(&[
+            "epsilon",
+            "--sampling-rate",
+            sampling_rate,
+            "--noise-multiplier",
+            "1e-160",
+            "--steps",
+            "1",
+            "--delta",
+            "1e-5",
+        ]);
+        assert!(!ok, "q = {sampling_rate} succeeded: {stdout}");
+        assert!(
+            stderr.contains("noise multiplier 1e-160") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+        for key in ["epsilon", "epsilon_rdp", "epsilon_pld"] {
+            assert_eq!(
+                json.get(key),
+                Some(&serde_json::Value::Null),
+                "{key}: {stdout}"
+            );
+        }
+        let reason = json.get("reason").and_then(serde_json::Value::as_str);
+        assert!(
+            reason.is_some_and(|reason| reason.contains("noise multiplier 1e-160")
+                && reason.contains("no finite guarantee")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_null_pld_epsilon_carries_its_reason() {
+    // σ = 1e-10: RDP gives a finite (astronomical) ε, the PLD does not fit.
+    let (ok, stdout, stderr) = run(&[
+        "epsilon",
+        "--sampling-rate",
+        "0.5",
+        "--noise-multiplier",
+        "1e-10",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+    assert_eq!(
+        json.get("epsilon_pld"),
+        Some(&serde_json::Value::Null),
+        "{stdout}"
+    );
+    assert!(number(&json, "epsilon") > 1e19, "{stdout}");
+    let reason = json.get("reason").and_then(serde_json::Value::as_str);
+    assert!(
+        reason.is_some_and(|reason| reason.starts_with("epsilon_pld: ")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn finite_answers_carry_no_reason() {
+    let (ok, stdout, stderr) = run(&[
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+    assert_eq!(json.get("reason"), None, "{stdout}");
+}
+
+#[test]
+fn distributed_epsilon_without_a_finite_guarantee_fails_with_the_reason() {
+    // c/γ = 1e300: the sensitivity squared overflows, so the RDP is infinite.
+    let arguments = [
+        "distributed-epsilon",
+        "--clip-norm",
+        "1e200",
+        "--granularity",
+        "1e-100",
+        "--dimension",
+        "16",
+        "--rounding-beta",
+        "0",
+        "--min-survivors",
+        "1",
+        "--rounds",
+        "1",
+        "--node-sigma",
+        "1",
+        "--delta",
+        "1e-5",
+    ];
+    let (ok, stdout, stderr) = run(&arguments);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("node sigma 1.0"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+    assert_eq!(
+        json.get("epsilon"),
+        Some(&serde_json::Value::Null),
+        "{stdout}"
+    );
+    let reason = json.get("reason").and_then(serde_json::Value::as_str);
+    assert!(
+        reason.is_some_and(|reason| reason.contains("no finite guarantee")),
+        "{stdout}"
+    );
+}

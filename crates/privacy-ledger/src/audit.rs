@@ -193,9 +193,9 @@ fn job_row(
         )?,
         steps: charges.iter().map(|charge| charge.mechanism.steps()).sum(),
         rounds: charges.len() as u64,
-        spent,
         epsilon_limit: limit.map(|limit| limit.epsilon),
         epsilon_remaining: limit.map(|limit| limit.epsilon - spent.epsilon),
+        spent,
     })
 }
 
@@ -280,9 +280,9 @@ impl AuditorReport {
                     dataset_id: cap.dataset_id.clone(),
                     unit: cap.unit,
                     window,
-                    spent,
                     epsilon_cap: cap.epsilon,
                     epsilon_remaining: cap.epsilon - spent.epsilon,
+                    spent,
                 });
             }
         }

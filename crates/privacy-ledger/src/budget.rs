@@ -188,7 +188,7 @@ impl Scope {
 }
 
 /// ε spent by a set of charges at one δ.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spent {
     /// The tightest valid bound: `min(epsilon_rdp, epsilon_pld)`.
     pub epsilon: f64,
@@ -198,6 +198,10 @@ pub struct Spent {
     pub epsilon_pld: Option<f64>,
     /// The δ all three are measured at.
     pub delta: f64,
+    /// Why an ε above is absent or not finite (JSON `null`): a report must
+    /// never show a null ε without saying why. Absent when all are finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Composes `charges` (distinct keys; an identical repeat counts once, a
@@ -224,6 +228,7 @@ fn compose_distinct(charges: &ChargeSet<'_>, delta: f64) -> Result<Spent, Ledger
         epsilon_rdp: report.epsilon_rdp,
         epsilon_pld: report.epsilon_pld.is_finite().then_some(report.epsilon_pld),
         delta,
+        reason: report.reason(),
     })
 }
 

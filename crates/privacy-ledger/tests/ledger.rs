@@ -595,6 +595,65 @@ fn the_svg_plot_has_one_polyline_per_partner_and_escapes_ids() -> Result<(), Led
     Ok(())
 }
 
+/// Every JSON object holding a null `epsilon`, `epsilon_rdp` or
+/// `epsilon_pld` also holds a `reason` string; returns the offending objects.
+fn null_epsilons_without_a_reason(value: &serde_json::Value) -> Vec<String> {
+    let mut offending = Vec::new();
+    match value {
+        serde_json::Value::Object(object) => {
+            let has_null_epsilon = ["epsilon", "epsilon_rdp", "epsilon_pld"]
+                .iter()
+                .any(|key| object.get(*key).is_some_and(serde_json::Value::is_null));
+            let has_reason = object
+                .get("reason")
+                .is_some_and(|reason| reason.as_str().is_some_and(|text| !text.is_empty()));
+            if has_null_epsilon && !has_reason {
+                offending.push(value.to_string());
+            }
+            for child in object.values() {
+                offending.extend(null_epsilons_without_a_reason(child));
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                offending.extend(null_epsilons_without_a_reason(item));
+            }
+        }
+        _ => {}
+    }
+    offending
+}
+
+#[test]
+fn every_null_epsilon_in_the_report_json_says_why() -> Result<(), LedgerError> {
+    // The fixture has distributed rounds, whose PLD ε is absent (null).
+    let (report, _, _) = report_fixture()?;
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()?)?;
+    assert_eq!(null_epsilons_without_a_reason(&json), Vec::<String>::new());
+    let partner_rows: Vec<_> = report
+        .jobs
+        .iter()
+        .filter(|row| row.unit == PrivacyUnit::Partner)
+        .collect();
+    assert!(!partner_rows.is_empty());
+    for row in partner_rows {
+        assert_eq!(
+            row.spent.reason.as_deref(),
+            Some(
+                "epsilon_pld: the PLD accountant does not cover distributed discrete Gaussian rounds"
+            )
+        );
+    }
+    for row in report
+        .jobs
+        .iter()
+        .filter(|row| row.unit == PrivacyUnit::Customer)
+    {
+        assert_eq!(row.spent.reason, None);
+    }
+    Ok(())
+}
+
 #[test]
 fn the_json_export_round_trips() -> Result<(), LedgerError> {
     let (report, _, _) = report_fixture()?;
