@@ -107,6 +107,7 @@ async fn run_once(
                 allow_plain_aggregation: true,
                 ..NodePolicy::default()
             },
+            insecure_dev: tls_dir.is_none(),
             tls_dir,
         };
         let options = RunOptions {

@@ -36,7 +36,6 @@ use crate::policy::NodePolicy;
 /// key_path = "state/pseudonym.key"
 /// report_dir = "state/deid-report"
 /// k = 5
-/// max_suppression_fraction = 0.05
 /// ```
 ///
 /// The older form, a single CSV file with `path`, `rejects_path`, `max_reject_fraction`,
@@ -61,10 +60,16 @@ pub struct NodeConfig {
     pub policy: NodePolicy,
     /// The node's mTLS folder: `ca.pem`, `<node_id>.pem` and
     /// `<node_id>-key.pem`, as `coordinator ca issue` writes them. The
-    /// certificate's key is also the node's secure-aggregation identity.
-    /// Without it the node talks plaintext (insecure development only).
+    /// certificate's key is also the node's secure-aggregation identity,
+    /// `ca.pem` authenticates its peers, and `revoked.txt` (when present, a
+    /// copy of the federation's revocation list) withdraws peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<PathBuf>,
+    /// Run without `tls_dir`: plaintext to the coordinator and peers' keys
+    /// taken as relayed. For local development only; without this flag a
+    /// node with no `tls_dir` refuses to start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_dev: bool,
 }
 
 /// Reads `[data]` in the current form when it has a `transactions` table, else in the older

@@ -235,6 +235,7 @@ pub async fn run_demo(
             state_dir: Some(config.output_dir.join(format!("{name}.state"))),
             policy: Default::default(),
             tls_dir: Some(pki.folder(name)),
+            insecure_dev: false,
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));

@@ -6,15 +6,18 @@
 //! Raw customer ids never leave this crate's process: they are used only to
 //! group transactions, to split the local holdout, and to label the local
 //! score file. What this crate does *not* do: feature formulas
-//! (`veil-features`), training (`veil-models`), round decisions (the
-//! coordinator's engine).
+//! (`veil-features`), training (`veil-models`), the node's decisions about
+//! what may leave (`veil-node-protocol`'s state machine), round decisions
+//! (the coordinator's engine).
 
 pub mod config;
 pub mod data;
 pub mod demo;
 pub mod identity;
+pub mod memory_store;
 pub mod node;
 pub mod policy;
 pub mod receipts;
 pub mod score;
 mod transport;
+pub mod wire;

@@ -1,9 +1,11 @@
-//! The node's main loop: register, long-poll for tasks, run them against the
-//! partner's data, submit, repeat, until shutdown. Secure phases are answered
-//! step by step through the SecAgg+ client, so the phase's reply leaves the
-//! node only masked.
+//! The node's IO shell: register, long-poll for tasks, hand each task to the
+//! node's state machine ([`NodeMachine`]), write the records it returns
+//! before anything leaves, compute replies (training, evaluation) when it
+//! asks, and submit what it says to send. Every decision about what may
+//! leave (pinned specs, peer certificates, secure-aggregation parameters,
+//! one release per phase, charges, evaluation rights) is the machine's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,26 +16,25 @@ use rand_core::SeedableRng;
 use tokio::sync::mpsc;
 use tonic::Code;
 use veil_features::{Scaling, TransactionLog};
-use veil_federation::secure::{protocol_round_of, round_graph_seed};
-use veil_federation::{
-    AggregationMode, Phase, ReplyEncoding, SecureParticipant, SecureStep, SecureTask,
-};
+use veil_federation::{DeclineCode, Phase, SecureStep};
 use veil_job::statistics::ReleaseNoise;
 use veil_job::{JobSpec, StatisticsPrivacy, statistics};
-use veil_job::{RoundParty, phase_charges};
-use veil_ledger::{Charge, SqliteLedger, check_partner_caps};
 use veil_models::{
     Dataset, EvalStats, ExampleBounds, evaluate, evaluate_clamped, train, train_dp_sgd,
 };
-use veil_secagg::ProtocolParams;
+use veil_node_protocol::{
+    Decision, MachineIdentity, NodeMachine, NodeTask, Outgoing, PeerTrust, PhaseReply,
+};
+use veil_pki::RevocationList;
 use veil_wire::v1;
 
 use crate::config::NodeConfig;
 use crate::data::{JobRows, to_dataset};
 use crate::identity::NodeIdentity;
-use crate::policy::NodePolicy;
+use crate::memory_store::MemoryStore;
 use crate::receipts::ReceiptKeeper;
 use crate::transport::{NodeClient, ResultBody, is_transient};
+use crate::wire::{decline_code_to_wire, secure_step_to_wire, task_from_wire};
 
 /// How long each `FetchTask` long poll may wait.
 const LONG_POLL: Duration = Duration::from_secs(20);
@@ -73,21 +74,25 @@ pub struct RunOptions {
     pub progress: Option<mpsc::UnboundedSender<NodeProgress>>,
 }
 
-/// Secure-aggregation state of the phases under way, by (job, round, phase, attempt).
-type Participants = HashMap<(String, u32, Phase, u32), SecureParticipant>;
-
 /// Everything the task loop carries between tasks.
 struct NodeState {
     client: NodeClient,
-    /// This partner's own copy of every privacy charge it accepted.
-    ledger: SqliteLedger,
+    /// The node's decisions: what it checks, releases and charges.
+    machine: NodeMachine,
+    /// Where the machine's records (and the partner's ledger) are written.
+    store: MemoryStore,
+    /// The node's copy of the federation's revocation list, re-read before
+    /// each task so a revoked peer is refused at once (`None` in insecure
+    /// development).
+    revocations: Option<RevocationList>,
     /// The coordinator's signed receipts of the rounds this node joined.
     receipts: ReceiptKeeper,
     log: Arc<TransactionLog>,
     identity: NodeIdentity,
-    policy: NodePolicy,
+    /// The node's own certificate (DER), sent at registration so the
+    /// coordinator can relay it to peers; empty in insecure development.
+    certificate_der: Vec<u8>,
     jobs: HashMap<String, PreparedJob>,
-    participants: Participants,
     /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
     rng: ChaCha20Rng,
     progress: Option<mpsc::UnboundedSender<NodeProgress>>,
@@ -106,23 +111,60 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     // With mTLS the certificate's key is the node's identity, so the key
     // that signs its secure-aggregation advertisements is the one the CA
-    // bound to its name; without, a key kept in the state folder.
-    let (identity, tls) = match config.tls_files() {
+    // bound to its name, and the CA authenticates every peer. Without TLS the
+    // node runs only when its config says it is a development setup.
+    let (identity, tls, trust, certificate_der, revocations) = match config.tls_files() {
         Some(files) => {
             let tls = files
                 .client()
                 .with_context(|| format!("node '{}': TLS files", config.node_id))?;
-            let (_, _, key) = files
+            let (root, certificate_pem, key) = files
                 .load()
                 .with_context(|| format!("node '{}': TLS files", config.node_id))?;
-            (NodeIdentity::from_key_pair(key.into_key_pair()), Some(tls))
+            let certificate_der = veil_pki::certificate_der_from_pem(&certificate_pem)
+                .with_context(|| {
+                    format!("node '{}': {}", config.node_id, files.certificate.display())
+                })?;
+            let revocations_path = files
+                .root
+                .parent()
+                .map(|dir| dir.join(veil_pki::REVOCATIONS_FILE))
+                .unwrap_or_else(|| veil_pki::REVOCATIONS_FILE.into());
+            let revocations = RevocationList::open(&revocations_path).with_context(|| {
+                format!(
+                    "node '{}': revocation list {}",
+                    config.node_id,
+                    revocations_path.display()
+                )
+            })?;
+            let trust = PeerTrust::Federation {
+                root: Arc::new(root),
+                revoked: BTreeSet::new(),
+            };
+            (
+                NodeIdentity::from_key_pair(key.into_key_pair()),
+                Some(tls),
+                trust,
+                certificate_der,
+                Some(revocations),
+            )
         }
-        None => {
-            tracing::warn!(node = %config.node_id, "no tls_dir configured: talking to the coordinator without TLS (insecure development mode)");
+        None if config.insecure_dev => {
+            tracing::warn!(node = %config.node_id, "no tls_dir: talking to the coordinator without TLS and taking peers' keys as relayed (insecure_dev = true)");
             let identity = NodeIdentity::load_or_create(&config.state_dir())
                 .with_context(|| format!("node '{}': identity key", config.node_id))?;
-            (identity, None)
+            (
+                identity,
+                None,
+                PeerTrust::InsecureDevelopment,
+                Vec::new(),
+                None,
+            )
         }
+        None => bail!(
+            "node '{}': no tls_dir configured; a node talks to its coordinator over mTLS and authenticates its peers with the federation CA. Set tls_dir, or insecure_dev = true for local development only",
+            config.node_id
+        ),
     };
     let source = config.data.clone();
     let (log, report) =
@@ -147,25 +189,37 @@ pub async fn run_with(
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
     crate::identity::create_state_dir(&config.state_dir())?;
-    let ledger_path = config.state_dir().join("ledger.sqlite");
-    let ledger = SqliteLedger::open(&ledger_path).with_context(|| {
+    let store = MemoryStore::open(&config.state_dir()).with_context(|| {
         format!(
-            "node '{}': privacy ledger {}",
+            "node '{}': memory and privacy ledger in {}",
             config.node_id,
-            ledger_path.display()
+            config.state_dir().display()
         )
     })?;
+    let memory = store
+        .load()
+        .with_context(|| format!("node '{}': reading its memory", config.node_id))?;
     let receipts = ReceiptKeeper::open(&config.state_dir(), &config.node_id)
         .with_context(|| format!("node '{}': receipts", config.node_id))?;
+    let machine = NodeMachine::new(
+        MachineIdentity {
+            node_id: config.node_id.clone(),
+            signing_key: identity.key_pair(),
+        },
+        config.policy.clone(),
+        trust,
+        memory,
+    );
     let state = NodeState {
         client: NodeClient::new(&config.coordinator, &config.node_id, tls.as_ref())?,
-        ledger,
+        machine,
+        store,
+        revocations,
         receipts,
         log: Arc::new(log),
         identity,
-        policy: config.policy.clone(),
+        certificate_der,
         jobs: HashMap::new(),
-        participants: HashMap::new(),
         rng: ChaCha20Rng::from_os_rng(),
         progress: options.progress,
     };
@@ -226,7 +280,8 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
 /// coordinator's audit key against the pinned one; returns the heartbeat interval.
 async fn register(state: &mut NodeState) -> anyhow::Result<Duration> {
     let identity_key = state.identity.public_key();
-    let response = register_with_backoff(&mut state.client, identity_key).await;
+    let response =
+        register_with_backoff(&mut state.client, identity_key, &state.certificate_der).await;
     state.receipts.pin(&response.audit_public_key)?;
     Ok(Duration::from_millis(u64::from(
         response.heartbeat_interval_ms.max(500),
@@ -263,10 +318,11 @@ async fn collect_receipts(state: &mut NodeState, current: Option<(&str, u32)>) {
 async fn register_with_backoff(
     client: &mut NodeClient,
     identity_key: [u8; 32],
+    certificate_der: &[u8],
 ) -> v1::RegisterResponse {
     let mut delay = Duration::from_millis(100);
     loop {
-        match client.register(identity_key).await {
+        match client.register(identity_key, certificate_der).await {
             Ok(response) => {
                 tracing::info!(node = %client.node_id, "registered with the coordinator");
                 return response;
@@ -289,27 +345,7 @@ async fn heartbeat_loop(mut client: NodeClient, interval: Duration) {
     }
 }
 
-/// One phase's reply before it is sent: in the clear for plain jobs, encoded
-/// and masked for secure ones.
-struct Reply {
-    weight: f64,
-    statistics: Vec<f64>,
-    vector: Vec<f32>,
-}
-
-fn phase_of(task: &v1::Task) -> anyhow::Result<Phase> {
-    match v1::Phase::try_from(task.phase) {
-        Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
-        Ok(v1::Phase::Train) => Ok(Phase::Train),
-        Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
-        _ => bail!("unknown phase value {}", task.phase),
-    }
-}
-
 async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()> {
-    let wire_spec = task.spec.as_ref().context("task carries no job spec")?;
-    let spec = JobSpec::from_wire(wire_spec).context("task carries an invalid job spec")?;
-    let phase = phase_of(&task)?;
     let header = v1::ResultHeader {
         node_id: state.client.node_id.clone(),
         job_id: task.job_id.clone(),
@@ -317,251 +353,141 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
         phase: task.phase,
         ..Default::default()
     };
-    if let Some(reason) = state.policy.refusal(&spec) {
-        return decline(state, header, phase, reason).await;
-    }
-    match (&spec.aggregation, task.secure.as_ref()) {
-        (AggregationMode::Plain, None) => {
-            if let Some(reason) = privacy_gate(
+    let node_task = match task_from_wire(&task) {
+        Ok(node_task) => node_task,
+        Err(error) => {
+            tracing::warn!(node = %state.client.node_id, job = %task.job_id, round = task.round, %error, "declining a malformed task");
+            return send(
                 state,
-                &spec,
-                phase,
-                &task.job_id,
-                task.round,
-                0,
-                Commit::Record,
-            )? {
-                return decline(state, header, phase, reason).await;
-            }
-            let reply = compute_reply(state, &spec, &task, phase).await?;
-            let header = v1::ResultHeader {
-                weight: reply.weight,
-                statistics: reply.statistics,
-                vector_length: reply.vector.len() as u64,
-                ..header
-            };
-            send(
-                state,
-                header,
-                ResultBody::Values(&reply.vector),
-                phase,
+                decline_header(header, DeclineCode::InvalidTask),
+                ResultBody::Empty,
                 None,
             )
-            .await
+            .await;
         }
-        (AggregationMode::Secure(_), Some(secure)) => {
-            // The phase is checked against the caps before anything is
-            // computed, and charged just before the masked input (the only
-            // message that depends on the data) leaves.
-            let commit = match v1::SecureStep::try_from(secure.step) {
-                Ok(v1::SecureStep::AdvertiseKeys) => Some(Commit::CheckOnly),
-                Ok(v1::SecureStep::MaskedInput) => Some(Commit::Record),
-                _ => None,
-            };
-            if let Some(commit) = commit {
-                let cohort = secure.parameters.as_ref().map_or(0, |p| p.cohort.len());
-                if let Some(reason) = privacy_gate(
-                    state,
-                    &spec,
-                    phase,
-                    &task.job_id,
-                    task.round,
-                    cohort,
-                    commit,
-                )? {
-                    return decline(state, header, phase, reason).await;
-                }
+    };
+    if let Some(revocations) = &state.revocations {
+        // Fail closed: a list that cannot be read refuses every peer.
+        let revoked: BTreeSet<veil_pki::Serial> = revocations
+            .entries()
+            .context("reading the node's revocation list")?
+            .into_iter()
+            .map(|revocation| revocation.serial)
+            .collect();
+        state.machine.update_revocations(revoked);
+    }
+    let mut decision = decide(state, &node_task, None)?;
+    if let Decision::Compute { commit } = decision {
+        state
+            .store
+            .commit(&commit)
+            .context("writing the node's memory")?;
+        decision = match compute_reply(state, &node_task.spec, &task, node_task.phase).await {
+            Ok(reply) => decide(state, &node_task, Some(reply))?,
+            Err(error) => {
+                let code = if error.downcast_ref::<NoTrainingRows>().is_some() {
+                    DeclineCode::NoData
+                } else {
+                    DeclineCode::LocalFailure
+                };
+                tracing::warn!(node = %state.client.node_id, job = %task.job_id, round = task.round, phase = %node_task.phase, error = %format!("{error:#}"), "could not compute the reply");
+                state
+                    .machine
+                    .local_failure(&node_task, code, format!("{error:#}"))
             }
-            match secure_message(state, &spec, &task, phase, secure).await {
-                Ok((step, attempt, payload)) => {
+        };
+    }
+    match decision {
+        Decision::Decline {
+            code,
+            detail,
+            commit,
+        } => {
+            state
+                .store
+                .commit(&commit)
+                .context("writing the node's memory")?;
+            tracing::warn!(node = %state.client.node_id, job = %task.job_id, round = task.round, phase = %node_task.phase, %code, %detail, "declining phase");
+            send(state, decline_header(header, code), ResultBody::Empty, None).await
+        }
+        Decision::Send { commit, message } => {
+            // Charges, the release mark and the stored reply are durable
+            // before the first byte of what they cover leaves.
+            state
+                .store
+                .commit(&commit)
+                .context("writing the node's memory")?;
+            match message {
+                Outgoing::Plain(reply) => {
                     let header = v1::ResultHeader {
-                        secure_step: secure.step,
+                        weight: reply.weight,
+                        statistics: reply.statistics,
+                        vector_length: reply.vector.len() as u64,
+                        ..header
+                    };
+                    send(state, header, ResultBody::Values(&reply.vector), None).await
+                }
+                Outgoing::Secure {
+                    step,
+                    attempt,
+                    payload,
+                } => {
+                    let header = v1::ResultHeader {
+                        secure_step: secure_step_to_wire(step) as i32,
                         secure_attempt: attempt,
                         payload_bytes: payload.len() as u64,
                         ..header
                     };
-                    send(
-                        state,
-                        header,
-                        ResultBody::Bytes(&payload),
-                        phase,
-                        Some(step),
-                    )
-                    .await
-                }
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    decline(state, header, phase, reason).await
+                    send(state, header, ResultBody::Bytes(&payload), Some(step)).await
                 }
             }
         }
-        // The job says secure but the task is plain (or the reverse): never
-        // send anything in the clear on a coordinator's word alone.
-        (mode, _) => {
-            let reason = format!(
-                "the task does not match the job's {} aggregation mode",
-                mode.name()
-            );
-            decline(state, header, phase, reason).await
-        }
+        Decision::Compute { .. } => bail!("the node's state machine asked for the reply twice"),
     }
 }
 
-/// The protocol message answering one secure step.
-async fn secure_message(
+/// Asks the machine, with the current time and the partner's ledger.
+fn decide(
     state: &mut NodeState,
-    spec: &JobSpec,
-    task: &v1::Task,
-    phase: Phase,
-    wire: &v1::SecureStepTask,
-) -> anyhow::Result<(SecureStep, u32, Vec<u8>)> {
-    let AggregationMode::Secure(settings) = &spec.aggregation else {
-        bail!("not a secure job");
-    };
-    let secure = secure_task_from_wire(wire)?;
-    let key = (task.job_id.clone(), task.round, phase, secure.attempt);
-    let payload = if secure.step == SecureStep::AdvertiseKeys {
-        let expected_seed =
-            round_graph_seed(&settings.graph_seed, task.round, phase, secure.attempt);
-        if secure.params.graph_seed() != &expected_seed {
-            bail!("the neighbour graph seed is not the one the job fixes");
-        }
-        let shape = spec.plan().reply_shape(phase);
-        let encoding = ReplyEncoding::new(
-            shape.vector_len,
-            shape.statistics_len,
-            secure.params.cohort().len(),
-            settings,
-            &spec.privacy.partners,
-        )?;
-        if secure.params.vector_length() != encoding.encoded_len()
-            || secure.params.modulus_bits() != settings.modulus_bits
-        {
-            bail!(
-                "the protocol parameters (length {}, {} bits) do not match the job (length {}, {} bits)",
-                secure.params.vector_length(),
-                secure.params.modulus_bits(),
-                encoding.encoded_len(),
-                settings.modulus_bits
-            );
-        }
-        let reply = compute_reply(state, spec, task, phase).await?;
-        let encoded = encoding.encode(
-            reply.weight,
-            &reply.statistics,
-            &reply.vector,
-            &mut state.rng,
-        )?;
-        // A new instance for this phase supersedes older ones of the job.
-        state.participants.retain(|(job, round, old_phase, _), _| {
-            job != &task.job_id || (*round, *old_phase) != (task.round, phase)
-        });
-        let (participant, message) = SecureParticipant::start(
-            &task.job_id,
-            protocol_round_of(task.round, phase),
-            &state.client.node_id,
-            &secure,
-            state.policy.secure_policy(),
-            state.identity.key_pair(),
-            encoded,
-            &mut state.rng,
-        )?;
-        state.participants.insert(key, participant);
-        message
-    } else {
-        let Some(participant) = state.participants.get_mut(&key) else {
-            bail!(
-                "no protocol state for round {} {phase} attempt {} (the node restarted)",
-                task.round,
-                secure.attempt
-            );
-        };
-        let result = participant.respond(&secure, &mut state.rng);
-        if result.is_err() || participant.is_done() {
-            state.participants.remove(&key);
-        }
-        result?
-    };
-    Ok((secure.step, secure.attempt, payload))
-}
-
-fn secure_task_from_wire(wire: &v1::SecureStepTask) -> anyhow::Result<SecureTask> {
-    let step = match v1::SecureStep::try_from(wire.step) {
-        Ok(v1::SecureStep::AdvertiseKeys) => SecureStep::AdvertiseKeys,
-        Ok(v1::SecureStep::ShareKeys) => SecureStep::ShareKeys,
-        Ok(v1::SecureStep::MaskedInput) => SecureStep::MaskedInput,
-        Ok(v1::SecureStep::ConsistencyCheck) => SecureStep::ConsistencyCheck,
-        Ok(v1::SecureStep::Unmask) => SecureStep::Unmask,
-        _ => bail!("unknown secure step value {}", wire.step),
-    };
-    let parameters = wire
-        .parameters
-        .as_ref()
-        .context("secure task carries no parameters")?;
-    let cohort = parameters
-        .cohort
-        .iter()
-        .map(|node| veil_secagg::NodeId::new(node.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let graph_seed: [u8; 32] = parameters
-        .graph_seed
-        .as_slice()
-        .try_into()
-        .context("graph seed is not 32 bytes")?;
-    let params = ProtocolParams::new(
-        cohort,
-        graph_seed,
-        parameters.neighbour_count as usize,
-        parameters.reconstruction_threshold as usize,
-        parameters.modulus_bits,
-        usize::try_from(parameters.vector_length).context("vector length")?,
-    )?;
-    let identities = wire
-        .identities
-        .iter()
-        .map(|identity| {
-            let key: [u8; 32] = identity.public_key.as_slice().try_into().with_context(|| {
-                format!("identity key of '{}' is not 32 bytes", identity.node_id)
-            })?;
-            Ok((identity.node_id.clone(), key))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(SecureTask {
-        step,
-        attempt: wire.attempt,
-        params: Arc::new(params),
-        identities: Arc::new(identities),
-        payload: Arc::new(wire.payload.clone()),
+    task: &NodeTask,
+    computed: Option<PhaseReply>,
+) -> anyhow::Result<Decision> {
+    let node_id = state.client.node_id.clone();
+    let ledger = state
+        .store
+        .ledger
+        .charges_for_partner(&node_id)
+        .context("reading the node's privacy ledger")?;
+    let now = unix_seconds();
+    Ok(match computed {
+        None => state
+            .machine
+            .handle_task(task, now, &ledger, &mut state.rng),
+        Some(reply) => state
+            .machine
+            .reply_computed(task, reply, now, &ledger, &mut state.rng),
     })
 }
 
-/// Tells the coordinator this node will not take part, and why.
-async fn decline(
-    state: &mut NodeState,
-    header: v1::ResultHeader,
-    phase: Phase,
-    reason: String,
-) -> anyhow::Result<()> {
-    tracing::warn!(node = %state.client.node_id, job = %header.job_id, round = header.round, %phase, %reason, "declining phase");
-    let header = v1::ResultHeader {
-        decline_reason: reason,
+fn decline_header(header: v1::ResultHeader, code: DeclineCode) -> v1::ResultHeader {
+    v1::ResultHeader {
+        decline_code: decline_code_to_wire(code),
         ..header
-    };
-    send(state, header, ResultBody::Empty, phase, None).await
+    }
 }
 
 async fn send(
     state: &mut NodeState,
     header: v1::ResultHeader,
     body: ResultBody<'_>,
-    phase: Phase,
     step: Option<SecureStep>,
 ) -> anyhow::Result<()> {
     let (job, round) = (header.job_id.clone(), header.round);
+    let phase = crate::wire::phase_from_wire(header.phase)?;
+    let declined = header.decline_code != 0;
     // The update this round's commit (and so its receipt) will hold.
-    let training_update = phase == Phase::Train
-        && header.decline_reason.is_empty()
-        && matches!(step, None | Some(SecureStep::MaskedInput));
+    let training_update =
+        phase == Phase::Train && !declined && matches!(step, None | Some(SecureStep::MaskedInput));
     match state.client.submit(header, body).await {
         Ok(duplicate) => {
             if training_update {
@@ -585,68 +511,16 @@ async fn send(
     }
 }
 
-/// Whether the privacy gate only checks the caps or also records the charge.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Commit {
-    CheckOnly,
-    Record,
-}
-
-/// The partner's veto over a phase: prices it with the job's own rules
-/// ([`phase_charges`], as the coordinator does), refuses it when it
-/// would exceed this node's yearly caps whatever the coordinator says, and
-/// with [`Commit::Record`] records the charges durably before the update is
-/// sent. A round already charged (a replay or a retried attempt) is not
-/// charged again. Returns the refusal, if any.
-fn privacy_gate(
-    state: &mut NodeState,
-    spec: &JobSpec,
-    phase: Phase,
-    job_id: &str,
-    round: u32,
-    cohort: usize,
-    commit: Commit,
-) -> anyhow::Result<Option<String>> {
-    let node_id = state.client.node_id.clone();
-    let party = RoundParty {
-        job_id,
-        round,
-        partner_id: &node_id,
-        // One dataset per node: the caps compose every job this node joins.
-        dataset_id: &node_id,
-        cohort,
-    };
-    let now = unix_seconds();
-    let planned = phase_charges(spec, phase, party)?
-        .into_iter()
-        .map(|charge| Charge::new(charge, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    if planned.is_empty() {
-        return Ok(None);
-    }
-    let existing = state.ledger.charges_for_partner(&node_id)?;
-    let new: Vec<Charge> = planned
-        .into_iter()
-        .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
-        .collect();
-    let refusals = check_partner_caps(&state.policy.caps(&node_id), &existing, &new)?;
-    if !refusals.is_empty() {
-        let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-        return Ok(Some(format!("partner privacy cap: {}", reasons.join("; "))));
-    }
-    if commit == Commit::Record {
-        for charge in &new {
-            state.ledger.record(charge)?;
-        }
-    }
-    Ok(None)
-}
-
-fn unix_seconds() -> i64 {
+fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
+
+/// The node has no training rows for a job: declined as `NoData`.
+#[derive(Debug, thiserror::Error)]
+#[error("no training rows for this job")]
+struct NoTrainingRows;
 
 /// Computes this node's reply to a phase from its prepared data.
 async fn compute_reply(
@@ -654,7 +528,7 @@ async fn compute_reply(
     spec: &JobSpec,
     task: &v1::Task,
     phase: Phase,
-) -> anyhow::Result<Reply> {
+) -> anyhow::Result<PhaseReply> {
     if !state
         .jobs
         .get(&task.job_id)
@@ -689,14 +563,14 @@ async fn compute_reply(
         if released.is_some() {
             // Under customer-level DP the federation scales features
             // publicly (`job_scaling`): nothing about the data is released.
-            return Ok(Reply {
+            return Ok(PhaseReply {
                 weight: 1.0,
                 statistics: vec![0.0; statistics::feature_statistics_len(n_features)],
                 vector: Vec::new(),
             });
         }
         let sums = job.rows.feature_sums(n_features);
-        return Ok(Reply {
+        return Ok(PhaseReply {
             weight: sums.count as f64,
             statistics: statistics::feature_sums_to_vector(&sums),
             vector: Vec::new(),
@@ -721,7 +595,7 @@ async fn compute_reply(
     let model_spec = spec.model_spec();
     if phase == Phase::Train {
         if train_set.n_rows() == 0 {
-            bail!("no training rows for this job: not taking part");
+            return Err(NoTrainingRows.into());
         }
         let config = spec.training_config(task.round, node_seed(&state.client.node_id));
         let global_for_training = global.clone();
@@ -751,13 +625,13 @@ async fn compute_reply(
             // Under customer-level DP the example count and the training
             // loss would be released without noise: every partner's update
             // weighs the same, and no loss is reported.
-            return Ok(Reply {
+            return Ok(PhaseReply {
                 weight: spec.uniform_weight(),
                 statistics: statistics::train_statistics(0.0, 0),
                 vector,
             });
         }
-        Ok(Reply {
+        Ok(PhaseReply {
             weight: outcome.examples as f64,
             statistics: statistics::train_statistics(outcome.mean_training_loss, outcome.examples),
             vector,
@@ -767,7 +641,7 @@ async fn compute_reply(
             let stats =
                 tokio::task::spawn_blocking(move || evaluate(&model_spec, &global, &holdout_set))
                     .await??;
-            return Ok(Reply {
+            return Ok(PhaseReply {
                 weight: stats.count as f64,
                 statistics: stats.to_vector(),
                 vector: Vec::new(),
@@ -777,7 +651,7 @@ async fn compute_reply(
         if task.round < spec.rounds {
             // Only the final model's evaluation is released (and paid for);
             // the rounds before report nothing that depends on the data.
-            return Ok(Reply {
+            return Ok(PhaseReply {
                 weight: 1.0,
                 statistics: EvalStats::empty(output).to_vector(),
                 vector: Vec::new(),
@@ -798,7 +672,7 @@ async fn compute_reply(
             &mut vector,
             released,
         )?;
-        Ok(Reply {
+        Ok(PhaseReply {
             weight: vector[0].max(1.0),
             statistics: vector,
             vector: Vec::new(),

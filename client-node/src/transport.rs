@@ -62,11 +62,13 @@ impl NodeClient {
     pub(crate) async fn register(
         &mut self,
         identity_public_key: [u8; 32],
+        certificate_der: &[u8],
     ) -> Result<v1::RegisterResponse, Status> {
         let request = v1::RegisterRequest {
             node_id: self.node_id.clone(),
             software_version: concat!("client-node ", env!("CARGO_PKG_VERSION")).to_owned(),
             identity_public_key: identity_public_key.to_vec(),
+            certificate_der: certificate_der.to_vec(),
         };
         Ok(self.inner.register(request).await?.into_inner())
     }

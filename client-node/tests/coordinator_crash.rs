@@ -362,7 +362,7 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
         std::fs::write(
             &config,
             format!(
-                "node_id = \"node-{index}\"\ncoordinator = \"{}\"\nstate_dir = \"{}\"\n\
+                "node_id = \"node-{index}\"\ncoordinator = \"{}\"\ninsecure_dev = true\nstate_dir = \"{}\"\n\
                  [data]\npath = \"{}\"\n",
                 coordinator.address(),
                 dir.path().join(format!("node-{index}.state")).display(),

@@ -114,6 +114,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
     let honest = client_node::config::NodeConfig {
         node_id: "honest".into(),
         tls_dir: None,
+        insecure_dev: true,
         coordinator: address.clone(),
         data: veil_features::CsvSource::new(files[0].clone()).into(),
         state_dir: Some(data.path().join("honest.state")),
@@ -131,6 +132,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
             node_id: "rogue".into(),
             software_version: "test".into(),
             identity_public_key: Vec::new(),
+            certificate_der: Vec::new(),
         })
         .await
         .unwrap();

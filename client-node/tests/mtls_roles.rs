@@ -53,11 +53,12 @@ fn job() -> v1::JobSpec {
 }
 
 fn register_request(node_id: &str, files: &MemberFiles) -> v1::RegisterRequest {
-    let (_, _, key) = files.load().unwrap();
+    let (_, certificate_pem, key) = files.load().unwrap();
     v1::RegisterRequest {
         node_id: node_id.to_owned(),
         software_version: "test".to_owned(),
         identity_public_key: key.public_key().0.to_vec(),
+        certificate_der: veil_pki::certificate_der_from_pem(&certificate_pem).unwrap(),
     }
 }
 
@@ -195,7 +196,7 @@ async fn roles_names_keys_and_certificate_status_are_enforced_per_rpc() {
             job_id: job_id.clone(),
             round: 0,
             phase: v1::Phase::FeatureStats as i32,
-            decline_reason: "not me".into(),
+            decline_code: veil_federation::DeclineCode::PolicyPlainAggregation.wire_value(),
             ..Default::default()
         })),
     };

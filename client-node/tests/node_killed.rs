@@ -40,7 +40,7 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         std::fs::write(
             &path,
             format!(
-                "node_id = \"node-{index}\"\ncoordinator = \"{address}\"\n[data]\npath = \"{}\"\n",
+                "node_id = \"node-{index}\"\ncoordinator = \"{address}\"\ninsecure_dev = true\n[data]\npath = \"{}\"\n",
                 file.display()
             ),
         )

@@ -77,6 +77,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
         let config = NodeConfig {
             node_id: format!("node-{index}"),
             tls_dir: None,
+            insecure_dev: true,
             coordinator: federation.address.clone(),
             data: veil_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(state.join(format!("node-{index}.state"))),

@@ -242,7 +242,6 @@ fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
             report_dir: dir.join("state/report"),
             k: 5,
             l: None,
-            max_suppression_fraction: 0.2,
         },
     };
     (SeededData { secrets, config }, synth)
@@ -330,6 +329,7 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
         NodeConfig {
             node_id: node_id.to_owned(),
             tls_dir: None,
+            insecure_dev: true,
             coordinator: format!("http://{proxy_address}"),
             data: seeded.config.clone(),
             state_dir: Some(dir.path().join("wire-node.state")),

@@ -270,15 +270,21 @@ impl AuditTrail {
 
     /// Appends one entry. A failure to record is logged loudly: the action
     /// already happened, and refusing service would not undo it.
-    pub(crate) fn record(&mut self, actor: &str, event: AuditEvent) {
+    pub(crate) fn record(&mut self, actor: &str, event: AuditEvent) -> bool {
         let kind = event.kind();
         match self.log.append(now_unix_ms(), actor, event) {
-            Ok(entry) => match &mut self.index {
-                IndexState::Rebuilding { appended } => appended.push(entry),
-                IndexState::Ready(index) => index.add(&self.log, &entry),
-                IndexState::Unusable(_) => {}
-            },
-            Err(error) => tracing::error!(kind, %error, "audit entry NOT recorded"),
+            Ok(entry) => {
+                match &mut self.index {
+                    IndexState::Rebuilding { appended } => appended.push(entry),
+                    IndexState::Ready(index) => index.add(&self.log, &entry),
+                    IndexState::Unusable(_) => {}
+                }
+                true
+            }
+            Err(error) => {
+                tracing::error!(kind, %error, "audit entry NOT recorded");
+                false
+            }
         }
     }
 
@@ -289,7 +295,7 @@ impl AuditTrail {
         engine: &Engine<JobSpec>,
         event: &EngineEvent,
         privacy: &PrivacyOutcome,
-    ) {
+    ) -> Result<(), ReleaseNotRecorded> {
         let job_id = event.job.clone();
         for refusal in &privacy.refusals {
             self.record(
@@ -329,7 +335,14 @@ impl AuditTrail {
                     },
                 );
             }
+            // An abandoned training phase commits its charges too: the
+            // inputs that left are paid for, although no sum was released.
             EventKind::PhaseCompleted {
+                round,
+                phase: Phase::Train,
+                ..
+            }
+            | EventKind::PhaseAbandoned {
                 round,
                 phase: Phase::Train,
                 ..
@@ -349,7 +362,7 @@ impl AuditTrail {
                     })
                     .collect();
                 let model_sha256 = current_model_digest(engine, &job_id);
-                self.record(
+                let recorded = self.record(
                     COORDINATOR,
                     AuditEvent::RoundCommitted {
                         job_id,
@@ -359,27 +372,31 @@ impl AuditTrail {
                         model_sha256,
                     },
                 );
+                if !recorded {
+                    return Err(ReleaseNotRecorded {
+                        what: format!("round {round} commit"),
+                    });
+                }
             }
             EventKind::NodeDeclined {
-                node,
-                round,
-                reason,
-                ..
-            } => self.record(
-                node,
-                AuditEvent::NodeVeto {
-                    job_id,
-                    round: u64::from(*round),
-                    node_id: node.clone(),
-                    reason: reason.clone(),
-                },
-            ),
+                node, round, code, ..
+            } => {
+                self.record(
+                    node,
+                    AuditEvent::NodeVeto {
+                        job_id,
+                        round: u64::from(*round),
+                        node_id: node.clone(),
+                        reason: code.to_string(),
+                    },
+                );
+            }
             EventKind::Succeeded => {
                 let version = engine
                     .status(&job_id)
                     .map_or(0, |status| u64::from(status.completed_rounds));
                 let model_sha256 = current_model_digest(engine, &job_id);
-                self.record(
+                let recorded = self.record(
                     COORDINATOR,
                     AuditEvent::ModelReleased {
                         job_id,
@@ -387,10 +404,24 @@ impl AuditTrail {
                         model_sha256,
                     },
                 );
+                if !recorded {
+                    return Err(ReleaseNotRecorded {
+                        what: "the final model's release".to_owned(),
+                    });
+                }
             }
             _ => {}
         }
+        Ok(())
     }
+}
+
+/// A release whose audit entry could not be appended: it must not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log could not record {what}; the release is blocked")]
+pub(crate) struct ReleaseNotRecorded {
+    /// Which release.
+    pub(crate) what: String,
 }
 
 /// The job's noise parameters, as the round-start entry records them.

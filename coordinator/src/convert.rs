@@ -41,6 +41,7 @@ pub fn engine_error(error: EngineError) -> Status {
         EngineError::WrongState { .. } | EngineError::ModelVersionUnavailable { .. } => {
             Status::failed_precondition(message)
         }
+        EngineError::NotAMember { .. } => Status::permission_denied(message),
     }
 }
 
@@ -105,11 +106,12 @@ pub fn secure_task_to_wire(task: &SecureTask) -> v1::SecureStepTask {
             vector_length: params.vector_length() as u64,
         }),
         identities: task
-            .identities
+            .members
             .iter()
-            .map(|(node, key)| v1::NodeIdentity {
-                node_id: node.clone(),
-                public_key: key.to_vec(),
+            .map(|member| v1::NodeIdentity {
+                node_id: member.node.clone(),
+                public_key: member.identity_key.to_vec(),
+                certificate_der: member.certificate_der.as_ref().clone(),
             })
             .collect(),
         payload: task.payload.as_ref().clone(),
@@ -144,8 +146,18 @@ pub fn describe_event(kind: &EventKind) -> Option<String> {
             node,
             round,
             phase,
+            code,
+        } => format!("round {round} {phase}: '{node}' declined: {code}"),
+        EventKind::PhaseAbandoned {
+            round,
+            phase,
+            released,
             reason,
-        } => format!("round {round} {phase}: '{node}' declined: {reason}"),
+            ..
+        } => format!(
+            "round {round} {phase}: abandoned ({} inputs released and charged, no second release): {reason}",
+            released.len()
+        ),
         EventKind::SecureStepOpened {
             round,
             phase,
@@ -205,6 +217,7 @@ pub fn round_metrics(spec: &JobSpec, record: &RoundRecord) -> v1::RoundMetrics {
             .and_then(|e| e.rmse())
             .unwrap_or(f64::NAN),
         eval_examples: evaluation.as_ref().map_or(0, |e| e.count),
+        secure_guarantee: record.secure_guarantee.clone().unwrap_or_default(),
     }
 }
 

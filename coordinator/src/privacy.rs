@@ -119,6 +119,33 @@ impl PrivacyGuard {
                     }
                 }
             }
+            EventKind::PhaseAbandoned {
+                round,
+                phase,
+                released,
+                cohort,
+                ..
+            } => {
+                // The released inputs left even though no sum was released
+                // from them: charged as the nodes charged themselves.
+                self.invited.remove(&(job.clone(), *round));
+                match self.charge(engine, job, *phase, *round, *cohort as usize, released) {
+                    Ok(charged) => {
+                        outcome.charged = charged;
+                        if *phase == Phase::Train {
+                            outcome.contributors = released.clone();
+                        }
+                    }
+                    Err(error) => {
+                        let reason =
+                            format!("round {round}: privacy charge not recorded: {error:#}");
+                        tracing::error!(job = %job, round, %reason);
+                        if let Err(error) = engine.fail_job(job, reason, now) {
+                            tracing::error!(job = %job, %error, "could not stop the job");
+                        }
+                    }
+                }
+            }
             EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled => {
                 self.invited
                     .retain(|(invited_job, _), _| invited_job != job);

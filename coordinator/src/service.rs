@@ -10,7 +10,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use veil_audit::AuditEvent;
-use veil_federation::{EventKind, Phase, ResultKey, Submission, SubmissionBody, SubmitOutcome};
+use veil_federation::{
+    DeclineCode, EventKind, NodeCredential, Phase, ResultKey, Submission, SubmissionBody,
+    SubmitOutcome,
+};
 use veil_job::{JobSpec, statistics};
 use veil_wire::VALUES_PER_CHUNK;
 use veil_wire::chunking::{self, VectorAssembler};
@@ -97,11 +100,28 @@ impl NodeService for NodeApi {
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
         // The secure-aggregation signing key must be the key the CA bound to
-        // this node's name, or the coordinator could not vouch for it.
-        if let Some(identity) = identity {
+        // this node's name, and the certificate it registers (which peers
+        // verify themselves) must be the one its handshake presented.
+        if let Some(identity) = &identity {
             if request.identity_public_key != identity.ed25519_public_key.0 {
                 return Err(Status::permission_denied(format!(
                     "node '{}' advertised an identity key other than its certificate's",
+                    request.node_id
+                )));
+            }
+            let registered = veil_pki::certificate_identity_unverified(&request.certificate_der)
+                .map_err(|error| {
+                    Status::invalid_argument(format!(
+                        "node '{}' registered an unreadable certificate: {error}",
+                        request.node_id
+                    ))
+                })?;
+            if registered.name != identity.name
+                || registered.ed25519_public_key != identity.ed25519_public_key
+                || registered.serial != identity.serial
+            {
+                return Err(Status::permission_denied(format!(
+                    "node '{}' registered a certificate other than the one it connected with",
                     request.node_id
                 )));
             }
@@ -126,8 +146,12 @@ impl NodeService for NodeApi {
             secure_capable = identity_key.is_some(),
             "node registered"
         );
+        let credential = identity_key.map(|identity_key| NodeCredential {
+            identity_key,
+            certificate_der: Arc::new(request.certificate_der.clone()),
+        });
         self.shared
-            .with_engine(|engine, now| engine.register_node(&request.node_id, identity_key, now));
+            .with_engine(|engine, now| engine.register_node(&request.node_id, credential, now));
         Ok(Response::new(v1::RegisterResponse {
             heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
             max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
@@ -184,11 +208,14 @@ impl NodeService for NodeApi {
         &self,
         request: Request<v1::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
-        self.gate.allow(&request, "DownloadModel", auth::NODE)?;
+        self.gate
+            .allow_node(&request, "DownloadModel", &request.get_ref().node_id)?;
         let request = request.into_inner();
         let values = self
             .shared
-            .read(|engine| engine.global_model(&request.job_id, request.model_version))
+            .read(|engine| {
+                engine.model_for_node(&request.job_id, &request.node_id, request.model_version)
+            })
             .map_err(engine_error)?;
         Ok(Response::new(model_stream(values)))
     }
@@ -246,10 +273,14 @@ impl NodeService for NodeApi {
                     .map(|plan| plan.parameter_count as u64)
             })
             .map_err(engine_error)?;
-        let body = if !header.decline_reason.is_empty() {
-            SubmissionBody::Declined {
-                reason: header.decline_reason.chars().take(500).collect(),
-            }
+        let body = if header.decline_code != 0 {
+            let code = DeclineCode::from_wire_value(header.decline_code).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{where_from}: unknown decline code {}",
+                    header.decline_code
+                ))
+            })?;
+            SubmissionBody::Declined { code }
         } else if let Some(step) = secure_step {
             let limit = secure_payload_limit(parameter_count);
             if header.payload_bytes > limit {
@@ -556,7 +587,7 @@ impl OperatorService for OperatorApi {
             })
             .map_err(engine_error)?;
         let actor = auth::actor(identity.as_ref());
-        lock(&self.shared.audit).record(
+        let recorded = lock(&self.shared.audit).record(
             &actor,
             AuditEvent::ModelExported {
                 job_id: job.clone(),
@@ -565,6 +596,12 @@ impl OperatorService for OperatorApi {
                 destination: actor.clone(),
             },
         );
+        // An export the audit log does not hold must not happen.
+        if !recorded {
+            return Err(Status::unavailable(
+                "the audit log could not record this export; try again later",
+            ));
+        }
         Ok(Response::new(model_stream(values)))
     }
 

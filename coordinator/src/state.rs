@@ -72,7 +72,14 @@ impl Shared {
             // May refuse the round or record its charges; its own events
             // come out of this same loop.
             let outcome = privacy.observe(&mut engine, &event, now);
-            audit.observe(&engine, &event, &outcome);
+            if let Err(blocked) = audit.observe(&engine, &event, &outcome) {
+                // A release the audit log does not hold must not happen:
+                // the job stops before its model can be read.
+                tracing::error!(job = %event.job, %blocked, "stopping the job");
+                if let Err(error) = engine.fail_job(&event.job, blocked.to_string(), now) {
+                    tracing::error!(job = %event.job, %error, "could not stop the job");
+                }
+            }
             if !matches!(
                 event.kind,
                 EventKind::ReplyRejected { .. }

@@ -19,9 +19,12 @@ use thiserror::Error;
 use crate::aggregate::{Accumulator, RejectReason};
 use rand_chacha::ChaCha20Rng;
 
+use crate::decline::DeclineCode;
 use crate::plan::{AggregationMode, JobPlan, PlanError};
 use crate::privacy::{PartnerPrivacy, add_central_noise, clip_update};
-use crate::secure::{SecureRound, SecureStep, SecureTask, StepOutcome};
+use crate::secure::{
+    CohortMember, SecureRound, SecureRoundPosition, SecureStep, SecureTask, StepOutcome,
+};
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
 
@@ -99,6 +102,19 @@ pub struct RoundRecord {
     pub evaluate_statistics: Vec<f64>,
     /// Invited nodes that did not reply in time, over both phases.
     pub dropped: Vec<NodeId>,
+    /// Nodes whose training update is in the round's aggregate: only they
+    /// are asked to evaluate the round's model.
+    #[serde(default)]
+    pub contributors: Vec<NodeId>,
+    /// The secure-aggregation guarantee the training phase had ("tolerates
+    /// 1 colluder and 1 dropout", "41.2 bits against 20% collusion").
+    #[serde(default)]
+    pub secure_guarantee: Option<String>,
+    /// Why the round's training released no model update, when it did not:
+    /// its inputs left in an attempt that could not finish, and a retry would
+    /// have been a second release of the same round.
+    #[serde(default)]
+    pub abandoned: Option<String>,
 }
 
 /// A read-only view of a job, for operators.
@@ -165,8 +181,8 @@ pub enum SubmissionBody {
     },
     /// The node will not take part in this phase, and says why.
     Declined {
-        /// The node's reason (policy, lost state); shown to the operator.
-        reason: String,
+        /// The node's reason, from the fixed list.
+        code: DeclineCode,
     },
 }
 
@@ -263,6 +279,22 @@ pub enum EventKind {
         /// Phase.
         phase: Phase,
         /// The node's reason.
+        code: DeclineCode,
+    },
+    /// A phase cannot finish without a second release: nodes whose input
+    /// left in a failed attempt take part in no retry, and too few others
+    /// remain. Its releases are charged; the job moves to the next round
+    /// (training, evaluation) or fails (feature statistics).
+    PhaseAbandoned {
+        /// Round.
+        round: u32,
+        /// Phase.
+        phase: Phase,
+        /// Nodes whose input for the phase left (charged for it).
+        released: Vec<NodeId>,
+        /// The size of the cohort their input was priced for.
+        cohort: u32,
+        /// Why, with the numbers.
         reason: String,
     },
     /// A secure-aggregation step opened.
@@ -334,6 +366,14 @@ pub enum EngineError {
         state: String,
         /// What was attempted.
         operation: &'static str,
+    },
+    /// The node is not part of the job's open phase.
+    #[error("node '{node}' is not invited to an open phase of job '{job}'")]
+    NotAMember {
+        /// Job id.
+        job: JobId,
+        /// The node.
+        node: NodeId,
     },
     /// The requested global model version is no longer (or not yet) held.
     #[error("job '{job}' holds model version {current}, not {requested}")]
@@ -416,6 +456,17 @@ struct Job<D> {
     announced_waiting: bool,
     /// Secure instances of the current phase that failed so far.
     failed_attempts: u32,
+    /// Nodes whose input for the current phase left them (a masked input
+    /// accepted in an attempt, or a node saying so after a restart). No
+    /// later attempt of the phase includes them: a second sum over a
+    /// different set would reveal their differences.
+    released: BTreeSet<NodeId>,
+    /// The cohort size the released inputs were priced for.
+    released_cohort: usize,
+    /// Nodes that declined the current phase: a retry of it goes on without
+    /// them (a small cohort's threshold tolerates few absences, and a node
+    /// that said no once says no again).
+    declined: BTreeSet<NodeId>,
     /// Events raised while handling a submission, emitted at the next step.
     pending_events: Vec<EventKind>,
 }
@@ -423,8 +474,17 @@ struct Job<D> {
 #[derive(Debug, Clone)]
 struct NodeState {
     last_seen: Instant,
-    /// Ed25519 identity key, required for secure aggregation.
-    identity_key: Option<[u8; 32]>,
+    /// Identity key and certificate, required for secure aggregation.
+    credential: Option<NodeCredential>,
+}
+
+/// What a node registered to take part in secure aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCredential {
+    /// The Ed25519 key it signs protocol messages with.
+    pub identity_key: [u8; 32],
+    /// Its certificate (DER), relayed to its peers; empty in insecure development.
+    pub certificate_der: Arc<Vec<u8>>,
 }
 
 /// The coordinator's state machine. `D` is the caller's job descriptor.
@@ -530,6 +590,9 @@ impl<D: Clone> Engine<D> {
                     accepted: HashSet::new(),
                     announced_waiting: false,
                     failed_attempts: 0,
+                    released: BTreeSet::new(),
+                    released_cohort: 0,
+                    declined: BTreeSet::new(),
                     pending_events: Vec::new(),
                 },
             );
@@ -538,13 +601,13 @@ impl<D: Clone> Engine<D> {
     }
 
     /// Records a node as registered and alive (again, after a restart), with
-    /// the Ed25519 identity key it signs secure-aggregation messages with.
-    pub fn register_node(&mut self, node: &str, identity_key: Option<[u8; 32]>, now: Instant) {
+    /// the credential it takes part in secure aggregation with.
+    pub fn register_node(&mut self, node: &str, credential: Option<NodeCredential>, now: Instant) {
         self.nodes.insert(
             node.to_owned(),
             NodeState {
                 last_seen: now,
-                identity_key,
+                credential,
             },
         );
         self.drive(now);
@@ -600,6 +663,9 @@ impl<D: Clone> Engine<D> {
                 accepted: HashSet::new(),
                 announced_waiting: false,
                 failed_attempts: 0,
+                released: BTreeSet::new(),
+                released_cohort: 0,
+                declined: BTreeSet::new(),
                 pending_events: Vec::new(),
             },
         );
@@ -690,6 +756,33 @@ impl<D: Clone> Engine<D> {
             });
         }
         Ok(Arc::clone(&durable.global))
+    }
+
+    /// The global model `version` for `node`: only a node invited to the
+    /// job's open phase may download it, and only while the job runs, so a
+    /// model whose round failed to be charged (the job then fails) or a
+    /// job the node is not part of is never handed out.
+    pub fn model_for_node(
+        &self,
+        job: &str,
+        node: &str,
+        version: u32,
+    ) -> Result<Arc<Vec<f32>>, EngineError> {
+        let entry = self.job(job)?;
+        let invited = entry
+            .open
+            .as_ref()
+            .is_some_and(|open| match &open.aggregation {
+                PhaseAggregation::Plain(_) => open.invited.contains(node),
+                PhaseAggregation::Secure(secure) => secure.cohort().any(|member| member == node),
+            });
+        if entry.durable.state != JobState::Running || !invited {
+            return Err(EngineError::NotAMember {
+                job: job.to_owned(),
+                node: node.to_owned(),
+            });
+        }
+        self.global_model(job, version)
     }
 
     /// The final model of a job that succeeded.
@@ -844,7 +937,7 @@ impl<D: Clone> Engine<D> {
         };
         let mode_name = durable.plan.aggregation.name();
         match (&submission.body, &mut open.aggregation) {
-            (SubmissionBody::Declined { reason }, aggregation) => {
+            (SubmissionBody::Declined { code }, aggregation) => {
                 match aggregation {
                     PhaseAggregation::Plain(_) => {
                         if !open.invited.contains(node) {
@@ -858,13 +951,25 @@ impl<D: Clone> Engine<D> {
                             return Err(not_invited());
                         }
                         secure.withdraw(node);
+                        // A node that lost its state or failed locally may
+                        // well take part in a retry; any other "no" stands.
+                        if !matches!(code, DeclineCode::LostState | DeclineCode::LocalFailure) {
+                            job.declined.insert(node.to_owned());
+                        }
+                        if *code == DeclineCode::AlreadyReleased {
+                            // Its input left in an attempt this engine does
+                            // not remember (before a restart): it is out of
+                            // every attempt of this phase.
+                            job.released.insert(node.to_owned());
+                            job.released_cohort = job.released_cohort.max(secure.cohort().count());
+                        }
                     }
                 }
                 job.pending_events.push(EventKind::NodeDeclined {
                     node: node.to_owned(),
                     round: key.round,
                     phase: key.phase,
-                    reason: reason.clone(),
+                    code: *code,
                 });
             }
             (
@@ -920,6 +1025,10 @@ impl<D: Clone> Engine<D> {
                         secure.withdraw(node);
                     }
                     return Err(reason);
+                }
+                if *step == SecureStep::MaskedInput {
+                    job.released.insert(node.to_owned());
+                    job.released_cohort = job.released_cohort.max(secure.cohort().count());
                 }
             }
             (body, _) => {
@@ -1025,12 +1134,16 @@ impl<D: Clone> Engine<D> {
             .collect()
     }
 
-    /// Live nodes that can take part in secure aggregation, with their keys.
-    fn secure_candidates(&self, live: &[NodeId]) -> Vec<(NodeId, [u8; 32])> {
+    /// Live nodes that can take part in secure aggregation, with their credentials.
+    fn secure_candidates(&self, live: &[NodeId]) -> Vec<CohortMember> {
         live.iter()
             .filter_map(|node| {
-                let key = self.nodes.get(node)?.identity_key?;
-                Some((node.clone(), key))
+                let credential = self.nodes.get(node)?.credential.as_ref()?;
+                Some(CohortMember {
+                    node: node.clone(),
+                    identity_key: credential.identity_key,
+                    certificate_der: Arc::clone(&credential.certificate_der),
+                })
             })
             .collect()
     }
@@ -1113,21 +1226,61 @@ fn select_participants(plan: &JobPlan, live: &[NodeId], round: u32) -> Vec<NodeI
 fn open_phase<D>(
     job: &mut Job<D>,
     live: &[NodeId],
-    secure_candidates: &[(NodeId, [u8; 32])],
+    secure_candidates: &[CohortMember],
     now: Instant,
     events: &mut Vec<EventKind>,
 ) -> bool {
     let plan = &job.durable.plan;
     let (round, phase) = job.durable.cursor;
-    let eligible: Vec<NodeId> = match &plan.aggregation {
+    let mut eligible: Vec<NodeId> = match &plan.aggregation {
         AggregationMode::Plain => live.to_vec(),
         AggregationMode::Secure(_) => secure_candidates
             .iter()
-            .map(|(node, _)| node.clone())
+            .map(|member| member.node.clone())
             .collect(),
     };
+    // Only nodes whose update is in the round's aggregate evaluate its model:
+    // anyone else would release an evaluation the round did not pay for.
+    if phase == Phase::Evaluate {
+        // (A snapshot from before contributors were recorded lists none.)
+        if let Some(train) = job
+            .durable
+            .pending_train
+            .as_ref()
+            .filter(|train| !train.contributors.is_empty())
+        {
+            eligible.retain(|node| train.contributors.contains(node));
+        }
+    }
+    // A node whose input for this phase already left takes part in no
+    // later attempt: two sums over sets that differ by one node give that
+    // node's input, whatever the noise.
+    eligible.retain(|node| !job.released.contains(node) && !job.declined.contains(node));
     let invited = select_participants(plan, &eligible, round);
     if (invited.len() as u32) < plan.min_participants {
+        if !job.released.is_empty() {
+            let reason = format!(
+                "{} nodes' inputs left in an attempt that did not finish and only {} other nodes are eligible; the phase needs {}",
+                job.released.len(),
+                invited.len(),
+                plan.min_participants
+            );
+            abandon_phase(job, reason, events);
+            return true;
+        }
+        if !job.declined.is_empty() {
+            let reason = format!(
+                "round {round} phase {phase}: {} nodes declined and only {} others are eligible; the phase needs {}",
+                job.declined.len(),
+                invited.len(),
+                plan.min_participants
+            );
+            job.durable.state = JobState::Failed {
+                reason: reason.clone(),
+            };
+            events.push(EventKind::Failed { reason });
+            return true;
+        }
         if !job.announced_waiting {
             job.announced_waiting = true;
             events.push(EventKind::WaitingForNodes {
@@ -1144,17 +1297,20 @@ fn open_phase<D>(
     let aggregation = match &plan.aggregation {
         AggregationMode::Plain => PhaseAggregation::Plain(Accumulator::new(shape)),
         AggregationMode::Secure(settings) => {
-            let cohort: Vec<(NodeId, [u8; 32])> = secure_candidates
+            let cohort: Vec<CohortMember> = secure_candidates
                 .iter()
-                .filter(|(node, _)| invited.contains(node))
+                .filter(|member| invited.contains(&member.node))
                 .cloned()
                 .collect();
             match SecureRound::open(
-                &job.durable.id,
-                round,
-                phase,
-                attempt,
+                SecureRoundPosition {
+                    job: &job.durable.id,
+                    round,
+                    phase,
+                    attempt,
+                },
                 cohort,
+                plan.min_participants as usize,
                 shape,
                 settings,
                 &plan.partner_privacy,
@@ -1190,7 +1346,8 @@ fn open_phase<D>(
 }
 
 /// A secure instance ended with a sum: the phase completes if enough nodes
-/// are in it, otherwise it counts as a failed attempt.
+/// are in it (the instance checked that before anyone unmasked), otherwise
+/// it counts as a failed attempt.
 fn finish_secure_phase<D>(
     job: &mut Job<D>,
     sums: Accumulator,
@@ -1216,11 +1373,26 @@ fn finish_secure_phase<D>(
         .filter(|node| !contributors.contains(node))
         .cloned()
         .collect();
-    complete_phase(job, sums, dropped, noise, events);
+    let guarantee = match &open.aggregation {
+        PhaseAggregation::Secure(secure) => Some(secure.graph().guarantee.to_string()),
+        PhaseAggregation::Plain(_) => None,
+    };
+    complete_phase(
+        job,
+        sums,
+        PhaseOutcome {
+            dropped,
+            contributors,
+            guarantee,
+        },
+        noise,
+        events,
+    );
 }
 
-/// A secure instance failed: retry the phase with a fresh instance, or fail
-/// the job once the attempts are used up.
+/// A secure instance failed: retry the phase with a fresh instance (without
+/// the nodes whose input already left), or end it once the attempts are used
+/// up: abandoned when inputs left (they are charged), failed otherwise.
 fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind>) {
     let Some(open) = job.open.take() else {
         return;
@@ -1234,6 +1406,14 @@ fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<Eve
     });
     job.failed_attempts = open.attempt;
     if open.attempt >= job.durable.plan.max_phase_attempts {
+        if !job.released.is_empty() {
+            let reason = format!(
+                "secure aggregation failed {} times after inputs left; last: {reason}",
+                open.attempt
+            );
+            abandon_phase(job, reason, events);
+            return;
+        }
         let reason = format!(
             "round {round} phase {phase}: secure aggregation failed {} times; last: {reason}",
             open.attempt
@@ -1243,6 +1423,90 @@ fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<Eve
         };
         events.push(EventKind::Failed { reason });
     }
+}
+
+/// Ends a phase that cannot finish without a second release. Training and
+/// evaluation move the job on to the next round with the model unchanged
+/// (the round is spent, and charged to whoever released); feature
+/// statistics fail the job, since no round can run without them.
+fn abandon_phase<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind>) {
+    job.open = None;
+    job.failed_attempts = 0;
+    let (round, phase) = job.durable.cursor;
+    let released: Vec<NodeId> = std::mem::take(&mut job.released).into_iter().collect();
+    let cohort = std::mem::take(&mut job.released_cohort);
+    job.declined.clear();
+    events.push(EventKind::PhaseAbandoned {
+        round,
+        phase,
+        released: released.clone(),
+        cohort: cohort as u32,
+        reason: reason.clone(),
+    });
+    let durable = &mut job.durable;
+    match phase {
+        Phase::FeatureStats => {
+            let reason = format!("round {round} phase {phase} abandoned: {reason}");
+            durable.state = JobState::Failed {
+                reason: reason.clone(),
+            };
+            events.push(EventKind::Failed { reason });
+        }
+        Phase::Train => {
+            let mut record = RoundRecord::empty(round);
+            record.train_participants = released.len() as u32;
+            record.abandoned = Some(reason);
+            finish_round(durable, record, events);
+        }
+        Phase::Evaluate => {
+            let record = durable
+                .pending_train
+                .take()
+                .unwrap_or_else(|| RoundRecord::empty(round));
+            finish_round(durable, record, events);
+        }
+    }
+}
+
+/// Records a finished round and moves the cursor on, or ends the job.
+fn finish_round<D>(durable: &mut JobSnapshot<D>, record: RoundRecord, events: &mut Vec<EventKind>) {
+    let round = record.round;
+    durable.history.push(record.clone());
+    events.push(EventKind::RoundCompleted(record));
+    if round >= durable.plan.rounds {
+        durable.state = JobState::Succeeded;
+        events.push(EventKind::Succeeded);
+    } else {
+        durable.cursor = (round + 1, Phase::Train);
+    }
+}
+
+impl RoundRecord {
+    /// A round with nothing aggregated yet.
+    fn empty(round: u32) -> Self {
+        RoundRecord {
+            round,
+            train_participants: 0,
+            train_weight: 0.0,
+            train_statistics: Vec::new(),
+            evaluate_participants: 0,
+            evaluate_statistics: Vec::new(),
+            dropped: Vec::new(),
+            contributors: Vec::new(),
+            secure_guarantee: None,
+            abandoned: None,
+        }
+    }
+}
+
+/// Who a completed phase's sums hold, and the guarantee it had.
+struct PhaseOutcome {
+    /// Invitees whose reply is not in the sums.
+    dropped: Vec<NodeId>,
+    /// Nodes whose reply is.
+    contributors: Vec<NodeId>,
+    /// The secure-aggregation guarantee, for secure phases.
+    guarantee: Option<String>,
 }
 
 fn close_phase<D>(
@@ -1300,21 +1564,45 @@ fn close_phase<D>(
         .filter(|node| !open.replied.contains(*node) || open.declined.contains(*node))
         .cloned()
         .collect();
+    let contributors: Vec<NodeId> = open
+        .replied
+        .iter()
+        .filter(|node| !open.declined.contains(*node))
+        .cloned()
+        .collect();
     let PhaseAggregation::Plain(accumulator) = open.aggregation else {
         return;
     };
-    complete_phase(job, accumulator, dropped, noise, events);
+    complete_phase(
+        job,
+        accumulator,
+        PhaseOutcome {
+            dropped,
+            contributors,
+            guarantee: None,
+        },
+        noise,
+        events,
+    );
 }
 
 /// Applies a completed phase's sums and moves the cursor on.
 fn complete_phase<D>(
     job: &mut Job<D>,
     mut accumulator: Accumulator,
-    dropped: Vec<NodeId>,
+    outcome: PhaseOutcome,
     noise: &mut Option<ChaCha20Rng>,
     events: &mut Vec<EventKind>,
 ) {
+    let PhaseOutcome {
+        dropped,
+        contributors,
+        guarantee,
+    } = outcome;
     job.failed_attempts = 0;
+    job.released.clear();
+    job.released_cohort = 0;
+    job.declined.clear();
     let durable = &mut job.durable;
     let (round, phase) = durable.cursor;
     if let (
@@ -1365,26 +1653,21 @@ fn complete_phase<D>(
             }
             durable.model_version += 1;
             durable.pending_train = Some(RoundRecord {
-                round,
                 train_participants: replies,
                 train_weight: accumulator.weight_sum(),
                 train_statistics: accumulator.statistics_sum().to_vec(),
-                evaluate_participants: 0,
-                evaluate_statistics: Vec::new(),
                 dropped,
+                contributors,
+                secure_guarantee: guarantee,
+                ..RoundRecord::empty(round)
             });
             durable.cursor = (round, Phase::Evaluate);
         }
         Phase::Evaluate => {
-            let mut record = durable.pending_train.take().unwrap_or(RoundRecord {
-                round,
-                train_participants: 0,
-                train_weight: 0.0,
-                train_statistics: Vec::new(),
-                evaluate_participants: 0,
-                evaluate_statistics: Vec::new(),
-                dropped: Vec::new(),
-            });
+            let mut record = durable
+                .pending_train
+                .take()
+                .unwrap_or_else(|| RoundRecord::empty(round));
             record.evaluate_participants = replies;
             record.evaluate_statistics = accumulator.statistics_sum().to_vec();
             for node in dropped {
@@ -1392,14 +1675,7 @@ fn complete_phase<D>(
                     record.dropped.push(node);
                 }
             }
-            durable.history.push(record.clone());
-            events.push(EventKind::RoundCompleted(record));
-            if round >= durable.plan.rounds {
-                durable.state = JobState::Succeeded;
-                events.push(EventKind::Succeeded);
-            } else {
-                durable.cursor = (round + 1, Phase::Train);
-            }
+            finish_round(durable, record, events);
         }
     }
 }

@@ -13,6 +13,7 @@
 //! format lives in `veil-wire`; persistence lives behind [`store::JobStore`].
 
 pub mod aggregate;
+pub mod decline;
 pub mod engine;
 pub mod participant;
 pub mod plan;
@@ -22,14 +23,16 @@ pub mod store;
 pub mod strategy;
 
 pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
+pub use decline::DeclineCode;
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
+    NodeCredential, Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome,
+    TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
 pub use plan::{AggregationMode, JobPlan, PhaseTimeouts, PlanError};
 pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
-pub use secure::{ReplyEncoding, SecureSettings, SecureStep, SecureTask};
+pub use secure::{CohortMember, ReplyEncoding, SecureSettings, SecureStep, SecureTask};
 pub use strategy::{ServerOptimizer, Strategy};
 
 /// Identifier of a client node, as it registered.

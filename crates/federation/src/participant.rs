@@ -79,15 +79,19 @@ impl std::fmt::Debug for SecureParticipant {
 
 impl SecureParticipant {
     /// Answers the first step: checks the job against the partner's policy,
-    /// then advertises signed round keys. `encoded_input` is the node's reply
-    /// already encoded with [`crate::ReplyEncoding`]; it is only used (masked)
-    /// at the masked-input step.
+    /// then advertises signed round keys. `identities` are the cohort's keys
+    /// as the node verified them itself (from certificates chained to its own
+    /// CA), never a list the coordinator wrote. `encoded_input` is the node's
+    /// reply already encoded with [`crate::ReplyEncoding`]; it is only used
+    /// (masked) at the masked-input step.
+    #[allow(clippy::too_many_arguments)]
     pub fn start<R: RngCore + CryptoRng>(
         job: &str,
         protocol_round: u32,
         node: &str,
         task: &SecureTask,
         policy: PartnerPolicy,
+        identities: Arc<IdentityDirectory>,
         signing_key: Arc<Ed25519KeyPair>,
         encoded_input: Vec<u32>,
         rng: &mut R,
@@ -100,21 +104,13 @@ impl SecureParticipant {
         }
         let node_id =
             NodeId::new(node).map_err(|error| ParticipantError::Parameters(error.to_string()))?;
-        let entries = task
-            .identities
-            .iter()
-            .map(|(member, key)| Ok((NodeId::new(member.clone())?, key.to_vec())))
-            .collect::<Result<Vec<_>, veil_secagg::ParamsError>>()
-            .map_err(|error| ParticipantError::Parameters(error.to_string()))?;
-        let identities = IdentityDirectory::from_entries(entries)
-            .map_err(|error| ParticipantError::Parameters(error.to_string()))?;
         let config = ClientConfig {
             job_id: job.to_owned(),
             round: protocol_round,
             node_id,
             params: Arc::clone(&task.params),
             policy,
-            identities: Arc::new(identities),
+            identities,
         };
         let session = ClientSession::new(config, signing_key)?;
         let (session, advertisement) = session.advertise_keys(rng)?;

@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::aggregate::ExpectedShape;
 use crate::engine::Phase;
 use crate::privacy::{PartnerPrivacy, PartnerPrivacyError};
-use crate::secure::{MIN_SECURE_COHORT, SecureSettings};
+use crate::secure::{MIN_SECURE_COHORT, SecureSettings, secure_round_parameters};
 use crate::strategy::Strategy;
 
 /// How a job's replies are summed.
@@ -118,6 +118,9 @@ pub enum PlanError {
     /// The partner-level privacy settings cannot be used.
     #[error(transparent)]
     PartnerPrivacy(#[from] PartnerPrivacyError),
+    /// The smallest cohort cannot tolerate the collusion the job states.
+    #[error("aggregation.collusion_fraction: {0}")]
+    Collusion(String),
     #[error("initial model has {actual} parameters, the plan says {expected}")]
     InitialModelShape {
         /// Declared length.
@@ -228,6 +231,19 @@ fn validate_secure(settings: &SecureSettings, min_participants: u32) -> Result<(
             "> 0",
         ),
         (
+            "collusion_fraction",
+            settings.collusion_fraction,
+            (0.0..0.5).contains(&settings.collusion_fraction)
+                && settings.collusion_fraction + settings.dropout_rate < 1.0,
+            "in [0, 0.5)",
+        ),
+        (
+            "security_bits",
+            f64::from(settings.security_bits),
+            (16..=128).contains(&settings.security_bits),
+            "16 to 128",
+        ),
+        (
             "min_participants",
             f64::from(min_participants),
             min_participants as usize >= MIN_SECURE_COHORT,
@@ -243,5 +259,9 @@ fn validate_secure(settings: &SecureSettings, min_participants: u32) -> Result<(
             });
         }
     }
+    // The smallest cohort the job accepts must meet its own collusion bound,
+    // or no round could ever open.
+    secure_round_parameters(min_participants as usize, settings)
+        .map_err(|error| PlanError::Collusion(error.to_string()))?;
     Ok(())
 }

@@ -14,24 +14,25 @@ use rand_core::{CryptoRng, RngCore};
 use thiserror::Error;
 use veil_secagg::server::{self, ServerSession};
 use veil_secagg::{
-    ConsistencySignature, EncryptedShares, GraphRequirements, IdentityDirectory, KeyAdvertisement,
-    MaskedInput, ProtocolParams, RejectedMessage, RoundFailed, ServerConfig, UnmaskResponse,
-    choose_neighbour_parameters,
+    ConsistencySignature, EncryptedShares, GraphError, GraphRequirements, IdentityDirectory,
+    KeyAdvertisement, MaskedInput, NeighbourParameters, ProtocolParams, RejectedMessage,
+    RoundFailed, ServerConfig, UnmaskResponse, choose_neighbour_parameters,
 };
 
 use veil_accounting::DistributedDiscreteGaussian;
 use veil_dp_noise::DiscreteGaussian;
 
+use crate::NodeId;
 use crate::aggregate::{Accumulator, ExpectedShape, RejectReason};
 use crate::engine::Phase;
 use crate::privacy::{PartnerPrivacy, PartnerPrivacyError, clip_update, distributed_mechanism};
-use crate::{JobId, NodeId};
 
-/// Fraction of a round's cohort assumed to collude with the coordinator when
-/// sizing the neighbour graph.
-const CORRUPT_FRACTION: f64 = 0.2;
-/// The adversary learns a secret with probability at most 2^-40.
-const SECURITY_BITS: u32 = 40;
+/// Default fraction of a round's cohort assumed to collude with the
+/// coordinator when sizing the neighbour graph and the distributed noise.
+pub const DEFAULT_COLLUSION_FRACTION: f64 = 0.2;
+/// Default security parameter: the adversary learns a secret with
+/// probability at most 2^-40 (sparse graphs).
+pub const DEFAULT_SECURITY_BITS: u32 = 40;
 /// A round fails for lack of surviving neighbours with probability at most 2^-20.
 const CORRECTNESS_BITS: u32 = 20;
 /// Statistics and weights are fixed point with this many fractional bits.
@@ -60,6 +61,36 @@ pub struct SecureSettings {
     /// is derived from it, so the coordinator cannot pick a graph after seeing
     /// the cohort.
     pub graph_seed: [u8; 32],
+    /// γ: the fraction of a cohort that may collude with the coordinator. The
+    /// threshold resists the split-view attack with this many colluders, and
+    /// distributed noise is calibrated for the honest survivors only.
+    #[serde(default = "default_collusion_fraction")]
+    pub collusion_fraction: f64,
+    /// s: the security parameter (bits) of sparse neighbour graphs.
+    #[serde(default = "default_security_bits")]
+    pub security_bits: u32,
+}
+
+fn default_collusion_fraction() -> f64 {
+    DEFAULT_COLLUSION_FRACTION
+}
+
+fn default_security_bits() -> u32 {
+    DEFAULT_SECURITY_BITS
+}
+
+impl SecureSettings {
+    /// What the neighbour graph of a cohort of `n_clients` must achieve: the
+    /// requirements every party derives from the job alone.
+    pub fn graph_requirements(&self, n_clients: usize) -> GraphRequirements {
+        GraphRequirements {
+            n_clients,
+            dropout_rate: self.dropout_rate,
+            corrupt_fraction: self.collusion_fraction,
+            security_bits: self.security_bits,
+            correctness_bits: CORRECTNESS_BITS,
+        }
+    }
 }
 
 /// The protocol steps, in order.
@@ -173,20 +204,25 @@ pub struct ReplyEncoding {
     pub distributed: Option<DistributedDiscreteGaussian>,
 }
 
-/// How many surviving neighbours a secure round of `cohort` nodes needs:
-/// the reconstruction threshold t of its SecAgg+ graph. The released sum
-/// always contains at least t nodes' inputs, which is what distributed noise
-/// is calibrated for.
+/// The SecAgg+ graph of a round of `cohort` nodes: (k, t), the guarantee
+/// they give, and how many honest inputs a released sum holds at least. The
+/// coordinator opens rounds with it and every node recomputes it, so a
+/// coordinator cannot downgrade (k, t) unnoticed.
+pub fn secure_round_parameters(
+    cohort: usize,
+    settings: &SecureSettings,
+) -> Result<NeighbourParameters, GraphError> {
+    choose_neighbour_parameters(&settings.graph_requirements(cohort))
+}
+
+/// How many honest nodes' inputs a released sum of a round of `cohort` nodes
+/// holds at least: the threshold t less the colluders the job tolerates.
+/// Distributed noise is calibrated for this many, since a colluder can leave
+/// its noise share out.
 pub fn cohort_threshold(cohort: usize, settings: &SecureSettings) -> Result<usize, String> {
-    choose_neighbour_parameters(&GraphRequirements {
-        n_clients: cohort,
-        dropout_rate: settings.dropout_rate,
-        corrupt_fraction: CORRUPT_FRACTION,
-        security_bits: SECURITY_BITS,
-        correctness_bits: CORRECTNESS_BITS,
-    })
-    .map(|graph| graph.reconstruction_threshold)
-    .map_err(|error| error.to_string())
+    secure_round_parameters(cohort, settings)
+        .map(|graph| graph.honest_contributor_floor())
+        .map_err(|error| error.to_string())
 }
 
 impl ReplyEncoding {
@@ -464,6 +500,18 @@ impl ReplyEncoding {
     }
 }
 
+/// A cohort member as the coordinator knows it from its registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortMember {
+    /// The member's node id.
+    pub node: NodeId,
+    /// Its Ed25519 identity key, as it registered it.
+    pub identity_key: [u8; 32],
+    /// Its certificate (DER), relayed so that peers can check it against
+    /// their own CA; empty in insecure development.
+    pub certificate_der: Arc<Vec<u8>>,
+}
+
 /// What a node is asked to do in one step, with everything it needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecureTask {
@@ -473,8 +521,9 @@ pub struct SecureTask {
     pub attempt: u32,
     /// The protocol parameters, identical for the whole cohort.
     pub params: Arc<ProtocolParams>,
-    /// The cohort's identity keys.
-    pub identities: Arc<Vec<(NodeId, [u8; 32])>>,
+    /// The cohort's members with their credentials, as they registered. A
+    /// node verifies every certificate itself and trusts nothing else here.
+    pub members: Arc<Vec<CohortMember>>,
     /// The step's input in veil-secagg's encoding (empty for the first step).
     pub payload: Arc<Vec<u8>>,
 }
@@ -523,9 +572,18 @@ pub struct SecureRound {
     step: SecureStep,
     stage: Option<Stage>,
     params: Arc<ProtocolParams>,
-    identities: Arc<Vec<(NodeId, [u8; 32])>>,
+    members: Arc<Vec<CohortMember>>,
     encoding: ReplyEncoding,
     shape: ExpectedShape,
+    /// The graph's (k, t) and the guarantee they give, for the round record.
+    graph: NeighbourParameters,
+    /// The fewest inputs a sum may hold and still be released: checked
+    /// before anyone is asked to unmask, so no sum is decoded only to be
+    /// discarded (a discarded sum is still a release).
+    min_contributors: usize,
+    /// Nodes whose masked input this instance accepted: their input has left
+    /// them for this (round, phase), and they take part in no later attempt.
+    masked_inputs: BTreeSet<NodeId>,
     /// Nodes expected to answer the current step.
     expected: BTreeSet<NodeId>,
     /// Nodes that answered it.
@@ -537,20 +595,39 @@ pub struct SecureRound {
     step_timeout: Duration,
 }
 
+/// Where a secure phase instance sits: the job, the round's position and
+/// the attempt number.
+#[derive(Debug, Clone, Copy)]
+pub struct SecureRoundPosition<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// The round.
+    pub round: u32,
+    /// The phase.
+    pub phase: Phase,
+    /// The attempt, from 1.
+    pub attempt: u32,
+}
+
 impl SecureRound {
-    /// Opens the protocol for `cohort` (each with its identity key).
+    /// Opens the protocol for `cohort`; a released sum must hold at least
+    /// `min_contributors` inputs.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
-        job: &JobId,
-        round: u32,
-        phase: Phase,
-        attempt: u32,
-        cohort: Vec<(NodeId, [u8; 32])>,
+        position: SecureRoundPosition<'_>,
+        cohort: Vec<CohortMember>,
+        min_contributors: usize,
         shape: ExpectedShape,
         settings: &SecureSettings,
         privacy: &PartnerPrivacy,
         first_deadline: Instant,
     ) -> Result<Self, String> {
+        let SecureRoundPosition {
+            job,
+            round,
+            phase,
+            attempt,
+        } = position;
         let n = cohort.len();
         if n < MIN_SECURE_COHORT {
             return Err(format!(
@@ -560,22 +637,25 @@ impl SecureRound {
         let encoding =
             ReplyEncoding::new(shape.vector_len, shape.statistics_len, n, settings, privacy)
                 .map_err(|error| error.to_string())?;
-        let graph = choose_neighbour_parameters(&GraphRequirements {
-            n_clients: n,
-            dropout_rate: settings.dropout_rate,
-            corrupt_fraction: CORRUPT_FRACTION,
-            security_bits: SECURITY_BITS,
-            correctness_bits: CORRECTNESS_BITS,
-        })
-        .map_err(|error| error.to_string())?;
+        let graph = secure_round_parameters(n, settings).map_err(|error| error.to_string())?;
         let node_ids = cohort
             .iter()
-            .map(|(node, _)| veil_secagg::NodeId::new(node.clone()))
+            .map(|member| veil_secagg::NodeId::new(member.node.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
+        let cohort_names: Vec<&str> = cohort.iter().map(|member| member.node.as_str()).collect();
         let params = ProtocolParams::new(
             node_ids.clone(),
-            round_graph_seed(&settings.graph_seed, round, phase, attempt),
+            round_graph_seed(
+                &settings.graph_seed,
+                GraphSeedInput {
+                    job,
+                    round,
+                    phase,
+                    attempt,
+                    cohort: &cohort_names,
+                },
+            ),
             graph.neighbour_count,
             graph.reconstruction_threshold,
             settings.modulus_bits,
@@ -585,25 +665,28 @@ impl SecureRound {
         let identities = IdentityDirectory::from_entries(
             node_ids
                 .into_iter()
-                .zip(cohort.iter().map(|(_, key)| key.to_vec())),
+                .zip(cohort.iter().map(|member| member.identity_key.to_vec())),
         )
         .map_err(|error| error.to_string())?;
         let params = Arc::new(params);
         let session = ServerSession::new(ServerConfig {
-            job_id: job.clone(),
+            job_id: job.to_owned(),
             round: protocol_round(round, phase),
             params: Arc::clone(&params),
             identities: Arc::new(identities),
         });
-        let expected = cohort.iter().map(|(node, _)| node.clone()).collect();
+        let expected = cohort.iter().map(|member| member.node.clone()).collect();
         Ok(SecureRound {
             attempt,
             step: SecureStep::AdvertiseKeys,
             stage: Some(Stage::Advertise(session)),
             params,
-            identities: Arc::new(cohort),
+            members: Arc::new(cohort),
             encoding,
             shape,
+            graph,
+            min_contributors: min_contributors.max(1),
+            masked_inputs: BTreeSet::new(),
             expected,
             answered: BTreeSet::new(),
             broadcast: Arc::new(Vec::new()),
@@ -611,6 +694,16 @@ impl SecureRound {
             deadline: first_deadline,
             step_timeout: settings.step_timeout,
         })
+    }
+
+    /// The round's (k, t) and the guarantee they give.
+    pub fn graph(&self) -> &NeighbourParameters {
+        &self.graph
+    }
+
+    /// Nodes whose masked input this instance accepted.
+    pub fn masked_inputs(&self) -> &BTreeSet<NodeId> {
+        &self.masked_inputs
     }
 
     /// The step currently open.
@@ -645,7 +738,7 @@ impl SecureRound {
 
     /// Nodes of the cohort.
     pub fn cohort(&self) -> impl Iterator<Item = &NodeId> {
-        self.identities.iter().map(|(node, _)| node)
+        self.members.iter().map(|member| &member.node)
     }
 
     /// The task `node` must answer now, if any.
@@ -662,7 +755,7 @@ impl SecureRound {
             step: self.step,
             attempt: self.attempt,
             params: Arc::clone(&self.params),
-            identities: Arc::clone(&self.identities),
+            members: Arc::clone(&self.members),
             payload,
         })
     }
@@ -724,6 +817,7 @@ impl SecureRound {
                 session
                     .handle_masked_input(&message)
                     .map_err(protocol_error)?;
+                self.masked_inputs.insert(node.to_owned());
             }
             Some(Stage::Consistency(session)) => {
                 let message = ConsistencySignature::from_bytes(payload).map_err(decode_error)?;
@@ -775,6 +869,15 @@ impl SecureRound {
                 }
                 Err(error) => return failed(error),
             },
+            Stage::Masked(_) if self.masked_inputs.len() < self.min_contributors => {
+                // Checked before anyone unmasks: a sum that would be
+                // discarded for holding too few inputs is never decoded.
+                return StepOutcome::Failed(format!(
+                    "{step}: only {} masked inputs arrived; a released sum needs {}",
+                    self.masked_inputs.len(),
+                    self.min_contributors
+                ));
+            }
             Stage::Masked(session) => match session.finish_phase() {
                 Ok((next, survivors)) => {
                     self.broadcast = Arc::new(survivors.to_bytes());
@@ -836,14 +939,40 @@ pub fn protocol_round_of(round: u32, phase: Phase) -> u32 {
     protocol_round(round, phase)
 }
 
-/// Per-instance graph seed, derived from the job's public seed; nodes
-/// recompute it to check the coordinator did not pick the graph.
-pub fn round_graph_seed(job_seed: &[u8; 32], round: u32, phase: Phase, attempt: u32) -> [u8; 32] {
+/// The public data a round's neighbour-graph seed is derived from.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphSeedInput<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// The round.
+    pub round: u32,
+    /// The phase.
+    pub phase: Phase,
+    /// The attempt (bounded by the spec's `max_phase_attempts`).
+    pub attempt: u32,
+    /// The cohort, in any order.
+    pub cohort: &'a [&'a str],
+}
+
+/// Per-instance graph seed, derived from the job's public seed and public
+/// round data (job, round, phase, attempt, cohort); nodes recompute it, so
+/// the coordinator cannot pick a graph. It can only try another attempt,
+/// and the spec bounds how many.
+pub fn round_graph_seed(job_seed: &[u8; 32], input: GraphSeedInput<'_>) -> [u8; 32] {
+    let mut cohort: Vec<&str> = input.cohort.to_vec();
+    cohort.sort_unstable();
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(b"veil graph seed v1");
+    context.update(b"veil graph seed v2");
     context.update(job_seed);
-    context.update(&protocol_round(round, phase).to_le_bytes());
-    context.update(&attempt.to_le_bytes());
+    context.update(&(input.job.len() as u64).to_le_bytes());
+    context.update(input.job.as_bytes());
+    context.update(&protocol_round(input.round, input.phase).to_le_bytes());
+    context.update(&input.attempt.to_le_bytes());
+    context.update(&(cohort.len() as u64).to_le_bytes());
+    for member in cohort {
+        context.update(&(member.len() as u64).to_le_bytes());
+        context.update(member.as_bytes());
+    }
     let mut seed = [0u8; 32];
     seed.copy_from_slice(context.finish().as_ref());
     seed
@@ -864,6 +993,8 @@ mod tests {
             dropout_rate: 0.1,
             step_timeout: Duration::from_secs(5),
             graph_seed: [7; 32],
+            collusion_fraction: DEFAULT_COLLUSION_FRACTION,
+            security_bits: DEFAULT_SECURITY_BITS,
         }
     }
 

@@ -12,11 +12,12 @@ use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_federation::secure::protocol_round_of;
 use veil_federation::{
-    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, PartnerPrivacy, Phase,
-    PhaseTimeouts, RejectReason, ReplyEncoding, ResultKey, SecureParticipant, SecureSettings,
-    SecureStep, Strategy, Submission, SubmissionBody, TaskAssignment,
+    AggregationMode, DeclineCode, Engine, EngineConfig, EventKind, JobPlan, JobState,
+    NodeCredential, PartnerPrivacy, Phase, PhaseTimeouts, RejectReason, ReplyEncoding, ResultKey,
+    SecureParticipant, SecureSettings, SecureStep, Strategy, Submission, SubmissionBody,
+    TaskAssignment,
 };
-use veil_secagg::PartnerPolicy;
+use veil_secagg::{IdentityDirectory, PartnerPolicy};
 
 const PARAMETERS: usize = 6;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +49,8 @@ fn settings() -> SecureSettings {
         dropout_rate: 0.1,
         step_timeout: Duration::from_secs(2),
         graph_seed: [3; 32],
+        collusion_fraction: 0.2,
+        security_bits: 40,
     }
 }
 
@@ -105,7 +108,14 @@ impl Federation {
         for node in &nodes {
             let mut public = [0u8; 32];
             public.copy_from_slice(node.key.public_key().as_ref());
-            engine.register_node(&node.name, Some(public), now);
+            engine.register_node(
+                &node.name,
+                Some(NodeCredential {
+                    identity_key: public,
+                    certificate_der: Arc::new(Vec::new()),
+                }),
+                now,
+            );
         }
         Federation {
             engine,
@@ -156,7 +166,7 @@ impl Federation {
         }
         if node.behaviour == Behaviour::Declines {
             return Some(SubmissionBody::Declined {
-                reason: "partner policy refuses this job".to_owned(),
+                code: DeclineCode::PolicyPlainAggregation,
             });
         }
         let payload = if secure.step == SecureStep::AdvertiseKeys {
@@ -189,6 +199,15 @@ impl Federation {
                 PartnerPolicy {
                     minimum_threshold: 2,
                 },
+                Arc::new(
+                    IdentityDirectory::from_entries(secure.members.iter().map(|member| {
+                        (
+                            veil_secagg::NodeId::new(member.node.clone()).expect("node id"),
+                            member.identity_key.to_vec(),
+                        )
+                    }))
+                    .expect("directory"),
+                ),
                 Arc::clone(&node.key),
                 encoded,
                 &mut self.rng,
@@ -384,6 +403,94 @@ fn too_few_survivors_fail_the_phase_by_name_after_retrying() {
 }
 
 #[test]
+fn inputs_that_left_in_a_failed_attempt_are_never_summed_again() {
+    // Three of five nodes vanish after uploading their masked inputs: the
+    // attempt cannot unmask. Every input left, so no retry may include any
+    // of them (a second sum over a set differing by one node would reveal
+    // that node's input): the round is abandoned and charged, never re-run.
+    let behaviours = [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::DropAt(SecureStep::ConsistencyCheck),
+        Behaviour::DropAt(SecureStep::ConsistencyCheck),
+        Behaviour::DropAt(SecureStep::ConsistencyCheck),
+    ];
+    let mut federation = Federation::new(&behaviours);
+    let job = federation.start(secure_plan(3, 2));
+    assert_eq!(federation.run(&job), JobState::Succeeded);
+    let events = federation.events();
+    let round_one_train_openings = events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event,
+                EventKind::PhaseOpened {
+                    round: 1,
+                    phase: Phase::Train,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(round_one_train_openings, 1, "no second attempt of round 1");
+    let abandoned: Vec<&Vec<String>> = events
+        .iter()
+        .filter_map(|event| match event {
+            EventKind::PhaseAbandoned {
+                round: 1,
+                phase: Phase::Train,
+                released,
+                ..
+            } => Some(released),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].len(), 5, "every node's input left");
+    let status = federation.engine.status(&job).expect("job");
+    assert!(status.history[0].abandoned.is_some());
+    assert_eq!(status.history[0].train_participants, 5);
+    // Round 2 ran normally; the model holds only its update.
+    assert!(status.history[1].abandoned.is_none());
+    let expected = federation.fedavg(&[0, 1, 2, 3, 4]);
+    let model = federation.engine.final_model(&job).expect("model");
+    assert!((f64::from(model[0]) - expected).abs() < 1e-4);
+}
+
+#[test]
+fn a_sum_with_too_few_inputs_is_never_unmasked() {
+    // Two of five nodes never upload: three masked inputs arrive, but the
+    // job needs four. The coordinator must not ask anyone to unmask.
+    let behaviours = [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::DropAt(SecureStep::MaskedInput),
+        Behaviour::DropAt(SecureStep::MaskedInput),
+    ];
+    let mut federation = Federation::new(&behaviours);
+    let job = federation.start(secure_plan(4, 1));
+    let _ = federation.run(&job);
+    let events = federation.events();
+    let unmask_opened = events.iter().any(|event| {
+        matches!(
+            event,
+            EventKind::SecureStepOpened {
+                round: 1,
+                phase: Phase::Train,
+                step: SecureStep::Unmask,
+                ..
+            }
+        )
+    });
+    assert!(!unmask_opened, "an unmask step opened for a short sum");
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EventKind::SecureRoundFailed { reason, .. } if reason.contains("only 3 masked inputs arrived; a released sum needs 4")
+    )));
+}
+
+#[test]
 fn declining_nodes_are_recorded_and_the_round_goes_on() {
     let behaviours = [
         Behaviour::Honest,
@@ -399,7 +506,9 @@ fn declining_nodes_are_recorded_and_the_round_goes_on() {
         .into_iter()
         .filter(|event| matches!(event, EventKind::NodeDeclined { node, .. } if node == "node-3"))
         .count();
-    assert_eq!(declines, 3, "one per phase");
+    // Feature statistics and training: each declined, then retried without
+    // node-3. It is not asked to evaluate a model it did not train.
+    assert_eq!(declines, 2, "one per phase it was invited to");
     let expected = federation.fedavg(&[0, 1, 2]);
     let model = federation.engine.final_model(&job).expect("model");
     assert!((f64::from(model[0]) - expected).abs() < 1e-4);

@@ -257,17 +257,15 @@ fn a_late_reply_is_refused_and_the_node_joins_the_next_phase() {
         ),
         "{refused:?}"
     );
-    // The evaluation phase invites it again.
-    let next = harness
-        .engine
-        .next_task("late", harness.now)
-        .unwrap()
-        .unwrap();
-    assert_eq!((next.round, next.phase), (1, Phase::Evaluate));
+    // Only the round's contributors evaluate its model: the late node is
+    // not asked (its evaluation would be a release the round did not pay
+    // for), and it joins the next round's training.
+    let next = harness.engine.next_task("late", harness.now).unwrap();
+    assert!(next.is_none(), "{next:?}");
     assert_eq!(harness.run(&job), JobState::Succeeded);
     let status = harness.engine.status(&job).unwrap();
     assert_eq!(status.history[0].train_participants, 2);
-    assert_eq!(status.history[0].evaluate_participants, 3);
+    assert_eq!(status.history[0].evaluate_participants, 2);
     assert_eq!(status.history[1].train_participants, 3);
 }
 

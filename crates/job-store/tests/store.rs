@@ -140,6 +140,8 @@ fn failed_cancelled_and_secure_jobs_read_back_equal() {
         dropout_rate: 0.1,
         step_timeout: Duration::from_millis(2500),
         graph_seed: [7; 32],
+        collusion_fraction: 0.2,
+        security_bits: 40,
     });
     secure_plan.partner_privacy = PartnerPrivacy::Distributed {
         noise_multiplier: 1.1,

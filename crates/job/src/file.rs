@@ -186,6 +186,12 @@ pub struct AggregationSection {
     /// Deadline of each protocol step after the first, in seconds.
     #[serde(default)]
     pub step_timeout_secs: Option<f64>,
+    /// Fraction of each cohort that may collude with the coordinator.
+    #[serde(default)]
+    pub collusion_fraction: Option<f64>,
+    /// Security parameter s (bits) of sparse SecAgg+ graphs.
+    #[serde(default)]
+    pub security_bits: Option<u32>,
 }
 
 /// `[timeouts]`, in seconds.
@@ -256,6 +262,8 @@ impl JobFile {
                 max_weight: self.aggregation.max_weight.unwrap_or(0.0),
                 dropout_rate: self.aggregation.dropout_rate.unwrap_or(0.0),
                 step_timeout_ms: millis(self.aggregation.step_timeout_secs),
+                collusion_fraction: self.aggregation.collusion_fraction.unwrap_or(0.0),
+                security_bits: self.aggregation.security_bits.unwrap_or(0),
             }),
             privacy: Some(v1::Privacy {
                 customers: self.privacy.customers.clone().unwrap_or_default(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use thiserror::Error;
 use veil_features::{FeatureName, FeatureSpec, LabelSpec, TaskKind};
+use veil_federation::secure::{DEFAULT_COLLUSION_FRACTION, DEFAULT_SECURITY_BITS};
 use veil_federation::{
     AggregationMode, JobPlan, PhaseTimeouts, PlanError, SecureSettings, Strategy,
 };
@@ -392,6 +393,8 @@ impl JobSpec {
                     max_weight: settings.max_weight,
                     dropout_rate: settings.dropout_rate,
                     step_timeout_ms: millis(settings.step_timeout),
+                    collusion_fraction: settings.collusion_fraction,
+                    security_bits: settings.security_bits,
                 },
             }),
             privacy: Some(self.privacy.to_wire()),
@@ -439,6 +442,12 @@ fn aggregation_from_wire(
                     Duration::from_millis(u64::from(wire.step_timeout_ms))
                 },
                 graph_seed: graph_seed(name, seed),
+                collusion_fraction: or(wire.collusion_fraction, DEFAULT_COLLUSION_FRACTION),
+                security_bits: if wire.security_bits == 0 {
+                    DEFAULT_SECURITY_BITS
+                } else {
+                    wire.security_bits
+                },
             };
             Ok(AggregationMode::Secure(settings))
         }
@@ -457,6 +466,8 @@ fn secure_field_name(field: &str) -> &'static str {
         "max_weight" => "aggregation.max_weight",
         "dropout_rate" => "aggregation.dropout_rate",
         "step_timeout_ms" => "aggregation.step_timeout_secs",
+        "collusion_fraction" => "aggregation.collusion_fraction",
+        "security_bits" => "aggregation.security_bits",
         _ => "aggregation",
     }
 }

@@ -15,8 +15,7 @@ use veil_deid::{
 };
 use veil_features::{
     CustomerProfile, REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, create_owner_only,
-    parse_amount,
-    parse_timestamp,
+    parse_amount, parse_timestamp,
 };
 
 use crate::config::{DeidSettings, SourceConfig, UndeclaredColumns};

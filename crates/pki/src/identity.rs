@@ -322,6 +322,21 @@ impl FederationRoot {
     }
 }
 
+/// The DER of the (first) certificate in a PEM text, as a member sends its
+/// own certificate for the coordinator to relay to its peers.
+pub fn certificate_der_from_pem(certificate_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+        .map_err(|error| PkiError::Pem(format!("certificate: {error}")))?;
+    Ok(der.to_vec())
+}
+
+/// The identity a certificate names, *without* verifying its chain: for a
+/// coordinator comparing the certificate a node registers with the one its
+/// TLS handshake already verified. Peers must use [`verify_node_certificate`].
+pub fn certificate_identity_unverified(certificate_der: &[u8]) -> Result<PeerIdentity, AuthError> {
+    identity_of_der(certificate_der)
+}
+
 /// An authenticated member, as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {

@@ -27,7 +27,8 @@ pub use authority::{
 pub use files::{MemberFiles, MemberFilesError, REVOCATIONS_FILE, ROOT_FILE};
 pub use identity::{
     AuthError, Ed25519PublicKey, FederationRoot, IdentityKey, PeerIdentity, Role, Serial,
-    authorize, verify_certificate, verify_node_certificate,
+    authorize, certificate_der_from_pem, certificate_identity_unverified, verify_certificate,
+    verify_node_certificate,
 };
 pub use journal::{ISSUED_FILE, Issuance, IssuanceJournal};
 pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};

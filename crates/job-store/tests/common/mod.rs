@@ -92,6 +92,9 @@ pub fn round_record(round: u32) -> RoundRecord {
         } else {
             Vec::new()
         },
+        contributors: vec!["node-0".to_owned(), "node-1".to_owned()],
+        secure_guarantee: Some(format!("tolerates {round} colluders")),
+        abandoned: None,
     }
 }
 

@@ -1,0 +1,212 @@
+//! The partner's own policy, enforced by its node whatever a job asks:
+//! which aggregation modes and privacy settings it accepts, the secure-
+//! aggregation floors below which it reveals nothing, and the privacy caps
+//! its dataset may spend per calendar year across every job.
+
+use serde::{Deserialize, Serialize};
+use veil_federation::{AggregationMode, DeclineCode};
+use veil_job::JobSpec;
+use veil_ledger::{PartnerCap, Period, PrivacyUnit};
+
+/// `[policy]` in the node config.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePolicy {
+    /// The lowest secure-aggregation threshold t the node accepts, and the
+    /// fewest surviving neighbours it will unmask with.
+    #[serde(default = "default_min_secure_threshold")]
+    pub min_secure_threshold: usize,
+    /// Whether the node joins jobs that aggregate in the clear. Off by
+    /// default: a plain job shows the coordinator this partner's update.
+    #[serde(default)]
+    pub allow_plain_aggregation: bool,
+    /// Customer-level ε this node's dataset may spend per calendar year,
+    /// composed over every job (`inf` for no cap).
+    #[serde(default = "default_epsilon_cap")]
+    pub customer_epsilon_per_year: f64,
+    /// Partner-level ε this node may spend per calendar year.
+    #[serde(default = "default_epsilon_cap")]
+    pub partner_epsilon_per_year: f64,
+    /// δ at which the caps are measured.
+    #[serde(default = "default_cap_delta")]
+    pub cap_delta: f64,
+    /// Whether every job must train with customer-level DP (DP-SGD).
+    #[serde(default)]
+    pub require_customer_dp: bool,
+    /// The smallest DP-SGD noise multiplier σ the node trains with.
+    #[serde(default)]
+    pub min_customer_noise_multiplier: f64,
+    /// The largest customer-level ε one job may budget per partner.
+    #[serde(default = "default_unlimited")]
+    pub max_customer_epsilon_per_job: f64,
+    /// The largest partner-level ε one job may budget per partner.
+    #[serde(default = "default_unlimited")]
+    pub max_partner_epsilon_per_job: f64,
+    /// The smallest secure cohort the node joins.
+    #[serde(default = "default_min_cohort")]
+    pub min_cohort: usize,
+    /// The smallest collusion fraction a secure job must tolerate.
+    #[serde(default)]
+    pub min_collusion_fraction: f64,
+    /// The smallest security parameter (bits) a secure job may state.
+    #[serde(default)]
+    pub min_security_bits: u32,
+}
+
+fn default_epsilon_cap() -> f64 {
+    8.0
+}
+
+fn default_cap_delta() -> f64 {
+    1e-5
+}
+
+fn default_min_secure_threshold() -> usize {
+    2
+}
+
+fn default_unlimited() -> f64 {
+    f64::INFINITY
+}
+
+fn default_min_cohort() -> usize {
+    veil_federation::secure::MIN_SECURE_COHORT
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        Self {
+            min_secure_threshold: default_min_secure_threshold(),
+            allow_plain_aggregation: false,
+            customer_epsilon_per_year: default_epsilon_cap(),
+            partner_epsilon_per_year: default_epsilon_cap(),
+            cap_delta: default_cap_delta(),
+            require_customer_dp: false,
+            min_customer_noise_multiplier: 0.0,
+            max_customer_epsilon_per_job: default_unlimited(),
+            max_partner_epsilon_per_job: default_unlimited(),
+            min_cohort: default_min_cohort(),
+            min_collusion_fraction: 0.0,
+            min_security_bits: 0,
+        }
+    }
+}
+
+/// A policy refusal: the code that travels, and the detail the node logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRefusal {
+    /// What the coordinator is told.
+    pub code: DeclineCode,
+    /// What the partner's log says.
+    pub detail: String,
+}
+
+impl NodePolicy {
+    /// Why this node refuses a job outright, if it does.
+    pub fn refusal(&self, spec: &JobSpec) -> Option<PolicyRefusal> {
+        let refuse = |code, detail: String| Some(PolicyRefusal { code, detail });
+        let privacy = &spec.privacy;
+        if matches!(spec.aggregation, AggregationMode::Plain) && !self.allow_plain_aggregation {
+            return refuse(
+                DeclineCode::PolicyPlainAggregation,
+                "partner policy refuses plain aggregation (set policy.allow_plain_aggregation to allow it)"
+                    .to_owned(),
+            );
+        }
+        match &privacy.customers {
+            None if self.require_customer_dp => {
+                return refuse(
+                    DeclineCode::PolicyCustomerDpRequired,
+                    "partner policy requires customer-level DP; the job says customers = \"off\""
+                        .to_owned(),
+                );
+            }
+            Some(dp) if dp.noise_multiplier < self.min_customer_noise_multiplier => {
+                return refuse(
+                    DeclineCode::PolicyNoiseTooLow,
+                    format!(
+                        "the job's DP-SGD noise multiplier {} is below the policy's minimum {}",
+                        dp.noise_multiplier, self.min_customer_noise_multiplier
+                    ),
+                );
+            }
+            _ => {}
+        }
+        for (unit, budget, maximum) in [
+            (
+                "customer",
+                privacy.customer_epsilon,
+                self.max_customer_epsilon_per_job,
+            ),
+            (
+                "partner",
+                privacy.partner_epsilon,
+                self.max_partner_epsilon_per_job,
+            ),
+        ] {
+            // A unit the job leaves unprotected spends nothing of it.
+            let spends = match unit {
+                "customer" => privacy.customers.is_some(),
+                _ => !matches!(privacy.partners, veil_federation::PartnerPrivacy::Off),
+            };
+            if spends && !(budget <= maximum) {
+                return refuse(
+                    DeclineCode::PolicyEpsilonTooHigh,
+                    format!(
+                        "the job's {unit}-level budget ε = {budget} exceeds the policy's maximum {maximum} per job"
+                    ),
+                );
+            }
+        }
+        if let AggregationMode::Secure(settings) = &spec.aggregation {
+            if settings.collusion_fraction < self.min_collusion_fraction
+                || settings.security_bits < self.min_security_bits
+            {
+                return refuse(
+                    DeclineCode::PolicyCollusionTolerance,
+                    format!(
+                        "the job tolerates collusion {} at {} bits; the policy requires at least {} at {} bits",
+                        settings.collusion_fraction,
+                        settings.security_bits,
+                        self.min_collusion_fraction,
+                        self.min_security_bits
+                    ),
+                );
+            }
+            if (spec.max_participants as usize) < self.min_cohort {
+                return refuse(
+                    DeclineCode::PolicyCohortTooSmall,
+                    format!(
+                        "the job's cohorts hold at most {} nodes; the policy requires {}",
+                        spec.max_participants, self.min_cohort
+                    ),
+                );
+            }
+        }
+        None
+    }
+
+    /// The caps on `dataset_id`, one per privacy unit.
+    pub fn caps(&self, dataset_id: &str) -> Vec<PartnerCap> {
+        [
+            (PrivacyUnit::Customer, self.customer_epsilon_per_year),
+            (PrivacyUnit::Partner, self.partner_epsilon_per_year),
+        ]
+        .into_iter()
+        .map(|(unit, epsilon)| PartnerCap {
+            dataset_id: dataset_id.to_owned(),
+            period: Period::CalendarYear,
+            epsilon,
+            delta: self.cap_delta,
+            unit,
+        })
+        .collect()
+    }
+
+    /// The secure-aggregation policy handed to the protocol.
+    pub fn secure_policy(&self) -> veil_secagg::PartnerPolicy {
+        veil_secagg::PartnerPolicy {
+            minimum_threshold: self.min_secure_threshold,
+        }
+    }
+}
