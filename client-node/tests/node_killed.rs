@@ -50,9 +50,16 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     let mut nodes: Vec<Child> = configs.iter().map(|c| spawn_node(c)).collect();
     // A node registers right after loading and de-identifying its data, which ends with its
     // de-identification report; wait for all three so round 0 invites every node.
+    // Every wait has a deadline and names what it waited for.
+    let patience = std::time::Instant::now() + Duration::from_secs(300);
     for file in &files {
         let report = file.with_extension("deid").join("deid-report.json");
         while !report.exists() {
+            assert!(
+                std::time::Instant::now() < patience,
+                "{} never appeared",
+                report.display()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -90,6 +97,10 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         if status.completed_rounds >= 1 {
             break;
         }
+        assert!(
+            status.state == v1::JobState::Running as i32 && std::time::Instant::now() < patience,
+            "round 1 never completed: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nodes[2].kill().unwrap();
@@ -100,6 +111,10 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         if status.completed_rounds >= 2 {
             break;
         }
+        assert!(
+            status.state == v1::JobState::Running as i32 && std::time::Instant::now() < patience,
+            "round 2 never completed without node-2: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     nodes[2] = spawn_node(&configs[2]);

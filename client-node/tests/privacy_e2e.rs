@@ -140,7 +140,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     );
     // The strict node vetoed every training round it was invited to, by name.
     assert!(
-        transcript.contains(&format!("'node-{STRICT}' declined: partner privacy cap")),
+        transcript.contains(&format!("'node-{STRICT}' declined: privacy-cap-exceeded")),
         "{transcript}"
     );
 

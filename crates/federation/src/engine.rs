@@ -463,9 +463,9 @@ struct Job<D> {
     released: BTreeSet<NodeId>,
     /// The cohort size the released inputs were priced for.
     released_cohort: usize,
-    /// Nodes that declined the current phase: a retry of it goes on without
-    /// them (a small cohort's threshold tolerates few absences, and a node
-    /// that said no once says no again).
+    /// Nodes that declined the current phase or never answered its first
+    /// step: a retry of it goes on without them (a small cohort's threshold
+    /// tolerates few absences, and a node that said no once says no again).
     declined: BTreeSet<NodeId>,
     /// Events raised while handling a submission, emitted at the next step.
     pending_events: Vec<EventKind>,
@@ -1270,7 +1270,7 @@ fn open_phase<D>(
         }
         if !job.declined.is_empty() {
             let reason = format!(
-                "round {round} phase {phase}: {} nodes declined and only {} others are eligible; the phase needs {}",
+                "round {round} phase {phase}: {} nodes declined or went silent and only {} others are eligible; the phase needs {}",
                 job.declined.len(),
                 invited.len(),
                 plan.min_participants
@@ -1404,6 +1404,11 @@ fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<Eve
         attempt: open.attempt,
         reason: reason.clone(),
     });
+    // Members that never answered the first step sit the retry out: a
+    // small cohort's threshold may tolerate no absence at all.
+    if let PhaseAggregation::Secure(secure) = &open.aggregation {
+        job.declined.extend(secure.silent_from_the_start());
+    }
     job.failed_attempts = open.attempt;
     if open.attempt >= job.durable.plan.max_phase_attempts {
         if !job.released.is_empty() {

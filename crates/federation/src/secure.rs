@@ -584,6 +584,9 @@ pub struct SecureRound {
     /// Nodes whose masked input this instance accepted: their input has left
     /// them for this (round, phase), and they take part in no later attempt.
     masked_inputs: BTreeSet<NodeId>,
+    /// Nodes that answered the first step: the others are likely gone, and
+    /// a retry goes on without them.
+    advertised: BTreeSet<NodeId>,
     /// Nodes expected to answer the current step.
     expected: BTreeSet<NodeId>,
     /// Nodes that answered it.
@@ -687,6 +690,7 @@ impl SecureRound {
             graph,
             min_contributors: min_contributors.max(1),
             masked_inputs: BTreeSet::new(),
+            advertised: BTreeSet::new(),
             expected,
             answered: BTreeSet::new(),
             broadcast: Arc::new(Vec::new()),
@@ -704,6 +708,14 @@ impl SecureRound {
     /// Nodes whose masked input this instance accepted.
     pub fn masked_inputs(&self) -> &BTreeSet<NodeId> {
         &self.masked_inputs
+    }
+
+    /// Cohort members that never answered the first step.
+    pub fn silent_from_the_start(&self) -> Vec<NodeId> {
+        self.cohort()
+            .filter(|node| !self.advertised.contains(*node))
+            .cloned()
+            .collect()
     }
 
     /// The step currently open.
@@ -803,6 +815,7 @@ impl SecureRound {
                 session
                     .handle_key_advertisement(message)
                     .map_err(protocol_error)?;
+                self.advertised.insert(node.to_owned());
             }
             Some(Stage::Share(session)) => {
                 let message = EncryptedShares::from_bytes(payload).map_err(decode_error)?;

@@ -1,0 +1,442 @@
+//! A malicious coordinator over real gRPC and real mTLS: a scripted
+//! `NodeService` (the coordinator's role, with a genuine coordinator
+//! certificate from the federation CA) hands a real client node crafted
+//! tasks, and the tests check what leaves the node byte for byte. The
+//! protocol-level attacks (retries, split views, evaluations) are in
+//! `crates/node-protocol/tests/adversarial.rs`, against the same state
+//! machine this node runs.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client_node::config::NodeConfig;
+use client_node::demo::LocalPki;
+use client_node::memory_store::MemoryStore;
+use client_node::policy::NodePolicy;
+use ring::signature::KeyPair;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use veil_federation::secure::{GraphSeedInput, round_graph_seed, secure_round_parameters};
+use veil_federation::{AggregationMode, DeclineCode, Phase, ReplyEncoding};
+use veil_pki::{CertificateRequest, FederationCa, Role, Validity};
+use veil_wire::v1::node_service_server::{NodeService, NodeServiceServer};
+use veil_wire::v1::{self, result_chunk};
+
+/// How long any wait in these tests may take before it fails by name.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// What the node sent: the header and the body's bytes.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    header: v1::ResultHeader,
+    body: Vec<u8>,
+}
+
+/// The scripted coordinator: hands out queued tasks, records submissions.
+struct Scripted {
+    tasks: Mutex<VecDeque<v1::Task>>,
+    sent: mpsc::UnboundedSender<Sent>,
+    audit_key_hex: String,
+    parameters: Vec<f32>,
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ModelChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeService for Scripted {
+    async fn register(
+        &self,
+        _request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        Ok(Response::new(v1::RegisterResponse {
+            heartbeat_interval_ms: 1000,
+            max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
+            audit_public_key: self.audit_key_hex.clone(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        _request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        Ok(Response::new(v1::HeartbeatResponse {}))
+    }
+
+    async fn fetch_task(
+        &self,
+        _request: Request<v1::FetchTaskRequest>,
+    ) -> Result<Response<v1::FetchTaskResponse>, Status> {
+        let task = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        if task.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Response::new(v1::FetchTaskResponse { task }))
+    }
+
+    type DownloadModelStream = ChunkStream;
+
+    async fn download_model(
+        &self,
+        _request: Request<v1::DownloadModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let values: Vec<u8> = self
+            .parameters
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
+        let chunk = v1::ModelChunk {
+            offset: 0,
+            total_parameters: self.parameters.len() as u64,
+            values,
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(chunk)]))))
+    }
+
+    async fn submit_result(
+        &self,
+        request: Request<Streaming<v1::ResultChunk>>,
+    ) -> Result<Response<v1::SubmitResultResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut header = None;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            match chunk.body {
+                Some(result_chunk::Body::Header(first)) => header = Some(first),
+                Some(result_chunk::Body::Values(bytes)) => body.extend_from_slice(&bytes),
+                None => {}
+            }
+        }
+        let header = header.ok_or_else(|| Status::invalid_argument("no header"))?;
+        let _ = self.sent.send(Sent { header, body });
+        Ok(Response::new(v1::SubmitResultResponse { duplicate: false }))
+    }
+
+    async fn fetch_receipts(
+        &self,
+        _request: Request<v1::FetchReceiptsRequest>,
+    ) -> Result<Response<v1::FetchReceiptsResponse>, Status> {
+        Ok(Response::new(v1::FetchReceiptsResponse {
+            receipts: Vec::new(),
+        }))
+    }
+}
+
+/// A federation folder: the CA, a genuine coordinator certificate, and the
+/// victim's member folder.
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pki: LocalPki,
+    data: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let pki = LocalPki::create(&root.join("pki")).unwrap();
+    pki.member(Role::Node, "victim").unwrap();
+    let synth = veil_synth::SynthConfig::demo(1, 11);
+    let files = veil_synth::write_partner_files(&synth, &root.join("data")).unwrap();
+    Setup {
+        _dir: dir,
+        root,
+        pki,
+        data: files[0].clone(),
+    }
+}
+
+/// Serves `tasks` over mTLS with the federation's coordinator certificate.
+async fn serve(
+    setup: &Setup,
+    tasks: Vec<v1::Task>,
+    parameters: usize,
+) -> (String, mpsc::UnboundedReceiver<Sent>, Arc<Scripted>) {
+    let coordinator = setup.pki.coordinator().unwrap();
+    let server_tls = coordinator
+        .server(setup.pki.revocations().unwrap())
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let audit = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
+    let audit_key_hex: String = audit
+        .public_key()
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let scripted = Arc::new(Scripted {
+        tasks: Mutex::new(tasks.into()),
+        sent: sender,
+        audit_key_hex,
+        parameters: vec![0.0; parameters],
+    });
+    let service = NodeServiceServer::from_arc(Arc::clone(&scripted));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(veil_pki::tls_incoming(listener, &server_tls)),
+    );
+    (address, receiver, scripted)
+}
+
+fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
+    NodeConfig {
+        node_id: "victim".to_owned(),
+        coordinator: address.to_owned(),
+        data: veil_features::CsvSource::new(setup.data.clone()).into(),
+        state_dir: Some(setup.root.join("victim.state")),
+        policy: NodePolicy {
+            allow_plain_aggregation: true,
+            ..Default::default()
+        },
+        tls_dir: Some(setup.pki.folder("victim")),
+        insecure_dev: false,
+    }
+}
+
+fn job(mode: &str, rounds: u32) -> v1::JobSpec {
+    let text = client_node::demo::STANDARD_JOB
+        .replace("{cutoff}", "2024-10-02")
+        .replace("{horizon}", "90")
+        .replace("rounds = 12", &format!("rounds = {rounds}"))
+        .replace(
+            "kind = \"mlp\"\nhidden = [64, 32]",
+            "kind = \"logistic_regression\"",
+        )
+        .replace("mode = \"secure\"", &format!("mode = \"{mode}\""));
+    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+}
+
+/// Waits for the next submission, failing by name after [`PATIENCE`].
+async fn next_sent(receiver: &mut mpsc::UnboundedReceiver<Sent>, what: &str) -> Sent {
+    tokio::time::timeout(PATIENCE, receiver.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the node never sent {what}"))
+        .unwrap_or_else(|| panic!("the scripted coordinator closed before {what}"))
+}
+
+fn start_victim(
+    config: NodeConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let result = client_node::node::run(config, async {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(error) = result {
+            panic!("the node stopped: {error:#}");
+        }
+    });
+    (stop, handle)
+}
+
+fn refusals(state: &Path) -> Vec<String> {
+    MemoryStore::open(state)
+        .unwrap()
+        .refusals()
+        .unwrap()
+        .into_iter()
+        .map(|refusal| refusal.code)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_peers_are_refused_and_no_key_material_leaves() {
+    let setup = setup();
+    // The coordinator invents two peers, certified by a CA it controls.
+    let attacker = FederationCa::create(
+        "attacker",
+        Validity::starting_now(Duration::from_secs(86_400)),
+    )
+    .unwrap();
+    let invent = |name: &str| {
+        let (issued, key) = attacker
+            .issue_with_new_key(&CertificateRequest::member(
+                Role::Node,
+                name,
+                Validity::starting_now(Duration::from_secs(86_400)),
+            ))
+            .unwrap();
+        v1::NodeIdentity {
+            node_id: name.to_owned(),
+            public_key: key.public_key().0.to_vec(),
+            certificate_der: issued.certificate_der.to_vec(),
+        }
+    };
+    let victim_files = setup.pki.folder("victim");
+    let (_, victim_pem, victim_key) = veil_pki::MemberFiles::in_folder(&victim_files, "victim")
+        .load()
+        .unwrap();
+    let victim_identity = v1::NodeIdentity {
+        node_id: "victim".to_owned(),
+        public_key: victim_key.public_key().0.to_vec(),
+        certificate_der: veil_pki::certificate_der_from_pem(&victim_pem).unwrap(),
+    };
+    let wire = job("secure", 2);
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let AggregationMode::Secure(settings) = &spec.aggregation else {
+        panic!("secure job");
+    };
+    let cohort = ["peer-a", "peer-b", "victim"];
+    let graph = secure_round_parameters(3, settings).unwrap();
+    let shape = spec.plan().reply_shape(Phase::FeatureStats);
+    let encoding = ReplyEncoding::new(
+        shape.vector_len,
+        shape.statistics_len,
+        3,
+        settings,
+        &spec.privacy.partners,
+    )
+    .unwrap();
+    // Every parameter is exactly what an honest coordinator would send: only
+    // the peers are forged.
+    let task = v1::Task {
+        job_id: "job-1".to_owned(),
+        round: 0,
+        phase: v1::Phase::FeatureStats as i32,
+        spec: Some(wire),
+        deadline_ms: 30_000,
+        secure: Some(v1::SecureStepTask {
+            step: v1::SecureStep::AdvertiseKeys as i32,
+            attempt: 1,
+            parameters: Some(v1::SecureParameters {
+                cohort: cohort.iter().map(|name| (*name).to_owned()).collect(),
+                graph_seed: round_graph_seed(
+                    &settings.graph_seed,
+                    GraphSeedInput {
+                        job: "job-1",
+                        round: 0,
+                        phase: Phase::FeatureStats,
+                        attempt: 1,
+                        cohort: &cohort,
+                    },
+                )
+                .to_vec(),
+                neighbour_count: graph.neighbour_count as u32,
+                reconstruction_threshold: graph.reconstruction_threshold as u32,
+                modulus_bits: settings.modulus_bits,
+                vector_length: encoding.encoded_len() as u64,
+            }),
+            identities: vec![invent("peer-a"), invent("peer-b"), victim_identity],
+            payload: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    let (address, mut sent, _scripted) = serve(&setup, vec![task], 0).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config);
+    let answer = next_sent(&mut sent, "its answer to the forged cohort").await;
+    assert_eq!(
+        answer.header.decline_code,
+        DeclineCode::PeerCertificateRejected.wire_value(),
+        "{answer:?}"
+    );
+    assert_eq!(answer.header.secure_step, 0, "no protocol message");
+    assert!(answer.body.is_empty(), "nothing but the code leaves");
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(
+        refusals(&state),
+        vec!["peer-certificate-rejected".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_changed_mid_job_is_refused_and_a_restarted_node_resends_its_stored_reply() {
+    let setup = setup();
+    let wire = job("plain", 2);
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let parameters = spec.model_spec().parameter_count();
+    let n_features = spec.features.n_features();
+    let train_task = |wire: v1::JobSpec, round: u32| v1::Task {
+        job_id: "job-1".to_owned(),
+        round,
+        phase: v1::Phase::Train as i32,
+        spec: Some(wire),
+        scaling: Some(v1::Scaling {
+            mean: vec![0.0; n_features],
+            std: vec![1.0; n_features],
+        }),
+        parameter_count: parameters as u64,
+        deadline_ms: 60_000,
+        model_version: 1,
+        ..Default::default()
+    };
+    // Round 1 under the spec the job started with; round 2 under a spec the
+    // coordinator changed mid-job (ten times the rounds, the same job id).
+    let changed = job("plain", 20);
+    let tasks = vec![train_task(wire.clone(), 1), train_task(changed, 2)];
+    let (address, mut sent, scripted) = serve(&setup, tasks, parameters).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config.clone());
+    let first = next_sent(&mut sent, "its round 1 update").await;
+    assert_eq!(first.header.decline_code, 0, "{:?}", first.header);
+    assert_eq!(first.body.len(), parameters * 4);
+    let refused = next_sent(&mut sent, "its answer to the changed spec").await;
+    assert_eq!(
+        refused.header.decline_code,
+        DeclineCode::SpecChanged.wire_value()
+    );
+    assert!(refused.body.is_empty());
+    let _ = stop.send(());
+    let _ = handle.await;
+
+    // The node restarts; the coordinator asks for round 1 again. The node
+    // must not train again (fresh DP-SGD noise, averaged over retries, would
+    // cancel out): it sends the identical stored reply.
+    scripted
+        .tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push_back(train_task(wire, 1));
+    let (stop, handle) = start_victim(config);
+    let again = next_sent(&mut sent, "its answer after the restart").await;
+    assert_eq!(again.header.decline_code, 0);
+    assert_eq!(again.body, first.body, "the same update, bit for bit");
+    assert_eq!(again.header.weight.to_bits(), first.header.weight.to_bits());
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(refusals(&state), vec!["spec-changed".to_owned()]);
+    // One charge for round 1, recorded once.
+    let ledger = veil_ledger::SqliteLedger::open(&state.join("ledger.sqlite")).unwrap();
+    let charges = ledger.charges_for_partner("victim").unwrap();
+    assert_eq!(
+        charges.iter().filter(|charge| charge.round == 1).count(),
+        charges.len()
+    );
+    assert!(!charges.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_tls_refuses_to_start_unless_it_says_insecure_dev() {
+    let setup = setup();
+    let config = NodeConfig {
+        tls_dir: None,
+        insecure_dev: false,
+        ..victim_config(&setup, "http://127.0.0.1:9")
+    };
+    let error = client_node::node::run(config, std::future::pending())
+        .await
+        .expect_err("no TLS and no insecure_dev");
+    let message = format!("{error:#}");
+    assert!(message.contains("no tls_dir configured"), "{message}");
+    assert!(message.contains("insecure_dev = true"), "{message}");
+}
