@@ -71,6 +71,11 @@ fn job(mode: &str) -> v1::JobSpec {
 /// returns the final model.
 async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: Kill) -> Vec<f32> {
     let federation = start_coordinator().await;
+    // Each run is a new federation whose coordinator numbers jobs from
+    // job-1 again: nodes get fresh state, since a node pins each job id's
+    // spec and refuses another spec under the same id.
+    let run_state = tempfile::tempdir_in(state).unwrap();
+    let state = run_state.path();
     let (progress_sender, mut progress) = mpsc::unbounded_channel::<(usize, NodeProgress)>();
     let mut nodes: Vec<JoinHandle<()>> = Vec::new();
     for (index, file) in files.iter().enumerate() {

@@ -106,7 +106,18 @@ impl PrivacySpec {
             DEFAULT_PARTNER_NOISE_MULTIPLIER,
         );
         let clip_norm = or(wire.update_clip_norm, DEFAULT_UPDATE_CLIP_NORM);
+        // Partner-level DP is sound only when nothing else leaves exactly:
+        // without customer-level DP, feature sums, example counts and
+        // evaluation statistics travel as exact sums, so the job may not
+        // claim a partner-level ε (and defaults to none).
+        if customers.is_none() && matches!(wire.partners.as_str(), "distributed" | "central") {
+            return Err(invalid(
+                "privacy.partners",
+                "partner-level DP needs customers = \"dp-sgd\": without it feature sums, example counts and evaluation statistics leave un-noised; say partners = \"off\"",
+            ));
+        }
         let partners = match (wire.partners.as_str(), aggregation) {
+            ("", _) if customers.is_none() => PartnerPrivacy::Off,
             ("distributed", _) | ("", AggregationMode::Secure(_)) => PartnerPrivacy::Distributed {
                 noise_multiplier,
                 clip_norm,

@@ -119,3 +119,37 @@ fn a_malformed_job_file_names_the_problem() {
     let error = JobFile::parse("name = \"x\"\nrounds = \"five\"\n").unwrap_err();
     assert!(error.to_string().contains("rounds"), "{error}");
 }
+
+#[test]
+fn partner_level_dp_without_customer_level_dp_is_refused() {
+    // Without DP-SGD, feature sums, example counts and evaluation statistics
+    // leave exactly: a partner-level ε would be a false claim.
+    for mode in ["distributed", "central"] {
+        check_error(
+            |wire| {
+                let privacy = wire.privacy.get_or_insert_with(Default::default);
+                privacy.customers = "off".to_owned();
+                privacy.partners = mode.to_owned();
+            },
+            "privacy.partners",
+            "needs customers",
+        );
+    }
+    // Saying nothing about partners then means no partner-level claim.
+    let mut wire = JobFile::parse(DEMO).unwrap().to_wire();
+    wire.privacy.get_or_insert_with(Default::default).customers = "off".to_owned();
+    let spec = JobSpec::from_wire(&wire).unwrap();
+    assert_eq!(spec.privacy.partners, veil_federation::PartnerPrivacy::Off);
+}
+
+#[test]
+fn collusion_a_small_cohort_cannot_tolerate_is_refused_at_submission() {
+    check_error(
+        |wire| {
+            let aggregation = wire.aggregation.get_or_insert_with(Default::default);
+            aggregation.collusion_fraction = 0.45;
+        },
+        "plan",
+        "cannot tolerate",
+    );
+}
