@@ -325,6 +325,21 @@ impl AuditTrail {
                     .unwrap_or_default();
                 let mut mechanism = mechanism;
                 mechanism.insert("attempt".to_owned(), attempt.to_string());
+                // The guarantee this cohort's secure aggregation gives, as
+                // every node recomputes it.
+                if let Ok(spec) = engine.descriptor(&job_id) {
+                    if let veil_federation::AggregationMode::Secure(settings) = &spec.aggregation {
+                        let guarantee = veil_federation::secure::secure_round_parameters(
+                            invited.len(),
+                            settings,
+                        )
+                        .map_or_else(
+                            |error| error.to_string(),
+                            |graph| graph.guarantee.to_string(),
+                        );
+                        mechanism.insert("secure_guarantee".to_owned(), guarantee);
+                    }
+                }
                 self.record(
                     COORDINATOR,
                     AuditEvent::RoundStarted {

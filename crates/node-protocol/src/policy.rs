@@ -210,3 +210,122 @@ impl NodePolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(privacy: &str, aggregation: &str) -> JobSpec {
+        let text = format!(
+            r#"
+name = "policy"
+rounds = 2
+min_participants = 3
+max_participants = 4
+[task]
+kind = "churn"
+cutoff = "2024-10-01"
+horizon_days = 90
+[model]
+kind = "logistic_regression"
+[training]
+local_epochs = 1
+batch_size = 32
+learning_rate = 0.05
+optimizer = "sgd"
+[aggregation]
+{aggregation}
+[privacy]
+{privacy}
+"#
+        );
+        let wire = veil_job::file::JobFile::parse(&text)
+            .unwrap_or_else(|error| panic!("{error}"))
+            .to_wire();
+        JobSpec::from_wire(&wire).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// One check per policy field: the job that breaks it, and the code.
+    fn check(policy: NodePolicy, job: &JobSpec, expected: Option<DeclineCode>) {
+        assert_eq!(
+            policy.refusal(job).map(|refusal| refusal.code),
+            expected,
+            "{policy:?}"
+        );
+    }
+
+    #[test]
+    fn every_policy_requirement_refuses_with_its_own_code() {
+        let dp = spec(
+            "customers = \"dp-sgd\"\ncustomer_noise_multiplier = 1.0\ncustomer_epsilon = 4.0\npartners = \"off\"",
+            "mode = \"secure\"\ncollusion_fraction = 0.2",
+        );
+        let no_dp = spec("customers = \"off\"", "mode = \"secure\"");
+        let plain = spec("customers = \"dp-sgd\"", "mode = \"plain\"");
+        check(NodePolicy::default(), &dp, None);
+        check(
+            NodePolicy::default(),
+            &plain,
+            Some(DeclineCode::PolicyPlainAggregation),
+        );
+        check(
+            NodePolicy {
+                require_customer_dp: true,
+                ..NodePolicy::default()
+            },
+            &no_dp,
+            Some(DeclineCode::PolicyCustomerDpRequired),
+        );
+        check(
+            NodePolicy {
+                min_customer_noise_multiplier: 1.5,
+                ..NodePolicy::default()
+            },
+            &dp,
+            Some(DeclineCode::PolicyNoiseTooLow),
+        );
+        check(
+            NodePolicy {
+                max_customer_epsilon_per_job: 3.0,
+                ..NodePolicy::default()
+            },
+            &dp,
+            Some(DeclineCode::PolicyEpsilonTooHigh),
+        );
+        check(
+            NodePolicy {
+                min_cohort: 5,
+                ..NodePolicy::default()
+            },
+            &dp,
+            Some(DeclineCode::PolicyCohortTooSmall),
+        );
+        check(
+            NodePolicy {
+                min_collusion_fraction: 0.3,
+                ..NodePolicy::default()
+            },
+            &dp,
+            Some(DeclineCode::PolicyCollusionTolerance),
+        );
+        check(
+            NodePolicy {
+                min_security_bits: 64,
+                ..NodePolicy::default()
+            },
+            &dp,
+            Some(DeclineCode::PolicyCollusionTolerance),
+        );
+    }
+
+    #[test]
+    fn a_policy_file_reads_every_new_field() {
+        let policy: NodePolicy = toml::from_str(
+            "require_customer_dp = true\nmin_customer_noise_multiplier = 0.8\nmax_customer_epsilon_per_job = 3.0\nmin_cohort = 5\nmin_collusion_fraction = 0.25\nmin_security_bits = 40\n",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert!(policy.require_customer_dp);
+        assert_eq!(policy.min_cohort, 5);
+        assert!(toml::from_str::<NodePolicy>("unknown_rule = 1").is_err());
+    }
+}
