@@ -39,16 +39,8 @@ pub fn secure_step_from_wire(raw: i32) -> Result<SecureStep, MalformedTask> {
     }
 }
 
-/// Domain secure step to wire.
-pub fn secure_step_to_wire(step: SecureStep) -> v1::SecureStep {
-    match step {
-        SecureStep::AdvertiseKeys => v1::SecureStep::AdvertiseKeys,
-        SecureStep::ShareKeys => v1::SecureStep::ShareKeys,
-        SecureStep::MaskedInput => v1::SecureStep::MaskedInput,
-        SecureStep::ConsistencyCheck => v1::SecureStep::ConsistencyCheck,
-        SecureStep::Unmask => v1::SecureStep::Unmask,
-    }
-}
+/// Domain secure step to wire: the coordinator's edge has the one mapping.
+pub use coordinator::convert::secure_step_to_wire;
 
 /// A decline code as it travels.
 pub fn decline_code_to_wire(code: DeclineCode) -> i32 {

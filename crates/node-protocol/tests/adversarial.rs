@@ -295,6 +295,26 @@ struct Attempt {
 }
 
 impl Attempt {
+    /// Hands `node` its task for the attempt's first step and returns its answer.
+    fn first_answer(
+        &self,
+        node: &mut Node,
+        name: &str,
+        spec: &JobSpec,
+        digest: [u8; 32],
+        round: u32,
+        phase: Phase,
+    ) -> Result<Outgoing, DeclineCode> {
+        let task = self
+            .round
+            .task_for(name)
+            .unwrap_or_else(|| panic!("no task for {name}"));
+        node.answer(
+            &node_task(spec, digest, round, phase, Some(request_of(&task))),
+            0.5,
+        )
+    }
+
     fn open(
         spec: &JobSpec,
         round: u32,
@@ -438,19 +458,13 @@ fn invented_peers_certified_by_another_ca_are_refused_before_any_key_leaves() {
     }));
     let spec = job_spec("substitution", 1, 3, 3, 0.2);
     let attempt = Attempt::open(&spec, 1, Phase::Train, 1, cohort);
-    let task = attempt
-        .round
-        .task_for("victim")
-        .unwrap_or_else(|| panic!("task"));
-    let outcome = victim.answer(
-        &node_task(
-            &spec,
-            digest_of("s"),
-            1,
-            Phase::Train,
-            Some(request_of(&task)),
-        ),
-        0.5,
+    let outcome = attempt.first_answer(
+        &mut victim,
+        "victim",
+        &spec,
+        digest_of("s"),
+        1,
+        Phase::Train,
     );
     assert_eq!(outcome, Err(DeclineCode::PeerCertificateRejected));
     assert_eq!(victim.computed, 0, "nothing computed for a forged cohort");
@@ -469,19 +483,13 @@ fn a_genuine_certificate_relayed_under_another_name_or_with_another_key_is_refus
     let mut cohort = cohort_of(&nodes[..3]);
     cohort[2].certificate_der = Arc::clone(&cohort[1].certificate_der);
     let attempt = Attempt::open(&spec, 1, Phase::Train, 1, cohort);
-    let task = attempt
-        .round
-        .task_for("node-0")
-        .unwrap_or_else(|| panic!("task"));
-    let outcome = nodes[0].answer(
-        &node_task(
-            &spec,
-            digest_of("r"),
-            1,
-            Phase::Train,
-            Some(request_of(&task)),
-        ),
-        0.5,
+    let outcome = attempt.first_answer(
+        &mut nodes[0],
+        "node-0",
+        &spec,
+        digest_of("r"),
+        1,
+        Phase::Train,
     );
     assert_eq!(outcome, Err(DeclineCode::PeerCertificateRejected));
 
@@ -539,19 +547,13 @@ fn a_spec_changed_mid_job_is_refused_and_recorded() {
     // The coordinator now hands round 2 under a different spec (say, less noise).
     let changed = job_spec("pinned", 2, 3, 5, 0.2);
     let attempt = Attempt::open(&changed, 2, Phase::Train, 1, cohort_of(&nodes));
-    let task = attempt
-        .round
-        .task_for("node-0")
-        .unwrap_or_else(|| panic!("task"));
-    let outcome = nodes[0].answer(
-        &node_task(
-            &changed,
-            digest_of("v2"),
-            2,
-            Phase::Train,
-            Some(request_of(&task)),
-        ),
-        0.5,
+    let outcome = attempt.first_answer(
+        &mut nodes[0],
+        "node-0",
+        &changed,
+        digest_of("v2"),
+        2,
+        Phase::Train,
     );
     assert_eq!(outcome, Err(DeclineCode::SpecChanged));
     assert_eq!(nodes[0].refusals(), vec![DeclineCode::SpecChanged]);
@@ -780,15 +782,8 @@ fn evaluations_only_from_contributors_once_and_never_after_a_veto() {
     );
     // An evaluation of a round past the job's last is refused outright.
     let past = Attempt::open(&spec, 2, Phase::Evaluate, 1, cohort_of(&nodes[..4]));
-    let task = past
-        .round
-        .task_for("node-0")
-        .unwrap_or_else(|| panic!("task"));
     assert_eq!(
-        nodes[0].answer(
-            &node_task(&spec, digest, 2, Phase::Evaluate, Some(request_of(&task))),
-            0.5
-        ),
+        past.first_answer(&mut nodes[0], "node-0", &spec, digest, 2, Phase::Evaluate),
         Err(DeclineCode::InvalidTask)
     );
 }
