@@ -256,6 +256,84 @@ fn refusals(state: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The victim's own credential, as a coordinator relays it.
+fn victim_identity(setup: &Setup) -> v1::NodeIdentity {
+    let (_, victim_pem, victim_key) =
+        veil_pki::MemberFiles::in_folder(&setup.pki.folder("victim"), "victim")
+            .load()
+            .unwrap();
+    v1::NodeIdentity {
+        node_id: "victim".to_owned(),
+        public_key: victim_key.public_key().0.to_vec(),
+        certificate_der: veil_pki::certificate_der_from_pem(&victim_pem).unwrap(),
+    }
+}
+
+/// A secure feature-statistics task of a 3-node cohort (the victim and
+/// `peers`), with every parameter an honest coordinator would send, then
+/// edited by `tamper`.
+fn feature_stats_task(
+    setup: &Setup,
+    peers: Vec<v1::NodeIdentity>,
+    tamper: impl Fn(&mut v1::SecureParameters, &mut v1::SecureStepTask),
+) -> v1::Task {
+    let wire = job("secure", 2);
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let AggregationMode::Secure(settings) = &spec.aggregation else {
+        panic!("secure job");
+    };
+    let mut identities = peers;
+    identities.push(victim_identity(setup));
+    identities.sort_by(|left, right| left.node_id.cmp(&right.node_id));
+    let cohort: Vec<&str> = identities.iter().map(|id| id.node_id.as_str()).collect();
+    let graph = secure_round_parameters(cohort.len(), settings).unwrap();
+    let shape = spec.plan().reply_shape(Phase::FeatureStats);
+    let encoding = ReplyEncoding::new(
+        shape.vector_len,
+        shape.statistics_len,
+        cohort.len(),
+        settings,
+        &spec.privacy.partners,
+    )
+    .unwrap();
+    let mut parameters = v1::SecureParameters {
+        cohort: cohort.iter().map(|name| (*name).to_owned()).collect(),
+        graph_seed: round_graph_seed(
+            &settings.graph_seed,
+            GraphSeedInput {
+                job: "job-1",
+                round: 0,
+                phase: Phase::FeatureStats,
+                attempt: 1,
+                cohort: &cohort,
+            },
+        )
+        .to_vec(),
+        neighbour_count: graph.neighbour_count as u32,
+        reconstruction_threshold: graph.reconstruction_threshold as u32,
+        modulus_bits: settings.modulus_bits,
+        vector_length: encoding.encoded_len() as u64,
+    };
+    let mut secure = v1::SecureStepTask {
+        step: v1::SecureStep::AdvertiseKeys as i32,
+        attempt: 1,
+        parameters: None,
+        identities: identities.clone(),
+        payload: Vec::new(),
+    };
+    tamper(&mut parameters, &mut secure);
+    secure.parameters = Some(parameters);
+    v1::Task {
+        job_id: "job-1".to_owned(),
+        round: 0,
+        phase: v1::Phase::FeatureStats as i32,
+        spec: Some(wire),
+        deadline_ms: 30_000,
+        secure: Some(secure),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_peers_are_refused_and_no_key_material_leaves() {
     let setup = setup();
@@ -279,65 +357,7 @@ async fn invented_peers_are_refused_and_no_key_material_leaves() {
             certificate_der: issued.certificate_der.to_vec(),
         }
     };
-    let victim_files = setup.pki.folder("victim");
-    let (_, victim_pem, victim_key) = veil_pki::MemberFiles::in_folder(&victim_files, "victim")
-        .load()
-        .unwrap();
-    let victim_identity = v1::NodeIdentity {
-        node_id: "victim".to_owned(),
-        public_key: victim_key.public_key().0.to_vec(),
-        certificate_der: veil_pki::certificate_der_from_pem(&victim_pem).unwrap(),
-    };
-    let wire = job("secure", 2);
-    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
-    let AggregationMode::Secure(settings) = &spec.aggregation else {
-        panic!("secure job");
-    };
-    let cohort = ["peer-a", "peer-b", "victim"];
-    let graph = secure_round_parameters(3, settings).unwrap();
-    let shape = spec.plan().reply_shape(Phase::FeatureStats);
-    let encoding = ReplyEncoding::new(
-        shape.vector_len,
-        shape.statistics_len,
-        3,
-        settings,
-        &spec.privacy.partners,
-    )
-    .unwrap();
-    // Every parameter is exactly what an honest coordinator would send: only
-    // the peers are forged.
-    let task = v1::Task {
-        job_id: "job-1".to_owned(),
-        round: 0,
-        phase: v1::Phase::FeatureStats as i32,
-        spec: Some(wire),
-        deadline_ms: 30_000,
-        secure: Some(v1::SecureStepTask {
-            step: v1::SecureStep::AdvertiseKeys as i32,
-            attempt: 1,
-            parameters: Some(v1::SecureParameters {
-                cohort: cohort.iter().map(|name| (*name).to_owned()).collect(),
-                graph_seed: round_graph_seed(
-                    &settings.graph_seed,
-                    GraphSeedInput {
-                        job: "job-1",
-                        round: 0,
-                        phase: Phase::FeatureStats,
-                        attempt: 1,
-                        cohort: &cohort,
-                    },
-                )
-                .to_vec(),
-                neighbour_count: graph.neighbour_count as u32,
-                reconstruction_threshold: graph.reconstruction_threshold as u32,
-                modulus_bits: settings.modulus_bits,
-                vector_length: encoding.encoded_len() as u64,
-            }),
-            identities: vec![invent("peer-a"), invent("peer-b"), victim_identity],
-            payload: Vec::new(),
-        }),
-        ..Default::default()
-    };
+    let task = feature_stats_task(&setup, vec![invent("peer-a"), invent("peer-b")], |_, _| {});
     let (address, mut sent, _scripted) = serve(&setup, vec![task], 0).await;
     let config = victim_config(&setup, &address);
     let state = config.state_dir();
@@ -439,4 +459,111 @@ async fn a_node_without_tls_refuses_to_start_unless_it_says_insecure_dev() {
     let message = format!("{error:#}");
     assert!(message.contains("no tls_dir configured"), "{message}");
     assert!(message.contains("insecure_dev = true"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgraded_parameters_a_ground_seed_and_extra_attempts_are_refused_over_the_wire() {
+    let setup = setup();
+    // Genuine peers this time: only the parameters are the coordinator's doing.
+    for peer in ["peer-a", "peer-b"] {
+        setup.pki.member(Role::Node, peer).unwrap();
+    }
+    let genuine = |name: &str| {
+        let (_, pem, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
+            .load()
+            .unwrap();
+        v1::NodeIdentity {
+            node_id: name.to_owned(),
+            public_key: key.public_key().0.to_vec(),
+            certificate_der: veil_pki::certificate_der_from_pem(&pem).unwrap(),
+        }
+    };
+    let peers = || vec![genuine("peer-a"), genuine("peer-b")];
+    let tasks = vec![
+        // t below what the job's collusion bound requires (a 2-of-3 graph
+        // with t = 1 is not even a majority; ProtocolParams refuses it too).
+        feature_stats_task(&setup, peers(), |parameters, _| {
+            parameters.reconstruction_threshold = 1;
+        }),
+        feature_stats_task(&setup, peers(), |parameters, _| {
+            parameters.graph_seed = vec![0xAB; 32];
+        }),
+        feature_stats_task(&setup, peers(), |_, secure| secure.attempt = 99),
+    ];
+    let (address, mut sent, _scripted) = serve(&setup, tasks, 0).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config);
+    let mut codes = Vec::new();
+    for what in ["a downgraded t", "a ground seed", "attempt 99"] {
+        let answer = next_sent(&mut sent, what).await;
+        assert_eq!(answer.header.secure_step, 0, "{what}: no protocol message");
+        assert!(
+            answer.body.is_empty(),
+            "{what}: nothing but the code leaves"
+        );
+        codes.push(DeclineCode::from_wire_value(answer.header.decline_code));
+    }
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(
+        codes,
+        vec![
+            Some(DeclineCode::ParametersMismatch),
+            Some(DeclineCode::ParametersMismatch),
+            Some(DeclineCode::AttemptLimit)
+        ]
+    );
+    assert_eq!(
+        refusals(&state),
+        vec![
+            "parameters-mismatch".to_owned(),
+            "parameters-mismatch".to_owned(),
+            "attempt-limit".to_owned()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_from_a_node_whose_update_is_not_in_the_aggregate_is_refused() {
+    let setup = setup();
+    let wire = job("plain", 2);
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let n_features = spec.features.n_features();
+    // The node never trained round 1 (it was never asked): the coordinator
+    // asks it to evaluate round 1's model anyway, then round 3 of a 2-round job.
+    let evaluate = |round: u32| v1::Task {
+        job_id: "job-1".to_owned(),
+        round,
+        phase: v1::Phase::Evaluate as i32,
+        spec: Some(wire.clone()),
+        scaling: Some(v1::Scaling {
+            mean: vec![0.0; n_features],
+            std: vec![1.0; n_features],
+        }),
+        parameter_count: spec.model_spec().parameter_count() as u64,
+        deadline_ms: 60_000,
+        model_version: 1,
+        ..Default::default()
+    };
+    let (address, mut sent, _scripted) = serve(
+        &setup,
+        vec![evaluate(1), evaluate(3)],
+        spec.model_spec().parameter_count(),
+    )
+    .await;
+    let (stop, handle) = start_victim(victim_config(&setup, &address));
+    let first = next_sent(&mut sent, "its answer to round 1's evaluation").await;
+    assert_eq!(
+        DeclineCode::from_wire_value(first.header.decline_code),
+        Some(DeclineCode::EvaluationNotAllowed)
+    );
+    assert!(first.header.statistics.is_empty() && first.body.is_empty());
+    let second = next_sent(&mut sent, "its answer to round 3's evaluation").await;
+    assert_eq!(
+        DeclineCode::from_wire_value(second.header.decline_code),
+        Some(DeclineCode::InvalidTask)
+    );
+    let _ = stop.send(());
+    let _ = handle.await;
 }
