@@ -108,15 +108,7 @@ impl PrivacyGuard {
                 }
                 match charged {
                     Ok(charged) => outcome.charged = charged,
-                    Err(error) => {
-                        // The model of this round must not go out uncharged.
-                        let reason =
-                            format!("round {round}: privacy charge not recorded: {error:#}");
-                        tracing::error!(job = %job, round, %reason);
-                        if let Err(error) = engine.fail_job(job, reason, now) {
-                            tracing::error!(job = %job, %error, "could not stop the job");
-                        }
-                    }
+                    Err(error) => stop_uncharged(engine, job, *round, &error, now),
                 }
             }
             EventKind::PhaseAbandoned {
@@ -136,14 +128,7 @@ impl PrivacyGuard {
                             outcome.contributors = released.clone();
                         }
                     }
-                    Err(error) => {
-                        let reason =
-                            format!("round {round}: privacy charge not recorded: {error:#}");
-                        tracing::error!(job = %job, round, %reason);
-                        if let Err(error) = engine.fail_job(job, reason, now) {
-                            tracing::error!(job = %job, %error, "could not stop the job");
-                        }
-                    }
+                    Err(error) => stop_uncharged(engine, job, *round, &error, now),
                 }
             }
             EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled => {
@@ -189,6 +174,22 @@ impl PrivacyGuard {
             self.ledger.record(charge)?;
         }
         Ok(charges)
+    }
+}
+
+/// A round whose charges could not be recorded: the job stops, so the
+/// round's model never goes out uncharged.
+fn stop_uncharged(
+    engine: &mut Engine<JobSpec>,
+    job: &str,
+    round: u32,
+    error: &anyhow::Error,
+    now: std::time::Instant,
+) {
+    let reason = format!("round {round}: privacy charge not recorded: {error:#}");
+    tracing::error!(job = %job, round, %reason);
+    if let Err(error) = engine.fail_job(job, reason, now) {
+        tracing::error!(job = %job, %error, "could not stop the job");
     }
 }
 
