@@ -124,6 +124,14 @@ impl MemoryStore {
                 Record::Charge(charge) => {
                     self.ledger.record(charge)?;
                 }
+                Record::Guarantee {
+                    job_id,
+                    round,
+                    guarantee,
+                } => {
+                    self.ledger
+                        .record_guarantee(job_id, u64::from(*round), guarantee)?;
+                }
                 Record::Refusal {
                     key,
                     code,

@@ -206,8 +206,23 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
             assert!(node_charges.is_empty(), "the vetoing node was charged");
             continue;
         }
-        // One customer-level DP-SGD charge per completed round, within budget.
+        // One customer-level DP-SGD charge per completed round, within budget,
+        // and beside it the secure-aggregation guarantee the round had, the
+        // same in the node's ledger as in the coordinator's.
         assert_eq!(node_charges.len() as u32, status.completed_rounds);
+        let coordinator_guarantees = coordinator_ledger.guarantees_for_job(&job_id).unwrap();
+        assert_eq!(coordinator_guarantees.len() as u32, status.completed_rounds);
+        assert_eq!(
+            node_ledger.guarantees_for_job(&job_id).unwrap(),
+            coordinator_guarantees,
+            "{partner}"
+        );
+        assert!(
+            coordinator_guarantees
+                .iter()
+                .all(|(_, guarantee)| guarantee.starts_with("tolerates")),
+            "{coordinator_guarantees:?}"
+        );
         assert!(node_charges.iter().all(|c| c.unit == PrivacyUnit::Customer));
         let spent = compose(node_charges.iter(), 1e-5).unwrap();
         assert!(

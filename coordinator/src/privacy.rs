@@ -103,6 +103,22 @@ impl PrivacyGuard {
                     .collect();
                 let charged =
                     self.charge(engine, job, *phase, *round, invited.len(), &contributors);
+                // The guarantee the round's secure aggregation had, beside
+                // its charges (informational: a failure is logged).
+                let guarantee = engine
+                    .snapshot(job)
+                    .ok()
+                    .and_then(|snapshot| snapshot.pending_train)
+                    .filter(|record| record.round == *round)
+                    .and_then(|record| record.secure_guarantee);
+                if let (Phase::Train, Some(guarantee)) = (*phase, guarantee) {
+                    if let Err(error) =
+                        self.ledger
+                            .record_guarantee(job, u64::from(*round), &guarantee)
+                    {
+                        tracing::error!(job = %job, round, %error, "round guarantee not recorded");
+                    }
+                }
                 if *phase == Phase::Train {
                     outcome.contributors = contributors;
                 }

@@ -388,6 +388,22 @@ impl NodeMachine {
                 let charges =
                     self.charges(task, params.cohort().len(), now_unix_seconds, ledger)?;
                 commit.extend(charges.into_iter().map(Record::Charge));
+                if let (Phase::Train, AggregationMode::Secure(settings)) =
+                    (task.phase, &task.spec.aggregation)
+                {
+                    // Checked at the first step; recorded with the charge.
+                    let graph = veil_secagg::check_neighbour_parameters(
+                        &settings.graph_requirements(params.cohort().len()),
+                        params.neighbour_count(),
+                        params.reconstruction_threshold(),
+                    )
+                    .map_err(|error| refuse(DeclineCode::ParametersMismatch, error.to_string()))?;
+                    commit.push(Record::Guarantee {
+                        job_id: task.job_id.clone(),
+                        round: task.round,
+                        guarantee: graph.guarantee.to_string(),
+                    });
+                }
                 commit.push(Record::Released {
                     key: key.clone(),
                     attempt: request.attempt,

@@ -56,6 +56,16 @@ pub enum Record {
     },
     /// A privacy charge, for the node's ledger.
     Charge(Charge),
+    /// The secure-aggregation guarantee of a round whose training input left
+    /// (for the node's ledger, beside the round's charge).
+    Guarantee {
+        /// The job.
+        job_id: String,
+        /// The round.
+        round: u32,
+        /// The guarantee, as `veil_secagg::Guarantee` displays it.
+        guarantee: String,
+    },
     /// The node refused a task: kept so the partner can see every refusal.
     Refusal {
         /// The phase.
@@ -97,7 +107,7 @@ impl NodeMemory {
             Record::Contributed { job_id, round } => {
                 self.contributed.insert((job_id.clone(), *round));
             }
-            Record::Charge(_) | Record::Refusal { .. } => {}
+            Record::Charge(_) | Record::Guarantee { .. } | Record::Refusal { .. } => {}
         }
     }
 }

@@ -436,6 +436,12 @@ fn an_honest_round_completes_and_sums_every_node() {
                 .contains(&("job-1".to_owned(), 1))
         );
         assert_eq!(node.ledger.len(), 1, "one customer-level charge");
+        // Five nodes, γ = 0.2: one colluder tolerated, k = 4, t = 3.
+        assert!(node.records.iter().any(|record| matches!(
+            record,
+            Record::Guarantee { round: 1, guarantee, .. }
+                if guarantee == "tolerates 1 colluder and 1 dropout"
+        )));
     }
 }
 

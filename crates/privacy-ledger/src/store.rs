@@ -54,6 +54,14 @@ const LEDGER_SCHEMA: Schema = Schema {
         ALTER TABLE charges ADD COLUMN statistics_releases INTEGER;
         ALTER TABLE charges ADD COLUMN statistics_noise_multiplier REAL;
     ",
+        r"
+        CREATE TABLE round_guarantees (
+            job_id    TEXT    NOT NULL,
+            round     INTEGER NOT NULL CHECK (round >= 0),
+            guarantee TEXT    NOT NULL,
+            PRIMARY KEY (job_id, round)
+        ) STRICT;
+    ",
     ],
 };
 
@@ -343,6 +351,39 @@ impl SqliteLedger {
     /// Every charge of one job, across partners.
     pub fn charges_for_job(&self, job_id: &str) -> Result<Vec<Charge>, LedgerError> {
         self.select("WHERE job_id = ?1", Some(job_id))
+    }
+
+    /// Records the secure-aggregation guarantee a round's training phase had
+    /// ("tolerates 1 colluder and 0 dropouts", "42.5 security bits, …"),
+    /// beside the round's charges. The first record of a round stands.
+    pub fn record_guarantee(
+        &mut self,
+        job_id: &str,
+        round: u64,
+        guarantee: &str,
+    ) -> Result<(), LedgerError> {
+        let round = to_i64(round, "round")?;
+        self.connection.execute(
+            "INSERT OR IGNORE INTO round_guarantees (job_id, round, guarantee) VALUES (?1, ?2, ?3)",
+            params![job_id, round, guarantee],
+        )?;
+        Ok(())
+    }
+
+    /// The guarantees recorded for a job's rounds, by round.
+    pub fn guarantees_for_job(&self, job_id: &str) -> Result<Vec<(u64, String)>, LedgerError> {
+        let mut statement = self.connection.prepare(
+            "SELECT round, guarantee FROM round_guarantees WHERE job_id = ?1 ORDER BY round",
+        )?;
+        let rows = statement.query_map(params![job_id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut guarantees = Vec::new();
+        for row in rows {
+            let (round, guarantee) = row?;
+            guarantees.push((u64::try_from(round).unwrap_or(0), guarantee));
+        }
+        Ok(guarantees)
     }
 
     /// Every charge.
