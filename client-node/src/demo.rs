@@ -442,21 +442,21 @@ mod tests {
             .replace("{cutoff}", "2025-06-30")
             .replace("{horizon}", "60");
         let spec = JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap();
-        let charges: Vec<Charge> = (1..=spec.rounds)
-            .flat_map(|round| {
-                let party = veil_job::RoundParty {
-                    job_id: "demo",
-                    round,
-                    partner_id: "partner-0",
-                    dataset_id: "partner-0",
-                    cohort: 3,
-                };
-                veil_job::round_charges(&spec, party).unwrap()
-            })
+        let party = veil_job::RoundParty {
+            job_id: "demo",
+            round: 1,
+            partner_id: "partner-0",
+            dataset_id: "partner-0",
+            cohort: 3,
+        };
+        let charges: Vec<Charge> = veil_job::job_charges(&spec, party)
+            .unwrap()
+            .into_iter()
             .filter(|charge| charge.unit == PrivacyUnit::Customer)
             .map(|charge| Charge::new(charge, 0).unwrap())
             .collect();
-        assert_eq!(charges.len(), spec.rounds as usize);
+        // Every round, and the final evaluation under its own key.
+        assert_eq!(charges.len(), spec.rounds as usize + 1);
         let mut accountant = veil_accounting::Accountant::new();
         for charge in &charges {
             charge.mechanism.compose_into(&mut accountant).unwrap();

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coordinator::operator::OperatorClient;
-use veil_ledger::{PrivacyUnit, SqliteLedger, compose, reconcile};
+use veil_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
 use veil_wire::v1;
 
 const NODES: usize = 3;
@@ -516,15 +516,25 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
             .iter()
             .all(|charge| charge.unit == PrivacyUnit::Customer)
     );
+    let (final_evaluations, round_charges): (Vec<_>, Vec<_>) = coordinator_charges
+        .iter()
+        .partition(|charge| charge.release == Release::FinalEvaluation);
     let contributions: u32 = status.history.iter().map(|round| round.participants).sum();
     assert_eq!(
-        coordinator_charges.len() as u32,
+        round_charges.len() as u32,
         contributions,
         "charges against contributions per round: {:?}",
         status.history
     );
+    // The final model's evaluation: once per node, in the last round.
+    assert_eq!(final_evaluations.len(), NODES, "{final_evaluations:?}");
+    assert!(
+        final_evaluations
+            .iter()
+            .all(|charge| charge.round == u64::from(ROUNDS))
+    );
     for round in &status.history {
-        let charged = coordinator_charges
+        let charged = round_charges
             .iter()
             .filter(|charge| charge.round == u64::from(round.round))
             .count() as u32;
@@ -551,7 +561,7 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
         // nodes, and both sides hold exactly the same keys.
         let report = reconcile(&coordinator_view, &node_charges);
         assert!(report.is_consistent(), "{partner}: {report:?}");
-        assert_eq!(node_charges.len() as u32, ROUNDS, "{partner}");
+        assert_eq!(node_charges.len() as u32, ROUNDS + 1, "{partner}");
         let spent = compose(node_charges.iter(), 1e-5).unwrap();
         assert!(
             spent.epsilon <= CUSTOMER_EPSILON,
@@ -585,4 +595,14 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
             "round {round} has no commit entry"
         );
     }
+    // The final evaluation is its own entry, naming every node and its ε.
+    assert!(
+        audit.entries.iter().any(|entry| matches!(
+            &entry.event,
+            veil_audit::AuditEvent::EvaluationReleased { round, job_id: j, participants, epsilon_charged }
+                if *round == u64::from(ROUNDS) && *j == job_id
+                    && participants.len() == NODES && epsilon_charged.len() == NODES
+        )),
+        "no evaluation release entry"
+    );
 }

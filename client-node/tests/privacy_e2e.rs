@@ -13,7 +13,7 @@ use client_node::policy::NodePolicy;
 use coordinator::CoordinatorConfig;
 use coordinator::operator::WatchUpdate;
 use tokio::sync::mpsc;
-use veil_ledger::{PrivacyUnit, SqliteLedger, compose, reconcile};
+use veil_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
 use veil_wire::v1;
 
 const NODES: usize = 4;
@@ -166,6 +166,10 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         .iter()
         .map(|entry| entry.event.kind())
         .collect();
+    assert!(
+        !kinds.contains(&"evaluation_released"),
+        "an evaluation of a job that never reached its last round: {kinds:?}"
+    );
     for expected in [
         "job_created",
         "round_started",
@@ -206,10 +210,19 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
             assert!(node_charges.is_empty(), "the vetoing node was charged");
             continue;
         }
-        // One customer-level DP-SGD charge per completed round, within budget,
-        // and beside it the secure-aggregation guarantee the round had, the
-        // same in the node's ledger as in the coordinator's.
-        assert_eq!(node_charges.len() as u32, status.completed_rounds);
+        // One customer-level DP-SGD charge per completed round, and the
+        // final model's evaluation under its own key in the last round,
+        // within budget; beside them the secure-aggregation guarantee each
+        // round had, the same in the node's ledger as in the coordinator's.
+        let (evaluations, rounds): (Vec<_>, Vec<_>) = node_charges
+            .iter()
+            .partition(|charge| charge.release == Release::FinalEvaluation);
+        assert_eq!(rounds.len() as u32, status.completed_rounds);
+        // The budget stopped the job before its last round, so the final
+        // evaluation (released only after round `ROUNDS`) never left, was
+        // charged nowhere and is not in the audit log.
+        assert!(status.completed_rounds < ROUNDS);
+        assert!(evaluations.is_empty(), "{partner}: {evaluations:?}");
         let coordinator_guarantees = coordinator_ledger.guarantees_for_job(&job_id).unwrap();
         assert_eq!(coordinator_guarantees.len() as u32, status.completed_rounds);
         assert_eq!(

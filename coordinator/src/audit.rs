@@ -363,19 +363,7 @@ impl AuditTrail {
                 ..
             } => {
                 let participants = privacy.contributors.clone();
-                let epsilon_charged = privacy
-                    .charged
-                    .iter()
-                    .map(|charge| EpsilonCharge {
-                        partner: charge.partner_id.clone(),
-                        unit: unit_name(charge.unit).to_owned(),
-                        epsilon: finite(
-                            charge
-                                .epsilon_pld
-                                .map_or(charge.epsilon_rdp, |pld| pld.min(charge.epsilon_rdp)),
-                        ),
-                    })
-                    .collect();
+                let epsilon_charged = epsilon_charged(&privacy.charged);
                 let model_sha256 = current_model_digest(engine, &job_id);
                 let recorded = self.record(
                     COORDINATOR,
@@ -390,6 +378,33 @@ impl AuditTrail {
                 if !recorded {
                     return Err(ReleaseNotRecorded {
                         what: format!("round {round} commit"),
+                    });
+                }
+            }
+            // The final evaluation is its own charged release; earlier
+            // rounds' evaluations release nothing and charge nothing.
+            EventKind::PhaseCompleted {
+                round,
+                phase: Phase::Evaluate,
+                ..
+            }
+            | EventKind::PhaseAbandoned {
+                round,
+                phase: Phase::Evaluate,
+                ..
+            } if !privacy.charged.is_empty() => {
+                let recorded = self.record(
+                    COORDINATOR,
+                    AuditEvent::EvaluationReleased {
+                        job_id,
+                        round: u64::from(*round),
+                        participants: privacy.contributors.clone(),
+                        epsilon_charged: epsilon_charged(&privacy.charged),
+                    },
+                );
+                if !recorded {
+                    return Err(ReleaseNotRecorded {
+                        what: format!("round {round}'s final evaluation"),
                     });
                 }
             }
@@ -437,6 +452,22 @@ impl AuditTrail {
 pub(crate) struct ReleaseNotRecorded {
     /// Which release.
     pub(crate) what: String,
+}
+
+/// Each charge's own ε, as the audit entries record it.
+fn epsilon_charged(charges: &[veil_ledger::Charge]) -> Vec<EpsilonCharge> {
+    charges
+        .iter()
+        .map(|charge| EpsilonCharge {
+            partner: charge.partner_id.clone(),
+            unit: unit_name(charge.unit).to_owned(),
+            epsilon: finite(
+                charge
+                    .epsilon_pld
+                    .map_or(charge.epsilon_rdp, |pld| pld.min(charge.epsilon_rdp)),
+            ),
+        })
+        .collect()
 }
 
 /// The job's noise parameters, as the round-start entry records them.

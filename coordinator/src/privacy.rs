@@ -1,8 +1,10 @@
 //! The coordinator's privacy ledger and budget gate: before a training round
-//! runs, its projected charges must fit every partner's job budget, or the
-//! round is refused (an engine event, not a log line); when a round's
-//! aggregate is committed, its charges are written durably *before* the new
-//! model can be read, so no released model is ever missing from the ledger.
+//! runs, its projected charges (and, for the last round, the final
+//! evaluation's) must fit every partner's job budget, or the round is refused
+//! (an engine event, not a log line); when a round's aggregate is committed,
+//! its charges are written durably *before* the new model can be read, so no
+//! released model is ever missing from the ledger. The final evaluation is
+//! charged the same way, under its own key, when its sum is decoded.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,7 +21,8 @@ pub(crate) struct PrivacyOutcome {
     pub(crate) refusals: Vec<BudgetRefusal>,
     /// A round was committed with these charges, recorded before release.
     pub(crate) charged: Vec<Charge>,
-    /// The nodes whose updates that round's aggregate holds.
+    /// The nodes whose inputs the completed (or abandoned) phase's sum
+    /// holds: a training round's contributors, or the final evaluation's.
     pub(crate) contributors: Vec<NodeId>,
 }
 
@@ -55,7 +58,7 @@ impl PrivacyGuard {
         match &event.kind {
             EventKind::PhaseOpened {
                 round,
-                phase: phase @ (Phase::Train | Phase::FeatureStats),
+                phase,
                 invited,
                 ..
             } => {
@@ -76,11 +79,20 @@ impl PrivacyGuard {
                     Err(error) => (format!("the round cannot be priced: {error:#}"), Vec::new()),
                 };
                 tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
-                let refused = if *phase == Phase::Train {
-                    engine.refuse_round(job, *round, reason, now)
-                } else {
+                let refused = match phase {
+                    Phase::Train => engine.refuse_round(job, *round, reason, now),
                     // Nothing can be released before the feature statistics.
-                    engine.fail_job(job, format!("privacy budget: {reason}"), now)
+                    Phase::FeatureStats => {
+                        engine.fail_job(job, format!("privacy budget: {reason}"), now)
+                    }
+                    // Planned with the last round's training, so only a
+                    // ledger changed behind the job's back gets here: the
+                    // evaluation must not run uncharged.
+                    Phase::Evaluate => engine.fail_job(
+                        job,
+                        format!("privacy budget of the final evaluation: {reason}"),
+                        now,
+                    ),
                 };
                 if let Err(error) = refused {
                     tracing::error!(job = %job, round, %error, "could not refuse the round");
@@ -89,7 +101,7 @@ impl PrivacyGuard {
             }
             EventKind::PhaseCompleted {
                 round,
-                phase: phase @ (Phase::Train | Phase::FeatureStats),
+                phase,
                 dropped,
                 ..
             } => {
@@ -119,9 +131,7 @@ impl PrivacyGuard {
                         tracing::error!(job = %job, round, %error, "round guarantee not recorded");
                     }
                 }
-                if *phase == Phase::Train {
-                    outcome.contributors = contributors;
-                }
+                outcome.contributors = contributors;
                 match charged {
                     Ok(charged) => outcome.charged = charged,
                     Err(error) => stop_uncharged(engine, job, *round, &error, now),
@@ -140,9 +150,7 @@ impl PrivacyGuard {
                 match self.charge(engine, job, *phase, *round, *cohort as usize, released) {
                     Ok(charged) => {
                         outcome.charged = charged;
-                        if *phase == Phase::Train {
-                            outcome.contributors = released.clone();
-                        }
+                        outcome.contributors = released.clone();
                     }
                     Err(error) => stop_uncharged(engine, job, *round, &error, now),
                 }
@@ -167,7 +175,21 @@ impl PrivacyGuard {
     ) -> anyhow::Result<Vec<BudgetRefusal>> {
         let spec = engine.descriptor(job)?;
         let existing = self.ledger.charges_for_job(job)?;
-        let planned = planned_charges(spec, job, phase, round, invited, invited.len())?
+        let mut planned = planned_charges(spec, job, phase, round, invited, invited.len())?;
+        // The last round's training is refused up front if the final
+        // evaluation it leads to would not fit, rather than train a model
+        // that can then not be evaluated.
+        if phase == Phase::Train && round == spec.rounds {
+            planned.extend(planned_charges(
+                spec,
+                job,
+                Phase::Evaluate,
+                round,
+                invited,
+                invited.len(),
+            )?);
+        }
+        let planned = planned
             .into_iter()
             .filter(|charge| !existing.iter().any(|old| old.key() == charge.key()))
             .collect::<Vec<_>>();

@@ -199,6 +199,18 @@ impl CanonicalWriter {
                 self.tag(11);
                 self.str(text);
             }
+            AuditEvent::EvaluationReleased {
+                job_id,
+                round,
+                participants,
+                epsilon_charged,
+            } => {
+                self.tag(12);
+                self.str(job_id);
+                self.u64(*round);
+                self.strings(participants);
+                self.charges(epsilon_charged);
+            }
         }
     }
 

@@ -62,6 +62,19 @@ pub enum AuditEvent {
         #[serde(with = "hex::digest")]
         model_sha256: [u8; 32],
     },
+    /// The final model's noised evaluation statistics were released and
+    /// their privacy cost charged, under its own ledger key (separate from
+    /// the last round's training release).
+    EvaluationReleased {
+        /// The job's id.
+        job_id: String,
+        /// The round whose model was evaluated (the job's last).
+        round: u64,
+        /// Pseudonymous ids of the nodes whose evaluations are in the sum.
+        participants: Vec<String>,
+        /// ε charged per partner and privacy unit for the evaluation.
+        epsilon_charged: Vec<EpsilonCharge>,
+    },
     /// A model version was released to the federation's partners.
     ModelReleased {
         /// The job's id.
@@ -158,10 +171,11 @@ pub enum EventError {
 
 /// Every event kind, in the order of [`AuditEvent`]'s variants, so reports
 /// can list kinds that did not occur.
-pub const EVENT_KINDS: [&str; 11] = [
+pub const EVENT_KINDS: [&str; 12] = [
     "job_created",
     "round_started",
     "round_committed",
+    "evaluation_released",
     "model_released",
     "model_exported",
     "budget_refused",
@@ -187,6 +201,7 @@ impl AuditEvent {
             AuditEvent::CertificateIssued { .. } => "certificate_issued",
             AuditEvent::CertificateRevoked { .. } => "certificate_revoked",
             AuditEvent::Note { .. } => "note",
+            AuditEvent::EvaluationReleased { .. } => "evaluation_released",
         }
     }
 
@@ -196,6 +211,7 @@ impl AuditEvent {
             AuditEvent::JobCreated { job_id, .. }
             | AuditEvent::RoundStarted { job_id, .. }
             | AuditEvent::RoundCommitted { job_id, .. }
+            | AuditEvent::EvaluationReleased { job_id, .. }
             | AuditEvent::ModelReleased { job_id, .. }
             | AuditEvent::ModelExported { job_id, .. }
             | AuditEvent::BudgetRefused { job_id, .. }
@@ -218,6 +234,9 @@ impl AuditEvent {
         };
         match self {
             AuditEvent::RoundCommitted {
+                epsilon_charged, ..
+            }
+            | AuditEvent::EvaluationReleased {
                 epsilon_charged, ..
             } => epsilon_charged
                 .iter()

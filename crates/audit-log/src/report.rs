@@ -54,8 +54,10 @@ pub struct JobSummary {
     pub budget_refusals: u64,
     /// `NodeVeto` entries.
     pub node_vetoes: u64,
-    /// Per partner, then per privacy unit: the sum of the per-round ε values
-    /// recorded in round commits. This is what the log recorded; the tight
+    /// `EvaluationReleased` entries.
+    pub evaluations_released: u64,
+    /// Per partner, then per privacy unit: the sum of the per-release ε
+    /// values recorded in round commits and evaluation releases. This is what the log recorded; the tight
     /// composed ε is the accountant's to compute, not a plain sum.
     pub epsilon_recorded_sum: BTreeMap<String, BTreeMap<String, f64>>,
 }
@@ -88,8 +90,15 @@ pub fn export_report(entries: &[AuditEntry]) -> AuditReport {
             AuditEvent::RoundStarted { .. } => job.rounds_started += 1,
             AuditEvent::RoundCommitted {
                 epsilon_charged, ..
+            }
+            | AuditEvent::EvaluationReleased {
+                epsilon_charged, ..
             } => {
-                job.rounds_committed += 1;
+                if matches!(entry.event, AuditEvent::RoundCommitted { .. }) {
+                    job.rounds_committed += 1;
+                } else {
+                    job.evaluations_released += 1;
+                }
                 for charge in epsilon_charged {
                     *job.epsilon_recorded_sum
                         .entry(charge.partner.clone())
@@ -142,10 +151,11 @@ impl AuditReport {
         for (job_id, job) in &self.jobs {
             let _ = writeln!(
                 text,
-                "  {job_id}: created by {}, rounds started {} committed {}, models released {} exported {}, budget refusals {}, node vetoes {}",
+                "  {job_id}: created by {}, rounds started {} committed {}, evaluations released {}, models released {} exported {}, budget refusals {}, node vetoes {}",
                 job.created_by.as_deref().unwrap_or("(not in log)"),
                 job.rounds_started,
                 job.rounds_committed,
+                job.evaluations_released,
                 job.models_released,
                 job.models_exported,
                 job.budget_refusals,
@@ -155,7 +165,7 @@ impl AuditReport {
                 for (unit, epsilon) in units {
                     let _ = writeln!(
                         text,
-                        "    {partner} / {unit}: recorded per-round epsilon sums to {epsilon}"
+                        "    {partner} / {unit}: recorded per-release epsilon sums to {epsilon}"
                     );
                 }
             }

@@ -251,13 +251,13 @@ fn receipts_are_issued_for_round_commits_only() {
 
 #[test]
 fn the_report_counts_what_the_log_recorded() {
-    let fixture = Fixture::new(13);
+    let fixture = Fixture::new(14);
     let report = export_report(&fixture.entries);
-    assert_eq!(report.entries, 13);
+    assert_eq!(report.entries, 14);
     let head = report.chain_head.as_ref().unwrap();
-    assert_eq!(head.seq, 12);
+    assert_eq!(head.seq, 13);
     assert_eq!(head.hash.len(), 64);
-    // Events 0..=10 are one of each kind, then 11 and 12 start the next cycle.
+    // Events 0..=11 are one of each kind, then 12 and 13 start the next cycle.
     for (kind, count) in &report.events_by_kind {
         let expected = if ["job_created", "round_started"].contains(kind) {
             2
@@ -273,23 +273,27 @@ fn the_report_counts_what_the_log_recorded() {
         (
             job.rounds_started,
             job.rounds_committed,
+            job.evaluations_released,
             job.budget_refusals,
             job.node_vetoes
         ),
-        (1, 1, 1, 1)
+        (1, 1, 1, 1, 1)
     );
-    assert_eq!(job.epsilon_recorded_sum["node-a"]["customer"], 0.5);
+    // The round commit's 0.5 and the evaluation release's 0.125.
+    assert_eq!(job.epsilon_recorded_sum["node-a"]["customer"], 0.625);
     assert_eq!(report.auth_failures_by_rpc["StartJob"], 1);
     assert_eq!(report.first_at_unix_ms, Some(1_700_000_000_000));
 
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["events_by_kind"]["budget_refused"], 1);
-    assert_eq!(json["chain_head"]["seq"], 12);
+    assert_eq!(json["chain_head"]["seq"], 13);
     let text = report.to_text();
-    assert!(text.contains("Audit log: 13 entries"), "{text}");
-    assert!(text.contains("Chain head: seq 12"), "{text}");
+    assert!(text.contains("Audit log: 14 entries"), "{text}");
+    assert!(text.contains("Chain head: seq 13"), "{text}");
     assert!(
-        text.contains("job-0: created by coordinator, rounds started 1 committed 1"),
+        text.contains(
+            "job-0: created by coordinator, rounds started 1 committed 1, evaluations released 1"
+        ),
         "{text}"
     );
     assert!(text.contains("Authentication failures: 1"), "{text}");

@@ -374,7 +374,7 @@ proptest! {
     ) {
         thread_local! {
             static FIXTURE: (Vec<u8>, veil_audit::AuditPublicKey) = {
-                let fixture = Fixture::new(11);
+                let fixture = Fixture::new(12);
                 (std::fs::read(&fixture.log_path).unwrap(), fixture.public_key)
             };
         }

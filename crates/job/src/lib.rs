@@ -15,7 +15,7 @@ pub mod spec;
 pub mod statistics;
 
 pub use privacy::{
-    PrivacySpec, RoundParty, StatisticsPrivacy, customer_round_charge, phase_charges,
-    round_charges, statistics_releases,
+    PrivacySpec, RoundParty, StatisticsPrivacy, customer_round_charge, final_evaluation_charge,
+    job_charges, phase_charges, round_charges,
 };
 pub use spec::{JobSpec, JobSpecError, LocalTraining};

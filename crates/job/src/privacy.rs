@@ -5,7 +5,7 @@
 
 use veil_federation::secure::cohort_threshold;
 use veil_federation::{AggregationMode, PartnerPrivacy, ReplyEncoding};
-use veil_ledger::{Budget, ChargeSpec, JobBudget, Mechanism, PrivacyUnit, TrustModel};
+use veil_ledger::{Budget, ChargeSpec, JobBudget, Mechanism, PrivacyUnit, Release, TrustModel};
 use veil_models::DpSgdConfig;
 use veil_wire::v1;
 
@@ -253,10 +253,10 @@ pub struct RoundParty<'a> {
 }
 
 /// The charges a partner must have recorded before its reply to `phase`
-/// leaves: a training round's [`round_charges`]; for the feature statistics,
-/// round 1's customer-level charge if it pays for a release (none does
-/// today: features are scaled publicly under customer-level DP); nothing for
-/// evaluations, which the round's training charge already paid for.
+/// leaves: a training round's [`round_charges`]; after the last round, the
+/// final evaluation's own [`final_evaluation_charge`]; nothing for the
+/// feature statistics (scaled publicly under customer-level DP) or the
+/// evaluations of earlier rounds (empty under customer-level DP).
 pub fn phase_charges(
     spec: &crate::JobSpec,
     phase: veil_federation::Phase,
@@ -264,61 +264,79 @@ pub fn phase_charges(
 ) -> Result<Vec<ChargeSpec>, JobSpecError> {
     match phase {
         veil_federation::Phase::Train => round_charges(spec, party),
-        veil_federation::Phase::FeatureStats if statistics_releases(spec, 1) > 0 => Ok(
-            customer_round_charge(spec, RoundParty { round: 1, ..party })
-                .into_iter()
-                .collect(),
-        ),
-        veil_federation::Phase::FeatureStats | veil_federation::Phase::Evaluate => Ok(Vec::new()),
+        veil_federation::Phase::Evaluate => {
+            Ok(final_evaluation_charge(spec, party).into_iter().collect())
+        }
+        veil_federation::Phase::FeatureStats => Ok(Vec::new()),
     }
 }
 
-/// Noisy statistics releases a partner makes that round `round` pays for:
-/// the evaluation of the final model, after the last round. Under
-/// customer-level DP nothing else is released: features are scaled
-/// publicly, updates weigh the same, training sums and the evaluations of
-/// earlier rounds are empty.
-pub fn statistics_releases(spec: &crate::JobSpec, round: u32) -> u64 {
-    if spec.privacy.statistics.is_none() {
-        return 0;
+/// Every charge the whole job costs one partner if it takes part in every
+/// round: each round's [`round_charges`] and the final evaluation. What a
+/// budget is planned against before the job starts.
+pub fn job_charges(
+    spec: &crate::JobSpec,
+    party: RoundParty<'_>,
+) -> Result<Vec<ChargeSpec>, JobSpecError> {
+    let mut charges = Vec::new();
+    for round in 1..=spec.rounds {
+        let party = RoundParty { round, ..party };
+        charges.extend(round_charges(spec, party)?);
+        charges.extend(final_evaluation_charge(spec, party));
     }
-    u64::from(round == spec.rounds)
+    Ok(charges)
 }
 
-/// The customer-level charge of one round for one partner: its DP-SGD steps
-/// and the statistics releases the round pays for. `None` when the job has
-/// no customer-level DP.
-pub fn customer_round_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> Option<ChargeSpec> {
-    let privacy = &spec.privacy;
-    let dp = privacy.customers.as_ref()?;
-    let sampling_rate = dp.sampling_rate;
-    let noise_multiplier = dp.noise_multiplier;
-    let steps = privacy.customer_steps_per_round(spec.training.local_epochs);
-    let clip_norm = dp.clip_norm;
-    let mechanism = match privacy.statistics {
-        Some(statistics) => Mechanism::DpSgdWithStatistics {
-            sampling_rate,
-            noise_multiplier,
-            steps,
-            clip_norm,
-            statistics_releases: statistics_releases(spec, party.round),
-            statistics_noise_multiplier: statistics.noise_multiplier,
-        },
-        None => Mechanism::PoissonSubsampledGaussian {
-            sampling_rate,
-            noise_multiplier,
-            steps,
-            clip_norm,
-        },
-    };
+/// The customer-level charge of the final model's evaluation: one Gaussian
+/// release of the evaluation statistics, noised at the node with the job's
+/// statistics noise multiplier, over the statistics' per-customer ℓ2
+/// sensitivity. `None` for any round but the last, and when the job has no
+/// customer-level DP (then nothing it releases is claimed private).
+pub fn final_evaluation_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> Option<ChargeSpec> {
+    if party.round != spec.rounds {
+        return None;
+    }
+    let statistics = spec.privacy.statistics?;
+    let sensitivity = crate::statistics::ReleaseNoise::evaluation(
+        spec.model_spec().output,
+        statistics.value_bound,
+    )
+    .sensitivity();
     Some(ChargeSpec {
         job_id: party.job_id.to_owned(),
         round: u64::from(party.round),
         partner_id: party.partner_id.to_owned(),
         dataset_id: party.dataset_id.to_owned(),
         unit: PrivacyUnit::Customer,
+        release: Release::FinalEvaluation,
         trust_model: TrustModel::LocalDpSgd,
-        mechanism,
+        mechanism: Mechanism::Gaussian {
+            noise_multiplier: statistics.noise_multiplier,
+            clip_norm: sensitivity,
+        },
+        delta: spec.privacy.delta,
+    })
+}
+
+/// The customer-level charge of one round for one partner: its DP-SGD
+/// steps. `None` when the job has no customer-level DP.
+pub fn customer_round_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> Option<ChargeSpec> {
+    let privacy = &spec.privacy;
+    let dp = privacy.customers.as_ref()?;
+    Some(ChargeSpec {
+        job_id: party.job_id.to_owned(),
+        round: u64::from(party.round),
+        partner_id: party.partner_id.to_owned(),
+        dataset_id: party.dataset_id.to_owned(),
+        unit: PrivacyUnit::Customer,
+        release: Release::Round,
+        trust_model: TrustModel::LocalDpSgd,
+        mechanism: Mechanism::PoissonSubsampledGaussian {
+            sampling_rate: dp.sampling_rate,
+            noise_multiplier: dp.noise_multiplier,
+            steps: privacy.customer_steps_per_round(spec.training.local_epochs),
+            clip_norm: dp.clip_norm,
+        },
         delta: privacy.delta,
     })
 }
@@ -337,6 +355,7 @@ pub fn round_charges(
         partner_id: party.partner_id.to_owned(),
         dataset_id: party.dataset_id.to_owned(),
         unit,
+        release: Release::Round,
         trust_model,
         mechanism,
         delta: privacy.delta,

@@ -18,7 +18,7 @@ use veil_federation::secure::{
 };
 use veil_federation::{AggregationMode, DeclineCode, Phase, SecureStep, SecureTask};
 use veil_job::JobSpec;
-use veil_ledger::Charge;
+use veil_ledger::{Charge, Release, compose};
 use veil_node_protocol::{
     Decision, MachineIdentity, MemberCredential, NodeMachine, NodeMemory, NodePolicy, NodeTask,
     Outgoing, PeerTrust, PhaseReply, Record, SecureRequest,
@@ -777,6 +777,30 @@ fn evaluations_only_from_contributors_once_and_never_after_a_veto() {
         declines,
         vec![("node-4".to_owned(), DeclineCode::EvaluationNotAllowed)]
     );
+    // Each contributor charged the final evaluation under its own key, in
+    // a record written before its masked evaluation left; the vetoing node
+    // charged nothing.
+    for node in &nodes[..4] {
+        let evaluations: Vec<usize> = node
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| {
+                matches!(record, Record::Charge(charge) if charge.release == Release::FinalEvaluation)
+            })
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(evaluations.len(), 1, "{}", node.member.name);
+        let released = node
+            .records
+            .iter()
+            .position(|record| {
+                matches!(record, Record::Released { key, .. } if key.phase == Phase::Evaluate)
+            })
+            .unwrap_or_else(|| panic!("{}: evaluation never left", node.member.name));
+        assert!(evaluations[0] < released, "{}", node.member.name);
+    }
+    assert!(nodes[4].ledger.is_empty());
     // And asks the contributors a second time.
     let mut again = Attempt::open(&spec, 1, Phase::Evaluate, 2, cohort_of(&nodes[..4]));
     let (outcome, declines) = again.run(&mut nodes[..4], &spec, digest, 1, Phase::Evaluate, None);
@@ -792,4 +816,58 @@ fn evaluations_only_from_contributors_once_and_never_after_a_veto() {
         past.first_answer(&mut nodes[0], "node-0", &spec, digest, 2, Phase::Evaluate),
         Err(DeclineCode::InvalidTask)
     );
+}
+
+#[test]
+fn a_final_evaluation_over_the_partners_cap_is_refused_after_its_round_was_paid() {
+    let ca = federation_ca();
+    let spec = job_spec("evaluation-cap", 1, 3, 5, 0.2);
+    let digest = digest_of("evaluation-cap");
+    // node-0's yearly cap covers the round's DP-SGD but not the final
+    // evaluation's release on top of it.
+    let party = veil_job::RoundParty {
+        job_id: "job-1",
+        round: 1,
+        partner_id: "node-0",
+        dataset_id: "node-0",
+        cohort: 5,
+    };
+    let price = |charges: Vec<veil_ledger::ChargeSpec>| {
+        let charges: Vec<Charge> = charges
+            .into_iter()
+            .map(|charge| Charge::new(charge, 0).expect("valid charge"))
+            .collect();
+        compose(charges.iter(), spec.privacy.delta)
+            .expect("composes")
+            .epsilon
+    };
+    let round_only = price(veil_job::round_charges(&spec, party).expect("priced"));
+    let whole_job = price(veil_job::job_charges(&spec, party).expect("priced"));
+    assert!(whole_job > round_only * 1.01, "{round_only} vs {whole_job}");
+    let mut nodes = five_nodes(&ca);
+    nodes[0] = Node::new(
+        enrol(&ca, "node-0"),
+        &ca,
+        NodePolicy {
+            customer_epsilon_per_year: (round_only + whole_job) / 2.0,
+            ..NodePolicy::default()
+        },
+    );
+    let mut train = Attempt::open(&spec, 1, Phase::Train, 1, cohort_of(&nodes));
+    let (outcome, declines) = train.run(&mut nodes, &spec, digest, 1, Phase::Train, None);
+    assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
+    assert!(declines.is_empty(), "{declines:?}");
+    let mut evaluate = Attempt::open(&spec, 1, Phase::Evaluate, 1, cohort_of(&nodes));
+    let (outcome, declines) = evaluate.run(&mut nodes, &spec, digest, 1, Phase::Evaluate, None);
+    assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
+    assert_eq!(
+        declines,
+        vec![("node-0".to_owned(), DeclineCode::PrivacyCapExceeded)]
+    );
+    // Its ledger holds the round it paid for and no evaluation.
+    assert_eq!(nodes[0].ledger.len(), 1);
+    assert_eq!(nodes[0].ledger[0].release, Release::Round);
+    assert!(!nodes[0].records.iter().any(
+        |record| matches!(record, Record::Released { key, .. } if key.phase == Phase::Evaluate)
+    ));
 }

@@ -18,12 +18,41 @@ pub enum PrivacyUnit {
     Partner,
 }
 
+/// Which release of a round a charge pays for. A round releases its
+/// aggregate update; the job's last round also releases the evaluation of
+/// the final model, which is charged under its own key so that an auditor
+/// sees it and a node can refuse it on its own.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Release {
+    /// The round's training release: its noised update (and, before the
+    /// final evaluation had its own key, any statistics priced with it).
+    #[default]
+    Round,
+    /// The noised evaluation statistics of the final model, released once
+    /// after the last round by the nodes whose updates are in it.
+    FinalEvaluation,
+}
+
+impl Release {
+    /// Short stable name, as stored and displayed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Round => "round",
+            Self::FinalEvaluation => "final_evaluation",
+        }
+    }
+}
+
 /// Who adds the noise, and so whom the guarantee holds against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustModel {
-    /// The partner's own node adds noise during training (DP-SGD): private
-    /// even against the coordinator and the other partners.
+    /// The partner's own node adds noise (DP-SGD during training, Gaussian
+    /// noise on the statistics it releases): private even against the
+    /// coordinator and the other partners.
     LocalDpSgd,
     /// Every node adds discrete noise before secure aggregation: the sum is
     /// private against a curious coordinator as long as `t` nodes are honest.
@@ -53,7 +82,8 @@ pub enum Mechanism {
     /// per round; partner sampling not credited).
     DistributedDiscreteGaussian(DistributedDiscreteGaussian),
     /// DP-SGD (as `PoissonSubsampledGaussian`) plus `statistics_releases`
-    /// Gaussian releases of the node's additive statistics (feature sums,
+    /// Gaussian releases (as ledgers written before the final evaluation had
+    /// its own [`Release`] priced it: read back, never produced now) of the node's additive statistics (feature sums,
     /// training and evaluation sums) over all its customers, each with noise
     /// `statistics_noise_multiplier` times its per-customer sensitivity.
     DpSgdWithStatistics {
@@ -70,7 +100,8 @@ pub enum Mechanism {
         /// Noise of each release over its sensitivity.
         statistics_noise_multiplier: f64,
     },
-    /// One Gaussian release over all data (central noise, no sampling).
+    /// One Gaussian release over all data, no sampling: central noise on
+    /// the aggregate, or a node's noise on the statistics it releases.
     Gaussian {
         /// Noise standard deviation over the clip norm.
         noise_multiplier: f64,
@@ -192,7 +223,9 @@ impl Mechanism {
             (trust_model, self),
             (
                 TrustModel::LocalDpSgd,
-                Self::PoissonSubsampledGaussian { .. } | Self::DpSgdWithStatistics { .. }
+                Self::PoissonSubsampledGaussian { .. }
+                    | Self::DpSgdWithStatistics { .. }
+                    | Self::Gaussian { .. }
             ) | (
                 TrustModel::Distributed,
                 Self::DistributedDiscreteGaussian(_)
@@ -204,9 +237,9 @@ impl Mechanism {
     }
 }
 
-/// What identifies a charge: one partner, one privacy unit, one round of one
-/// job. A replayed round has the same key, which is why it is never charged
-/// twice.
+/// What identifies a charge: one partner, one privacy unit, one release of
+/// one round of one job. A replayed round has the same key, which is why it
+/// is never charged twice.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChargeKey {
     /// The job.
@@ -217,6 +250,9 @@ pub struct ChargeKey {
     pub partner_id: String,
     /// The privacy unit charged.
     pub unit: PrivacyUnit,
+    /// Which of the round's releases.
+    #[serde(default)]
+    pub release: Release,
 }
 
 impl std::fmt::Display for ChargeKey {
@@ -225,7 +261,11 @@ impl std::fmt::Display for ChargeKey {
             formatter,
             "job {} round {} partner {} unit {:?}",
             self.job_id, self.round, self.partner_id, self.unit
-        )
+        )?;
+        match self.release {
+            Release::Round => Ok(()),
+            other => write!(formatter, " release {}", other.name()),
+        }
     }
 }
 
@@ -242,6 +282,9 @@ pub struct ChargeSpec {
     pub dataset_id: String,
     /// The privacy unit charged.
     pub unit: PrivacyUnit,
+    /// Which of the round's releases this pays for.
+    #[serde(default)]
+    pub release: Release,
     /// Who added the noise.
     pub trust_model: TrustModel,
     /// The noise mechanism.
@@ -263,6 +306,9 @@ pub struct Charge {
     pub dataset_id: String,
     /// The privacy unit charged.
     pub unit: PrivacyUnit,
+    /// Which of the round's releases this pays for.
+    #[serde(default)]
+    pub release: Release,
     /// Who added the noise.
     pub trust_model: TrustModel,
     /// The noise mechanism.
@@ -303,6 +349,7 @@ impl Charge {
             partner_id: spec.partner_id,
             dataset_id: spec.dataset_id,
             unit: spec.unit,
+            release: spec.release,
             trust_model: spec.trust_model,
             mechanism: spec.mechanism,
             delta: spec.delta,
@@ -319,6 +366,7 @@ impl Charge {
             round: self.round,
             partner_id: self.partner_id.clone(),
             unit: self.unit,
+            release: self.release,
         }
     }
 
@@ -330,6 +378,7 @@ impl Charge {
             partner_id: self.partner_id.clone(),
             dataset_id: self.dataset_id.clone(),
             unit: self.unit,
+            release: self.release,
             trust_model: self.trust_model,
             mechanism: self.mechanism,
             delta: self.delta,

@@ -1,5 +1,5 @@
 //! The privacy budget ledger: every round's privacy cost to every partner is
-//! a [`Charge`], keyed by (job, round, partner, unit) so a replayed round is
+//! a [`Charge`], keyed by (job, round, partner, unit, [`Release`]) so a replayed round is
 //! never charged twice; charges compose into ε with `veil-accounting`;
 //! the coordinator checks [`JobBudget`]s and each node its own
 //! [`PartnerCap`]s before a round, producing [`BudgetRefusal`] values (events,
@@ -26,7 +26,7 @@ pub use budget::{
     Spent, check_job_budget, check_partner_caps, compose, project,
 };
 pub use charge::{
-    Charge, ChargeKey, ChargeSpec, Mechanism, PrivacyUnit, RecordOutcome, TrustModel,
+    Charge, ChargeKey, ChargeSpec, Mechanism, PrivacyUnit, RecordOutcome, Release, TrustModel,
 };
 pub use error::LedgerError;
 pub use reconcile::{Mismatch, ReconcileReport, reconcile};

@@ -14,7 +14,9 @@ use veil_sqlite_db::rusqlite::{
 };
 use veil_sqlite_db::{Schema, open};
 
-use crate::charge::{Charge, Mechanism, PrivacyUnit, RecordOutcome, TrustModel, outcome_against};
+use crate::charge::{
+    Charge, Mechanism, PrivacyUnit, RecordOutcome, Release, TrustModel, outcome_against,
+};
 use crate::error::LedgerError;
 
 /// The ledger's schema. Append migrations; never edit a published one.
@@ -62,13 +64,60 @@ const LEDGER_SCHEMA: Schema = Schema {
             PRIMARY KEY (job_id, round)
         ) STRICT;
     ",
+        // The final evaluation is charged under its own key: the release
+        // joins the primary key, so the table is rebuilt (SQLite cannot
+        // alter a key). Existing rows were all round releases.
+        r"
+        CREATE TABLE charges_by_release (
+            job_id             TEXT    NOT NULL,
+            round              INTEGER NOT NULL CHECK (round >= 0),
+            partner_id         TEXT    NOT NULL,
+            unit               TEXT    NOT NULL CHECK (unit IN ('customer', 'partner')),
+            release            TEXT    NOT NULL DEFAULT 'round'
+                                       CHECK (release IN ('round', 'final_evaluation')),
+            dataset_id         TEXT    NOT NULL,
+            trust_model        TEXT    NOT NULL,
+            mechanism          TEXT    NOT NULL,
+            clip_norm          REAL    NOT NULL,
+            sampling_rate      REAL,
+            noise_multiplier   REAL,
+            steps              INTEGER,
+            granularity        REAL,
+            dimension          INTEGER,
+            rounding_beta      REAL,
+            node_sigma         REAL,
+            min_survivors      INTEGER,
+            delta              REAL    NOT NULL,
+            epsilon_rdp        REAL    NOT NULL,
+            epsilon_pld        REAL,
+            recorded_at_unix_s INTEGER NOT NULL,
+            statistics_releases INTEGER,
+            statistics_noise_multiplier REAL,
+            PRIMARY KEY (job_id, round, partner_id, unit, release)
+        ) STRICT;
+        INSERT INTO charges_by_release (
+            job_id, round, partner_id, unit, release, dataset_id, trust_model, mechanism,
+            clip_norm, sampling_rate, noise_multiplier, steps, granularity, dimension,
+            rounding_beta, node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld,
+            recorded_at_unix_s, statistics_releases, statistics_noise_multiplier)
+        SELECT
+            job_id, round, partner_id, unit, 'round', dataset_id, trust_model, mechanism,
+            clip_norm, sampling_rate, noise_multiplier, steps, granularity, dimension,
+            rounding_beta, node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld,
+            recorded_at_unix_s, statistics_releases, statistics_noise_multiplier
+        FROM charges;
+        DROP TABLE charges;
+        ALTER TABLE charges_by_release RENAME TO charges;
+        CREATE INDEX charges_by_partner
+            ON charges (partner_id, dataset_id, unit, recorded_at_unix_s);
+    ",
     ],
 };
 
 const COLUMNS: &str = "job_id, round, partner_id, unit, dataset_id, trust_model, mechanism, \
     clip_norm, sampling_rate, noise_multiplier, steps, granularity, dimension, rounding_beta, \
     node_sigma, min_survivors, delta, epsilon_rdp, epsilon_pld, recorded_at_unix_s, \
-    statistics_releases, statistics_noise_multiplier";
+    statistics_releases, statistics_noise_multiplier, release";
 
 /// A privacy ledger kept in one SQLite file.
 pub struct SqliteLedger {
@@ -82,6 +131,13 @@ fn unit_name(unit: PrivacyUnit) -> &'static str {
         PrivacyUnit::Customer => "customer",
         PrivacyUnit::Partner => "partner",
     }
+}
+
+fn release_from_name(name: &str) -> rusqlite::Result<Release> {
+    [Release::Round, Release::FinalEvaluation]
+        .into_iter()
+        .find(|release| release.name() == name)
+        .ok_or_else(|| corrupt(format!("unknown release {name:?}")))
 }
 
 fn trust_model_name(trust_model: TrustModel) -> &'static str {
@@ -171,6 +227,7 @@ fn charge_from_row(row: &Row<'_>) -> rusqlite::Result<Charge> {
         partner_id: row.get("partner_id")?,
         dataset_id: row.get("dataset_id")?,
         unit,
+        release: release_from_name(&row.get::<_, String>("release")?)?,
         trust_model,
         mechanism,
         delta: row.get("delta")?,
@@ -276,13 +333,15 @@ impl SqliteLedger {
             .query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM charges \
-                     WHERE job_id = ?1 AND round = ?2 AND partner_id = ?3 AND unit = ?4"
+                     WHERE job_id = ?1 AND round = ?2 AND partner_id = ?3 AND unit = ?4 \
+                     AND release = ?5"
                 ),
                 params![
                     charge.job_id,
                     round,
                     charge.partner_id,
-                    unit_name(charge.unit)
+                    unit_name(charge.unit),
+                    charge.release.name()
                 ],
                 charge_from_row,
             )
@@ -293,7 +352,7 @@ impl SqliteLedger {
         transaction.execute(
             &format!(
                 "INSERT INTO charges ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
             ),
             params![
                 charge.job_id,
@@ -318,6 +377,7 @@ impl SqliteLedger {
                 charge.recorded_at_unix_s,
                 columns.statistics_releases,
                 columns.statistics_noise_multiplier,
+                charge.release.name(),
             ],
         )?;
         transaction.commit()?;
@@ -327,7 +387,7 @@ impl SqliteLedger {
     fn select(&self, filter: &str, value: Option<&str>) -> Result<Vec<Charge>, LedgerError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM charges {filter} \
-             ORDER BY partner_id, job_id, round, unit"
+             ORDER BY partner_id, job_id, round, unit, release"
         );
         let mut statement = self.connection.prepare(&sql)?;
         let rows = match value {
@@ -389,5 +449,92 @@ impl SqliteLedger {
     /// Every charge.
     pub fn all_charges(&self) -> Result<Vec<Charge>, LedgerError> {
         self.select("", None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charge::ChargeSpec;
+
+    /// A ledger written before the final evaluation had its own key: the
+    /// first three migrations, and one round charge in them.
+    fn ledger_before_releases(path: &Path) {
+        const BEFORE: Schema = Schema {
+            migrations: LEDGER_SCHEMA.migrations.split_at(3).0,
+            ..LEDGER_SCHEMA
+        };
+        let (connection, _) = open(path, &BEFORE).expect("old schema");
+        connection
+            .execute(
+                "INSERT INTO charges (job_id, round, partner_id, unit, dataset_id, trust_model, \
+                 mechanism, clip_norm, sampling_rate, noise_multiplier, steps, delta, epsilon_rdp, \
+                 epsilon_pld, recorded_at_unix_s) VALUES ('job-1', 3, 'bank-a', 'customer', \
+                 'bank-a', 'local_dp_sgd', 'poisson_subsampled_gaussian', 1.0, 0.05, 1.0, 20, \
+                 1e-5, 0.5, 0.4, 1767225600)",
+                [],
+            )
+            .expect("old row");
+    }
+
+    fn final_evaluation(round: u64) -> Charge {
+        let spec = ChargeSpec {
+            job_id: "job-1".to_owned(),
+            round,
+            partner_id: "bank-a".to_owned(),
+            dataset_id: "bank-a".to_owned(),
+            unit: PrivacyUnit::Customer,
+            release: Release::FinalEvaluation,
+            trust_model: TrustModel::LocalDpSgd,
+            mechanism: Mechanism::Gaussian {
+                noise_multiplier: 5.0,
+                clip_norm: 7f64.sqrt(),
+            },
+            delta: 1e-5,
+        };
+        Charge::new(spec, 1_767_225_700).expect("valid charge")
+    }
+
+    #[test]
+    fn old_rows_become_round_releases_and_the_final_evaluation_gets_its_own_key() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("ledger.sqlite");
+        ledger_before_releases(&path);
+        let mut ledger = SqliteLedger::open(&path).expect("migrates");
+        let old = ledger.all_charges().expect("reads");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].release, Release::Round);
+        assert_eq!(old[0].epsilon_pld, Some(0.4));
+        // Same job, round, partner and unit: a different release, so a
+        // separate charge, not a conflict and not a skipped duplicate.
+        let evaluation = final_evaluation(3);
+        assert!(matches!(
+            ledger.record(&evaluation),
+            Ok(RecordOutcome::Recorded)
+        ));
+        assert!(matches!(
+            ledger.record(&evaluation),
+            Ok(RecordOutcome::AlreadyRecorded)
+        ));
+        let conflicting = Charge {
+            mechanism: Mechanism::Gaussian {
+                noise_multiplier: 4.0,
+                clip_norm: 7f64.sqrt(),
+            },
+            ..evaluation.clone()
+        };
+        assert!(matches!(
+            ledger.record(&conflicting),
+            Err(LedgerError::ConflictingCharge { .. })
+        ));
+        drop(ledger);
+        let reopened = SqliteLedger::open(&path).expect("reopens");
+        let all = reopened.charges_for_job("job-1").expect("reads");
+        assert_eq!(all.len(), 2);
+        assert!(all[1].same_charge_as(&evaluation), "{all:?}");
+        assert_eq!(
+            all[1].key().to_string(),
+            "job job-1 round 3 partner bank-a unit Customer release final_evaluation"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use veil_ledger::{
-    Charge, ChargeSpec, LedgerError, Mechanism, PrivacyUnit, SqliteLedger, TrustModel,
+    Charge, ChargeSpec, LedgerError, Mechanism, PrivacyUnit, Release, SqliteLedger, TrustModel,
 };
 
 fn run(arguments: &[&str]) -> (bool, String, String) {
@@ -31,6 +31,7 @@ fn write_ledger(path: &Path, partners: &[&str], rounds: u64) -> Result<(), Ledge
                 partner_id: (*partner).to_owned(),
                 dataset_id: "transactions".to_owned(),
                 unit: PrivacyUnit::Customer,
+                release: Release::Round,
                 trust_model: TrustModel::LocalDpSgd,
                 mechanism: Mechanism::PoissonSubsampledGaussian {
                     sampling_rate: 0.02,

@@ -5,8 +5,8 @@
 use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
 use veil_ledger::{
     AuditorReport, Budget, Charge, ChargeSpec, JobBudget, LedgerError, Mechanism, PartnerCap,
-    Period, PeriodWindow, PrivacyUnit, RecordOutcome, Refuser, Scope, SqliteLedger, TrustModel,
-    check_job_budget, check_partner_caps, compose, project, reconcile,
+    Period, PeriodWindow, PrivacyUnit, RecordOutcome, Refuser, Release, Scope, SqliteLedger,
+    TrustModel, check_job_budget, check_partner_caps, compose, project, reconcile,
 };
 
 /// 2026-01-01T00:00:00Z.
@@ -105,6 +105,7 @@ fn charge(
         partner_id: partner_id.to_owned(),
         dataset_id: "transactions".to_owned(),
         unit,
+        release: Release::Round,
         trust_model,
         mechanism,
         delta: 1e-5,

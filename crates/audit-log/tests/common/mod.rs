@@ -46,8 +46,8 @@ pub fn round_committed(job_id: &str, round: u64, epsilon: f64) -> AuditEvent {
 
 /// The `index`-th sample event: cycles through every kind so fixtures cover them all.
 pub fn sample_event(index: u64) -> AuditEvent {
-    let job_id = format!("job-{}", index / 11);
-    match index % 11 {
+    let job_id = format!("job-{}", index / 12);
+    match index % 12 {
         0 => AuditEvent::JobCreated {
             job_id,
             spec_sha256: [index as u8; 32],
@@ -104,6 +104,16 @@ pub fn sample_event(index: u64) -> AuditEvent {
         9 => AuditEvent::CertificateRevoked {
             serial: "0a1b".into(),
             reason: "key compromise".into(),
+        },
+        10 => AuditEvent::EvaluationReleased {
+            job_id,
+            round: index,
+            participants: vec!["node-a".into(), "node-b".into()],
+            epsilon_charged: vec![EpsilonCharge {
+                partner: "node-a".into(),
+                unit: "customer".into(),
+                epsilon: 0.125,
+            }],
         },
         _ => AuditEvent::Note {
             text: "maintenance window — ünïcode".into(),
