@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use veil_federation::secure::{GraphSeedInput, round_graph_seed, secure_round_parameters};
-use veil_federation::{AggregationMode, DeclineCode, Phase, ReplyEncoding};
+use veil_federation::{AggregationMode, DeclineCode, Phase, ReplyEncoding, SecureStep};
 use veil_pki::{CertificateRequest, FederationCa, Role, Validity};
 use veil_wire::v1::node_service_server::{NodeService, NodeServiceServer};
 use veil_wire::v1::{self, result_chunk};
@@ -566,4 +566,262 @@ async fn an_evaluation_from_a_node_whose_update_is_not_in_the_aggregate_is_refus
     );
     let _ = stop.send(());
     let _ = handle.await;
+}
+
+/// A cohort member the test plays itself: a genuine partner of the
+/// federation running the real node state machine (an honest node, or one
+/// that colludes with the coordinator by answering whatever it is asked).
+struct Peer {
+    name: String,
+    machine: veil_node_protocol::NodeMachine,
+    ledger: Vec<veil_ledger::Charge>,
+}
+
+impl Peer {
+    fn new(setup: &Setup, name: &str) -> Self {
+        let (root, _, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
+            .load()
+            .unwrap();
+        let machine = veil_node_protocol::NodeMachine::new(
+            veil_node_protocol::MachineIdentity {
+                node_id: name.to_owned(),
+                signing_key: Arc::new(key.into_key_pair()),
+            },
+            NodePolicy::default(),
+            veil_node_protocol::PeerTrust::Federation {
+                root: Arc::new(root),
+                revoked: Default::default(),
+            },
+            veil_node_protocol::NodeMemory::default(),
+        );
+        Peer {
+            name: name.to_owned(),
+            machine,
+            ledger: Vec::new(),
+        }
+    }
+
+    /// The peer's answer to `task`: a protocol message, or its refusal.
+    fn answer(&mut self, task: &v1::Task) -> Result<(SecureStep, u32, Vec<u8>), DeclineCode> {
+        use veil_node_protocol::{Decision, Outgoing, PhaseReply};
+        let task = client_node::wire::task_from_wire(task).unwrap();
+        let now = unix_now();
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_os_rng();
+        let mut decision = self.machine.handle_task(&task, now, &self.ledger, &mut rng);
+        if let Decision::Compute { commit } = decision {
+            self.keep(commit);
+            let shape = task.spec.plan().reply_shape(task.phase);
+            let reply = PhaseReply {
+                weight: task.spec.uniform_weight(),
+                statistics: vec![0.0; shape.statistics_len],
+                vector: vec![0.0; shape.vector_len],
+            };
+            decision = self
+                .machine
+                .reply_computed(&task, reply, now, &self.ledger, &mut rng);
+        }
+        match decision {
+            Decision::Send {
+                commit,
+                message:
+                    Outgoing::Secure {
+                        step,
+                        attempt,
+                        payload,
+                    },
+            } => {
+                self.keep(commit);
+                Ok((step, attempt, payload))
+            }
+            Decision::Decline { code, commit, .. } => {
+                self.keep(commit);
+                Err(code)
+            }
+            other => panic!("{}: unexpected decision {other:?}", self.name),
+        }
+    }
+
+    fn keep(&mut self, records: Vec<veil_node_protocol::Record>) {
+        for record in records {
+            if let veil_node_protocol::Record::Charge(charge) = record {
+                self.ledger.push(charge);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A cohort member as the coordinator relays it, from the federation folder.
+fn cohort_member(setup: &Setup, name: &str) -> veil_federation::secure::CohortMember {
+    let (_, pem, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
+        .load()
+        .unwrap();
+    veil_federation::secure::CohortMember {
+        node: name.to_owned(),
+        identity_key: key.public_key().0,
+        certificate_der: Arc::new(veil_pki::certificate_der_from_pem(&pem).unwrap()),
+    }
+}
+
+/// The scripted coordinator's side of one attempt of the secure
+/// feature-statistics phase: the real SecAgg+ server, the victim over gRPC,
+/// the peers in process. Returns how the attempt ended and who refused.
+async fn run_attempt(
+    setup: &Setup,
+    scripted: &Scripted,
+    sent: &mut mpsc::UnboundedReceiver<Sent>,
+    peers: &mut [Peer],
+    cohort: &[&str],
+    attempt: u32,
+) -> (
+    Option<veil_federation::secure::StepOutcome>,
+    Vec<(String, DeclineCode)>,
+) {
+    use veil_federation::secure::{SecureRound, SecureRoundPosition, StepOutcome};
+    let wire = job("secure", 2);
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let AggregationMode::Secure(settings) = &spec.aggregation else {
+        panic!("secure job");
+    };
+    let members = cohort
+        .iter()
+        .map(|name| cohort_member(setup, name))
+        .collect();
+    let mut round = SecureRound::open(
+        SecureRoundPosition {
+            job: "job-1",
+            round: 0,
+            phase: Phase::FeatureStats,
+            attempt,
+        },
+        members,
+        spec.min_participants as usize,
+        spec.plan().reply_shape(Phase::FeatureStats),
+        settings,
+        &spec.privacy.partners,
+        std::time::Instant::now() + PATIENCE,
+    )
+    .unwrap_or_else(|error| panic!("attempt {attempt} does not open: {error}"));
+    let mut declines = Vec::new();
+    loop {
+        for name in cohort {
+            let Some(task) = round.task_for(name) else {
+                continue;
+            };
+            let wire_task = v1::Task {
+                job_id: "job-1".to_owned(),
+                round: 0,
+                phase: v1::Phase::FeatureStats as i32,
+                spec: Some(wire.clone()),
+                deadline_ms: 30_000,
+                secure: Some(coordinator::convert::secure_task_to_wire(&task)),
+                ..Default::default()
+            };
+            let answer = if *name == "victim" {
+                scripted
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(wire_task);
+                let reply = next_sent(sent, "the victim's answer").await;
+                match DeclineCode::from_wire_value(reply.header.decline_code) {
+                    Some(code) => {
+                        assert!(reply.body.is_empty(), "a refusal carries nothing");
+                        Err(code)
+                    }
+                    None => Ok((
+                        coordinator::convert::secure_step_from_wire(reply.header.secure_step)
+                            .unwrap()
+                            .expect("a protocol message"),
+                        reply.header.secure_attempt,
+                        reply.body,
+                    )),
+                }
+            } else {
+                peers
+                    .iter_mut()
+                    .find(|peer| peer.name == *name)
+                    .unwrap()
+                    .answer(&wire_task)
+            };
+            match answer {
+                Ok((step, attempt, payload)) => {
+                    round
+                        .accept(name, attempt, step, &payload)
+                        .unwrap_or_else(|error| panic!("{name}'s {step} refused: {error}"));
+                }
+                Err(code) => {
+                    round.withdraw(name);
+                    declines.push(((*name).to_owned(), code));
+                }
+            }
+        }
+        match round.advance(std::time::Instant::now()) {
+            StepOutcome::Continue => continue,
+            other => return (Some(other), declines),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_input_that_left_is_never_sent_again_not_even_after_a_restart() {
+    let setup = setup();
+    for peer in ["peer-a", "peer-b"] {
+        setup.pki.member(Role::Node, peer).unwrap();
+    }
+    let mut peers = vec![Peer::new(&setup, "peer-a"), Peer::new(&setup, "peer-b")];
+    let cohort = ["peer-a", "peer-b", "victim"];
+    let (address, mut sent, scripted) = serve(&setup, Vec::new(), 0).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config.clone());
+
+    // Attempt 1 runs honestly to the end over real gRPC: the coordinator
+    // decodes a sum that holds the victim's input.
+    let (outcome, declines) =
+        run_attempt(&setup, &scripted, &mut sent, &mut peers, &cohort, 1).await;
+    assert!(declines.is_empty(), "{declines:?}");
+    match outcome {
+        Some(veil_federation::secure::StepOutcome::Finished { contributors, .. }) => {
+            let names: Vec<&str> = contributors.iter().map(|node| node.as_str()).collect();
+            assert!(names.contains(&"victim"), "{names:?}");
+        }
+        other => panic!("attempt 1 did not finish: {other:?}"),
+    }
+    // The victim is killed and restarted from its state folder.
+    let _ = stop.send(());
+    let _ = handle.await;
+    let (stop, handle) = start_victim(config);
+
+    // The coordinator now asks for a second sum of the same phase (to
+    // average the noise away, or to drop one node and subtract). Every node
+    // whose masked input left refuses: the victim over the wire, after its
+    // restart, and the honest peers in process. No second sum exists.
+    let (outcome, declines) =
+        run_attempt(&setup, &scripted, &mut sent, &mut peers, &cohort, 2).await;
+    assert!(
+        !matches!(
+            outcome,
+            Some(veil_federation::secure::StepOutcome::Finished { .. })
+        ),
+        "{outcome:?}"
+    );
+    let mut refused: Vec<(String, DeclineCode)> = declines;
+    refused.sort_by(|left, right| left.0.cmp(&right.0));
+    assert_eq!(
+        refused,
+        cohort
+            .iter()
+            .map(|name| ((*name).to_owned(), DeclineCode::AlreadyReleased))
+            .collect::<Vec<_>>()
+    );
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(refusals(&state), vec!["already-released".to_owned()]);
 }

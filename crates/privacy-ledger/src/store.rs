@@ -387,7 +387,7 @@ impl SqliteLedger {
     fn select(&self, filter: &str, value: Option<&str>) -> Result<Vec<Charge>, LedgerError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM charges {filter} \
-             ORDER BY partner_id, job_id, round, unit, release"
+             ORDER BY partner_id, job_id, round, unit, release = 'final_evaluation'"
         );
         let mut statement = self.connection.prepare(&sql)?;
         let rows = match value {
