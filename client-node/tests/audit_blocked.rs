@@ -1,0 +1,172 @@
+//! A release the audit log cannot record does not happen: over real gRPC,
+//! with real nodes and a real audit log on disk, the coordinator's audit
+//! appends start failing after the job was created (its signed head can no
+//! longer be replaced), and the first round commit, which must be recorded
+//! before its model can be read, stops the job instead. Nobody can fetch a
+//! model, and the round's charges (the nodes' inputs did leave) are in both
+//! ledgers all the same.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use client_node::config::NodeConfig;
+use client_node::node::{NodeProgress, RunOptions, run_with};
+use client_node::policy::NodePolicy;
+use coordinator::CoordinatorConfig;
+use coordinator::operator::WatchUpdate;
+use tokio::sync::mpsc;
+use veil_ledger::{SqliteLedger, reconcile};
+use veil_wire::v1;
+
+const NODES: usize = 3;
+
+fn job() -> v1::JobSpec {
+    let text = client_node::demo::STANDARD_JOB
+        .replace("{cutoff}", "2024-10-02")
+        .replace("{horizon}", "90")
+        .replace("rounds = 12", "rounds = 2")
+        .replace(
+            "kind = \"mlp\"\nhidden = [64, 32]",
+            "kind = \"logistic_regression\"",
+        )
+        .replace(
+            "mode = \"secure\"",
+            "mode = \"secure\"\nstep_timeout_secs = 5",
+        );
+    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+}
+
+fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
+    NodeConfig {
+        node_id: format!("node-{index}"),
+        tls_dir: None,
+        insecure_dev: true,
+        coordinator: address.to_owned(),
+        data: veil_features::CsvSource::new(file.to_owned()).into(),
+        state_dir: Some(state.join(format!("node-{index}.state"))),
+        policy: NodePolicy::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_commit_the_audit_log_cannot_record_stops_the_job_before_its_model_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = veil_synth::SynthConfig::demo(NODES, 43);
+    let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let coordinator_state = dir.path().join("coordinator.state");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(coordinator::run(
+        CoordinatorConfig {
+            state_dir: Some(coordinator_state.clone()),
+            ..CoordinatorConfig::insecure_development()
+        },
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (progress_sender, mut progress) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let config = node_config(index, &address, file, dir.path());
+        let options = RunOptions {
+            progress: Some(progress_sender.clone()),
+        };
+        nodes.push(tokio::spawn(async move {
+            let _ = run_with(config, options, std::future::pending::<()>()).await;
+        }));
+    }
+    let mut registered = 0;
+    while registered < NODES {
+        let update = tokio::time::timeout(Duration::from_secs(60), progress.recv())
+            .await
+            .expect("nodes register")
+            .expect("progress channel open");
+        if update == NodeProgress::Registered {
+            registered += 1;
+        }
+    }
+
+    let mut operator = coordinator::operator::connect(&address, None)
+        .await
+        .unwrap();
+    let job_id = coordinator::operator::submit(&mut operator, job())
+        .await
+        .unwrap();
+
+    // From now on every append fails: the signed head is replaced by
+    // rename after each entry, and a directory in its place cannot be
+    // replaced by a file, whoever the process runs as (root included).
+    let log_path = coordinator_state.join(coordinator::audit::AUDIT_LOG_FILE);
+    let head_path = veil_audit::head_path_for(&log_path);
+    std::fs::remove_file(&head_path).unwrap();
+    std::fs::create_dir(&head_path).unwrap();
+    std::fs::write(head_path.join("keep"), b"not a head").unwrap();
+
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    let status = tokio::time::timeout(
+        Duration::from_secs(300),
+        coordinator::operator::watch(&mut operator, &job_id, |update| {
+            if let WatchUpdate::Message(message) = update {
+                messages.push(message.to_owned());
+            }
+        }),
+    )
+    .await
+    .expect("the job ends")
+    .unwrap();
+    let transcript = messages.join("\n");
+
+    assert_eq!(
+        v1::JobState::try_from(status.state),
+        Ok(v1::JobState::Failed),
+        "{status:?}\n{transcript}"
+    );
+    assert!(
+        status
+            .failure_reason
+            .contains("the audit log could not record round 1 commit; the release is blocked"),
+        "{}",
+        status.failure_reason
+    );
+    assert_eq!(status.completed_rounds, 0, "{status:?}");
+    // No operator can read a model the log does not account for.
+    let error = coordinator::operator::fetch_model(&mut operator, &job_id)
+        .await
+        .expect_err("a failed job's model stays inside");
+    assert!(format!("{error:#}").contains("cannot fetch"), "{error:#}");
+
+    let _ = stop.send(());
+    let _ = server.await;
+    for node in nodes {
+        node.abort();
+    }
+
+    // The nodes' masked inputs left, so round 1 is charged on both sides
+    // and the ledgers agree.
+    let coordinator_ledger = SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
+    let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();
+    assert!(!coordinator_charges.is_empty());
+    assert!(coordinator_charges.iter().all(|charge| charge.round == 1));
+    for index in 0..NODES {
+        let partner = format!("node-{index}");
+        let node_ledger =
+            SqliteLedger::open(&dir.path().join(format!("node-{index}.state/ledger.sqlite")))
+                .unwrap();
+        let node_charges = node_ledger.charges_for_partner(&partner).unwrap();
+        let coordinator_view: Vec<_> = coordinator_charges
+            .iter()
+            .filter(|charge| charge.partner_id == partner)
+            .cloned()
+            .collect();
+        let report = reconcile(&coordinator_view, &node_charges);
+        assert!(report.is_consistent(), "{partner}: {report:?}");
+    }
+}
