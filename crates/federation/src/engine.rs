@@ -451,9 +451,12 @@ struct Job<D> {
     open: Option<OpenPhase>,
     /// Keys accepted during this process's life, for idempotent retries.
     accepted: HashSet<AcceptedKey>,
-    /// Whether a `WaitingForNodes` event was already emitted for the cursor,
-    /// so a waiting job does not flood the event stream.
-    announced_waiting: bool,
+    /// Since when the job has had too few eligible nodes to open its next
+    /// phase: set (and announced once, so a waiting job does not flood the
+    /// event stream) the first time, cleared when a phase opens. The job
+    /// fails once it has waited `timeouts.wait_for_nodes`. Not durable: a
+    /// coordinator restart starts the wait again.
+    waiting_since: Option<Instant>,
     /// Secure instances of the current phase that failed so far.
     failed_attempts: u32,
     /// Nodes whose input for the current phase left them (a masked input
@@ -588,7 +591,7 @@ impl<D: Clone> Engine<D> {
                     durable: snapshot,
                     open: None,
                     accepted: HashSet::new(),
-                    announced_waiting: false,
+                    waiting_since: None,
                     failed_attempts: 0,
                     released: BTreeSet::new(),
                     released_cohort: 0,
@@ -661,7 +664,7 @@ impl<D: Clone> Engine<D> {
                 durable,
                 open: None,
                 accepted: HashSet::new(),
-                announced_waiting: false,
+                waiting_since: None,
                 failed_attempts: 0,
                 released: BTreeSet::new(),
                 released_cohort: 0,
@@ -1281,16 +1284,33 @@ fn open_phase<D>(
             events.push(EventKind::Failed { reason });
             return true;
         }
-        if !job.announced_waiting {
-            job.announced_waiting = true;
-            events.push(EventKind::WaitingForNodes {
-                live: eligible.len() as u32,
-                needed: plan.min_participants,
-            });
+        match job.waiting_since {
+            None => {
+                job.waiting_since = Some(now);
+                events.push(EventKind::WaitingForNodes {
+                    live: eligible.len() as u32,
+                    needed: plan.min_participants,
+                });
+            }
+            Some(since) if now.saturating_duration_since(since) >= plan.timeouts.wait_for_nodes => {
+                let reason = format!(
+                    "round {round} phase {phase}: waited {} s for nodes and only {} are eligible; the phase needs {} (timeouts.wait_for_nodes_secs)",
+                    plan.timeouts.wait_for_nodes.as_secs(),
+                    eligible.len(),
+                    plan.min_participants
+                );
+                job.waiting_since = None;
+                job.durable.state = JobState::Failed {
+                    reason: reason.clone(),
+                };
+                events.push(EventKind::Failed { reason });
+                return true;
+            }
+            Some(_) => {}
         }
         return false;
     }
-    job.announced_waiting = false;
+    job.waiting_since = None;
     let attempt = job.failed_attempts + 1;
     let deadline = now + phase_timeout(plan, phase);
     let shape = plan.reply_shape(phase);

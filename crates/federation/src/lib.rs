@@ -30,7 +30,7 @@ pub use engine::{
     TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
-pub use plan::{AggregationMode, JobPlan, PhaseTimeouts, PlanError};
+pub use plan::{AggregationMode, DEFAULT_WAIT_FOR_NODES, JobPlan, PhaseTimeouts, PlanError};
 pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
 pub use secure::{CohortMember, ReplyEncoding, SecureSettings, SecureStep, SecureTask};
 pub use strategy::{ServerOptimizer, Strategy};

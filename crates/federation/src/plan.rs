@@ -39,6 +39,21 @@ pub struct PhaseTimeouts {
     pub train: Duration,
     /// Deadline of each evaluation phase.
     pub evaluate: Duration,
+    /// How long a job waits for enough eligible nodes to open its next
+    /// phase before it fails, naming how many it had and needed. Counted
+    /// from the first time it found too few (again after a coordinator
+    /// restart). Plans saved before this existed get the default.
+    #[serde(default = "default_wait_for_nodes")]
+    pub wait_for_nodes: Duration,
+}
+
+/// Default of [`PhaseTimeouts::wait_for_nodes`]: ten minutes, long enough
+/// for a partner to restart its node, short enough that a job with a dead
+/// federation does not hang an operator's `watch`.
+pub const DEFAULT_WAIT_FOR_NODES: Duration = Duration::from_secs(600);
+
+fn default_wait_for_nodes() -> Duration {
+    DEFAULT_WAIT_FOR_NODES
 }
 
 /// The round-relevant part of a job, validated by [`JobPlan::validate`].
@@ -180,6 +195,7 @@ impl JobPlan {
             ("feature_stats", self.timeouts.feature_stats),
             ("train", self.timeouts.train),
             ("evaluate", self.timeouts.evaluate),
+            ("wait_for_nodes", self.timeouts.wait_for_nodes),
         ] {
             if timeout.is_zero() {
                 return Err(PlanError::ZeroTimeout { phase });

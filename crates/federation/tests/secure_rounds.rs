@@ -21,6 +21,8 @@ use veil_secagg::{IdentityDirectory, PartnerPolicy};
 
 const PARAMETERS: usize = 6;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a job may wait for enough nodes before it fails.
+const WAIT_FOR_NODES: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Behaviour {
@@ -63,6 +65,7 @@ fn plan(min: u32, rounds: u32, aggregation: AggregationMode) -> JobPlan {
             feature_stats: TIMEOUT,
             train: TIMEOUT,
             evaluate: TIMEOUT,
+            wait_for_nodes: WAIT_FOR_NODES,
         },
         strategy: Strategy::FedAvg,
         parameter_count: PARAMETERS,

@@ -11,6 +11,8 @@ use veil_federation::{
 
 const PARAMETERS: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a job may wait for enough nodes before it fails.
+const WAIT_FOR_NODES: Duration = Duration::from_secs(300);
 
 /// How a simulated node answers its tasks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +42,7 @@ fn plan(min: u32, max: u32, rounds: u32, strategy: Strategy) -> JobPlan {
             feature_stats: TIMEOUT,
             train: TIMEOUT,
             evaluate: TIMEOUT,
+            wait_for_nodes: WAIT_FOR_NODES,
         },
         strategy,
         parameter_count: PARAMETERS,
@@ -407,6 +410,43 @@ fn a_job_waits_for_enough_live_nodes() {
     harness.engine.register_node("b", None, harness.now);
     harness.nodes.push(("b".into(), HONEST));
     assert_eq!(harness.run(&job), JobState::Succeeded);
+}
+
+#[test]
+fn a_job_whose_nodes_are_gone_fails_after_its_wait_for_nodes_with_the_reason() {
+    let mut harness = Harness::new(&[("a", HONEST)]);
+    let job = harness.start(plan(2, 2, 1, Strategy::FedAvg));
+    let waiting_from = harness.now;
+    // Node a stops heartbeating too. Just before the deadline the job
+    // still waits, announced once.
+    harness.now = waiting_from + WAIT_FOR_NODES - Duration::from_secs(1);
+    harness.engine.handle_timeout(harness.now);
+    assert_eq!(
+        harness.engine.status(&job).unwrap().state,
+        JobState::Running
+    );
+    let mut waiting_events = 0;
+    let mut failure = None;
+    harness.now = waiting_from + WAIT_FOR_NODES;
+    harness.engine.handle_timeout(harness.now);
+    while let Some(event) = harness.engine.poll_event() {
+        match event.kind {
+            EventKind::WaitingForNodes { .. } => waiting_events += 1,
+            EventKind::Failed { reason } => failure = Some(reason),
+            _ => {}
+        }
+    }
+    assert_eq!(waiting_events, 1, "announced once, not on every check");
+    let reason = failure.expect("the job fails");
+    assert!(
+        reason.contains("waited 300 s for nodes and only 0 are eligible; the phase needs 2"),
+        "{reason}"
+    );
+    assert!(reason.contains("timeouts.wait_for_nodes_secs"), "{reason}");
+    assert!(matches!(
+        harness.engine.status(&job).unwrap().state,
+        JobState::Failed { .. }
+    ));
 }
 
 #[test]

@@ -207,6 +207,10 @@ pub struct TimeoutsSection {
     /// Evaluation phase.
     #[serde(default)]
     pub evaluate_secs: Option<f64>,
+    /// How long the job waits for enough nodes before it fails (default
+    /// 600).
+    #[serde(default)]
+    pub wait_for_nodes_secs: Option<f64>,
 }
 
 impl JobFile {
@@ -244,6 +248,7 @@ impl JobFile {
                 feature_stats_ms: millis(self.timeouts.feature_stats_secs),
                 train_ms: millis(self.timeouts.train_secs),
                 evaluate_ms: millis(self.timeouts.evaluate_secs),
+                wait_for_nodes_ms: millis(self.timeouts.wait_for_nodes_secs),
             }),
             strategy: Some(v1::Strategy {
                 kind: self.strategy.kind.clone().unwrap_or_default(),

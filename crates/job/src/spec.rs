@@ -247,6 +247,10 @@ impl JobSpec {
             feature_stats: timeout(timeouts_wire.feature_stats_ms, 60),
             train: timeout(timeouts_wire.train_ms, 600),
             evaluate: timeout(timeouts_wire.evaluate_ms, 60),
+            wait_for_nodes: timeout(
+                timeouts_wire.wait_for_nodes_ms,
+                veil_federation::DEFAULT_WAIT_FOR_NODES.as_secs(),
+            ),
         };
         let strategy = strategy_from_wire(wire.strategy.as_ref())?;
         let holdout_fraction = if wire.holdout_fraction == 0.0 {
@@ -366,6 +370,7 @@ impl JobSpec {
                 feature_stats_ms: millis(self.timeouts.feature_stats),
                 train_ms: millis(self.timeouts.train),
                 evaluate_ms: millis(self.timeouts.evaluate),
+                wait_for_nodes_ms: millis(self.timeouts.wait_for_nodes),
             }),
             strategy: Some(v1::Strategy {
                 kind: kind.to_owned(),

@@ -34,6 +34,8 @@ impl DescriptorCodec<TestJob> for NameCodec {
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a job may wait for enough nodes before it fails.
+pub const WAIT_FOR_NODES: Duration = Duration::from_secs(300);
 pub const FEATURE_STATISTICS_LEN: usize = 3;
 pub const TRAIN_STATISTICS_LEN: usize = 2;
 pub const EVALUATE_STATISTICS_LEN: usize = 2;
@@ -52,6 +54,7 @@ pub fn plan(
             feature_stats: TIMEOUT,
             train: TIMEOUT,
             evaluate: TIMEOUT,
+            wait_for_nodes: WAIT_FOR_NODES,
         },
         strategy,
         parameter_count,
