@@ -2,8 +2,9 @@
 //! Chooses k and t for (N, DROPOUT), drops that fraction of clients after they
 //! sent shares (the costliest point: their mask keys must be reconstructed),
 //! and prints per-client and coordinator time, bytes sent per client and peak
-//! memory. Times are single-threaded wall time around each call, so they
-//! equal CPU time on an idle core.
+//! memory. Times are wall time around each call: client calls run on one
+//! thread, so theirs equal CPU time on an idle core; the coordinator's final
+//! unmasking uses every core, so its time is less than its CPU time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

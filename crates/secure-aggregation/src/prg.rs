@@ -64,22 +64,25 @@ pub fn subtract_mask(seed: &[u8; 32], accumulator: &mut [u32]) {
     expand_into::<true>(seed, accumulator);
 }
 
-/// HKDF-SHA256 (RFC 5869) of `seed` for one output of at most 32 bytes: the
-/// extract step, then the first block of the expand step.
+/// HKDF-SHA256 (RFC 5869) extract step: the pseudorandom key of `seed`.
 ///
-/// Written over ring's HMAC rather than `ring::hkdf` because `hkdf::Prk::expand`
-/// is fallible (for outputs over 255 · 32 bytes) and `add_mask` has no error
-/// path; one block of HKDF-Expand is exactly HMAC(PRK, info ‖ 0x01), and a
-/// unit test checks the result against `ring::hkdf` byte for byte.
-fn hkdf_sha256_block(salt: &[u8], seed: &[u8; 32], info: &[u8]) -> [u8; 32] {
-    let extract_key = hmac::Key::new(hmac::HMAC_SHA256, salt);
-    let prk = hmac::sign(&extract_key, seed);
-    let expand_key = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
-    let mut context = hmac::Context::with_key(&expand_key);
+/// HKDF is written over ring's HMAC rather than `ring::hkdf` because
+/// `hkdf::Prk::expand` is fallible (for outputs over 255 · 32 bytes) and
+/// `add_mask` has no error path; a unit test checks the result against
+/// `ring::hkdf` byte for byte.
+fn hkdf_sha256_extract(salt: &[u8], seed: &[u8; 32]) -> hmac::Key {
+    let prk = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, salt), seed);
+    hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref())
+}
+
+/// The first 16 bytes of HKDF-SHA256's expand step: one block of HKDF-Expand
+/// is exactly HMAC(PRK, info ‖ 0x01).
+fn hkdf_sha256_expand_16(prk: &hmac::Key, info: &[u8]) -> [u8; 16] {
+    let mut context = hmac::Context::with_key(prk);
     context.update(info);
     context.update(&[1u8]);
-    let mut output = [0u8; 32];
-    output.copy_from_slice(context.sign().as_ref());
+    let mut output = [0u8; 16];
+    output.copy_from_slice(&context.sign().as_ref()[..16]);
     output
 }
 
@@ -91,11 +94,11 @@ fn hkdf_sha256_block(salt: &[u8], seed: &[u8; 32], info: &[u8]) -> [u8; 32] {
 /// AES keys against the first block of many masks at once would search all of
 /// them for the price of one (a multi-key attack on the 128-bit key).
 fn mask_key_and_counter(seed: &[u8; 32]) -> ([u8; 16], [u8; 16]) {
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&hkdf_sha256_block(PRG_SALT, seed, KEY_INFO)[..16]);
-    let mut counter = [0u8; 16];
-    counter.copy_from_slice(&hkdf_sha256_block(PRG_SALT, seed, COUNTER_INFO)[..16]);
-    (key, counter)
+    let prk = hkdf_sha256_extract(PRG_SALT, seed);
+    (
+        hkdf_sha256_expand_16(&prk, KEY_INFO),
+        hkdf_sha256_expand_16(&prk, COUNTER_INFO),
+    )
 }
 
 /// The raw AES-128-CTR keystream for `key` from `initial_counter`, as SP 800-38A
