@@ -87,9 +87,9 @@ pub enum FailureReason {
         /// Which secret.
         secret: SecretKind,
     },
-    /// A thread removing masks panicked (a bug) before finishing, so the sum
-    /// may still hold masks and is not released.
-    #[error("a mask-removal thread stopped before finishing")]
+    /// A thread reconstructing secrets or removing masks panicked (a bug)
+    /// before finishing, so the sum may still hold masks and is not released.
+    #[error("an unmasking thread stopped before finishing")]
     UnmaskingAborted,
     /// A pairwise mask could not be recomputed.
     #[error("recomputing masks of {peer} failed: {source}")]
@@ -707,21 +707,33 @@ impl ServerSession<Unmask> {
     /// Ends the round: removes every self mask of a survivor and every pairwise
     /// mask between a survivor and a dropped client, and returns the exact sum.
     ///
-    /// Every secret is reconstructed and checked first, one by one (Shamir
-    /// interpolation and one hash or one X25519 base multiplication each), so
-    /// a bad share fails the round before any mask is expanded. Then the masks
-    /// are removed in parallel across cores ([`remove_masks`]). If several
-    /// secrets are bad, the first reconstruction failure in the order
-    /// survivors-then-dropped is reported, before any pairwise-seed failure.
+    /// Every secret is reconstructed and checked first (Shamir interpolation,
+    /// O(t²), and one hash or one X25519 base multiplication each, spread over
+    /// the cores), so a bad share fails the round before any mask is
+    /// expanded. Then the masks are removed in parallel ([`remove_masks`]).
+    /// If several secrets are bad, the first reconstruction failure in the
+    /// order survivors-then-dropped is reported, whatever the thread count,
+    /// and before any pairwise-seed failure.
     pub fn finish_phase(self) -> Result<ServerSession<Finished>, RoundFailed> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let node_at = |index: usize| {
             self.shared
                 .node_at(index)
                 .cloned()
                 .unwrap_or_else(|| NodeId::from_decoded("?"))
         };
-        let mut removals = Vec::new();
-        for &survivor in &self.phase.survivors {
+        // Interpolation costs about t² field multiplications per secret: below
+        // ~2^16 in all, threads would cost more than they save.
+        let threshold = self.threshold();
+        let secrets = self.phase.survivors.len() + self.phase.dropped.len();
+        let reconstruction_threads =
+            if secrets.saturating_mul(threshold).saturating_mul(threshold) < 1 << 16 {
+                1
+            } else {
+                threads
+            };
+        let survivors: Vec<usize> = self.phase.survivors.iter().copied().collect();
+        let self_mask_seeds = parallel_map(&survivors, reconstruction_threads, |&survivor| {
             let seed = self.reconstruct(survivor, SecretKind::SelfMaskSeed)?;
             let node = node_at(survivor);
             let committed = self.phase.commitments.get(&survivor);
@@ -732,16 +744,19 @@ impl ServerSession<Unmask> {
                     &seed,
                 ))
             {
-                return Err(FailureReason::BadReconstruction {
+                return Err(RoundFailed::from(FailureReason::BadReconstruction {
                     peer: node,
                     secret: SecretKind::SelfMaskSeed,
-                }
-                .into());
+                }));
             }
-            removals.push(MaskRemoval::SelfMask { seed });
+            Ok(seed)
+        })?;
+        let mut removals = Vec::new();
+        for seed in self_mask_seeds {
+            removals.push(MaskRemoval::SelfMask { seed: seed? });
         }
-        let mut dropped_secrets = Vec::with_capacity(self.phase.dropped.len());
-        for &dropped in &self.phase.dropped {
+        let dropped: Vec<usize> = self.phase.dropped.iter().copied().collect();
+        let dropped_secrets = parallel_map(&dropped, reconstruction_threads, |&dropped| {
             let secret_bytes = self.reconstruct(dropped, SecretKind::MaskSecretKey)?;
             let dropped_node = node_at(dropped);
             let mask_secret = StaticSecret::from(secret_bytes);
@@ -751,14 +766,15 @@ impl ServerSession<Unmask> {
                 .get(&dropped)
                 .map(|advertisement| advertisement.mask_public_key);
             if advertised != Some(crypto::public_key_of(&mask_secret)) {
-                return Err(FailureReason::BadReconstruction {
+                return Err(RoundFailed::from(FailureReason::BadReconstruction {
                     peer: dropped_node,
                     secret: SecretKind::MaskSecretKey,
-                }
-                .into());
+                }));
             }
-            dropped_secrets.push((dropped, dropped_node, mask_secret));
-        }
+            Ok((dropped, dropped_node, mask_secret))
+        })?
+        .into_iter()
+        .collect::<Result<Vec<_>, RoundFailed>>()?;
         for (dropped, dropped_node, mask_secret) in &dropped_secrets {
             for neighbour in self.shared.graph.neighbours_of(*dropped) {
                 if !self.phase.survivors.contains(&neighbour) {
@@ -778,7 +794,6 @@ impl ServerSession<Unmask> {
                 });
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let mut sum = self.phase.masked_sum.clone();
         remove_masks(&mut sum, &removals, &self.shared.binding, threads)?;
         let modulus_mask = self.shared.params.modulus_mask();
@@ -851,6 +866,38 @@ impl MaskRemoval<'_> {
         }
         Ok(())
     }
+}
+
+/// Applies `function` to every item on up to `threads` scoped threads, each
+/// taking one contiguous run of the items, and returns the results in the
+/// items' order, so callers see the same results as from a serial map.
+fn parallel_map<Item: Sync, Output: Send>(
+    items: &[Item],
+    threads: usize,
+    function: impl Fn(&Item) -> Output + Sync,
+) -> Result<Vec<Output>, RoundFailed> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return Ok(items.iter().map(&function).collect());
+    }
+    let run_length = items.len().div_ceil(threads);
+    let mut runs = items.chunks(run_length);
+    let first_run = runs.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = runs
+            .map(|run| scope.spawn(|| run.iter().map(&function).collect::<Vec<Output>>()))
+            .collect();
+        let mut outputs: Vec<Output> = first_run.iter().map(&function).collect();
+        for helper in helpers {
+            // A helper that panicked (a bug) leaves results missing; the
+            // round must fail rather than go on without them.
+            let Ok(run_outputs) = helper.join() else {
+                return Err(FailureReason::UnmaskingAborted.into());
+            };
+            outputs.extend(run_outputs);
+        }
+        Ok(outputs)
+    })
 }
 
 /// Below this much estimated work (in words of keystream) the masks are
@@ -1034,6 +1081,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order_of_a_serial_map() {
+        // Reconstruction failures are reported by scanning the results in
+        // order, so the order must not depend on the thread count.
+        let items: Vec<u32> = (0..101).collect();
+        let serial: Vec<Result<u32, u32>> = items
+            .iter()
+            .map(|&item| {
+                if item % 17 == 16 {
+                    Err(item)
+                } else {
+                    Ok(item * 3)
+                }
+            })
+            .collect();
+        for threads in [1, 2, 3, 7, 101, 500] {
+            let parallel = parallel_map(&items, threads, |&item| {
+                if item % 17 == 16 {
+                    Err(item)
+                } else {
+                    Ok(item * 3)
+                }
+            })
+            .unwrap();
+            assert_eq!(parallel, serial, "{threads} threads");
+        }
+        assert_eq!(
+            parallel_map(&[] as &[u32], 4, |&item| item).unwrap(),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]
