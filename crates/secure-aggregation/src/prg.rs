@@ -9,9 +9,9 @@
 //! exact for every b <= 32 because 2^b divides 2^32; callers reduce to Z_{2^b}
 //! once at the end.
 //!
-//! AES comes from RustCrypto's `aes`, which picks AES-NI (x86) or the ARMv8
-//! crypto extensions at run time and otherwise uses its constant-time
-//! fixsliced software implementation; both give the same keystream (checked
+//! AES comes from RustCrypto's `aes`, which picks AES-NI (x86) at run time,
+//! likewise the ARMv8 crypto extensions when built with `--cfg aes_armv8`,
+//! and otherwise uses its constant-time fixsliced software implementation; both give the same keystream (checked
 //! in-process against an independent software AES, and by
 //! `scripts/test_soft_aes.sh`, which forces the fallback). Which PRG masks are
 //! expanded with is part of the protocol version ([`crate::PROTOCOL_VERSION`]),
