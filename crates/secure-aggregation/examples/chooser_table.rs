@@ -1,49 +1,44 @@
 //! Prints the neighbour chooser's (k, t, guarantee) next to what the chooser
-//! before the split-view fix returned, for the closing note of that change:
-//! `cargo run --release -p veil-secagg --example chooser_table`.
+//! returned when it bounded the colluding neighbours by a binomial Bin(k, γ)
+//! instead of the exact hypergeometric count, for the closing note of that
+//! change: `cargo run --release -p veil-secagg --example chooser_table`.
 //!
-//! The old algorithm is copied here privately (as `old_choice`) only for the
-//! comparison; nothing else uses it.
+//! The binomial chooser is copied here privately (as `binomial_choice`) only
+//! for the comparison; nothing else uses it.
 
 use veil_secagg::{GraphError, GraphRequirements, choose_neighbour_parameters};
 
-/// Natural log of P[Binomial(trials, probability) >= at_least] (pre-change copy).
-fn old_log_binomial_upper_tail(
-    trials: usize,
-    probability: f64,
-    at_least: usize,
-    log_factorials: &[f64],
-) -> f64 {
-    if at_least == 0 {
-        return 0.0;
+/// ln P[Bin(trials, probability) ≥ m] for every m in 0..=trials + 1 (pre-change copy).
+fn binomial_log_tails(trials: usize, probability: f64, log_factorials: &[f64]) -> Vec<f64> {
+    let mut tails = vec![f64::NEG_INFINITY; trials + 2];
+    if probability <= 0.0 {
+        tails[0] = 0.0;
+        return tails;
     }
-    if at_least > trials || probability <= 0.0 {
-        return f64::NEG_INFINITY;
+    let mut running = f64::NEG_INFINITY;
+    for successes in (0..=trials).rev() {
+        let term =
+            log_factorials[trials] - log_factorials[successes] - log_factorials[trials - successes]
+                + successes as f64 * probability.ln()
+                + (trials - successes) as f64 * (1.0 - probability).ln();
+        let (high, low) = if running >= term {
+            (running, term)
+        } else {
+            (term, running)
+        };
+        running = if low == f64::NEG_INFINITY {
+            high
+        } else {
+            high + (low - high).exp().ln_1p()
+        };
+        tails[successes] = running;
     }
-    if probability >= 1.0 {
-        return 0.0;
-    }
-    let log_factorial = |m: usize| log_factorials.get(m).copied().unwrap_or(f64::INFINITY);
-    let terms: Vec<f64> = (at_least..=trials)
-        .map(|i| {
-            log_factorial(trials) - log_factorial(i) - log_factorial(trials - i)
-                + i as f64 * probability.ln()
-                + (trials - i) as f64 * (1.0 - probability).ln()
-        })
-        .collect();
-    let largest = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    largest
-        + terms
-            .iter()
-            .map(|term| (term - largest).exp())
-            .sum::<f64>()
-            .ln()
+    tails
 }
 
-/// The pre-change chooser: (k, t, security bits, correctness bits). It bounded
-/// only n·P[Bin(k, γ) ≥ t] and fell back to the complete graph with the largest
-/// majority t meeting correctness, whatever security that left.
-fn old_choice(requirements: &GraphRequirements) -> (usize, usize, f64, f64) {
+/// The pre-change chooser's (k, t): split view bounded by n·P[Bin(k, γ) ≥ 2t − k],
+/// otherwise the same bounds and the same complete-graph fallback.
+fn binomial_choice(requirements: &GraphRequirements) -> Option<(usize, usize)> {
     let GraphRequirements {
         n_clients,
         dropout_rate,
@@ -51,96 +46,79 @@ fn old_choice(requirements: &GraphRequirements) -> (usize, usize, f64, f64) {
         security_bits,
         correctness_bits,
     } = *requirements;
-    let mut log_factorials = Vec::with_capacity(n_clients + 1);
-    let mut running = 0.0f64;
-    log_factorials.push(0.0);
+    let mut log_factorials = vec![0.0f64];
     for m in 1..=n_clients {
-        running += (m as f64).ln();
-        log_factorials.push(running);
+        log_factorials.push(log_factorials[m - 1] + (m as f64).ln());
     }
-    let ln2 = std::f64::consts::LN_2;
-    let log_n = (n_clients as f64).ln();
-    let evaluate = |k: usize, t: usize, sparse: bool| -> (f64, f64) {
-        let secret_leak =
-            log_n + old_log_binomial_upper_tail(k, corrupt_fraction, t, &log_factorials);
-        let disconnect = if sparse {
-            2.0 * log_n - ln2 + k as f64 * (dropout_rate + corrupt_fraction).ln()
-        } else {
-            f64::NEG_INFINITY
+    let log2_n = (n_clients as f64).log2();
+    let bits = |log_tail: f64| -(log2_n + log_tail / std::f64::consts::LN_2);
+    for k in (2..n_clients.saturating_sub(1)).step_by(2) {
+        let disconnect =
+            -(2.0 * log2_n - 1.0 + k as f64 * (dropout_rate + corrupt_fraction).log2());
+        if disconnect < f64::from(security_bits) {
+            continue;
+        }
+        let corrupt = binomial_log_tails(k, corrupt_fraction, &log_factorials);
+        let dropout = binomial_log_tails(k, dropout_rate, &log_factorials);
+        let Some(t) =
+            ((k / 2 + 1)..=k).find(|&t| bits(corrupt[2 * t - k]) >= f64::from(security_bits))
+        else {
+            continue;
         };
-        let security = -secret_leak.max(disconnect) / ln2;
-        let starve =
-            log_n + old_log_binomial_upper_tail(k, dropout_rate, k - t + 1, &log_factorials);
-        (security, -starve / ln2)
-    };
-    let candidates = (2..n_clients - 1)
-        .step_by(2)
-        .map(|k| (k, true))
-        .chain(std::iter::once((n_clients - 1, false)));
-    for (k, sparse) in candidates {
-        for t in (k / 2 + 1)..=k {
-            let (security, correctness) = evaluate(k, t, sparse);
-            if security >= f64::from(security_bits) {
-                if correctness >= f64::from(correctness_bits) {
-                    return (k, t, security, correctness);
-                }
-                break;
-            }
+        if bits(dropout[k - t + 1]) >= f64::from(correctness_bits) {
+            return Some((k, t));
         }
     }
     let k = n_clients - 1;
-    let t = ((k / 2 + 1)..=k)
-        .rev()
-        .find(|&t| evaluate(k, t, false).1 >= f64::from(correctness_bits))
-        .unwrap_or(k / 2 + 1);
-    let (security, correctness) = evaluate(k, t, false);
-    (k, t, security, correctness)
+    let colluders = (corrupt_fraction * n_clients as f64 - 1e-9).ceil().max(0.0) as usize;
+    let dropouts = (dropout_rate * n_clients as f64 + 1e-9).floor() as usize;
+    let t = (k + colluders) / 2 + 1;
+    (t <= k.saturating_sub(dropouts)).then_some((k, t))
 }
 
 fn main() -> Result<(), GraphError> {
-    println!("γ = 0.2, σ = 40, η = 20");
+    println!("σ = 40, η = 20; k, t now (hypergeometric) | before (binomial)");
     println!(
-        "{:>5} {:>4} | {:>4} {:>4} {:<42} | {:>4} {:>4} {:>9} {:>9}",
-        "n", "δ", "k", "t", "new guarantee", "oldk", "oldt", "old sec", "old corr"
+        "{:>4} {:>5} {:>4} | {:>4} {:>4} {:<44} | {:>4} {:>4}",
+        "γ", "n", "δ", "k", "t", "guarantee", "k", "t"
     );
-    for n_clients in [3, 5, 10, 20, 50, 100, 1000] {
-        for dropout_rate in [0.1, 0.3] {
-            let requirements = GraphRequirements {
-                n_clients,
-                dropout_rate,
-                corrupt_fraction: 0.2,
-                security_bits: 40,
-                correctness_bits: 20,
-            };
-            let (old_k, old_t, old_security, old_correctness) = old_choice(&requirements);
-            let new = match choose_neighbour_parameters(&requirements) {
-                Ok(chosen) => format!(
-                    "{:>4} {:>4} {:<42}",
-                    chosen.neighbour_count,
-                    chosen.reconstruction_threshold,
-                    chosen.guarantee.to_string()
-                ),
-                Err(
-                    error @ GraphError::CollusionUnachievable {
+    for corrupt_fraction in [0.2, 0.05] {
+        for n_clients in [3, 5, 10, 20, 50, 100, 200, 500, 1000] {
+            for dropout_rate in [0.1, 0.3] {
+                let requirements = GraphRequirements {
+                    n_clients,
+                    dropout_rate,
+                    corrupt_fraction,
+                    security_bits: 40,
+                    correctness_bits: 20,
+                };
+                let now = match choose_neighbour_parameters(&requirements) {
+                    Ok(chosen) => format!(
+                        "{:>4} {:>4} {:<44}",
+                        chosen.neighbour_count,
+                        chosen.reconstruction_threshold,
+                        chosen.guarantee.to_string()
+                    ),
+                    Err(GraphError::CollusionUnachievable {
                         colluders,
                         dropouts_needed,
                         ..
-                    },
-                ) => {
-                    // Keep the row; the full message follows the table.
-                    eprintln!("n = {n_clients}, δ = {dropout_rate}: {error}");
-                    format!(
-                        "{:>4} {:>4} {:<42}",
+                    }) => format!(
+                        "{:>4} {:>4} {:<44}",
                         "-",
                         "-",
                         format!("error: c = {colluders}, needs {dropouts_needed} dropouts")
-                    )
-                }
-                Err(error) => return Err(error),
-            };
-            println!(
-                "{n_clients:>5} {dropout_rate:>4} | {new} | {old_k:>4} {old_t:>4} {old_security:>9.1} {old_correctness:>9.1}"
-            );
+                    ),
+                    Err(error) => return Err(error),
+                };
+                let before = binomial_choice(&requirements).map_or_else(
+                    || format!("{:>4} {:>4}", "-", "-"),
+                    |(k, t)| format!("{k:>4} {t:>4}"),
+                );
+                println!(
+                    "{corrupt_fraction:>4} {n_clients:>5} {dropout_rate:>4} | {now} | {before}"
+                );
+            }
         }
     }
     Ok(())

@@ -2,8 +2,11 @@
 //! Chooses k and t for (N, DROPOUT), drops that fraction of clients after they
 //! sent shares (the costliest point: their mask keys must be reconstructed),
 //! and prints per-client and coordinator time, bytes sent per client and peak
-//! memory. Times are single-threaded wall time around each call, so they
-//! equal CPU time on an idle core.
+//! memory, with the coordinator's time also split by phase (advertise /
+//! share keys / masked input / consistency check / unmask). Times are wall
+//! time around each call: client calls run on one thread, so theirs equal CPU
+//! time on an idle core; the coordinator's final unmasking uses every core,
+//! so its time is less than its CPU time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +86,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = ChaCha20Rng::from_seed([3u8; 32]);
     let mut client_time = vec![Duration::ZERO; n];
     let mut client_bytes = vec![0usize; n];
-    let mut server_time = Duration::ZERO;
+    // Coordinator time per phase: advertise, share keys, masked input,
+    // consistency check, unmask (the phase's handle_* calls and its finish_phase).
+    let mut server_time = [Duration::ZERO; 5];
     let round_start = Instant::now();
 
     let mut server = ServerSession::new(ServerConfig {
@@ -111,12 +116,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_bytes[index] += message.to_bytes().len();
         let start = Instant::now();
         server.handle_key_advertisement(message)?;
-        server_time += start.elapsed();
+        server_time[0] += start.elapsed();
         sessions.push((index, session));
     }
     let start = Instant::now();
     let (mut server, directory) = server.finish_phase()?;
-    server_time += start.elapsed();
+    server_time[0] += start.elapsed();
 
     let mut sharing = Vec::with_capacity(n);
     for (index, session) in sessions {
@@ -126,12 +131,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_bytes[index] += message.to_bytes().len();
         let start = Instant::now();
         server.handle_encrypted_shares(message)?;
-        server_time += start.elapsed();
+        server_time[1] += start.elapsed();
         sharing.push((index, session));
     }
     let start = Instant::now();
     let (mut server, forwarded) = server.finish_phase()?;
-    server_time += start.elapsed();
+    server_time[1] += start.elapsed();
 
     let mut masking = Vec::with_capacity(n);
     let modulus_mask = params.modulus_mask();
@@ -152,12 +157,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_bytes[index] += 4 * message.masked_vector.len() + 16 + nodes[index].as_str().len();
         let start = Instant::now();
         server.handle_masked_input(&message)?;
-        server_time += start.elapsed();
+        server_time[2] += start.elapsed();
         masking.push((index, session));
     }
     let start = Instant::now();
     let (mut server, survivors) = server.finish_phase()?;
-    server_time += start.elapsed();
+    server_time[2] += start.elapsed();
 
     let mut checking = Vec::with_capacity(n);
     for (index, session) in masking {
@@ -167,12 +172,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_bytes[index] += message.to_bytes().len();
         let start = Instant::now();
         server.handle_consistency_signature(message)?;
-        server_time += start.elapsed();
+        server_time[3] += start.elapsed();
         checking.push((index, session));
     }
     let start = Instant::now();
     let (mut server, request) = server.finish_phase()?;
-    server_time += start.elapsed();
+    server_time[3] += start.elapsed();
 
     for (index, session) in checking {
         let start = Instant::now();
@@ -181,11 +186,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_bytes[index] += message.to_bytes().len();
         let start = Instant::now();
         server.handle_unmask_response(message)?;
-        server_time += start.elapsed();
+        server_time[4] += start.elapsed();
     }
     let start = Instant::now();
     let finished = server.finish_phase()?;
-    server_time += start.elapsed();
+    server_time[4] += start.elapsed();
     let wall = round_start.elapsed();
 
     let mut expected = vec![0u32; d];
@@ -209,11 +214,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         / surviving_times.len().max(1) as f64;
     println!(
         "n={n} d={d} dropout={dropout} k={} t={} survivors={survivors_count} correct={correct} \
-         client_mean_s={mean_client:.4} client_max_s={max_client:.4} server_s={:.4} bytes_per_client={:.0} \
+         client_mean_s={mean_client:.4} client_max_s={max_client:.4} server_s={:.4} server_phase_s={} bytes_per_client={:.0} \
          wall_s={:.2} peak_rss_mib={:.0}",
         chosen.neighbour_count,
         chosen.reconstruction_threshold,
-        server_time.as_secs_f64(),
+        server_time.iter().map(Duration::as_secs_f64).sum::<f64>(),
+        server_time
+            .iter()
+            .map(|phase| format!("{:.3}", phase.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("/"),
         mean_bytes,
         wall.as_secs_f64(),
         peak_rss_mib(),

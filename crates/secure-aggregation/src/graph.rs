@@ -145,8 +145,8 @@ pub struct NeighbourParameters {
     /// t, the reconstruction threshold.
     pub reconstruction_threshold: usize,
     /// -log2 of the bound on the adversary learning a secret by a split view (or
-    /// splitting the graph). For the complete graph this is for information only:
-    /// `guarantee` is what holds.
+    /// splitting the graph). For the complete graph it is infinite, since all c
+    /// colluders are neighbours and 2t − k > c: `guarantee` says what holds.
     pub security_bits_achieved: f64,
     /// -log2 of the bound on the round failing for lack of surviving neighbours.
     pub correctness_bits_achieved: f64,
@@ -214,6 +214,41 @@ fn log_binomial_upper_tails(trials: usize, probability: f64, log_factorials: &[f
     tails
 }
 
+/// `tails[m]` is the natural log of P[X >= m] for m in 0..=draws + 1, where X
+/// is hypergeometric: the number of marked items among `draws` taken without
+/// replacement from `population` items of which `marked` are marked. Computed
+/// in log space like [`log_binomial_upper_tails`]; `marked` and `draws` are at
+/// most `population`, which is below `log_factorials.len()`.
+fn log_hypergeometric_upper_tails(
+    population: usize,
+    marked: usize,
+    draws: usize,
+    log_factorials: &[f64],
+) -> Vec<f64> {
+    let log_factorial = |m: usize| log_factorials.get(m).copied().unwrap_or(f64::INFINITY);
+    let log_choose = |total: usize, chosen: usize| {
+        log_factorial(total) - log_factorial(chosen) - log_factorial(total.saturating_sub(chosen))
+    };
+    let unmarked = population.saturating_sub(marked);
+    let mut tails = vec![f64::NEG_INFINITY; draws + 2];
+    // X ranges over max(0, draws - unmarked) ..= min(draws, marked): above it
+    // the tails stay -inf (no mass), below it they are 0 (all the mass).
+    let lowest = draws.saturating_sub(unmarked);
+    let highest = draws.min(marked);
+    let mut running = f64::NEG_INFINITY;
+    for successes in (0..=draws).rev() {
+        if (lowest..=highest).contains(&successes) {
+            let term = log_choose(marked, successes) + log_choose(unmarked, draws - successes)
+                - log_choose(population, draws);
+            running = log_add(running, term);
+        }
+        if let Some(tail) = tails.get_mut(successes) {
+            *tail = if successes < lowest { 0.0 } else { running };
+        }
+    }
+    tails
+}
+
 /// ln(e^a + e^b) without overflow, treating -inf as zero mass.
 fn log_add(a: f64, b: f64) -> f64 {
     let (high, low) = if a >= b { (a, b) } else { (b, a) };
@@ -227,9 +262,19 @@ fn log_add(a: f64, b: f64) -> f64 {
 ///
 /// Sparse graphs (k even, k < n - 1) follow the analysis of Bell et al. 2020
 /// (Section 3), each bound a union bound over the n clients:
-/// - split view: n · P[Bin(k, γ) ≥ 2t − k] ≤ 2^-σ, so no client has 2t − k
-///   corrupt neighbours (this implies n · P[Bin(k, γ) ≥ t] ≤ 2^-σ, corrupt
-///   neighbours alone never holding t shares, since 2t − k ≤ t);
+/// - split view: n · P[Hyp(n − 1, c, k) ≥ 2t − k] ≤ 2^-σ with c = ceil(γ·n),
+///   so no honest client has 2t − k corrupt neighbours (this implies the same
+///   bound for t, corrupt neighbours alone never holding t shares, since
+///   2t − k ≤ t). The count is hypergeometric, not binomial: the ring order is
+///   a uniformly random permutation, so an honest client's k neighbours are a
+///   uniformly random k-subset of the other n − 1 members, of whom at most c
+///   collude (the threat model's fraction γ, the same c the noise calibration
+///   assumes). Bin(k, γ) treats neighbours as independent draws, which
+///   overstates the spread when k is a large part of n (up to forcing the
+///   complete graph when a sparse one is safe), and understates the tail a
+///   little when c / (n − 1) > γ. The tail grows with c, so fewer colluders
+///   only help, and the union is over all n members rather than the n − c
+///   honest ones, so it also holds when fewer than c collude;
 /// - disconnection: n²/2 · (γ + δ)^k ≤ 2^-σ (honest survivors stay connected,
 ///   which in a ring Harary graph needs two runs of k/2 removed nodes);
 /// - correctness: n · P[Bin(k, δ) > k − t] ≤ 2^-η (at least t neighbours survive);
@@ -275,6 +320,10 @@ pub fn choose_neighbour_parameters(
     let security_target = f64::from(security_bits);
     let correctness_target = f64::from(correctness_bits);
     let tolerated_colluders = colluders_to_tolerate(n_clients, corrupt_fraction);
+    // An honest client's neighbours are drawn from the n − 1 other members, of
+    // whom at most c (and never more than all of them) collude.
+    let other_members = n_clients - 1;
+    let colluding_others = tolerated_colluders.min(other_members);
     // Bits of the split-view and starvation bounds for degree k and threshold t,
     // from that degree's binomial tails.
     let split_view_bits = |corrupt_tails: &[f64], k: usize, t: usize| -> f64 {
@@ -303,7 +352,8 @@ pub fn choose_neighbour_parameters(
             // The disconnection bound only improves with k.
             continue;
         }
-        let corrupt_tails = log_binomial_upper_tails(k, corrupt_fraction, &log_factorials);
+        let corrupt_tails =
+            log_hypergeometric_upper_tails(other_members, colluding_others, k, &log_factorials);
         let dropout_tails = log_binomial_upper_tails(k, dropout_rate, &log_factorials);
         // Security improves with t and correctness worsens, so the smallest t
         // meeting security is the only candidate worth checking for correctness.
@@ -346,7 +396,11 @@ pub fn choose_neighbour_parameters(
             max_threshold,
         });
     }
-    let corrupt_tails = log_binomial_upper_tails(k, corrupt_fraction, &log_factorials);
+    // All n − 1 others are neighbours, so exactly the c colluders are: the
+    // split-view tail is 0 above c and these bits are infinite, as the
+    // deterministic guarantee says.
+    let corrupt_tails =
+        log_hypergeometric_upper_tails(other_members, colluding_others, k, &log_factorials);
     let dropout_tails = log_binomial_upper_tails(k, dropout_rate, &log_factorials);
     Ok(NeighbourParameters {
         neighbour_count: k,
@@ -809,21 +863,113 @@ mod tests {
         tails
     }
 
+    /// The same for the hypergeometric count of marked items among `draws`
+    /// from `population` with `marked` marked: `tails[m]` = P[Hyp ≥ m].
+    fn reference_hypergeometric_tails(population: usize, marked: usize, draws: usize) -> Vec<f64> {
+        let mut log_factorial = vec![0.0f64; population + 1];
+        for m in 1..=population {
+            log_factorial[m] = log_factorial[m - 1] + (m as f64).ln();
+        }
+        let log_choose = |total: usize, i: usize| {
+            log_factorial[total] - log_factorial[i] - log_factorial[total - i]
+        };
+        let unmarked = population - marked;
+        let pmf: Vec<f64> = (0..=draws)
+            .map(|i| {
+                if i > marked || draws - i > unmarked {
+                    0.0
+                } else {
+                    (log_choose(marked, i) + log_choose(unmarked, draws - i)
+                        - log_choose(population, draws))
+                    .exp()
+                }
+            })
+            .collect();
+        let mut tails = vec![0.0; draws + 2];
+        for m in (0..=draws).rev() {
+            tails[m] = tails[m + 1] + pmf[m];
+        }
+        tails
+    }
+
+    #[test]
+    fn hypergeometric_tails_match_a_count_by_hand() {
+        // 6 members, 2 colluding, 3 neighbours: C(6, 3) = 20 neighbour sets, of
+        // which C(4, 3) = 4 hold no colluder and C(4, 1) = 4 hold both.
+        let log_factorials: Vec<f64> = (0..=6u32)
+            .scan(0.0f64, |running, m| {
+                *running += f64::from(m.max(1)).ln();
+                Some(*running)
+            })
+            .collect();
+        let tails: Vec<f64> = log_hypergeometric_upper_tails(6, 2, 3, &log_factorials)
+            .into_iter()
+            .map(f64::exp)
+            .collect();
+        let expected = [1.0, 0.8, 0.2, 0.0, 0.0];
+        for (m, (got, want)) in tails.iter().zip(expected).enumerate() {
+            // Log-space sums of three terms: exact to a few ulps.
+            assert!(
+                (got - want).abs() < 1e-12,
+                "P[X ≥ {m}] = {got}, expected {want}"
+            );
+        }
+        // Drawing everyone: exactly the marked ones, so P[X ≥ 2] = 1 and P[X ≥ 3] = 0.
+        let all = log_hypergeometric_upper_tails(6, 2, 6, &log_factorials);
+        assert!(
+            all[2].abs() < 1e-12 && all[3] == f64::NEG_INFINITY,
+            "{all:?}"
+        );
+        // Fewer unmarked than draws: at least 5 − 2 = 3 marked ones, at most 4.
+        let forced = log_hypergeometric_upper_tails(6, 4, 5, &log_factorials);
+        assert_eq!(forced[2], 0.0);
+        assert!(forced[3].abs() < 1e-12, "{forced:?}");
+        assert_eq!(forced[5], f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn a_sparse_graph_needs_only_the_exact_colluder_count() {
+        // n = 100, δ = 10%, γ = 20% (c = 20): treating the 70 neighbours as
+        // independent Bin(70, 0.2) draws would ask 2t − k ≥ 33 and force the
+        // complete graph (99, 60); drawn from the 99 others holding 20
+        // colluders, 2t − k ≥ 22 already meets 2^-40, and t = 46 still leaves
+        // 2^-20 correctness.
+        let chosen = choose_neighbour_parameters(&requirements(100, 0.1, 0.2, 40, 20)).unwrap();
+        assert_eq!(
+            (chosen.neighbour_count, chosen.reconstruction_threshold),
+            (70, 46)
+        );
+        assert!(matches!(chosen.guarantee, Guarantee::Statistical { .. }));
+        assert!(chosen.security_bits_achieved >= 40.0);
+        assert!(chosen.correctness_bits_achieved >= 20.0);
+        assert_eq!(chosen.tolerated_colluders, 20);
+        let binomial = reference_tails(70, 0.2);
+        assert!(100.0 * binomial[2 * 46 - 70] > 2f64.powi(-40));
+        let exact = reference_hypergeometric_tails(99, 20, 70);
+        assert!(100.0 * exact[2 * 46 - 70] <= 2f64.powi(-40));
+        assert!(100.0 * exact[2 * 45 - 70] > 2f64.powi(-40));
+    }
+
     /// Relative slack between the chooser's log-space arithmetic and the
     /// reference's linear sums: both are accurate to ~1e-12 relative, far
     /// inside this, and no real decision hinges on the ninth digit.
     const TOLERANCE: f64 = 1e-9;
 
-    /// Every t in (k/2, k] of a sparse degree k meeting all three bounds, by brute force.
+    /// Every t in (k/2, k] of a sparse degree k meeting all three bounds, by
+    /// brute force, with `colluders` the exact integer ceil(γ·n).
     fn sparse_thresholds_meeting_bounds(
-        n: usize,
+        requirements: &GraphRequirements,
         k: usize,
-        dropout_rate: f64,
-        corrupt_fraction: f64,
-        security_bits: u32,
-        correctness_bits: u32,
+        colluders: usize,
         strict: bool,
     ) -> Vec<usize> {
+        let GraphRequirements {
+            n_clients: n,
+            dropout_rate,
+            corrupt_fraction,
+            security_bits,
+            correctness_bits,
+        } = *requirements;
         // `strict` demands the bound with the tolerance against the chooser
         // (for what it returned); otherwise with the tolerance in its favour
         // (for what it skipped).
@@ -846,7 +992,7 @@ mod tests {
         if !fits(disconnect, security_target) {
             return Vec::new();
         }
-        let corrupt = reference_tails(k, corrupt_fraction);
+        let corrupt = reference_hypergeometric_tails(n - 1, colluders.min(n - 1), k);
         let dropout = reference_tails(k, dropout_rate);
         ((k / 2 + 1)..=k)
             .filter(|&t| {
@@ -877,16 +1023,17 @@ mod tests {
         ) {
             let dropout_rate = dropout_permille as f64 / 1000.0;
             let corrupt_fraction = corrupt_permille as f64 / 1000.0;
-            let chosen = choose_neighbour_parameters(&requirements(
+            let required = requirements(
                 n, dropout_rate, corrupt_fraction, security_bits, correctness_bits,
-            ));
+            );
+            let chosen = choose_neighbour_parameters(&required);
             // Exact integer versions of ceil(γ·n) and floor(δ·n).
             let colluders = (corrupt_permille * n).div_ceil(1000);
             let dropouts_needed = dropout_permille * n / 1000;
             let complete = n - 1;
-            let sparse_works = |k: usize| !sparse_thresholds_meeting_bounds(
-                n, k, dropout_rate, corrupt_fraction, security_bits, correctness_bits, false,
-            ).is_empty();
+            let sparse_works = |k: usize| {
+                !sparse_thresholds_meeting_bounds(&required, k, colluders, false).is_empty()
+            };
             let chosen_k = chosen.as_ref().map_or(complete, |chosen| chosen.neighbour_count);
             for smaller in (2..chosen_k.min(complete)).step_by(2) {
                 prop_assert!(!sparse_works(smaller), "sparse k = {smaller} works but was skipped");
@@ -895,9 +1042,7 @@ mod tests {
                 Ok(chosen) if chosen.neighbour_count < complete => {
                     let k = chosen.neighbour_count;
                     prop_assert!(k % 2 == 0);
-                    let valid = sparse_thresholds_meeting_bounds(
-                        n, k, dropout_rate, corrupt_fraction, security_bits, correctness_bits, true,
-                    );
+                    let valid = sparse_thresholds_meeting_bounds(&required, k, colluders, true);
                     prop_assert_eq!(valid.first().copied(), Some(chosen.reconstruction_threshold));
                     let statistical = matches!(chosen.guarantee, Guarantee::Statistical { .. });
                     prop_assert!(statistical);

@@ -35,7 +35,8 @@ pub use messages::{
     KeyDirectory, MaskedInput, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
 };
 pub use params::{
-    IdentityDirectory, NodeId, ParamsError, PartnerPolicy, ProtocolParams, RoundBinding,
+    IdentityDirectory, NodeId, PROTOCOL_VERSION, ParamsError, PartnerPolicy, ProtocolParams,
+    RoundBinding,
 };
 pub use server::{
     FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig, ServerSession,

@@ -1,6 +1,7 @@
 //! The protocol's messages as plain structs, with a documented binary encoding.
 //!
-//! Every message starts with a version byte (1) and a tag byte naming its type.
+//! Every message starts with the protocol version byte (`PROTOCOL_VERSION`, 2)
+//! and a tag byte naming its type.
 //! Then, field by field in declaration order: node ids as `u16` length + UTF-8,
 //! fixed-size keys and digests raw, byte strings and lists as a `u32` count
 //! followed by the elements, integers little-endian. Decoding checks every
@@ -383,6 +384,7 @@ wire_message!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::PROTOCOL_VERSION;
     use proptest::prelude::*;
 
     fn node(name: &str) -> NodeId {
@@ -493,11 +495,53 @@ mod tests {
             Err(DecodeError::TrailingBytes { count: 1 })
         );
         assert_eq!(
-            MaskedInput::from_bytes(&[1, TAG_MASKED_INPUT, 1, 0, b'a', 255, 255, 255, 255]),
+            MaskedInput::from_bytes(&[
+                PROTOCOL_VERSION,
+                TAG_MASKED_INPUT,
+                1,
+                0,
+                b'a',
+                255,
+                255,
+                255,
+                255
+            ]),
             Err(DecodeError::LengthTooLarge {
                 field: "masked vector",
                 length: u64::from(u32::MAX)
             })
+        );
+    }
+
+    #[test]
+    fn a_message_of_another_protocol_version_is_a_typed_error() {
+        // Version 1 is the same encoding with ChaCha20 masks: a masked input
+        // from such a node must not be summed with AES-CTR masked ones.
+        let input = MaskedInput {
+            sender: node("a"),
+            masked_vector: vec![1, 2, 3],
+        };
+        let mut bytes = input.to_bytes();
+        assert_eq!(bytes[0], PROTOCOL_VERSION);
+        assert_eq!(MaskedInput::from_bytes(&bytes), Ok(input));
+        for other_version in [1, PROTOCOL_VERSION + 1] {
+            bytes[0] = other_version;
+            let error = MaskedInput::from_bytes(&bytes);
+            assert_eq!(
+                error,
+                Err(DecodeError::ProtocolVersionMismatch {
+                    found: other_version,
+                    expected: PROTOCOL_VERSION
+                })
+            );
+        }
+        assert_eq!(
+            DecodeError::ProtocolVersionMismatch {
+                found: 1,
+                expected: 2
+            }
+            .to_string(),
+            "message is secure-aggregation protocol version 1; this build speaks version 2"
         );
     }
 

@@ -7,6 +7,16 @@ use std::sync::Arc;
 use crate::graph::NeighbourGraph;
 use crate::wire::Writer;
 
+/// The secure-aggregation protocol version: the message encoding and the mask
+/// PRG together. It is the first byte of every encoded message and part of
+/// [`ProtocolParams::fingerprint`], so parties built with different versions
+/// refuse each other's messages (`DecodeError::ProtocolVersionMismatch`) and
+/// fail each other's signatures instead of unmasking with different keystreams.
+///
+/// 1: ChaCha20 masks keyed directly by the seed. 2: AES-128-CTR masks keyed by
+/// HKDF-SHA256 from the seed (`prg`).
+pub const PROTOCOL_VERSION: u8 = 2;
+
 /// Why a set of protocol parameters or identities was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamsError {
@@ -229,12 +239,20 @@ impl ProtocolParams {
         )
     }
 
-    /// SHA-256 over every parameter. It is inside every signature, so a
-    /// coordinator that hands different parameters (or cohorts) to different
-    /// clients makes their signatures fail to verify for each other.
+    /// SHA-256 over every parameter and the protocol version. It is inside
+    /// every signature, so a coordinator that hands different parameters (or
+    /// cohorts) to different clients makes their signatures fail to verify for
+    /// each other, and so does a client on another protocol version (mask PRG).
     pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint_at(PROTOCOL_VERSION)
+    }
+
+    /// The fingerprint as a build speaking `protocol_version` would compute it
+    /// (from version 2 on; version 1 did not include the byte at all).
+    fn fingerprint_at(&self, protocol_version: u8) -> [u8; 32] {
         let mut writer = Writer::new_raw();
-        writer.fixed(b"veil-secagg protocol params v1");
+        writer.fixed(b"veil-secagg protocol params v2");
+        writer.fixed(&[protocol_version]);
         writer.node_ids(&self.cohort);
         writer.fixed(&self.graph_seed);
         writer.u64(self.neighbour_count as u64);
@@ -369,5 +387,27 @@ impl RoundShared {
     /// The node at a cohort position.
     pub(crate) fn node_at(&self, cohort_index: usize) -> Option<&NodeId> {
         self.params.cohort.get(cohort_index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_version_is_fingerprinted() {
+        let cohort = vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap()];
+        let params = ProtocolParams::new(cohort, [0; 32], 1, 1, 32, 4).unwrap();
+        assert_eq!(
+            params.fingerprint(),
+            params.fingerprint_at(PROTOCOL_VERSION)
+        );
+        // Another version's binding differs, so its signatures and derived
+        // seeds cannot be mistaken for this version's.
+        assert_ne!(params.fingerprint(), params.fingerprint_at(1));
+        assert_ne!(
+            params.fingerprint(),
+            params.fingerprint_at(PROTOCOL_VERSION + 1)
+        );
     }
 }

@@ -87,6 +87,10 @@ pub enum FailureReason {
         /// Which secret.
         secret: SecretKind,
     },
+    /// A thread reconstructing secrets or removing masks panicked (a bug)
+    /// before finishing, so the sum may still hold masks and is not released.
+    #[error("an unmasking thread stopped before finishing")]
+    UnmaskingAborted,
     /// A pairwise mask could not be recomputed.
     #[error("recomputing masks of {peer} failed: {source}")]
     MaskRecomputation {
@@ -702,15 +706,36 @@ impl ServerSession<Unmask> {
 
     /// Ends the round: removes every self mask of a survivor and every pairwise
     /// mask between a survivor and a dropped client, and returns the exact sum.
+    ///
+    /// Every secret is reconstructed and checked first (Shamir interpolation,
+    /// O(t²), and one hash or one X25519 base multiplication each, spread over
+    /// the cores), so a bad share fails the round before any mask is
+    /// expanded. Then the masks are removed in parallel ([`remove_masks`]).
+    /// If several secrets are bad, the first reconstruction failure in the
+    /// order survivors-then-dropped is reported, whatever the thread count,
+    /// and before any pairwise-seed failure.
     pub fn finish_phase(self) -> Result<ServerSession<Finished>, RoundFailed> {
-        let mut sum = self.phase.masked_sum.clone();
-        for &survivor in &self.phase.survivors {
-            let seed = self.reconstruct(survivor, SecretKind::SelfMaskSeed)?;
-            let node = self
-                .shared
-                .node_at(survivor)
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let node_at = |index: usize| {
+            self.shared
+                .node_at(index)
                 .cloned()
-                .unwrap_or_else(|| NodeId::from_decoded("?"));
+                .unwrap_or_else(|| NodeId::from_decoded("?"))
+        };
+        // Interpolation costs about t² field multiplications per secret: below
+        // ~2^16 in all, threads would cost more than they save.
+        let threshold = self.threshold();
+        let secrets = self.phase.survivors.len() + self.phase.dropped.len();
+        let reconstruction_threads =
+            if secrets.saturating_mul(threshold).saturating_mul(threshold) < 1 << 16 {
+                1
+            } else {
+                threads
+            };
+        let survivors: Vec<usize> = self.phase.survivors.iter().copied().collect();
+        let self_mask_seeds = parallel_map(&survivors, reconstruction_threads, |&survivor| {
+            let seed = self.reconstruct(survivor, SecretKind::SelfMaskSeed)?;
+            let node = node_at(survivor);
             let committed = self.phase.commitments.get(&survivor);
             if committed
                 != Some(&crypto::self_mask_commitment(
@@ -719,21 +744,21 @@ impl ServerSession<Unmask> {
                     &seed,
                 ))
             {
-                return Err(FailureReason::BadReconstruction {
+                return Err(RoundFailed::from(FailureReason::BadReconstruction {
                     peer: node,
                     secret: SecretKind::SelfMaskSeed,
-                }
-                .into());
+                }));
             }
-            prg::subtract_mask(&seed, &mut sum);
+            Ok(seed)
+        })?;
+        let mut removals = Vec::new();
+        for seed in self_mask_seeds {
+            removals.push(MaskRemoval::SelfMask { seed: seed? });
         }
-        for &dropped in &self.phase.dropped {
+        let dropped: Vec<usize> = self.phase.dropped.iter().copied().collect();
+        let dropped_secrets = parallel_map(&dropped, reconstruction_threads, |&dropped| {
             let secret_bytes = self.reconstruct(dropped, SecretKind::MaskSecretKey)?;
-            let dropped_node = self
-                .shared
-                .node_at(dropped)
-                .cloned()
-                .unwrap_or_else(|| NodeId::from_decoded("?"));
+            let dropped_node = node_at(dropped);
             let mask_secret = StaticSecret::from(secret_bytes);
             let advertised = self
                 .phase
@@ -741,13 +766,17 @@ impl ServerSession<Unmask> {
                 .get(&dropped)
                 .map(|advertisement| advertisement.mask_public_key);
             if advertised != Some(crypto::public_key_of(&mask_secret)) {
-                return Err(FailureReason::BadReconstruction {
+                return Err(RoundFailed::from(FailureReason::BadReconstruction {
                     peer: dropped_node,
                     secret: SecretKind::MaskSecretKey,
-                }
-                .into());
+                }));
             }
-            for neighbour in self.shared.graph.neighbours_of(dropped) {
+            Ok((dropped, dropped_node, mask_secret))
+        })?
+        .into_iter()
+        .collect::<Result<Vec<_>, RoundFailed>>()?;
+        for (dropped, dropped_node, mask_secret) in &dropped_secrets {
+            for neighbour in self.shared.graph.neighbours_of(*dropped) {
                 if !self.phase.survivors.contains(&neighbour) {
                     continue;
                 }
@@ -757,25 +786,16 @@ impl ServerSession<Unmask> {
                 ) else {
                     continue;
                 };
-                let seed = crypto::pairwise_mask_seed(
-                    &mask_secret,
-                    &survivor_advertisement.mask_public_key,
-                    &self.shared.binding,
-                    &dropped_node,
+                removals.push(MaskRemoval::Pairwise {
+                    dropped_secret: mask_secret,
+                    dropped_node,
                     survivor_node,
-                )
-                .map_err(|source| FailureReason::MaskRecomputation {
-                    peer: dropped_node.clone(),
-                    source,
-                })?;
-                // The survivor added the mask if its id is lower, subtracted it otherwise.
-                if survivor_node < &dropped_node {
-                    prg::subtract_mask(&seed, &mut sum);
-                } else {
-                    prg::add_mask(&seed, &mut sum);
-                }
+                    survivor_public_key: &survivor_advertisement.mask_public_key,
+                });
             }
         }
+        let mut sum = self.phase.masked_sum.clone();
+        remove_masks(&mut sum, &removals, &self.shared.binding, threads)?;
         let modulus_mask = self.shared.params.modulus_mask();
         for value in &mut sum {
             *value &= modulus_mask;
@@ -785,6 +805,203 @@ impl ServerSession<Unmask> {
             unmasked_sum: sum,
             survivors,
         }))
+    }
+}
+
+/// One mask the coordinator must take out of the sum of masked inputs.
+enum MaskRemoval<'a> {
+    /// A survivor's self mask, from its reconstructed and verified seed.
+    SelfMask {
+        /// The seed b of the survivor.
+        seed: [u8; 32],
+    },
+    /// The pairwise mask between a dropped client and a surviving neighbour,
+    /// whose seed is recomputed from the dropped client's reconstructed key.
+    Pairwise {
+        /// The dropped client's reconstructed, verified mask secret key.
+        dropped_secret: &'a StaticSecret,
+        /// The dropped client.
+        dropped_node: &'a NodeId,
+        /// The surviving neighbour.
+        survivor_node: &'a NodeId,
+        /// The survivor's advertised mask public key.
+        survivor_public_key: &'a [u8; 32],
+    },
+}
+
+impl MaskRemoval<'_> {
+    /// Takes this mask out of `accumulator`: self masks were added by their
+    /// owner; a pairwise mask was added by the survivor if its id is the lower
+    /// of the pair and subtracted otherwise, so the opposite is done here.
+    fn apply(
+        &self,
+        binding: &crate::params::RoundBinding,
+        accumulator: &mut [u32],
+    ) -> Result<(), FailureReason> {
+        match self {
+            MaskRemoval::SelfMask { seed } => prg::subtract_mask(seed, accumulator),
+            MaskRemoval::Pairwise {
+                dropped_secret,
+                dropped_node,
+                survivor_node,
+                survivor_public_key,
+            } => {
+                let seed = crypto::pairwise_mask_seed(
+                    dropped_secret,
+                    survivor_public_key,
+                    binding,
+                    dropped_node,
+                    survivor_node,
+                )
+                .map_err(|source| FailureReason::MaskRecomputation {
+                    peer: (*dropped_node).clone(),
+                    source,
+                })?;
+                if survivor_node < dropped_node {
+                    prg::subtract_mask(&seed, accumulator);
+                } else {
+                    prg::add_mask(&seed, accumulator);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `function` to every item on up to `threads` scoped threads, each
+/// taking one contiguous run of the items, and returns the results in the
+/// items' order, so callers see the same results as from a serial map.
+fn parallel_map<Item: Sync, Output: Send>(
+    items: &[Item],
+    threads: usize,
+    function: impl Fn(&Item) -> Output + Sync,
+) -> Result<Vec<Output>, RoundFailed> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return Ok(items.iter().map(&function).collect());
+    }
+    let run_length = items.len().div_ceil(threads);
+    let mut runs = items.chunks(run_length);
+    let first_run = runs.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = runs
+            .map(|run| scope.spawn(|| run.iter().map(&function).collect::<Vec<Output>>()))
+            .collect();
+        let mut outputs: Vec<Output> = first_run.iter().map(&function).collect();
+        for helper in helpers {
+            // A helper that panicked (a bug) leaves results missing; the
+            // round must fail rather than go on without them.
+            let Ok(run_outputs) = helper.join() else {
+                return Err(FailureReason::UnmaskingAborted.into());
+            };
+            outputs.extend(run_outputs);
+        }
+        Ok(outputs)
+    })
+}
+
+/// Below this much estimated work (in words of keystream) the masks are
+/// removed on the calling thread: spawning a thread costs tens of
+/// microseconds, as much as expanding ~10^5 words.
+const PARALLEL_MIN_WORDS: usize = 1 << 17;
+
+/// What one X25519 agreement plus HKDF costs, in words of mask expansion
+/// (~70 µs against ~6 GB/s of keystream), for deciding whether to use threads.
+const PAIRWISE_SEED_COST_WORDS: usize = 1 << 17;
+
+/// Removes every mask in `removals` from `sum`, on up to `threads` threads.
+///
+/// Each thread pulls the next removal from a shared counter and applies it to
+/// its own accumulator (the first thread to `sum` itself, the others to zeroed
+/// vectors); the accumulators are then added into `sum`. Addition modulo 2^32
+/// is associative and commutative, so the result is bit-identical to removing
+/// the masks one after another on one thread, whatever the interleaving.
+///
+/// Why per-thread accumulators rather than giving each thread a range of
+/// columns: a pairwise mask first needs its seed, an X25519 agreement that
+/// costs about as much as expanding 10^5 words, and splitting columns would
+/// repeat it (and the HKDF and AES key schedule) on every thread, while whole
+/// masks per thread do each once. With 2 cores the price is one extra vector
+/// of d words and one pass to add it, and at d = 10^5 (400 KB) each thread's
+/// accumulator stays in its own core's L2 cache. Pulling from a counter
+/// rather than splitting the list in halves keeps both cores busy when one of
+/// them is shared with other work, and when cheap self masks and costlier
+/// pairwise masks are unevenly spread.
+///
+/// If a pairwise seed cannot be recomputed, the failure of the earliest such
+/// removal in `removals` is returned, as on one thread.
+fn remove_masks(
+    sum: &mut [u32],
+    removals: &[MaskRemoval<'_>],
+    binding: &crate::params::RoundBinding,
+    threads: usize,
+) -> Result<(), RoundFailed> {
+    let pairwise = removals
+        .iter()
+        .filter(|removal| matches!(removal, MaskRemoval::Pairwise { .. }))
+        .count();
+    let estimated_words = removals
+        .len()
+        .saturating_mul(sum.len())
+        .saturating_add(pairwise.saturating_mul(PAIRWISE_SEED_COST_WORDS));
+    let threads = if estimated_words < PARALLEL_MIN_WORDS {
+        1
+    } else {
+        threads.clamp(1, removals.len().max(1))
+    };
+    if threads == 1 {
+        for removal in removals {
+            removal.apply(binding, sum)?;
+        }
+        return Ok(());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each worker returns the index and reason of its first failure, if any.
+    // Removals are pulled in increasing order, so the smallest failing index
+    // overall is always reached and reported by whichever worker pulled it.
+    let work = |accumulator: &mut [u32]| -> Option<(usize, FailureReason)> {
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let removal = removals.get(index)?;
+            if let Err(reason) = removal.apply(binding, accumulator) {
+                return Some((index, reason));
+            }
+        }
+    };
+    let length = sum.len();
+    let (own_failure, others) = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut accumulator = vec![0u32; length];
+                    let failure = work(&mut accumulator);
+                    (accumulator, failure)
+                })
+            })
+            .collect();
+        let own_failure = work(sum);
+        let others: Vec<_> = helpers.into_iter().map(|helper| helper.join()).collect();
+        (own_failure, others)
+    });
+    let mut first_failure = own_failure;
+    for joined in others {
+        // A helper that panicked left its masks in the sum, so the round
+        // must not be released.
+        let Ok((accumulator, failure)) = joined else {
+            return Err(FailureReason::UnmaskingAborted.into());
+        };
+        for (total, &part) in sum.iter_mut().zip(&accumulator) {
+            *total = total.wrapping_add(part);
+        }
+        first_failure = match (first_failure, failure) {
+            (Some(mine), Some(theirs)) if theirs.0 < mine.0 => Some(theirs),
+            (None, theirs) => theirs,
+            (mine, _) => mine,
+        };
+    }
+    match first_failure {
+        Some((_, reason)) => Err(reason.into()),
+        None => Ok(()),
     }
 }
 
@@ -802,5 +1019,134 @@ impl ServerSession<Finished> {
     /// Takes the sum out of the session.
     pub fn into_unmasked_sum(self) -> Vec<u32> {
         self.phase.unmasked_sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::RoundBinding;
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(name).unwrap()
+    }
+
+    fn binding() -> RoundBinding {
+        let params = ProtocolParams::new(vec![node("a"), node("b")], [0; 32], 1, 1, 32, 1).unwrap();
+        RoundBinding::new("job", 1, &params)
+    }
+
+    /// Removes `removals` from a fixed starting vector on `threads` threads.
+    fn removed(
+        removals: &[MaskRemoval<'_>],
+        threads: usize,
+        length: usize,
+    ) -> Result<Vec<u32>, RoundFailed> {
+        let mut sum: Vec<u32> = (0..length as u32)
+            .map(|i| i.wrapping_mul(0x9e37_79b9))
+            .collect();
+        remove_masks(&mut sum, removals, &binding(), threads)?;
+        Ok(sum)
+    }
+
+    #[test]
+    fn parallel_mask_removal_is_bit_identical_to_serial() {
+        let secrets: Vec<StaticSecret> = (1..=3u8).map(|i| StaticSecret::from([i; 32])).collect();
+        let publics: Vec<[u8; 32]> = (4..=8u8)
+            .map(|i| crypto::public_key_of(&StaticSecret::from([i; 32])))
+            .collect();
+        let dropped = [node("d1"), node("d2"), node("d3")];
+        let survivors = [node("a"), node("b"), node("e1"), node("e2"), node("z")];
+        let mut removals: Vec<MaskRemoval<'_>> = (0..6u8)
+            .map(|i| MaskRemoval::SelfMask { seed: [i; 32] })
+            .collect();
+        for (secret, dropped_node) in secrets.iter().zip(&dropped) {
+            for (public, survivor_node) in publics.iter().zip(&survivors) {
+                removals.push(MaskRemoval::Pairwise {
+                    dropped_secret: secret,
+                    dropped_node,
+                    survivor_node,
+                    survivor_public_key: public,
+                });
+            }
+        }
+        // 1999 words: not a multiple of the 4-word AES block or the buffer.
+        for length in [1, 1999, 40_000] {
+            let serial = removed(&removals, 1, length).unwrap();
+            for threads in [2, 3, 8, 64] {
+                assert_eq!(
+                    removed(&removals, threads, length).unwrap(),
+                    serial,
+                    "{threads} threads, length {length}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order_of_a_serial_map() {
+        // Reconstruction failures are reported by scanning the results in
+        // order, so the order must not depend on the thread count.
+        let items: Vec<u32> = (0..101).collect();
+        let serial: Vec<Result<u32, u32>> = items
+            .iter()
+            .map(|&item| {
+                if item % 17 == 16 {
+                    Err(item)
+                } else {
+                    Ok(item * 3)
+                }
+            })
+            .collect();
+        for threads in [1, 2, 3, 7, 101, 500] {
+            let parallel = parallel_map(&items, threads, |&item| {
+                if item % 17 == 16 {
+                    Err(item)
+                } else {
+                    Ok(item * 3)
+                }
+            })
+            .unwrap();
+            assert_eq!(parallel, serial, "{threads} threads");
+        }
+        assert_eq!(
+            parallel_map(&[] as &[u32], 4, |&item| item).unwrap(),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn parallel_mask_removal_reports_the_first_failure_as_serial_does() {
+        // The all-zero public key is a low-order point: its agreement is refused.
+        let low_order = [0u8; 32];
+        let good = crypto::public_key_of(&StaticSecret::from([9u8; 32]));
+        let secret = StaticSecret::from([1u8; 32]);
+        let names: Vec<NodeId> = (0..12).map(|i| node(&format!("d{i:02}"))).collect();
+        let survivor = node("s");
+        let removals: Vec<MaskRemoval<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(index, dropped_node)| MaskRemoval::Pairwise {
+                dropped_secret: &secret,
+                dropped_node,
+                survivor_node: &survivor,
+                survivor_public_key: if index == 5 || index == 9 {
+                    &low_order
+                } else {
+                    &good
+                },
+            })
+            .collect();
+        let expected = Err(RoundFailed::from(FailureReason::MaskRecomputation {
+            peer: node("d05"),
+            source: CryptoError::NonContributoryKey,
+        }));
+        for threads in [1, 2, 3, 12] {
+            assert_eq!(
+                removed(&removals, threads, 100),
+                expected,
+                "{threads} threads"
+            );
+        }
     }
 }

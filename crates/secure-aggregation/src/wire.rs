@@ -1,13 +1,14 @@
 //! The byte-level reader and writer behind every message's `to_bytes`/`from_bytes`.
 //!
 //! The encoding is deliberately small so that a reviewer can check it by eye:
+//! every message starts with the protocol version byte and a message tag;
 //! integers are little-endian and fixed width, byte strings and lists carry a
 //! `u32` length prefix, and node identifiers carry a `u16` length prefix and
 //! must be UTF-8. Every length is checked against the bytes that remain before
 //! anything is allocated, so a hostile length cannot make the decoder reserve
 //! gigabytes.
 
-use crate::params::NodeId;
+use crate::params::{NodeId, PROTOCOL_VERSION};
 
 /// Why a byte string could not be decoded into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,11 +25,18 @@ pub enum DecodeError {
         /// How many bytes were left over.
         count: usize,
     },
-    /// The leading version byte is not one this library understands.
-    #[error("unsupported encoding version {found}")]
-    UnsupportedVersion {
+    /// The leading version byte is another protocol version than this
+    /// build's. The version covers the mask PRG as well as the encoding, so a
+    /// message from a peer on another version is refused here rather than
+    /// masked or unmasked with a keystream the other side does not use.
+    #[error(
+        "message is secure-aggregation protocol version {found}; this build speaks version {expected}"
+    )]
+    ProtocolVersionMismatch {
         /// The version byte that was found.
         found: u8,
+        /// This build's version, `PROTOCOL_VERSION`.
+        expected: u8,
     },
     /// The message tag says the bytes hold a different message type.
     #[error("expected message tag {expected}, found {found}")]
@@ -51,9 +59,6 @@ pub enum DecodeError {
     InvalidNodeId,
 }
 
-/// The version byte that starts every encoded message.
-pub(crate) const ENCODING_VERSION: u8 = 1;
-
 /// Appends fields to a growing byte vector.
 pub(crate) struct Writer {
     /// The bytes written so far.
@@ -64,7 +69,7 @@ impl Writer {
     /// Starts a message with the version byte and the message's tag.
     pub(crate) fn new_message(tag: u8, capacity_hint: usize) -> Self {
         let mut bytes = Vec::with_capacity(capacity_hint.saturating_add(2));
-        bytes.push(ENCODING_VERSION);
+        bytes.push(PROTOCOL_VERSION);
         bytes.push(tag);
         Writer { bytes }
     }
@@ -137,8 +142,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn open_message(bytes: &'a [u8], tag: u8) -> Result<Self, DecodeError> {
         let mut reader = Reader { remaining: bytes };
         let version = reader.u8("version")?;
-        if version != ENCODING_VERSION {
-            return Err(DecodeError::UnsupportedVersion { found: version });
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::ProtocolVersionMismatch {
+                found: version,
+                expected: PROTOCOL_VERSION,
+            });
         }
         let found = reader.u8("message tag")?;
         if found != tag {
