@@ -448,6 +448,10 @@ impl OperatorService for OperatorApi {
             .ok_or_else(|| Status::invalid_argument("the request carries no job spec"))?;
         let spec =
             JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A job that cannot finish within its own budget is refused now,
+        // not stopped part-way with a model nobody asked for.
+        veil_job::check_planned_budget(&spec)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
         // A zero seed asks the coordinator to pick one; the initial model is
         // not a secret, so an ordinary generator is fine here.
         let seed = if spec.seed == 0 {

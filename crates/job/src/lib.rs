@@ -15,7 +15,8 @@ pub mod spec;
 pub mod statistics;
 
 pub use privacy::{
-    PrivacySpec, RoundParty, StatisticsPrivacy, customer_round_charge, final_evaluation_charge,
-    job_charges, phase_charges, round_charges,
+    PlannedSpend, PrivacySpec, RoundParty, StatisticsPrivacy, check_planned_budget,
+    customer_round_charge, final_evaluation_charge, job_charges, phase_charges, planned_spend,
+    round_charges,
 };
 pub use spec::{JobSpec, JobSpecError, LocalTraining};

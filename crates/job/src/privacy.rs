@@ -287,6 +287,82 @@ pub fn job_charges(
     Ok(charges)
 }
 
+/// What a whole job spends per partner in one privacy unit, planned from
+/// its spec before it runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedSpend {
+    /// The privacy unit.
+    pub unit: PrivacyUnit,
+    /// ε composed over every round and the final evaluation, at the job's δ.
+    pub epsilon: f64,
+    /// The job's own budget in that unit.
+    pub budget: f64,
+}
+
+/// The ε the whole job spends per partner that takes part in every round
+/// and the final evaluation (the most any partner can spend), for each unit
+/// the job protects. Priced for a cohort of `min_participants`: every
+/// partner-level mechanism is calibrated to the same ε for any cohort.
+pub fn planned_spend(spec: &crate::JobSpec) -> Result<Vec<PlannedSpend>, JobSpecError> {
+    let party = RoundParty {
+        job_id: "planned",
+        round: 1,
+        partner_id: "partner",
+        dataset_id: "partner",
+        cohort: spec.min_participants as usize,
+    };
+    let charges = job_charges(spec, party)?
+        .into_iter()
+        .map(|charge| veil_ledger::Charge::new(charge, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid("privacy", error.to_string()))?;
+    let mut planned = Vec::new();
+    for (unit, budget) in [
+        (PrivacyUnit::Customer, spec.privacy.customer_epsilon),
+        (PrivacyUnit::Partner, spec.privacy.partner_epsilon),
+    ] {
+        let of_unit: Vec<&veil_ledger::Charge> = charges
+            .iter()
+            .filter(|charge| charge.unit == unit)
+            .collect();
+        if of_unit.is_empty() {
+            continue;
+        }
+        let spent = veil_ledger::compose(of_unit, spec.privacy.delta)
+            .map_err(|error| invalid("privacy", error.to_string()))?;
+        planned.push(PlannedSpend {
+            unit,
+            epsilon: spent.epsilon,
+            budget,
+        });
+    }
+    Ok(planned)
+}
+
+/// Refuses a job whose own plan exceeds its budget, naming the numbers, so
+/// a job is refused at submission rather than stopped part-way. Returns
+/// the plan of a job that fits.
+pub fn check_planned_budget(spec: &crate::JobSpec) -> Result<Vec<PlannedSpend>, JobSpecError> {
+    let planned = planned_spend(spec)?;
+    for spend in &planned {
+        // A non-finite plan (NaN from a broken accountant input) never fits.
+        if !(spend.epsilon <= spend.budget) {
+            let (field, unit) = match spend.unit {
+                PrivacyUnit::Customer => ("privacy.customer_epsilon", "customer"),
+                PrivacyUnit::Partner => ("privacy.partner_epsilon", "partner"),
+            };
+            return Err(invalid(
+                field,
+                format!(
+                    "the job would spend {unit}-level ε = {:.3} per partner (δ = {}) over its {} rounds and final evaluation, above its budget of {}; add noise, cut rounds or raise the budget",
+                    spend.epsilon, spec.privacy.delta, spec.rounds, spend.budget
+                ),
+            ));
+        }
+    }
+    Ok(planned)
+}
+
 /// The customer-level charge of the final model's evaluation: one Gaussian
 /// release of the evaluation statistics, noised at the node with the job's
 /// statistics noise multiplier, over the statistics' per-customer ℓ2

@@ -153,3 +153,36 @@ fn collusion_a_small_cohort_cannot_tolerate_is_refused_at_submission() {
         "cannot tolerate",
     );
 }
+
+/// A job is planned whole before it runs: every round and the final
+/// evaluation, composed. A budget just above the plan fits; just below, the
+/// job is refused, naming the planned ε, the rounds and the budget. More
+/// rounds plan more ε.
+#[test]
+fn a_job_is_planned_whole_and_refused_when_its_plan_exceeds_its_budget() {
+    let spec_with = |rounds: u32, budget: f64| {
+        let text = DEMO.replace("rounds = 5", &format!("rounds = {rounds}"))
+            + &format!(
+                "\n[privacy]\ncustomers = \"dp-sgd\"\npartners = \"off\"\ncustomer_epsilon = {budget}\n"
+            );
+        JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap()
+    };
+    let planned = veil_job::planned_spend(&spec_with(5, 100.0)).unwrap();
+    assert_eq!(planned.len(), 1, "customer level only: {planned:?}");
+    let epsilon = planned[0].epsilon;
+    assert!(epsilon.is_finite() && epsilon > 0.0, "{epsilon}");
+    let longer = veil_job::planned_spend(&spec_with(10, 100.0)).unwrap();
+    assert!(longer[0].epsilon > epsilon, "{longer:?} vs {epsilon}");
+    assert!(veil_job::check_planned_budget(&spec_with(5, epsilon * 1.001)).is_ok());
+    let below = epsilon * 0.999;
+    let message = veil_job::check_planned_budget(&spec_with(5, below))
+        .expect_err("over budget")
+        .to_string();
+    assert!(message.contains("privacy.customer_epsilon"), "{message}");
+    assert!(
+        message.contains(&format!("customer-level ε = {epsilon:.3}"))
+            && message.contains("over its 5 rounds and final evaluation")
+            && message.contains(&format!("above its budget of {below}")),
+        "{message}"
+    );
+}

@@ -25,7 +25,7 @@ use veil_federation::{
     AggregationMode, DeclineCode, ParticipantError, Phase, ReplyEncoding, SecureParticipant,
     SecureStep, SecureTask,
 };
-use veil_job::{RoundParty, phase_charges};
+use veil_job::{RoundParty, job_charges, phase_charges};
 use veil_ledger::{Charge, check_partner_caps};
 use veil_secagg::{ProtocolParams, SurvivorList};
 
@@ -654,14 +654,35 @@ impl NodeMachine {
                 None => new.push(charge),
             }
         }
-        let refusals = check_partner_caps(&self.policy.caps(&self.node_id), ledger, &new)
-            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
-        if !refusals.is_empty() {
-            let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-            return Err(refuse(
-                DeclineCode::PrivacyCapExceeded,
-                format!("partner privacy cap: {}", reasons.join("; ")),
-            ));
+        // The caps are checked against the whole job's plan, not only this
+        // phase: a node that cannot afford every round and the final
+        // evaluation declines the job at its first task, rather than train
+        // a few rounds and veto the rest. (Planned as if the node took part
+        // in every round, the most it can spend; charges already in the
+        // ledger are not planned twice.)
+        let remaining_plan = job_charges(&task.spec, RoundParty { round: 1, ..party })
+            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?
+            .into_iter()
+            .map(|charge| Charge::new(charge, now))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?
+            .into_iter()
+            .filter(|charge| !ledger.iter().any(|old| old.key() == charge.key()))
+            .collect::<Vec<_>>();
+        let caps = self.policy.caps(&self.node_id);
+        for (what, planned) in [
+            ("this phase", &new),
+            ("the rest of the job", &remaining_plan),
+        ] {
+            let refusals = check_partner_caps(&caps, ledger, planned)
+                .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
+            if !refusals.is_empty() {
+                let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                return Err(refuse(
+                    DeclineCode::PrivacyCapExceeded,
+                    format!("partner privacy cap, for {what}: {}", reasons.join("; ")),
+                ));
+            }
         }
         Ok(new)
     }

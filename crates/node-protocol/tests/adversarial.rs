@@ -819,12 +819,11 @@ fn evaluations_only_from_contributors_once_and_never_after_a_veto() {
 }
 
 #[test]
-fn a_final_evaluation_over_the_partners_cap_is_refused_after_its_round_was_paid() {
+fn a_job_over_the_partners_cap_is_declined_up_front_and_a_late_evaluation_when_another_job_spent_it()
+ {
     let ca = federation_ca();
     let spec = job_spec("evaluation-cap", 1, 3, 5, 0.2);
     let digest = digest_of("evaluation-cap");
-    // node-0's yearly cap covers the round's DP-SGD but not the final
-    // evaluation's release on top of it.
     let party = veil_job::RoundParty {
         job_id: "job-1",
         round: 1,
@@ -845,6 +844,8 @@ fn a_final_evaluation_over_the_partners_cap_is_refused_after_its_round_was_paid(
     let whole_job = price(veil_job::job_charges(&spec, party).expect("priced"));
     assert!(whole_job > round_only * 1.01, "{round_only} vs {whole_job}");
     let mut nodes = five_nodes(&ca);
+    // node-0's yearly cap covers the round's DP-SGD but not the final
+    // evaluation on top of it: it declines the job at its first task.
     nodes[0] = Node::new(
         enrol(&ca, "node-0"),
         &ca,
@@ -853,21 +854,46 @@ fn a_final_evaluation_over_the_partners_cap_is_refused_after_its_round_was_paid(
             ..NodePolicy::default()
         },
     );
+    // node-1's covers the whole job, just.
+    nodes[1] = Node::new(
+        enrol(&ca, "node-1"),
+        &ca,
+        NodePolicy {
+            customer_epsilon_per_year: whole_job * 1.001,
+            ..NodePolicy::default()
+        },
+    );
     let mut train = Attempt::open(&spec, 1, Phase::Train, 1, cohort_of(&nodes));
     let (outcome, declines) = train.run(&mut nodes, &spec, digest, 1, Phase::Train, None);
-    assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
-    assert!(declines.is_empty(), "{declines:?}");
-    let mut evaluate = Attempt::open(&spec, 1, Phase::Evaluate, 1, cohort_of(&nodes));
-    let (outcome, declines) = evaluate.run(&mut nodes, &spec, digest, 1, Phase::Evaluate, None);
     assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
     assert_eq!(
         declines,
         vec![("node-0".to_owned(), DeclineCode::PrivacyCapExceeded)]
     );
-    // Its ledger holds the round it paid for and no evaluation.
-    assert_eq!(nodes[0].ledger.len(), 1);
-    assert_eq!(nodes[0].ledger[0].release, Release::Round);
-    assert!(!nodes[0].records.iter().any(
+    assert!(nodes[0].ledger.is_empty(), "declined before any charge");
+    // Meanwhile another job spends part of node-1's cap.
+    let other_job = Charge {
+        job_id: "job-2".to_owned(),
+        ..nodes[1].ledger[0].clone()
+    };
+    nodes[1].ledger.push(other_job);
+    let mut evaluate = Attempt::open(&spec, 1, Phase::Evaluate, 1, cohort_of(&nodes[1..]));
+    // (Four evaluators on the complete graph tolerate no dropout, so the
+    // phase itself fails: nothing is decoded without node-1 either.)
+    let (_, declines) = evaluate.run(&mut nodes[1..], &spec, digest, 1, Phase::Evaluate, None);
+    assert_eq!(
+        declines,
+        vec![("node-1".to_owned(), DeclineCode::PrivacyCapExceeded)]
+    );
+    // Its ledger holds the round it paid for (and the other job's) and no
+    // evaluation; nothing of the evaluation left it.
+    assert!(
+        nodes[1]
+            .ledger
+            .iter()
+            .all(|charge| charge.release == Release::Round)
+    );
+    assert!(!nodes[1].records.iter().any(
         |record| matches!(record, Record::Released { key, .. } if key.phase == Phase::Evaluate)
     ));
 }
