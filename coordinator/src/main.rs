@@ -345,8 +345,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let spec = operator::read_job_file(&job_file)?;
             let mut client = operator::connect(&cli.coordinator, tls).await?;
-            let job_id = operator::submit(&mut client, spec).await?;
+            let job_id = operator::submit(&mut client, spec.clone()).await?;
             println!("{job_id}");
+            // Standard error: standard output stays the job id alone, for scripts.
+            for line in operator::planned_epsilon_lines(&spec)? {
+                eprintln!("{line}");
+            }
             if start || watch {
                 operator::start(&mut client, &job_id).await?;
             }

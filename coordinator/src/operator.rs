@@ -56,6 +56,27 @@ pub async fn submit(client: &mut OperatorClient, spec: v1::JobSpec) -> anyhow::R
     Ok(response.into_inner().job_id)
 }
 
+/// What the job plans to spend per partner, for the operator: one line per
+/// protected unit, e.g. `planned customer-level ε per partner: 2.995 of its
+/// budget 3.5 (δ = 0.00001, 12 rounds and the final evaluation)`.
+pub fn planned_epsilon_lines(spec: &v1::JobSpec) -> anyhow::Result<Vec<String>> {
+    let spec = JobSpec::from_wire(spec).context("the job spec is invalid")?;
+    let planned = veil_job::planned_spend(&spec).context("the job's privacy cannot be planned")?;
+    Ok(planned
+        .iter()
+        .map(|spend| {
+            let unit = match spend.unit {
+                veil_ledger::PrivacyUnit::Customer => "customer",
+                veil_ledger::PrivacyUnit::Partner => "partner",
+            };
+            format!(
+                "planned {unit}-level ε per partner: {:.3} of its budget {} (δ = {}, {} rounds and the final evaluation)",
+                spend.epsilon, spend.budget, spec.privacy.delta, spec.rounds
+            )
+        })
+        .collect())
+}
+
 /// Starts a submitted job.
 pub async fn start(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<v1::JobStatus> {
     Ok(client
@@ -198,4 +219,23 @@ pub async fn fetch_model(
         parameters: assembler.finish()?,
         final_metrics: info.final_metrics,
     })
+}
+
+#[cfg(test)]
+mod planned_tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_names_unit_epsilon_budget_and_rounds() {
+        let text = "name = \"plan\"\nrounds = 3\nmin_participants = 3\nmax_participants = 3\n\n[task]\nkind = \"churn\"\ncutoff = \"2024-09-30\"\nhorizon_days = 90\n\n[model]\nkind = \"logistic_regression\"\n\n[training]\nlocal_epochs = 1\nbatch_size = 32\nlearning_rate = 0.05\noptimizer = \"sgd\"\n\n[privacy]\ncustomers = \"dp-sgd\"\npartners = \"off\"\ncustomer_epsilon = 50\n";
+        let wire = JobFile::parse(text).unwrap().to_wire();
+        let lines = planned_epsilon_lines(&wire).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("planned customer-level ε per partner: ")
+                && lines[0]
+                    .contains("of its budget 50 (δ = 0.00001, 3 rounds and the final evaluation)"),
+            "{lines:?}"
+        );
+    }
 }
