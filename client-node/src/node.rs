@@ -321,6 +321,7 @@ async fn register_with_backoff(
     certificate_der: &[u8],
 ) -> v1::RegisterResponse {
     let mut delay = Duration::from_millis(100);
+    let mut hinted = false;
     loop {
         match client.register(identity_key, certificate_der).await {
             Ok(response) => {
@@ -328,6 +329,15 @@ async fn register_with_backoff(
                 return response;
             }
             Err(status) => {
+                // The one mistake a retry never fixes: said once, loudly.
+                if let Some(hint) =
+                    veil_pki::scheme_mismatch_hint(&client.address, &format!("{status:?}"))
+                {
+                    if !hinted {
+                        tracing::warn!(node = %client.node_id, address = %client.address, "{hint}");
+                        hinted = true;
+                    }
+                }
                 tracing::debug!(node = %client.node_id, code = ?status.code(), "registration failed, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -18,6 +18,8 @@ use veil_wire::{MAX_MESSAGE_BYTES, VALUES_PER_CHUNK};
 pub(crate) struct NodeClient {
     inner: NodeServiceClient<Channel>,
     pub(crate) node_id: String,
+    /// The coordinator's address, for hints when the connection fails.
+    pub(crate) address: String,
 }
 
 /// Whether a failed call may succeed if simply repeated.
@@ -56,6 +58,7 @@ impl NodeClient {
         Ok(Self {
             inner,
             node_id: node_id.to_owned(),
+            address: address.to_owned(),
         })
     }
 

@@ -19,6 +19,9 @@ use veil_wire::v1::{self, job_event};
 /// An operator connection.
 pub type OperatorClient = OperatorServiceClient<Channel>;
 
+/// How long connecting to the coordinator may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to the coordinator at `address` (`http://host:port`).
 pub async fn connect(address: &str, tls: Option<&ClientTls>) -> anyhow::Result<OperatorClient> {
     let mut endpoint = Channel::from_shared(address.to_owned())
@@ -28,13 +31,49 @@ pub async fn connect(address: &str, tls: Option<&ClientTls>) -> anyhow::Result<O
             .tls_config(tls.tonic_config())
             .context("operator TLS settings")?;
     }
+    // Every wait has a deadline: an unreachable address fails by name.
     let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
         .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {address}"))?;
-    Ok(OperatorServiceClient::new(channel)
+        .map_err(|error| {
+            let causes = format!("{error:?}");
+            let hint = veil_pki::scheme_mismatch_hint(address, &causes)
+                .map_or_else(String::new, |hint| format!(" ({hint})"));
+            anyhow::anyhow!("cannot reach the coordinator at {address}{hint}: {causes}")
+        })?;
+    let mut client = OperatorServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // HTTP/2 over the wrong scheme fails only at the first call, as a bare
+    // protocol error: probe once (the empty job id is refused by any
+    // coordinator that answers) so the mistake is named here.
+    let probe = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client.get_job_status(v1::JobRef {
+            job_id: String::new(),
+        }),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!("the coordinator at {address} did not answer within {CONNECT_TIMEOUT:?}")
+    })?;
+    if let Err(status) = probe {
+        let causes = format!("{status:?}");
+        if let Some(hint) = veil_pki::scheme_mismatch_hint(address, &causes) {
+            bail!(
+                "cannot talk to the coordinator at {address} ({hint}): {}",
+                status.message()
+            );
+        }
+        if status.code() == tonic::Code::Unavailable {
+            bail!(
+                "cannot reach the coordinator at {address}: {}",
+                status.message()
+            );
+        }
+    }
+    Ok(client)
 }
 
 /// Reads and validates a job file, returning its wire spec.

@@ -258,7 +258,7 @@ impl JobFile {
                 beta2: self.strategy.beta2.unwrap_or(0.0),
                 tau: self.strategy.tau.unwrap_or(0.0),
             }),
-            holdout_fraction: self.holdout_fraction.unwrap_or(0.0),
+            holdout_fraction: self.holdout_fraction,
             seed: self.seed,
             aggregation: Some(v1::Aggregation {
                 mode: self.aggregation.mode.clone().unwrap_or_default(),

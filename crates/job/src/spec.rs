@@ -15,6 +15,10 @@ use veil_wire::v1;
 use crate::privacy::PrivacySpec;
 use crate::statistics;
 
+/// Share of each partner's customers held out for evaluation when the job
+/// file says nothing.
+pub const DEFAULT_HOLDOUT_FRACTION: f64 = 0.2;
+
 /// A job field that is missing or invalid, named as in the job file.
 #[derive(Debug, Clone, Error, PartialEq)]
 #[error("job field '{field}': {message}")]
@@ -253,15 +257,13 @@ impl JobSpec {
             ),
         };
         let strategy = strategy_from_wire(wire.strategy.as_ref())?;
-        let holdout_fraction = if wire.holdout_fraction == 0.0 {
-            0.2
-        } else {
-            wire.holdout_fraction
-        };
-        if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
+        // Absent means the default; 0 means no holdout (a partner that
+        // keeps its own evaluation set trains on every customer).
+        let holdout_fraction = wire.holdout_fraction.unwrap_or(DEFAULT_HOLDOUT_FRACTION);
+        if !(0.0..1.0).contains(&holdout_fraction) {
             return Err(invalid(
                 "holdout_fraction",
-                "must be between 0 and 1, exclusive",
+                "must be at least 0 (no holdout) and below 1",
             ));
         }
         let aggregation = aggregation_from_wire(wire.aggregation.as_ref(), &name, wire.seed)?;
@@ -380,7 +382,7 @@ impl JobSpec {
                 beta2,
                 tau,
             }),
-            holdout_fraction: self.holdout_fraction,
+            holdout_fraction: Some(self.holdout_fraction),
             seed: self.seed,
             aggregation: Some(match &self.aggregation {
                 AggregationMode::Plain => v1::Aggregation {

@@ -368,8 +368,13 @@ fn evaluate_with(
     bounds: Option<ExampleBounds>,
 ) -> Result<EvalStats, ModelError> {
     check_dataset(spec, data)?;
-    let outputs = raw_outputs(spec, parameters, &data.features)?;
     let mut stats = EvalStats::empty(spec.output);
+    // A partner that holds out no customers evaluates nothing; the model
+    // is not run on an empty batch.
+    if data.labels.is_empty() {
+        return Ok(stats);
+    }
+    let outputs = raw_outputs(spec, parameters, &data.features)?;
     for (raw_output, label) in outputs.iter().zip(&data.labels) {
         stats.add_example(spec.output, *raw_output, *label, bounds);
     }

@@ -34,5 +34,5 @@ pub use journal::{ISSUED_FILE, Issuance, IssuanceJournal};
 pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};
 pub use tls::{
     ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,
-    ServerTls, TlsError, peer_address, peer_identity, tls_incoming,
+    ServerTls, TlsError, peer_address, peer_identity, scheme_mismatch_hint, tls_incoming,
 };

@@ -378,6 +378,43 @@ impl AsyncWrite for MtlsStream {
     }
 }
 
+/// A hint for the most common transport mistake, given the address dialled
+/// and the connection error (its `Debug` form, which carries the causes):
+/// an `http://` address against a coordinator that speaks TLS fails as an
+/// HTTP/2 protocol error or a closed connection, and an `https://` address
+/// against a plaintext coordinator as a TLS record it cannot read.
+pub fn scheme_mismatch_hint(address: &str, error: &str) -> Option<&'static str> {
+    let error = error.to_ascii_lowercase();
+    let mentions = |needles: &[&str]| needles.iter().any(|needle| error.contains(needle));
+    if address.starts_with("http://")
+        && mentions(&[
+            "h2 protocol error",
+            "connection reset",
+            "broken pipe",
+            "connection closed",
+            "unexpected eof",
+            "frame",
+        ])
+    {
+        return Some(
+            "the coordinator may require TLS: use an https:// address with the federation's TLS folder",
+        );
+    }
+    if address.starts_with("https://")
+        && mentions(&[
+            "invalidcontenttype",
+            "corrupt message",
+            "wrong version number",
+            "invalid content type",
+        ])
+    {
+        return Some(
+            "the coordinator may be running without TLS (--insecure-dev): use an http:// address",
+        );
+    }
+    None
+}
+
 /// Accepts connections on `listener` and yields those whose mTLS handshake
 /// succeeds, for `tonic::transport::Server::serve_with_incoming_shutdown`.
 ///
