@@ -15,7 +15,7 @@
 //! - a round's model is evaluated only by a node whose update is in the
 //!   round's aggregate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
@@ -98,6 +98,13 @@ pub struct NodeMachine {
     /// durable: a node that restarts mid-attempt declines the attempt's
     /// later steps (its round keys are gone), which is safe.
     participants: HashMap<PhaseKey, (u32, SecureParticipant)>,
+    /// Jobs whose whole remaining plan fitted the partner's caps at a task
+    /// in this process's life. Composing a job's plan with the PLD
+    /// accountant costs tens of milliseconds, too much for every protocol
+    /// step; once a plan fits, each phase's own charges are still checked
+    /// against the caps (another job may spend them meanwhile). Not
+    /// durable: a restarted node plans again.
+    affordable_jobs: HashSet<String>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -140,6 +147,7 @@ impl NodeMachine {
             trust,
             memory,
             participants: HashMap::new(),
+            affordable_jobs: HashSet::new(),
         }
     }
 
@@ -617,7 +625,7 @@ impl NodeMachine {
     /// hold yet, after refusing any that would exceed its caps or conflict
     /// with a charge already recorded under the same key.
     fn charges(
-        &self,
+        &mut self,
         task: &NodeTask,
         cohort: usize,
         now_unix_seconds: u64,
@@ -654,12 +662,28 @@ impl NodeMachine {
                 None => new.push(charge),
             }
         }
-        // The caps are checked against the whole job's plan, not only this
-        // phase: a node that cannot afford every round and the final
-        // evaluation declines the job at its first task, rather than train
-        // a few rounds and veto the rest. (Planned as if the node took part
-        // in every round, the most it can spend; charges already in the
-        // ledger are not planned twice.)
+        // The caps are checked against this phase's charges, and against the
+        // whole job's plan until it has fitted once: a node that cannot
+        // afford every round and the final evaluation declines the job at
+        // its first task, rather than train a few rounds and veto the rest.
+        // (Planned as if the node took part in every round, the most it can
+        // spend; charges already in the ledger are not planned twice.)
+        let caps = self.policy.caps(&self.node_id);
+        let refusals = check_partner_caps(&caps, ledger, &new)
+            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
+        if !refusals.is_empty() {
+            let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+            return Err(refuse(
+                DeclineCode::PrivacyCapExceeded,
+                format!(
+                    "partner privacy cap, for this phase: {}",
+                    reasons.join("; ")
+                ),
+            ));
+        }
+        if self.affordable_jobs.contains(&task.job_id) {
+            return Ok(new);
+        }
         let remaining_plan = job_charges(&task.spec, RoundParty { round: 1, ..party })
             .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?
             .into_iter()
@@ -669,21 +693,19 @@ impl NodeMachine {
             .into_iter()
             .filter(|charge| !ledger.iter().any(|old| old.key() == charge.key()))
             .collect::<Vec<_>>();
-        let caps = self.policy.caps(&self.node_id);
-        for (what, planned) in [
-            ("this phase", &new),
-            ("the rest of the job", &remaining_plan),
-        ] {
-            let refusals = check_partner_caps(&caps, ledger, planned)
-                .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
-            if !refusals.is_empty() {
-                let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-                return Err(refuse(
-                    DeclineCode::PrivacyCapExceeded,
-                    format!("partner privacy cap, for {what}: {}", reasons.join("; ")),
-                ));
-            }
+        let refusals = check_partner_caps(&caps, ledger, &remaining_plan)
+            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
+        if !refusals.is_empty() {
+            let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+            return Err(refuse(
+                DeclineCode::PrivacyCapExceeded,
+                format!(
+                    "partner privacy cap, for the rest of the job: {}",
+                    reasons.join("; ")
+                ),
+            ));
         }
+        self.affordable_jobs.insert(task.job_id.clone());
         Ok(new)
     }
 }
