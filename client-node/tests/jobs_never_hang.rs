@@ -5,26 +5,14 @@
 
 use std::time::Duration;
 
-use coordinator::CoordinatorConfig;
-use coordinator::operator::WatchUpdate;
 use veil_wire::v1;
+
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_nodes_fails_after_its_wait_and_watch_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(coordinator::run(
-        CoordinatorConfig {
-            state_dir: Some(dir.path().join("coordinator.state")),
-            ..CoordinatorConfig::insecure_development()
-        },
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let coordinator = support::Coordinator::start(dir.path().join("coordinator.state")).await;
     let text = client_node::demo::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
@@ -35,28 +23,16 @@ async fn a_job_without_nodes_fails_after_its_wait_and_watch_returns() {
     );
     let spec = veil_job::file::JobFile::parse(&text).unwrap().to_wire();
 
-    let mut operator = coordinator::operator::connect(&address, None)
-        .await
-        .unwrap();
+    let mut operator = coordinator.operator().await;
     let job_id = coordinator::operator::submit(&mut operator, spec)
         .await
         .unwrap();
     coordinator::operator::start(&mut operator, &job_id)
         .await
         .unwrap();
-    let mut messages = Vec::new();
     // The deadline of this wait is the test's own: far above the job's 2 s.
-    let status = tokio::time::timeout(
-        Duration::from_secs(60),
-        coordinator::operator::watch(&mut operator, &job_id, |update| {
-            if let WatchUpdate::Message(message) = update {
-                messages.push(message.to_owned());
-            }
-        }),
-    )
-    .await
-    .expect("watch returns once the job has failed")
-    .unwrap();
+    let (status, transcript) =
+        support::watch_to_end(&mut operator, &job_id, Duration::from_secs(60)).await;
     assert_eq!(
         v1::JobState::try_from(status.state),
         Ok(v1::JobState::Failed),
@@ -70,11 +46,10 @@ async fn a_job_without_nodes_fails_after_its_wait_and_watch_returns() {
         status.failure_reason
     );
     assert!(
-        messages
-            .iter()
+        transcript
+            .lines()
             .any(|message| message.starts_with("job failed: ") && message.contains("waited 2 s")),
-        "{messages:?}"
+        "{transcript}"
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    coordinator.stop().await;
 }

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
-use client_node::node::{NodeProgress, RunOptions, run_with};
 use client_node::policy::NodePolicy;
-use coordinator::CoordinatorConfig;
-use coordinator::operator::WatchUpdate;
-use tokio::sync::mpsc;
 use veil_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
 use veil_wire::v1;
+
+mod support;
 
 const NODES: usize = 4;
 /// The node whose policy caps customer-level ε below one round's cost.
@@ -68,45 +66,14 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(coordinator::run(
-        CoordinatorConfig {
-            state_dir: Some(coordinator_state.clone()),
-            ..CoordinatorConfig::insecure_development()
-        },
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-
-    let (progress_sender, mut progress) = mpsc::unbounded_channel();
-    let mut nodes = Vec::new();
-    for (index, file) in files.iter().enumerate() {
-        let config = node_config(index, &address, file, dir.path());
-        let options = RunOptions {
-            progress: Some(progress_sender.clone()),
-        };
-        nodes.push(tokio::spawn(async move {
-            let _ = run_with(config, options, std::future::pending::<()>()).await;
-        }));
-    }
-    let mut registered = 0;
-    while registered < NODES {
-        let update = tokio::time::timeout(Duration::from_secs(60), progress.recv())
-            .await
-            .expect("nodes register")
-            .expect("progress channel open");
-        if update == NodeProgress::Registered {
-            registered += 1;
-        }
-    }
-
-    let mut operator = coordinator::operator::connect(&address, None)
-        .await
-        .unwrap();
+    let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
+    let configs = files
+        .iter()
+        .enumerate()
+        .map(|(index, file)| node_config(index, &coordinator.address, file, dir.path()))
+        .collect();
+    let nodes = support::start_nodes(configs).await;
+    let mut operator = coordinator.operator().await;
     // The plan of every round and the final evaluation does not fit 1.2:
     // refused now, with the numbers, not stopped in round 3.
     let refused = coordinator::operator::submit(&mut operator, job(TOO_SMALL_CUSTOMER_EPSILON))
@@ -124,19 +91,8 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     coordinator::operator::start(&mut operator, &job_id)
         .await
         .unwrap();
-    let mut messages = Vec::new();
-    let status = tokio::time::timeout(
-        Duration::from_secs(300),
-        coordinator::operator::watch(&mut operator, &job_id, |update| {
-            if let WatchUpdate::Message(message) = update {
-                messages.push(message.to_owned());
-            }
-        }),
-    )
-    .await
-    .expect("the job ends")
-    .unwrap();
-    let transcript = messages.join("\n");
+    let (status, transcript) =
+        support::watch_to_end(&mut operator, &job_id, Duration::from_secs(300)).await;
 
     // The job ran to its end within its budget, without the strict node.
     assert_eq!(
@@ -152,8 +108,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         "{transcript}"
     );
 
-    let _ = stop.send(());
-    let _ = server.await;
+    coordinator.stop().await;
     for node in nodes {
         node.abort();
     }

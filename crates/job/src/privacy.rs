@@ -252,6 +252,29 @@ pub struct RoundParty<'a> {
     pub cohort: usize,
 }
 
+impl RoundParty<'_> {
+    /// This party's charge for one release of its round.
+    fn charge(
+        &self,
+        (unit, release): (PrivacyUnit, Release),
+        trust_model: TrustModel,
+        mechanism: Mechanism,
+        delta: f64,
+    ) -> ChargeSpec {
+        ChargeSpec {
+            job_id: self.job_id.to_owned(),
+            round: u64::from(self.round),
+            partner_id: self.partner_id.to_owned(),
+            dataset_id: self.dataset_id.to_owned(),
+            unit,
+            release,
+            trust_model,
+            mechanism,
+            delta,
+        }
+    }
+}
+
 /// The charges a partner must have recorded before its reply to `phase`
 /// leaves: a training round's [`round_charges`]; after the last round, the
 /// final evaluation's own [`final_evaluation_charge`]; nothing for the
@@ -378,20 +401,15 @@ pub fn final_evaluation_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> 
         statistics.value_bound,
     )
     .sensitivity();
-    Some(ChargeSpec {
-        job_id: party.job_id.to_owned(),
-        round: u64::from(party.round),
-        partner_id: party.partner_id.to_owned(),
-        dataset_id: party.dataset_id.to_owned(),
-        unit: PrivacyUnit::Customer,
-        release: Release::FinalEvaluation,
-        trust_model: TrustModel::LocalDpSgd,
-        mechanism: Mechanism::Gaussian {
+    Some(party.charge(
+        (PrivacyUnit::Customer, Release::FinalEvaluation),
+        TrustModel::LocalDpSgd,
+        Mechanism::Gaussian {
             noise_multiplier: statistics.noise_multiplier,
             clip_norm: sensitivity,
         },
-        delta: spec.privacy.delta,
-    })
+        spec.privacy.delta,
+    ))
 }
 
 /// The customer-level charge of one round for one partner: its DP-SGD
@@ -399,22 +417,17 @@ pub fn final_evaluation_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> 
 pub fn customer_round_charge(spec: &crate::JobSpec, party: RoundParty<'_>) -> Option<ChargeSpec> {
     let privacy = &spec.privacy;
     let dp = privacy.customers.as_ref()?;
-    Some(ChargeSpec {
-        job_id: party.job_id.to_owned(),
-        round: u64::from(party.round),
-        partner_id: party.partner_id.to_owned(),
-        dataset_id: party.dataset_id.to_owned(),
-        unit: PrivacyUnit::Customer,
-        release: Release::Round,
-        trust_model: TrustModel::LocalDpSgd,
-        mechanism: Mechanism::PoissonSubsampledGaussian {
+    Some(party.charge(
+        (PrivacyUnit::Customer, Release::Round),
+        TrustModel::LocalDpSgd,
+        Mechanism::PoissonSubsampledGaussian {
             sampling_rate: dp.sampling_rate,
             noise_multiplier: dp.noise_multiplier,
             steps: privacy.customer_steps_per_round(spec.training.local_epochs),
             clip_norm: dp.clip_norm,
         },
-        delta: privacy.delta,
-    })
+        privacy.delta,
+    ))
 }
 
 /// The charges one training round costs one partner: customer-level DP-SGD
@@ -425,16 +438,13 @@ pub fn round_charges(
     party: RoundParty<'_>,
 ) -> Result<Vec<ChargeSpec>, JobSpecError> {
     let privacy = &spec.privacy;
-    let charge = |unit, trust_model, mechanism| ChargeSpec {
-        job_id: party.job_id.to_owned(),
-        round: u64::from(party.round),
-        partner_id: party.partner_id.to_owned(),
-        dataset_id: party.dataset_id.to_owned(),
-        unit,
-        release: Release::Round,
-        trust_model,
-        mechanism,
-        delta: privacy.delta,
+    let charge = |unit, trust_model, mechanism| {
+        party.charge(
+            (unit, Release::Round),
+            trust_model,
+            mechanism,
+            privacy.delta,
+        )
     };
     let mut charges: Vec<ChargeSpec> = customer_round_charge(spec, party).into_iter().collect();
     match privacy.partners {

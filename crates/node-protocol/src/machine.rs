@@ -669,18 +669,7 @@ impl NodeMachine {
         // (Planned as if the node took part in every round, the most it can
         // spend; charges already in the ledger are not planned twice.)
         let caps = self.policy.caps(&self.node_id);
-        let refusals = check_partner_caps(&caps, ledger, &new)
-            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
-        if !refusals.is_empty() {
-            let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-            return Err(refuse(
-                DeclineCode::PrivacyCapExceeded,
-                format!(
-                    "partner privacy cap, for this phase: {}",
-                    reasons.join("; ")
-                ),
-            ));
-        }
+        refuse_over_caps(&caps, ledger, &new, "this phase")?;
         if self.affordable_jobs.contains(&task.job_id) {
             return Ok(new);
         }
@@ -693,21 +682,30 @@ impl NodeMachine {
             .into_iter()
             .filter(|charge| !ledger.iter().any(|old| old.key() == charge.key()))
             .collect::<Vec<_>>();
-        let refusals = check_partner_caps(&caps, ledger, &remaining_plan)
-            .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
-        if !refusals.is_empty() {
-            let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-            return Err(refuse(
-                DeclineCode::PrivacyCapExceeded,
-                format!(
-                    "partner privacy cap, for the rest of the job: {}",
-                    reasons.join("; ")
-                ),
-            ));
-        }
+        refuse_over_caps(&caps, ledger, &remaining_plan, "the rest of the job")?;
         self.affordable_jobs.insert(task.job_id.clone());
         Ok(new)
     }
+}
+
+/// Refuses when `planned` on top of `ledger` would exceed any of `caps`,
+/// saying what was planned (`what`) and which cap.
+fn refuse_over_caps(
+    caps: &[veil_ledger::PartnerCap],
+    ledger: &[Charge],
+    planned: &[Charge],
+    what: &str,
+) -> Result<(), Refusal> {
+    let refusals = check_partner_caps(caps, ledger, planned)
+        .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+    Err(refuse(
+        DeclineCode::PrivacyCapExceeded,
+        format!("partner privacy cap, for {what}: {}", reasons.join("; ")),
+    ))
 }
 
 impl Decision {
