@@ -356,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
             }
             if watch {
                 let status =
-                    operator::watch(&mut client, &job_id, operator::print_progress).await?;
+                    operator::watch(&mut client, &job_id, operator::progress_printer()).await?;
                 eprintln!();
                 report_end(&status)?;
             }
@@ -393,7 +393,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Watch { job_id } => {
             let mut client = operator::connect(&cli.coordinator, tls).await?;
-            let status = operator::watch(&mut client, &job_id, operator::print_progress).await?;
+            let status =
+                operator::watch(&mut client, &job_id, operator::progress_printer()).await?;
             eprintln!();
             report_end(&status)
         }

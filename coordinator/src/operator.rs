@@ -1,7 +1,7 @@
 //! The operator's client side: submit a job file, start, watch with a
 //! progress bar, fetch and export the model.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use veil_pki::ClientTls;
 
@@ -195,18 +195,47 @@ pub fn progress_line(status: &v1::JobStatus) -> String {
     )
 }
 
-/// Prints updates as a live progress bar on stderr.
-pub fn print_progress(update: WatchUpdate<'_>) {
-    let mut stderr = std::io::stderr();
-    match update {
-        WatchUpdate::Status(status) => {
-            let _ = write!(stderr, "\r{}", progress_line(status));
-        }
-        WatchUpdate::Message(message) => {
-            let _ = write!(stderr, "\r\x1b[2K  {message}\n");
+/// Prints `watch` updates on standard error: a live progress bar redrawn in
+/// place on a terminal; otherwise (a log file, CI) one plain line per
+/// message and per change of progress, without escape codes.
+pub fn progress_printer() -> impl FnMut(WatchUpdate<'_>) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_status: Option<String> = None;
+    move |update| {
+        let text = if terminal {
+            Some(terminal_progress(update))
+        } else {
+            plain_progress(update, &mut last_status)
+        };
+        if let Some(text) = text {
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "{text}");
+            let _ = stderr.flush();
         }
     }
-    let _ = stderr.flush();
+}
+
+/// The bar redrawn over the current line; messages above it.
+fn terminal_progress(update: WatchUpdate<'_>) -> String {
+    match update {
+        WatchUpdate::Status(status) => format!("\r{}", progress_line(status)),
+        WatchUpdate::Message(message) => format!("\r\x1b[2K  {message}\n"),
+    }
+}
+
+/// One line per message, and a status line only when it says something new.
+fn plain_progress(update: WatchUpdate<'_>, last_status: &mut Option<String>) -> Option<String> {
+    match update {
+        WatchUpdate::Status(status) => {
+            let line = progress_line(status);
+            if last_status.as_deref() == Some(line.as_str()) {
+                return None;
+            }
+            *last_status = Some(line.clone());
+            Some(format!("{line}\n"))
+        }
+        WatchUpdate::Message(message) => Some(format!("  {message}\n")),
+    }
 }
 
 /// Downloads a finished job's model with its spec and scaling.
@@ -276,5 +305,41 @@ mod planned_tests {
                     .contains("of its budget 50 (δ = 0.00001, 3 rounds and the final evaluation)"),
             "{lines:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn without_a_terminal_each_event_is_one_plain_line_and_repeats_are_dropped() {
+        let status = v1::JobStatus {
+            total_rounds: 4,
+            completed_rounds: 1,
+            ..Default::default()
+        };
+        let mut last = None;
+        let first = plain_progress(WatchUpdate::Status(&status), &mut last).unwrap();
+        assert!(first.ends_with('\n') && !first.contains('\r') && !first.contains('\x1b'));
+        assert_eq!(first.matches('\n').count(), 1);
+        assert_eq!(
+            plain_progress(WatchUpdate::Status(&status), &mut last),
+            None
+        );
+        assert_eq!(
+            plain_progress(
+                WatchUpdate::Message("round 2 train: 3 participants"),
+                &mut last
+            ),
+            Some("  round 2 train: 3 participants\n".to_owned())
+        );
+        let next = v1::JobStatus {
+            completed_rounds: 2,
+            ..status.clone()
+        };
+        assert!(plain_progress(WatchUpdate::Status(&next), &mut last).is_some());
+        // On a terminal the bar is redrawn in place.
+        assert!(terminal_progress(WatchUpdate::Status(&next)).starts_with('\r'));
     }
 }

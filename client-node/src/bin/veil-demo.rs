@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         config.partners,
         config.output_dir.display()
     );
-    let report = run_demo(&config, coordinator::operator::print_progress).await?;
+    let report = run_demo(&config, coordinator::operator::progress_printer()).await?;
     eprintln!();
     println!(
         "federated job finished in {:.1} s",
