@@ -68,9 +68,9 @@ pub enum Command {
         /// JSON array of partner caps, for ε remaining in the period.
         #[arg(long)]
         caps: Option<PathBuf>,
-        /// UNIX seconds whose cap period to report (no clock is read).
+        /// UNIX seconds whose cap period to report; now when absent.
         #[arg(long)]
-        as_of: i64,
+        as_of: Option<i64>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -103,8 +103,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, LedgerError> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Executes a parsed command and returns what to print.
-pub fn run(cli: &Cli) -> Result<String, LedgerError> {
+/// Executes a parsed command and returns what to print. `now_unix_s` is
+/// the binary's clock reading, the default of `--as-of` (this library reads
+/// no clock).
+pub fn run(cli: &Cli, now_unix_s: i64) -> Result<String, LedgerError> {
     match &cli.command {
         Command::Report {
             ledger,
@@ -126,7 +128,8 @@ pub fn run(cli: &Cli) -> Result<String, LedgerError> {
                 .map(read_json)
                 .transpose()?
                 .unwrap_or_default();
-            let report = AuditorReport::build(&charges, &budgets, &caps, *as_of)?;
+            let report =
+                AuditorReport::build(&charges, &budgets, &caps, as_of.unwrap_or(now_unix_s))?;
             match format {
                 Format::Text => Ok(report.render_text()),
                 Format::Json => report.to_json(),

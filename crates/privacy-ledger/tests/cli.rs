@@ -75,6 +75,17 @@ fn report_prints_text_json_and_svg() -> Result<(), LedgerError> {
 
     let (ok, text, stderr) = run(&common);
     assert!(ok, "{stderr}");
+    // Without --as-of the report is for now: the same charges, this year's cap period.
+    let (ok, now_text, stderr) = run(&common[..common.len() - 2]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        now_text
+            .lines()
+            .filter(|line| line.starts_with("bank-"))
+            .count(),
+        2,
+        "{now_text}"
+    );
     assert_eq!(
         text.lines()
             .filter(|line| line.starts_with("bank-"))
