@@ -42,7 +42,7 @@ use veil_accounting::analytic_gaussian_epsilon;
 use crate::error::AuditError;
 use crate::input::{AuditLevel, GuessCounts};
 use crate::result::{BoundMethod, EpsilonLowerBound};
-use crate::special::{normal_cdf, normal_quantile};
+use crate::special::{largest_rejected, normal_cdf, normal_quantile};
 
 /// The largest μ searched. For every `x < 1` in f64, `Φ⁻¹(x) <= 8.3`, so at
 /// μ = 64 `B⁻¹(x) <= Φ(-55)`, which is 0 in f64: `h` never moves, `r + h`
@@ -124,28 +124,11 @@ fn largest_rejected_mu(counts: &GuessCounts, level: &AuditLevel) -> f64 {
     if counts.canaries() == 0 {
         return 0.0;
     }
-    // Invariant: `low` is 0 or rejected; `high` is not rejected.
-    let mut low = 0.0_f64;
-    let mut high = 1.0_f64;
-    while rejects_gaussian(counts, high, level) {
-        low = high;
-        high *= 2.0;
-        if high > MU_SEARCH_CEILING {
-            return low;
-        }
-    }
-    while high - low > MU_RELATIVE_TOLERANCE * high.max(1.0) {
-        let middle = 0.5 * (low + high);
-        if middle <= low || middle >= high {
-            break;
-        }
-        if rejects_gaussian(counts, middle, level) {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    low
+    largest_rejected(
+        |parameter| rejects_gaussian(counts, parameter, level),
+        MU_SEARCH_CEILING,
+        MU_RELATIVE_TOLERANCE,
+    )
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@
 
 use crate::input::{AuditLevel, GuessCounts};
 use crate::result::{BoundMethod, EpsilonLowerBound};
-use crate::special::{Binomial, log_add};
+use crate::special::{Binomial, largest_rejected, log_add};
 
 /// Where the bracket stops growing. At ε = 1024, `ln q = -ln(1 + e^-1024)` is
 /// 0 in f64: every guess is predicted correct with probability 1, so no
@@ -95,28 +95,11 @@ pub fn epsilon_lower_bound(counts: &GuessCounts, level: &AuditLevel) -> EpsilonL
 }
 
 fn largest_rejected_epsilon(counts: &GuessCounts, level: &AuditLevel) -> f64 {
-    // Invariant: `low` is 0 or rejected; `high` is not rejected.
-    let mut low = 0.0_f64;
-    let mut high = 1.0_f64;
-    while rejects(counts, high, level) {
-        low = high;
-        high *= 2.0;
-        if high > EPSILON_SEARCH_CEILING {
-            return low;
-        }
-    }
-    while high - low > EPSILON_RELATIVE_TOLERANCE * high.max(1.0) {
-        let middle = 0.5 * (low + high);
-        if middle <= low || middle >= high {
-            break;
-        }
-        if rejects(counts, middle, level) {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    low
+    largest_rejected(
+        |parameter| rejects(counts, parameter, level),
+        EPSILON_SEARCH_CEILING,
+        EPSILON_RELATIVE_TOLERANCE,
+    )
 }
 
 #[cfg(test)]

@@ -179,6 +179,40 @@ fn acklam_lower_half(p: f64) -> f64 {
     }
 }
 
+/// The largest parameter (ε or μ) that `rejects`, by doubling from 1 and
+/// then bisecting to `relative_tolerance`. The value returned was itself
+/// rejected (or is 0), so the bound stays sound even where the test is not
+/// quite monotone; a search passing `ceiling` stops at the last rejected
+/// value below it.
+pub(crate) fn largest_rejected(
+    rejects: impl Fn(f64) -> bool,
+    ceiling: f64,
+    relative_tolerance: f64,
+) -> f64 {
+    // Invariant: `low` is 0 or rejected; `high` is not rejected.
+    let mut low = 0.0_f64;
+    let mut high = 1.0_f64;
+    while rejects(high) {
+        low = high;
+        high *= 2.0;
+        if high > ceiling {
+            return low;
+        }
+    }
+    while high - low > relative_tolerance * high.max(1.0) {
+        let middle = 0.5 * (low + high);
+        if middle <= low || middle >= high {
+            break;
+        }
+        if rejects(middle) {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
