@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client_node::config::NodeConfig;
-use client_node::demo::{LocalPki, STANDARD_JOB};
+use veil_job::STANDARD_JOB;
+use veil_pki::LocalPki;
 use client_node::node::{NodeProgress, RunOptions, run_with};
 use client_node::policy::NodePolicy;
 use coordinator::CoordinatorConfig;
@@ -159,7 +160,7 @@ async fn run_once(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    coordinator::logging::init_with_default(false, "error");
+    veil_logging::init_with_default(false, "error");
     let args: Vec<String> = std::env::args().collect();
     let nodes: usize = args.get(1).map_or(Ok(10), |value| value.parse())?;
     let rounds: u32 = args.get(2).map_or(Ok(2), |value| value.parse())?;

@@ -12,8 +12,8 @@
 
 pub mod config;
 pub mod data;
-pub mod demo;
 pub mod identity;
+pub mod local;
 pub mod memory_store;
 pub mod node;
 pub mod policy;

@@ -6,6 +6,9 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use client_node::config::NodeConfig;
+use client_node::score::ScoringCutoff;
+use veil_job::JobSpec;
+use veil_job::file::JobFile;
 
 #[derive(Parser)]
 #[command(
@@ -36,19 +39,47 @@ enum Command {
         /// The exported model file.
         #[arg(long)]
         model: PathBuf,
-        /// Score as of this date (YYYY-MM-DD).
+        /// Score as of this date (YYYY-MM-DD, the last day of history).
+        /// Default: the cutoff the model was trained with; another date is
+        /// refused unless --different-cutoff is given.
         #[arg(long)]
-        cutoff: String,
+        cutoff: Option<String>,
+        /// Score as of a --cutoff different from the model's, on purpose.
+        #[arg(long, requires = "cutoff")]
+        different_cutoff: bool,
         /// Output CSV (`customer_id,score`).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Train a job's model on this partner's own customers only, with no
+    /// coordinator: the baseline the federation is measured against.
+    TrainLocal {
+        /// The node configuration file (for the data source).
+        #[arg(long)]
+        config: PathBuf,
+        /// The job file (TOML), as an operator would submit it.
+        #[arg(long)]
+        job: PathBuf,
+        /// Where to write the model file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure a model file (federated or local) on this partner's own
+    /// held-out customers, split as its job splits them.
+    Evaluate {
+        /// The node configuration file (for the data source).
+        #[arg(long)]
+        config: PathBuf,
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    coordinator::logging::init(cli.log_json);
+    veil_logging::init(cli.log_json);
     match cli.command {
         Command::Run { config } => {
             let config = NodeConfig::read(&config)?;
@@ -61,18 +92,66 @@ async fn main() -> anyhow::Result<()> {
             config,
             model,
             cutoff,
+            different_cutoff,
             out,
         } => {
             let config = NodeConfig::read(&config)?;
-            let cutoff = NaiveDate::parse_from_str(&cutoff, "%Y-%m-%d")
-                .with_context(|| format!("--cutoff '{cutoff}' is not a YYYY-MM-DD date"))?;
+            let cutoff = match cutoff {
+                None => ScoringCutoff::AsTrained,
+                Some(text) => {
+                    let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").with_context(|| {
+                        format!("--cutoff '{text}' is not a YYYY-MM-DD date (the last day of history)")
+                    })?;
+                    if different_cutoff {
+                        ScoringCutoff::Different(date)
+                    } else {
+                        ScoringCutoff::MustMatchModel(date)
+                    }
+                }
+            };
             let summary = client_node::score::score(&model, &config.data, cutoff, &out)?;
             println!(
-                "scored {} customers into {} ({} rows rejected while reading)",
+                "scored {} customers as of {} into {} ({} rows rejected while reading)",
                 summary.customers_scored,
+                summary.cutoff,
                 out.display(),
                 summary.rows_rejected
             );
+            Ok(())
+        }
+        Command::TrainLocal { config, job, out } => {
+            let config = NodeConfig::read(&config)?;
+            let text = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read job file {}", job.display()))?;
+            let wire = JobFile::parse(&text)
+                .with_context(|| format!("job file {}", job.display()))?
+                .to_wire();
+            let spec = JobSpec::from_wire(&wire)
+                .with_context(|| format!("job file {}", job.display()))?;
+            let model = client_node::local::train_local(&spec, &config.data)?;
+            model.write(&out)?;
+            println!(
+                "trained '{}' on this partner's customers only ({} rounds x {} local epochs); model in {}",
+                spec.name,
+                spec.rounds,
+                spec.training.local_epochs,
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Evaluate { config, model } => {
+            let config = NodeConfig::read(&config)?;
+            let evaluation = client_node::local::evaluate_local(&model, &config.data)?;
+            println!("{} held-out customers", evaluation.customers);
+            for (name, value) in [
+                ("auc", evaluation.auc),
+                ("mean loss", evaluation.mean_loss),
+                ("rmse", evaluation.rmse),
+            ] {
+                if let Some(value) = value {
+                    println!("{name:<10}{value:.4}");
+                }
+            }
             Ok(())
         }
     }

@@ -166,6 +166,10 @@ pub async fn run_with(
             config.node_id
         ),
     };
+    // Every folder the node writes to exists (owner-only) before the log is
+    // read: a missing folder must not cost a partner a full load first. The
+    // rejects file's folder is made by the loader when it opens the file.
+    crate::identity::create_state_dir(&config.state_dir())?;
     let source = config.data.clone();
     let (log, report) =
         tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
@@ -188,7 +192,6 @@ pub async fn run_with(
     for error in &report.sample_errors {
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
-    crate::identity::create_state_dir(&config.state_dir())?;
     let store = MemoryStore::open(&config.state_dir()).with_context(|| {
         format!(
             "node '{}': memory and privacy ledger in {}",

@@ -19,16 +19,52 @@ pub struct ScoreSummary {
     pub customers_scored: usize,
     /// Rows rejected while reading the log.
     pub rows_rejected: u64,
+    /// The day whose history was scored.
+    pub cutoff: NaiveDate,
 }
 
-/// Scores every customer of `source` as of `cutoff` and writes `output`.
+/// The day whose history the scores describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoringCutoff {
+    /// The cutoff the model was trained with, as its file records it.
+    AsTrained,
+    /// A date the partner typed: it must equal the model's, because a
+    /// cutoff one day off is the usual mistake, not a choice.
+    MustMatchModel(NaiveDate),
+    /// A different date on purpose (scoring today's customers with last
+    /// quarter's model): allowed, and the caller is told.
+    Different(NaiveDate),
+}
+
+impl ScoringCutoff {
+    /// The date to score at, given the model's cutoff; a typed date that
+    /// differs from the model's is refused with both dates named.
+    pub fn resolve(self, model_cutoff: NaiveDate) -> anyhow::Result<NaiveDate> {
+        match self {
+            ScoringCutoff::AsTrained => Ok(model_cutoff),
+            ScoringCutoff::MustMatchModel(cutoff) if cutoff == model_cutoff => Ok(cutoff),
+            ScoringCutoff::MustMatchModel(cutoff) => anyhow::bail!(
+                "--cutoff {cutoff} differs from the cutoff the model was trained with, {model_cutoff} \
+                 (task.cutoff: the last day of history, {} day(s) apart). Omit --cutoff to score \
+                 as of the model's cutoff, or add --different-cutoff to score as of {cutoff} on purpose",
+                (cutoff - model_cutoff).num_days().abs()
+            ),
+            ScoringCutoff::Different(cutoff) => Ok(cutoff),
+        }
+    }
+}
+
+/// Scores every customer of `source` as of the resolved cutoff and writes `output`.
 pub fn score(
     model_path: &Path,
     data: &PartnerDataConfig,
-    cutoff: NaiveDate,
+    cutoff: ScoringCutoff,
     output: &Path,
 ) -> anyhow::Result<ScoreSummary> {
     let model = ExportedModel::read(model_path)?;
+    let cutoff = cutoff
+        .resolve(model.spec.label.cutoff)
+        .with_context(|| format!("scoring with {}", model_path.display()))?;
     let (data, local_ids) = load_partner_data_with_local_ids(data)
         .with_context(|| format!("loading {}", data.describe()))?;
     let (log, report) = (data.log, data.report);
@@ -53,6 +89,7 @@ pub fn score(
     Ok(ScoreSummary {
         customers_scored: rows.len(),
         rows_rejected: report.rows_rejected(),
+        cutoff,
     })
 }
 
@@ -94,5 +131,27 @@ mod tests {
             "customer_id,score\nC-1,0.250000\nC-2,0.750000\n"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_cutoff_other_than_the_models_is_refused_unless_meant() {
+        let trained = NaiveDate::from_ymd_opt(2024, 10, 2).unwrap();
+        let next_day = NaiveDate::from_ymd_opt(2024, 10, 3).unwrap();
+        assert_eq!(ScoringCutoff::AsTrained.resolve(trained).unwrap(), trained);
+        assert_eq!(
+            ScoringCutoff::MustMatchModel(trained).resolve(trained).unwrap(),
+            trained
+        );
+        let refusal = ScoringCutoff::MustMatchModel(next_day)
+            .resolve(trained)
+            .unwrap_err()
+            .to_string();
+        for expected in ["2024-10-03", "2024-10-02", "1 day(s) apart", "--different-cutoff"] {
+            assert!(refusal.contains(expected), "{expected:?} missing from: {refusal}");
+        }
+        assert_eq!(
+            ScoringCutoff::Different(next_day).resolve(trained).unwrap(),
+            next_day
+        );
     }
 }

@@ -17,30 +17,19 @@ fn malformed(detail: impl Into<String>) -> MalformedTask {
     MalformedTask(detail.into())
 }
 
+pub use veil_job::wire_codes::secure_step_to_wire;
+
 /// Wire phase to domain.
 pub fn phase_from_wire(raw: i32) -> Result<Phase, MalformedTask> {
-    match v1::Phase::try_from(raw) {
-        Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
-        Ok(v1::Phase::Train) => Ok(Phase::Train),
-        Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
-        _ => Err(malformed(format!("unknown phase value {raw}"))),
-    }
+    veil_job::wire_codes::phase_from_wire(raw).map_err(|error| malformed(error.to_string()))
 }
 
-/// Wire secure step to domain.
+/// Wire secure step to domain; a task always names one.
 pub fn secure_step_from_wire(raw: i32) -> Result<SecureStep, MalformedTask> {
-    match v1::SecureStep::try_from(raw) {
-        Ok(v1::SecureStep::AdvertiseKeys) => Ok(SecureStep::AdvertiseKeys),
-        Ok(v1::SecureStep::ShareKeys) => Ok(SecureStep::ShareKeys),
-        Ok(v1::SecureStep::MaskedInput) => Ok(SecureStep::MaskedInput),
-        Ok(v1::SecureStep::ConsistencyCheck) => Ok(SecureStep::ConsistencyCheck),
-        Ok(v1::SecureStep::Unmask) => Ok(SecureStep::Unmask),
-        _ => Err(malformed(format!("unknown secure step value {raw}"))),
-    }
+    veil_job::wire_codes::secure_step_from_wire(raw)
+        .map_err(|error| malformed(error.to_string()))?
+        .ok_or_else(|| malformed("a secure task without a step"))
 }
-
-/// Domain secure step to wire: the coordinator's edge has the one mapping.
-pub use coordinator::convert::secure_step_to_wire;
 
 /// A decline code as it travels.
 pub fn decline_code_to_wire(code: DeclineCode) -> i32 {

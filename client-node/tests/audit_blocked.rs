@@ -19,7 +19,7 @@ mod support;
 const NODES: usize = 3;
 
 fn job() -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", "rounds = 2")

@@ -312,7 +312,7 @@ fn report(label: &str, at_kill: &v1::JobStatus, recovery: &Recovery) {
 }
 
 fn job() -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", &format!("rounds = {ROUNDS}"))

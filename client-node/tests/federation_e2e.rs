@@ -1,44 +1,13 @@
-//! End-to-end over real gRPC on 127.0.0.1: the demo federation's accuracy,
-//! a rogue node's malformed updates, and a job naming an unknown task.
+//! End-to-end over real gRPC on 127.0.0.1: a rogue node's malformed updates,
+//! and a job naming an unknown task. The demo's own end-to-end test is in
+//! `crates/demo/tests`.
 
 use std::time::Duration;
 
-use client_node::demo::{DemoConfig, run_demo};
 use coordinator::CoordinatorConfig;
 use tonic::Code;
 use veil_wire::v1::node_service_client::NodeServiceClient;
 use veil_wire::v1::{self, result_chunk};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn federated_auc_is_close_to_centralised_and_beats_partners_alone() {
-    let output = tempfile::tempdir().unwrap();
-    let report = run_demo(&DemoConfig::standard(output.path().to_owned()), |_| {})
-        .await
-        .unwrap();
-    println!("{}", report.table());
-    assert_eq!(report.rounds.len(), 12);
-    assert!(
-        (report.federated_auc - report.centralised_auc).abs() <= 0.02,
-        "federated {} vs centralised {}",
-        report.federated_auc,
-        report.centralised_auc
-    );
-    assert!(
-        report.federated_auc > report.mean_partner_alone_auc(),
-        "federated {} vs partner-alone mean {}",
-        report.federated_auc,
-        report.mean_partner_alone_auc()
-    );
-    // Every customer of the first partner is scored locally.
-    let scores = std::fs::read_to_string(&report.scores_path).unwrap();
-    let mut lines = scores.lines();
-    assert_eq!(lines.next(), Some("customer_id,score"));
-    let scored: Vec<f64> = lines
-        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
-        .collect();
-    assert!(scored.len() > 1000);
-    assert!(scored.iter().all(|s| (0.0..=1.0).contains(s)));
-}
 
 async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -55,7 +24,7 @@ async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
 }
 
 fn demo_job(task: &str) -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("kind = \"churn\"", &format!("kind = \"{task}\""))

@@ -9,7 +9,7 @@ use veil_job::JobSpec;
 use veil_job::file::JobFile;
 
 fn spec_with(holdout: Option<&str>) -> JobSpec {
-    let mut text = client_node::demo::STANDARD_JOB
+    let mut text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90");
     let default_line = "holdout_fraction = 0.25\n";
@@ -61,7 +61,7 @@ fn zero_holds_out_nobody_and_absent_holds_out_a_fifth() {
     assert_eq!(stats.count, 0);
 
     let refused = JobFile::parse(
-        &client_node::demo::STANDARD_JOB
+        &veil_job::STANDARD_JOB
             .replace("{cutoff}", "2024-10-02")
             .replace("{horizon}", "90")
             .replace("holdout_fraction = 0.25", "holdout_fraction = 1.0"),

@@ -13,7 +13,7 @@ mod support;
 async fn a_job_without_nodes_fails_after_its_wait_and_watch_returns() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = support::Coordinator::start(dir.path().join("coordinator.state")).await;
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("[timeouts]", "[timeouts]\nwait_for_nodes_secs = 2");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
-use client_node::demo::LocalPki;
+use veil_pki::LocalPki;
 use client_node::memory_store::MemoryStore;
 use client_node::policy::NodePolicy;
 use ring::signature::KeyPair;
@@ -207,7 +207,7 @@ fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
 }
 
 fn job(mode: &str, rounds: u32) -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", &format!("rounds = {rounds}"))

@@ -46,7 +46,7 @@ async fn channel(port: u16, member: &MemberFiles) -> Result<Channel, String> {
 }
 
 fn job() -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90");
     veil_job::file::JobFile::parse(&text).unwrap().to_wire()

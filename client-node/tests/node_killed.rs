@@ -65,7 +65,7 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", "rounds = 5")

@@ -25,7 +25,7 @@ const JOB_CUSTOMER_EPSILON: f64 = 3.5;
 const TOO_SMALL_CUSTOMER_EPSILON: f64 = 1.2;
 
 fn job(customer_epsilon: f64) -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", &format!("rounds = {ROUNDS}"))

@@ -3,7 +3,7 @@
 //! `https://`, and `https://` against a plaintext (`--insecure-dev`)
 //! coordinator says to use `http://`.
 
-use client_node::demo::LocalPki;
+use veil_pki::LocalPki;
 use coordinator::CoordinatorConfig;
 use veil_pki::Role;
 

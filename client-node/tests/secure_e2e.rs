@@ -51,7 +51,7 @@ async fn start_coordinator() -> Federation {
 }
 
 fn job(mode: &str) -> v1::JobSpec {
-    let text = client_node::demo::STANDARD_JOB
+    let text = veil_job::STANDARD_JOB
         .replace("{cutoff}", "2024-10-02")
         .replace("{horizon}", "90")
         .replace("rounds = 12", "rounds = 1")

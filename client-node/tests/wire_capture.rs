@@ -344,7 +344,7 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
         wait_for_stop(stopped.clone()),
     ));
 
-    let job_text = client_node::demo::STANDARD_JOB
+    let job_text = veil_job::STANDARD_JOB
         .replace(
             "{cutoff}",
             &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),

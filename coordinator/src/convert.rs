@@ -10,25 +10,17 @@ use veil_federation::{
 use veil_job::{JobSpec, statistics};
 use veil_wire::v1;
 
-/// Domain phase to wire phase.
-pub fn phase_to_wire(phase: Phase) -> v1::Phase {
-    match phase {
-        Phase::FeatureStats => v1::Phase::FeatureStats,
-        Phase::Train => v1::Phase::Train,
-        Phase::Evaluate => v1::Phase::Evaluate,
-    }
-}
+pub use veil_job::wire_codes::{phase_to_wire, secure_step_to_wire};
 
 /// Wire phase to domain phase; unspecified or unknown values are refused.
 pub fn phase_from_wire(raw: i32) -> Result<Phase, Status> {
-    match v1::Phase::try_from(raw) {
-        Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
-        Ok(v1::Phase::Train) => Ok(Phase::Train),
-        Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
-        _ => Err(Status::invalid_argument(format!(
-            "unknown phase value {raw}"
-        ))),
-    }
+    veil_job::wire_codes::phase_from_wire(raw).map_err(|error| Status::invalid_argument(error.to_string()))
+}
+
+/// Wire secure step to domain; `Ok(None)` when unspecified (a plain reply).
+pub fn secure_step_from_wire(raw: i32) -> Result<Option<SecureStep>, Status> {
+    veil_job::wire_codes::secure_step_from_wire(raw)
+        .map_err(|error| Status::invalid_argument(error.to_string()))
 }
 
 /// Engine errors as status codes.
@@ -58,32 +50,6 @@ pub fn reject_reason(reason: RejectReason) -> Status {
         | RejectReason::NonFinite { .. }
         | RejectReason::SecureMessage { .. }
         | RejectReason::InvalidWeight { .. } => Status::invalid_argument(message),
-    }
-}
-
-/// Domain secure step to wire.
-pub fn secure_step_to_wire(step: SecureStep) -> v1::SecureStep {
-    match step {
-        SecureStep::AdvertiseKeys => v1::SecureStep::AdvertiseKeys,
-        SecureStep::ShareKeys => v1::SecureStep::ShareKeys,
-        SecureStep::MaskedInput => v1::SecureStep::MaskedInput,
-        SecureStep::ConsistencyCheck => v1::SecureStep::ConsistencyCheck,
-        SecureStep::Unmask => v1::SecureStep::Unmask,
-    }
-}
-
-/// Wire secure step to domain; `Ok(None)` when unspecified (a plain reply).
-pub fn secure_step_from_wire(raw: i32) -> Result<Option<SecureStep>, Status> {
-    match v1::SecureStep::try_from(raw) {
-        Ok(v1::SecureStep::Unspecified) => Ok(None),
-        Ok(v1::SecureStep::AdvertiseKeys) => Ok(Some(SecureStep::AdvertiseKeys)),
-        Ok(v1::SecureStep::ShareKeys) => Ok(Some(SecureStep::ShareKeys)),
-        Ok(v1::SecureStep::MaskedInput) => Ok(Some(SecureStep::MaskedInput)),
-        Ok(v1::SecureStep::ConsistencyCheck) => Ok(Some(SecureStep::ConsistencyCheck)),
-        Ok(v1::SecureStep::Unmask) => Ok(Some(SecureStep::Unmask)),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown secure step value {raw}"
-        ))),
     }
 }
 

@@ -10,7 +10,6 @@
 pub mod audit;
 mod auth;
 pub mod convert;
-pub mod logging;
 pub mod operator;
 mod privacy;
 pub mod server;

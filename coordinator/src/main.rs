@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use coordinator::{CoordinatorConfig, logging, operator};
+use coordinator::{CoordinatorConfig, operator};
 use veil_audit::{
     AuditPublicKey, Head, ReceiptStore, export_report, head_path_for, reconcile, verify_log_file,
 };
@@ -299,7 +299,7 @@ fn run_ca(command: CaCommand) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_json);
+    veil_logging::init(cli.log_json);
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) => None,
         _ => member_tls(&cli)?,

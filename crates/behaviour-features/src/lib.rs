@@ -29,7 +29,7 @@ pub use ingest::{
     Transaction, TransactionLog, WHOLE_RECORD_COLUMN, load_transactions, parse_amount,
 };
 pub use labels::{LabelSpec, TaskKind, UnknownTaskError};
-pub use owner_only::create_owner_only;
+pub use owner_only::{create_owner_only, create_owner_only_dir_all};
 pub use scaling::{FeatureError, FeatureSums, Scaling};
 pub use split::split_holdout;
 pub use timestamp::{TimestampError, parse_timestamp};

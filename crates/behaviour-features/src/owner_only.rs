@@ -17,7 +17,14 @@ use std::path::Path;
 /// existing file's permissions are also narrowed through the open handle
 /// (no window in which the path could be swapped). Elsewhere this is
 /// `File::create`.
+///
+/// Missing parent folders are created owner-only too ([`create_owner_only_dir_all`]):
+/// a partner who points `rejects_path` or `--out` at a new folder gets the
+/// folder, not an exit after the whole log was read.
 pub fn create_owner_only(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        create_owner_only_dir_all(parent)?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -32,6 +39,20 @@ pub fn create_owner_only(path: &Path) -> io::Result<File> {
     {
         options.open(path)
     }
+}
+
+/// Creates `dir` and any missing parents; the folders it creates get mode
+/// `0o700` on Unix. Existing folders keep their mode: they are the partner's
+/// own choice.
+pub fn create_owner_only_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 #[cfg(all(test, unix))]
@@ -54,6 +75,18 @@ mod tests {
         let mut file = create_owner_only(&path)?;
         file.write_all(b"row\n")?;
         assert_eq!(mode(&path) & 0o077, 0, "mode {:o}", mode(&path));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_parent_folders_are_created_owner_only() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("new").join("deeper").join("rows.csv");
+        drop(create_owner_only(&path)?);
+        assert!(path.is_file());
+        for folder in [dir.path().join("new"), dir.path().join("new").join("deeper")] {
+            assert_eq!(mode(&folder) & 0o077, 0, "{}: mode {:o}", folder.display(), mode(&folder));
+        }
         Ok(())
     }
 

@@ -96,7 +96,8 @@ pub struct PrivacySection {
 pub struct TaskSection {
     /// churn, propensity or spend.
     pub kind: String,
-    /// YYYY-MM-DD.
+    /// YYYY-MM-DD: the LAST day of history. Features see transactions on or
+    /// before this day; the label window is the `horizon_days` after it.
     pub cutoff: String,
     /// Label window after the cutoff.
     pub horizon_days: u32,

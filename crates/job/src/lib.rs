@@ -12,7 +12,9 @@ pub mod export;
 pub mod file;
 pub mod privacy;
 pub mod spec;
+pub mod standard;
 pub mod statistics;
+pub mod wire_codes;
 
 pub use privacy::{
     PlannedSpend, PrivacySpec, RoundParty, StatisticsPrivacy, check_planned_budget,
@@ -20,3 +22,4 @@ pub use privacy::{
     round_charges,
 };
 pub use spec::{JobSpec, JobSpecError, LocalTraining};
+pub use standard::{STANDARD_JOB, standard_job};

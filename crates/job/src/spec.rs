@@ -149,7 +149,10 @@ impl JobSpec {
         let cutoff = NaiveDate::parse_from_str(&wire.cutoff, "%Y-%m-%d").map_err(|_| {
             invalid(
                 "task.cutoff",
-                format!("'{}' is not a YYYY-MM-DD date", wire.cutoff),
+                format!(
+                    "'{}' is not a YYYY-MM-DD date (the last day of history; the label window starts the day after)",
+                    wire.cutoff
+                ),
             )
         })?;
         if wire.horizon_days == 0 {

@@ -18,6 +18,7 @@ mod authority;
 mod files;
 mod identity;
 mod journal;
+mod local;
 mod revocation;
 mod tls;
 
@@ -31,6 +32,7 @@ pub use identity::{
     verify_node_certificate,
 };
 pub use journal::{ISSUED_FILE, Issuance, IssuanceJournal};
+pub use local::{LocalPki, LocalPkiError};
 pub use revocation::{Revocation, RevocationError, RevocationList, RevocationReason};
 pub use tls::{
     ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,

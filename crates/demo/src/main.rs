@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use client_node::demo::{DemoConfig, run_demo};
+use veil_demo::{DemoConfig, run_demo};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    coordinator::logging::init_with_default(cli.log_json, "warn");
+    veil_logging::init_with_default(cli.log_json, "warn");
     let config = DemoConfig::standard(cli.output_dir);
     eprintln!(
         "Veil demo: {} partners, output in {}",

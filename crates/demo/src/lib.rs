@@ -2,27 +2,27 @@
 //! coordinator and three nodes talking real gRPC on 127.0.0.1, then the same
 //! model trained centrally and by each partner alone, all scored on the same
 //! pooled held-out customers.
+//!
+//! The demo is its own crate so that the partner's `client-node` binary does
+//! not link the coordinator, its SQLite state and its audit trail.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
+use client_node::config::NodeConfig;
+use client_node::data::JobRows;
+use client_node::local::{evaluate_on_rows, train_on_rows};
 use coordinator::CoordinatorConfig;
 use coordinator::operator::{self, WatchUpdate};
-use veil_features::{CsvSource, CustomerRow, FeatureSums, Scaling};
+use veil_features::{CsvSource, CustomerRow};
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
-use veil_models::{exact_auc, predict, train};
-use veil_pki::{
-    CertificateRequest, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles, REVOCATIONS_FILE,
-    RevocationList, Role, Validity,
-};
+use veil_job::STANDARD_JOB;
+use veil_pki::{LocalPki, Role};
 use veil_synth::{SynthConfig, write_partner_files};
 use veil_wire::v1;
-
-use crate::config::NodeConfig;
-use crate::data::{JobRows, to_dataset};
 
 /// Demo settings; [`DemoConfig::standard`] is what the README's command runs.
 #[derive(Debug, Clone)]
@@ -37,60 +37,6 @@ pub struct DemoConfig {
     pub job_template: String,
 }
 
-/// The demo's job: churn, MLP(64,32), FedAvg with Adam locally.
-pub const STANDARD_JOB: &str = r#"
-name = "demo-churn"
-rounds = 12
-min_participants = 3
-max_participants = 3
-holdout_fraction = 0.25
-seed = 7
-
-[task]
-kind = "churn"
-cutoff = "{cutoff}"
-horizon_days = {horizon}
-
-[model]
-kind = "mlp"
-hidden = [64, 32]
-
-[training]
-local_epochs = 3
-batch_size = 64
-learning_rate = 0.025
-optimizer = "adam"
-
-[strategy]
-kind = "fedavg"
-
-# Secure aggregation (SecAgg+) is the default; shown here for reference.
-[aggregation]
-mode = "secure"
-clip_range = 1.0
-modulus_bits = 32
-max_weight = 100000
-
-# Customer-level DP-SGD at every partner: full-batch Poisson steps (q = 1),
-# 3 per round, sigma = 8.7, clip 5; with the noisy evaluation of the final
-# model (statistics noise 5, the default) and nothing else released:
-# epsilon = 2.995 per partner over 12 rounds (delta = 1e-5). Partner-level
-# noise is off: with three partners no noise level gives both a useful model
-# and a meaningful partner-level epsilon.
-[privacy]
-customers = "dp-sgd"
-customer_noise_multiplier = 8.7
-customer_clip_norm = 5.0
-customer_sampling_rate = 1.0
-customer_epsilon = 3.5
-partners = "off"
-delta = 1e-5
-
-[timeouts]
-feature_stats_secs = 60
-train_secs = 120
-evaluate_secs = 60
-"#;
 
 impl DemoConfig {
     /// The README demo: three partners, the standard job.
@@ -239,7 +185,7 @@ pub async fn run_demo(
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));
-        nodes.push(tokio::spawn(crate::node::run(
+        nodes.push(tokio::spawn(client_node::node::run(
             node_config,
             wait_for_stop(stopped.clone()),
         )));
@@ -268,10 +214,10 @@ pub async fn run_demo(
     server.await??;
 
     let scores_path = config.output_dir.join(format!("{}-scores.csv", names[0]));
-    crate::score::score(
+    client_node::score::score(
         &model_path,
         &sources[0].1.clone().into(),
-        spec.label.cutoff,
+        client_node::score::ScoringCutoff::MustMatchModel(spec.label.cutoff),
         &scores_path,
     )?;
 
@@ -290,63 +236,6 @@ pub async fn run_demo(
         scores_path,
         federation_seconds,
     })
-}
-
-/// A throwaway federation CA in one folder, with every member's folder
-/// beside it (`<dir>/ca`, `<dir>/<name>`), for local federations: the demo
-/// and the benchmarks. Production CAs are made with `coordinator ca`.
-pub struct LocalPki {
-    ca: FederationCa,
-    dir: PathBuf,
-    validity: Validity,
-}
-
-impl LocalPki {
-    /// A new CA in `dir/ca`, and certificates valid for a week.
-    pub fn create(dir: &Path) -> anyhow::Result<Self> {
-        let validity = Validity::starting_now(Duration::from_secs(7 * 86_400));
-        let ca = FederationCa::create("veil-local", validity)?;
-        ca.save(&dir.join("ca"))?;
-        Ok(Self {
-            ca,
-            dir: dir.to_owned(),
-            validity,
-        })
-    }
-
-    /// The coordinator's folder, valid for 127.0.0.1 and localhost.
-    pub fn coordinator(&self) -> anyhow::Result<MemberFiles> {
-        self.issue(CertificateRequest::coordinator(
-            "coordinator",
-            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            self.validity,
-        ))
-    }
-
-    /// A node's, operator's or auditor's folder.
-    pub fn member(&self, role: Role, name: &str) -> anyhow::Result<MemberFiles> {
-        self.issue(CertificateRequest::member(role, name, self.validity))
-    }
-
-    /// The member folder of `name` (for a node's `tls_dir`).
-    pub fn folder(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// The CA's revocation list, for the coordinator to check.
-    pub fn revocations(&self) -> anyhow::Result<RevocationList> {
-        Ok(RevocationList::open(
-            self.dir.join("ca").join(REVOCATIONS_FILE),
-        )?)
-    }
-
-    fn issue(&self, request: CertificateRequest) -> anyhow::Result<MemberFiles> {
-        let folder = self.dir.join(&request.name);
-        let (files, issued) = MemberFiles::issue_into(&self.ca, &request, &folder)?;
-        // As `coordinator ca issue` does: the coordinator audits it from the journal.
-        IssuanceJournal::at(self.dir.join("ca").join(ISSUED_FILE)).record(&issued)?;
-        Ok(files)
-    }
 }
 
 fn remove_if_present(folder: &Path) -> anyhow::Result<()> {
@@ -371,55 +260,39 @@ struct Baselines {
     holdout_customers: usize,
 }
 
-/// Trains the comparison models with the federated job's settings: the same
-/// rows and split, architecture, optimiser, batch size and learning rate,
-/// and as many epochs as the federation ran (rounds x local epochs).
+/// Trains the comparison models with the federated job's settings (the
+/// partner-alone trainer of `client-node train-local`): the same rows and
+/// split, architecture, optimiser, batch size and learning rate, and as many
+/// epochs as the federation ran (rounds x local epochs).
 fn baselines(
     spec: &JobSpec,
     sources: &[(String, CsvSource)],
     federated: &ExportedModel,
 ) -> anyhow::Result<Baselines> {
-    let n_features = spec.features.n_features();
-    let model_spec = spec.model_spec();
     let mut per_partner = Vec::new();
     for (name, source) in sources {
-        let (log, _) = crate::data::load_partner_data(&source.clone().into())?;
+        let (log, _) = client_node::data::load_partner_data(&source.clone().into())?;
         per_partner.push((name.clone(), JobRows::prepare(&log, spec)));
     }
     let pooled_holdout: Vec<CustomerRow> = per_partner
         .iter()
         .flat_map(|(_, rows)| rows.holdout.clone())
         .collect();
-    let labels: Vec<f32> = pooled_holdout
-        .iter()
-        .map(|r| r.label.unwrap_or(f32::NAN))
-        .collect();
-
-    let auc_of = |parameters: &[f32], scaling: &Scaling| -> anyhow::Result<f64> {
-        let holdout = to_dataset(&pooled_holdout, scaling, n_features)?;
-        let scores = predict(&model_spec, parameters, &holdout.features)?;
-        exact_auc(&scores, &labels).context("held-out data has a single class")
-    };
-    let train_alone = |rows: &[CustomerRow]| -> anyhow::Result<f64> {
-        let scaling = Scaling::from_sums(&FeatureSums::from_rows(rows, n_features))?;
-        let data = to_dataset(rows, &scaling, n_features)?;
-        let mut config = spec.training_config(0, 0);
-        config.epochs = spec.training.local_epochs * spec.rounds as usize;
-        config.proximal_mu = 0.0;
-        let initial = model_spec.initial_parameters(spec.seed);
-        let outcome = train(&model_spec, &initial, &data, &config)?;
-        auc_of(&outcome.parameters, &scaling)
+    let auc_of = |model: &ExportedModel| -> anyhow::Result<f64> {
+        evaluate_on_rows(model, &pooled_holdout)?
+            .auc
+            .context("held-out data has a single class")
     };
 
-    let federated_auc = auc_of(&federated.parameters, &federated.scaling)?;
+    let federated_auc = auc_of(federated)?;
     let pooled_train: Vec<CustomerRow> = per_partner
         .iter()
         .flat_map(|(_, rows)| rows.train.clone())
         .collect();
-    let centralised = train_alone(&pooled_train)?;
+    let centralised = auc_of(&train_on_rows(spec, &pooled_train)?)?;
     let partner_alone = per_partner
         .iter()
-        .map(|(name, rows)| Ok((name.clone(), train_alone(&rows.train)?)))
+        .map(|(name, rows)| Ok((name.clone(), auc_of(&train_on_rows(spec, &rows.train)?)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Baselines {
         federated: federated_auc,
@@ -427,49 +300,4 @@ fn baselines(
         partner_alone,
         holdout_customers: pooled_holdout.len(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use veil_ledger::{Charge, PrivacyUnit};
-
-    use super::*;
-
-    /// The demo job's customer-level ε per partner over all its rounds,
-    /// statistics releases included, as the ledgers will compose it.
-    fn demo_customer_epsilon(template: &str) -> f64 {
-        let text = template
-            .replace("{cutoff}", "2025-06-30")
-            .replace("{horizon}", "60");
-        let spec = JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap();
-        let party = veil_job::RoundParty {
-            job_id: "demo",
-            round: 1,
-            partner_id: "partner-0",
-            dataset_id: "partner-0",
-            cohort: 3,
-        };
-        let charges: Vec<Charge> = veil_job::job_charges(&spec, party)
-            .unwrap()
-            .into_iter()
-            .filter(|charge| charge.unit == PrivacyUnit::Customer)
-            .map(|charge| Charge::new(charge, 0).unwrap())
-            .collect();
-        // Every round, and the final evaluation under its own key.
-        assert_eq!(charges.len(), spec.rounds as usize + 1);
-        let mut accountant = veil_accounting::Accountant::new();
-        for charge in &charges {
-            charge.mechanism.compose_into(&mut accountant).unwrap();
-        }
-        let report = accountant.epsilon(spec.privacy.delta).unwrap();
-        report.epsilon_pld.min(report.epsilon_rdp)
-    }
-
-    #[test]
-    fn the_demo_spends_at_most_three_customer_epsilon_per_partner() {
-        let epsilon = demo_customer_epsilon(STANDARD_JOB);
-        println!("demo customer-level epsilon per partner: {epsilon:.4}");
-        assert!(epsilon <= 3.0, "{epsilon}");
-        assert!(epsilon > 2.5, "the demo should use its budget: {epsilon}");
-    }
 }

@@ -1,0 +1,4 @@
+//! Build script: present only so that cargo unifies the features of this
+//! crate's build dependencies with the workspace's.
+
+fn main() {}
