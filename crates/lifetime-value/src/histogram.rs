@@ -1,0 +1,410 @@
+//! The federated route: each node bins its customers' summaries into a public
+//! histogram of integer counts (an additive vector for secure aggregation),
+//! optionally adds discrete Gaussian noise, and the coordinator fits BG/NBD and
+//! Gamma-Gamma to the aggregate, scoring each bin at its representative
+//! customer.
+#![doc = include_str!("../docs/sensitivity.md")]
+
+use rand_core::CryptoRng;
+use veil_dp_noise::DiscreteGaussian;
+
+use crate::bg_nbd::{BgNbdParameters, PurchasePoint, fit_points};
+use crate::error::LifetimeValueError;
+use crate::gamma_gamma::{GammaGammaParameters, SpendPoint, fit_spend_points};
+use crate::summary::CustomerSummary;
+
+/// ℓ1 sensitivity of [`local_histogram`] under add/remove adjacency: one
+/// customer adds 1 to one purchase bin and, with a repeat purchase, 1 to one
+/// spend bin.
+pub const HISTOGRAM_L1_SENSITIVITY: f64 = 2.0;
+
+/// ℓ2 sensitivity of [`local_histogram`] under add/remove adjacency: `√2`
+/// (two entries change by 1).
+pub const HISTOGRAM_L2_SENSITIVITY: f64 = std::f64::consts::SQRT_2;
+
+/// The public binning of the histogram. It must be fixed before any data is
+/// seen (for example from the job's calibration window and currency), because
+/// a data-dependent binning would leak through its edges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinningConfig {
+    /// Width of every age (`T`) and recency (`t_x`) bin, in days.
+    pub day_bin_width: u32,
+    /// Number of age bins; ages from `(age_bins - 1) · day_bin_width` days on
+    /// all fall in the last one (choose it to cover the calibration window).
+    pub age_bins: u32,
+    /// Lower edges of the repeat-purchase buckets: `0, 1, ...` strictly
+    /// increasing. Bucket `k` holds `edges[k] ≤ x < edges[k+1]`; the last edge
+    /// is a cap, and every `x` at or above it is counted as that edge.
+    pub frequency_edges: Vec<u32>,
+    /// Edges of the mean-spend bins, positive and strictly increasing (`n + 1`
+    /// edges for `n` bins); spend below the first or above the last edge falls
+    /// in the first or last bin.
+    pub spend_edges: Vec<f64>,
+}
+
+impl BinningConfig {
+    /// The binning that loses nothing: one-day bins up to `max_age_days` and
+    /// every repeat count up to `max_frequency` its own bucket, so the
+    /// purchase part of the histogram is exactly the multiset of `(x, t_x, T)`
+    /// and a fit on it equals the per-customer fit (the spend part still bins
+    /// spend into `spend_edges`). Meant for federation without noise: with
+    /// noise, its many sparse bins are the wrong choice.
+    pub fn lossless(max_age_days: u32, max_frequency: u32, spend_edges: Vec<f64>) -> Self {
+        Self {
+            day_bin_width: 1,
+            age_bins: max_age_days.saturating_add(1),
+            frequency_edges: (0..=max_frequency).collect(),
+            spend_edges,
+        }
+    }
+
+    /// Log-spaced spend edges: `bins` bins from `min` to `max`, each the same
+    /// ratio wide.
+    pub fn log_spaced_spend_edges(min: f64, max: f64, bins: u32) -> Vec<f64> {
+        let ratio = (max / min).ln() / f64::from(bins.max(1));
+        (0..=bins.max(1))
+            .map(|edge| min * (ratio * f64::from(edge)).exp())
+            .collect()
+    }
+}
+
+/// A validated [`BinningConfig`] with the layout of the histogram vector:
+/// first the purchase part (`x = 0` by age bin, then for each bucket of
+/// `x ≥ 1` every (age bin, recency bin ≤ age bin) pair), then the spend part
+/// (for each bucket of `x ≥ 1`, every spend bin).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramBinning {
+    /// The public choices it was built from.
+    config: BinningConfig,
+    /// Entries of the purchase part.
+    purchase_len: usize,
+    /// Age/recency pairs per repeat bucket: `n(n+1)/2` for `n` age bins.
+    pairs_per_bucket: usize,
+}
+
+impl HistogramBinning {
+    /// Checks the config describes a partition and computes the layout.
+    pub fn new(config: BinningConfig) -> Result<Self, LifetimeValueError> {
+        let invalid = |reason| Err(LifetimeValueError::InvalidBinning(reason));
+        if config.day_bin_width == 0 {
+            return invalid("day_bin_width must be at least 1");
+        }
+        if config.age_bins == 0 {
+            return invalid("age_bins must be at least 1");
+        }
+        if config.frequency_edges.len() < 2
+            || config.frequency_edges[0] != 0
+            || config.frequency_edges[1] != 1
+        {
+            return invalid("frequency_edges must start 0, 1");
+        }
+        if config.frequency_edges.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return invalid("frequency_edges must be strictly increasing");
+        }
+        if config.spend_edges.len() < 2
+            || config
+                .spend_edges
+                .iter()
+                .any(|edge| !(edge.is_finite() && *edge > 0.0))
+            || config.spend_edges.windows(2).any(|pair| pair[0] >= pair[1])
+        {
+            return invalid("spend_edges must be at least two positive, finite, increasing edges");
+        }
+        let age_bins = config.age_bins as usize;
+        let pairs_per_bucket = age_bins * (age_bins + 1) / 2;
+        let repeat_buckets = config.frequency_edges.len() - 1;
+        let purchase_len = age_bins + repeat_buckets * pairs_per_bucket;
+        let spend_len = repeat_buckets * (config.spend_edges.len() - 1);
+        if purchase_len.checked_add(spend_len).is_none_or(|len| len > 1 << 28) {
+            return invalid("the histogram would have more than 2^28 entries");
+        }
+        Ok(Self {
+            config,
+            purchase_len,
+            pairs_per_bucket,
+        })
+    }
+
+    /// The public choices.
+    pub fn config(&self) -> &BinningConfig {
+        &self.config
+    }
+
+    /// Entries of the histogram vector.
+    pub fn len(&self) -> usize {
+        self.purchase_len + self.repeat_buckets() * self.spend_bins()
+    }
+
+    /// Never true: a valid binning has at least one bin.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn repeat_buckets(&self) -> usize {
+        self.config.frequency_edges.len() - 1
+    }
+
+    fn spend_bins(&self) -> usize {
+        self.config.spend_edges.len() - 1
+    }
+
+    fn day_bin(&self, days: u32) -> usize {
+        ((days / self.config.day_bin_width) as usize).min(self.config.age_bins as usize - 1)
+    }
+
+    /// Bucket of `x ≥ 1`, from 0 for the bucket starting at 1.
+    fn repeat_bucket(&self, frequency: u32) -> usize {
+        let edges = &self.config.frequency_edges;
+        edges.partition_point(|&edge| edge <= frequency) - 2
+    }
+
+    fn spend_bin(&self, mean_spend: f64) -> usize {
+        let edges = &self.config.spend_edges;
+        edges
+            .partition_point(|&edge| edge <= mean_spend)
+            .saturating_sub(1)
+            .min(self.spend_bins() - 1)
+    }
+
+    /// Index of the purchase bin and, with repeat purchases, the spend bin.
+    fn bins_of(&self, summary: &CustomerSummary) -> (usize, Option<usize>) {
+        let age_bin = self.day_bin(summary.age_days);
+        if summary.frequency == 0 {
+            return (age_bin, None);
+        }
+        let bucket = self.repeat_bucket(summary.frequency);
+        let recency_bin = self.day_bin(summary.recency_days);
+        let purchase = self.config.age_bins as usize
+            + bucket * self.pairs_per_bucket
+            + age_bin * (age_bin + 1) / 2
+            + recency_bin;
+        let spend = self.purchase_len + bucket * self.spend_bins() + self.spend_bin(summary.mean_spend);
+        (purchase, Some(spend))
+    }
+
+    /// The representative repeat count of bucket `bucket` (0 for `x = 1`): the
+    /// mean of its integers, or the cap for the last.
+    fn bucket_frequency(&self, bucket: usize) -> f64 {
+        let edges = &self.config.frequency_edges;
+        let low = f64::from(edges[bucket + 1]);
+        match edges.get(bucket + 2) {
+            Some(&high) => 0.5 * (low + f64::from(high) - 1.0),
+            None => low,
+        }
+    }
+
+    /// Representative (recency, age) of an age/recency pair: the centroid of
+    /// the integer day pairs it holds, assuming they are spread evenly. For
+    /// `recency_bin < age_bin` that is the two bin centres; on the diagonal
+    /// (`t_x ≤ T` in one bin) it is `(w-1)/3` and `2(w-1)/3` into the bin.
+    fn representative_days(&self, age_bin: usize, recency_bin: usize) -> (f64, f64) {
+        let width = f64::from(self.config.day_bin_width);
+        let start = |bin: usize| bin as f64 * width;
+        if recency_bin < age_bin {
+            (start(recency_bin) + 0.5 * (width - 1.0), start(age_bin) + 0.5 * (width - 1.0))
+        } else {
+            (start(age_bin) + (width - 1.0) / 3.0, start(age_bin) + 2.0 * (width - 1.0) / 3.0)
+        }
+    }
+
+    /// The purchase bins as weighted points, skipping empty ones.
+    fn purchase_points(&self, histogram: &[i64]) -> Vec<PurchasePoint> {
+        let age_bins = self.config.age_bins as usize;
+        let width = f64::from(self.config.day_bin_width);
+        let mut points = Vec::new();
+        for (age_bin, &count) in histogram[..age_bins].iter().enumerate() {
+            if count != 0 {
+                points.push(PurchasePoint {
+                    frequency: 0.0,
+                    recency: 0.0,
+                    age: age_bin as f64 * width + 0.5 * (width - 1.0),
+                    weight: count as f64,
+                });
+            }
+        }
+        for bucket in 0..self.repeat_buckets() {
+            let frequency = self.bucket_frequency(bucket);
+            let offset = age_bins + bucket * self.pairs_per_bucket;
+            for age_bin in 0..age_bins {
+                for recency_bin in 0..=age_bin {
+                    let count = histogram[offset + age_bin * (age_bin + 1) / 2 + recency_bin];
+                    if count != 0 {
+                        let (recency, age) = self.representative_days(age_bin, recency_bin);
+                        points.push(PurchasePoint {
+                            frequency,
+                            recency,
+                            age,
+                            weight: count as f64,
+                        });
+                    }
+                }
+            }
+        }
+        points
+    }
+
+    /// The spend bins as weighted points at each bin's geometric centre.
+    fn spend_points(&self, histogram: &[i64]) -> Vec<SpendPoint> {
+        let edges = &self.config.spend_edges;
+        let mut points = Vec::new();
+        for bucket in 0..self.repeat_buckets() {
+            let frequency = self.bucket_frequency(bucket);
+            for bin in 0..self.spend_bins() {
+                let count = histogram[self.purchase_len + bucket * self.spend_bins() + bin];
+                if count != 0 {
+                    points.push(SpendPoint {
+                        frequency,
+                        mean_spend: (edges[bin] * edges[bin + 1]).sqrt(),
+                        weight: count as f64,
+                    });
+                }
+            }
+        }
+        points
+    }
+}
+
+/// The node's release before noise: each customer adds 1 to the purchase bin
+/// of its `(x, t_x, T)` and, if `x ≥ 1`, 1 to the spend bin of its
+/// `(x, mean spend)`. Histograms of disjoint customer sets add up to the
+/// histogram of their union, so the secure sum of the nodes' vectors is the
+/// pooled histogram.
+pub fn local_histogram(
+    summaries: &[CustomerSummary],
+    binning: &HistogramBinning,
+) -> Result<Vec<i64>, LifetimeValueError> {
+    let mut histogram = vec![0i64; binning.len()];
+    for (index, summary) in summaries.iter().enumerate() {
+        summary.validate(index)?;
+        let (purchase, spend) = binning.bins_of(summary);
+        histogram[purchase] += 1;
+        if let Some(spend) = spend {
+            histogram[spend] += 1;
+        }
+    }
+    Ok(histogram)
+}
+
+/// Adds independent discrete Gaussian noise `N_Z(0, σ²)` (the exact sampler of
+/// `veil-dp-noise`, σ² rounded up to a multiple of 2^-16) to every entry, from
+/// the caller's cryptographic generator. `noise_sigma` is in customer counts;
+/// see the module docs for its calibration against
+/// [`HISTOGRAM_L2_SENSITIVITY`].
+pub fn add_histogram_noise<R: CryptoRng + ?Sized>(
+    histogram: &mut [i64],
+    noise_sigma: f64,
+    rng: &mut R,
+) -> Result<(), LifetimeValueError> {
+    let sampler = DiscreteGaussian::from_sigma(noise_sigma)?;
+    let mut rng = rng;
+    sampler.add_to(histogram, &mut rng)?;
+    Ok(())
+}
+
+/// Both models fitted to one histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramFit {
+    /// BG/NBD, from the purchase part.
+    pub purchases: BgNbdParameters,
+    /// Gamma-Gamma, from the spend part.
+    pub spend: GammaGammaParameters,
+}
+
+/// The coordinator's fit: BG/NBD and Gamma-Gamma by maximum likelihood on the
+/// (summed, possibly noised) histogram, each bin scored at its representative
+/// customer with its count as weight. Negative counts, which noise produces in
+/// empty bins, are kept: the noise has mean zero, so the weighted
+/// log-likelihood stays an unbiased estimate of the pooled one.
+pub fn fit_from_histogram(
+    binning: &HistogramBinning,
+    aggregate: &[i64],
+) -> Result<HistogramFit, LifetimeValueError> {
+    if aggregate.len() != binning.len() {
+        return Err(LifetimeValueError::HistogramLength {
+            expected: binning.len(),
+            actual: aggregate.len(),
+        });
+    }
+    let purchases = fit_points(&binning.purchase_points(aggregate))?;
+    let spend = fit_spend_points(&binning.spend_points(aggregate))?;
+    Ok(HistogramFit { purchases, spend })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binning() -> HistogramBinning {
+        HistogramBinning::new(BinningConfig {
+            day_bin_width: 7,
+            age_bins: 4,
+            frequency_edges: vec![0, 1, 2, 4],
+            spend_edges: vec![1.0, 10.0, 100.0],
+        })
+        .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn each_customer_lands_in_one_purchase_bin_and_at_most_one_spend_bin() {
+        let binning = binning();
+        // 4 ages + 3 buckets · 10 pairs + 3 buckets · 2 spend bins.
+        assert_eq!(binning.len(), 4 + 30 + 6);
+        let customer = |frequency, recency_days, age_days, mean_spend| CustomerSummary {
+            frequency,
+            recency_days,
+            age_days,
+            mean_spend,
+        };
+        for (summary, purchase, spend) in [
+            (customer(0, 0, 0, 0.0), 0, None),
+            (customer(0, 0, 100, 0.0), 3, None),
+            // x = 1, age bin 1, recency bin 0: pair 1·2/2 + 0 = 1.
+            (customer(1, 3, 8, 5.0), 4 + 1, Some(34)),
+            // x = 3 (bucket 2..4), age bin 3 (clamped), recency bin 3; spend above the top.
+            (customer(3, 27, 200, 500.0), 4 + 10 + 9, Some(34 + 2 + 1)),
+            // x = 9 is capped into the last bucket; spend below the bottom edge.
+            (customer(9, 10, 14, 0.5), 4 + 20 + 3 + 1, Some(34 + 4)),
+        ] {
+            assert_eq!(binning.bins_of(&summary), (purchase, spend), "{summary:?}");
+        }
+        let summaries = [customer(0, 0, 0, 0.0), customer(1, 3, 8, 5.0), customer(1, 3, 8, 5.0)];
+        let histogram = local_histogram(&summaries, &binning);
+        assert!(histogram.as_ref().is_ok_and(|h| h[0] == 1 && h[5] == 2 && h[34] == 2 && h.iter().sum::<i64>() == 5));
+    }
+
+    #[test]
+    fn bad_binnings_and_histograms_are_refused() {
+        let valid = binning().config().clone();
+        for (config, reason) in [
+            (BinningConfig { day_bin_width: 0, ..valid.clone() }, "day_bin_width must be at least 1"),
+            (BinningConfig { age_bins: 0, ..valid.clone() }, "age_bins must be at least 1"),
+            (BinningConfig { frequency_edges: vec![0, 2], ..valid.clone() }, "frequency_edges must start 0, 1"),
+            (BinningConfig { frequency_edges: vec![0, 1, 3, 3], ..valid.clone() }, "frequency_edges must be strictly increasing"),
+            (
+                BinningConfig { spend_edges: vec![0.0, 1.0], ..valid.clone() },
+                "spend_edges must be at least two positive, finite, increasing edges",
+            ),
+            (
+                BinningConfig { age_bins: 100_000, ..valid.clone() },
+                "the histogram would have more than 2^28 entries",
+            ),
+        ] {
+            assert_eq!(HistogramBinning::new(config), Err(LifetimeValueError::InvalidBinning(reason)));
+        }
+        let binning = binning();
+        assert_eq!(
+            fit_from_histogram(&binning, &[0; 3]),
+            Err(LifetimeValueError::HistogramLength { expected: 40, actual: 3 })
+        );
+        assert!(matches!(
+            fit_from_histogram(&binning, &vec![0; 40]),
+            Err(LifetimeValueError::NoCustomers { .. })
+        ));
+        let mut histogram = vec![0; 40];
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(1);
+        assert!(matches!(
+            add_histogram_noise(&mut histogram, -1.0, &mut rng),
+            Err(LifetimeValueError::Noise(_))
+        ));
+    }
+}

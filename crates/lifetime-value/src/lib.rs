@@ -1,0 +1,55 @@
+//! Customer lifetime value the way the "buy till you die" literature and the
+//! `lifetimes` package compute it: customer summaries from dated transactions,
+//! BG/NBD for purchase counts and Gamma-Gamma for spend (Fader, Hardie and Lee
+//! 2005), maximum-likelihood fits, per-customer predictions and discounted
+//! lifetime value; and the federated route, where each node releases a binned
+//! histogram of its customers' summaries (an additive vector for secure
+//! aggregation, noised with discrete Gaussian noise for customer-level DP) and
+//! the coordinator fits the models to the aggregate.
+//!
+//! Time is measured in days throughout, so α is in days and horizons are days.
+//! Checked against `lifetimes` 0.11.3 by `tests/reference.rs` on the table
+//! `reference/generate_reference.py` made.
+//!
+//! What this crate does *not* do: it reads no files and talks to nobody (the
+//! node's data loading is `veil-partner-data`, the secure sum is
+//! `veil-secagg`), it samples noise only through `veil-dp-noise` and does not
+//! decide how much (calibration and charging are `veil-accounting` and the
+//! job's privacy rules), and it knows nothing of jobs, wire messages or model
+//! files (the lead's `lifetime-value` job kind wires it in). [`simulate`] is
+//! test and benchmark data, not a source of randomness for anything private.
+
+#![forbid(unsafe_code)]
+
+mod bg_nbd;
+mod error;
+mod gamma_gamma;
+pub mod histogram;
+mod optimise;
+pub mod simulate;
+mod special;
+mod summary;
+
+pub use bg_nbd::{BgNbdParameters, fit_bg_nbd};
+pub use error::LifetimeValueError;
+pub use gamma_gamma::{ClvConfig, GammaGammaParameters, fit_gamma_gamma};
+pub use histogram::{
+    BinningConfig, HISTOGRAM_L1_SENSITIVITY, HISTOGRAM_L2_SENSITIVITY, HistogramBinning,
+    HistogramFit, add_histogram_noise, fit_from_histogram, local_histogram,
+};
+pub use summary::{CustomerSummary, Purchase, Transaction, summarise_transactions};
+
+/// The total weight of each distinct repeat count among weighted points, so
+/// the likelihood terms in `x` alone (Gamma functions, the expensive part) are
+/// evaluated once per distinct `x` rather than once per customer.
+fn weights_by_frequency(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    let mut weights: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for (frequency, weight) in points {
+        // Frequencies are non-negative, so their bit patterns sort like the numbers.
+        *weights.entry(frequency.to_bits()).or_insert(0.0) += weight;
+    }
+    weights
+        .into_iter()
+        .map(|(bits, weight)| (f64::from_bits(bits), weight))
+        .collect()
+}
