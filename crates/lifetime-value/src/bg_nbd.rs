@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::LifetimeValueError;
+use crate::grouped::{Cell, Group, index_frequencies, mean_log_likelihood, total_weight};
 use crate::optimise::minimise;
 use crate::special::{digamma, ln_gamma, ln_hyp2f1};
 use crate::summary::CustomerSummary;
@@ -27,19 +28,17 @@ pub struct BgNbdParameters {
     pub b: f64,
 }
 
-/// One customer, or one histogram bin's representative customer, with the
-/// weight it carries in the likelihood (1 for a customer, the count for a bin).
+/// Where a customer's (or a cell's) last purchase and age are, in days.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PurchasePoint {
-    /// `x`, repeat purchases (fractional for a bucket of several counts).
-    pub frequency: f64,
-    /// `t_x` in days.
+pub(crate) struct RecencyAge {
+    /// `t_x`.
     pub recency: f64,
-    /// `T` in days.
+    /// `T`.
     pub age: f64,
-    /// How many customers it stands for.
-    pub weight: f64,
 }
+
+/// A group of customers in the BG/NBD likelihood.
+pub(crate) type PurchaseGroup = Group<RecencyAge>;
 
 const MODEL: &str = "BG/NBD";
 
@@ -72,11 +71,13 @@ fn non_negative(name: &'static str, value: f64) -> Result<(), LifetimeValueError
 /// weight, which changes nothing in the likelihood but makes a million
 /// day-granular customers a few tens of thousands of distinct points.
 pub fn fit_bg_nbd(summaries: &[CustomerSummary]) -> Result<BgNbdParameters, LifetimeValueError> {
-    fit_points(&distinct_points(summaries)?)
+    fit_groups(distinct_customers(summaries)?)
 }
 
-/// The distinct `(x, t_x, T)` of the summaries, each weighted by its count.
-fn distinct_points(summaries: &[CustomerSummary]) -> Result<Vec<PurchasePoint>, LifetimeValueError> {
+/// One exact group per distinct `(x, t_x, T)`, weighted by its count.
+fn distinct_customers(
+    summaries: &[CustomerSummary],
+) -> Result<Vec<PurchaseGroup>, LifetimeValueError> {
     let mut counts: BTreeMap<(u32, u32, u32), f64> = BTreeMap::new();
     for (index, summary) in summaries.iter().enumerate() {
         summary.validate(index)?;
@@ -84,26 +85,28 @@ fn distinct_points(summaries: &[CustomerSummary]) -> Result<Vec<PurchasePoint>, 
             .entry((summary.frequency, summary.recency_days, summary.age_days))
             .or_insert(0.0) += 1.0;
     }
-    let points: Vec<PurchasePoint> = counts
+    Ok(counts
         .into_iter()
-        .map(|((frequency, recency, age), weight)| PurchasePoint {
-            frequency: f64::from(frequency),
-            recency: f64::from(recency),
-            age: f64::from(age),
+        .map(|((frequency, recency, age), weight)| Group {
             weight,
+            cells: vec![Cell::exact(
+                f64::from(frequency),
+                RecencyAge {
+                    recency: f64::from(recency),
+                    age: f64::from(age),
+                },
+            )],
         })
-        .collect();
-    Ok(points)
+        .collect())
 }
 
-fn frequency_weights(points: &[PurchasePoint]) -> Vec<(f64, f64)> {
-    crate::weights_by_frequency(points.iter().map(|point| (point.frequency, point.weight)))
-}
-
-/// Maximum likelihood over weighted points. Weights may be negative (a noised
-/// histogram); the total must be positive.
-pub(crate) fn fit_points(points: &[PurchasePoint]) -> Result<BgNbdParameters, LifetimeValueError> {
-    let total_weight: f64 = points.iter().map(|point| point.weight).sum();
+/// Maximum likelihood over groups of customers. Weights may be negative (a
+/// noised histogram); the total must be positive.
+pub(crate) fn fit_groups(
+    mut groups: Vec<PurchaseGroup>,
+) -> Result<BgNbdParameters, LifetimeValueError> {
+    groups.retain(|group| group.weight != 0.0);
+    let total_weight = total_weight(&groups);
     if !(total_weight.is_finite() && total_weight > 0.0) {
         return Err(LifetimeValueError::NoCustomers {
             model: MODEL,
@@ -112,30 +115,23 @@ pub(crate) fn fit_points(points: &[PurchasePoint]) -> Result<BgNbdParameters, Li
     }
     // As lifetimes does, measure time in units of the oldest customer's age so
     // α starts near the optimum's scale; α is converted back at the end.
-    let max_age = points
+    let max_age = groups
         .iter()
-        .filter(|point| point.weight != 0.0)
-        .fold(0.0f64, |largest, point| largest.max(point.age));
+        .flat_map(|group| &group.cells)
+        .fold(0.0f64, |largest, cell| largest.max(cell.data.age));
     let time_scale = if max_age > 0.0 { 1.0 / max_age } else { 1.0 };
-    let scaled: Vec<PurchasePoint> = points
-        .iter()
-        .filter(|point| point.weight != 0.0)
-        .map(|point| PurchasePoint {
-            recency: point.recency * time_scale,
-            age: point.age * time_scale,
-            ..*point
-        })
-        .collect();
-    // The Gamma-function terms depend on x alone: one evaluation per distinct x.
-    let frequency_weights = frequency_weights(&scaled);
+    let ln_time_scale = time_scale.ln();
+    for cell in groups.iter_mut().flat_map(|group| group.cells.iter_mut()) {
+        cell.data.recency *= time_scale;
+        cell.data.age *= time_scale;
+        // The density weight t^(x-1) of a cell is in the new unit too.
+        if cell.frequency >= 1.0 {
+            cell.log_weight += (cell.frequency - 1.0) * ln_time_scale;
+        }
+    }
+    let frequencies = index_frequencies(&mut groups);
     let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(
-            log_parameters,
-            &scaled,
-            &frequency_weights,
-            total_weight,
-            gradient,
-        )
+        mean_negative_log_likelihood(log_parameters, &groups, &frequencies, total_weight, gradient)
     };
     // lifetimes' starting point: every log-parameter 0.1.
     let minimum = minimise(objective, &[0.1; 4]).map_err(|failure| {
@@ -154,63 +150,70 @@ pub(crate) fn fit_points(points: &[PurchasePoint]) -> Result<BgNbdParameters, Li
     })
 }
 
-/// `-(1/W) Σ w_i ℓ_i` and its gradient in `(ln r, ln α, ln a, ln b)`.
+/// `-(1/W) Σ_g w_g ℓ_g` and its gradient in `(ln r, ln α, ln a, ln b)`, where a
+/// cell's log-likelihood is lifetimes' `A1 + A2 + ln(e^{A3} + [x > 0] e^{A4})`.
 fn mean_negative_log_likelihood(
     log_parameters: &[f64],
-    points: &[PurchasePoint],
-    frequency_weights: &[(f64, f64)],
+    groups: &[PurchaseGroup],
+    frequencies: &[f64],
     total_weight: f64,
     gradient: &mut [f64],
 ) -> f64 {
     let [r, alpha, a, b] = [0, 1, 2, 3].map(|i| log_parameters[i].exp());
     let ln_alpha = alpha.ln();
-    let mut value = 0.0;
-    let mut d = [0.0f64; 4];
-    // Terms in x alone:
-    // lnΓ(r+x) - lnΓ(r) + r ln α + lnΓ(a+b) + lnΓ(b+x) - lnΓ(b) - lnΓ(a+b+x).
-    let (digamma_r, digamma_b, digamma_ab) = (digamma(r), digamma(b), digamma(a + b));
+    let (ln_a, digamma_r, digamma_b, digamma_ab) = (a.ln(), digamma(r), digamma(b), digamma(a + b));
     let (ln_gamma_r, ln_gamma_b, ln_gamma_ab) = (ln_gamma(r), ln_gamma(b), ln_gamma(a + b));
-    for &(x, weight) in frequency_weights {
-        let digamma_abx = digamma(a + b + x);
-        value += weight
-            * (ln_gamma(r + x) - ln_gamma_r + r * ln_alpha + ln_gamma_ab + ln_gamma(b + x)
+    // Terms in x alone, A1 + A2 =
+    // lnΓ(r+x) - lnΓ(r) + r ln α + lnΓ(a+b) + lnΓ(b+x) - lnΓ(b) - lnΓ(a+b+x).
+    let by_frequency: Vec<(f64, [f64; 4])> = frequencies
+        .iter()
+        .map(|&x| {
+            let digamma_abx = digamma(a + b + x);
+            let value = ln_gamma(r + x) - ln_gamma_r + r * ln_alpha + ln_gamma_ab
+                + ln_gamma(b + x)
                 - ln_gamma_b
-                - ln_gamma(a + b + x));
-        d[0] += weight * (digamma(r + x) - digamma_r + ln_alpha);
-        d[1] += weight * r / alpha;
-        d[2] += weight * (digamma_ab - digamma_abx);
-        d[3] += weight * (digamma_ab + digamma(b + x) - digamma_b - digamma_abx);
-    }
-    // Per point: ln(e^{A3} + [x > 0] e^{A4}), A3 = -(r+x) ln(α+T),
-    // A4 = ln a - ln(b+x-1) - (r+x) ln(α+t_x).
-    for point in points {
-        let x = point.frequency;
-        let ln_alpha_age = (alpha + point.age).ln();
+                - ln_gamma(a + b + x);
+            let derivative = [
+                digamma(r + x) - digamma_r + ln_alpha,
+                r / alpha,
+                digamma_ab - digamma_abx,
+                digamma_ab + digamma(b + x) - digamma_b - digamma_abx,
+            ];
+            (value, derivative)
+        })
+        .collect();
+    let (value, derivative) = mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 4]| {
+        let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
+        *d = frequency_derivative;
+        let x = cell.frequency;
+        let RecencyAge { recency, age } = cell.data;
+        let ln_alpha_age = (alpha + age).ln();
         let a3 = -(r + x) * ln_alpha_age;
-        if x > 0.0 {
-            let ln_alpha_recency = (alpha + point.recency).ln();
-            let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * ln_alpha_recency;
+        let tail = if x > 0.0 {
+            // A4 = ln a - ln(b+x-1) - (r+x) ln(α+t_x), added to A3 in log space.
+            let ln_alpha_recency = (alpha + recency).ln();
+            let a4 = ln_a - (b + x - 1.0).ln() - (r + x) * ln_alpha_recency;
             let larger = a3.max(a4);
             let (e3, e4) = ((a3 - larger).exp(), (a4 - larger).exp());
             let total = e3 + e4;
             let (w3, w4) = (e3 / total, e4 / total);
-            value += point.weight * (larger + total.ln());
-            d[0] += point.weight * (-w3 * ln_alpha_age - w4 * ln_alpha_recency);
-            d[1] += point.weight
-                * (-(r + x) * (w3 / (alpha + point.age) + w4 / (alpha + point.recency)));
-            d[2] += point.weight * w4 / a;
-            d[3] += point.weight * (-w4 / (b + x - 1.0));
+            d[0] += -w3 * ln_alpha_age - w4 * ln_alpha_recency;
+            d[1] += -(r + x) * (w3 / (alpha + age) + w4 / (alpha + recency));
+            d[2] += w4 / a;
+            d[3] += -w4 / (b + x - 1.0);
+            larger + total.ln()
         } else {
-            value += point.weight * a3;
-            d[0] += point.weight * (-ln_alpha_age);
-            d[1] += point.weight * (-(r + x) / (alpha + point.age));
-        }
-    }
-    // Chain rule to log-parameters, and the sign and scale of the mean negative.
+            d[0] += -ln_alpha_age;
+            d[1] += -(r + x) / (alpha + age);
+            a3
+        };
+        frequency_term + tail + cell.log_weight
+    });
+    // Chain rule to log-parameters, and the sign of the negative.
     for (i, parameter) in [r, alpha, a, b].into_iter().enumerate() {
-        gradient[i] = -d[i] * parameter / total_weight;
+        gradient[i] = -derivative[i] * parameter;
     }
-    -value / total_weight
+    -value
 }
 
 impl BgNbdParameters {
@@ -227,14 +230,15 @@ impl BgNbdParameters {
     /// parameters): for comparing fits and for standard errors.
     pub fn log_likelihood(&self, summaries: &[CustomerSummary]) -> Result<f64, LifetimeValueError> {
         self.validate()?;
-        let points = distinct_points(summaries)?;
+        let mut groups = distinct_customers(summaries)?;
+        let frequencies = index_frequencies(&mut groups);
         let log_parameters = [self.r, self.alpha, self.a, self.b].map(f64::ln);
         let mut gradient = [0.0; 4];
         // With total weight 1 the "mean" is the sum.
         Ok(-mean_negative_log_likelihood(
             &log_parameters,
-            &points,
-            &frequency_weights(&points),
+            &groups,
+            &frequencies,
             1.0,
             &mut gradient,
         ))
@@ -336,34 +340,46 @@ fn finite(value: f64) -> Result<f64, LifetimeValueError> {
 mod tests {
     use super::*;
 
-    fn points() -> Vec<PurchasePoint> {
-        [(0.0, 0.0, 30.0, 3.0), (2.0, 20.0, 40.0, 1.0), (5.0, 38.0, 40.0, 2.0), (1.0, 3.0, 50.0, 1.0)]
-            .into_iter()
-            .map(|(frequency, recency, age, weight)| PurchasePoint {
-                frequency,
-                recency,
-                age,
-                weight,
-            })
-            .collect()
+    fn groups() -> Vec<PurchaseGroup> {
+        let cell = |frequency: f64, recency, age, log_weight| Cell {
+            frequency,
+            frequency_index: 0,
+            data: RecencyAge { recency, age },
+            log_weight,
+        };
+        vec![
+            Group { weight: 3.0, cells: vec![cell(0.0, 0.0, 30.0, 0.0)] },
+            Group { weight: 1.0, cells: vec![cell(2.0, 20.0, 40.0, 0.0)] },
+            // A bin of two repeat counts and three recencies.
+            Group {
+                weight: 2.0,
+                cells: vec![
+                    cell(5.0, 36.0, 40.0, 0.3),
+                    cell(5.0, 37.0, 40.0, 0.2),
+                    cell(6.0, 38.0, 40.0, -1.0),
+                ],
+            },
+            Group { weight: -0.5, cells: vec![cell(1.0, 3.0, 50.0, 0.0)] },
+        ]
     }
 
     #[test]
     fn gradient_matches_central_differences() {
-        let points = points();
-        let frequency_weights = frequency_weights(&points);
+        let mut groups = groups();
+        let frequencies = index_frequencies(&mut groups);
+        let objective = |at: &[f64; 4], gradient: &mut [f64; 4]| {
+            mean_negative_log_likelihood(at, &groups, &frequencies, 5.5, gradient)
+        };
         let at = [-0.3, 2.1, 0.4, 1.2];
         let mut gradient = [0.0; 4];
-        mean_negative_log_likelihood(&at, &points, &frequency_weights, 7.0, &mut gradient);
+        objective(&at, &mut gradient);
         for i in 0..4 {
             let h = 1e-6;
             let (mut plus, mut minus) = (at, at);
             plus[i] += h;
             minus[i] -= h;
             let mut scratch = [0.0; 4];
-            let numeric = (mean_negative_log_likelihood(&plus, &points, &frequency_weights, 7.0, &mut scratch)
-                - mean_negative_log_likelihood(&minus, &points, &frequency_weights, 7.0, &mut scratch))
-                / (2.0 * h);
+            let numeric = (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
             // Central differences at h = 1e-6 are accurate to ~1e-9 here.
             assert!((gradient[i] - numeric).abs() < 1e-7, "component {i}: {} vs {numeric}", gradient[i]);
         }

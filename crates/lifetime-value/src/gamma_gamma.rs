@@ -7,6 +7,7 @@
 
 use crate::bg_nbd::BgNbdParameters;
 use crate::error::LifetimeValueError;
+use crate::grouped::{Cell, Group, index_frequencies, mean_log_likelihood, total_weight};
 use crate::optimise::minimise;
 use crate::special::{digamma, ln_gamma};
 use crate::summary::CustomerSummary;
@@ -22,16 +23,9 @@ pub struct GammaGammaParameters {
     pub gamma: f64,
 }
 
-/// A customer (or spend-histogram bin) with repeat purchases, and its weight.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct SpendPoint {
-    /// `x`, repeat purchases, at least 1.
-    pub frequency: f64,
-    /// Mean spend per repeat purchase, positive.
-    pub mean_spend: f64,
-    /// How many customers it stands for.
-    pub weight: f64,
-}
+/// A group of customers in the Gamma-Gamma likelihood; a cell's data is its
+/// mean spend per repeat purchase.
+pub(crate) type SpendGroup = Group<f64>;
 
 const MODEL: &str = "Gamma-Gamma";
 
@@ -55,12 +49,12 @@ pub struct ClvConfig {
 pub fn fit_gamma_gamma(
     summaries: &[CustomerSummary],
 ) -> Result<GammaGammaParameters, LifetimeValueError> {
-    fit_spend_points(&repeat_customers(summaries)?)
+    fit_spend_groups(repeat_customers(summaries)?)
 }
 
-/// The customers with repeat purchases as unit-weight points.
-fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendPoint>, LifetimeValueError> {
-    let mut points = Vec::new();
+/// One exact group per customer with repeat purchases.
+fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendGroup>, LifetimeValueError> {
+    let mut groups = Vec::new();
     for (index, summary) in summaries.iter().enumerate() {
         summary.validate(index)?;
         if summary.frequency == 0 {
@@ -72,34 +66,29 @@ fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendPoint>, Li
                 mean_spend: summary.mean_spend,
             });
         }
-        points.push(SpendPoint {
-            frequency: f64::from(summary.frequency),
-            mean_spend: summary.mean_spend,
+        groups.push(Group {
             weight: 1.0,
+            cells: vec![Cell::exact(f64::from(summary.frequency), summary.mean_spend)],
         });
     }
-    Ok(points)
+    Ok(groups)
 }
 
-fn frequency_weights(points: &[SpendPoint]) -> Vec<(f64, f64)> {
-    crate::weights_by_frequency(points.iter().map(|point| (point.frequency, point.weight)))
-}
-
-/// Maximum likelihood over weighted points; the total weight must be positive.
-pub(crate) fn fit_spend_points(
-    points: &[SpendPoint],
+/// Maximum likelihood over groups; the total weight must be positive.
+pub(crate) fn fit_spend_groups(
+    mut groups: Vec<SpendGroup>,
 ) -> Result<GammaGammaParameters, LifetimeValueError> {
-    let total_weight: f64 = points.iter().map(|point| point.weight).sum();
+    groups.retain(|group| group.weight != 0.0);
+    let total_weight = total_weight(&groups);
     if !(total_weight.is_finite() && total_weight > 0.0) {
         return Err(LifetimeValueError::NoCustomers {
             model: MODEL,
             total_weight,
         });
     }
-    // Terms in x alone are shared by every customer with that x.
-    let by_frequency = frequency_weights(points);
+    let frequencies = index_frequencies(&mut groups);
     let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(log_parameters, points, &by_frequency, total_weight, gradient)
+        mean_negative_log_likelihood(log_parameters, &groups, &frequencies, total_weight, gradient)
     };
     let minimum = minimise(objective, &[0.1; 3]).map_err(|failure| {
         LifetimeValueError::FitDidNotConverge {
@@ -112,43 +101,49 @@ pub(crate) fn fit_spend_points(
     Ok(GammaGammaParameters { p, q, gamma })
 }
 
-/// `-(1/W) Σ w_i ℓ_i` and its gradient in `(ln p, ln q, ln γ)`, with
-/// `ℓ = lnΓ(px+q) - lnΓ(px) - lnΓ(q) + q ln γ + (px-1) ln m + px ln x - (px+q) ln(xm+γ)`.
+/// `-(1/W) Σ_g w_g ℓ_g` and its gradient in `(ln p, ln q, ln γ)`, where a cell
+/// at mean spend `m` has lifetimes' log-density
+/// `lnΓ(px+q) - lnΓ(px) - lnΓ(q) + q ln γ + (px-1) ln m + px ln x - (px+q) ln(xm+γ)`.
 fn mean_negative_log_likelihood(
     log_parameters: &[f64],
-    points: &[SpendPoint],
-    by_frequency: &[(f64, f64)],
+    groups: &[SpendGroup],
+    frequencies: &[f64],
     total_weight: f64,
     gradient: &mut [f64],
 ) -> f64 {
     let [p, q, gamma] = [0, 1, 2].map(|i| log_parameters[i].exp());
     let ln_gamma_scale = gamma.ln();
     let (ln_gamma_q, digamma_q) = (ln_gamma(q), digamma(q));
-    let mut value = 0.0;
-    let mut d = [0.0f64; 3];
-    for &(x, weight) in by_frequency {
-        let px = p * x;
-        let digamma_pxq = digamma(px + q);
-        value += weight
-            * (ln_gamma(px + q) - ln_gamma(px) - ln_gamma_q + q * ln_gamma_scale + px * x.ln());
-        d[0] += weight * x * (digamma_pxq - digamma(px) + x.ln());
-        d[1] += weight * (digamma_pxq - digamma_q + ln_gamma_scale);
-        d[2] += weight * q / gamma;
-    }
-    for point in points {
-        let (x, m) = (point.frequency, point.mean_spend);
+    let by_frequency: Vec<(f64, [f64; 3])> = frequencies
+        .iter()
+        .map(|&x| {
+            let px = p * x;
+            let digamma_pxq = digamma(px + q);
+            let value =
+                ln_gamma(px + q) - ln_gamma(px) - ln_gamma_q + q * ln_gamma_scale + px * x.ln();
+            let derivative = [
+                x * (digamma_pxq - digamma(px) + x.ln()),
+                digamma_pxq - digamma_q + ln_gamma_scale,
+                q / gamma,
+            ];
+            (value, derivative)
+        })
+        .collect();
+    let (value, derivative) = mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 3]| {
+        let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
+        let (x, m) = (cell.frequency, cell.data);
         let px = p * x;
         let ln_total = (x * m + gamma).ln();
         let ln_m = m.ln();
-        value += point.weight * ((px - 1.0) * ln_m - (px + q) * ln_total);
-        d[0] += point.weight * x * (ln_m - ln_total);
-        d[1] += point.weight * (-ln_total);
-        d[2] += point.weight * (-(px + q) / (x * m + gamma));
-    }
+        d[0] = frequency_derivative[0] + x * (ln_m - ln_total);
+        d[1] = frequency_derivative[1] - ln_total;
+        d[2] = frequency_derivative[2] - (px + q) / (x * m + gamma);
+        frequency_term + (px - 1.0) * ln_m - (px + q) * ln_total + cell.log_weight
+    });
     for (i, parameter) in [p, q, gamma].into_iter().enumerate() {
-        gradient[i] = -d[i] * parameter / total_weight;
+        gradient[i] = -derivative[i] * parameter;
     }
-    -value / total_weight
+    -value
 }
 
 impl GammaGammaParameters {
@@ -171,13 +166,15 @@ impl GammaGammaParameters {
     /// for standard errors.
     pub fn log_likelihood(&self, summaries: &[CustomerSummary]) -> Result<f64, LifetimeValueError> {
         self.validate()?;
-        let points = repeat_customers(summaries)?;
+        let mut groups = repeat_customers(summaries)?;
+        let frequencies = index_frequencies(&mut groups);
         let log_parameters = [self.p, self.q, self.gamma].map(f64::ln);
         let mut gradient = [0.0; 3];
+        // With total weight 1 the "mean" is the sum.
         Ok(-mean_negative_log_likelihood(
             &log_parameters,
-            &points,
-            &frequency_weights(&points),
+            &groups,
+            &frequencies,
             1.0,
             &mut gradient,
         ))
@@ -254,25 +251,31 @@ mod tests {
 
     #[test]
     fn gradient_matches_central_differences() {
-        let points = [(1.0, 12.0, 2.0), (3.0, 40.5, 1.0), (7.0, 8.25, 1.0)]
-            .map(|(frequency, mean_spend, weight)| SpendPoint {
-                frequency,
-                mean_spend,
-                weight,
-            });
-        let by_frequency = [(1.0, 2.0), (3.0, 1.0), (7.0, 1.0)];
+        let cell = |frequency: f64, mean_spend, log_weight| Cell {
+            frequency,
+            frequency_index: 0,
+            data: mean_spend,
+            log_weight,
+        };
+        let mut groups = vec![
+            Group { weight: 2.0, cells: vec![cell(1.0, 12.0, 0.0)] },
+            Group { weight: 1.0, cells: vec![cell(3.0, 40.5, 0.0)] },
+            Group { weight: 1.0, cells: vec![cell(7.0, 8.0, 0.1), cell(7.0, 8.5, 0.2), cell(8.0, 9.0, -0.3)] },
+        ];
+        let frequencies = index_frequencies(&mut groups);
+        let objective = |at: &[f64; 3], gradient: &mut [f64; 3]| {
+            mean_negative_log_likelihood(at, &groups, &frequencies, 4.0, gradient)
+        };
         let at = [0.7, 1.1, 2.5];
         let mut gradient = [0.0; 3];
-        mean_negative_log_likelihood(&at, &points, &by_frequency, 4.0, &mut gradient);
+        objective(&at, &mut gradient);
         for i in 0..3 {
             let h = 1e-6;
             let (mut plus, mut minus) = (at, at);
             plus[i] += h;
             minus[i] -= h;
             let mut scratch = [0.0; 3];
-            let numeric = (mean_negative_log_likelihood(&plus, &points, &by_frequency, 4.0, &mut scratch)
-                - mean_negative_log_likelihood(&minus, &points, &by_frequency, 4.0, &mut scratch))
-                / (2.0 * h);
+            let numeric = (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
             // Central differences at h = 1e-6 are accurate to ~1e-9 here.
             assert!((gradient[i] - numeric).abs() < 1e-7, "component {i}");
         }

@@ -8,9 +8,10 @@
 use rand_core::CryptoRng;
 use veil_dp_noise::DiscreteGaussian;
 
-use crate::bg_nbd::{BgNbdParameters, PurchasePoint, fit_points};
+use crate::bg_nbd::{BgNbdParameters, PurchaseGroup, RecencyAge, fit_groups};
 use crate::error::LifetimeValueError;
-use crate::gamma_gamma::{GammaGammaParameters, SpendPoint, fit_spend_points};
+use crate::gamma_gamma::{GammaGammaParameters, SpendGroup, fit_spend_groups};
+use crate::grouped::{Cell, Group};
 use crate::summary::CustomerSummary;
 
 /// ℓ1 sensitivity of [`local_histogram`] under add/remove adjacency: one
@@ -21,6 +22,11 @@ pub const HISTOGRAM_L1_SENSITIVITY: f64 = 2.0;
 /// ℓ2 sensitivity of [`local_histogram`] under add/remove adjacency: `√2`
 /// (two entries change by 1).
 pub const HISTOGRAM_L2_SENSITIVITY: f64 = std::f64::consts::SQRT_2;
+
+/// Quadrature points per spend bin: the Gamma-Gamma density is smooth in
+/// log-spend, and 8 midpoints make the rule's error negligible next to the
+/// information the binning removes.
+const SPEND_QUADRATURE_POINTS: usize = 8;
 
 /// The public binning of the histogram. It must be fixed before any data is
 /// seen (for example from the job's calibration window and currency), because
@@ -182,86 +188,163 @@ impl HistogramBinning {
         (purchase, Some(spend))
     }
 
-    /// The representative repeat count of bucket `bucket` (0 for `x = 1`): the
-    /// mean of its integers, or the cap for the last.
-    fn bucket_frequency(&self, bucket: usize) -> f64 {
+    /// The repeat counts bucket `bucket` (0 for `x = 1`) holds: its integers,
+    /// or only the cap for the last bucket.
+    fn bucket_frequencies(&self, bucket: usize) -> std::ops::Range<u32> {
         let edges = &self.config.frequency_edges;
-        let low = f64::from(edges[bucket + 1]);
-        match edges.get(bucket + 2) {
-            Some(&high) => 0.5 * (low + f64::from(high) - 1.0),
-            None => low,
-        }
+        let low = edges[bucket + 1];
+        low..edges.get(bucket + 2).copied().unwrap_or(low + 1)
     }
 
-    /// Representative (recency, age) of an age/recency pair: the centroid of
-    /// the integer day pairs it holds, assuming they are spread evenly. For
-    /// `recency_bin < age_bin` that is the two bin centres; on the diagonal
-    /// (`t_x ≤ T` in one bin) it is `(w-1)/3` and `2(w-1)/3` into the bin.
-    fn representative_days(&self, age_bin: usize, recency_bin: usize) -> (f64, f64) {
-        let width = f64::from(self.config.day_bin_width);
-        let start = |bin: usize| bin as f64 * width;
-        if recency_bin < age_bin {
-            (start(recency_bin) + 0.5 * (width - 1.0), start(age_bin) + 0.5 * (width - 1.0))
-        } else {
-            (start(age_bin) + (width - 1.0) / 3.0, start(age_bin) + 2.0 * (width - 1.0) / 3.0)
-        }
+    /// The repeat count Gamma-Gamma scores a spend bin at: the mean of the
+    /// bucket's integers (spend depends on `x` only smoothly).
+    fn bucket_representative(&self, bucket: usize) -> f64 {
+        let frequencies = self.bucket_frequencies(bucket);
+        0.5 * (f64::from(frequencies.start) + f64::from(frequencies.end - 1))
     }
 
-    /// The purchase bins as weighted points, skipping empty ones.
-    fn purchase_points(&self, histogram: &[i64]) -> Vec<PurchasePoint> {
+    /// The days of day bin `bin`: the last bin is scored over its nominal
+    /// width although it also holds every later day.
+    fn bin_days(&self, bin: usize) -> std::ops::Range<u32> {
+        let width = self.config.day_bin_width;
+        let start = bin as u32 * width;
+        start..start + width
+    }
+
+    /// The purchase bins as groups of the grouped BG/NBD likelihood, skipping
+    /// empty ones. A bin of `x = 0` is scored at its middle age (the
+    /// likelihood depends on `T` only smoothly, through `-r ln(α+T)`). A bin of
+    /// `x ≥ 1` is the probability that the repeat count is one of the bucket's
+    /// and the last purchase one of the recency bin's days: a sum over those
+    /// `(x, t)` of the BG/NBD likelihood times `t^(x-1)/(x-1)!`, the volume of
+    /// the earlier purchase times, with `T` at the bin's middle, or, when `t`
+    /// and `T` share a bin, averaged over the bin's days `T ≥ t`. Sums over
+    /// more than [`MAX_DAY_POINTS`] days use that many midpoints.
+    fn purchase_groups(&self, histogram: &[i64]) -> Vec<PurchaseGroup> {
         let age_bins = self.config.age_bins as usize;
-        let width = f64::from(self.config.day_bin_width);
-        let mut points = Vec::new();
+        let middle = |bin: usize| {
+            let days = self.bin_days(bin);
+            0.5 * (f64::from(days.start) + f64::from(days.end - 1))
+        };
+        let mut groups = Vec::new();
         for (age_bin, &count) in histogram[..age_bins].iter().enumerate() {
             if count != 0 {
-                points.push(PurchasePoint {
-                    frequency: 0.0,
-                    recency: 0.0,
-                    age: age_bin as f64 * width + 0.5 * (width - 1.0),
+                groups.push(Group {
                     weight: count as f64,
+                    cells: vec![Cell::exact(
+                        0.0,
+                        RecencyAge {
+                            recency: 0.0,
+                            age: middle(age_bin),
+                        },
+                    )],
                 });
             }
         }
         for bucket in 0..self.repeat_buckets() {
-            let frequency = self.bucket_frequency(bucket);
             let offset = age_bins + bucket * self.pairs_per_bucket;
             for age_bin in 0..age_bins {
                 for recency_bin in 0..=age_bin {
                     let count = histogram[offset + age_bin * (age_bin + 1) / 2 + recency_bin];
-                    if count != 0 {
-                        let (recency, age) = self.representative_days(age_bin, recency_bin);
-                        points.push(PurchasePoint {
-                            frequency,
-                            recency,
-                            age,
+                    if count == 0 {
+                        continue;
+                    }
+                    let ages: Vec<(f64, f64)> = if recency_bin < age_bin {
+                        vec![(middle(age_bin), 1.0)]
+                    } else {
+                        day_quadrature(self.bin_days(age_bin))
+                    };
+                    let mut cells = Vec::new();
+                    for frequency in self.bucket_frequencies(bucket) {
+                        let x = f64::from(frequency);
+                        let ln_factorial = libm::lgamma(x);
+                        for &(age, age_weight) in &ages {
+                            // A repeat purchase is at least a day after the
+                            // first, and the last is no later than the age.
+                            let days = self.bin_days(recency_bin);
+                            let last = (days.end - 1).min(age.floor() as u32);
+                            let first = days.start.max(1);
+                            if first > last {
+                                continue;
+                            }
+                            for (recency, recency_weight) in day_quadrature(first..last + 1) {
+                                cells.push(Cell {
+                                    frequency: x,
+                                    frequency_index: 0,
+                                    data: RecencyAge { recency, age },
+                                    log_weight: (x - 1.0) * recency.ln() - ln_factorial
+                                        + (age_weight * recency_weight).ln(),
+                                });
+                            }
+                        }
+                    }
+                    // A bin no customer can be in (last purchase on the first
+                    // day) holds only noise; it carries no information.
+                    if !cells.is_empty() {
+                        groups.push(Group {
                             weight: count as f64,
+                            cells,
                         });
                     }
                 }
             }
         }
-        points
+        groups
     }
 
-    /// The spend bins as weighted points at each bin's geometric centre.
-    fn spend_points(&self, histogram: &[i64]) -> Vec<SpendPoint> {
+    /// The spend bins as groups of the grouped Gamma-Gamma likelihood: the
+    /// probability of the bin is the density of the mean spend integrated over
+    /// it, by the midpoint rule on [`SPEND_QUADRATURE_POINTS`] points evenly
+    /// spaced in log-spend (weight `m`, the Jacobian of `dm = m d ln m`).
+    fn spend_groups(&self, histogram: &[i64]) -> Vec<SpendGroup> {
         let edges = &self.config.spend_edges;
-        let mut points = Vec::new();
+        let mut groups = Vec::new();
         for bucket in 0..self.repeat_buckets() {
-            let frequency = self.bucket_frequency(bucket);
+            let frequency = self.bucket_representative(bucket);
             for bin in 0..self.spend_bins() {
                 let count = histogram[self.purchase_len + bucket * self.spend_bins() + bin];
-                if count != 0 {
-                    points.push(SpendPoint {
-                        frequency,
-                        mean_spend: (edges[bin] * edges[bin + 1]).sqrt(),
-                        weight: count as f64,
-                    });
+                if count == 0 {
+                    continue;
                 }
+                let (low, high) = (edges[bin].ln(), edges[bin + 1].ln());
+                let step = (high - low) / SPEND_QUADRATURE_POINTS as f64;
+                let cells = (0..SPEND_QUADRATURE_POINTS)
+                    .map(|point| {
+                        let ln_spend = low + (point as f64 + 0.5) * step;
+                        Cell {
+                            frequency,
+                            frequency_index: 0,
+                            data: ln_spend.exp(),
+                            log_weight: ln_spend,
+                        }
+                    })
+                    .collect();
+                groups.push(Group {
+                    weight: count as f64,
+                    cells,
+                });
             }
         }
-        points
+        groups
     }
+}
+
+/// Most points a range of days is summed over: every day up to this many,
+/// beyond that this many midpoints of equal sub-ranges (the likelihood is
+/// smooth in days, so eight points keep the quadrature error far below the
+/// binning's loss of information while bounding the cost of wide bins).
+const MAX_DAY_POINTS: u32 = 8;
+
+/// Quadrature points and weights for a sum over the integer days of `days`.
+fn day_quadrature(days: std::ops::Range<u32>) -> Vec<(f64, f64)> {
+    let count = days.end.saturating_sub(days.start);
+    if count <= MAX_DAY_POINTS {
+        return days.map(|day| (f64::from(day), 1.0)).collect();
+    }
+    let step = f64::from(count) / f64::from(MAX_DAY_POINTS);
+    (0..MAX_DAY_POINTS)
+        .map(|point| (f64::from(days.start) - 0.5 + (f64::from(point) + 0.5) * step, step))
+        .collect()
 }
 
 /// The node's release before noise: each customer adds 1 to the purchase bin
@@ -311,8 +394,9 @@ pub struct HistogramFit {
 }
 
 /// The coordinator's fit: BG/NBD and Gamma-Gamma by maximum likelihood on the
-/// (summed, possibly noised) histogram, each bin scored at its representative
-/// customer with its count as weight. Negative counts, which noise produces in
+/// (summed, possibly noised) histogram, each bin's count times the log of the
+/// probability the model gives the bin (the maximum likelihood estimate from
+/// grouped data). Negative counts, which noise produces in
 /// empty bins, are kept: the noise has mean zero, so the weighted
 /// log-likelihood stays an unbiased estimate of the pooled one.
 pub fn fit_from_histogram(
@@ -325,8 +409,8 @@ pub fn fit_from_histogram(
             actual: aggregate.len(),
         });
     }
-    let purchases = fit_points(&binning.purchase_points(aggregate))?;
-    let spend = fit_spend_points(&binning.spend_points(aggregate))?;
+    let purchases = fit_groups(binning.purchase_groups(aggregate))?;
+    let spend = fit_spend_groups(binning.spend_groups(aggregate))?;
     Ok(HistogramFit { purchases, spend })
 }
 

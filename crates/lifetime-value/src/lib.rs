@@ -24,6 +24,7 @@
 mod bg_nbd;
 mod error;
 mod gamma_gamma;
+mod grouped;
 pub mod histogram;
 mod optimise;
 pub mod simulate;
@@ -38,18 +39,3 @@ pub use histogram::{
     HistogramFit, add_histogram_noise, fit_from_histogram, local_histogram,
 };
 pub use summary::{CustomerSummary, Purchase, Transaction, summarise_transactions};
-
-/// The total weight of each distinct repeat count among weighted points, so
-/// the likelihood terms in `x` alone (Gamma functions, the expensive part) are
-/// evaluated once per distinct `x` rather than once per customer.
-fn weights_by_frequency(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
-    let mut weights: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
-    for (frequency, weight) in points {
-        // Frequencies are non-negative, so their bit patterns sort like the numbers.
-        *weights.entry(frequency.to_bits()).or_insert(0.0) += weight;
-    }
-    weights
-        .into_iter()
-        .map(|(bits, weight)| (f64::from_bits(bits), weight))
-        .collect()
-}
