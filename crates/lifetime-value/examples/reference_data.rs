@@ -27,13 +27,20 @@ const ACQUISITION_DAYS: u32 = 182;
 
 fn main() -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    match arguments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match arguments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["reference", out] => write_reference(out),
         ["bench", customers, out] => {
             let customers: u64 = customers.parse().context("N must be a customer count")?;
             bench(customers, out)
         }
-        _ => anyhow::bail!("usage: reference_data reference OUT.csv | reference_data bench N OUT.csv"),
+        _ => anyhow::bail!(
+            "usage: reference_data reference OUT.csv | reference_data bench N OUT.csv"
+        ),
     }
 }
 
@@ -53,21 +60,25 @@ fn write_reference(out: &str) -> anyhow::Result<()> {
 }
 
 fn bench(customers: u64, out: &str) -> anyhow::Result<()> {
+    // The same partners, seeds and relative window as benches/fit.rs.
     let partners = non_iid_partners(10, customers / 10, FIRST_DAY, ACQUISITION_DAYS, LAST_DAY);
     let per_partner: Vec<_> = partners
         .iter()
         .enumerate()
         .map(|(index, partner)| {
             let first = index as u64 * customers;
-            simulate_partner(partner, first, &mut ChaCha20Rng::seed_from_u64(index as u64))
+            simulate_partner(
+                partner,
+                first,
+                &mut ChaCha20Rng::seed_from_u64(index as u64),
+            )
         })
         .collect::<Result<_, _>>()?;
-    let binning = HistogramBinning::new(BinningConfig {
-        day_bin_width: 14,
-        age_bins: 27,
-        frequency_edges: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 30],
-        spend_edges: BinningConfig::log_spaced_spend_edges(1.0, 1_000.0, 30),
-    })?;
+    let binning = HistogramBinning::new(BinningConfig::recommended(
+        (LAST_DAY - FIRST_DAY) as u32,
+        1.0,
+        1_000.0,
+    ))?;
     let started = Instant::now();
     let mut aggregate = vec![0i64; binning.len()];
     let mut pooled = Vec::new();
@@ -76,7 +87,10 @@ fn bench(customers: u64, out: &str) -> anyhow::Result<()> {
             .into_iter()
             .map(|(_, summary)| summary)
             .collect();
-        for (sum, count) in aggregate.iter_mut().zip(local_histogram(&summaries, &binning)?) {
+        for (sum, count) in aggregate
+            .iter_mut()
+            .zip(local_histogram(&summaries, &binning)?)
+        {
             *sum += count;
         }
         pooled.extend(summaries);

@@ -131,7 +131,13 @@ pub(crate) fn fit_groups(
     }
     let frequencies = index_frequencies(&mut groups);
     let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(log_parameters, &groups, &frequencies, total_weight, gradient)
+        mean_negative_log_likelihood(
+            log_parameters,
+            &groups,
+            &frequencies,
+            total_weight,
+            gradient,
+        )
     };
     // lifetimes' starting point: every log-parameter 0.1.
     let minimum = minimise(objective, &[0.1; 4]).map_err(|failure| {
@@ -169,8 +175,7 @@ fn mean_negative_log_likelihood(
         .iter()
         .map(|&x| {
             let digamma_abx = digamma(a + b + x);
-            let value = ln_gamma(r + x) - ln_gamma_r + r * ln_alpha + ln_gamma_ab
-                + ln_gamma(b + x)
+            let value = ln_gamma(r + x) - ln_gamma_r + r * ln_alpha + ln_gamma_ab + ln_gamma(b + x)
                 - ln_gamma_b
                 - ln_gamma(a + b + x);
             let derivative = [
@@ -182,33 +187,34 @@ fn mean_negative_log_likelihood(
             (value, derivative)
         })
         .collect();
-    let (value, derivative) = mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 4]| {
-        let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
-        *d = frequency_derivative;
-        let x = cell.frequency;
-        let RecencyAge { recency, age } = cell.data;
-        let ln_alpha_age = (alpha + age).ln();
-        let a3 = -(r + x) * ln_alpha_age;
-        let tail = if x > 0.0 {
-            // A4 = ln a - ln(b+x-1) - (r+x) ln(α+t_x), added to A3 in log space.
-            let ln_alpha_recency = (alpha + recency).ln();
-            let a4 = ln_a - (b + x - 1.0).ln() - (r + x) * ln_alpha_recency;
-            let larger = a3.max(a4);
-            let (e3, e4) = ((a3 - larger).exp(), (a4 - larger).exp());
-            let total = e3 + e4;
-            let (w3, w4) = (e3 / total, e4 / total);
-            d[0] += -w3 * ln_alpha_age - w4 * ln_alpha_recency;
-            d[1] += -(r + x) * (w3 / (alpha + age) + w4 / (alpha + recency));
-            d[2] += w4 / a;
-            d[3] += -w4 / (b + x - 1.0);
-            larger + total.ln()
-        } else {
-            d[0] += -ln_alpha_age;
-            d[1] += -(r + x) / (alpha + age);
-            a3
-        };
-        frequency_term + tail + cell.log_weight
-    });
+    let (value, derivative) =
+        mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 4]| {
+            let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
+            *d = frequency_derivative;
+            let x = cell.frequency;
+            let RecencyAge { recency, age } = cell.data;
+            let ln_alpha_age = (alpha + age).ln();
+            let a3 = -(r + x) * ln_alpha_age;
+            let tail = if x > 0.0 {
+                // A4 = ln a - ln(b+x-1) - (r+x) ln(α+t_x), added to A3 in log space.
+                let ln_alpha_recency = (alpha + recency).ln();
+                let a4 = ln_a - (b + x - 1.0).ln() - (r + x) * ln_alpha_recency;
+                let larger = a3.max(a4);
+                let (e3, e4) = ((a3 - larger).exp(), (a4 - larger).exp());
+                let total = e3 + e4;
+                let (w3, w4) = (e3 / total, e4 / total);
+                d[0] += -w3 * ln_alpha_age - w4 * ln_alpha_recency;
+                d[1] += -(r + x) * (w3 / (alpha + age) + w4 / (alpha + recency));
+                d[2] += w4 / a;
+                d[3] += -w4 / (b + x - 1.0);
+                larger + total.ln()
+            } else {
+                d[0] += -ln_alpha_age;
+                d[1] += -(r + x) / (alpha + age);
+                a3
+            };
+            frequency_term + tail + cell.log_weight
+        });
     // Chain rule to log-parameters, and the sign of the negative.
     for (i, parameter) in [r, alpha, a, b].into_iter().enumerate() {
         gradient[i] = -derivative[i] * parameter;
@@ -348,8 +354,14 @@ mod tests {
             log_weight,
         };
         vec![
-            Group { weight: 3.0, cells: vec![cell(0.0, 0.0, 30.0, 0.0)] },
-            Group { weight: 1.0, cells: vec![cell(2.0, 20.0, 40.0, 0.0)] },
+            Group {
+                weight: 3.0,
+                cells: vec![cell(0.0, 0.0, 30.0, 0.0)],
+            },
+            Group {
+                weight: 1.0,
+                cells: vec![cell(2.0, 20.0, 40.0, 0.0)],
+            },
             // A bin of two repeat counts and three recencies.
             Group {
                 weight: 2.0,
@@ -359,7 +371,10 @@ mod tests {
                     cell(6.0, 38.0, 40.0, -1.0),
                 ],
             },
-            Group { weight: -0.5, cells: vec![cell(1.0, 3.0, 50.0, 0.0)] },
+            Group {
+                weight: -0.5,
+                cells: vec![cell(1.0, 3.0, 50.0, 0.0)],
+            },
         ]
     }
 
@@ -379,9 +394,14 @@ mod tests {
             plus[i] += h;
             minus[i] -= h;
             let mut scratch = [0.0; 4];
-            let numeric = (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
+            let numeric =
+                (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
             // Central differences at h = 1e-6 are accurate to ~1e-9 here.
-            assert!((gradient[i] - numeric).abs() < 1e-7, "component {i}: {} vs {numeric}", gradient[i]);
+            assert!(
+                (gradient[i] - numeric).abs() < 1e-7,
+                "component {i}: {} vs {numeric}",
+                gradient[i]
+            );
         }
     }
 
@@ -400,7 +420,11 @@ mod tests {
             mean_spend: 10.0,
         };
         assert_eq!(
-            BgNbdParameters { r: -1.0, ..parameters }.probability_alive(&customer),
+            BgNbdParameters {
+                r: -1.0,
+                ..parameters
+            }
+            .probability_alive(&customer),
             Err(LifetimeValueError::InvalidArgument {
                 name: "r",
                 requirement: "a positive finite number",
@@ -423,8 +447,12 @@ mod tests {
             mean_spend: 0.0,
         };
         assert!(matches!(
-            BgNbdParameters { a: 0.2, b: 0.3, ..parameters }
-                .conditional_expected_purchases(30.0, &no_repeat),
+            BgNbdParameters {
+                a: 0.2,
+                b: 0.3,
+                ..parameters
+            }
+            .conditional_expected_purchases(30.0, &no_repeat),
             Err(LifetimeValueError::PredictionUndefined(_))
         ));
         assert_eq!(

@@ -57,7 +57,9 @@ pub enum LifetimeValueError {
     },
     /// Maximum likelihood did not converge: the likelihood is flat or the
     /// optimum lies at a boundary (for example no sign of dropout in the data).
-    #[error("{model} fit did not converge after {iterations} iterations (gradient norm {gradient_norm:e})")]
+    #[error(
+        "{model} fit did not converge after {iterations} iterations (gradient norm {gradient_norm:e})"
+    )]
     FitDidNotConverge {
         /// The model being fitted.
         model: &'static str,

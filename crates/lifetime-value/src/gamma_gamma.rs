@@ -68,7 +68,10 @@ fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendGroup>, Li
         }
         groups.push(Group {
             weight: 1.0,
-            cells: vec![Cell::exact(f64::from(summary.frequency), summary.mean_spend)],
+            cells: vec![Cell::exact(
+                f64::from(summary.frequency),
+                summary.mean_spend,
+            )],
         });
     }
     Ok(groups)
@@ -88,7 +91,13 @@ pub(crate) fn fit_spend_groups(
     }
     let frequencies = index_frequencies(&mut groups);
     let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(log_parameters, &groups, &frequencies, total_weight, gradient)
+        mean_negative_log_likelihood(
+            log_parameters,
+            &groups,
+            &frequencies,
+            total_weight,
+            gradient,
+        )
     };
     let minimum = minimise(objective, &[0.1; 3]).map_err(|failure| {
         LifetimeValueError::FitDidNotConverge {
@@ -129,17 +138,18 @@ fn mean_negative_log_likelihood(
             (value, derivative)
         })
         .collect();
-    let (value, derivative) = mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 3]| {
-        let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
-        let (x, m) = (cell.frequency, cell.data);
-        let px = p * x;
-        let ln_total = (x * m + gamma).ln();
-        let ln_m = m.ln();
-        d[0] = frequency_derivative[0] + x * (ln_m - ln_total);
-        d[1] = frequency_derivative[1] - ln_total;
-        d[2] = frequency_derivative[2] - (px + q) / (x * m + gamma);
-        frequency_term + (px - 1.0) * ln_m - (px + q) * ln_total + cell.log_weight
-    });
+    let (value, derivative) =
+        mean_log_likelihood(groups, total_weight, |cell, d: &mut [f64; 3]| {
+            let (frequency_term, frequency_derivative) = by_frequency[cell.frequency_index];
+            let (x, m) = (cell.frequency, cell.data);
+            let px = p * x;
+            let ln_total = (x * m + gamma).ln();
+            let ln_m = m.ln();
+            d[0] = frequency_derivative[0] + x * (ln_m - ln_total);
+            d[1] = frequency_derivative[1] - ln_total;
+            d[2] = frequency_derivative[2] - (px + q) / (x * m + gamma);
+            frequency_term + (px - 1.0) * ln_m - (px + q) * ln_total + cell.log_weight
+        });
     for (i, parameter) in [p, q, gamma].into_iter().enumerate() {
         gradient[i] = -derivative[i] * parameter;
     }
@@ -258,9 +268,22 @@ mod tests {
             log_weight,
         };
         let mut groups = vec![
-            Group { weight: 2.0, cells: vec![cell(1.0, 12.0, 0.0)] },
-            Group { weight: 1.0, cells: vec![cell(3.0, 40.5, 0.0)] },
-            Group { weight: 1.0, cells: vec![cell(7.0, 8.0, 0.1), cell(7.0, 8.5, 0.2), cell(8.0, 9.0, -0.3)] },
+            Group {
+                weight: 2.0,
+                cells: vec![cell(1.0, 12.0, 0.0)],
+            },
+            Group {
+                weight: 1.0,
+                cells: vec![cell(3.0, 40.5, 0.0)],
+            },
+            Group {
+                weight: 1.0,
+                cells: vec![
+                    cell(7.0, 8.0, 0.1),
+                    cell(7.0, 8.5, 0.2),
+                    cell(8.0, 9.0, -0.3),
+                ],
+            },
         ];
         let frequencies = index_frequencies(&mut groups);
         let objective = |at: &[f64; 3], gradient: &mut [f64; 3]| {
@@ -275,7 +298,8 @@ mod tests {
             plus[i] += h;
             minus[i] -= h;
             let mut scratch = [0.0; 3];
-            let numeric = (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
+            let numeric =
+                (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
             // Central differences at h = 1e-6 are accurate to ~1e-9 here.
             assert!((gradient[i] - numeric).abs() < 1e-7, "component {i}");
         }
@@ -330,11 +354,11 @@ mod tests {
             discount_rate_per_period: 0.01,
         };
         assert_eq!(
-            GammaGammaParameters { q: 3.0, ..parameters }.customer_lifetime_value(
-                &purchases,
-                &no_repeat,
-                &config
-            ),
+            GammaGammaParameters {
+                q: 3.0,
+                ..parameters
+            }
+            .customer_lifetime_value(&purchases, &no_repeat, &config),
             Err(LifetimeValueError::InvalidArgument {
                 name: "days_per_period",
                 requirement: "a positive finite number",

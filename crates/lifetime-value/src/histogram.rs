@@ -35,9 +35,10 @@ const SPEND_QUADRATURE_POINTS: usize = 8;
 pub struct BinningConfig {
     /// Width of every age (`T`) and recency (`t_x`) bin, in days.
     pub day_bin_width: u32,
-    /// Number of age bins; ages from `(age_bins - 1) · day_bin_width` days on
-    /// all fall in the last one (choose it to cover the calibration window).
-    pub age_bins: u32,
+    /// The oldest age the bins describe, in days: the length of the
+    /// calibration window. The last bin ends here (it may be narrower than
+    /// the others), and older customers are counted in it.
+    pub max_age_days: u32,
     /// Lower edges of the repeat-purchase buckets: `0, 1, ...` strictly
     /// increasing. Bucket `k` holds `edges[k] ≤ x < edges[k+1]`; the last edge
     /// is a cap, and every `x` at or above it is counted as that edge.
@@ -58,9 +59,26 @@ impl BinningConfig {
     pub fn lossless(max_age_days: u32, max_frequency: u32, spend_edges: Vec<f64>) -> Self {
         Self {
             day_bin_width: 1,
-            age_bins: max_age_days.saturating_add(1),
+            max_age_days,
             frequency_edges: (0..=max_frequency).collect(),
             spend_edges,
+        }
+    }
+
+    /// The binning the crate's tests measure (see the module docs for its
+    /// costs) for a calibration window of `window_days` days and mean spends
+    /// between `min_spend` and `max_spend`: 14 age and recency bins covering
+    /// the window, repeat counts exact to 8 then in buckets
+    /// 8–9, 10–12, 13–16, 17–22, 23–29, 30–39, 40–59, 60–99 and a cap at 100,
+    /// and 30 log-spaced spend bins. About 2,200 entries: meant for releases
+    /// of at least some tens of thousands of customers.
+    pub fn recommended(window_days: u32, min_spend: f64, max_spend: f64) -> Self {
+        const AGE_BINS: u32 = 14;
+        Self {
+            day_bin_width: window_days.saturating_add(1).div_ceil(AGE_BINS).max(1),
+            max_age_days: window_days,
+            frequency_edges: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 13, 17, 23, 30, 40, 60, 100],
+            spend_edges: Self::log_spaced_spend_edges(min_spend, max_spend, 30),
         }
     }
 
@@ -82,6 +100,9 @@ impl BinningConfig {
 pub struct HistogramBinning {
     /// The public choices it was built from.
     config: BinningConfig,
+    /// Age (and recency) bins: enough `day_bin_width` bins to reach
+    /// `max_age_days`.
+    age_bins: usize,
     /// Entries of the purchase part.
     purchase_len: usize,
     /// Age/recency pairs per repeat bucket: `n(n+1)/2` for `n` age bins.
@@ -95,16 +116,17 @@ impl HistogramBinning {
         if config.day_bin_width == 0 {
             return invalid("day_bin_width must be at least 1");
         }
-        if config.age_bins == 0 {
-            return invalid("age_bins must be at least 1");
-        }
         if config.frequency_edges.len() < 2
             || config.frequency_edges[0] != 0
             || config.frequency_edges[1] != 1
         {
             return invalid("frequency_edges must start 0, 1");
         }
-        if config.frequency_edges.windows(2).any(|pair| pair[0] >= pair[1]) {
+        if config
+            .frequency_edges
+            .windows(2)
+            .any(|pair| pair[0] >= pair[1])
+        {
             return invalid("frequency_edges must be strictly increasing");
         }
         if config.spend_edges.len() < 2
@@ -116,16 +138,20 @@ impl HistogramBinning {
         {
             return invalid("spend_edges must be at least two positive, finite, increasing edges");
         }
-        let age_bins = config.age_bins as usize;
+        let age_bins = (config.max_age_days / config.day_bin_width) as usize + 1;
         let pairs_per_bucket = age_bins * (age_bins + 1) / 2;
         let repeat_buckets = config.frequency_edges.len() - 1;
         let purchase_len = age_bins + repeat_buckets * pairs_per_bucket;
         let spend_len = repeat_buckets * (config.spend_edges.len() - 1);
-        if purchase_len.checked_add(spend_len).is_none_or(|len| len > 1 << 28) {
+        if purchase_len
+            .checked_add(spend_len)
+            .is_none_or(|len| len > 1 << 28)
+        {
             return invalid("the histogram would have more than 2^28 entries");
         }
         Ok(Self {
             config,
+            age_bins,
             purchase_len,
             pairs_per_bucket,
         })
@@ -155,7 +181,7 @@ impl HistogramBinning {
     }
 
     fn day_bin(&self, days: u32) -> usize {
-        ((days / self.config.day_bin_width) as usize).min(self.config.age_bins as usize - 1)
+        ((days / self.config.day_bin_width) as usize).min(self.age_bins - 1)
     }
 
     /// Bucket of `x ≥ 1`, from 0 for the bucket starting at 1.
@@ -180,11 +206,12 @@ impl HistogramBinning {
         }
         let bucket = self.repeat_bucket(summary.frequency);
         let recency_bin = self.day_bin(summary.recency_days);
-        let purchase = self.config.age_bins as usize
+        let purchase = self.age_bins
             + bucket * self.pairs_per_bucket
             + age_bin * (age_bin + 1) / 2
             + recency_bin;
-        let spend = self.purchase_len + bucket * self.spend_bins() + self.spend_bin(summary.mean_spend);
+        let spend =
+            self.purchase_len + bucket * self.spend_bins() + self.spend_bin(summary.mean_spend);
         (purchase, Some(spend))
     }
 
@@ -203,12 +230,12 @@ impl HistogramBinning {
         0.5 * (f64::from(frequencies.start) + f64::from(frequencies.end - 1))
     }
 
-    /// The days of day bin `bin`: the last bin is scored over its nominal
-    /// width although it also holds every later day.
+    /// The days of day bin `bin`; the last ends at `max_age_days` (older
+    /// customers counted in it are scored as if they were that old).
     fn bin_days(&self, bin: usize) -> std::ops::Range<u32> {
         let width = self.config.day_bin_width;
         let start = bin as u32 * width;
-        start..start + width
+        start..(start + width).min(self.config.max_age_days + 1)
     }
 
     /// The purchase bins as groups of the grouped BG/NBD likelihood, skipping
@@ -217,11 +244,12 @@ impl HistogramBinning {
     /// `x ≥ 1` is the probability that the repeat count is one of the bucket's
     /// and the last purchase one of the recency bin's days: a sum over those
     /// `(x, t)` of the BG/NBD likelihood times `t^(x-1)/(x-1)!`, the volume of
-    /// the earlier purchase times, with `T` at the bin's middle, or, when `t`
-    /// and `T` share a bin, averaged over the bin's days `T ≥ t`. Sums over
+    /// the earlier purchase times, averaged over the age bin's days `T ≥ t`
+    /// (for many repeat purchases `(α+T)^-(r+x)` is far from linear across a
+    /// bin, so a middle age would bias the dropout parameters). Sums over
     /// more than [`MAX_DAY_POINTS`] days use that many midpoints.
     fn purchase_groups(&self, histogram: &[i64]) -> Vec<PurchaseGroup> {
-        let age_bins = self.config.age_bins as usize;
+        let age_bins = self.age_bins;
         let middle = |bin: usize| {
             let days = self.bin_days(bin);
             0.5 * (f64::from(days.start) + f64::from(days.end - 1))
@@ -249,11 +277,7 @@ impl HistogramBinning {
                     if count == 0 {
                         continue;
                     }
-                    let ages: Vec<(f64, f64)> = if recency_bin < age_bin {
-                        vec![(middle(age_bin), 1.0)]
-                    } else {
-                        day_quadrature(self.bin_days(age_bin))
-                    };
+                    let ages = day_quadrature(self.bin_days(age_bin));
                     let mut cells = Vec::new();
                     for frequency in self.bucket_frequencies(bucket) {
                         let x = f64::from(frequency);
@@ -343,7 +367,12 @@ fn day_quadrature(days: std::ops::Range<u32>) -> Vec<(f64, f64)> {
     }
     let step = f64::from(count) / f64::from(MAX_DAY_POINTS);
     (0..MAX_DAY_POINTS)
-        .map(|point| (f64::from(days.start) - 0.5 + (f64::from(point) + 0.5) * step, step))
+        .map(|point| {
+            (
+                f64::from(days.start) - 0.5 + (f64::from(point) + 0.5) * step,
+                step,
+            )
+        })
         .collect()
 }
 
@@ -421,7 +450,7 @@ mod tests {
     fn binning() -> HistogramBinning {
         HistogramBinning::new(BinningConfig {
             day_bin_width: 7,
-            age_bins: 4,
+            max_age_days: 27,
             frequency_edges: vec![0, 1, 2, 4],
             spend_edges: vec![1.0, 10.0, 100.0],
         })
@@ -451,34 +480,106 @@ mod tests {
         ] {
             assert_eq!(binning.bins_of(&summary), (purchase, spend), "{summary:?}");
         }
-        let summaries = [customer(0, 0, 0, 0.0), customer(1, 3, 8, 5.0), customer(1, 3, 8, 5.0)];
+        let summaries = [
+            customer(0, 0, 0, 0.0),
+            customer(1, 3, 8, 5.0),
+            customer(1, 3, 8, 5.0),
+        ];
         let histogram = local_histogram(&summaries, &binning);
-        assert!(histogram.as_ref().is_ok_and(|h| h[0] == 1 && h[5] == 2 && h[34] == 2 && h.iter().sum::<i64>() == 5));
+        assert!(
+            histogram
+                .as_ref()
+                .is_ok_and(|h| h[0] == 1 && h[5] == 2 && h[34] == 2 && h.iter().sum::<i64>() == 5)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn adding_one_customer_changes_the_histogram_by_at_most_the_sensitivity(
+            others in proptest::collection::vec((0u32..200, 0u32..500, 0u32..500, 0.0f64..5_000.0), 0..40),
+            added in (0u32..200, 0u32..500, 0u32..500, 0.0f64..5_000.0),
+        ) {
+            // Arbitrary valid summaries, many outside the binning's ranges (ages
+            // beyond 28 days, repeat counts above the cap, spend outside 1..100).
+            let summary = |(frequency, recency, extra, spend): (u32, u32, u32, f64)| {
+                let recency_days = if frequency == 0 { 0 } else { recency.max(frequency) };
+                CustomerSummary {
+                    frequency,
+                    recency_days,
+                    age_days: recency_days + extra,
+                    mean_spend: if frequency == 0 { 0.0 } else { spend },
+                }
+            };
+            let binning = binning();
+            let mut customers: Vec<CustomerSummary> = others.into_iter().map(summary).collect();
+            let without = local_histogram(&customers, &binning);
+            customers.push(summary(added));
+            let with = local_histogram(&customers, &binning);
+            proptest::prop_assert!(without.is_ok() && with.is_ok());
+            let (without, with) = (without.unwrap_or_default(), with.unwrap_or_default());
+            let changes: Vec<i64> = with.iter().zip(&without).map(|(w, o)| w - o).collect();
+            let l1: i64 = changes.iter().map(|c| c.abs()).sum();
+            let l2 = (changes.iter().map(|c| (c * c) as f64).sum::<f64>()).sqrt();
+            proptest::prop_assert!(changes.iter().all(|&c| c == 0 || c == 1));
+            proptest::prop_assert_eq!(l1, if added.0 == 0 { 1 } else { 2 });
+            proptest::prop_assert!(l1 as f64 <= HISTOGRAM_L1_SENSITIVITY);
+            proptest::prop_assert!(l2 <= HISTOGRAM_L2_SENSITIVITY + 1e-12);
+        }
     }
 
     #[test]
     fn bad_binnings_and_histograms_are_refused() {
         let valid = binning().config().clone();
         for (config, reason) in [
-            (BinningConfig { day_bin_width: 0, ..valid.clone() }, "day_bin_width must be at least 1"),
-            (BinningConfig { age_bins: 0, ..valid.clone() }, "age_bins must be at least 1"),
-            (BinningConfig { frequency_edges: vec![0, 2], ..valid.clone() }, "frequency_edges must start 0, 1"),
-            (BinningConfig { frequency_edges: vec![0, 1, 3, 3], ..valid.clone() }, "frequency_edges must be strictly increasing"),
             (
-                BinningConfig { spend_edges: vec![0.0, 1.0], ..valid.clone() },
+                BinningConfig {
+                    day_bin_width: 0,
+                    ..valid.clone()
+                },
+                "day_bin_width must be at least 1",
+            ),
+            (
+                BinningConfig {
+                    frequency_edges: vec![0, 2],
+                    ..valid.clone()
+                },
+                "frequency_edges must start 0, 1",
+            ),
+            (
+                BinningConfig {
+                    frequency_edges: vec![0, 1, 3, 3],
+                    ..valid.clone()
+                },
+                "frequency_edges must be strictly increasing",
+            ),
+            (
+                BinningConfig {
+                    spend_edges: vec![0.0, 1.0],
+                    ..valid.clone()
+                },
                 "spend_edges must be at least two positive, finite, increasing edges",
             ),
             (
-                BinningConfig { age_bins: 100_000, ..valid.clone() },
+                BinningConfig {
+                    day_bin_width: 1,
+                    max_age_days: 100_000,
+                    ..valid.clone()
+                },
                 "the histogram would have more than 2^28 entries",
             ),
         ] {
-            assert_eq!(HistogramBinning::new(config), Err(LifetimeValueError::InvalidBinning(reason)));
+            assert_eq!(
+                HistogramBinning::new(config),
+                Err(LifetimeValueError::InvalidBinning(reason))
+            );
         }
         let binning = binning();
         assert_eq!(
             fit_from_histogram(&binning, &[0; 3]),
-            Err(LifetimeValueError::HistogramLength { expected: 40, actual: 3 })
+            Err(LifetimeValueError::HistogramLength {
+                expected: 40,
+                actual: 3
+            })
         );
         assert!(matches!(
             fit_from_histogram(&binning, &vec![0; 40]),

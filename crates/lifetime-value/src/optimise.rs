@@ -48,7 +48,9 @@ pub(crate) struct NotConverged {
 }
 
 fn max_abs(values: &[f64]) -> f64 {
-    values.iter().fold(0.0, |largest, value| largest.max(value.abs()))
+    values
+        .iter()
+        .fold(0.0, |largest, value| largest.max(value.abs()))
 }
 
 fn dot(left: &[f64], right: &[f64]) -> f64 {
@@ -86,7 +88,9 @@ where
             .map(|row| -dot(&inverse_hessian[row * n..(row + 1) * n], &gradient))
             .collect();
         let mut slope = dot(&gradient, &direction);
-        if !(slope < 0.0) {
+        // `slope` can be NaN only if the gradient were, which evaluation rules out;
+        // a non-negative slope means H is no longer positive definite.
+        if slope >= 0.0 || slope.is_nan() {
             // The approximation lost positive definiteness: restart from steepest descent.
             inverse_hessian = identity(n);
             first_update = true;
@@ -94,7 +98,11 @@ where
             slope = dot(&gradient, &direction);
         }
         let longest = max_abs(&direction);
-        let mut step = if longest > MAX_STEP { MAX_STEP / longest } else { 1.0 };
+        let mut step = if longest > MAX_STEP {
+            MAX_STEP / longest
+        } else {
+            1.0
+        };
         let mut accepted = None;
         for _ in 0..MAX_BACKTRACKS {
             for ((t, p), d) in trial.iter_mut().zip(&point).zip(&direction) {
@@ -135,7 +143,12 @@ where
                 inverse_hessian = identity(n).into_iter().map(|v| v * scale).collect();
                 first_update = false;
             }
-            bfgs_update(&mut inverse_hessian, &displacement, &gradient_change, curvature);
+            bfgs_update(
+                &mut inverse_hessian,
+                &displacement,
+                &gradient_change,
+                curvature,
+            );
         }
         let stalled = value - trial_value <= 1e-16 * value.abs();
         point.copy_from_slice(&trial);
@@ -170,7 +183,8 @@ fn bfgs_update(inverse_hessian: &mut [f64], s: &[f64], y: &[f64], curvature: f64
     for row in 0..n {
         for column in 0..n {
             // H is symmetric, so (yᵀH)_column = (Hy)_column.
-            inverse_hessian[row * n + column] += -rho * (s[row] * h_y[column] + h_y[row] * s[column])
+            inverse_hessian[row * n + column] += -rho
+                * (s[row] * h_y[column] + h_y[row] * s[column])
                 + (rho * rho * y_h_y + rho) * s[row] * s[column];
         }
     }

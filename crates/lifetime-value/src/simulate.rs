@@ -43,16 +43,43 @@ pub struct PartnerSimulation {
 /// spend, and a sporadic one that churns fast with low spend.
 const PARTNER_PARAMETERS: [(BgNbdParameters, GammaGammaParameters); 3] = [
     (
-        BgNbdParameters { r: 0.6, alpha: 25.0, a: 0.8, b: 3.0 },
-        GammaGammaParameters { p: 6.0, q: 4.0, gamma: 20.0 },
+        BgNbdParameters {
+            r: 0.6,
+            alpha: 25.0,
+            a: 0.8,
+            b: 3.0,
+        },
+        GammaGammaParameters {
+            p: 6.0,
+            q: 4.0,
+            gamma: 20.0,
+        },
     ),
     (
-        BgNbdParameters { r: 1.2, alpha: 40.0, a: 1.5, b: 6.0 },
-        GammaGammaParameters { p: 4.0, q: 6.0, gamma: 60.0 },
+        BgNbdParameters {
+            r: 1.2,
+            alpha: 40.0,
+            a: 1.5,
+            b: 6.0,
+        },
+        GammaGammaParameters {
+            p: 4.0,
+            q: 6.0,
+            gamma: 60.0,
+        },
     ),
     (
-        BgNbdParameters { r: 0.35, alpha: 12.0, a: 0.6, b: 2.2 },
-        GammaGammaParameters { p: 8.0, q: 3.5, gamma: 10.0 },
+        BgNbdParameters {
+            r: 0.35,
+            alpha: 12.0,
+            a: 0.6,
+            b: 2.2,
+        },
+        GammaGammaParameters {
+            p: 8.0,
+            q: 3.5,
+            gamma: 10.0,
+        },
     ),
 ];
 
@@ -124,7 +151,7 @@ pub fn simulate_partner<R: Rng + ?Sized>(
         loop {
             elapsed += exponential(rng) / rate;
             let day = first_day as f64 + elapsed.floor();
-            if !(day <= simulation.last_day as f64) {
+            if day > simulation.last_day as f64 || day.is_nan() {
                 break;
             }
             transactions.push(Transaction {
@@ -196,35 +223,67 @@ mod tests {
             let mean = draws.iter().sum::<f64>() / f64::from(n);
             let variance = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / f64::from(n);
             // Gamma(k, 1) has mean and variance k; five standard errors of the mean.
-            assert!((mean - shape).abs() < 5.0 * (shape / f64::from(n)).sqrt(), "shape {shape}: mean {mean}");
-            assert!((variance - shape).abs() < 0.05 * shape, "shape {shape}: variance {variance}");
+            assert!(
+                (mean - shape).abs() < 5.0 * (shape / f64::from(n)).sqrt(),
+                "shape {shape}: mean {mean}"
+            );
+            assert!(
+                (variance - shape).abs() < 0.05 * shape,
+                "shape {shape}: variance {variance}"
+            );
         }
         let draws: Vec<f64> = (0..n).map(|_| beta(&mut rng, 0.8, 2.4)).collect();
         let mean = draws.iter().sum::<f64>() / f64::from(n);
         // Beta(0.8, 2.4) has mean 0.25 and standard deviation ≈ 0.21.
-        assert!((mean - 0.25).abs() < 5.0 * 0.21 / f64::from(n).sqrt(), "beta mean {mean}");
+        assert!(
+            (mean - 0.25).abs() < 5.0 * 0.21 / f64::from(n).sqrt(),
+            "beta mean {mean}"
+        );
     }
 
     #[test]
     fn same_seed_same_transactions_and_none_after_the_window() {
         let simulation = PartnerSimulation {
             customers: 500,
-            purchases: BgNbdParameters { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
-            spend: GammaGammaParameters { p: 6.0, q: 4.0, gamma: 15.0 },
+            purchases: BgNbdParameters {
+                r: 0.5,
+                alpha: 20.0,
+                a: 0.8,
+                b: 2.5,
+            },
+            spend: GammaGammaParameters {
+                p: 6.0,
+                q: 4.0,
+                gamma: 15.0,
+            },
             first_day: 100,
             acquisition_days: 60,
             last_day: 300,
         };
-        let draw = |seed| simulate_partner(&simulation, 1000, &mut ChaCha20Rng::seed_from_u64(seed));
+        let draw =
+            |seed| simulate_partner(&simulation, 1000, &mut ChaCha20Rng::seed_from_u64(seed));
         let first = draw(9);
         assert_eq!(first, draw(9));
         assert_ne!(first, draw(10));
-        assert!(first.as_ref().is_ok_and(|rows| rows.iter().all(|row| (100..=300).contains(&row.day)
-            && (1000..1500).contains(&row.customer)
-            && row.amount > 0.0)));
+        assert!(first.as_ref().is_ok_and(|rows| rows.iter().all(
+            |row| (100..=300).contains(&row.day)
+                && (1000..1500).contains(&row.customer)
+                && row.amount > 0.0
+        )));
         assert_eq!(
-            simulate_partner(&PartnerSimulation { acquisition_days: 0, ..simulation }, 0, &mut ChaCha20Rng::seed_from_u64(1)),
-            Err(LifetimeValueError::InvalidArgument { name: "acquisition_days", requirement: "at least 1", value: 0.0 })
+            simulate_partner(
+                &PartnerSimulation {
+                    acquisition_days: 0,
+                    ..simulation
+                },
+                0,
+                &mut ChaCha20Rng::seed_from_u64(1)
+            ),
+            Err(LifetimeValueError::InvalidArgument {
+                name: "acquisition_days",
+                requirement: "at least 1",
+                value: 0.0
+            })
         );
     }
 }

@@ -104,7 +104,10 @@ mod tests {
         for x in [0.03, 0.7, 3.3, 45.0, 1234.5] {
             let h = 1e-5 * x;
             let numeric = (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
-            assert!((digamma(x) - numeric).abs() < 1e-7 * (1.0 + numeric.abs()), "x={x}");
+            assert!(
+                (digamma(x) - numeric).abs() < 1e-7 * (1.0 + numeric.abs()),
+                "x={x}"
+            );
         }
     }
 
@@ -113,7 +116,11 @@ mod tests {
         // 2F1(1, 1; 2; z) = -ln(1 - z)/z.
         for z in [0.1, 0.5, 0.9, 0.999] {
             let expected = -(1.0f64 - z).ln() / z;
-            assert_relative(ln_hyp2f1(1.0, 1.0, 2.0, z).unwrap_or(f64::NAN), expected.ln(), 1e-13);
+            assert_relative(
+                ln_hyp2f1(1.0, 1.0, 2.0, z).unwrap_or(f64::NAN),
+                expected.ln(),
+                1e-13,
+            );
         }
         // 2F1(a, b; b; z) = (1 - z)^-a.
         assert_relative(

@@ -57,7 +57,7 @@ impl CustomerSummary {
             .filter(|purchase| purchase.day <= observation_end_day)
             .map(|purchase| (purchase.day, purchase.amount))
             .collect();
-        days.sort_by(|left, right| left.0.cmp(&right.0));
+        days.sort_by_key(|&(day, _)| day);
         Ok(summarise_sorted_days(&days, observation_end_day))
     }
 

@@ -4,8 +4,8 @@
 //! `reference/generate_reference.py`; no Python runs here.
 
 use veil_lifetime_value::{
-    BgNbdParameters, ClvConfig, CustomerSummary, GammaGammaParameters, Transaction,
-    fit_bg_nbd, fit_gamma_gamma, summarise_transactions,
+    BgNbdParameters, ClvConfig, CustomerSummary, GammaGammaParameters, Transaction, fit_bg_nbd,
+    fit_gamma_gamma, summarise_transactions,
 };
 
 const TRANSACTIONS: &str = include_str!("../reference/transactions.csv");
@@ -106,7 +106,11 @@ fn summaries_match_lifetimes() {
         assert_eq!(*customer, row.customer);
         assert_eq!(
             (summary.frequency, summary.recency_days, summary.age_days),
-            (row.summary.frequency, row.summary.recency_days, row.summary.age_days),
+            (
+                row.summary.frequency,
+                row.summary.recency_days,
+                row.summary.age_days
+            ),
             "customer {customer}"
         );
         // pandas sums the four-decimal amounts in another order: ~1e-15 relative.
@@ -162,7 +166,12 @@ fn parameters_and_predictions_match_lifetimes() {
             spend.conditional_expected_spend(&row.summary),
             spend.customer_lifetime_value(&purchases, &row.summary, &CLV),
         ];
-        let theirs = [row.expected_purchases, row.probability_alive, row.expected_spend, row.clv];
+        let theirs = [
+            row.expected_purchases,
+            row.probability_alive,
+            row.expected_spend,
+            row.clv,
+        ];
         for (index, (ours, theirs)) in ours.into_iter().zip(theirs).enumerate() {
             let ours = ours.unwrap_or_else(|e| panic!("customer {}: {e}", row.customer));
             let error = relative_error(ours, theirs);
