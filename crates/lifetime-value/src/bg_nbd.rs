@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::LifetimeValueError;
-use crate::grouped::{Cell, Group, index_frequencies, mean_log_likelihood, total_weight};
-use crate::optimise::minimise;
+use crate::grouped::{Cell, Group, fit, index_frequencies, mean_log_likelihood};
 use crate::special::{digamma, ln_gamma, ln_hyp2f1};
 use crate::summary::CustomerSummary;
 
@@ -105,18 +104,22 @@ fn distinct_customers(
 pub(crate) fn fit_groups(
     mut groups: Vec<PurchaseGroup>,
 ) -> Result<BgNbdParameters, LifetimeValueError> {
-    groups.retain(|group| group.weight != 0.0);
-    let total_weight = total_weight(&groups);
-    if !(total_weight.is_finite() && total_weight > 0.0) {
-        return Err(LifetimeValueError::NoCustomers {
-            model: MODEL,
-            total_weight,
-        });
+    let repeat_weight: f64 = groups
+        .iter()
+        .filter(|group| group.cells.iter().any(|cell| cell.frequency > 0.0))
+        .map(|group| group.weight)
+        .sum();
+    let total: f64 = groups.iter().map(|group| group.weight).sum();
+    // With no customer at all, say so (the generic check in `fit`); with
+    // customers but no repeat purchase, the optimum is at r = 0.
+    if total > 0.0 && (repeat_weight <= 0.0 || repeat_weight.is_nan()) {
+        return Err(LifetimeValueError::NoRepeatPurchases { repeat_weight });
     }
     // As lifetimes does, measure time in units of the oldest customer's age so
     // α starts near the optimum's scale; α is converted back at the end.
     let max_age = groups
         .iter()
+        .filter(|group| group.weight != 0.0)
         .flat_map(|group| &group.cells)
         .fold(0.0f64, |largest, cell| largest.max(cell.data.age));
     let time_scale = if max_age > 0.0 { 1.0 / max_age } else { 1.0 };
@@ -129,25 +132,7 @@ pub(crate) fn fit_groups(
             cell.log_weight += (cell.frequency - 1.0) * ln_time_scale;
         }
     }
-    let frequencies = index_frequencies(&mut groups);
-    let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(
-            log_parameters,
-            &groups,
-            &frequencies,
-            total_weight,
-            gradient,
-        )
-    };
-    // lifetimes' starting point: every log-parameter 0.1.
-    let minimum = minimise(objective, &[0.1; 4]).map_err(|failure| {
-        LifetimeValueError::FitDidNotConverge {
-            model: MODEL,
-            iterations: failure.iterations,
-            gradient_norm: failure.gradient_norm,
-        }
-    })?;
-    let [r, alpha, a, b] = [0, 1, 2, 3].map(|i| minimum.point[i].exp());
+    let [r, alpha, a, b] = fit(MODEL, groups, mean_negative_log_likelihood)?;
     Ok(BgNbdParameters {
         r,
         alpha: alpha / time_scale,
@@ -345,6 +330,7 @@ fn finite(value: f64) -> Result<f64, LifetimeValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grouped::assert_gradient_matches_central_differences;
 
     fn groups() -> Vec<PurchaseGroup> {
         let cell = |frequency: f64, recency, age, log_weight| Cell {
@@ -382,27 +368,12 @@ mod tests {
     fn gradient_matches_central_differences() {
         let mut groups = groups();
         let frequencies = index_frequencies(&mut groups);
-        let objective = |at: &[f64; 4], gradient: &mut [f64; 4]| {
-            mean_negative_log_likelihood(at, &groups, &frequencies, 5.5, gradient)
-        };
-        let at = [-0.3, 2.1, 0.4, 1.2];
-        let mut gradient = [0.0; 4];
-        objective(&at, &mut gradient);
-        for i in 0..4 {
-            let h = 1e-6;
-            let (mut plus, mut minus) = (at, at);
-            plus[i] += h;
-            minus[i] -= h;
-            let mut scratch = [0.0; 4];
-            let numeric =
-                (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
-            // Central differences at h = 1e-6 are accurate to ~1e-9 here.
-            assert!(
-                (gradient[i] - numeric).abs() < 1e-7,
-                "component {i}: {} vs {numeric}",
-                gradient[i]
-            );
-        }
+        assert_gradient_matches_central_differences(
+            |at: &[f64; 4], gradient: &mut [f64; 4]| {
+                mean_negative_log_likelihood(at, &groups, &frequencies, 5.5, gradient)
+            },
+            [-0.3, 2.1, 0.4, 1.2],
+        );
     }
 
     #[test]
@@ -455,6 +426,19 @@ mod tests {
             .conditional_expected_purchases(30.0, &no_repeat),
             Err(LifetimeValueError::PredictionUndefined(_))
         ));
+        // Nobody ever came back: the likelihood keeps rising as r → 0.
+        let never_returned: Vec<CustomerSummary> = (1..50)
+            .map(|age_days| CustomerSummary {
+                frequency: 0,
+                recency_days: 0,
+                age_days,
+                mean_spend: 0.0,
+            })
+            .collect();
+        assert_eq!(
+            fit_bg_nbd(&never_returned),
+            Err(LifetimeValueError::NoRepeatPurchases { repeat_weight: 0.0 })
+        );
         assert_eq!(
             fit_bg_nbd(&[]),
             Err(LifetimeValueError::NoCustomers {

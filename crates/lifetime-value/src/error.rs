@@ -55,6 +55,15 @@ pub enum LifetimeValueError {
         /// Total count or weight of the data, which must be positive.
         total_weight: f64,
     },
+    /// BG/NBD data in which nobody made a repeat purchase: the likelihood
+    /// only grows as `r → 0`, and the dropout parameters are not identified.
+    #[error(
+        "cannot fit BG/NBD: no customer made a repeat purchase (repeat weight {repeat_weight})"
+    )]
+    NoRepeatPurchases {
+        /// Total count or weight of customers with repeat purchases.
+        repeat_weight: f64,
+    },
     /// Maximum likelihood did not converge: the likelihood is flat or the
     /// optimum lies at a boundary (for example no sign of dropout in the data).
     #[error(

@@ -7,8 +7,7 @@
 
 use crate::bg_nbd::BgNbdParameters;
 use crate::error::LifetimeValueError;
-use crate::grouped::{Cell, Group, index_frequencies, mean_log_likelihood, total_weight};
-use crate::optimise::minimise;
+use crate::grouped::{Cell, Group, fit, index_frequencies, mean_log_likelihood};
 use crate::special::{digamma, ln_gamma};
 use crate::summary::CustomerSummary;
 
@@ -79,34 +78,9 @@ fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendGroup>, Li
 
 /// Maximum likelihood over groups; the total weight must be positive.
 pub(crate) fn fit_spend_groups(
-    mut groups: Vec<SpendGroup>,
+    groups: Vec<SpendGroup>,
 ) -> Result<GammaGammaParameters, LifetimeValueError> {
-    groups.retain(|group| group.weight != 0.0);
-    let total_weight = total_weight(&groups);
-    if !(total_weight.is_finite() && total_weight > 0.0) {
-        return Err(LifetimeValueError::NoCustomers {
-            model: MODEL,
-            total_weight,
-        });
-    }
-    let frequencies = index_frequencies(&mut groups);
-    let objective = |log_parameters: &[f64], gradient: &mut [f64]| {
-        mean_negative_log_likelihood(
-            log_parameters,
-            &groups,
-            &frequencies,
-            total_weight,
-            gradient,
-        )
-    };
-    let minimum = minimise(objective, &[0.1; 3]).map_err(|failure| {
-        LifetimeValueError::FitDidNotConverge {
-            model: MODEL,
-            iterations: failure.iterations,
-            gradient_norm: failure.gradient_norm,
-        }
-    })?;
-    let [p, q, gamma] = [0, 1, 2].map(|i| minimum.point[i].exp());
+    let [p, q, gamma] = fit(MODEL, groups, mean_negative_log_likelihood)?;
     Ok(GammaGammaParameters { p, q, gamma })
 }
 
@@ -258,6 +232,7 @@ impl GammaGammaParameters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grouped::assert_gradient_matches_central_differences;
 
     #[test]
     fn gradient_matches_central_differences() {
@@ -286,23 +261,31 @@ mod tests {
             },
         ];
         let frequencies = index_frequencies(&mut groups);
-        let objective = |at: &[f64; 3], gradient: &mut [f64; 3]| {
-            mean_negative_log_likelihood(at, &groups, &frequencies, 4.0, gradient)
+        assert_gradient_matches_central_differences(
+            |at: &[f64; 3], gradient: &mut [f64; 3]| {
+                mean_negative_log_likelihood(at, &groups, &frequencies, 4.0, gradient)
+            },
+            [0.7, 1.1, 2.5],
+        );
+    }
+
+    #[test]
+    fn an_unbounded_likelihood_is_reported_not_returned() {
+        // A noised count can be negative: 100 customers at a mean spend of 10
+        // and -99 at 10.5 reward a spend distribution ever more concentrated
+        // at 10, so the likelihood has no maximum.
+        let group = |weight, mean_spend| Group {
+            weight,
+            cells: vec![Cell::exact(1.0, mean_spend)],
         };
-        let at = [0.7, 1.1, 2.5];
-        let mut gradient = [0.0; 3];
-        objective(&at, &mut gradient);
-        for i in 0..3 {
-            let h = 1e-6;
-            let (mut plus, mut minus) = (at, at);
-            plus[i] += h;
-            minus[i] -= h;
-            let mut scratch = [0.0; 3];
-            let numeric =
-                (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
-            // Central differences at h = 1e-6 are accurate to ~1e-9 here.
-            assert!((gradient[i] - numeric).abs() < 1e-7, "component {i}");
-        }
+        let result = fit_spend_groups(vec![group(100.0, 10.0), group(-99.0, 10.5)]);
+        assert!(
+            matches!(
+                result,
+                Err(LifetimeValueError::FitDidNotConverge { model: MODEL, .. })
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]

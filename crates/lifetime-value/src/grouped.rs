@@ -10,6 +10,9 @@
 //! likelihood estimate from the binned data, so binning costs precision but
 //! adds no bias beyond the quadrature of each bin.
 
+use crate::error::LifetimeValueError;
+use crate::optimise::minimise;
+
 /// One term of a group's likelihood.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Cell<D> {
@@ -61,9 +64,43 @@ pub(crate) fn index_frequencies<D>(groups: &mut [Group<D>]) -> Vec<f64> {
     frequencies
 }
 
-/// Total weight of the groups; fits need it positive.
-pub(crate) fn total_weight<D>(groups: &[Group<D>]) -> f64 {
-    groups.iter().map(|group| group.weight).sum()
+/// Maximum likelihood over groups: drops empty groups, refuses data whose
+/// total weight is not positive, and minimises `objective` (the mean negative
+/// log-likelihood and its gradient in the log-parameters, given the groups,
+/// their distinct frequencies and total weight) from lifetimes' starting
+/// point, every log-parameter 0.1. Returns the parameters themselves.
+pub(crate) fn fit<D, const P: usize>(
+    model: &'static str,
+    mut groups: Vec<Group<D>>,
+    objective: impl Fn(&[f64], &[Group<D>], &[f64], f64, &mut [f64]) -> f64,
+) -> Result<[f64; P], LifetimeValueError> {
+    groups.retain(|group| group.weight != 0.0);
+    let total_weight: f64 = groups.iter().map(|group| group.weight).sum();
+    if !(total_weight.is_finite() && total_weight > 0.0) {
+        return Err(LifetimeValueError::NoCustomers {
+            model,
+            total_weight,
+        });
+    }
+    let frequencies = index_frequencies(&mut groups);
+    let minimum = minimise(
+        |log_parameters: &[f64], gradient: &mut [f64]| {
+            objective(
+                log_parameters,
+                &groups,
+                &frequencies,
+                total_weight,
+                gradient,
+            )
+        },
+        &[0.1; P],
+    )
+    .map_err(|failure| LifetimeValueError::FitDidNotConverge {
+        model,
+        iterations: failure.iterations,
+        gradient_norm: failure.gradient_norm,
+    })?;
+    Ok(std::array::from_fn(|i| minimum.point[i].exp()))
 }
 
 /// `(1/W) Σ_g w_g ln Σ_c exp(ℓ_c)` and its gradient in the model's `P`
@@ -113,4 +150,31 @@ pub(crate) fn mean_log_likelihood<D, const P: usize>(
         *total /= total_weight;
     }
     (value / total_weight, gradient)
+}
+
+/// Test support: the analytic gradient of `objective` agrees with central
+/// differences at `at`.
+#[cfg(test)]
+pub(crate) fn assert_gradient_matches_central_differences<const P: usize>(
+    objective: impl Fn(&[f64; P], &mut [f64; P]) -> f64,
+    at: [f64; P],
+) {
+    let mut gradient = [0.0; P];
+    objective(&at, &mut gradient);
+    for i in 0..P {
+        let h = 1e-6;
+        let (mut plus, mut minus) = (at, at);
+        plus[i] += h;
+        minus[i] -= h;
+        let mut scratch = [0.0; P];
+        let numeric =
+            (objective(&plus, &mut scratch) - objective(&minus, &mut scratch)) / (2.0 * h);
+        // Central differences at h = 1e-6 are accurate to ~1e-9 for these
+        // smooth objectives of order 1.
+        assert!(
+            (gradient[i] - numeric).abs() < 1e-7,
+            "component {i}: {} vs {numeric}",
+            gradient[i]
+        );
+    }
 }

@@ -22,7 +22,7 @@ const ACQUISITION_DAYS: u32 = 182;
 const LAST_DAY: i64 = 364;
 const HORIZON_DAYS: f64 = 90.0;
 /// Customers per partner. With 3 partners the pooled 300,000 customers make
-/// the DP noise (summed over 1,9xx bins) small next to the counts; see
+/// the DP noise (summed over 2,174 bins) small next to the counts; see
 /// `dp_noise_at_epsilon_one_per_partner_keeps_expected_purchases_within_five_percent`.
 const CUSTOMERS_PER_PARTNER: u64 = 100_000;
 
