@@ -8,7 +8,8 @@ BetaGeoFitter and GammaGammaFitter (penalizer 0, at the tightest tolerance from
 1e-12 up that scipy's BFGS converges at, so the parameters are at the optimum),
 and writes
 
-* `lifetimes_parameters.csv`: model, parameter, value;
+* `lifetimes_parameters.csv`: model, parameter, value (and a new customer's
+  expected purchases in 30, 365 and 3,650 days);
 * `lifetimes_predictions.csv`: per customer, the summary and the predictions
   (expected purchases in 90 days, P(alive), expected average spend, CLV over
   12 months of 30 days at 1% a month).
@@ -48,6 +49,7 @@ REQUIREMENTS = [
     "lifetimes==0.11.3",
 ]
 HORIZON_DAYS = 90
+NEW_CUSTOMER_HORIZONS_DAYS = [30, 365, 3650]
 CLV_MONTHS = 12
 MONTHLY_DISCOUNT_RATE = 0.01
 FIT_TOLERANCES = [1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7]
@@ -129,6 +131,10 @@ def reference():
             out.write(f"bg_nbd,{name},{purchases.params_[name]!r}\n")
         for name in ["p", "q", "v"]:
             out.write(f"gamma_gamma,{name},{spend.params_[name]!r}\n")
+        # A new customer's expected purchases (no history), at a few horizons.
+        for days in NEW_CUSTOMER_HORIZONS_DAYS:
+            expected = purchases.expected_number_of_purchases_up_to_time(days)
+            out.write(f"new_customer_expected_purchases,{days},{float(expected)!r}\n")
 
     frequency, recency, age = summary["frequency"], summary["recency"], summary["T"]
     predictions = pd.DataFrame(

@@ -2,8 +2,8 @@
 //! histogram of integer counts (an additive vector for secure aggregation),
 //! optionally adds discrete Gaussian noise, and the coordinator fits BG/NBD and
 //! Gamma-Gamma to the aggregate, scoring each bin at its representative
-//! customer.
-#![doc = include_str!("../docs/sensitivity.md")]
+//! customer. The privacy argument is in the crate documentation
+//! (`docs/sensitivity.md`).
 
 use rand_core::CryptoRng;
 use veil_dp_noise::DiscreteGaussian;
@@ -65,7 +65,7 @@ impl BinningConfig {
         }
     }
 
-    /// The binning the crate's tests measure (see the module docs for its
+    /// The binning the crate's tests measure (see the crate docs for its
     /// costs) for a calibration window of `window_days` days and mean spends
     /// between `min_spend` and `max_spend`: 14 age and recency bins covering
     /// the window, repeat counts exact to 8 then in buckets
@@ -400,7 +400,7 @@ pub fn local_histogram(
 /// Adds independent discrete Gaussian noise `N_Z(0, σ²)` (the exact sampler of
 /// `veil-dp-noise`, σ² rounded up to a multiple of 2^-16) to every entry, from
 /// the caller's cryptographic generator. `noise_sigma` is in customer counts;
-/// see the module docs for its calibration against
+/// see the crate docs for its calibration against
 /// [`HISTOGRAM_L2_SENSITIVITY`].
 pub fn add_histogram_noise<R: CryptoRng + ?Sized>(
     histogram: &mut [i64],

@@ -16,16 +16,25 @@
 //! `veil-secagg`), it samples noise only through `veil-dp-noise` and does not
 //! decide how much (calibration and charging are `veil-accounting` and the
 //! job's privacy rules), and it knows nothing of jobs, wire messages or model
-//! files (the lead's `lifetime-value` job kind wires it in). [`simulate`] is
-//! test and benchmark data, not a source of randomness for anything private.
+//! files (the `lifetime-value` job kind wires it in). [`simulate`] is test and
+//! benchmark data, not a source of randomness for anything private.
+//!
+//! Entry points: [`summarise_transactions`] (or
+//! [`CustomerSummary::from_purchases`] per customer); [`fit_bg_nbd`] and
+//! [`fit_gamma_gamma`] on exact summaries; [`local_histogram`],
+//! [`add_histogram_noise`] and [`fit_from_histogram`] for the federated route;
+//! predictions are methods of [`BgNbdParameters`] and
+//! [`GammaGammaParameters`].
+//!
 
+#![doc = include_str!("../docs/sensitivity.md")]
 #![forbid(unsafe_code)]
 
 mod bg_nbd;
 mod error;
 mod gamma_gamma;
 mod grouped;
-pub mod histogram;
+mod histogram;
 mod optimise;
 pub mod simulate;
 mod special;

@@ -158,6 +158,21 @@ fn parameters_and_predictions_match_lifetimes() {
         assert!(error < RELATIVE_TOLERANCE, "{name}: {actual} vs {expected}");
     }
 
+    for days in ["30", "365", "3650"] {
+        let theirs = parameter("new_customer_expected_purchases", days);
+        let ours = purchases
+            .expected_purchases_up_to(days.parse().unwrap_or(f64::NAN))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let error = relative_error(ours, theirs);
+        eprintln!(
+            "new customer, {days} days: veil {ours} lifetimes {theirs} relative error {error:e}"
+        );
+        assert!(
+            error < RELATIVE_TOLERANCE,
+            "{days} days: {ours} vs {theirs}"
+        );
+    }
+
     let mut worst = [0.0f64; 4];
     for row in reference_rows() {
         let ours = [
