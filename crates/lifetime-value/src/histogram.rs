@@ -45,7 +45,8 @@ pub struct BinningConfig {
     pub frequency_edges: Vec<u32>,
     /// Edges of the mean-spend bins, positive and strictly increasing (`n + 1`
     /// edges for `n` bins); spend below the first or above the last edge falls
-    /// in the first or last bin.
+    /// in the first or last bin and is scored as if it were inside it, so the
+    /// range should cover the plausible means.
     pub spend_edges: Vec<f64>,
 }
 
