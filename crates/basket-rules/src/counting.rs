@@ -23,6 +23,8 @@
 //! since a reply is computed once and stored before it leaves, the draw is
 //! never repeated for the same phase.
 
+use std::collections::HashMap;
+
 use rand_core::CryptoRng;
 
 use crate::error::RulesError;
@@ -165,6 +167,61 @@ pub(crate) fn uniform_sample<'a, T, R: CryptoRng>(
     &items[..keep]
 }
 
+/// Bits per item when itemsets are packed into a `u64` lookup key.
+const PACK_BITS: u32 = 16;
+
+/// Largest level packed: four 16-bit items fill a `u64`.
+const MAX_PACKED_LEVEL: usize = 4;
+
+/// An itemset of at most four items below 2^16, as one integer.
+fn pack(itemset: &[ItemId]) -> u64 {
+    itemset
+        .iter()
+        .fold(0u64, |key, &item| (key << PACK_BITS) | u64::from(item))
+}
+
+/// Whether `C(n, k) ≤ limit`, without overflow.
+fn subsets_at_most(n: usize, k: usize, limit: usize) -> bool {
+    if k > n {
+        return true;
+    }
+    let mut binomial: usize = 1;
+    for step in 0..k.min(n - k) {
+        binomial = binomial * (n - step) / (step + 1);
+        if binomial > limit {
+            return false;
+        }
+    }
+    true
+}
+
+/// Calls `visit` with every `k`-subset of `items` (sorted, as `items` is).
+fn for_each_subset<F: FnMut(&[ItemId])>(
+    items: &[ItemId],
+    k: usize,
+    subset: &mut Vec<ItemId>,
+    mut visit: F,
+) {
+    let n = items.len();
+    if k == 0 || k > n {
+        return;
+    }
+    let mut positions: Vec<usize> = (0..k).collect();
+    loop {
+        subset.clear();
+        subset.extend(positions.iter().map(|&position| items[position]));
+        visit(subset);
+        // Advance the rightmost position that can still move.
+        let Some(slot) = (0..k).rev().find(|&slot| positions[slot] < n - k + slot) else {
+            return;
+        };
+        positions[slot] += 1;
+        for next in slot + 1..k {
+            positions[next] = positions[next - 1] + 1;
+        }
+    }
+}
+
 /// Bit set of one basket's items, for constant-time membership.
 struct ItemBits(Vec<u64>);
 
@@ -236,15 +293,54 @@ pub fn local_counts<R: CryptoRng>(
         first_item_ranges[first as usize] = (start, end);
         start = end;
     }
+    // Two ways to find a basket's candidates: walk the candidate ranges of
+    // its items, or enumerate its `level`-subsets and look each up. Each
+    // basket takes the cheaper; the lookup needs itemsets packed into a u64.
+    let lookup: Option<HashMap<u64, usize>> =
+        (vocabulary_len <= 1 << PACK_BITS && candidates.level <= MAX_PACKED_LEVEL).then(|| {
+            candidates
+                .itemsets
+                .iter()
+                .enumerate()
+                .map(|(index, itemset)| (pack(itemset), index))
+                .collect()
+        });
+    let mut in_some_candidate = vec![false; vocabulary_len];
+    for itemset in &candidates.itemsets {
+        for &item in itemset {
+            in_some_candidate[item as usize] = true;
+        }
+    }
     let mut counts = vec![0i64; candidates.vector_len()];
     let mut bits = ItemBits::new(vocabulary_len);
     let mut incidences: Vec<usize> = Vec::new();
+    let mut relevant: Vec<ItemId> = Vec::new();
+    let mut subset: Vec<ItemId> = Vec::new();
     let mut basket_total: i64 = 0;
     for customer in baskets.customers() {
         incidences.clear();
         for basket in customer {
-            bits.fill(basket);
-            for &item in basket {
+            relevant.clear();
+            relevant.extend(basket.iter().copied().filter(|&item| in_some_candidate[item as usize]));
+            let walk_cost: usize = relevant
+                .iter()
+                .map(|&item| {
+                    let (from, to) = first_item_ranges[item as usize];
+                    to - from
+                })
+                .sum();
+            if let Some(lookup) = &lookup
+                && subsets_at_most(relevant.len(), candidates.level, walk_cost)
+            {
+                for_each_subset(&relevant, candidates.level, &mut subset, |itemset| {
+                    if let Some(&index) = lookup.get(&pack(itemset)) {
+                        incidences.push(index);
+                    }
+                });
+                continue;
+            }
+            bits.fill(&relevant);
+            for &item in &relevant {
                 let (from, to) = first_item_ranges[item as usize];
                 for index in from..to {
                     if candidates.itemsets[index][1..]
@@ -255,7 +351,7 @@ pub fn local_counts<R: CryptoRng>(
                     }
                 }
             }
-            bits.clear(basket);
+            bits.clear(&relevant);
         }
         for &index in uniform_sample(&mut incidences, cap as usize, rng) {
             counts[index] += 1;
