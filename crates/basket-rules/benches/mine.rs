@@ -35,7 +35,8 @@ fn simulation_config() -> SimulationConfig {
 fn miner_config() -> MinerConfig {
     MinerConfig {
         min_support: 0.01,
-        itemset_caps: vec![12, 20, 20],
+        // Never binding: baskets hold at most 12 items (66 pairs, 220 triples).
+        itemset_caps: vec![12, 66, 220],
         max_baskets_per_customer: 1,
     }
 }

@@ -51,7 +51,7 @@ struct Arguments {
     min_confidence: f64,
     /// Incidence cap per customer at each level, comma-separated; its length
     /// is the number of levels.
-    #[arg(long, default_value = "12,20,20", value_delimiter = ',')]
+    #[arg(long, default_value = "12,66,220", value_delimiter = ',')]
     caps: Vec<u32>,
     /// Per-partner ε of the whole run; exact counts when absent.
     #[arg(long)]

@@ -43,15 +43,15 @@ MAX_LEN = 3
 MIN_CONFIDENCE = 0.3
 
 
-def ensure_venv():
-    """Re-runs this script inside the pinned virtual environment."""
+def ensure_venv(script=__file__):
+    """Re-runs `script` inside the pinned virtual environment."""
     python = VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINNED], check=True)
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    os.execv(str(python), [str(python), script, *sys.argv[1:]])
 
 
 def read_baskets(path):
