@@ -53,8 +53,12 @@ fn mine(criterion: &mut Criterion) {
             .partners
             .iter()
             .map(|rows| {
-                Baskets::build(rows.iter().map(|row| row.as_row()), &simulation.vocabulary, &basket_config)
-                    .unwrap_or_else(|error| panic!("{error}"))
+                Baskets::build(
+                    rows.iter().map(|row| row.as_row()),
+                    &simulation.vocabulary,
+                    &basket_config,
+                )
+                .unwrap_or_else(|error| panic!("{error}"))
             })
             .collect()
     };

@@ -97,7 +97,13 @@ fn main() -> anyhow::Result<()> {
     let partners = simulation
         .partners
         .iter()
-        .map(|rows| Baskets::build(rows.iter().map(|row| row.as_row()), &simulation.vocabulary, &config))
+        .map(|rows| {
+            Baskets::build(
+                rows.iter().map(|row| row.as_row()),
+                &simulation.vocabulary,
+                &config,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = &arguments.baskets_out {
         let mut writer = create(path)?;
@@ -141,13 +147,17 @@ fn main() -> anyhow::Result<()> {
         "mined {} itemsets and {} rules from {} baskets in {:.2}s{}",
         frequent.itemsets.len(),
         rules.len(),
-        partners.iter().map(|baskets| baskets.report().baskets).sum::<u64>(),
+        partners
+            .iter()
+            .map(|baskets| baskets.report().baskets)
+            .sum::<u64>(),
         started.elapsed().as_secs_f64(),
         match &plan {
             Some(plan) => format!(
                 " (epsilon spent {:.3}, level-1 node sigma {:.2})",
                 plan.epsilon_spent(plan.len())?,
-                plan.release(0).map_or(f64::NAN, |release| release.node_sigma())
+                plan.release(0)
+                    .map_or(f64::NAN, |release| release.node_sigma())
             ),
             None => " (exact counts)".to_owned(),
         }

@@ -227,10 +227,7 @@ mod tests {
         let Ok(baskets) = Baskets::build(rows, &vocabulary, &window) else {
             unreachable!("valid configuration");
         };
-        assert_eq!(
-            baskets.customers(),
-            &[vec![vec![0, 1, 2]], vec![vec![2]]]
-        );
+        assert_eq!(baskets.customers(), &[vec![vec![0, 1, 2]], vec![vec![2]]]);
         assert_eq!(
             *baskets.report(),
             BasketReport {
@@ -253,7 +250,10 @@ mod tests {
             unreachable!("valid configuration");
         };
         // Customer x bought on days 1, 2 and 3; the two most recent are kept.
-        assert_eq!(baskets.customers(), &[vec![vec![2], vec![0]], vec![vec![2]]]);
+        assert_eq!(
+            baskets.customers(),
+            &[vec![vec![2], vec![0]], vec![vec![2]]]
+        );
         assert_eq!(baskets.report().baskets_over_cap, 1);
         assert_eq!(baskets.max_baskets_per_customer(), 2);
     }

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 
 use rand_core::CryptoRng;
 
-use crate::error::RulesError;
 use crate::baskets::Baskets;
+use crate::error::RulesError;
 use crate::vocabulary::ItemId;
 
 /// A sorted set of distinct item ids.
@@ -112,7 +112,9 @@ impl Candidates {
     pub fn first_level(vocabulary_len: usize) -> Self {
         Self {
             level: 1,
-            itemsets: (0..vocabulary_len).map(|item| vec![item as ItemId]).collect(),
+            itemsets: (0..vocabulary_len)
+                .map(|item| vec![item as ItemId])
+                .collect(),
         }
     }
 
@@ -321,7 +323,12 @@ pub fn local_counts<R: CryptoRng>(
         incidences.clear();
         for basket in customer {
             relevant.clear();
-            relevant.extend(basket.iter().copied().filter(|&item| in_some_candidate[item as usize]));
+            relevant.extend(
+                basket
+                    .iter()
+                    .copied()
+                    .filter(|&item| in_some_candidate[item as usize]),
+            );
             let walk_cost: usize = relevant
                 .iter()
                 .map(|&item| {

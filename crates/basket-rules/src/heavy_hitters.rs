@@ -87,7 +87,10 @@ impl HashSpace {
 /// The contribution bound of the bucket counts for `k` buckets per customer.
 pub fn bucket_sensitivity(max_items_per_customer: u32) -> Sensitivity {
     let k = f64::from(max_items_per_customer);
-    Sensitivity { l1: k, l2: k.sqrt() }
+    Sensitivity {
+        l1: k,
+        l2: k.sqrt(),
+    }
 }
 
 /// A partner's bucket counts (length `2^bits`) from (customer key, raw item)
@@ -115,7 +118,10 @@ where
         if customer.is_empty() {
             continue;
         }
-        by_customer.entry(customer).or_default().insert(space.bucket_of(item));
+        by_customer
+            .entry(customer)
+            .or_default()
+            .insert(space.bucket_of(item));
     }
     // Key order, so the result depends only on the data and the generator.
     let mut customers: Vec<(&str, BTreeSet<u32>)> = by_customer.into_iter().collect();

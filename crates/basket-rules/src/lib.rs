@@ -47,5 +47,7 @@ pub use counting::{Candidates, Itemset, Sensitivity, level_sensitivity, local_co
 pub use error::RulesError;
 pub use miner::{FrequentItemset, FrequentItemsets, LevelAggregate, Miner, MinerConfig, Next};
 pub use privacy::{MIN_NODE_SIGMA, NoisePlan, PrivacyTarget, ReleaseNoise};
-pub use rules::{Estimate, Rule, RuleConfig, association_rules, write_itemsets_csv, write_rules_csv};
+pub use rules::{
+    Estimate, Rule, RuleConfig, association_rules, write_itemsets_csv, write_rules_csv,
+};
 pub use vocabulary::{ItemId, Vocabulary};

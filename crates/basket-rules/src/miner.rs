@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use crate::counting::{Candidates, Itemset, level_sensitivity, Sensitivity};
+use crate::counting::{Candidates, Itemset, Sensitivity, level_sensitivity};
 use crate::error::RulesError;
 use crate::privacy::NoisePlan;
 
@@ -226,8 +226,9 @@ impl Miner {
                         got: aggregate.noise_shares,
                     });
                 }
-                plan.release(level - 1)
-                    .map_or(0.0, |release| release.aggregate_variance(aggregate.noise_shares))
+                plan.release(level - 1).map_or(0.0, |release| {
+                    release.aggregate_variance(aggregate.noise_shares)
+                })
             }
         };
         if level == 1 {
@@ -311,7 +312,10 @@ mod tests {
         let frequent = vec![vec![1, 2], vec![1, 3], vec![1, 4], vec![2, 3], vec![3, 4]];
         // {1,2,3}: all of {1,2},{1,3},{2,3} frequent. {1,2,4}: {2,4} is not.
         // {1,3,4}: {1,3},{1,4},{3,4} frequent.
-        assert_eq!(apriori_candidates(&frequent), vec![vec![1, 2, 3], vec![1, 3, 4]]);
+        assert_eq!(
+            apriori_candidates(&frequent),
+            vec![vec![1, 2, 3], vec![1, 3, 4]]
+        );
         let singles = vec![vec![0], vec![2], vec![5]];
         assert_eq!(
             apriori_candidates(&singles),

@@ -131,7 +131,8 @@ impl NoisePlan {
         let releases = sensitivities
             .iter()
             .map(|&sensitivity| {
-                let sigma = (noise_multiplier * sensitivity.l2 / survivors_root).max(MIN_NODE_SIGMA);
+                let sigma =
+                    (noise_multiplier * sensitivity.l2 / survivors_root).max(MIN_NODE_SIGMA);
                 Ok(ReleaseNoise {
                     sensitivity,
                     sampler: DiscreteGaussian::from_sigma(sigma)?,
@@ -251,7 +252,13 @@ mod tests {
             Err(RulesError::Accounting(_))
         ));
         assert_eq!(
-            NoisePlan::calibrate(PrivacyTarget { epsilon: 1.0, ..target }, &[]),
+            NoisePlan::calibrate(
+                PrivacyTarget {
+                    epsilon: 1.0,
+                    ..target
+                },
+                &[]
+            ),
             Err(RulesError::ZeroBound {
                 what: "the number of releases"
             })

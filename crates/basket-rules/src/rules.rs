@@ -112,30 +112,37 @@ pub fn association_rules(
     let mut rules = Vec::new();
     for union in &frequent.itemsets {
         let size = union.itemset.len();
-        if size < 2 || size > 63 {
+        if !(2..=63).contains(&size) {
             continue;
         }
         let union_part = relative_variance(union.count, union.noise_variance);
         for mask in 1..(1u64 << size) - 1 {
-            let (antecedent, consequent): (Vec<(usize, u32)>, Vec<(usize, u32)>) = union
-                .itemset
-                .iter()
-                .copied()
-                .enumerate()
-                .partition(|&(position, _)| mask & (1 << position) != 0);
-            let antecedent: Itemset = antecedent.into_iter().map(|(_, item)| item).collect();
-            let consequent: Itemset = consequent.into_iter().map(|(_, item)| item).collect();
+            let mut antecedent = Itemset::new();
+            let mut consequent = Itemset::new();
+            for (position, &item) in union.itemset.iter().enumerate() {
+                if mask & (1 << position) != 0 {
+                    antecedent.push(item);
+                } else {
+                    consequent.push(item);
+                }
+            }
             // Apriori keeps every subset of a kept itemset; a missing one
             // can only come from a hand-built input.
-            let (Some(left), Some(right)) = (frequent.find(&antecedent), frequent.find(&consequent))
+            let (Some(left), Some(right)) =
+                (frequent.find(&antecedent), frequent.find(&consequent))
             else {
                 continue;
             };
-            let FrequentItemset { count: left_count, noise_variance: left_variance, .. } = *left;
+            let FrequentItemset {
+                count: left_count,
+                noise_variance: left_variance,
+                ..
+            } = *left;
             let right_part = relative_variance(right.count, right.noise_variance);
             let left_part = relative_variance(left_count, left_variance);
             let confidence = union.count / left_count;
-            if !(confidence >= config.min_confidence) {
+            // A NaN confidence (never from a kept itemset) is not kept either.
+            if confidence.is_nan() || confidence < config.min_confidence {
                 continue;
             }
             let support = union.count / total;
@@ -167,7 +174,11 @@ pub fn association_rules(
 fn labels(itemset: &[u32], vocabulary: &Vocabulary) -> Result<String, RulesError> {
     itemset
         .iter()
-        .map(|&item| vocabulary.label(item).ok_or(RulesError::UnknownItemId(item)))
+        .map(|&item| {
+            vocabulary
+                .label(item)
+                .ok_or(RulesError::UnknownItemId(item))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(|labels| labels.join("|"))
 }
@@ -219,7 +230,8 @@ pub fn write_itemsets_csv<W: Write>(
     vocabulary: &Vocabulary,
 ) -> Result<(), RulesError> {
     let mut csv = csv::Writer::from_writer(writer);
-    csv.write_record(["itemset", "support"]).map_err(csv_error)?;
+    csv.write_record(["itemset", "support"])
+        .map_err(csv_error)?;
     for kept in &frequent.itemsets {
         let support = kept.count / frequent.basket_total;
         csv.write_record([labels(&kept.itemset, vocabulary)?, support.to_string()])

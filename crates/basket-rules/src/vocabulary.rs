@@ -150,9 +150,11 @@ mod tests {
             })
         );
         let vocabulary = Vocabulary::declared(["milk", "bread"]);
-        assert!(vocabulary.is_ok_and(|vocabulary| vocabulary.lookup("bread") == Some(1)
-            && vocabulary.lookup("Bread").is_none()
-            && vocabulary.label(0) == Some("milk")
-            && vocabulary.label(2).is_none()));
+        assert!(
+            vocabulary.is_ok_and(|vocabulary| vocabulary.lookup("bread") == Some(1)
+                && vocabulary.lookup("Bread").is_none()
+                && vocabulary.label(0) == Some("milk")
+                && vocabulary.label(2).is_none())
+        );
     }
 }

@@ -21,9 +21,18 @@ fn vocabulary(items: u32) -> Vocabulary {
     Vocabulary::declared((0..items).map(|item| format!("item-{item}"))).expect("valid")
 }
 
-fn build(partner: &[Customer], partner_index: usize, vocabulary: &Vocabulary, grouping: BasketGrouping) -> Baskets {
-    let keys: Vec<String> = (0..partner.len()).map(|c| format!("p{partner_index}-c{c}")).collect();
-    let names: Vec<String> = (0..vocabulary.len()).map(|item| format!("item-{item}")).collect();
+fn build(
+    partner: &[Customer],
+    partner_index: usize,
+    vocabulary: &Vocabulary,
+    grouping: BasketGrouping,
+) -> Baskets {
+    let keys: Vec<String> = (0..partner.len())
+        .map(|c| format!("p{partner_index}-c{c}"))
+        .collect();
+    let names: Vec<String> = (0..vocabulary.len())
+        .map(|item| format!("item-{item}"))
+        .collect();
     let rows = partner.iter().zip(&keys).flat_map(|(purchases, key)| {
         purchases.iter().map(|&(day, item)| PurchaseRow {
             customer: key,
@@ -180,6 +189,9 @@ fn a_binding_cap_keeps_exactly_cap_incidences_spread_over_the_itemsets() {
     // Each pair is kept with probability 5/15; over 3000 draws the count is
     // Binomial(3000, 1/3): mean 1000, sd ≈ 25.8. Five sd either side.
     for (pair, kept) in kept_per_pair {
-        assert!((871..=1129).contains(&kept), "pair {pair} kept {kept} times");
+        assert!(
+            (871..=1129).contains(&kept),
+            "pair {pair} kept {kept} times"
+        );
     }
 }

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_basket_rules::simulate::{Simulation, SimulationConfig, mine_federated, simulate};
 use veil_basket_rules::{
-    BasketConfig, BasketGrouping, Baskets, FrequentItemsets, MinerConfig, NoisePlan,
-    PrivacyTarget, Rule, RuleConfig, association_rules,
+    BasketConfig, BasketGrouping, Baskets, FrequentItemsets, MinerConfig, NoisePlan, PrivacyTarget,
+    Rule, RuleConfig, association_rules,
 };
 
 const PARTNERS: u32 = 5;
@@ -40,8 +40,12 @@ fn data() -> (Simulation, Vec<Baskets>) {
         .partners
         .iter()
         .map(|rows| {
-            Baskets::build(rows.iter().map(|row| row.as_row()), &simulation.vocabulary, &config)
-                .expect("baskets")
+            Baskets::build(
+                rows.iter().map(|row| row.as_row()),
+                &simulation.vocabulary,
+                &config,
+            )
+            .expect("baskets")
         })
         .collect();
     (simulation, partners)
@@ -85,7 +89,11 @@ fn exact_counts(partners: &[Baskets]) -> (f64, HashMap<Vec<u32>, f64>) {
     (total, counts)
 }
 
-fn private_rules(partners: &[Baskets], plan: &NoisePlan, seed: u64) -> (FrequentItemsets, Vec<Rule>) {
+fn private_rules(
+    partners: &[Baskets],
+    plan: &NoisePlan,
+    seed: u64,
+) -> (FrequentItemsets, Vec<Rule>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let frequent = mine_federated(partners, miner_config(), Some(plan), &mut rng).expect("mines");
     let rules = association_rules(
@@ -125,7 +133,11 @@ fn released_counts_carry_the_calibrated_noise() {
     for seed in 0..NOISE_SEEDS {
         let (frequent, _) = private_rules(&partners, &plan, seed);
         residuals.push(frequent.basket_total - total);
-        for kept in frequent.itemsets.iter().filter(|kept| kept.itemset.len() == 1) {
+        for kept in frequent
+            .itemsets
+            .iter()
+            .filter(|kept| kept.itemset.len() == 1)
+        {
             let truth = exact[&kept.itemset];
             // Well above the threshold, so selection does not bias the noise.
             if truth > 4.0 * 0.02 * total {
@@ -137,7 +149,11 @@ fn released_counts_carry_the_calibrated_noise() {
     let samples = residuals.len() as f64;
     assert!(samples > 200.0, "{samples}");
     let mean = residuals.iter().sum::<f64>() / samples;
-    let variance = residuals.iter().map(|residual| residual * residual).sum::<f64>() / samples;
+    let variance = residuals
+        .iter()
+        .map(|residual| residual * residual)
+        .sum::<f64>()
+        / samples;
     // The sample variance of n normal draws has relative sd √(2/n) ≤ 10%
     // here; 30% is three of those, and a missing noise (variance 0) or a
     // σ off by √5 (one node's noise instead of five) fails by far.
@@ -145,7 +161,10 @@ fn released_counts_carry_the_calibrated_noise() {
         (variance / expected_variance - 1.0).abs() < 0.3,
         "{variance} vs {expected_variance}"
     );
-    assert!(mean.abs() < 4.0 * (expected_variance / samples).sqrt(), "{mean}");
+    assert!(
+        mean.abs() < 4.0 * (expected_variance / samples).sqrt(),
+        "{mean}"
+    );
 }
 
 #[test]
@@ -169,12 +188,18 @@ fn planted_pairs_are_found_and_intervals_cover_the_truth() {
             .map(|&(first, second)| vec![first, second])
             .collect();
         for pair in &planted {
-            assert!(frequent.find(pair).is_some(), "seed {seed}: pair {pair:?} not found");
+            assert!(
+                frequent.find(pair).is_some(),
+                "seed {seed}: pair {pair:?} not found"
+            );
         }
         for rule in &rules[..2 * planted.len()] {
             let mut union = [rule.antecedent.clone(), rule.consequent.clone()].concat();
             union.sort_unstable();
-            assert!(planted.contains(&union), "seed {seed}: {rule:?} is not planted");
+            assert!(
+                planted.contains(&union),
+                "seed {seed}: {rule:?} is not planted"
+            );
         }
         for rule in &rules {
             let mut union = [rule.antecedent.clone(), rule.consequent.clone()].concat();
@@ -187,8 +212,10 @@ fn planted_pairs_are_found_and_intervals_cover_the_truth() {
                 union_count / antecedent_count,
                 union_count * total / (antecedent_count * consequent_count),
             ];
-            for (metric, (estimate, truth)) in
-                [rule.support, rule.confidence, rule.lift].iter().zip(truth).enumerate()
+            for (metric, (estimate, truth)) in [rule.support, rule.confidence, rule.lift]
+                .iter()
+                .zip(truth)
+                .enumerate()
             {
                 let inside = usize::from(estimate.low <= truth && truth <= estimate.high);
                 all[metric].0 += inside;
@@ -201,20 +228,33 @@ fn planted_pairs_are_found_and_intervals_cover_the_truth() {
         }
     }
     for (metric, ((covered, checked), (covered_all, checked_all))) in
-        ["support", "confidence", "lift"].iter().zip(well_supported.into_iter().zip(all))
+        ["support", "confidence", "lift"]
+            .iter()
+            .zip(well_supported.into_iter().zip(all))
     {
         let coverage = covered as f64 / checked as f64;
         let coverage_all = covered_all as f64 / checked_all as f64;
-        eprintln!("{metric}: coverage {coverage:.3} of {checked} well-supported, {coverage_all:.3} of {checked_all} in all");
-        assert!(checked > 300, "{metric}: only {checked} well-supported rules");
+        eprintln!(
+            "{metric}: coverage {coverage:.3} of {checked} well-supported, {coverage_all:.3} of {checked_all} in all"
+        );
+        assert!(
+            checked > 300,
+            "{metric}: only {checked} well-supported rules"
+        );
         // Nominal 95% (measured 0.94 to 0.955 here). The rules of one seed
         // share counts, so the independent checks are fewer than `checked`;
         // 0.92..0.98 allows for that and still fails an interval that
         // ignores the noise (coverage far below) or one twice too wide (~1).
-        assert!((0.92..=0.98).contains(&coverage), "{metric}: coverage {coverage}");
+        assert!(
+            (0.92..=0.98).contains(&coverage),
+            "{metric}: coverage {coverage}"
+        );
         // Itemsets kept because their noise lifted them over the threshold
         // have upward-biased counts (the winner's curse, see `rules.rs`), so
         // over all rules the coverage is lower (measured ≈ 0.90).
-        assert!(coverage_all >= 0.85, "{metric}: coverage {coverage_all} over all rules");
+        assert!(
+            coverage_all >= 0.85,
+            "{metric}: coverage {coverage_all} over all rules"
+        );
     }
 }

@@ -15,7 +15,9 @@ use veil_basket_rules::{
 };
 
 fn reference(name: &str) -> Vec<Vec<String>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("reference")
+        .join(name);
     let mut reader = csv::Reader::from_path(&path).expect("reference table");
     reader
         .records()
@@ -127,9 +129,15 @@ fn itemsets_and_rules_match_mlxtend() {
         );
     }
     // Without noise every interval is the point itself.
-    assert!(rules.iter().all(|rule| [rule.support, rule.confidence, rule.lift]
-        .iter()
-        .all(|estimate| estimate.low == estimate.value && estimate.high == estimate.value)));
+    assert!(rules.iter().all(|rule| {
+        [rule.support, rule.confidence, rule.lift]
+            .iter()
+            .all(|estimate| estimate.low == estimate.value && estimate.high == estimate.value)
+    }));
     // Sorted by lift, highest first.
-    assert!(rules.windows(2).all(|pair| pair[0].lift.value >= pair[1].lift.value));
+    assert!(
+        rules
+            .windows(2)
+            .all(|pair| pair[0].lift.value >= pair[1].lift.value)
+    );
 }
