@@ -11,8 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_basket_rules::simulate::{SimulationConfig, mine_federated, simulate};
 use veil_basket_rules::{
-    BasketConfig, BasketGrouping, Baskets, MinerConfig, NoisePlan, PrivacyTarget, RuleConfig,
-    association_rules,
+    BasketGrouping, MinerConfig, NoisePlan, PrivacyTarget, RuleConfig, association_rules,
 };
 
 const PARTNERS: u32 = 10;
@@ -43,24 +42,10 @@ fn miner_config() -> MinerConfig {
 
 fn mine(criterion: &mut Criterion) {
     let simulation = simulate(&simulation_config()).unwrap_or_else(|error| panic!("{error}"));
-    let basket_config = BasketConfig {
-        grouping: BasketGrouping::CustomerWindow,
-        first_day: 0,
-        last_day: 27,
-    };
-    let build = || -> Vec<Baskets> {
+    let build = || {
         simulation
-            .partners
-            .iter()
-            .map(|rows| {
-                Baskets::build(
-                    rows.iter().map(|row| row.as_row()),
-                    &simulation.vocabulary,
-                    &basket_config,
-                )
-                .unwrap_or_else(|error| panic!("{error}"))
-            })
-            .collect()
+            .baskets(BasketGrouping::CustomerWindow)
+            .unwrap_or_else(|error| panic!("{error}"))
     };
     let partners = build();
     let plan = NoisePlan::calibrate(

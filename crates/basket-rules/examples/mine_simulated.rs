@@ -19,8 +19,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_basket_rules::simulate::{SimulationConfig, mine_federated, simulate};
 use veil_basket_rules::{
-    BasketConfig, BasketGrouping, Baskets, MinerConfig, NoisePlan, PrivacyTarget, RuleConfig,
-    association_rules, write_itemsets_csv, write_rules_csv,
+    BasketGrouping, Baskets, MinerConfig, NoisePlan, PrivacyTarget, RuleConfig, association_rules,
+    write_itemsets_csv, write_rules_csv,
 };
 
 #[derive(Debug, Parser)]
@@ -89,22 +89,7 @@ fn main() -> anyhow::Result<()> {
         planted_pairs: arguments.planted_pairs,
         pair_rate: arguments.pair_rate,
     })?;
-    let config = BasketConfig {
-        grouping: BasketGrouping::CustomerWindow,
-        first_day: 0,
-        last_day: 27,
-    };
-    let partners = simulation
-        .partners
-        .iter()
-        .map(|rows| {
-            Baskets::build(
-                rows.iter().map(|row| row.as_row()),
-                &simulation.vocabulary,
-                &config,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let partners = simulation.baskets(BasketGrouping::CustomerWindow)?;
     if let Some(path) = &arguments.baskets_out {
         let mut writer = create(path)?;
         writeln!(writer, "basket,item")?;

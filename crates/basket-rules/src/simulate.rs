@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use rand_core::CryptoRng;
 
-use crate::baskets::{Baskets, PurchaseRow};
+use crate::baskets::{BasketConfig, BasketGrouping, Baskets, PurchaseRow};
 use crate::counting::local_counts;
 use crate::error::RulesError;
 use crate::miner::{FrequentItemsets, LevelAggregate, Miner, MinerConfig, Next};
@@ -80,12 +80,35 @@ impl SimulatedRow {
 /// A generated data set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simulation {
+    /// What it was generated from.
+    pub config: SimulationConfig,
     /// The declared category vocabulary.
     pub vocabulary: Vocabulary,
     /// The planted pairs, each sorted.
     pub planted_pairs: Vec<(ItemId, ItemId)>,
     /// Each partner's rows.
     pub partners: Vec<Vec<SimulatedRow>>,
+}
+
+impl Simulation {
+    /// Each partner's baskets over the whole simulated window.
+    pub fn baskets(&self, grouping: BasketGrouping) -> Result<Vec<Baskets>, RulesError> {
+        let config = BasketConfig {
+            grouping,
+            first_day: 0,
+            last_day: i64::from(self.config.days) - 1,
+        };
+        self.partners
+            .iter()
+            .map(|rows| {
+                Baskets::build(
+                    rows.iter().map(SimulatedRow::as_row),
+                    &self.vocabulary,
+                    &config,
+                )
+            })
+            .collect()
+    }
 }
 
 /// The name of category `index`.
@@ -234,6 +257,7 @@ pub fn simulate(config: &SimulationConfig) -> Result<Simulation, RulesError> {
         partners.push(rows);
     }
     Ok(Simulation {
+        config: *config,
         vocabulary,
         planted_pairs,
         partners,

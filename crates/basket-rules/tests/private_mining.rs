@@ -10,8 +10,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_basket_rules::simulate::{Simulation, SimulationConfig, mine_federated, simulate};
 use veil_basket_rules::{
-    BasketConfig, BasketGrouping, Baskets, FrequentItemsets, MinerConfig, NoisePlan, PrivacyTarget,
-    Rule, RuleConfig, association_rules,
+    BasketGrouping, Baskets, FrequentItemsets, MinerConfig, NoisePlan, PrivacyTarget, Rule,
+    RuleConfig, association_rules,
 };
 
 const PARTNERS: u32 = 5;
@@ -31,23 +31,9 @@ fn data() -> (Simulation, Vec<Baskets>) {
         pair_rate: 0.3,
     })
     .expect("valid simulation");
-    let config = BasketConfig {
-        grouping: BasketGrouping::CustomerWindow,
-        first_day: 0,
-        last_day: 27,
-    };
     let partners = simulation
-        .partners
-        .iter()
-        .map(|rows| {
-            Baskets::build(
-                rows.iter().map(|row| row.as_row()),
-                &simulation.vocabulary,
-                &config,
-            )
-            .expect("baskets")
-        })
-        .collect();
+        .baskets(BasketGrouping::CustomerWindow)
+        .expect("baskets");
     (simulation, partners)
 }
 
