@@ -37,6 +37,7 @@ fn miner_config() -> MinerConfig {
         // Never binding: baskets hold at most 12 items (66 pairs, 220 triples).
         itemset_caps: vec![12, 66, 220],
         max_baskets_per_customer: 1,
+        expected_false_itemsets_per_level: 1.0,
     }
 }
 

@@ -53,6 +53,10 @@ struct Arguments {
     /// is the number of levels.
     #[arg(long, default_value = "12,66,220", value_delimiter = ',')]
     caps: Vec<u32>,
+    /// With noise: expected itemsets per level kept although their true
+    /// support is below `min_support`.
+    #[arg(long, default_value_t = 1.0)]
+    expected_false_itemsets: f64,
     /// Per-partner ε of the whole run; exact counts when absent.
     #[arg(long)]
     epsilon: Option<f64>,
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         min_support: arguments.min_support,
         itemset_caps: arguments.caps.clone(),
         max_baskets_per_customer: 1,
+        expected_false_itemsets_per_level: arguments.expected_false_itemsets,
     };
     let plan = match arguments.epsilon {
         Some(epsilon) => Some(NoisePlan::calibrate(

@@ -10,6 +10,8 @@
 use std::collections::HashSet;
 
 use crate::counting::{Candidates, Itemset, Sensitivity, level_sensitivity};
+use veil_accounting::normal_upper_quantile;
+
 use crate::error::RulesError;
 use crate::privacy::NoisePlan;
 
@@ -25,6 +27,14 @@ pub struct MinerConfig {
     /// `m`: the most baskets one customer contributes (1 for customer-window
     /// baskets).
     pub max_baskets_per_customer: u32,
+    /// With noise, an itemset must also clear a margin of `σ·Φ⁻¹(1 − α/d)`
+    /// above the support threshold, `σ` the level's noise deviation and `d`
+    /// its number of candidates, with `α` this value: a candidate whose true
+    /// support is below `min_support` then passes with probability at most
+    /// `α/d`, so at most `α` such itemsets are expected per level. Smaller
+    /// is more precise and recalls less near the threshold. Ignored without
+    /// noise (the margin is 0).
+    pub expected_false_itemsets_per_level: f64,
 }
 
 impl MinerConfig {
@@ -143,6 +153,13 @@ impl Miner {
                 value: config.min_support,
             });
         }
+        if !(config.expected_false_itemsets_per_level > 0.0) {
+            return Err(RulesError::OutOfRange {
+                what: "expected_false_itemsets_per_level",
+                range: "(0, inf)",
+                value: config.expected_false_itemsets_per_level,
+            });
+        }
         if config.itemset_caps.is_empty() {
             return Err(RulesError::ZeroBound {
                 what: "the number of levels (itemset_caps)",
@@ -235,11 +252,20 @@ impl Miner {
             self.basket_total = aggregate.counts.last().copied().unwrap_or(0) as f64;
             self.basket_total_variance = variance;
         }
+        let candidate_count = candidates.itemsets().len().max(1) as f64;
+        let tail_mass = (self.config.expected_false_itemsets_per_level / candidate_count).min(0.5);
+        let margin = variance.sqrt() * normal_upper_quantile(tail_mass);
         let mut frequent_now = Vec::new();
         if self.basket_total > 0.0 {
             for (itemset, &count) in candidates.itemsets().iter().zip(&aggregate.counts) {
-                // The same comparison as mlxtend: support = count / n ≥ min_support.
-                if count as f64 / self.basket_total >= self.config.min_support {
+                // Without noise, the same comparison as mlxtend: support =
+                // count / n ≥ min_support.
+                let passes = if margin > 0.0 {
+                    count as f64 - margin >= self.config.min_support * self.basket_total
+                } else {
+                    count as f64 / self.basket_total >= self.config.min_support
+                };
+                if passes {
                     frequent_now.push(itemset.clone());
                     self.kept.push(FrequentItemset {
                         itemset: itemset.clone(),

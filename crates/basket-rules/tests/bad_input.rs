@@ -14,6 +14,7 @@ fn config() -> MinerConfig {
         min_support: 0.1,
         itemset_caps: vec![4, 6],
         max_baskets_per_customer: 1,
+        expected_false_itemsets_per_level: 1.0,
     }
 }
 
@@ -58,6 +59,7 @@ fn bad_miner_configurations_are_refused() {
     check_miner_config(
         MinerConfig {
             max_baskets_per_customer: 0,
+            expected_false_itemsets_per_level: 1.0,
             ..config()
         },
         3,
@@ -66,6 +68,18 @@ fn bad_miner_configurations_are_refused() {
         },
     );
     check_miner_config(config(), 0, RulesError::EmptyVocabulary);
+    check_miner_config(
+        MinerConfig {
+            expected_false_itemsets_per_level: -1.0,
+            ..config()
+        },
+        3,
+        RulesError::OutOfRange {
+            what: "expected_false_itemsets_per_level",
+            range: "(0, inf)",
+            value: -1.0,
+        },
+    );
     let plan = NoisePlan::calibrate(
         PrivacyTarget {
             epsilon: 1.0,

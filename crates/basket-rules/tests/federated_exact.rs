@@ -105,6 +105,7 @@ proptest! {
             min_support,
             itemset_caps: vec![10_000; max_level],
             max_baskets_per_customer: grouping.max_baskets_per_customer(),
+            expected_false_itemsets_per_level: 1.0,
         };
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let mined = mine_federated(&baskets, config, None, &mut rng).expect("mines");

@@ -44,6 +44,7 @@ fn miner_config() -> MinerConfig {
         min_support: 0.02,
         itemset_caps: vec![8, 28],
         max_baskets_per_customer: 1,
+        expected_false_itemsets_per_level: 1.0,
     }
 }
 
@@ -243,4 +244,45 @@ fn planted_pairs_are_found_and_intervals_cover_the_truth() {
             "{metric}: coverage {coverage_all} over all rules"
         );
     }
+}
+
+#[test]
+fn the_margin_bounds_the_itemsets_kept_below_the_threshold() {
+    let (_, partners) = data();
+    let (total, exact) = exact_counts(&partners);
+    let plan = plan(&miner_config());
+    let false_itemsets = |expected_false_itemsets_per_level: f64| {
+        let config = MinerConfig {
+            expected_false_itemsets_per_level,
+            ..miner_config()
+        };
+        (0..NOISE_SEEDS)
+            .map(|seed| {
+                let mut rng = ChaCha20Rng::seed_from_u64(seed);
+                let frequent = mine_federated(&partners, config.clone(), Some(&plan), &mut rng)
+                    .expect("mines");
+                frequent
+                    .itemsets
+                    .iter()
+                    .filter(|kept| {
+                        exact.get(&kept.itemset).copied().unwrap_or(0.0)
+                            < config.min_support * total
+                    })
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    // α = 1 per level: at most 2 expected per seed (two levels), 40 over 20
+    // seeds; the bound is loose (most candidates are far below the threshold).
+    let with_margin = false_itemsets(1.0);
+    assert!(with_margin <= 40, "{with_margin}");
+    // α = d·½ makes the margin 0: the plain threshold keeps noticeably more.
+    let without_margin = false_itemsets(1e12);
+    assert!(
+        without_margin > with_margin,
+        "{without_margin} vs {with_margin}"
+    );
+    eprintln!(
+        "itemsets below the threshold kept over {NOISE_SEEDS} seeds: {with_margin} with the margin, {without_margin} without"
+    );
 }

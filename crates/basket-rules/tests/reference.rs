@@ -67,6 +67,7 @@ fn itemsets_and_rules_match_mlxtend() {
         // Baskets hold at most 6 items: 6 singles, 15 pairs, 20 triples.
         itemset_caps: vec![100, 100, 100],
         max_baskets_per_customer: 1,
+        expected_false_itemsets_per_level: 1.0,
     };
     let mut rng = ChaCha20Rng::seed_from_u64(0);
     let frequent = mine_federated(&partners, miner_config, None, &mut rng).expect("mines");
