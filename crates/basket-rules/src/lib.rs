@@ -8,12 +8,12 @@
 //!   ([`heavy_hitters`]).
 //! - **Level-wise mining**: the coordinator's sans-IO [`Miner`] holds the
 //!   public candidates of level `L`; each node computes [`local_counts`] (an
-//!   additive vector, each customer's contribution capped, see
-//!   [`counting`](local_counts) for the cap and its sensitivity), adds its
-//!   noise ([`ReleaseNoise::add_node_noise`]), and the secure sum goes back
-//!   to [`Miner::handle_level_counts`], which keeps the itemsets whose noised
-//!   support passes and returns [`Next::Candidates`] for level `L + 1` (from
-//!   noised supports only) or [`Next::Done`].
+//!   additive vector; each customer's incidences are capped, a uniform sample
+//!   when there are more, so the sensitivity is [`level_sensitivity`]), adds
+//!   its noise ([`ReleaseNoise::add_node_noise`]), and the secure sum goes
+//!   back to [`Miner::handle_level_counts`], which keeps the itemsets whose
+//!   noised support passes and returns [`Next::Candidates`] for level `L + 1`
+//!   (from noised supports only) or [`Next::Done`].
 //! - **Noise and cost** ([`NoisePlan`]): per-node discrete Gaussian σ for
 //!   every level, calibrated together to a per-partner (ε, δ) and charged as
 //!   `DpEvent`s, with `veil-dp-noise` and `veil-accounting`.

@@ -178,14 +178,14 @@ impl NoisePlan {
     /// ε (at the target's δ) of the first `releases` releases composed: what
     /// a run that stopped early spent.
     pub fn epsilon_spent(&self, releases: usize) -> Result<f64, RulesError> {
+        if releases == 0 {
+            return Ok(0.0);
+        }
         let mut accountant = Accountant::new();
         for index in 0..releases.min(self.releases.len()) {
             if let Some(event) = self.charge(index) {
                 accountant.compose(event)?;
             }
-        }
-        if releases == 0 {
-            return Ok(0.0);
         }
         Ok(accountant.epsilon(self.target.delta)?.epsilon)
     }
