@@ -153,7 +153,10 @@ impl Miner {
                 value: config.min_support,
             });
         }
-        if !(config.expected_false_itemsets_per_level > 0.0) {
+        // NaN is refused too.
+        if config.expected_false_itemsets_per_level.is_nan()
+            || config.expected_false_itemsets_per_level <= 0.0
+        {
             return Err(RulesError::OutOfRange {
                 what: "expected_false_itemsets_per_level",
                 range: "(0, inf)",
