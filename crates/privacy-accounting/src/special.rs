@@ -49,9 +49,11 @@ pub(crate) fn exp_times_normal_cdf(log_factor: f64, z: f64) -> f64 {
     exp_times_normal_sf(log_factor, -z)
 }
 
-/// The `z` with `P(Z > z) <= tail_mass`, found by bisection; used to pick
-/// truncation points, where a slightly larger `z` is always safe.
-pub(crate) fn normal_upper_quantile(tail_mass: f64) -> f64 {
+/// The `z` with `P(Z > z) <= tail_mass` (for `tail_mass` in `(0, 1/2]`), found
+/// by bisection to within 40·2^-100; used to pick truncation points, where a
+/// slightly larger `z` is always safe, and for the quantiles of confidence
+/// intervals elsewhere in Veil.
+pub fn normal_upper_quantile(tail_mass: f64) -> f64 {
     let (mut low, mut high) = (0.0_f64, 40.0_f64);
     for _ in 0..100 {
         let middle = 0.5 * (low + high);
