@@ -19,9 +19,9 @@
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use veil_accounting::{
-    Accountant, CalibrationTarget, DiscreteEncoding, DistributedCalibrationTarget,
+    Accountant, DiscreteEncoding, DistributedCalibrationTarget,
     DistributedDiscreteGaussian, DpEvent, MIN_NODE_SIGMA, calibrate_node_sigma,
-    calibrate_noise_multiplier, rounded_sensitivity,
+    rounded_sensitivity,
 };
 use veil_dp_noise::DiscreteGaussian;
 
@@ -238,14 +238,12 @@ impl PrivacyPlan {
         };
         let rounds = shapes.len() as u64;
         let survivors = privacy.min_survivors as f64;
-        // A first, continuous-Gaussian multiplier only chooses each step γ.
-        let gaussian_multiplier = calibrate_noise_multiplier(&CalibrationTarget {
-            sampling_rate: 1.0,
-            steps: rounds,
-            epsilon: privacy.epsilon,
-            delta: privacy.delta,
-        })
-        .map_err(accounting)?;
+        // A first estimate of z only chooses each step γ: the zCDP budget
+        // ρ = (√(ε + ln 1/δ) − √(ln 1/δ))² spread over the rounds, each
+        // costing 1/(2z²). The exact calibration follows.
+        let log_inverse_delta = (1.0 / privacy.delta).ln();
+        let rho = ((privacy.epsilon + log_inverse_delta).sqrt() - log_inverse_delta.sqrt()).powi(2);
+        let gaussian_multiplier = (rounds as f64 / (2.0 * rho)).sqrt();
         let exponent = |shape: &ReleaseShape| {
             let node_sigma_in_values =
                 gaussian_multiplier * shape.sensitivity / survivors.sqrt();
