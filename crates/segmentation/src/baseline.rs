@@ -68,7 +68,8 @@ fn plus_plus_seeds<R: RngCore>(
             })
             .collect();
         let total: f64 = scores.iter().sum();
-        if !(total > 0.0) {
+        // Zero or NaN total weight: nothing left to draw from.
+        if total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             break;
         }
         let mut target = uniform(rng) * total;

@@ -228,7 +228,11 @@ impl SegmentationCoordinator {
         let Some(&k) = self.config.k_values.get(position) else {
             return Phase::Done;
         };
-        let rows: Vec<&[f64]> = self.coreset.iter().map(|(point, _)| point.as_slice()).collect();
+        let rows: Vec<&[f64]> = self
+            .coreset
+            .iter()
+            .map(|(point, _)| point.as_slice())
+            .collect();
         let weights: Vec<f64> = self.coreset.iter().map(|(_, weight)| *weight).collect();
         let mut centroids = weighted_kmeans(&rows, &weights, k, CORESET_RESTARTS, rng);
         // Fewer distinct coreset points than k: pad with the public centre.

@@ -49,7 +49,9 @@ pub enum SegmentationError {
         actual: usize,
     },
     /// A release index that is not the one the protocol expects now.
-    #[error("release {actual} arrived where release {expected:?} was expected (None: no release is)")]
+    #[error(
+        "release {actual} arrived where release {expected:?} was expected (None: no release is)"
+    )]
     OutOfOrder {
         /// The release the coordinator is waiting for, if any.
         expected: Option<usize>,

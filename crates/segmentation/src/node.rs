@@ -45,8 +45,7 @@ pub fn local_cluster_sums(
     let mut offset = vec![0.0; d];
     for row in points.rows() {
         let (cluster, _) = nearest(row, centroids);
-        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut())
-        {
+        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut()) {
             *slot = value - centre;
         }
         clip_offset(&mut offset, radius);
@@ -76,8 +75,7 @@ pub fn local_profile_sums(
     let mut offset = vec![0.0; d];
     for (index, row) in points.rows().enumerate() {
         let (cluster, distance) = nearest(row, centroids);
-        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut())
-        {
+        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut()) {
             *slot = value - centre;
         }
         clip_offset(&mut offset, config.radius);

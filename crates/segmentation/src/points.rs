@@ -66,10 +66,12 @@ impl Points {
                 let row = row.as_ref();
                 row.iter()
                     .enumerate()
-                    .map(|(index, value)| match (scaling.mean.get(index), scaling.std.get(index)) {
-                        (Some(mean), Some(std)) => (value - mean) / std,
-                        _ => *value,
-                    })
+                    .map(
+                        |(index, value)| match (scaling.mean.get(index), scaling.std.get(index)) {
+                            (Some(mean), Some(std)) => (value - mean) / std,
+                            _ => *value,
+                        },
+                    )
                     .collect()
             })
             .collect();
@@ -133,10 +135,7 @@ pub(crate) fn check_box(n_features: usize, box_bound: f64) -> Result<(), Segment
 
 /// `‖a - b‖²`.
 pub(crate) fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum()
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// The nearest centroid and the squared distance to it; ties go to the

@@ -19,9 +19,8 @@
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use veil_accounting::{
-    Accountant, DiscreteEncoding, DistributedCalibrationTarget,
-    DistributedDiscreteGaussian, DpEvent, MIN_NODE_SIGMA, calibrate_node_sigma,
-    rounded_sensitivity,
+    Accountant, DiscreteEncoding, DistributedCalibrationTarget, DistributedDiscreteGaussian,
+    DpEvent, MIN_NODE_SIGMA, calibrate_node_sigma, rounded_sensitivity,
 };
 use veil_dp_noise::DiscreteGaussian;
 
@@ -181,8 +180,7 @@ impl Release {
             .map(|(index, value)| {
                 let scaled = value * units;
                 let rounded = scaled.round();
-                if !scaled.is_finite() || (scaled - rounded).abs() > 1e-6 || rounded.abs() > 9e18
-                {
+                if !scaled.is_finite() || (scaled - rounded).abs() > 1e-6 || rounded.abs() > 9e18 {
                     return Err(SegmentationError::NotQuantised { index });
                 }
                 Ok(rounded as i64)
@@ -230,11 +228,12 @@ impl PrivacyPlan {
         privacy: &SegmentationPrivacy,
     ) -> Result<Self, SegmentationError> {
         check_privacy(privacy)?;
-        let accounting = |error: veil_accounting::AccountingError| {
-            SegmentationError::Privacy(error.to_string())
-        };
+        let accounting =
+            |error: veil_accounting::AccountingError| SegmentationError::Privacy(error.to_string());
         let Some(largest) = shapes.iter().max_by_key(|shape| shape.dimension) else {
-            return Err(SegmentationError::Privacy("the plan has no releases".to_owned()));
+            return Err(SegmentationError::Privacy(
+                "the plan has no releases".to_owned(),
+            ));
         };
         let rounds = shapes.len() as u64;
         let survivors = privacy.min_survivors as f64;
@@ -245,8 +244,7 @@ impl PrivacyPlan {
         let rho = ((privacy.epsilon + log_inverse_delta).sqrt() - log_inverse_delta.sqrt()).powi(2);
         let gaussian_multiplier = (rounds as f64 / (2.0 * rho)).sqrt();
         let exponent = |shape: &ReleaseShape| {
-            let node_sigma_in_values =
-                gaussian_multiplier * shape.sensitivity / survivors.sqrt();
+            let node_sigma_in_values = gaussian_multiplier * shape.sensitivity / survivors.sqrt();
             (TARGET_NODE_SIGMA / node_sigma_in_values)
                 .log2()
                 .floor()
@@ -302,7 +300,10 @@ impl PrivacyPlan {
                     .map_err(accounting)?;
                 releases.push(release);
             }
-            let epsilon = accountant.epsilon(privacy.delta).map_err(accounting)?.epsilon;
+            let epsilon = accountant
+                .epsilon(privacy.delta)
+                .map_err(accounting)?
+                .epsilon;
             if epsilon <= privacy.epsilon {
                 return Ok(Self {
                     releases,

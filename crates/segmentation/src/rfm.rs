@@ -100,7 +100,10 @@ impl RfmBins {
             {
                 return Err(SegmentationError::InvalidConfig {
                     field,
-                    reason: format!("edges {index} and {} are not finite and increasing", index + 1),
+                    reason: format!(
+                        "edges {index} and {} are not finite and increasing",
+                        index + 1
+                    ),
                 });
             }
         }
@@ -246,7 +249,8 @@ impl RfmCutPoints {
     /// One customer's scores: for frequency and monetary, 1 plus the number
     /// of cut points strictly below the value; recency the other way round.
     pub fn score(&self, values: &RfmValues) -> RfmScore {
-        let above = |cuts: &[f64; 4], value: f64| cuts.iter().filter(|cut| **cut < value).count() as u8;
+        let above =
+            |cuts: &[f64; 4], value: f64| cuts.iter().filter(|cut| **cut < value).count() as u8;
         RfmScore {
             recency: 5 - above(&self.recency, values.recency_days),
             frequency: 1 + above(&self.frequency, values.frequency),

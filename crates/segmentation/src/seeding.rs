@@ -137,13 +137,18 @@ pub(crate) fn coreset(
             let point = centre
                 .iter()
                 .zip(&offset)
-                .map(|(centre, offset)| (centre + offset).clamp(-config.box_bound, config.box_bound))
+                .map(|(centre, offset)| {
+                    (centre + offset).clamp(-config.box_bound, config.box_bound)
+                })
                 .collect();
             (point, count)
         })
         .collect();
     let largest_k = config.k_values.iter().max().copied().unwrap_or(1);
-    let dense = cells.iter().filter(|(_, count)| *count >= min_count).count();
+    let dense = cells
+        .iter()
+        .filter(|(_, count)| *count >= min_count)
+        .count();
     if dense >= largest_k {
         cells.retain(|(_, count)| *count >= min_count);
     } else {

@@ -84,12 +84,18 @@ pub fn simulate_clusters<R: CryptoRng>(
         reason: reason.to_owned(),
     };
     if simulation.k == 0 || simulation.n_partners == 0 {
-        return Err(invalid("simulation.k", "k and n_partners must be at least 1"));
+        return Err(invalid(
+            "simulation.k",
+            "k and n_partners must be at least 1",
+        ));
     }
     let noise = Gaussian::new(simulation.spread)?;
     let inner = simulation.box_bound - 3.0 * simulation.spread;
-    if !(inner > 0.0) {
-        return Err(invalid("simulation.spread", "the box leaves no room for centres"));
+    if inner.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Err(invalid(
+            "simulation.spread",
+            "the box leaves no room for centres",
+        ));
     }
     let mut centres: Vec<Vec<f64>> = Vec::with_capacity(simulation.k);
     for _ in 0..MAX_CENTRE_ATTEMPTS {
@@ -165,8 +171,7 @@ pub fn simulate_rfm<R: CryptoRng>(
                     let recency_days = (-recency_mean * open.ln()).min(900.0).floor();
                     let open = 1.0 - uniform(rng);
                     let frequency = 1.0 + (-frequency_mean * open.ln()).floor();
-                    let monetary =
-                        frequency * (spend_log_mean + 0.8 * standard.sample(rng)).exp();
+                    let monetary = frequency * (spend_log_mean + 0.8 * standard.sample(rng)).exp();
                     RfmValues {
                         recency_days,
                         frequency,

@@ -52,8 +52,14 @@ fn invalid_configs_are_refused_naming_the_field() {
     check(|c| c.damping = 0.0, "damping");
     check(|c| c.box_bound = 0.0, "box_bound");
     check(|c| c.n_features = 0, "n_features");
-    check(|c| c.seeding.layout = CandidateLayout::Halton { count: 0 }, "seeding.layout");
-    check(|c| c.seeding.layout = CandidateLayout::Grid { per_axis: 1000 }, "seeding.layout");
+    check(
+        |c| c.seeding.layout = CandidateLayout::Halton { count: 0 },
+        "seeding.layout",
+    );
+    check(
+        |c| c.seeding.layout = CandidateLayout::Grid { per_axis: 1000 },
+        "seeding.layout",
+    );
     check(|c| c.k_values = vec![17], "seeding.layout");
     check(|c| c.privacy.delta = 1.0, "privacy.delta");
     check(|c| c.privacy.min_survivors = 0, "privacy.min_survivors");
@@ -64,7 +70,11 @@ fn invalid_configs_are_refused_naming_the_field() {
 fn customer_rows_of_the_wrong_width_or_not_finite_name_the_row_and_feature() {
     assert_eq!(
         Points::from_scaled(&[vec![0.0, 1.0], vec![0.0]], 2, 3.0),
-        Err(SegmentationError::WrongWidth { row: 1, expected: 2, actual: 1 })
+        Err(SegmentationError::WrongWidth {
+            row: 1,
+            expected: 2,
+            actual: 1
+        })
     );
     assert_eq!(
         Points::from_scaled(&[vec![0.0, 1.0], vec![0.0, f64::NAN]], 2, 3.0),
@@ -85,7 +95,11 @@ fn customer_rows_of_the_wrong_width_or_not_finite_name_the_row_and_feature() {
     let model = model.expect("a valid model");
     assert_eq!(
         model.assign(7, &[1.0]),
-        Err(SegmentationError::WrongWidth { row: 7, expected: 2, actual: 1 })
+        Err(SegmentationError::WrongWidth {
+            row: 7,
+            expected: 2,
+            actual: 1
+        })
     );
     assert_eq!(
         model.assign(8, &[1.0, f64::INFINITY]),
@@ -104,62 +118,137 @@ fn a_node_refuses_requests_that_do_not_fit_its_plan() -> Result<(), Segmentation
     };
     // Release 1 is the first Lloyd step at k = 2.
     let good = vec![vec![0.0, 0.0], vec![1.0, 1.0]];
-    assert!(ask(Request { release: 1, centroids: good.clone() }, None).is_ok());
+    assert!(
+        ask(
+            Request {
+                release: 1,
+                centroids: good.clone()
+            },
+            None
+        )
+        .is_ok()
+    );
     assert!(matches!(
-        ask(Request { release: 1, centroids: vec![vec![0.0, 0.0]] }, None),
-        Err(SegmentationError::WrongLength { what: "requested centroids", expected: 2, actual: 1 })
+        ask(
+            Request {
+                release: 1,
+                centroids: vec![vec![0.0, 0.0]]
+            },
+            None
+        ),
+        Err(SegmentationError::WrongLength {
+            what: "requested centroids",
+            expected: 2,
+            actual: 1
+        })
     ));
     assert!(matches!(
-        ask(Request { release: 1, centroids: vec![vec![0.0, f64::NAN], vec![1.0, 1.0]] }, None),
-        Err(SegmentationError::InvalidConfig { field: "request.centroids", .. })
+        ask(
+            Request {
+                release: 1,
+                centroids: vec![vec![0.0, f64::NAN], vec![1.0, 1.0]]
+            },
+            None
+        ),
+        Err(SegmentationError::InvalidConfig {
+            field: "request.centroids",
+            ..
+        })
     ));
     assert!(matches!(
-        ask(Request { release: 1, centroids: vec![vec![0.0, 99.0], vec![1.0, 1.0]] }, None),
-        Err(SegmentationError::InvalidConfig { field: "request.centroids", .. })
+        ask(
+            Request {
+                release: 1,
+                centroids: vec![vec![0.0, 99.0], vec![1.0, 1.0]]
+            },
+            None
+        ),
+        Err(SegmentationError::InvalidConfig {
+            field: "request.centroids",
+            ..
+        })
     ));
     assert!(matches!(
-        ask(Request { release: 0, centroids: good.clone() }, None),
+        ask(
+            Request {
+                release: 0,
+                centroids: good.clone()
+            },
+            None
+        ),
         Err(SegmentationError::WrongLength { expected: 0, .. })
     ));
     assert!(matches!(
-        ask(Request { release: 999, centroids: good }, None),
-        Err(SegmentationError::OutOfOrder { expected: None, actual: 999 })
+        ask(
+            Request {
+                release: 999,
+                centroids: good
+            },
+            None
+        ),
+        Err(SegmentationError::OutOfOrder {
+            expected: None,
+            actual: 999
+        })
     ));
     let mut labelled = config.clone();
     labelled.with_label = true;
     let plan = labelled.plan()?;
-    let request = Request { release: 0, centroids: Vec::new() };
+    let request = Request {
+        release: 0,
+        centroids: Vec::new(),
+    };
     assert_eq!(
         node_release(&labelled, &plan, &request, &points, Some(&[true]), &mut rng),
-        Err(SegmentationError::LabelCount { labels: 1, points: 2 })
+        Err(SegmentationError::LabelCount {
+            labels: 1,
+            points: 2
+        })
     );
     assert_eq!(
         node_release(&labelled, &plan, &request, &points, None, &mut rng),
-        Err(SegmentationError::LabelCount { labels: 0, points: 2 })
+        Err(SegmentationError::LabelCount {
+            labels: 0,
+            points: 2
+        })
     );
     Ok(())
 }
 
 #[test]
-fn the_coordinator_refuses_sums_out_of_order_or_misshapen_and_stays_put() -> Result<(), SegmentationError> {
+fn the_coordinator_refuses_sums_out_of_order_or_misshapen_and_stays_put()
+-> Result<(), SegmentationError> {
     let config = config();
     let mut coordinator = SegmentationCoordinator::new(config.clone(), scaling())?;
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let seeding_length = coordinator.plan().releases()[0].dimension;
     assert_eq!(
         coordinator.handle_sum(1, &[0; 6], &mut rng),
-        Err(SegmentationError::OutOfOrder { expected: Some(0), actual: 1 })
+        Err(SegmentationError::OutOfOrder {
+            expected: Some(0),
+            actual: 1
+        })
     );
     assert!(matches!(
         coordinator.handle_sum(0, &[0; 5], &mut rng),
-        Err(SegmentationError::WrongLength { what: "released sum", .. })
+        Err(SegmentationError::WrongLength {
+            what: "released sum",
+            ..
+        })
     ));
     // Still waiting for the seeding sum, which an all-zero (empty) one is.
     assert_eq!(coordinator.request().map(|r| r.release), Some(0));
     coordinator.handle_sum(0, &vec![0; seeding_length], &mut rng)?;
     assert_eq!(coordinator.request().map(|r| r.release), Some(1));
     assert!(
-        SegmentationCoordinator::new(config, Scaling { mean: vec![0.0], std: vec![1.0] }).is_err()
+        SegmentationCoordinator::new(
+            config,
+            Scaling {
+                mean: vec![0.0],
+                std: vec![1.0]
+            }
+        )
+        .is_err()
     );
     Ok(())
 }

@@ -81,7 +81,7 @@ proptest! {
         let mut labels_with = labels_without.clone();
         labels_with.push(extra_label);
 
-        let lloyd = release_of(&plan, |kind| matches!(kind, ReleaseKind::Lloyd { .. }));
+        let lloyd = release_of(plan, |kind| matches!(kind, ReleaseKind::Lloyd { .. }));
         let change = moved(
             &local_cluster_sums(&with, &centroids, config.radius, &lloyd),
             &local_cluster_sums(&without, &centroids, config.radius, &lloyd),
@@ -89,7 +89,7 @@ proptest! {
         );
         prop_assert!(change <= lloyd.sensitivity, "lloyd {change} > {}", lloyd.sensitivity);
 
-        let profile = release_of(&plan, |kind| matches!(kind, ReleaseKind::Profile { .. }));
+        let profile = release_of(plan, |kind| matches!(kind, ReleaseKind::Profile { .. }));
         let change = moved(
             &local_profile_sums(&with, Some(&labels_with), &centroids, &config, &profile),
             &local_profile_sums(&without, Some(&labels_without), &centroids, &config, &profile),
@@ -97,7 +97,7 @@ proptest! {
         );
         prop_assert!(change <= profile.sensitivity, "profile {change} > {}", profile.sensitivity);
 
-        let seeding = release_of(&plan, |kind| matches!(kind, ReleaseKind::Seeding));
+        let seeding = release_of(plan, |kind| matches!(kind, ReleaseKind::Seeding));
         let centres = candidate_centres(&config);
         let change = moved(
             &local_seeding_sums(&with, &centres, &config, &seeding),
@@ -150,10 +150,13 @@ fn every_node_release_carries_noise_of_the_planned_deviation() -> Result<(), Seg
         };
         let mut samples = Vec::new();
         while samples.len() < 4000 {
-            samples.extend(node_release(&config, &plan, &request, &empty, None, &mut rng)?);
+            samples.extend(node_release(
+                &config, &plan, &request, &empty, None, &mut rng,
+            )?);
         }
-        let deviation =
-            (samples.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+        let deviation = (samples.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+            / samples.len() as f64)
+            .sqrt();
         assert!(
             (deviation / release.node_sigma - 1.0).abs() < 0.05,
             "release {index}: {deviation} vs σ {}",
@@ -164,7 +167,8 @@ fn every_node_release_carries_noise_of_the_planned_deviation() -> Result<(), Seg
 }
 
 #[test]
-fn the_plan_composes_every_release_within_the_budget_and_no_looser() -> Result<(), SegmentationError> {
+fn the_plan_composes_every_release_within_the_budget_and_no_looser() -> Result<(), SegmentationError>
+{
     let mut config = config(true);
     config.k_values = vec![2, 3, 4];
     for epsilon in [0.5, 1.0, 4.0] {
@@ -178,7 +182,10 @@ fn the_plan_composes_every_release_within_the_budget_and_no_looser() -> Result<(
                 let mut mechanism = release.mechanism();
                 mechanism.node_sigma *= scale;
                 accountant
-                    .compose(DpEvent::DistributedDiscreteGaussian { mechanism, rounds: 1 })
+                    .compose(DpEvent::DistributedDiscreteGaussian {
+                        mechanism,
+                        rounds: 1,
+                    })
                     .map_err(|e| SegmentationError::Privacy(e.to_string()))?;
             }
             accountant
@@ -190,11 +197,14 @@ fn the_plan_composes_every_release_within_the_budget_and_no_looser() -> Result<(
         assert!(at_plan <= epsilon, "ε {at_plan} > {epsilon}");
         assert!((at_plan - plan.epsilon()).abs() < 1e-12);
         // 1% less noise everywhere breaks the budget: the plan is tight.
-        assert!(compose(0.99)? > epsilon, "ε = {epsilon}: the plan wastes budget");
+        assert!(
+            compose(0.99)? > epsilon,
+            "ε = {epsilon}: the plan wastes budget"
+        );
         // Every release has the same noise multiplier over its rounded sensitivity.
         for release in plan.releases() {
-            let rounded = release.sensitivity / release.granularity()
-                + (release.dimension as f64).sqrt();
+            let rounded =
+                release.sensitivity / release.granularity() + (release.dimension as f64).sqrt();
             let multiplier = (release.min_survivors as f64).sqrt() * release.node_sigma / rounded;
             assert!((multiplier / plan.noise_multiplier() - 1.0).abs() < 1e-9);
         }
@@ -203,12 +213,15 @@ fn the_plan_composes_every_release_within_the_budget_and_no_looser() -> Result<(
 }
 
 #[test]
-fn released_statistics_survive_the_fixed_point_of_secure_aggregation_exactly() -> Result<(), SegmentationError> {
+fn released_statistics_survive_the_fixed_point_of_secure_aggregation_exactly()
+-> Result<(), SegmentationError> {
     let config = config(false);
     let plan = config.plan()?;
     for release in plan.releases() {
         assert!(release.granularity_exponent <= veil_segmentation::MAX_GRANULARITY_EXPONENT);
-        let vector: Vec<i64> = (0..release.dimension as i64).map(|i| i * 7919 - 400_000).collect();
+        let vector: Vec<i64> = (0..release.dimension as i64)
+            .map(|i| i * 7919 - 400_000)
+            .collect();
         let statistics = release.to_statistics(&vector);
         // 20 fractional bits: every value is a whole multiple of 2^-20.
         for value in &statistics {
