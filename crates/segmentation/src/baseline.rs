@@ -15,7 +15,7 @@ use crate::points::{Points, nearest, squared_distance};
 const MAX_LLOYD_STEPS: usize = 300;
 
 /// Uniform in `[0, 1)` from 53 random bits.
-fn uniform<R: RngCore>(rng: &mut R) -> f64 {
+pub(crate) fn uniform<R: RngCore>(rng: &mut R) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 

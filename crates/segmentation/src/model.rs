@@ -93,3 +93,42 @@ impl SegmentModel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_customer_goes_to_the_nearest_centroid_in_the_public_scaling() {
+        let outcome = ClusteringOutcome {
+            k: 2,
+            centroids: vec![vec![0.0, 0.0], vec![2.0, 0.0]],
+            centroids_original: Vec::new(),
+            segments: Vec::new(),
+            noised_cost: 0.0,
+            reseeded: 0,
+        };
+        let scaling = Scaling {
+            mean: vec![100.0, 0.0],
+            std: vec![10.0, 1.0],
+        };
+        let model = SegmentModel::new(&outcome, scaling, 3.0).expect("valid model");
+        // 115 is 1.5 spreads above the mean: nearer the second centroid, 0.5 away.
+        assert_eq!(
+            model.assign(0, &[115.0, 0.0]),
+            Ok(Assignment {
+                segment: 1,
+                distance: 0.5
+            })
+        );
+        // Far outside the box is clamped to 3 spreads before measuring.
+        assert_eq!(
+            model.assign(1, &[1000.0, 0.0]),
+            Ok(Assignment {
+                segment: 1,
+                distance: 1.0
+            })
+        );
+        assert_eq!(model.k(), 2);
+    }
+}

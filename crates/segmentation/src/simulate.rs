@@ -5,6 +5,7 @@
 use rand_core::CryptoRng;
 use veil_dp_noise::Gaussian;
 
+use crate::baseline::uniform;
 use crate::error::SegmentationError;
 use crate::points::Points;
 use crate::rfm::RfmValues;
@@ -68,10 +69,6 @@ impl SimulatedFederation {
             .flat_map(|partner| partner.truth.iter().copied())
             .collect()
     }
-}
-
-fn uniform<R: CryptoRng>(rng: &mut R) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Generates a federation; refuses shapes whose centres cannot be separated.
