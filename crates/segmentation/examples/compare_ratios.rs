@@ -1,6 +1,6 @@
 //! Utility of Veil's federated DP segmentation next to central DP k-means:
 //! writes the generated datasets as CSV (for `reference/compare_diffprivlib.py`)
-//! and prints Veil's k-means cost ratio to centralised k-means++ (best of 10)
+//! with Veil's centroids of every run, and prints Veil's k-means cost ratio to centralised k-means++ (best of 10)
 //! for ε ∈ {0.5, 1, 2}, k ∈ {4, 8}, 3 and 10 partners.
 //!
 //! `cargo run --release -p veil-segmentation --example compare_ratios -- OUT_DIR`
@@ -99,6 +99,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for run_index in 0..RUNS {
                     let outcome = run(&config, &federation, seed * 10 + run_index)?;
                     total += kmeans_cost(&pooled, &outcome.centroids) / central;
+                    // The script scores these against scikit-learn's k-means too.
+                    let path = format!(
+                        "{out_dir}/veil_centroids_p{n_partners}_k{k}_e{epsilon}_r{run_index}.csv"
+                    );
+                    let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                    for centroid in &outcome.centroids {
+                        let values: Vec<String> =
+                            centroid.iter().map(|v| format!("{v:.9}")).collect();
+                        writeln!(file, "{}", values.join(","))?;
+                    }
+                    file.flush()?;
                 }
                 println!("{n_partners},{k},{epsilon},{:.4}", total / RUNS as f64);
             }

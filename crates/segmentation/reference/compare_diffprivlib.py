@@ -6,7 +6,8 @@ scikit-learn and numpy, and, on the pooled datasets the Rust example
 `compare_ratios` writes as CSV, runs diffprivlib's `KMeans` (central DP: a
 trusted curator sees every customer, a stronger trust model than Veil's) at
 epsilon in {0.5, 1, 2} and prints its k-means cost ratio to scikit-learn's
-`KMeans` (k-means++, best of 10). Also tries `dpfknn` (the FastLloyd-based
+`KMeans` (k-means++, best of 10), next to Veil's ratio to the same
+denominator from the centroids the example wrote. Also tries `dpfknn` (the FastLloyd-based
 package) and says whether it installs.
 
     python3 crates/segmentation/reference/compare_diffprivlib.py [CSV_DIR]
@@ -70,7 +71,7 @@ def main():
         distances = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
         return distances.min(axis=1).sum()
 
-    rows = ["partners,k,epsilon,diffprivlib_cost_ratio"]
+    rows = ["partners,k,epsilon,diffprivlib_cost_ratio,veil_cost_ratio"]
     print(rows[0])
     for partners in (3, 10):
         for k in (4, 8):
@@ -86,7 +87,15 @@ def main():
                     model = DpKMeans(n_clusters=k, epsilon=epsilon, bounds=bounds,
                                      random_state=run).fit(points)
                     ratios.append(cost(points, model.cluster_centers_) / central_cost)
-                row = f"{partners},{k},{epsilon},{np.mean(ratios):.4f}"
+                veil = []
+                for run in range(RUNS):
+                    path = os.path.join(
+                        csv_dir, f"veil_centroids_p{partners}_k{k}_e{epsilon:g}_r{run}.csv")
+                    if os.path.exists(path):
+                        centres = np.loadtxt(path, delimiter=",", ndmin=2)
+                        veil.append(cost(points, centres) / central_cost)
+                veil_cell = f"{np.mean(veil):.4f}" if veil else "missing"
+                row = f"{partners},{k},{epsilon},{np.mean(ratios):.4f},{veil_cell}"
                 rows.append(row)
                 print(row, flush=True)
     if have_dpfknn:
