@@ -30,6 +30,39 @@ pub struct Request {
     pub centroids: Vec<Vec<f64>>,
 }
 
+/// The loop every release shares: each customer's offset from its nearest
+/// centre, clipped to `radius` and quantised, is added to that centre's
+/// block of `block` values, followed by a count of 1; `extra` then adds the
+/// release's other per-customer values (row index, squared distance, the
+/// block's remaining slots). Only the customer's own block changes.
+pub(crate) fn accumulate_offsets(
+    points: &Points,
+    centres: &[Vec<f64>],
+    radius: f64,
+    release: &Release,
+    block: usize,
+    mut extra: impl FnMut(usize, f64, &mut [i64]),
+) -> Vec<i64> {
+    let d = points.n_features();
+    let mut sums = vec![0i64; centres.len() * block];
+    let one = release.quantise(1.0);
+    let mut offset = vec![0.0; d];
+    for (index, row) in points.rows().enumerate() {
+        let (centre, distance) = nearest(row, centres);
+        for ((value, coordinate), slot) in row.iter().zip(&centres[centre]).zip(offset.iter_mut()) {
+            *slot = value - coordinate;
+        }
+        clip_offset(&mut offset, radius);
+        let target = &mut sums[centre * block..(centre + 1) * block];
+        for (sum, value) in target.iter_mut().zip(&offset) {
+            *sum = sum.saturating_add(release.quantise(*value));
+        }
+        target[d] = target[d].saturating_add(one);
+        extra(index, distance, &mut target[d + 1..]);
+    }
+    sums
+}
+
 /// The Lloyd vector before noise: for each cluster, the quantised sum of
 /// its customers' clipped offsets from its centroid and their count.
 pub fn local_cluster_sums(
@@ -38,24 +71,14 @@ pub fn local_cluster_sums(
     radius: f64,
     release: &Release,
 ) -> Vec<i64> {
-    let d = points.n_features();
-    let block = d + 1;
-    let mut sums = vec![0i64; centroids.len() * block];
-    let one = release.quantise(1.0);
-    let mut offset = vec![0.0; d];
-    for row in points.rows() {
-        let (cluster, _) = nearest(row, centroids);
-        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut()) {
-            *slot = value - centre;
-        }
-        clip_offset(&mut offset, radius);
-        let target = &mut sums[cluster * block..(cluster + 1) * block];
-        for (sum, value) in target.iter_mut().zip(&offset) {
-            *sum = sum.saturating_add(release.quantise(*value));
-        }
-        target[d] = target[d].saturating_add(one);
-    }
-    sums
+    accumulate_offsets(
+        points,
+        centroids,
+        radius,
+        release,
+        points.n_features() + 1,
+        |_, _, _| {},
+    )
 }
 
 /// The profile vector before noise (layout in the module docs). `labels`
@@ -67,30 +90,21 @@ pub fn local_profile_sums(
     config: &SegmentationConfig,
     release: &Release,
 ) -> Vec<i64> {
-    let d = points.n_features();
-    let block = config.profile_block();
-    let mut sums = vec![0i64; centroids.len() * block];
     let one = release.quantise(1.0);
     let cost_cap = config.cost_bound * config.cost_bound;
-    let mut offset = vec![0.0; d];
-    for (index, row) in points.rows().enumerate() {
-        let (cluster, distance) = nearest(row, centroids);
-        for ((value, centre), slot) in row.iter().zip(&centroids[cluster]).zip(offset.iter_mut()) {
-            *slot = value - centre;
-        }
-        clip_offset(&mut offset, config.radius);
-        let target = &mut sums[cluster * block..(cluster + 1) * block];
-        for (sum, value) in target.iter_mut().zip(&offset) {
-            *sum = sum.saturating_add(release.quantise(*value));
-        }
-        target[d] = target[d].saturating_add(one);
-        target[d + 1] =
-            target[d + 1].saturating_add(release.quantise(distance.min(cost_cap) / cost_cap));
-        if config.with_label && labels.and_then(|labels| labels.get(index)) == Some(&true) {
-            target[d + 2] = target[d + 2].saturating_add(one);
-        }
-    }
-    sums
+    accumulate_offsets(
+        points,
+        centroids,
+        config.radius,
+        release,
+        config.profile_block(),
+        |index, distance, rest| {
+            rest[0] = rest[0].saturating_add(release.quantise(distance.min(cost_cap) / cost_cap));
+            if config.with_label && labels.and_then(|labels| labels.get(index)) == Some(&true) {
+                rest[1] = rest[1].saturating_add(one);
+            }
+        },
+    )
 }
 
 /// The node's whole step: checks the request against its own plan and

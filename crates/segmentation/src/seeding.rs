@@ -13,7 +13,8 @@
 //! (clipped) mean, not at the cell's centre.
 
 use crate::config::{CandidateLayout, SegmentationConfig};
-use crate::points::{Points, nearest};
+use crate::node::accumulate_offsets;
+use crate::points::Points;
 use crate::release::Release;
 
 /// The first primes, one Halton base per feature (features beyond these
@@ -92,23 +93,14 @@ pub fn local_seeding_sums(
     config: &SegmentationConfig,
     release: &Release,
 ) -> Vec<i64> {
-    let block = config.n_features + 1;
-    let mut sums = vec![0i64; centres.len() * block];
-    let one = release.quantise(1.0);
-    let mut offset = vec![0.0; config.n_features];
-    for row in points.rows() {
-        let (cell, _) = nearest(row, centres);
-        for ((value, centre), slot) in row.iter().zip(&centres[cell]).zip(offset.iter_mut()) {
-            *slot = value - centre;
-        }
-        clip_offset(&mut offset, config.seeding.radius);
-        let target = &mut sums[cell * block..(cell + 1) * block];
-        for (sum, value) in target.iter_mut().zip(&offset) {
-            *sum = sum.saturating_add(release.quantise(*value));
-        }
-        target[config.n_features] = target[config.n_features].saturating_add(one);
-    }
-    sums
+    accumulate_offsets(
+        points,
+        centres,
+        config.seeding.radius,
+        release,
+        config.n_features + 1,
+        |_, _, _| {},
+    )
 }
 
 /// The weighted coreset of the noised seeding sum: one point per cell whose
