@@ -108,6 +108,40 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         "{transcript}"
     );
 
+    // `status` shows each partner's spend against the plan: every node that
+    // took part in every round and the final evaluation spent exactly the
+    // planned ε, and the node that declined spent nothing.
+    let shown = operator
+        .get_job_status(v1::JobRef {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for index in 0..NODES {
+        let partner = format!("node-{index}");
+        let spends: Vec<_> = shown
+            .privacy
+            .iter()
+            .filter(|spend| spend.partner == partner)
+            .collect();
+        if index == STRICT {
+            assert!(spends.is_empty(), "{partner}: {spends:?}");
+            continue;
+        }
+        assert_eq!(spends.len(), 1, "{partner}: {spends:?}");
+        let spend = spends[0];
+        assert_eq!(spend.unit, "customer");
+        // The same mechanisms composed by the same accountant: equal up to
+        // floating-point summation order.
+        assert!(
+            (spend.epsilon_spent - spend.epsilon_planned).abs() <= 1e-9 * spend.epsilon_planned,
+            "{partner}: {spend:?}"
+        );
+        assert!(spend.epsilon_planned <= spend.epsilon_budget, "{spend:?}");
+        assert_eq!(spend.epsilon_budget, JOB_CUSTOMER_EPSILON);
+    }
+
     coordinator.stop().await;
     for node in nodes {
         node.abort();

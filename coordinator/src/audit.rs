@@ -28,7 +28,6 @@ use veil_audit::{
 };
 use veil_federation::{Engine, EngineEvent, EventKind, Phase};
 use veil_job::JobSpec;
-use veil_ledger::PrivacyUnit;
 use veil_pki::{IssuanceJournal, RevocationList};
 
 use crate::privacy::PrivacyOutcome;
@@ -304,7 +303,7 @@ impl AuditTrail {
                     job_id: job_id.clone(),
                     round: refusal.round,
                     partner: refusal.partner_id.clone(),
-                    unit: unit_name(refusal.unit).to_owned(),
+                    unit: refusal.unit.name().to_owned(),
                     requested_epsilon: finite(refusal.planned),
                     remaining_epsilon: refusal.limit.map_or(0.0, |limit| {
                         finite((limit.epsilon - refusal.spent).max(0.0))
@@ -460,7 +459,7 @@ fn epsilon_charged(charges: &[veil_ledger::Charge]) -> Vec<EpsilonCharge> {
         .iter()
         .map(|charge| EpsilonCharge {
             partner: charge.partner_id.clone(),
-            unit: unit_name(charge.unit).to_owned(),
+            unit: charge.unit.name().to_owned(),
             epsilon: finite(
                 charge
                     .epsilon_pld
@@ -521,12 +520,6 @@ pub(crate) fn model_digest(parameters: &[f32]) -> [u8; 32] {
     digest
 }
 
-fn unit_name(unit: PrivacyUnit) -> &'static str {
-    match unit {
-        PrivacyUnit::Customer => "customer",
-        PrivacyUnit::Partner => "partner",
-    }
-}
 
 /// Audit entries carry finite, non-negative ε; an unbounded one is recorded
 /// as the largest finite value rather than refused.

@@ -213,6 +213,19 @@ pub fn job_status(spec: &JobSpec, status: &JobStatus) -> v1::JobStatus {
             .map(|r| round_metrics(spec, r))
             .collect(),
         job_name: spec.name.clone(),
+        // Filled by the service from the ledger, which the engine does not see.
+        privacy: Vec::new(),
+    }
+}
+
+/// One partner's spend of a job as `status` and `watch` show it.
+pub(crate) fn partner_spend_to_wire(spend: &crate::privacy::PartnerSpend) -> v1::PartnerSpend {
+    v1::PartnerSpend {
+        partner: spend.partner.clone(),
+        unit: spend.unit.name().to_owned(),
+        epsilon_spent: spend.spent,
+        epsilon_planned: spend.planned,
+        epsilon_budget: spend.budget,
     }
 }
 

@@ -388,7 +388,21 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("{job_id}: {}", s.message()))?
                 .into_inner();
-            println!("{status:#?}");
+            let state = v1::JobState::try_from(status.state)
+                .map_or("unknown".to_owned(), |state| state.as_str_name().to_lowercase());
+            println!(
+                "{} ({}): {}  {}",
+                status.job_id,
+                status.job_name,
+                state.trim_start_matches("job_state_"),
+                operator::progress_line(&status)
+            );
+            if !status.failure_reason.is_empty() {
+                println!("reason: {}", status.failure_reason);
+            }
+            for line in operator::spend_lines(&status) {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Watch { job_id } => {
@@ -409,6 +423,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn report_end(status: &v1::JobStatus) -> anyhow::Result<()> {
+    for line in operator::spend_lines(status) {
+        eprintln!("{line}");
+    }
     match v1::JobState::try_from(status.state) {
         Ok(v1::JobState::Succeeded) => {
             println!(

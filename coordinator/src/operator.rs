@@ -104,16 +104,35 @@ pub fn planned_epsilon_lines(spec: &v1::JobSpec) -> anyhow::Result<Vec<String>> 
     Ok(planned
         .iter()
         .map(|spend| {
-            let unit = match spend.unit {
-                veil_ledger::PrivacyUnit::Customer => "customer",
-                veil_ledger::PrivacyUnit::Partner => "partner",
-            };
+            let unit = spend.unit.name();
             format!(
                 "planned {unit}-level ε per partner: {:.3} of its budget {} (δ = {}, {} rounds and the final evaluation)",
                 spend.epsilon, spend.budget, spec.privacy.delta, spec.rounds
             )
         })
         .collect())
+}
+
+/// One line per partner and privacy unit: the ε the job has spent so far
+/// in the coordinator's ledger, against its whole plan and its budget.
+pub fn spend_lines(status: &v1::JobStatus) -> Vec<String> {
+    if status.privacy.is_empty() {
+        return vec!["privacy spent: nothing charged yet".to_owned()];
+    }
+    status
+        .privacy
+        .iter()
+        .map(|spend| {
+            format!(
+                "privacy spent: {} {}-level ε {:.3} of {:.3} planned (budget {})",
+                spend.partner,
+                spend.unit,
+                spend.epsilon_spent,
+                spend.epsilon_planned,
+                spend.epsilon_budget
+            )
+        })
+        .collect()
 }
 
 /// Starts a submitted job.
@@ -311,6 +330,23 @@ mod planned_tests {
 #[cfg(test)]
 mod progress_tests {
     use super::*;
+
+    #[test]
+    fn spend_lines_name_partner_unit_spent_planned_and_budget() {
+        let mut status = v1::JobStatus::default();
+        assert_eq!(spend_lines(&status), ["privacy spent: nothing charged yet"]);
+        status.privacy.push(v1::PartnerSpend {
+            partner: "partner-1".to_owned(),
+            unit: "customer".to_owned(),
+            epsilon_spent: 1.23456,
+            epsilon_planned: 2.995,
+            epsilon_budget: 3.5,
+        });
+        assert_eq!(
+            spend_lines(&status),
+            ["privacy spent: partner-1 customer-level ε 1.235 of 2.995 planned (budget 3.5)"]
+        );
+    }
 
     #[test]
     fn without_a_terminal_each_event_is_one_plain_line_and_repeats_are_dropped() {

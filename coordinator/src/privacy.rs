@@ -6,13 +6,13 @@
 //! released model is ever missing from the ledger. The final evaluation is
 //! charged the same way, under its own key, when its sum is decoded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Context;
 use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
 use veil_job::{JobSpec, RoundParty, phase_charges};
-use veil_ledger::{BudgetRefusal, Charge, SqliteLedger, check_job_budget};
+use veil_ledger::{BudgetRefusal, Charge, PrivacyUnit, SqliteLedger, check_job_budget};
 
 /// What the guard did about one event, for the audit trail.
 #[derive(Debug, Default)]
@@ -24,6 +24,20 @@ pub(crate) struct PrivacyOutcome {
     /// The nodes whose inputs the completed (or abandoned) phase's sum
     /// holds: a training round's contributors, or the final evaluation's.
     pub(crate) contributors: Vec<NodeId>,
+}
+
+/// What one partner has spent of one job in one privacy unit, for
+/// `status` and `watch`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartnerSpend {
+    pub(crate) partner: String,
+    pub(crate) unit: PrivacyUnit,
+    /// Composed over the job's charges in the ledger so far, at the job's δ.
+    pub(crate) spent: f64,
+    /// What the job's whole plan spends (every round and the final evaluation).
+    pub(crate) planned: f64,
+    /// The job's budget in that unit.
+    pub(crate) budget: f64,
 }
 
 /// The ledger and what it needs to remember between events.
@@ -42,6 +56,33 @@ impl PrivacyGuard {
             ledger,
             invited: HashMap::new(),
         })
+    }
+
+    /// Each partner's spend of `job` so far, per unit, against the plan and
+    /// the budget. Partners appear once the ledger holds a charge of theirs.
+    pub(crate) fn job_spend(&self, spec: &JobSpec, job: &str) -> anyhow::Result<Vec<PartnerSpend>> {
+        let charges = self.ledger.charges_for_job(job)?;
+        let planned = veil_job::planned_spend(spec)?;
+        let mut by_partner: BTreeMap<(String, PrivacyUnit), Vec<&Charge>> = BTreeMap::new();
+        for charge in &charges {
+            by_partner
+                .entry((charge.partner_id.clone(), charge.unit))
+                .or_default()
+                .push(charge);
+        }
+        by_partner
+            .into_iter()
+            .map(|((partner, unit), charges)| {
+                let plan = planned.iter().find(|plan| plan.unit == unit);
+                Ok(PartnerSpend {
+                    spent: veil_ledger::compose(charges, spec.privacy.delta)?.epsilon,
+                    planned: plan.map_or(f64::NAN, |plan| plan.epsilon),
+                    budget: plan.map_or(f64::NAN, |plan| plan.budget),
+                    partner,
+                    unit,
+                })
+            })
+            .collect()
     }
 
     /// Reacts to one engine event while the engine is still locked, so a

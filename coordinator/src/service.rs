@@ -24,7 +24,7 @@ use veil_wire::v1::{self, result_chunk};
 use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, phase_from_wire, phase_to_wire, receipt_to_wire,
+    describe_event, engine_error, job_status, partner_spend_to_wire, phase_from_wire, phase_to_wire, receipt_to_wire,
     reject_reason, round_metrics, secure_step_from_wire, secure_task_to_wire,
 };
 use crate::state::{Shared, lock};
@@ -425,11 +425,19 @@ pub(crate) struct OperatorApi {
 
 impl OperatorApi {
     fn status(&self, job: &str) -> Result<v1::JobStatus, Status> {
-        self.shared.read(|engine| {
+        let (mut wire, spec) = self.shared.read(|engine| {
             let spec = engine.descriptor(job).map_err(engine_error)?;
             let status = engine.status(job).map_err(engine_error)?;
-            Ok(job_status(spec, &status))
-        })
+            Ok::<_, Status>((job_status(spec, &status), spec.clone()))
+        })?;
+        let spend = lock(&self.shared.privacy).job_spend(&spec, job);
+        match spend {
+            Ok(spend) => wire.privacy = spend.iter().map(partner_spend_to_wire).collect(),
+            // The status is still worth having; the ledger's failure is logged
+            // by name and the operator sees no spend rather than a wrong one.
+            Err(error) => tracing::warn!(job, %error, "cannot compose the job's spend for its status"),
+        }
+        Ok(wire)
     }
 }
 

@@ -18,6 +18,16 @@ pub enum PrivacyUnit {
     Partner,
 }
 
+impl PrivacyUnit {
+    /// Short stable name, as stored, audited and displayed.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrivacyUnit::Customer => "customer",
+            PrivacyUnit::Partner => "partner",
+        }
+    }
+}
+
 /// Which release of a round a charge pays for. A round releases its
 /// aggregate update; the job's last round also releases the evaluation of
 /// the final model, which is charged under its own key so that an auditor

@@ -126,12 +126,6 @@ pub struct SqliteLedger {
     connection: Connection,
 }
 
-fn unit_name(unit: PrivacyUnit) -> &'static str {
-    match unit {
-        PrivacyUnit::Customer => "customer",
-        PrivacyUnit::Partner => "partner",
-    }
-}
 
 fn release_from_name(name: &str) -> rusqlite::Result<Release> {
     [Release::Round, Release::FinalEvaluation]
@@ -340,7 +334,7 @@ impl SqliteLedger {
                     charge.job_id,
                     round,
                     charge.partner_id,
-                    unit_name(charge.unit),
+                    charge.unit.name(),
                     charge.release.name()
                 ],
                 charge_from_row,
@@ -358,7 +352,7 @@ impl SqliteLedger {
                 charge.job_id,
                 round,
                 charge.partner_id,
-                unit_name(charge.unit),
+                charge.unit.name(),
                 charge.dataset_id,
                 trust_model_name(charge.trust_model),
                 charge.mechanism.kind(),

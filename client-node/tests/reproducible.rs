@@ -1,0 +1,83 @@
+//! The job's seed fixes everything that is not privacy-relevant: with
+//! differential privacy off, the same job run twice by the same federation
+//! (real coordinator, real nodes, secure aggregation over gRPC) gives the
+//! same model, bit for bit. With DP on, the noise is drawn fresh from the
+//! operating system every time (docs/differential-privacy.md says why), so
+//! only this non-private case can be reproducible.
+
+use std::time::Duration;
+
+use client_node::config::NodeConfig;
+use veil_wire::v1;
+
+mod support;
+
+const NODES: usize = 3;
+
+fn non_private_job(cutoff: &str, horizon_days: u32) -> v1::JobSpec {
+    let mut job = veil_job::standard_job(cutoff, horizon_days);
+    job.rounds = 2;
+    job.privacy.customers = Some("off".to_owned());
+    job.privacy.partners = Some("off".to_owned());
+    job.aggregation.step_timeout_secs = Some(5.0);
+    job.timeouts.train_secs = Some(30.0);
+    job.timeouts.evaluate_secs = Some(15.0);
+    job.to_wire()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_non_private_job_twice_gives_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = veil_synth::SynthConfig::demo(NODES, 23);
+    let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let coordinator = support::Coordinator::start(dir.path().join("coordinator.state")).await;
+    let configs = files
+        .iter()
+        .enumerate()
+        .map(|(index, file)| NodeConfig {
+            node_id: format!("node-{index}"),
+            tls_dir: None,
+            insecure_dev: true,
+            coordinator: coordinator.address.clone(),
+            data: veil_features::CsvSource::new(file.clone()).into(),
+            state_dir: Some(dir.path().join(format!("node-{index}.state"))),
+            policy: Default::default(),
+        })
+        .collect();
+    let nodes = support::start_nodes(configs).await;
+    let mut operator = coordinator.operator().await;
+    let spec = non_private_job(
+        &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        synth.suggested_horizon_days(),
+    );
+
+    let mut models = Vec::new();
+    for _ in 0..2 {
+        let job_id = coordinator::operator::submit(&mut operator, spec.clone())
+            .await
+            .unwrap();
+        coordinator::operator::start(&mut operator, &job_id)
+            .await
+            .unwrap();
+        let (status, transcript) =
+            support::watch_to_end(&mut operator, &job_id, Duration::from_secs(180)).await;
+        assert_eq!(
+            v1::JobState::try_from(status.state),
+            Ok(v1::JobState::Succeeded),
+            "{status:?}\n{transcript}"
+        );
+        models.push(
+            coordinator::operator::fetch_model(&mut operator, &job_id)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_ne!(models[0].job_id, models[1].job_id);
+    assert_eq!(models[0].scaling, models[1].scaling);
+    assert_eq!(models[0].parameters, models[1].parameters);
+
+    coordinator.stop().await;
+    for node in nodes {
+        node.abort();
+    }
+}
