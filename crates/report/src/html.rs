@@ -96,6 +96,9 @@ pub fn render(input: &ReportInput) -> String {
         escape(&title),
         escape(&input.generated_at)
     );
+    for note in &input.notes {
+        let _ = write!(out, r#"<p class="note">{}</p>"#, escape(note));
+    }
     job_section(&mut out, input);
     privacy_section(&mut out, input);
     rounds_section(&mut out, input);

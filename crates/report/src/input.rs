@@ -12,6 +12,10 @@ pub struct ReportInput {
     pub job: JobSummary,
     /// When the report was made, as the caller formats it (the renderer reads no clock).
     pub generated_at: String,
+    /// Things the reader must know that have no section, e.g. why the
+    /// evaluation is missing.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Privacy spent, one row per partner and privacy unit.
     #[serde(default)]
     pub privacy: Vec<PrivacySpent>,

@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary_input;
+use common::{BINARY_REPORT_CHARTS, binary_input};
 use veil_report::render_html;
 
 const WIDTH: u32 = 1280;
@@ -210,17 +210,7 @@ fn the_report_renders_in_headless_chromium_with_its_charts_and_no_console_messag
     );
 
     let dom = String::from_utf8_lossy(&dump.stdout);
-    for chart in [
-        "round-loss",
-        "round-auc",
-        "roc",
-        "precision-recall",
-        "gains",
-        "lift",
-        "calibration",
-        "segments",
-        "lifetime-value",
-    ] {
+    for chart in BINARY_REPORT_CHARTS {
         let marker = format!(r#"data-chart="{chart}""#);
         let svg = dom
             .split(&marker)

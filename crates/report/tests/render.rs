@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{HOSTILE, binary_input, regression_input};
+use common::{BINARY_REPORT_CHARTS, HOSTILE, binary_input, regression_input};
 use veil_report::{render_html, render_json};
 
 #[test]
@@ -23,17 +23,7 @@ fn a_binary_job_report_has_every_section_and_chart() {
             "section {section}"
         );
     }
-    for chart in [
-        "round-loss",
-        "round-auc",
-        "roc",
-        "precision-recall",
-        "gains",
-        "lift",
-        "calibration",
-        "segments",
-        "lifetime-value",
-    ] {
+    for chart in BINARY_REPORT_CHARTS {
         let marker = format!(r#"data-chart="{chart}""#);
         assert_eq!(html.matches(&marker).count(), 1, "chart {chart}");
         let svg = html

@@ -13,6 +13,19 @@ use veil_scoring_evaluation::{
     evaluate_regression,
 };
 
+/// The `data-chart` names of every chart [`binary_input`]'s report draws.
+pub const BINARY_REPORT_CHARTS: [&str; 9] = [
+    "round-loss",
+    "round-auc",
+    "roc",
+    "precision-recall",
+    "gains",
+    "lift",
+    "calibration",
+    "segments",
+    "lifetime-value",
+];
+
 /// Text a hostile or careless job author could put in a name.
 pub const HOSTILE: &str = "<script>alert('x')</script> & \"quoted\"";
 
@@ -75,6 +88,7 @@ pub fn binary_input() -> ReportInput {
             ],
         },
         generated_at: "2026-12-05 23:30 UTC".to_owned(),
+        notes: vec![format!("A note {HOSTILE}")],
         privacy: ["north", "south", HOSTILE]
             .iter()
             .flat_map(|partner| {
@@ -239,6 +253,7 @@ pub fn regression_input() -> ReportInput {
             details: Vec::new(),
         },
         generated_at: "2026-12-05".to_owned(),
+        notes: Vec::new(),
         privacy: Vec::new(),
         rounds: Vec::new(),
         evaluation: Some(Evaluation::Regression(evaluation)),
