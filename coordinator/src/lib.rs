@@ -13,6 +13,7 @@ pub mod convert;
 pub mod logging;
 pub mod operator;
 mod privacy;
+pub mod report;
 pub mod server;
 mod service;
 mod state;
