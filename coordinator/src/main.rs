@@ -92,6 +92,20 @@ enum Command {
     Status { job_id: String },
     /// Watch a job's progress until it ends.
     Watch { job_id: String },
+    /// Write a job's report (spec, privacy spent, rounds, evaluation with
+    /// intervals that include the DP noise) from the coordinator's state folder.
+    Report {
+        job_id: String,
+        /// The folder `serve --state-dir` uses.
+        #[arg(long, default_value = "veil-coordinator-state")]
+        state_dir: PathBuf,
+        /// Where to write the report.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write the report's content as JSON instead of HTML.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a finished job's model to one file.
     FetchModel {
         job_id: String,
@@ -301,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     veil_logging::init(cli.log_json);
     let tls = match &cli.command {
-        Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) => None,
+        Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) | Command::Report { .. } => None,
         _ => member_tls(&cli)?,
     };
     let tls = tls.as_ref();
@@ -411,6 +425,28 @@ async fn main() -> anyhow::Result<()> {
                 operator::watch(&mut client, &job_id, operator::progress_printer()).await?;
             eprintln!();
             report_end(&status)
+        }
+        Command::Report {
+            job_id,
+            state_dir,
+            out,
+            json,
+        } => {
+            let now = chrono::Utc::now();
+            let input = coordinator::report::load_report(
+                &state_dir,
+                &job_id,
+                now.format("%Y-%m-%d %H:%M UTC").to_string(),
+                now.timestamp(),
+            )?;
+            let text = if json {
+                veil_report::render_json(&input)?
+            } else {
+                veil_report::render_html(&input)
+            };
+            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
         }
         Command::FetchModel { job_id, out } => {
             let mut client = operator::connect(&cli.coordinator, tls).await?;

@@ -240,7 +240,7 @@ async fn drive_deadlines(shared: Arc<Shared>, mut stop: tokio::sync::oneshot::Re
 
 /// Job descriptors are stored in their protobuf wire form, the same bytes an
 /// operator submits, and validated again when read back.
-struct JobSpecCodec;
+pub(crate) struct JobSpecCodec;
 
 impl DescriptorCodec<JobSpec> for JobSpecCodec {
     fn encode(&self, descriptor: &JobSpec) -> Vec<u8> {

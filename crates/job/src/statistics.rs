@@ -9,6 +9,7 @@
 use thiserror::Error;
 use veil_features::{FeatureSums, Scaling};
 use veil_models::{EVAL_BUCKETS, EvalStats, OutputKind};
+use veil_scoring_evaluation::{BinaryRelease, NoisyValue, RegressionRelease};
 
 /// Largest per-customer loss counted in released evaluation statistics of a
 /// binary model (cross-entropy of a probability of about 4.5e-5).
@@ -207,6 +208,105 @@ impl ReleaseNoise {
     }
 }
 
+/// A job's final evaluation as released, each value with the deviation of
+/// the noise in it, for `veil-scoring-evaluation`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvaluationRelease {
+    /// A binary model's score histograms (at the released resolution of
+    /// `EVAL_BUCKETS / RELEASED_BUCKET_WIDTH` buckets) and scalar sums.
+    Binary(BinaryRelease),
+    /// A regression model's scalar sums (no bins: the release carries none yet).
+    Regression(RegressionRelease),
+}
+
+/// Reads the summed evaluation statistics of `spec`'s final round, to which
+/// `participants` nodes each added their own noise, as a release with its
+/// noise deviations: under customer-level DP each value carries
+/// `√participants` times the per-node deviation of [`ReleaseNoise`]; without
+/// DP none. Runs of [`RELEASED_BUCKET_WIDTH`] buckets are merged, as
+/// [`coarsen_histograms`] merges them before release (a no-op on DP
+/// releases; without DP it reads a fine histogram at the same resolution).
+pub fn evaluation_release(
+    spec: &crate::JobSpec,
+    vector: &[f64],
+    participants: u32,
+) -> Result<EvaluationRelease, StatisticsError> {
+    let output = spec.model_spec().output;
+    let expected = evaluate_statistics_len(output);
+    if vector.len() != expected {
+        return Err(StatisticsError::WrongLength {
+            what: "evaluation",
+            expected,
+            actual: vector.len(),
+        });
+    }
+    if let Some(index) = vector.iter().position(|value| !value.is_finite()) {
+        return Err(StatisticsError::Unusable {
+            what: "evaluation",
+            message: format!("value {index} is {}", vector[index]),
+        });
+    }
+    let deviation = |index: usize| match spec.privacy.statistics {
+        Some(privacy) => {
+            ReleaseNoise::evaluation(output, privacy.value_bound)
+                .standard_deviation(index, privacy.noise_multiplier)
+                * f64::from(participants).sqrt()
+        }
+        None => 0.0,
+    };
+    let value = |index: usize| NoisyValue {
+        value: vector[index],
+        noise_standard_deviation: deviation(index),
+    };
+    // The scalar sums, in `EvalStats::to_vector` order.
+    let [
+        count,
+        _loss,
+        squared_error,
+        absolute_error,
+        label_sum,
+        label_square_sum,
+    ] = [0, 1, 2, 3, 4, 5].map(value);
+    Ok(match output {
+        OutputKind::Binary => {
+            let merged = |start: usize| -> Vec<NoisyValue> {
+                (0..EVAL_BUCKETS / RELEASED_BUCKET_WIDTH)
+                    .map(|run| {
+                        let first = start + run * RELEASED_BUCKET_WIDTH;
+                        let members = (first..first + RELEASED_BUCKET_WIDTH).map(value);
+                        let (sum, variance) =
+                            members.fold((0.0, 0.0), |(sum, variance), member| {
+                                (
+                                    sum + member.value,
+                                    variance + member.noise_standard_deviation.powi(2),
+                                )
+                            });
+                        NoisyValue {
+                            value: sum,
+                            noise_standard_deviation: variance.sqrt(),
+                        }
+                    })
+                    .collect()
+            };
+            let scalars = evaluate_statistics_len(OutputKind::Regression);
+            EvaluationRelease::Binary(BinaryRelease {
+                positive: merged(scalars),
+                negative: merged(scalars + EVAL_BUCKETS),
+                count,
+                squared_error_sum: squared_error,
+            })
+        }
+        OutputKind::Regression => EvaluationRelease::Regression(RegressionRelease {
+            count,
+            absolute_error_sum: absolute_error,
+            squared_error_sum: squared_error,
+            label_sum,
+            label_square_sum,
+            bins: None,
+        }),
+    })
+}
+
 /// Merges each run of [`RELEASED_BUCKET_WIDTH`] score buckets into its first.
 pub fn coarsen_histograms(stats: &mut EvalStats) {
     for histogram in [&mut stats.positive_histogram, &mut stats.negative_histogram] {
@@ -278,6 +378,41 @@ mod tests {
         );
         assert_eq!(vector[7], 0.0, "an always-empty bucket stays exactly empty");
         assert!(noise.apply(&mut vec![0.0; 3], 1.0, || 0.0).is_err());
+    }
+
+    #[test]
+    fn the_release_reads_merged_buckets_with_the_summed_noise_deviation() {
+        let text = "name = \"r\"\nrounds = 2\nmin_participants = 3\nmax_participants = 3\n\n[task]\nkind = \"churn\"\ncutoff = \"2024-09-30\"\nhorizon_days = 90\n\n[model]\nkind = \"logistic_regression\"\n\n[training]\nlocal_epochs = 1\nbatch_size = 32\nlearning_rate = 0.05\noptimizer = \"sgd\"\n\n[privacy]\ncustomers = \"dp-sgd\"\npartners = \"off\"\ncustomer_epsilon = 50\n";
+        let spec = crate::JobSpec::from_wire(&crate::file::JobFile::parse(text).unwrap().to_wire())
+            .unwrap();
+        let privacy = spec.privacy.statistics.unwrap();
+        let mut stats = EvalStats::empty(OutputKind::Binary);
+        stats.count = 9;
+        stats.squared_error_sum = 1.5;
+        stats.positive_histogram[999] = 4;
+        stats.negative_histogram[0] = 3;
+        stats.negative_histogram[51] = 2;
+        coarsen_histograms(&mut stats);
+        let EvaluationRelease::Binary(release) =
+            evaluation_release(&spec, &stats.to_vector(), 3).unwrap()
+        else {
+            unreachable!("a churn job is binary");
+        };
+        assert_eq!(release.positive.len(), 20);
+        assert_eq!(release.positive[19].value, 4.0);
+        assert_eq!(release.negative[0].value, 3.0);
+        assert_eq!(release.negative[1].value, 2.0);
+        assert_eq!(release.count.value, 9.0);
+        assert_eq!(release.squared_error_sum.value, 1.5);
+        // Three nodes each added z·√7 (one noised bucket per merged run).
+        let per_node = privacy.noise_multiplier * 7f64.sqrt();
+        let summed = per_node * 3f64.sqrt();
+        assert!((release.positive[7].noise_standard_deviation - summed).abs() < 1e-9);
+        assert!((release.count.noise_standard_deviation - summed).abs() < 1e-9);
+        assert!(matches!(
+            evaluation_release(&spec, &[0.0; 3], 3),
+            Err(StatisticsError::WrongLength { .. })
+        ));
     }
 
     #[test]

@@ -27,8 +27,9 @@ use veil_features::{
 };
 use veil_models::{
     Dataset, DpSgdConfig, ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainOutcome,
-    TrainingConfig, exact_auc, predict, train, train_dp_sgd,
+    TrainingConfig, predict, train, train_dp_sgd,
 };
+use veil_scoring_evaluation::exact_auc;
 use veil_synth::{SynthConfig, write_partner_files};
 
 /// The demo job's rounds, holdout fraction and seed (client-node's `STANDARD_JOB`).

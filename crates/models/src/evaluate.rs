@@ -1,5 +1,6 @@
 //! Inference and evaluation: predictions, additive evaluation statistics that can be summed
-//! across partners (and through secure aggregation), and an exact AUC for pooled data.
+//! across partners (and through secure aggregation). The metrics a marketer reads from them
+//! (and the exact AUC on pooled scores) live in `veil-scoring-evaluation`.
 
 use burn::prelude::*;
 
@@ -100,21 +101,13 @@ impl EvalStats {
     /// AUC from the merged histograms (ties within a bucket count half). `None` unless both
     /// classes are present.
     pub fn auc(&self) -> Option<f64> {
-        let positives: u64 = self.positive_histogram.iter().sum();
-        let negatives: u64 = self.negative_histogram.iter().sum();
-        if positives == 0 || negatives == 0 {
-            return None;
-        }
-        // Walking buckets upwards, each positive beats every negative in a lower bucket and
-        // ties with those in its own bucket.
-        let mut negatives_below = 0.0f64;
-        let mut winning_pairs = 0.0f64;
-        for (positive, negative) in self.positive_histogram.iter().zip(&self.negative_histogram) {
-            let (positive, negative) = (*positive as f64, *negative as f64);
-            winning_pairs += positive * (negatives_below + 0.5 * negative);
-            negatives_below += negative;
-        }
-        Some(winning_pairs / (positives as f64 * negatives as f64))
+        let as_counts = |histogram: &[u64]| -> Vec<f64> {
+            histogram.iter().map(|count| *count as f64).collect()
+        };
+        veil_scoring_evaluation::histogram_auc(
+            &as_counts(&self.positive_histogram),
+            &as_counts(&self.negative_histogram),
+        )
     }
 
     /// Root mean squared error, `None` without examples.
@@ -379,37 +372,4 @@ fn evaluate_with(
         stats.add_example(spec.output, *raw_output, *label, bounds);
     }
     Ok(stats)
-}
-
-/// Exact AUC (Mann-Whitney with tie handling) for reporting on pooled held-out data.
-///
-/// A label of 0.5 or more counts as positive, as in `EvalStats`. Tied scores count half a win.
-/// `None` if the lengths differ, a score is NaN, or either class is missing.
-pub fn exact_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
-    if scores.len() != labels.len() || scores.iter().any(|score| score.is_nan()) {
-        return None;
-    }
-    let mut pairs: Vec<(f32, bool)> = scores
-        .iter()
-        .zip(labels)
-        .map(|(score, label)| (*score, *label >= 0.5))
-        .collect();
-    pairs.sort_by(|left, right| left.0.total_cmp(&right.0));
-    let positives = pairs.iter().filter(|(_, positive)| *positive).count() as f64;
-    let negatives = pairs.len() as f64 - positives;
-    if positives == 0.0 || negatives == 0.0 {
-        return None;
-    }
-    // Sum of the positives' ranks, ties sharing their mean rank (the Mann-Whitney U statistic).
-    let mut positive_rank_sum = 0.0f64;
-    let mut group_start = 0usize;
-    for group in pairs.chunk_by(|left, right| left.0 == right.0) {
-        let group_positives = group.iter().filter(|(_, positive)| *positive).count() as f64;
-        // Ranks are 1-based: this group occupies ranks group_start+1 ..= group_start+len.
-        let mean_rank = group_start as f64 + (group.len() as f64 + 1.0) / 2.0;
-        positive_rank_sum += group_positives * mean_rank;
-        group_start += group.len();
-    }
-    let u_statistic = positive_rank_sum - positives * (positives + 1.0) / 2.0;
-    Some(u_statistic / (positives * negatives))
 }

@@ -20,9 +20,10 @@ mod train;
 pub use dataset::Dataset;
 pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, train_dp_sgd};
 pub use error::ModelError;
-pub use evaluate::{
-    EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, exact_auc, predict,
-};
+pub use evaluate::{EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, predict};
 pub use network::{Network, NetworkConfig};
 pub use spec::{LayerShape, MAX_PARAMETER_COUNT, ModelKind, ModelSpec, OutputKind};
 pub use train::{OptimizerKind, TrainOutcome, TrainingConfig, train};
+/// Re-exported for `client-node`'s demo, which still imports it from here;
+/// the one implementation lives in `veil-scoring-evaluation`.
+pub use veil_scoring_evaluation::exact_auc;

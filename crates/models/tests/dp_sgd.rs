@@ -8,8 +8,9 @@ use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use veil_accounting::{Accountant, DpEvent};
 use veil_models::{
     Dataset, DpSgdConfig, ModelError, ModelKind, ModelSpec, OptimizerKind, OutputKind,
-    TrainingConfig, exact_auc, predict, train, train_dp_sgd,
+    TrainingConfig, predict, train, train_dp_sgd,
 };
+use veil_scoring_evaluation::exact_auc;
 
 const N_FEATURES: usize = 5;
 

@@ -6,8 +6,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use veil_models::{
     Dataset, EVAL_BUCKETS, EvalStats, ModelError, ModelKind, ModelSpec, OptimizerKind, OutputKind,
-    TrainingConfig, evaluate, exact_auc, predict, train,
+    TrainingConfig, evaluate, predict, train,
 };
+use veil_scoring_evaluation::exact_auc;
 
 const N_FEATURES: usize = 5;
 
@@ -255,19 +256,6 @@ fn histogram_auc_is_close_to_exact_auc() {
 }
 
 #[test]
-fn exact_auc_handles_ties_and_degenerate_inputs() {
-    let check = |scores: &[f32], labels: &[f32], expected: Option<f64>| {
-        assert_eq!(exact_auc(scores, labels), expected, "{scores:?} {labels:?}");
-    };
-    check(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0], Some(0.75));
-    check(&[0.5, 0.5], &[0.0, 1.0], Some(0.5));
-    check(&[0.2, 0.5, 0.5, 0.9], &[0.0, 1.0, 0.0, 1.0], Some(0.875));
-    check(&[0.2, 0.5], &[1.0, 1.0], None);
-    check(&[0.2], &[1.0, 0.0], None);
-    check(&[f32::NAN, 0.5], &[1.0, 0.0], None);
-}
-
-#[test]
 fn bad_inputs_are_typed_errors() {
     let data = separable(10, 12);
     let binary = spec(ModelKind::LogisticRegression, OutputKind::Binary);
@@ -416,33 +404,6 @@ proptest! {
         let mut merged = evaluate(&spec, &parameters, &part(0..split)).unwrap();
         merged.merge(&evaluate(&spec, &parameters, &part(split..200)).unwrap()).unwrap();
         assert_stats_close(&merged, &evaluate(&spec, &parameters, &union).unwrap());
-    }
-
-    #[test]
-    fn exact_auc_equals_the_pairwise_definition(
-        examples in proptest::collection::vec((0u8..6, any::<bool>()), 2..40),
-    ) {
-        // Few distinct scores, so ties are common.
-        let scores: Vec<f32> = examples.iter().map(|(score, _)| f32::from(*score) / 5.0).collect();
-        let labels: Vec<f32> = examples.iter().map(|(_, positive)| if *positive { 1.0 } else { 0.0 }).collect();
-        let mut wins = 0.0f64;
-        let mut pairs = 0.0f64;
-        for (positive_score, _) in examples.iter().filter(|(_, positive)| *positive) {
-            for (negative_score, _) in examples.iter().filter(|(_, positive)| !*positive) {
-                pairs += 1.0;
-                wins += match positive_score.cmp(negative_score) {
-                    std::cmp::Ordering::Greater => 1.0,
-                    std::cmp::Ordering::Equal => 0.5,
-                    std::cmp::Ordering::Less => 0.0,
-                };
-            }
-        }
-        let expected = (pairs > 0.0).then(|| wins / pairs);
-        match (exact_auc(&scores, &labels), expected) {
-            // Rank sums and pair counts round differently; both are exact to ~1e-12 here.
-            (Some(actual), Some(expected)) => prop_assert!((actual - expected).abs() < 1e-9),
-            (actual, expected) => prop_assert_eq!(actual, expected),
-        }
     }
 
     #[test]
