@@ -11,6 +11,7 @@ pub mod audit;
 mod auth;
 pub mod convert;
 pub mod logging;
+mod metrics;
 pub mod operator;
 mod privacy;
 pub mod server;
