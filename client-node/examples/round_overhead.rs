@@ -113,6 +113,7 @@ async fn run_once(
         };
         let options = RunOptions {
             progress: Some(progress.clone()),
+            ..RunOptions::default()
         };
         tasks.push(tokio::spawn(run_with(
             config,

@@ -1,6 +1,8 @@
 //! The `client-node` binary: run a node, or score customers locally.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -9,6 +11,8 @@ use client_node::config::NodeConfig;
 use client_node::score::ScoringCutoff;
 use veil_job::JobSpec;
 use veil_job::file::JobFile;
+use client_node::node::RunOptions;
+use veil_metrics::NodeMetrics;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +34,10 @@ enum Command {
         /// The node configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics at `http://ADDR/metrics` (plain HTTP;
+        /// off by default). See docs/metrics.md.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Score this partner's customers with an exported model, locally.
     Score {
@@ -81,12 +89,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     veil_logging::init(cli.log_json);
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, metrics } => {
             let config = NodeConfig::read(&config)?;
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            client_node::node::run(config, shutdown).await
+            let mut options = RunOptions::default();
+            if let Some(address) = metrics {
+                let mut registry = veil_metrics::Registry::default();
+                options.metrics = Some(Arc::new(NodeMetrics::register(&mut registry)));
+                veil_metrics::spawn_endpoint(address, registry).await?;
+            }
+            client_node::node::run_with(config, options, shutdown).await
         }
         Command::Score {
             config,

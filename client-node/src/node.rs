@@ -15,16 +15,19 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::mpsc;
 use tonic::Code;
+use veil_deid::PiiKind;
 use veil_features::{Scaling, TransactionLog};
 use veil_federation::{DeclineCode, Phase, SecureStep};
 use veil_job::statistics::ReleaseNoise;
 use veil_job::{JobSpec, StatisticsPrivacy, statistics};
+use veil_metrics::{DeclineLabels, JobLabels, NodeMetrics, PhaseLabels, PiiLabels, Registry};
 use veil_models::{
     Dataset, EvalStats, ExampleBounds, evaluate, evaluate_clamped, train, train_dp_sgd,
 };
 use veil_node_protocol::{
     Decision, MachineIdentity, NodeMachine, NodeTask, Outgoing, PeerTrust, PhaseReply,
 };
+use veil_partner_data::PartnerDataReport;
 use veil_pki::RevocationList;
 use veil_wire::v1;
 
@@ -72,6 +75,9 @@ pub enum NodeProgress {
 pub struct RunOptions {
     /// Receives one message after every accepted submission.
     pub progress: Option<mpsc::UnboundedSender<NodeProgress>>,
+    /// Where the node counts what it does, for a Prometheus endpoint the
+    /// caller serves (`veil_metrics::serve`); `None` counts into nothing read.
+    pub metrics: Option<Arc<NodeMetrics>>,
 }
 
 /// Everything the task loop carries between tasks.
@@ -96,6 +102,8 @@ struct NodeState {
     /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
     rng: ChaCha20Rng,
     progress: Option<mpsc::UnboundedSender<NodeProgress>>,
+    /// Counts of rounds joined, declines and releases; never a data value.
+    metrics: Arc<NodeMetrics>,
 }
 
 /// Loads the partner's log, then serves tasks until `shutdown` resolves.
@@ -189,6 +197,10 @@ pub async fn run_with(
         rows_rejected = report.rows_rejected,
         "transaction log loaded"
     );
+    let metrics = options
+        .metrics
+        .unwrap_or_else(|| Arc::new(NodeMetrics::register(&mut Registry::default())));
+    count_load(&metrics, &report.report);
     for error in &report.sample_errors {
         tracing::warn!(node = %config.node_id, %error, "rejected row");
     }
@@ -225,6 +237,7 @@ pub async fn run_with(
         jobs: HashMap::new(),
         rng: ChaCha20Rng::from_os_rng(),
         progress: options.progress,
+        metrics,
     };
     tokio::pin!(shutdown);
     tokio::select! {
@@ -501,8 +514,13 @@ async fn send(
     // The update this round's commit (and so its receipt) will hold.
     let training_update =
         phase == Phase::Train && !declined && matches!(step, None | Some(SecureStep::MaskedInput));
+    let decline_code = DeclineCode::from_wire_value(header.decline_code);
+    let phase_labels = PhaseLabels::new(phase);
     match state.client.submit(header, body).await {
         Ok(duplicate) => {
+            if !duplicate {
+                count_submission(&state.metrics, &job, phase, decline_code, step);
+            }
             if training_update {
                 state.receipts.await_round(&job, round);
             }
@@ -517,10 +535,94 @@ async fn send(
             }
             Ok(())
         }
-        Err(status) => bail!(
-            "round {round} {phase}: result refused: {}",
-            status.message()
-        ),
+        Err(status) => {
+            state
+                .metrics
+                .results_refused
+                .get_or_create(&phase_labels)
+                .inc();
+            bail!(
+                "round {round} {phase}: result refused: {}",
+                status.message()
+            )
+        }
+    }
+}
+
+/// Counts one accepted submission: a decline, or a release (a plain reply or
+/// a masked input; the other secure steps carry keys and shares, not data).
+fn count_submission(
+    metrics: &NodeMetrics,
+    job: &str,
+    phase: Phase,
+    decline_code: Option<DeclineCode>,
+    step: Option<SecureStep>,
+) {
+    if let Some(code) = decline_code {
+        metrics
+            .declines
+            .get_or_create(&DeclineLabels {
+                phase: phase.to_string(),
+                code: code.as_str().to_owned(),
+            })
+            .inc();
+        return;
+    }
+    if matches!(step, None | Some(SecureStep::MaskedInput)) {
+        metrics
+            .releases_sent
+            .get_or_create(&PhaseLabels::new(phase))
+            .inc();
+        if phase == Phase::Train {
+            metrics
+                .rounds_joined
+                .get_or_create(&JobLabels::new(job))
+                .inc();
+        }
+    }
+}
+
+/// Counts what loading and de-identifying the partner's data did: rows,
+/// PII hits per kind, suppressed records, pseudonymised columns, k achieved.
+fn count_load(metrics: &NodeMetrics, report: &PartnerDataReport) {
+    for (name, source) in [
+        ("transactions", Some(&report.transactions)),
+        ("profile", report.profile.as_ref()),
+    ] {
+        let Some(source) = source else { continue };
+        let labels = NodeMetrics::source(name);
+        metrics
+            .rows_accepted
+            .get_or_create(&labels)
+            .inc_by(source.rows_accepted);
+        metrics
+            .rows_rejected
+            .get_or_create(&labels)
+            .inc_by(source.rows_rejected);
+        let Some(deid) = &source.deid else { continue };
+        let hits = deid.pii_hits_total();
+        for kind in PiiKind::ALL {
+            metrics
+                .pii_redacted
+                .get_or_create(&PiiLabels {
+                    source: name.to_owned(),
+                    kind: kind.name().to_owned(),
+                })
+                .inc_by(hits.get(kind));
+        }
+        metrics
+            .columns_pseudonymised
+            .get_or_create(&labels)
+            .set(deid.columns_pseudonymised.len() as i64);
+        if let Some(k_anonymity) = &deid.k_anonymity {
+            metrics
+                .records_suppressed
+                .get_or_create(&labels)
+                .inc_by(k_anonymity.records_suppressed);
+            if let Some(k) = k_anonymity.k_achieved {
+                metrics.k_achieved.get_or_create(&labels).set(k as i64);
+            }
+        }
     }
 }
 

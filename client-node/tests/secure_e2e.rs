@@ -100,6 +100,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
         });
         let options = RunOptions {
             progress: Some(sender),
+            ..RunOptions::default()
         };
         nodes.push(tokio::spawn(async move {
             let _ = run_with(config, options, std::future::pending::<()>()).await;

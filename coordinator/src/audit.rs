@@ -28,6 +28,7 @@ use veil_audit::{
 };
 use veil_federation::{Engine, EngineEvent, EventKind, Phase};
 use veil_job::JobSpec;
+use veil_metrics::Histogram;
 use veil_pki::{IssuanceJournal, RevocationList};
 
 use crate::privacy::PrivacyOutcome;
@@ -49,6 +50,8 @@ const CERTIFICATE_AUTHORITY: &str = "ca";
 pub(crate) struct AuditTrail {
     log: AuditLog,
     index: IndexState,
+    /// Seconds per synced append, for the `audit_write` metric.
+    write_latency: Histogram,
 }
 
 /// What the log says that later requests need, derived from its entries.
@@ -136,7 +139,7 @@ impl LogIndex {
 
 impl AuditTrail {
     /// Opens the log in `state_dir`, creating the signing key on first start.
-    pub(crate) fn open(state_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(state_dir: &Path, write_latency: Histogram) -> anyhow::Result<Self> {
         let key_path = state_dir.join(AUDIT_KEY_FILE);
         let signer = if key_path.exists() {
             load_signing_key(&key_path)
@@ -161,6 +164,7 @@ impl AuditTrail {
             index: IndexState::Rebuilding {
                 appended: Vec::new(),
             },
+            write_latency,
         })
     }
 
@@ -271,7 +275,10 @@ impl AuditTrail {
     /// already happened, and refusing service would not undo it.
     pub(crate) fn record(&mut self, actor: &str, event: AuditEvent) -> bool {
         let kind = event.kind();
-        match self.log.append(now_unix_ms(), actor, event) {
+        let started = std::time::Instant::now();
+        let appended = self.log.append(now_unix_ms(), actor, event);
+        self.write_latency.observe(started.elapsed().as_secs_f64());
+        match appended {
             Ok(entry) => {
                 match &mut self.index {
                     IndexState::Rebuilding { appended } => appended.push(entry),

@@ -10,6 +10,7 @@
 pub mod audit;
 mod auth;
 pub mod convert;
+mod metrics;
 pub mod operator;
 mod privacy;
 pub mod report;

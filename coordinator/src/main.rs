@@ -11,6 +11,7 @@ use coordinator::{CoordinatorConfig, operator};
 use veil_audit::{
     AuditPublicKey, Head, ReceiptStore, export_report, head_path_for, reconcile, verify_log_file,
 };
+use veil_metrics::CoordinatorMetrics;
 use veil_pki::{
     CertificateRequest, ClientTls, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles,
     REVOCATIONS_FILE, RevocationList, RevocationReason, Role, Serial, Validity,
@@ -66,6 +67,10 @@ enum Command {
         /// `revoked.txt` in the TLS folder).
         #[arg(long)]
         revocations: Option<PathBuf>,
+        /// Serve Prometheus metrics at `http://ADDR/metrics` (plain HTTP;
+        /// off by default). See docs/metrics.md.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// The federation certificate authority.
     #[command(subcommand)]
@@ -326,7 +331,17 @@ async fn main() -> anyhow::Result<()> {
             listen,
             state_dir,
             revocations,
+            metrics,
         } => {
+            let metrics = match metrics {
+                Some(address) => {
+                    let mut registry = veil_metrics::Registry::default();
+                    let metrics = CoordinatorMetrics::register(&mut registry);
+                    veil_metrics::spawn_endpoint(address, registry).await?;
+                    Some(std::sync::Arc::new(metrics))
+                }
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -348,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let config = CoordinatorConfig {
                 state_dir: Some(state_dir),
+                metrics,
                 ..base
             };
             coordinator::run(config, listener, shutdown).await

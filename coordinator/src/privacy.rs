@@ -8,11 +8,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Context;
 use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
 use veil_job::{JobSpec, RoundParty, phase_charges};
-use veil_ledger::{BudgetRefusal, Charge, PrivacyUnit, SqliteLedger, check_job_budget};
+use veil_ledger::{
+    BudgetRefusal, Charge, PrivacyUnit, SqliteLedger, check_job_budget, compose_rdp,
+};
+use veil_metrics::Histogram;
 
 /// What the guard did about one event, for the audit trail.
 #[derive(Debug, Default)]
@@ -43,17 +47,20 @@ pub(crate) struct PartnerSpend {
 /// The ledger and what it needs to remember between events.
 pub(crate) struct PrivacyGuard {
     ledger: SqliteLedger,
+    /// Seconds per ledger write, for the `ledger_write` metric.
+    write_latency: Histogram,
     /// The nodes invited to the training phase under way, per job and round.
     invited: HashMap<(JobId, u32), Vec<NodeId>>,
 }
 
 impl PrivacyGuard {
     /// Opens (or creates) the ledger file.
-    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path, write_latency: Histogram) -> anyhow::Result<Self> {
         let ledger = SqliteLedger::open(path)
             .with_context(|| format!("coordinator privacy ledger {}", path.display()))?;
         Ok(Self {
             ledger,
+            write_latency,
             invited: HashMap::new(),
         })
     }
@@ -250,9 +257,36 @@ impl PrivacyGuard {
         let spec = engine.descriptor(job)?;
         let charges = planned_charges(spec, job, phase, round, contributors, cohort)?;
         for charge in &charges {
+            let started = Instant::now();
             self.ledger.record(charge)?;
+            self.write_latency.observe(started.elapsed().as_secs_f64());
         }
         Ok(charges)
+    }
+
+    /// ε each partner has spent in `job` so far, per unit: the RDP bound at
+    /// the job budget's δ, as `veil-ledger report` plots it.
+    pub(crate) fn epsilon_spent_rdp(
+        &self,
+        engine: &Engine<JobSpec>,
+        job: &str,
+    ) -> anyhow::Result<Vec<(NodeId, PrivacyUnit, f64)>> {
+        let budget = engine.descriptor(job)?.privacy.job_budget(job);
+        let charges = self.ledger.charges_for_job(job)?;
+        let mut groups: BTreeMap<(&str, PrivacyUnit), Vec<&Charge>> = BTreeMap::new();
+        for charge in &charges {
+            groups
+                .entry((charge.partner_id.as_str(), charge.unit))
+                .or_default()
+                .push(charge);
+        }
+        groups
+            .into_iter()
+            .map(|((partner, unit), group)| {
+                let epsilon = compose_rdp(group, budget.for_unit(unit).delta)?;
+                Ok((partner.to_owned(), unit, epsilon))
+            })
+            .collect()
     }
 }
 

@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use veil_federation::store::JobStore;
 use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
 use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
+use veil_metrics::{CoordinatorMetrics, Registry};
 use veil_pki::{ISSUED_FILE, IssuanceJournal, RevocationList, ServerTls, tls_incoming};
 use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
@@ -21,6 +23,7 @@ use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
 use crate::audit::AuditTrail;
 use crate::auth::Gate;
+use crate::metrics::{CountingIo, EventMetrics};
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
 use crate::state::{Shared, lock};
@@ -59,6 +62,10 @@ pub struct CoordinatorConfig {
     /// `None` uses a fresh temporary folder removed at shutdown: for tests
     /// and throwaway runs only.
     pub state_dir: Option<PathBuf>,
+    /// Where the coordinator counts what it does, for a Prometheus endpoint
+    /// the caller serves (`veil_metrics::serve`). `None` counts into a
+    /// registry nobody reads.
+    pub metrics: Option<Arc<CoordinatorMetrics>>,
 }
 
 impl CoordinatorConfig {
@@ -80,6 +87,7 @@ impl CoordinatorConfig {
             max_long_poll: Duration::from_secs(20),
             concurrency_per_connection: 64,
             state_dir: None,
+            metrics: None,
         }
     }
 }
@@ -112,8 +120,18 @@ pub async fn run(
         SqliteJobStore::open(&store_path, JobSpecCodec)
             .with_context(|| format!("coordinator job store {}", store_path.display()))?,
     );
-    let privacy = PrivacyGuard::open(&state_dir.join("ledger.sqlite"))?;
-    let audit = Arc::new(Mutex::new(AuditTrail::open(&state_dir)?));
+    let metrics = config
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(CoordinatorMetrics::register(&mut Registry::default())));
+    let privacy = PrivacyGuard::open(
+        &state_dir.join("ledger.sqlite"),
+        metrics.ledger_write.clone(),
+    )?;
+    let audit = Arc::new(Mutex::new(AuditTrail::open(
+        &state_dir,
+        metrics.audit_write.clone(),
+    )?));
     let certificate_files = match &config.transport {
         Transport::Mtls(server_tls) => {
             let revocations = server_tls.revocations().clone();
@@ -131,7 +149,13 @@ pub async fn run(
     engine.set_noise_source(
         veil_dp_noise::production_rng().context("seeding the central-noise generator")?,
     );
-    let shared = Arc::new(Shared::new(engine, store, privacy, Arc::clone(&audit)));
+    let shared = Arc::new(Shared::new(
+        engine,
+        store,
+        privacy,
+        Arc::clone(&audit),
+        EventMetrics::new(Arc::clone(&metrics)),
+    ));
     let limits = ServiceLimits {
         max_long_poll: config.max_long_poll,
         heartbeat_interval: config.heartbeat_interval,
@@ -164,6 +188,7 @@ pub async fn run(
     let timer = tokio::spawn(drive_deadlines(Arc::clone(&shared), timer_stopped));
 
     let address = listener.local_addr()?;
+    let counted = Arc::clone(&metrics);
     let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -173,8 +198,10 @@ pub async fn run(
     let served = match &config.transport {
         Transport::Mtls(server_tls) => {
             tracing::info!(%address, "coordinator listening (mTLS)");
+            let incoming = tls_incoming(listener, server_tls)
+                .map(move |stream| stream.map(|io| CountingIo::new(io, Arc::clone(&counted))));
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, server_tls), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Transport::InsecureDevelopment => {
@@ -183,7 +210,12 @@ pub async fn run(
                 "coordinator listening WITHOUT TLS (insecure development mode): no identities, no role checks"
             );
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener).map(move |stream| {
+                        stream.map(|io| CountingIo::new(io, Arc::clone(&counted)))
+                    }),
+                    shutdown,
+                )
                 .await
         }
     };
@@ -222,12 +254,13 @@ async fn drive_deadlines(shared: Arc<Shared>, mut stop: tokio::sync::oneshot::Re
     loop {
         let changed = shared.changed.notified();
         let deadline = shared.read(|engine| engine.poll_timeout());
-        // With no deadline pending, a periodic check still lets jobs that wait
-        // for nodes notice liveness changes.
-        let wake_at = deadline.map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(1),
-            tokio::time::Instant::from_std,
-        );
+        // At least once a second, deadline or not: jobs that wait for nodes
+        // notice liveness changes, and the connected-nodes gauge falls when
+        // nodes go silent. Driving the engine early does nothing harmful.
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        let wake_at = deadline.map_or(tick, |deadline| {
+            tokio::time::Instant::from_std(deadline).min(tick)
+        });
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {
                 shared.with_engine(|engine, now| engine.handle_timeout(now));

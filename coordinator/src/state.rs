@@ -13,6 +13,7 @@ use veil_job::JobSpec;
 
 use crate::audit::AuditTrail;
 use crate::convert::describe_event;
+use crate::metrics::EventMetrics;
 use crate::privacy::PrivacyGuard;
 
 /// Everything the services share.
@@ -33,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) privacy: Mutex<PrivacyGuard>,
     /// The signed, hash-chained audit log.
     pub(crate) audit: Arc<Mutex<AuditTrail>>,
+    /// The Prometheus metrics, updated from the same events, under the
+    /// engine lock (after the privacy guard, so ε gauges see new charges).
+    pub(crate) metrics: Mutex<EventMetrics>,
 }
 
 impl Shared {
@@ -41,6 +45,7 @@ impl Shared {
         store: Box<dyn JobStore<JobSpec> + Send>,
         privacy: PrivacyGuard,
         audit: Arc<Mutex<AuditTrail>>,
+        metrics: EventMetrics,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -50,6 +55,7 @@ impl Shared {
             store: Mutex::new(store),
             privacy: Mutex::new(privacy),
             audit,
+            metrics: Mutex::new(metrics),
         }
     }
 
@@ -66,12 +72,14 @@ impl Shared {
         let mut any_event = false;
         let mut privacy = lock(&self.privacy);
         let mut audit = lock(&self.audit);
+        let mut metrics = lock(&self.metrics);
         while let Some(event) = engine.poll_event() {
             any_event = true;
             log_event(&event);
             // May refuse the round or record its charges; its own events
             // come out of this same loop.
             let outcome = privacy.observe(&mut engine, &event, now);
+            metrics.observe(&engine, &privacy, &event, &outcome, now);
             if let Err(blocked) = audit.observe(&engine, &event, &outcome) {
                 // A release the audit log does not hold must not happen:
                 // the job stops before its model can be read.
@@ -99,6 +107,10 @@ impl Shared {
                 }
             }
         }
+        // Every call, so the node gauges follow registrations, heartbeats
+        // and (through the deadline timer's ticks) silence.
+        metrics.observe_nodes(&engine, now);
+        drop(metrics);
         drop(audit);
         drop(privacy);
         drop(engine);

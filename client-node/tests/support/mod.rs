@@ -4,7 +4,11 @@
 // Each test file uses only part of this module.
 #![allow(dead_code)]
 
+pub mod prometheus;
+pub mod seeded;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
@@ -12,6 +16,7 @@ use client_node::node::{NodeProgress, RunOptions, run_with};
 use coordinator::CoordinatorConfig;
 use coordinator::operator::{OperatorClient, WatchUpdate};
 use tokio::sync::mpsc;
+use veil_metrics::{CoordinatorMetrics, NodeMetrics};
 use veil_wire::v1;
 
 /// A coordinator serving plaintext in this process.
@@ -25,12 +30,21 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts one with its state in `state_dir`.
     pub async fn start(state_dir: PathBuf) -> Self {
+        Self::start_counted(state_dir, None).await
+    }
+
+    /// Starts one that counts into `metrics`.
+    pub async fn start_counted(
+        state_dir: PathBuf,
+        metrics: Option<Arc<CoordinatorMetrics>>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(coordinator::run(
             CoordinatorConfig {
                 state_dir: Some(state_dir),
+                metrics,
                 ..CoordinatorConfig::insecure_development()
             },
             listener,
@@ -61,12 +75,20 @@ impl Coordinator {
 
 /// Starts a node per config and returns once every one has registered.
 pub async fn start_nodes(configs: Vec<NodeConfig>) -> Vec<tokio::task::JoinHandle<()>> {
+    start_counted_nodes(configs.into_iter().map(|config| (config, None)).collect()).await
+}
+
+/// [`start_nodes`], each node counting into its own metrics if given.
+pub async fn start_counted_nodes(
+    configs: Vec<(NodeConfig, Option<Arc<NodeMetrics>>)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let expected = configs.len();
     let (progress_sender, mut progress) = mpsc::unbounded_channel();
     let mut nodes = Vec::new();
-    for config in configs {
+    for (config, metrics) in configs {
         let options = RunOptions {
             progress: Some(progress_sender.clone()),
+            metrics,
         };
         nodes.push(tokio::spawn(async move {
             let _ = run_with(config, options, std::future::pending::<()>()).await;

@@ -490,6 +490,20 @@ pub struct NodeCredential {
     pub certificate_der: Arc<Vec<u8>>,
 }
 
+/// One registered node as operators see it: when it was last heard from,
+/// and whether that is within the liveness window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeActivity {
+    /// The node.
+    pub node: NodeId,
+    /// Time since its registration or last heartbeat, task fetch or reply.
+    pub silent_for: Duration,
+    /// Heard from within `EngineConfig::node_liveness`: invited to new phases.
+    pub live: bool,
+    /// Registered with a secure-aggregation credential.
+    pub secure_capable: bool,
+}
+
 /// The coordinator's state machine. `D` is the caller's job descriptor.
 #[derive(Debug)]
 pub struct Engine<D> {
@@ -614,6 +628,22 @@ impl<D: Clone> Engine<D> {
             },
         );
         self.drive(now);
+    }
+
+    /// Every registered node's activity at `now`, in node order.
+    pub fn node_activity(&self, now: Instant) -> Vec<NodeActivity> {
+        self.nodes
+            .iter()
+            .map(|(node, state)| {
+                let silent_for = now.saturating_duration_since(state.last_seen);
+                NodeActivity {
+                    node: node.clone(),
+                    silent_for,
+                    live: silent_for <= self.config.node_liveness,
+                    secure_capable: state.credential.is_some(),
+                }
+            })
+            .collect()
     }
 
     /// Marks a registered node alive.

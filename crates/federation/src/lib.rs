@@ -26,8 +26,8 @@ pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
 pub use decline::DeclineCode;
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    NodeCredential, Phase, ResultKey, RoundRecord, Submission, SubmissionBody, SubmitOutcome,
-    TaskAssignment,
+    NodeActivity, NodeCredential, Phase, ResultKey, RoundRecord, Submission, SubmissionBody,
+    SubmitOutcome, TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
 pub use plan::{AggregationMode, DEFAULT_WAIT_FOR_NODES, JobPlan, PhaseTimeouts, PlanError};

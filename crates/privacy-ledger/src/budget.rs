@@ -217,6 +217,24 @@ pub fn compose<'a>(
     compose_distinct(&distinct, delta)
 }
 
+/// ε of `charges` (distinct keys, as [`compose`]) at `delta` by the RDP
+/// accountant alone: a valid upper bound without the PLD accountant's FFTs,
+/// cheap enough to recompute after every round (the ε gauges, the series).
+pub fn compose_rdp<'a>(
+    charges: impl IntoIterator<Item = &'a Charge>,
+    delta: f64,
+) -> Result<f64, LedgerError> {
+    let mut distinct = ChargeSet::default();
+    for charge in charges {
+        distinct.insert(charge)?;
+    }
+    let mut accountant = Accountant::new();
+    for charge in distinct.charges() {
+        charge.mechanism.compose_into(&mut accountant)?;
+    }
+    Ok(accountant.epsilon_rdp(delta)?)
+}
+
 fn compose_distinct(charges: &ChargeSet<'_>, delta: f64) -> Result<Spent, LedgerError> {
     let mut accountant = Accountant::new();
     for charge in charges.charges() {

@@ -23,7 +23,7 @@ mod store;
 pub use audit::{AuditorReport, CapRow, EpsilonSeries, JobRow, SeriesPoint, ValueRange};
 pub use budget::{
     Budget, BudgetRefusal, JobBudget, PartnerCap, Period, PeriodWindow, Projection, Refuser, Scope,
-    Spent, check_job_budget, check_partner_caps, compose, project,
+    Spent, check_job_budget, check_partner_caps, compose, compose_rdp, project,
 };
 pub use charge::{
     Charge, ChargeKey, ChargeSpec, Mechanism, PrivacyUnit, RecordOutcome, Release, TrustModel,

@@ -1,0 +1,292 @@
+//! What the engine's events mean for the coordinator's Prometheus metrics:
+//! rounds started, committed, failed and refused, phase durations,
+//! secure-aggregation dropouts and recoveries, declines, and the ε gauges.
+//! Called inside the engine lock with the same events the audit trail and
+//! `watch` see, so the three never disagree about what happened.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+
+use veil_federation::{AggregationMode, Engine, EngineEvent, EventKind, JobId, Phase};
+use veil_job::JobSpec;
+use veil_ledger::PrivacyUnit;
+use veil_metrics::{CoordinatorMetrics, EpsilonLabels, JobLabels, PhaseLabels};
+
+use crate::privacy::{PrivacyGuard, PrivacyOutcome};
+
+/// The metrics and the little they remember between events.
+pub(crate) struct EventMetrics {
+    pub(crate) metrics: Arc<CoordinatorMetrics>,
+    /// When each phase under way first opened, for its duration.
+    phase_opened: HashMap<(JobId, u32, Phase), Instant>,
+    /// Training rounds started and not yet ended, per job, so a job that
+    /// fails mid-round counts that round as failed exactly once.
+    open_rounds: HashMap<JobId, BTreeSet<u32>>,
+}
+
+impl EventMetrics {
+    pub(crate) fn new(metrics: Arc<CoordinatorMetrics>) -> Self {
+        Self {
+            metrics,
+            phase_opened: HashMap::new(),
+            open_rounds: HashMap::new(),
+        }
+    }
+
+    /// Counts one event, after the privacy guard reacted to it.
+    pub(crate) fn observe(
+        &mut self,
+        engine: &Engine<JobSpec>,
+        privacy: &PrivacyGuard,
+        event: &EngineEvent,
+        outcome: &PrivacyOutcome,
+        now: Instant,
+    ) {
+        let job = &event.job;
+        let metrics = Arc::clone(&self.metrics);
+        let job_labels = JobLabels::new(job);
+        match &event.kind {
+            EventKind::Submitted => self.record_budget(engine, job),
+            EventKind::PhaseOpened {
+                round,
+                phase,
+                attempt,
+                ..
+            } => {
+                self.phase_opened
+                    .entry((job.clone(), *round, *phase))
+                    .or_insert(now);
+                if *phase == Phase::Train && *attempt == 1 {
+                    let started = self.open_rounds.entry(job.clone()).or_default();
+                    if started.insert(*round) {
+                        metrics.rounds_started.get_or_create(&job_labels).inc();
+                    }
+                }
+            }
+            EventKind::PhaseCompleted {
+                round,
+                phase,
+                dropped,
+                ..
+            } => {
+                self.observe_phase_end(job, *round, *phase, now);
+                if is_secure(engine, job) && !dropped.is_empty() {
+                    let labels = PhaseLabels::new(phase);
+                    metrics
+                        .secure_dropouts
+                        .get_or_create(&labels)
+                        .inc_by(dropped.len() as u64);
+                    metrics.secure_recoveries.get_or_create(&labels).inc();
+                }
+            }
+            EventKind::PhaseAbandoned { round, phase, .. } => {
+                self.observe_phase_end(job, *round, *phase, now);
+            }
+            EventKind::SecureRoundFailed { phase, .. } => {
+                metrics
+                    .secure_failed_attempts
+                    .get_or_create(&PhaseLabels::new(phase))
+                    .inc();
+            }
+            EventKind::NodeDeclined { phase, .. } => {
+                metrics
+                    .declines
+                    .get_or_create(&PhaseLabels::new(phase))
+                    .inc();
+            }
+            EventKind::ReplyRejected { phase, .. } => {
+                metrics
+                    .replies_rejected
+                    .get_or_create(&PhaseLabels::new(phase))
+                    .inc();
+            }
+            EventKind::RoundCompleted(record) => {
+                self.close_round(job, record.round);
+                if record.abandoned.is_some() {
+                    metrics.rounds_failed.get_or_create(&job_labels).inc();
+                } else {
+                    metrics.rounds_committed.get_or_create(&job_labels).inc();
+                }
+            }
+            EventKind::RoundRefused { round, .. } => {
+                self.close_round(job, *round);
+                metrics.rounds_refused.get_or_create(&job_labels).inc();
+            }
+            EventKind::Failed { .. } | EventKind::Cancelled | EventKind::Succeeded => {
+                let unfinished = self
+                    .open_rounds
+                    .remove(job)
+                    .map_or(0, |rounds| rounds.len());
+                if matches!(event.kind, EventKind::Failed { .. }) && unfinished > 0 {
+                    metrics
+                        .rounds_failed
+                        .get_or_create(&job_labels)
+                        .inc_by(unfinished as u64);
+                }
+                self.phase_opened
+                    .retain(|(phase_job, _, _), _| phase_job != job);
+            }
+            EventKind::Started
+            | EventKind::WaitingForNodes { .. }
+            | EventKind::SecureStepOpened { .. } => {}
+        }
+        if !outcome.charged.is_empty() {
+            self.record_epsilon(engine, privacy, job);
+        }
+    }
+
+    /// The live and registered node counts at `now`.
+    pub(crate) fn observe_nodes(&self, engine: &Engine<JobSpec>, now: Instant) {
+        let activity = engine.node_activity(now);
+        let live = activity.iter().filter(|node| node.live).count();
+        self.metrics.connected_nodes.set(live as i64);
+        self.metrics.registered_nodes.set(activity.len() as i64);
+    }
+
+    fn observe_phase_end(&mut self, job: &str, round: u32, phase: Phase, now: Instant) {
+        if let Some(opened) = self.phase_opened.remove(&(job.to_owned(), round, phase)) {
+            self.metrics
+                .phase_duration
+                .get_or_create(&PhaseLabels::new(phase))
+                .observe(now.saturating_duration_since(opened).as_secs_f64());
+        }
+    }
+
+    fn close_round(&mut self, job: &str, round: u32) {
+        if let Some(rounds) = self.open_rounds.get_mut(job) {
+            rounds.remove(&round);
+        }
+    }
+
+    fn record_budget(&self, engine: &Engine<JobSpec>, job: &str) {
+        let Ok(spec) = engine.descriptor(job) else {
+            return;
+        };
+        let budget = spec.privacy.job_budget(job);
+        for unit in [PrivacyUnit::Customer, PrivacyUnit::Partner] {
+            self.metrics
+                .epsilon_budget
+                .get_or_create(&EpsilonLabels {
+                    job: job.to_owned(),
+                    partner: String::new(),
+                    unit: unit.name().to_owned(),
+                })
+                .set(budget.for_unit(unit).epsilon);
+        }
+    }
+
+    fn record_epsilon(&self, engine: &Engine<JobSpec>, privacy: &PrivacyGuard, job: &str) {
+        match privacy.epsilon_spent_rdp(engine, job) {
+            Ok(spent) => {
+                for (partner, unit, epsilon) in spent {
+                    self.metrics
+                        .epsilon_spent
+                        .get_or_create(&EpsilonLabels {
+                            job: job.to_owned(),
+                            partner,
+                            unit: unit.name().to_owned(),
+                        })
+                        .set(epsilon);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(job, error = %format!("{error:#}"), "ε gauge not updated");
+            }
+        }
+    }
+}
+
+fn is_secure(engine: &Engine<JobSpec>, job: &str) -> bool {
+    engine
+        .plan(job)
+        .is_ok_and(|plan| matches!(plan.aggregation, AggregationMode::Secure(_)))
+}
+
+/// A connection whose bytes read and written are counted into the
+/// coordinator's `received`/`sent` counters: what crossed the network,
+/// TLS records and HTTP/2 framing included. Tonic sees the inner stream's
+/// connection info unchanged, so mTLS identities still reach the gate.
+pub(crate) struct CountingIo<T> {
+    inner: T,
+    metrics: Arc<CoordinatorMetrics>,
+}
+
+impl<T> CountingIo<T> {
+    pub(crate) fn new(inner: T, metrics: Arc<CoordinatorMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<T: Connected> Connected for CountingIo<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buffer.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(context, buffer);
+        let read = buffer.filled().len().saturating_sub(before);
+        if read > 0 {
+            self.metrics.received_bytes.inc_by(read as u64);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(context, buffer);
+        if let Poll::Ready(Ok(written)) = &polled {
+            self.metrics.sent_bytes.inc_by(*written as u64);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(context, buffers);
+        if let Poll::Ready(Ok(written)) = &polled {
+            self.metrics.sent_bytes.inc_by(*written as u64);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}
