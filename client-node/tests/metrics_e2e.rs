@@ -74,7 +74,7 @@ async fn metrics_count_the_rounds_and_carry_no_personal_value() {
     };
     let nodes = support::start_counted_nodes(vec![(config, Some(node_metrics))]).await;
 
-    let template = client_node::demo::STANDARD_JOB
+    let template = veil_job::STANDARD_JOB
         .replace(
             "{cutoff}",
             &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
