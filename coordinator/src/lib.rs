@@ -12,6 +12,7 @@ mod auth;
 pub mod convert;
 pub mod operator;
 mod privacy;
+pub mod privacy_test;
 pub mod server;
 mod service;
 mod state;

@@ -22,6 +22,7 @@ pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, train_dp_sgd};
 pub use error::ModelError;
 pub use evaluate::{
     EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, exact_auc, predict,
+    predict_raw,
 };
 pub use network::{Network, NetworkConfig};
 pub use spec::{LayerShape, MAX_PARAMETER_COUNT, ModelKind, ModelSpec, OutputKind};
