@@ -563,7 +563,11 @@ fn audit_canaries(
     kit_path: Option<&Path>,
     spec: &JobSpec,
 ) -> anyhow::Result<Vec<Canary>> {
-    let Some(audit) = spec.privacy_audit.as_ref().filter(|audit| audit.partner == node_id) else {
+    let Some(audit) = spec
+        .privacy_audit
+        .as_ref()
+        .filter(|audit| audit.partner == node_id)
+    else {
         return Ok(Vec::new());
     };
     let Some(kit_path) = kit_path else {
@@ -579,7 +583,10 @@ fn audit_canaries(
         bail!("privacy audits need a binary task; canary labels are 0 or 1");
     }
     let canaries = generate_canaries(&kit.seed, kit.canaries, spec.features.n_features())?;
-    Ok(canaries.into_iter().filter(|canary| canary.included).collect())
+    Ok(canaries
+        .into_iter()
+        .filter(|canary| canary.included)
+        .collect())
 }
 
 /// Computes this node's reply to a phase from its prepared data.

@@ -132,9 +132,12 @@ pub fn kit_for(config: &PrivacyTestConfig) -> anyhow::Result<(AuditSeed, u64)> {
             .with_context(|| format!("privacy audit kit {}", path.display()))?;
         return Ok((seed, kit.canaries));
     }
-    let canaries = config
-        .canaries
-        .with_context(|| format!("{} does not exist: give --canaries to create it", path.display()))?;
+    let canaries = config.canaries.with_context(|| {
+        format!(
+            "{} does not exist: give --canaries to create it",
+            path.display()
+        )
+    })?;
     if canaries < 2 {
         bail!("--canaries must be at least 2, got {canaries}");
     }

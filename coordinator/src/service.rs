@@ -675,10 +675,7 @@ impl OperatorService for OperatorApi {
         let audit = self.shared.read(|engine| {
             let spec = engine.descriptor(&result.job_id).map_err(engine_error)?;
             spec.privacy_audit.clone().ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "job {} is not a privacy test",
-                    result.job_id
-                ))
+                Status::failed_precondition(format!("job {} is not a privacy test", result.job_id))
             })
         })?;
         if result.guesses > result.canaries || result.correct > result.guesses {

@@ -209,14 +209,17 @@ impl AuditReport {
             for audit in &job.privacy_audits {
                 // A lower bound above the upper bound means a bug: said in the report itself.
                 let verdict = match audit.epsilon_upper {
-                    Some(upper) if audit.epsilon_lower.max(audit.epsilon_lower_gaussian) > upper => {
+                    Some(upper)
+                        if audit.epsilon_lower.max(audit.epsilon_lower_gaussian) > upper =>
+                    {
                         " — LOWER BOUND EXCEEDS THE ACCOUNTANT'S ε: investigate"
                     }
                     _ => "",
                 };
-                let upper = audit
-                    .epsilon_upper
-                    .map_or_else(|| "none (no DP-SGD)".to_owned(), |upper| format!("{upper:.3}"));
+                let upper = audit.epsilon_upper.map_or_else(
+                    || "none (no DP-SGD)".to_owned(),
+                    |upper| format!("{upper:.3}"),
+                );
                 let _ = writeln!(
                     text,
                     "    privacy audit of {} ({}): ε_lower {:.3} (Gaussian {:.3}), ε_upper {upper}, {} of {} guesses correct over {} canaries{verdict}",

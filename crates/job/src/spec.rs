@@ -27,7 +27,10 @@ fn privacy_audit_from_wire(
     };
     let partner = wire.partner.trim().to_owned();
     if partner.is_empty() {
-        return Err(invalid("privacy_audit.partner", "must name the audited partner"));
+        return Err(invalid(
+            "privacy_audit.partner",
+            "must name the audited partner",
+        ));
     }
     let commitment: [u8; 32] = wire.commitment.as_slice().try_into().map_err(|_| {
         invalid(
@@ -445,13 +448,10 @@ impl JobSpec {
                 },
             }),
             privacy: Some(self.privacy.to_wire()),
-            privacy_audit: self
-                .privacy_audit
-                .as_ref()
-                .map(|audit| v1::PrivacyAudit {
-                    partner: audit.partner.clone(),
-                    commitment: audit.commitment.to_vec(),
-                }),
+            privacy_audit: self.privacy_audit.as_ref().map(|audit| v1::PrivacyAudit {
+                partner: audit.partner.clone(),
+                commitment: audit.commitment.to_vec(),
+            }),
         }
     }
 }

@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(kit.audit_seed().ok(), Some(seed.clone()));
         assert!(!format!("{kit:?}").contains(&seed.to_hex()));
         assert!(!format!("{seed:?}").contains(&seed.to_hex()));
-        assert_ne!(seed.commitment().to_vec(), decode_hex(&seed.to_hex()).unwrap_or_default());
+        assert_ne!(
+            seed.commitment().to_vec(),
+            decode_hex(&seed.to_hex()).unwrap_or_default()
+        );
         assert_eq!(
             AuditSeed::from_hex("abc").err(),
             Some(AuditError::SeedFormat)
