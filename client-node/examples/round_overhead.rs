@@ -109,6 +109,7 @@ async fn run_once(
                 ..NodePolicy::default()
             },
             insecure_dev: tls_dir.is_none(),
+            privacy_audit_kit: None,
             tls_dir,
         };
         let options = RunOptions {

@@ -8,9 +8,41 @@ use serde::{Deserialize, Deserializer, Serialize};
 use veil_features::CsvSource;
 use veil_partner_data::PartnerDataConfig;
 use veil_pki::MemberFiles;
+use veil_privacy_audit::canary::{AuditKit, AuditSeed};
 
 use crate::identity::default_state_dir;
 use crate::policy::NodePolicy;
+
+/// An audit kit as the node holds it. The file is read when an audit job
+/// naming this node arrives, so a partner installs a kit without a restart.
+#[derive(Debug, Clone)]
+pub struct InstalledKit {
+    /// The auditor's seed (its `Debug` never shows it).
+    pub seed: AuditSeed,
+    /// SHA-256 of the seed: the audit job must name it.
+    pub commitment: [u8; 32],
+    /// How many canaries the kit asks for.
+    pub canaries: usize,
+}
+
+impl InstalledKit {
+    /// Reads and checks a kit file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read privacy audit kit {}", path.display()))?;
+        let kit: AuditKit = toml::from_str(&text)
+            .with_context(|| format!("privacy audit kit {}", path.display()))?;
+        let seed = kit
+            .audit_seed()
+            .with_context(|| format!("privacy audit kit {}", path.display()))?;
+        Ok(Self {
+            commitment: seed.commitment(),
+            seed,
+            canaries: usize::try_from(kit.canaries)
+                .with_context(|| format!("privacy audit kit {}: canaries", path.display()))?,
+        })
+    }
+}
 
 /// A node configuration, read from TOML.
 ///
@@ -70,6 +102,12 @@ pub struct NodeConfig {
     /// node with no `tls_dir` refuses to start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_dev: bool,
+    /// An auditor's privacy-test kit (`coordinator audit privacy-test`
+    /// writes it; the auditor hands it over out of band). With
+    /// `policy.allow_privacy_audits`, the node adds the kit's canaries to its
+    /// training rows in the one audit job whose commitment matches the kit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_audit_kit: Option<PathBuf>,
 }
 
 /// Reads `[data]` in the current form when it has a `transactions` table, else in the older
@@ -112,12 +150,26 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data.resolve_paths(base);
         config.tls_dir = config.tls_dir.map(|dir| base.join(dir));
+        config.privacy_audit_kit = config.privacy_audit_kit.map(|kit| base.join(kit));
         config.state_dir = Some(match &config.state_dir {
             Some(dir) if dir.is_absolute() => dir.clone(),
             Some(dir) => base.join(dir),
             None => default_state_dir(base, &config.node_id),
         });
         Ok(config)
+    }
+
+    /// The audit kit's path, when one is named; a kit without the policy's
+    /// consent is an error, so it cannot be mistaken for a running audit.
+    pub fn audit_kit_path(&self) -> anyhow::Result<Option<&Path>> {
+        match &self.privacy_audit_kit {
+            Some(path) if !self.policy.allow_privacy_audits => anyhow::bail!(
+                "node '{}': privacy_audit_kit {} is set but policy.allow_privacy_audits is false",
+                self.node_id,
+                path.display()
+            ),
+            other => Ok(other.as_deref()),
+        }
     }
 
     /// The configuration as TOML, in the current form, for writing a config file.

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +30,10 @@ use veil_node_protocol::{
 };
 use veil_partner_data::PartnerDataReport;
 use veil_pki::RevocationList;
+use veil_privacy_audit::canary::{Canary, commitment_hex, generate_canaries};
 use veil_wire::v1;
 
-use crate::config::NodeConfig;
+use crate::config::{InstalledKit, NodeConfig};
 use crate::data::{JobRows, to_dataset};
 use crate::identity::NodeIdentity;
 use crate::memory_store::MemoryStore;
@@ -46,6 +48,11 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 struct PreparedJob {
     spec: JobSpec,
     rows: JobRows,
+    /// The included canaries of the audit job naming this node (empty
+    /// otherwise), in the model's input space: appended to the scaled
+    /// training set only, never to the rows behind feature statistics,
+    /// evaluation, scores or any report.
+    canaries: Vec<Canary>,
     /// Scaled datasets, built once the federation's scaling is known; the
     /// scaling never changes after round 0, but it is compared to be safe.
     scaled: Option<(Scaling, Arc<Dataset>, Arc<Dataset>)>,
@@ -99,6 +106,9 @@ struct NodeState {
     /// coordinator can relay it to peers; empty in insecure development.
     certificate_der: Vec<u8>,
     jobs: HashMap<String, PreparedJob>,
+    /// Where the partner installs an auditor's kit; set only with the
+    /// policy's consent (checked at start-up).
+    audit_kit_path: Option<PathBuf>,
     /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
     rng: ChaCha20Rng,
     progress: Option<mpsc::UnboundedSender<NodeProgress>>,
@@ -178,6 +188,7 @@ pub async fn run_with(
     // read: a missing folder must not cost a partner a full load first. The
     // rejects file's folder is made by the loader when it opens the file.
     crate::identity::create_state_dir(&config.state_dir())?;
+    let audit_kit_path = config.audit_kit_path()?.map(Path::to_path_buf);
     let source = config.data.clone();
     let (log, report) =
         tokio::task::spawn_blocking(move || crate::data::load_partner_data(&source))
@@ -235,6 +246,7 @@ pub async fn run_with(
         identity,
         certificate_der,
         jobs: HashMap::new(),
+        audit_kit_path,
         rng: ChaCha20Rng::from_os_rng(),
         progress: options.progress,
         metrics,
@@ -413,6 +425,8 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             Err(error) => {
                 let code = if error.downcast_ref::<NoTrainingRows>().is_some() {
                     DeclineCode::NoData
+                } else if error.downcast_ref::<NoMatchingAuditKit>().is_some() {
+                    DeclineCode::PolicyPrivacyAudit
                 } else {
                     DeclineCode::LocalFailure
                 };
@@ -637,6 +651,46 @@ fn unix_seconds() -> u64 {
 #[error("no training rows for this job")]
 struct NoTrainingRows;
 
+/// An audit job names this node, which consents, but holds no kit whose seed
+/// hashes to the job's commitment: declined rather than run without canaries,
+/// which would report a meaningless lower bound of 0.
+#[derive(Debug, thiserror::Error)]
+#[error("the job audits this node but no installed privacy audit kit matches its commitment")]
+struct NoMatchingAuditKit;
+
+/// The included canaries this node trains on in `spec`: none unless the job
+/// audits this node (its policy consent was checked by the state machine).
+fn audit_canaries(
+    node_id: &str,
+    kit_path: Option<&Path>,
+    spec: &JobSpec,
+) -> anyhow::Result<Vec<Canary>> {
+    let Some(audit) = spec
+        .privacy_audit
+        .as_ref()
+        .filter(|audit| audit.partner == node_id)
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(kit_path) = kit_path else {
+        return Err(NoMatchingAuditKit.into());
+    };
+    let kit = InstalledKit::read(kit_path)?;
+    if kit.commitment != audit.commitment {
+        return Err(NoMatchingAuditKit.into());
+    }
+    // The commitment is public (the job carries it); the seed never appears.
+    tracing::info!(node = %node_id, commitment = %commitment_hex(&kit.commitment), canaries = kit.canaries, "privacy audit: the job matches the installed kit");
+    if spec.label.task.is_regression() {
+        bail!("privacy audits need a binary task; canary labels are 0 or 1");
+    }
+    let canaries = generate_canaries(&kit.seed, kit.canaries, spec.features.n_features())?;
+    Ok(canaries
+        .into_iter()
+        .filter(|canary| canary.included)
+        .collect())
+}
+
 /// Computes this node's reply to a phase from its prepared data.
 async fn compute_reply(
     state: &mut NodeState,
@@ -651,6 +705,8 @@ async fn compute_reply(
     {
         let log = Arc::clone(&state.log);
         let prepare_spec = spec.clone();
+        let canaries =
+            audit_canaries(&state.client.node_id, state.audit_kit_path.as_deref(), spec)?;
         let rows =
             tokio::task::spawn_blocking(move || JobRows::prepare(&log, &prepare_spec)).await?;
         tracing::info!(
@@ -660,11 +716,16 @@ async fn compute_reply(
             holdout = rows.holdout.len(),
             "job data prepared"
         );
+        if !canaries.is_empty() {
+            // Neither which canaries are in nor how many: that is the audit's secret.
+            tracing::info!(node = %state.client.node_id, job = %task.job_id, "privacy audit: canaries added to the training rows");
+        }
         state.jobs.insert(
             task.job_id.clone(),
             PreparedJob {
                 spec: spec.clone(),
                 rows,
+                canaries,
                 scaled: None,
             },
         );
@@ -819,7 +880,13 @@ fn scaled_datasets(
             return Ok((Arc::clone(train_set), Arc::clone(holdout_set)));
         }
     }
-    let train_set = Arc::new(to_dataset(&job.rows.train, scaling, n_features)?);
+    let mut train_set = to_dataset(&job.rows.train, scaling, n_features)?;
+    for canary in &job.canaries {
+        // Canaries live in the scaled space already (see veil_privacy_audit::canary).
+        train_set.features.extend_from_slice(&canary.features);
+        train_set.labels.push(canary.label);
+    }
+    let train_set = Arc::new(train_set);
     let holdout_set = Arc::new(to_dataset(&job.rows.holdout, scaling, n_features)?);
     job.scaled = Some((
         scaling.clone(),

@@ -39,6 +39,7 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
         node_id: format!("node-{index}"),
         tls_dir: None,
         insecure_dev: true,
+        privacy_audit_kit: None,
         coordinator: address.to_owned(),
         data: veil_features::CsvSource::new(file.to_owned()).into(),
         state_dir: Some(state.join(format!("node-{index}.state"))),

@@ -84,6 +84,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
         node_id: "honest".into(),
         tls_dir: None,
         insecure_dev: true,
+        privacy_audit_kit: None,
         coordinator: address.clone(),
         data: veil_features::CsvSource::new(files[0].clone()).into(),
         state_dir: Some(data.path().join("honest.state")),

@@ -203,6 +203,7 @@ fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
         },
         tls_dir: Some(setup.pki.folder("victim")),
         insecure_dev: false,
+        privacy_audit_kit: None,
     }
 }
 

@@ -137,6 +137,79 @@ async fn roles_names_keys_and_certificate_status_are_enforced_per_rpc() {
         })
         .await
         .unwrap();
+    // Privacy tests are the auditor's: it may submit and start one (and only
+    // one), an operator may not name canaries, and an auditor may not submit,
+    // start or export an ordinary job, nor record a result against one.
+    let audit_job = v1::JobSpec {
+        privacy_audit: Some(v1::PrivacyAudit {
+            partner: "node-a".to_owned(),
+            commitment: vec![9; 32],
+        }),
+        ..job()
+    };
+    let refused = as_operator
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(audit_job.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = as_auditor
+        .submit_job(v1::SubmitJobRequest { spec: Some(job()) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = as_auditor
+        .fetch_model_info(v1::JobRef {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = as_auditor
+        .record_privacy_audit(v1::PrivacyAuditResult {
+            job_id: job_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let audit_job_id = as_auditor
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(audit_job),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    as_auditor
+        .start_job(v1::JobRef {
+            job_id: audit_job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let refused = as_operator
+        .start_job(v1::JobRef {
+            job_id: audit_job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = as_operator
+        .record_privacy_audit(v1::PrivacyAuditResult {
+            job_id: audit_job_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // The operator still stops any job, audits included.
+    as_operator
+        .cancel_job(v1::JobRef {
+            job_id: audit_job_id,
+        })
+        .await
+        .unwrap();
     // An operator is not a node.
     let mut operator_as_node = NodeServiceClient::new(channel(port, &operator).await.unwrap());
     let refused = operator_as_node

@@ -57,6 +57,7 @@ fn partner() -> Partner {
         policy: Default::default(),
         tls_dir: None,
         insecure_dev: true,
+        privacy_audit_kit: None,
     };
     let config_path = root.join("node.toml");
     std::fs::write(&config_path, config.to_toml().unwrap()).unwrap();

@@ -83,6 +83,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
             node_id: format!("node-{index}"),
             tls_dir: None,
             insecure_dev: true,
+            privacy_audit_kit: None,
             coordinator: federation.address.clone(),
             data: veil_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(state.join(format!("node-{index}.state"))),

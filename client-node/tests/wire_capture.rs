@@ -108,6 +108,7 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
             node_id: node_id.to_owned(),
             tls_dir: None,
             insecure_dev: true,
+            privacy_audit_kit: None,
             coordinator: format!("http://{proxy_address}"),
             data: seeded.config.clone(),
             state_dir: Some(dir.path().join("wire-node.state")),

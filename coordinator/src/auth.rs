@@ -20,6 +20,11 @@ use crate::state::lock;
 pub(crate) const NODE: &[Role] = &[Role::Node];
 /// Creating, starting and cancelling jobs, and fetching models.
 pub(crate) const OPERATOR: &[Role] = &[Role::Operator];
+/// Submitting, starting and fetching the model of a job: operators for
+/// ordinary jobs, auditors for their privacy tests ([`audit_job_access`]).
+pub(crate) const OPERATOR_OR_AUDITOR: &[Role] = &[Role::Operator, Role::Auditor];
+/// Recording a privacy test's outcome.
+pub(crate) const AUDITOR: &[Role] = &[Role::Auditor];
 /// Reading job status and progress: operators and auditors.
 pub(crate) const READER: &[Role] = &[Role::Operator, Role::Auditor];
 
@@ -82,6 +87,27 @@ impl Gate {
 
 /// Who an audit entry names as the actor: `role/name`, or
 /// `insecure-dev` without mTLS.
+/// Operators run ordinary jobs and auditors run privacy tests, never the
+/// other way round: an auditor cannot train (or export) a production model,
+/// and an operator cannot name canaries. Insecure development has no roles.
+pub(crate) fn audit_job_access(
+    identity: Option<&PeerIdentity>,
+    spec: &veil_job::JobSpec,
+) -> Result<(), Status> {
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    match (identity.role, spec.privacy_audit.is_some()) {
+        (Role::Auditor, false) => Err(Status::permission_denied(
+            "an auditor may act only on privacy tests (jobs with a privacy_audit)",
+        )),
+        (Role::Operator, true) => Err(Status::permission_denied(
+            "privacy tests are run by auditors (`coordinator audit privacy-test`)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn actor(identity: Option<&PeerIdentity>) -> String {
     identity.map_or_else(
         || "insecure-dev".to_owned(),

@@ -14,6 +14,7 @@ mod metrics;
 pub mod operator;
 mod privacy;
 pub mod report;
+pub mod privacy_test;
 pub mod server;
 mod service;
 mod state;

@@ -200,6 +200,32 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Empirical privacy test of a job (auditor role, docs/privacy-audit.md):
+    /// the partner's node trains on canaries from the kit, and the exported
+    /// model's fit to them gives a lower bound on ε beside the accountant's.
+    PrivacyTest {
+        /// The job file (TOML); it must be a binary task.
+        job_file: PathBuf,
+        /// The audited partner's node id.
+        #[arg(long)]
+        partner: String,
+        /// The kit file: created (owner-only) when absent, for the auditor
+        /// to hand to the partner out of band; reused when present.
+        #[arg(long)]
+        kit: PathBuf,
+        /// Canaries in a new kit (must match an existing kit's if given).
+        #[arg(long)]
+        canaries: Option<u64>,
+        /// Confidence of the lower bounds.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Longest wait for the job to finish, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
@@ -213,6 +239,9 @@ fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
             public_key,
             json,
         } => (log, public_key, Some(*json)),
+        AuditCommand::PrivacyTest { .. } => {
+            anyhow::bail!("privacy-test talks to the coordinator: it is run by main")
+        }
     };
     let key_text = std::fs::read_to_string(public_key_path)
         .with_context(|| format!("cannot read {}", public_key_path.display()))?;
@@ -320,12 +349,44 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     veil_logging::init(cli.log_json);
     let tls = match &cli.command {
+        Command::Audit(AuditCommand::PrivacyTest { .. }) => member_tls(&cli)?,
         Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) | Command::Report { .. } => None,
         _ => member_tls(&cli)?,
     };
     let tls = tls.as_ref();
     match cli.command {
         Command::Ca(command) => run_ca(command),
+        Command::Audit(AuditCommand::PrivacyTest {
+            job_file,
+            partner,
+            kit,
+            canaries,
+            confidence,
+            timeout_secs,
+            json,
+        }) => {
+            let mut client = operator::connect(&cli.coordinator, tls).await?;
+            let config = coordinator::privacy_test::PrivacyTestConfig {
+                partner,
+                kit_path: kit,
+                canaries,
+                confidence,
+                deadline: Duration::from_secs(timeout_secs),
+            };
+            let report =
+                coordinator::privacy_test::run_privacy_test(&mut client, &job_file, &config)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            anyhow::ensure!(
+                !report.bound_violated,
+                "the lower bound exceeds the accountant's ε"
+            );
+            Ok(())
+        }
         Command::Audit(command) => run_audit(command),
         Command::Serve {
             listen,

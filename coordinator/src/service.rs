@@ -441,6 +441,20 @@ impl OperatorApi {
     }
 }
 
+impl OperatorApi {
+    /// [`auth::audit_job_access`] for a submitted job.
+    fn check_job_access(
+        &self,
+        identity: Option<&veil_pki::PeerIdentity>,
+        job: &str,
+    ) -> Result<(), Status> {
+        self.shared.read(|engine| {
+            let spec = engine.descriptor(job).map_err(engine_error)?;
+            auth::audit_job_access(identity, spec)
+        })
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -449,13 +463,16 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let identity = self.gate.allow(&request, "SubmitJob", auth::OPERATOR)?;
+        let identity = self
+            .gate
+            .allow(&request, "SubmitJob", auth::OPERATOR_OR_AUDITOR)?;
         let wire = request
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("the request carries no job spec"))?;
         let spec =
             JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        auth::audit_job_access(identity.as_ref(), &spec)?;
         // A job that cannot finish within its own budget is refused now,
         // not stopped part-way with a model nobody asked for.
         veil_job::check_planned_budget(&spec)
@@ -487,8 +504,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::JobStatus>, Status> {
-        self.gate.allow(&request, "StartJob", auth::OPERATOR)?;
+        let identity = self
+            .gate
+            .allow(&request, "StartJob", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
+        self.check_job_access(identity.as_ref(), &job)?;
         self.shared
             .with_engine(|engine, now| engine.start_job(&job, now))
             .map_err(engine_error)?;
@@ -589,8 +609,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<Self::FetchModelStream>, Status> {
-        let identity = self.gate.allow(&request, "FetchModel", auth::OPERATOR)?;
+        let identity = self
+            .gate
+            .allow(&request, "FetchModel", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
+        self.check_job_access(identity.as_ref(), &job)?;
         let (values, version) = self
             .shared
             .read(|engine| {
@@ -621,9 +644,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::ModelInfo>, Status> {
-        self.gate
-            .allow(&request, "FetchModelInfo", auth::OPERATOR)?;
+        let identity = self
+            .gate
+            .allow(&request, "FetchModelInfo", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
+        self.check_job_access(identity.as_ref(), &job)?;
         self.shared.read(|engine| {
             let model = engine.final_model(&job).map_err(engine_error)?;
             let spec = engine.descriptor(&job).map_err(engine_error)?;
@@ -645,6 +670,51 @@ impl OperatorService for OperatorApi {
                 final_metrics: status.history.last().map(|r| round_metrics(spec, r)),
             }))
         })
+    }
+    async fn record_privacy_audit(
+        &self,
+        request: Request<v1::PrivacyAuditResult>,
+    ) -> Result<Response<v1::PrivacyAuditRecorded>, Status> {
+        let identity = self
+            .gate
+            .allow(&request, "RecordPrivacyAudit", auth::AUDITOR)?;
+        let result = request.into_inner();
+        // The partner and commitment come from the job itself, not the caller.
+        let audit = self.shared.read(|engine| {
+            let spec = engine.descriptor(&result.job_id).map_err(engine_error)?;
+            spec.privacy_audit.clone().ok_or_else(|| {
+                Status::failed_precondition(format!("job {} is not a privacy test", result.job_id))
+            })
+        })?;
+        if result.guesses > result.canaries || result.correct > result.guesses {
+            return Err(Status::invalid_argument(
+                "a privacy audit result needs correct <= guesses <= canaries",
+            ));
+        }
+        let event = AuditEvent::PrivacyAuditRecorded {
+            job_id: result.job_id.clone(),
+            partner: audit.partner,
+            commitment: audit.commitment,
+            attack: result.attack,
+            canaries: result.canaries,
+            guesses: result.guesses,
+            correct: result.correct,
+            delta: result.delta,
+            confidence: result.confidence,
+            epsilon_lower: result.epsilon_lower,
+            epsilon_lower_gaussian: result.epsilon_lower_gaussian,
+            epsilon_upper: result.epsilon_upper,
+        };
+        event
+            .validate()
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let recorded = lock(&self.shared.audit).record(&auth::actor(identity.as_ref()), event);
+        if !recorded {
+            return Err(Status::unavailable(
+                "the audit log could not record this result; try again later",
+            ));
+        }
+        Ok(Response::new(v1::PrivacyAuditRecorded {}))
     }
 }
 

@@ -211,6 +211,41 @@ impl CanonicalWriter {
                 self.strings(participants);
                 self.charges(epsilon_charged);
             }
+            AuditEvent::PrivacyAuditRecorded {
+                job_id,
+                partner,
+                commitment,
+                attack,
+                canaries,
+                guesses,
+                correct,
+                delta,
+                confidence,
+                epsilon_lower,
+                epsilon_lower_gaussian,
+                epsilon_upper,
+            } => {
+                self.tag(13);
+                self.str(job_id);
+                self.str(partner);
+                self.digest(commitment);
+                self.str(attack);
+                self.u64(*canaries);
+                self.u64(*guesses);
+                self.u64(*correct);
+                self.f64(*delta);
+                self.f64(*confidence);
+                self.f64(*epsilon_lower);
+                self.f64(*epsilon_lower_gaussian);
+                // Absent is its own byte, so no ε can encode like "no DP".
+                match epsilon_upper {
+                    None => self.tag(0),
+                    Some(upper) => {
+                        self.tag(1);
+                        self.f64(*upper);
+                    }
+                }
+            }
         }
     }
 
@@ -305,6 +340,29 @@ mod tests {
             base,
             entry_hash(&GENESIS_PREV_HASH, 3, 10, "coordinator", &note("y"))
         );
+    }
+
+    #[test]
+    fn a_privacy_audit_without_an_upper_bound_never_encodes_like_one_with_it() {
+        let audit = |epsilon_upper| AuditEvent::PrivacyAuditRecorded {
+            job_id: "job-1".to_owned(),
+            partner: "retailer-a".to_owned(),
+            commitment: [3; 32],
+            attack: "black-box-loss".to_owned(),
+            canaries: 1000,
+            guesses: 20,
+            correct: 20,
+            delta: 1e-5,
+            confidence: 0.95,
+            epsilon_lower: 1.5,
+            epsilon_lower_gaussian: 2.0,
+            epsilon_upper,
+        };
+        let hash = |event: &AuditEvent| entry_hash(&GENESIS_PREV_HASH, 0, 0, "auditor/a", event);
+        assert_ne!(hash(&audit(None)), hash(&audit(Some(0.0))));
+        assert_ne!(hash(&audit(Some(2.0))), hash(&audit(Some(3.0))));
+        assert_eq!(audit(None).kind(), "privacy_audit_recorded");
+        assert!(audit(Some(f64::INFINITY)).validate().is_err());
     }
 
     #[test]

@@ -153,6 +153,35 @@ pub enum AuditEvent {
         /// The note.
         text: String,
     },
+    /// An auditor's empirical privacy test of a job (docs/privacy-audit.md):
+    /// a lower bound on customer-level ε beside the accountant's upper bound.
+    PrivacyAuditRecorded {
+        /// The audited job.
+        job_id: String,
+        /// The partner whose node inserted the canaries.
+        partner: String,
+        /// SHA-256 of the auditor's seed, as the job named it.
+        #[serde(with = "hex::digest")]
+        commitment: [u8; 32],
+        /// The attack whose guesses were scored (e.g. `black-box-loss`).
+        attack: String,
+        /// Canaries randomised.
+        canaries: u64,
+        /// Guesses made.
+        guesses: u64,
+        /// Correct guesses.
+        correct: u64,
+        /// δ of the bound (the job's).
+        delta: f64,
+        /// Confidence of the bound.
+        confidence: f64,
+        /// One-run lower bound on ε (Steinke, Nasr and Jagielski).
+        epsilon_lower: f64,
+        /// The Gaussian f-DP refinement's lower bound.
+        epsilon_lower_gaussian: f64,
+        /// The accountant's customer-level ε for the job; absent without DP-SGD.
+        epsilon_upper: Option<f64>,
+    },
 }
 
 /// Why an event cannot be recorded.
@@ -171,7 +200,7 @@ pub enum EventError {
 
 /// Every event kind, in the order of [`AuditEvent`]'s variants, so reports
 /// can list kinds that did not occur.
-pub const EVENT_KINDS: [&str; 12] = [
+pub const EVENT_KINDS: [&str; 13] = [
     "job_created",
     "round_started",
     "round_committed",
@@ -184,6 +213,7 @@ pub const EVENT_KINDS: [&str; 12] = [
     "certificate_issued",
     "certificate_revoked",
     "note",
+    "privacy_audit_recorded",
 ];
 
 impl AuditEvent {
@@ -201,6 +231,7 @@ impl AuditEvent {
             AuditEvent::CertificateIssued { .. } => "certificate_issued",
             AuditEvent::CertificateRevoked { .. } => "certificate_revoked",
             AuditEvent::Note { .. } => "note",
+            AuditEvent::PrivacyAuditRecorded { .. } => "privacy_audit_recorded",
             AuditEvent::EvaluationReleased { .. } => "evaluation_released",
         }
     }
@@ -215,7 +246,8 @@ impl AuditEvent {
             | AuditEvent::ModelReleased { job_id, .. }
             | AuditEvent::ModelExported { job_id, .. }
             | AuditEvent::BudgetRefused { job_id, .. }
-            | AuditEvent::NodeVeto { job_id, .. } => Some(job_id),
+            | AuditEvent::NodeVeto { job_id, .. }
+            | AuditEvent::PrivacyAuditRecorded { job_id, .. } => Some(job_id),
             AuditEvent::AuthFailure { .. }
             | AuditEvent::CertificateIssued { .. }
             | AuditEvent::CertificateRevoked { .. }
@@ -248,6 +280,20 @@ impl AuditEvent {
             } => {
                 check("requested_epsilon", *requested_epsilon)?;
                 check("remaining_epsilon", *remaining_epsilon)
+            }
+            AuditEvent::PrivacyAuditRecorded {
+                delta,
+                confidence,
+                epsilon_lower,
+                epsilon_lower_gaussian,
+                epsilon_upper,
+                ..
+            } => {
+                check("delta", *delta)?;
+                check("confidence", *confidence)?;
+                check("epsilon_lower", *epsilon_lower)?;
+                check("epsilon_lower_gaussian", *epsilon_lower_gaussian)?;
+                epsilon_upper.map_or(Ok(()), |upper| check("epsilon_upper", upper))
             }
             _ => Ok(()),
         }

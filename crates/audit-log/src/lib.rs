@@ -35,7 +35,7 @@ pub use log::{AuditLog, AuditLogConfig, AuditLogError, PendingEntry};
 pub use receipt::{
     Receipt, ReceiptError, ReceiptFinding, ReceiptStore, ReconcileReport, issue_receipts, reconcile,
 };
-pub use report::{AuditReport, ChainHead, JobSummary, export_report};
+pub use report::{AuditReport, ChainHead, JobSummary, PrivacyAuditSummary, export_report};
 pub use verify::{
     TamperEvidence, TamperFinding, VerifyError, VerifyReport, verify_entries, verify_log_bytes,
     verify_log_file,

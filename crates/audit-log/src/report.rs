@@ -60,6 +60,31 @@ pub struct JobSummary {
     /// values recorded in round commits and evaluation releases. This is what the log recorded; the tight
     /// composed ε is the accountant's to compute, not a plain sum.
     pub epsilon_recorded_sum: BTreeMap<String, BTreeMap<String, f64>>,
+    /// `PrivacyAuditRecorded` entries: the empirical lower bound beside the
+    /// accountant's upper bound, in log order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub privacy_audits: Vec<PrivacyAuditSummary>,
+}
+
+/// One auditor's privacy test as the report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrivacyAuditSummary {
+    /// The partner whose node held the canaries.
+    pub partner: String,
+    /// The attack scored.
+    pub attack: String,
+    /// One-run lower bound on ε.
+    pub epsilon_lower: f64,
+    /// Gaussian f-DP lower bound on ε.
+    pub epsilon_lower_gaussian: f64,
+    /// The accountant's ε; `None` without DP-SGD.
+    pub epsilon_upper: Option<f64>,
+    /// Canaries, guesses made and guesses correct.
+    pub canaries: u64,
+    /// Guesses made.
+    pub guesses: u64,
+    /// Correct guesses.
+    pub correct: u64,
 }
 
 /// Summarises entries (pass the `entries` of a successful verification).
@@ -115,6 +140,26 @@ pub fn export_report(entries: &[AuditEntry]) -> AuditReport {
             | AuditEvent::CertificateIssued { .. }
             | AuditEvent::CertificateRevoked { .. }
             | AuditEvent::Note { .. } => {}
+            AuditEvent::PrivacyAuditRecorded {
+                partner,
+                attack,
+                canaries,
+                guesses,
+                correct,
+                epsilon_lower,
+                epsilon_lower_gaussian,
+                epsilon_upper,
+                ..
+            } => job.privacy_audits.push(PrivacyAuditSummary {
+                partner: partner.clone(),
+                attack: attack.clone(),
+                epsilon_lower: *epsilon_lower,
+                epsilon_lower_gaussian: *epsilon_lower_gaussian,
+                epsilon_upper: *epsilon_upper,
+                canaries: *canaries,
+                guesses: *guesses,
+                correct: *correct,
+            }),
         }
     }
     report
@@ -161,6 +206,32 @@ impl AuditReport {
                 job.budget_refusals,
                 job.node_vetoes,
             );
+            for audit in &job.privacy_audits {
+                // A lower bound above the upper bound means a bug: said in the report itself.
+                let verdict = match audit.epsilon_upper {
+                    Some(upper)
+                        if audit.epsilon_lower.max(audit.epsilon_lower_gaussian) > upper =>
+                    {
+                        " — LOWER BOUND EXCEEDS THE ACCOUNTANT'S ε: investigate"
+                    }
+                    _ => "",
+                };
+                let upper = audit.epsilon_upper.map_or_else(
+                    || "none (no DP-SGD)".to_owned(),
+                    |upper| format!("{upper:.3}"),
+                );
+                let _ = writeln!(
+                    text,
+                    "    privacy audit of {} ({}): ε_lower {:.3} (Gaussian {:.3}), ε_upper {upper}, {} of {} guesses correct over {} canaries{verdict}",
+                    audit.partner,
+                    audit.attack,
+                    audit.epsilon_lower,
+                    audit.epsilon_lower_gaussian,
+                    audit.correct,
+                    audit.guesses,
+                    audit.canaries,
+                );
+            }
             for (partner, units) in &job.epsilon_recorded_sum {
                 for (unit, epsilon) in units {
                     let _ = writeln!(

@@ -182,6 +182,7 @@ pub async fn run_demo(
             policy: Default::default(),
             tls_dir: Some(pki.folder(name)),
             insecure_dev: false,
+            privacy_audit_kit: None,
         };
         write_node_config(&config.output_dir, &node_config)?;
         sources.push((name.clone(), source));

@@ -52,11 +52,14 @@ pub enum DeclineCode {
     PartnerDpUnsound,
     /// A local failure (training, storage) prevented a reply.
     LocalFailure,
+    /// Partner policy refuses privacy audits, or the node holds no audit kit
+    /// matching the job's commitment.
+    PolicyPrivacyAudit,
 }
 
 impl DeclineCode {
     /// Every code, in wire order.
-    pub const ALL: [DeclineCode; 22] = [
+    pub const ALL: [DeclineCode; 23] = [
         DeclineCode::PolicyPlainAggregation,
         DeclineCode::PolicyCustomerDpRequired,
         DeclineCode::PolicyNoiseTooLow,
@@ -79,6 +82,7 @@ impl DeclineCode {
         DeclineCode::ModeMismatch,
         DeclineCode::PartnerDpUnsound,
         DeclineCode::LocalFailure,
+        DeclineCode::PolicyPrivacyAudit,
     ];
 
     /// A stable machine-readable name.
@@ -106,6 +110,7 @@ impl DeclineCode {
             DeclineCode::ModeMismatch => "mode-mismatch",
             DeclineCode::PartnerDpUnsound => "partner-dp-unsound",
             DeclineCode::LocalFailure => "local-failure",
+            DeclineCode::PolicyPrivacyAudit => "policy-privacy-audit",
         }
     }
 

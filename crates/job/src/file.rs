@@ -288,6 +288,8 @@ impl JobFile {
                     .unwrap_or(0.0),
                 statistics_value_bound: self.privacy.statistics_value_bound.unwrap_or(0.0),
             }),
+            // A job file never names canaries: only `coordinator audit privacy-test` does.
+            privacy_audit: None,
         }
     }
 }

@@ -21,5 +21,5 @@ pub use privacy::{
     customer_round_charge, final_evaluation_charge, job_charges, phase_charges, planned_spend,
     round_charges,
 };
-pub use spec::{JobSpec, JobSpecError, LocalTraining};
+pub use spec::{JobSpec, JobSpecError, LocalTraining, PrivacyAuditRequest};
 pub use standard::{STANDARD_JOB, standard_job};

@@ -19,6 +19,31 @@ use crate::statistics;
 /// file says nothing.
 pub const DEFAULT_HOLDOUT_FRACTION: f64 = 0.2;
 
+fn privacy_audit_from_wire(
+    wire: Option<&v1::PrivacyAudit>,
+) -> Result<Option<PrivacyAuditRequest>, JobSpecError> {
+    let Some(wire) = wire else {
+        return Ok(None);
+    };
+    let partner = wire.partner.trim().to_owned();
+    if partner.is_empty() {
+        return Err(invalid(
+            "privacy_audit.partner",
+            "must name the audited partner",
+        ));
+    }
+    let commitment: [u8; 32] = wire.commitment.as_slice().try_into().map_err(|_| {
+        invalid(
+            "privacy_audit.commitment",
+            format!("must be 32 bytes (SHA-256), got {}", wire.commitment.len()),
+        )
+    })?;
+    Ok(Some(PrivacyAuditRequest {
+        partner,
+        commitment,
+    }))
+}
+
 /// A job field that is missing or invalid, named as in the job file.
 #[derive(Debug, Clone, Error, PartialEq)]
 #[error("job field '{field}': {message}")]
@@ -80,6 +105,20 @@ pub struct JobSpec {
     pub aggregation: AggregationMode,
     /// Differential privacy: DP-SGD, partner-level noise and the budget.
     pub privacy: PrivacySpec,
+    /// Set only by `coordinator audit privacy-test`: the partner whose node
+    /// inserts canaries, and the commitment to the auditor's seed.
+    pub privacy_audit: Option<PrivacyAuditRequest>,
+}
+
+/// An auditor's privacy test of a job (docs/privacy-audit.md). The named
+/// partner's node inserts canaries only when its policy allows audits and the
+/// kit it holds hashes to `commitment`; every other node trains as usual.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivacyAuditRequest {
+    /// The audited partner (its node id).
+    pub partner: String,
+    /// SHA-256 of the auditor's seed.
+    pub commitment: [u8; 32],
 }
 
 impl JobSpec {
@@ -307,6 +346,7 @@ impl JobSpec {
             seed: wire.seed,
             aggregation,
             privacy,
+            privacy_audit: privacy_audit_from_wire(wire.privacy_audit.as_ref())?,
         };
         spec.model_spec()
             .validate()
@@ -408,6 +448,10 @@ impl JobSpec {
                 },
             }),
             privacy: Some(self.privacy.to_wire()),
+            privacy_audit: self.privacy_audit.as_ref().map(|audit| v1::PrivacyAudit {
+                partner: audit.partner.clone(),
+                commitment: audit.commitment.to_vec(),
+            }),
         }
     }
 }

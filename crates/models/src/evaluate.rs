@@ -307,6 +307,17 @@ fn raw_outputs(
     Ok(outputs)
 }
 
+/// The model's raw outputs, one per row: logits for binary models (before the
+/// sigmoid, so confident predictions keep their order where probabilities
+/// round to 1 in f32), values for regression. Membership attacks rank by them.
+pub fn predict_raw(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    features: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    raw_outputs(spec, parameters, features)
+}
+
 /// Probabilities (Binary) or values (Regression), one per row.
 pub fn predict(
     spec: &ModelSpec,

@@ -20,7 +20,9 @@ mod train;
 pub use dataset::Dataset;
 pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, train_dp_sgd};
 pub use error::ModelError;
-pub use evaluate::{EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, predict};
+pub use evaluate::{
+    EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, predict, predict_raw,
+};
 pub use network::{Network, NetworkConfig};
 pub use spec::{LayerShape, MAX_PARAMETER_COUNT, ModelKind, ModelSpec, OutputKind};
 pub use train::{OptimizerKind, TrainOutcome, TrainingConfig, train};

@@ -260,7 +260,11 @@ impl NodeMachine {
                 commit.push(record);
             }
         }
-        if let Some(refusal) = self.policy.refusal(spec) {
+        if let Some(refusal) = self
+            .policy
+            .refusal(spec)
+            .or_else(|| self.policy.audit_refusal(spec, &self.node_id))
+        {
             return Err(refuse(refusal.code, refusal.detail));
         }
         check_position(task)?;

@@ -51,6 +51,12 @@ pub struct NodePolicy {
     /// The smallest security parameter (bits) a secure job may state.
     #[serde(default)]
     pub min_security_bits: u32,
+    /// Whether this node takes part in an auditor's privacy test of a job
+    /// that names it: it then adds the canaries of its installed audit kit
+    /// to its training rows (docs/privacy-audit.md). Off by default: an
+    /// audit job naming this node is refused.
+    #[serde(default)]
+    pub allow_privacy_audits: bool,
 }
 
 fn default_epsilon_cap() -> f64 {
@@ -88,6 +94,7 @@ impl Default for NodePolicy {
             min_cohort: default_min_cohort(),
             min_collusion_fraction: 0.0,
             min_security_bits: 0,
+            allow_privacy_audits: false,
         }
     }
 }
@@ -102,6 +109,17 @@ pub struct PolicyRefusal {
 }
 
 impl NodePolicy {
+    /// Why node `node_id` refuses an audit job naming it, if it does. Jobs
+    /// that audit another partner are ordinary jobs here.
+    pub fn audit_refusal(&self, spec: &JobSpec, node_id: &str) -> Option<PolicyRefusal> {
+        let audit = spec.privacy_audit.as_ref()?;
+        (audit.partner == node_id && !self.allow_privacy_audits).then(|| PolicyRefusal {
+            code: DeclineCode::PolicyPrivacyAudit,
+            detail: "partner policy refuses privacy audits (set policy.allow_privacy_audits to take part)"
+                .to_owned(),
+        })
+    }
+
     /// Why this node refuses a job outright, if it does.
     pub fn refusal(&self, spec: &JobSpec) -> Option<PolicyRefusal> {
         let refuse = |code, detail: String| Some(PolicyRefusal { code, detail });
@@ -316,6 +334,37 @@ optimizer = "sgd"
             &dp,
             Some(DeclineCode::PolicyCollusionTolerance),
         );
+    }
+
+    #[test]
+    fn an_audit_job_is_refused_by_the_named_partner_unless_its_policy_consents() {
+        let mut audit = spec(
+            "customers = \"dp-sgd\"\ncustomer_noise_multiplier = 1.0\ncustomer_epsilon = 4.0\npartners = \"off\"",
+            "mode = \"secure\"",
+        );
+        audit.privacy_audit = Some(veil_job::PrivacyAuditRequest {
+            partner: "retailer-a".to_owned(),
+            commitment: [7; 32],
+        });
+        let refused = |policy: &NodePolicy, node: &str| {
+            policy
+                .audit_refusal(&audit, node)
+                .map(|refusal| refusal.code)
+        };
+        let consenting = NodePolicy {
+            allow_privacy_audits: true,
+            ..NodePolicy::default()
+        };
+        assert_eq!(
+            refused(&NodePolicy::default(), "retailer-a"),
+            Some(DeclineCode::PolicyPrivacyAudit)
+        );
+        assert_eq!(refused(&consenting, "retailer-a"), None);
+        // Another partner of the audited job trains as usual.
+        assert_eq!(refused(&NodePolicy::default(), "retailer-b"), None);
+        let policy: NodePolicy = toml::from_str("allow_privacy_audits = true\n")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(policy.allow_privacy_audits);
     }
 
     #[test]

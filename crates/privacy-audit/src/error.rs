@@ -57,4 +57,13 @@ pub enum AuditError {
     /// A grid with no guess set, or only the empty one, can test nothing.
     #[error("the guess grid has no non-empty guess set")]
     EmptyGrid,
+    /// The operating system's generator failed to produce a seed.
+    #[error("the system random generator failed")]
+    Randomness,
+    /// An audit seed that is not 64 hex digits (its value is not quoted: it is secret).
+    #[error("the audit seed must be 64 hex digits")]
+    SeedFormat,
+    /// Canaries for a model with no inputs.
+    #[error("canaries need at least one feature")]
+    NoFeatures,
 }

@@ -17,15 +17,21 @@
 //! "no evidence" (ε = 0, p-value = 1), the opposite of the accountant, where
 //! it fails towards ε = +∞.
 //!
-//! This crate is pure computation: no IO, no clock, no randomness, no async.
-//! It does not create or insert canaries, run attacks or train anything (the
-//! node and the audit command, issue 17), does not compute the accountant's
+//! - [`canary`]: the auditor's seed, its commitment, the partner's kit and
+//!   the canaries derived from the seed (HMAC-SHA-256), shared by the node
+//!   that inserts them and the auditor's tool that attacks them.
+//!
+//! This crate is pure computation: no IO, no clock, no async; its only
+//! randomness is a fresh audit seed from the system generator. It does not
+//! insert canaries, run attacks or train anything (the node and
+//! `coordinator audit privacy-test`), does not compute the accountant's
 //! upper bound ε (`veil-accounting`, whose analytic Gaussian curve it reuses
 //! for the μ-GDP conversion), and does not write reports or audit logs: its
 //! results are serialisable for whoever does.
 
 #![forbid(unsafe_code)]
 
+pub mod canary;
 mod error;
 mod gaussian;
 mod input;
