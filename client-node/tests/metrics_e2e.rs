@@ -71,6 +71,7 @@ async fn metrics_count_the_rounds_and_carry_no_personal_value() {
             allow_plain_aggregation: true,
             ..Default::default()
         },
+        privacy_audit_kit: None,
     };
     let nodes = support::start_counted_nodes(vec![(config, Some(node_metrics))]).await;
 

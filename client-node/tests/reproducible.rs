@@ -42,6 +42,7 @@ async fn the_same_non_private_job_twice_gives_the_same_model() {
             data: veil_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(dir.path().join(format!("node-{index}.state"))),
             policy: Default::default(),
+            privacy_audit_kit: None,
         })
         .collect();
     let nodes = support::start_nodes(configs).await;
