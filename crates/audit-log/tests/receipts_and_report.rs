@@ -259,8 +259,13 @@ fn the_report_counts_what_the_log_recorded() {
     assert_eq!(head.hash.len(), 64);
     // Events 0..=11 are one of each kind, then 12 and 13 start the next cycle.
     for (kind, count) in &report.events_by_kind {
+        // The sample cycle predates privacy-audit results (their encoding
+        // and report lines are tested in `veil_audit`'s unit tests): the
+        // report lists that kind with a zero count.
         let expected = if ["job_created", "round_started"].contains(kind) {
             2
+        } else if *kind == "privacy_audit_recorded" {
+            0
         } else {
             1
         };
