@@ -12,12 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client_node::config::NodeConfig;
-use veil_job::STANDARD_JOB;
-use veil_pki::LocalPki;
 use client_node::node::{NodeProgress, RunOptions, run_with};
 use client_node::policy::NodePolicy;
 use coordinator::CoordinatorConfig;
 use tokio::sync::mpsc;
+use veil_job::STANDARD_JOB;
+use veil_pki::LocalPki;
 use veil_pki::Role;
 use veil_wire::v1;
 

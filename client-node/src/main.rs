@@ -8,10 +8,10 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use client_node::config::NodeConfig;
+use client_node::node::RunOptions;
 use client_node::score::ScoringCutoff;
 use veil_job::JobSpec;
 use veil_job::file::JobFile;
-use client_node::node::RunOptions;
 use veil_metrics::NodeMetrics;
 
 #[derive(Parser)]
@@ -114,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
                 None => ScoringCutoff::AsTrained,
                 Some(text) => {
                     let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").with_context(|| {
-                        format!("--cutoff '{text}' is not a YYYY-MM-DD date (the last day of history)")
+                        format!(
+                            "--cutoff '{text}' is not a YYYY-MM-DD date (the last day of history)"
+                        )
                     })?;
                     if different_cutoff {
                         ScoringCutoff::Different(date)
@@ -140,8 +142,8 @@ async fn main() -> anyhow::Result<()> {
             let wire = JobFile::parse(&text)
                 .with_context(|| format!("job file {}", job.display()))?
                 .to_wire();
-            let spec = JobSpec::from_wire(&wire)
-                .with_context(|| format!("job file {}", job.display()))?;
+            let spec =
+                JobSpec::from_wire(&wire).with_context(|| format!("job file {}", job.display()))?;
             let model = client_node::local::train_local(&spec, &config.data)?;
             model.write(&out)?;
             println!(

@@ -139,15 +139,25 @@ mod tests {
         let next_day = NaiveDate::from_ymd_opt(2024, 10, 3).unwrap();
         assert_eq!(ScoringCutoff::AsTrained.resolve(trained).unwrap(), trained);
         assert_eq!(
-            ScoringCutoff::MustMatchModel(trained).resolve(trained).unwrap(),
+            ScoringCutoff::MustMatchModel(trained)
+                .resolve(trained)
+                .unwrap(),
             trained
         );
         let refusal = ScoringCutoff::MustMatchModel(next_day)
             .resolve(trained)
             .unwrap_err()
             .to_string();
-        for expected in ["2024-10-03", "2024-10-02", "1 day(s) apart", "--different-cutoff"] {
-            assert!(refusal.contains(expected), "{expected:?} missing from: {refusal}");
+        for expected in [
+            "2024-10-03",
+            "2024-10-02",
+            "1 day(s) apart",
+            "--different-cutoff",
+        ] {
+            assert!(
+                refusal.contains(expected),
+                "{expected:?} missing from: {refusal}"
+            );
         }
         assert_eq!(
             ScoringCutoff::Different(next_day).resolve(trained).unwrap(),

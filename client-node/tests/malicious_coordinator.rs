@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
-use veil_pki::LocalPki;
 use client_node::memory_store::MemoryStore;
 use client_node::policy::NodePolicy;
 use ring::signature::KeyPair;
@@ -22,6 +21,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use veil_federation::secure::{GraphSeedInput, round_graph_seed, secure_round_parameters};
 use veil_federation::{AggregationMode, DeclineCode, Phase, ReplyEncoding, SecureStep};
+use veil_pki::LocalPki;
 use veil_pki::{CertificateRequest, FederationCa, Role, Validity};
 use veil_wire::v1::node_service_server::{NodeService, NodeServiceServer};
 use veil_wire::v1::{self, result_chunk};

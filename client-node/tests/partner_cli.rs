@@ -146,7 +146,11 @@ fn a_partner_trains_alone_evaluates_and_scores_only_at_the_models_cutoff() {
     assert!(!refused.status.success(), "{}", text(&refused));
     let message = String::from_utf8_lossy(&refused.stderr);
     for expected in [next_day.as_str(), "1 day(s) apart", "--different-cutoff"] {
-        assert!(message.contains(expected), "{expected:?}: {}", text(&refused));
+        assert!(
+            message.contains(expected),
+            "{expected:?}: {}",
+            text(&refused)
+        );
     }
     assert!(!scores.exists());
 

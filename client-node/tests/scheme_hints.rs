@@ -3,8 +3,8 @@
 //! `https://`, and `https://` against a plaintext (`--insecure-dev`)
 //! coordinator says to use `http://`.
 
-use veil_pki::LocalPki;
 use coordinator::CoordinatorConfig;
+use veil_pki::LocalPki;
 use veil_pki::Role;
 
 async fn serve(config: CoordinatorConfig) -> (u16, tokio::sync::oneshot::Sender<()>) {

@@ -527,7 +527,6 @@ pub(crate) fn model_digest(parameters: &[f32]) -> [u8; 32] {
     digest
 }
 
-
 /// Audit entries carry finite, non-negative ε; an unbounded one is recorded
 /// as the largest finite value rather than refused.
 fn finite(epsilon: f64) -> f64 {

@@ -14,7 +14,8 @@ pub use veil_job::wire_codes::{phase_to_wire, secure_step_to_wire};
 
 /// Wire phase to domain phase; unspecified or unknown values are refused.
 pub fn phase_from_wire(raw: i32) -> Result<Phase, Status> {
-    veil_job::wire_codes::phase_from_wire(raw).map_err(|error| Status::invalid_argument(error.to_string()))
+    veil_job::wire_codes::phase_from_wire(raw)
+        .map_err(|error| Status::invalid_argument(error.to_string()))
 }
 
 /// Wire secure step to domain; `Ok(None)` when unspecified (a plain reply).

@@ -480,7 +480,9 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|s| anyhow::anyhow!("{job_id}: {}", s.message()))?
                 .into_inner();
             let state = v1::JobState::try_from(status.state)
-                .map_or("unknown".to_owned(), |state| state.as_str_name().to_lowercase());
+                .map_or("unknown".to_owned(), |state| {
+                    state.as_str_name().to_lowercase()
+                });
             println!(
                 "{} ({}): {}  {}",
                 status.job_id,

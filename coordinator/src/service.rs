@@ -24,8 +24,9 @@ use veil_wire::v1::{self, result_chunk};
 use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, partner_spend_to_wire, phase_from_wire, phase_to_wire, receipt_to_wire,
-    reject_reason, round_metrics, secure_step_from_wire, secure_task_to_wire,
+    describe_event, engine_error, job_status, partner_spend_to_wire, phase_from_wire,
+    phase_to_wire, receipt_to_wire, reject_reason, round_metrics, secure_step_from_wire,
+    secure_task_to_wire,
 };
 use crate::state::{Shared, lock};
 
@@ -435,7 +436,9 @@ impl OperatorApi {
             Ok(spend) => wire.privacy = spend.iter().map(partner_spend_to_wire).collect(),
             // The status is still worth having; the ledger's failure is logged
             // by name and the operator sees no spend rather than a wrong one.
-            Err(error) => tracing::warn!(job, %error, "cannot compose the job's spend for its status"),
+            Err(error) => {
+                tracing::warn!(job, %error, "cannot compose the job's spend for its status")
+            }
         }
         Ok(wire)
     }

@@ -22,7 +22,10 @@ use std::path::Path;
 /// a partner who points `rejects_path` or `--out` at a new folder gets the
 /// folder, not an exit after the whole log was read.
 pub fn create_owner_only(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         create_owner_only_dir_all(parent)?;
     }
     let mut options = std::fs::OpenOptions::new();
@@ -84,8 +87,17 @@ mod tests {
         let path = dir.path().join("new").join("deeper").join("rows.csv");
         drop(create_owner_only(&path)?);
         assert!(path.is_file());
-        for folder in [dir.path().join("new"), dir.path().join("new").join("deeper")] {
-            assert_eq!(mode(&folder) & 0o077, 0, "{}: mode {:o}", folder.display(), mode(&folder));
+        for folder in [
+            dir.path().join("new"),
+            dir.path().join("new").join("deeper"),
+        ] {
+            assert_eq!(
+                mode(&folder) & 0o077,
+                0,
+                "{}: mode {:o}",
+                folder.display(),
+                mode(&folder)
+            );
         }
         Ok(())
     }

@@ -17,9 +17,9 @@ use coordinator::CoordinatorConfig;
 use coordinator::operator::{self, WatchUpdate};
 use veil_features::{CsvSource, CustomerRow};
 use veil_job::JobSpec;
+use veil_job::STANDARD_JOB;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
-use veil_job::STANDARD_JOB;
 use veil_pki::{LocalPki, Role};
 use veil_synth::{SynthConfig, write_partner_files};
 use veil_wire::v1;
@@ -36,7 +36,6 @@ pub struct DemoConfig {
     /// The job file text; `{cutoff}` is replaced by the data's suggested cutoff.
     pub job_template: String,
 }
-
 
 impl DemoConfig {
     /// The README demo: three partners, the standard job.

@@ -15,12 +15,14 @@ fn readme_range(readme: &str, label: &str) -> (f64, f64) {
     let checked = cells
         .last()
         .unwrap_or_else(|| panic!("README row {label:?} has no cells"));
-    let (low, high) = checked
-        .split_once('–')
-        .unwrap_or_else(|| panic!("README row {label:?}: checked range {checked:?} is not LOW–HIGH"));
+    let (low, high) = checked.split_once('–').unwrap_or_else(|| {
+        panic!("README row {label:?}: checked range {checked:?} is not LOW–HIGH")
+    });
     (
-        low.parse().unwrap_or_else(|_| panic!("README row {label:?}: {low:?}")),
-        high.parse().unwrap_or_else(|_| panic!("README row {label:?}: {high:?}")),
+        low.parse()
+            .unwrap_or_else(|_| panic!("README row {label:?}: {low:?}")),
+        high.parse()
+            .unwrap_or_else(|_| panic!("README row {label:?}: {high:?}")),
     )
 }
 

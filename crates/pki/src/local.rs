@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    CertificateRequest, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles,
-    MemberFilesError, PkiError, REVOCATIONS_FILE, RevocationError, RevocationList, Role, Validity,
+    CertificateRequest, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles, MemberFilesError,
+    PkiError, REVOCATIONS_FILE, RevocationError, RevocationList, Role, Validity,
 };
 
 /// How long a local federation's certificates stay valid: long enough for a

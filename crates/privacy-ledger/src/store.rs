@@ -126,7 +126,6 @@ pub struct SqliteLedger {
     connection: Connection,
 }
 
-
 fn release_from_name(name: &str) -> rusqlite::Result<Release> {
     [Release::Round, Release::FinalEvaluation]
         .into_iter()
