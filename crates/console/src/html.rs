@@ -1,21 +1,8 @@
 //! Escaping: every string a page prints comes from outside (job ids, node
 //! names, failure reasons, audit entries) and must never become markup.
 
-/// Escapes `text` for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
+/// The one HTML escaping of Veil's pages, shared with the job report.
+pub use veil_report::escape;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ mod input;
 mod pca;
 mod svg;
 
+pub use escape::escape;
 pub use input::{
     Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacySpent, ReportInput, RoundMetrics,
     Rule, Segment, Segments,
