@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Deserializer, Serialize};
-use veil_features::CsvSource;
+use veil_behaviour_features::CsvSource;
 use veil_partner_data::PartnerDataConfig;
 use veil_pki::MemberFiles;
 use veil_privacy_audit::canary::{AuditKit, AuditSeed};

@@ -6,7 +6,7 @@
 //! identical rows and splits.
 
 use anyhow::Context;
-use veil_features::{
+use veil_behaviour_features::{
     CustomerRow, FeatureSums, RowError, Scaling, TransactionLog, build_examples, split_holdout,
 };
 use veil_job::JobSpec;

@@ -6,7 +6,7 @@
 //! Raw customer ids never leave this crate's process: they are used only to
 //! group transactions, to split the local holdout, and to label the local
 //! score file. What this crate does *not* do: feature formulas
-//! (`veil-features`), training (`veil-models`), the node's decisions about
+//! (`veil-behaviour-features`), training (`veil-models`), the node's decisions about
 //! what may leave (`veil-node-protocol`'s state machine), round decisions
 //! (the coordinator's engine).
 

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use veil_features::{CustomerRow, FeatureSums, Scaling};
+use veil_behaviour_features::{CustomerRow, FeatureSums, Scaling};
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_models::{OutputKind, exact_auc, predict, train};

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use thiserror::Error;
 use veil_federation::{DeclineCode, Phase};
-use veil_ledger::{LedgerError, SqliteLedger};
 use veil_node_protocol::{NodeMemory, PhaseKey, PhaseReply, Record};
+use veil_privacy_ledger::{LedgerError, SqliteLedger};
 use veil_sqlite_db::rusqlite::{self, OptionalExtension, params};
 use veil_sqlite_db::{DbError, Schema, open};
 

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use veil_audit::{AuditPublicKey, EpsilonCharge, Receipt, ReceiptStore};
+use veil_audit_log::{AuditPublicKey, EpsilonCharge, Receipt, ReceiptStore};
 use veil_wire::v1;
 
 /// The receipt file in the node's state folder.
@@ -212,7 +212,7 @@ fn receipt_from_wire(wire: v1::Receipt) -> anyhow::Result<Receipt> {
 
 #[cfg(test)]
 mod tests {
-    use veil_audit::{AuditEvent, AuditLog, AuditLogConfig, AuditSigner, SyncPolicy};
+    use veil_audit_log::{AuditEvent, AuditLog, AuditLogConfig, AuditSigner, SyncPolicy};
 
     use super::*;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use veil_features::build_scoring_rows;
+use veil_behaviour_features::build_scoring_rows;
 use veil_job::export::ExportedModel;
 use veil_models::predict;
 use veil_partner_data::{PartnerDataConfig, load_partner_data_with_local_ids};
@@ -100,7 +100,7 @@ fn write_scores<'a>(
     output: &Path,
     scored: impl IntoIterator<Item = (&'a str, f32)>,
 ) -> anyhow::Result<()> {
-    let file = veil_features::create_owner_only(output)
+    let file = veil_behaviour_features::create_owner_only(output)
         .with_context(|| format!("cannot write {}", output.display()))?;
     let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
     writer.write_record(["customer_id", "score"])?;

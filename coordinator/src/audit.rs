@@ -2,7 +2,7 @@
 //! and commit (participants, mechanism, ε charged per partner), model release
 //! and export, budget refusal, node veto and authentication failure is
 //! appended to a hash-chained log signed with the coordinator's Ed25519 audit
-//! key (`veil-audit`), synced before the call that caused it returns.
+//! key (`veil-audit-log`), synced before the call that caused it returns.
 //!
 //! Files in the state folder: `audit.log` (and its `.head`), the signing key
 //! `audit-signing.key` (owner-only) and `audit-public.key`, the hex public
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use veil_audit::{
+use veil_audit_log::{
     AuditEntry, AuditEvent, AuditLog, AuditLogConfig, AuditPublicKey, EpsilonCharge, Head, Receipt,
     SyncPolicy, generate_signing_key, head_path_for, load_signing_key, verify_log_bytes,
 };
@@ -461,7 +461,7 @@ pub(crate) struct ReleaseNotRecorded {
 }
 
 /// Each charge's own ε, as the audit entries record it.
-fn epsilon_charged(charges: &[veil_ledger::Charge]) -> Vec<EpsilonCharge> {
+fn epsilon_charged(charges: &[veil_privacy_ledger::Charge]) -> Vec<EpsilonCharge> {
     charges
         .iter()
         .map(|charge| EpsilonCharge {

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Status};
-use veil_audit::AuditEvent;
+use veil_audit_log::AuditEvent;
 use veil_pki::{PeerIdentity, Role, authorize, peer_address, peer_identity};
 
 use crate::audit::AuditTrail;

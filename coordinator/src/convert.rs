@@ -231,7 +231,7 @@ pub(crate) fn partner_spend_to_wire(spend: &crate::privacy::PartnerSpend) -> v1:
 }
 
 /// A receipt as it travels to its node.
-pub(crate) fn receipt_to_wire(receipt: &veil_audit::Receipt) -> v1::Receipt {
+pub(crate) fn receipt_to_wire(receipt: &veil_audit_log::Receipt) -> v1::Receipt {
     v1::Receipt {
         job_id: receipt.job_id.clone(),
         round: receipt.round,

@@ -2,13 +2,18 @@
 //! plus the operator's client commands.
 //!
 //! [`server::run`] serves the node and operator services on a listener until
-//! a shutdown future resolves; `main.rs` only parses arguments and calls it.
+//! a shutdown future resolves. `main.rs` only parses arguments and calls into
+//! this crate: [`operator`] for the operator's client commands, [`ca_admin`]
+//! and [`audit_admin`] for the CA and the auditor's offline commands,
+//! [`report`] and [`privacy_test`] for reports and empirical privacy tests.
 //! What this crate does *not* do: decide anything about rounds (that is the
 //! sans-IO engine in `veil-federation`), know what a job means (that is
 //! `veil-job`), or train (that is `client-node` with `veil-models`).
 
 pub mod audit;
+pub mod audit_admin;
 mod auth;
+pub mod ca_admin;
 pub mod convert;
 mod metrics;
 pub mod operator;

@@ -1,22 +1,17 @@
 //! The `coordinator` binary: serve, or act as the operator's client.
+//! Argument parsing only: every command is a call into the `coordinator` library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use anyhow::Context;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use coordinator::audit_admin::{self, ReportFormat};
+use coordinator::ca_admin::{self, IssueRequest};
+use coordinator::privacy_test::{PrivacyTestConfig, run_privacy_test};
 use coordinator::{CoordinatorConfig, operator};
-use veil_audit::{
-    AuditPublicKey, Head, ReceiptStore, export_report, head_path_for, reconcile, verify_log_file,
-};
-use veil_metrics::CoordinatorMetrics;
-use veil_pki::{
-    CertificateRequest, ClientTls, FederationCa, ISSUED_FILE, IssuanceJournal, MemberFiles,
-    REVOCATIONS_FILE, RevocationList, RevocationReason, Role, Serial, Validity,
-};
-use veil_wire::v1;
+use veil_pki::{ClientTls, MemberFiles, RevocationReason, Role, Serial};
 
 #[derive(Parser)]
 #[command(name = "coordinator", about = "Veil coordinator and operator commands")]
@@ -24,6 +19,15 @@ struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the coordinator is and who is talking to it (or, for `serve`, who it is).
+#[derive(clap::Args)]
+struct Connection {
     /// Coordinator address for operator commands.
     #[arg(
         long,
@@ -48,8 +52,6 @@ struct Cli {
     /// development only.
     #[arg(long, global = true)]
     insecure_dev: bool,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -228,135 +230,85 @@ enum AuditCommand {
     },
 }
 
-fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
-    let (log, public_key_path, json) = match &command {
-        AuditCommand::Verify { log, public_key }
-        | AuditCommand::Reconcile {
-            log, public_key, ..
-        } => (log, public_key, None),
-        AuditCommand::Report {
-            log,
-            public_key,
-            json,
-        } => (log, public_key, Some(*json)),
-        AuditCommand::PrivacyTest { .. } => {
-            anyhow::bail!("privacy-test talks to the coordinator: it is run by main")
+impl Connection {
+    /// The operator's (or auditor's) TLS identity, unless plaintext was asked for.
+    fn member_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        match (&self.tls_dir, self.insecure_dev) {
+            (Some(dir), _) => Ok(Some(MemberFiles::in_folder(dir, &self.member).client()?)),
+            (None, true) => Ok(None),
+            (None, false) => anyhow::bail!(
+                "no --tls-dir given: pass the member folder from `coordinator ca issue`, or --insecure-dev for a plaintext development coordinator"
+            ),
         }
-    };
-    let key_text = std::fs::read_to_string(public_key_path)
-        .with_context(|| format!("cannot read {}", public_key_path.display()))?;
-    let public_key = AuditPublicKey::from_hex(key_text.trim())
-        .with_context(|| format!("{} is not an audit public key", public_key_path.display()))?;
-    let head = Head::read(&head_path_for(log))?;
-    let report = verify_log_file(log, &public_key, head.as_ref())
-        .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
-    if let AuditCommand::Reconcile { receipts, .. } = &command {
-        let receipts = ReceiptStore::read_all(receipts)?;
-        let outcome = reconcile(&receipts, &report.entries, &public_key);
-        for finding in &outcome.findings {
-            println!("MISMATCH: {finding}");
-        }
-        println!(
-            "{} of {} receipts match the log ({} entries verified)",
-            outcome.matched,
-            receipts.len(),
-            report.entries.len()
-        );
-        anyhow::ensure!(
-            outcome.is_consistent(),
-            "{} receipts disagree with the log",
-            outcome.findings.len()
-        );
-        return Ok(());
     }
-    match json {
-        None => println!(
-            "{}: {} entries verified, chain intact, signed by {public_key}",
-            log.display(),
-            report.entries.len()
-        ),
-        Some(true) => println!("{}", export_report(&report.entries).to_json()),
-        Some(false) => println!("{}", export_report(&report.entries).to_text()),
-    }
-    Ok(())
-}
 
-/// The operator's (or auditor's) TLS identity, unless plaintext was asked for.
-fn member_tls(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
-    match (&cli.tls_dir, cli.insecure_dev) {
-        (Some(dir), _) => Ok(Some(MemberFiles::in_folder(dir, &cli.member).client()?)),
-        (None, true) => Ok(None),
-        (None, false) => anyhow::bail!(
-            "no --tls-dir given: pass the member folder from `coordinator ca issue`, or --insecure-dev for a plaintext development coordinator"
-        ),
+    /// A client of the coordinator's operator service, as this member.
+    async fn operator_client(&self) -> anyhow::Result<operator::OperatorClient> {
+        let tls = self.member_tls()?;
+        operator::connect(&self.coordinator, tls.as_ref()).await
+    }
+
+    /// The coordinator's own serving configuration.
+    fn server_config(&self, revocations: Option<PathBuf>) -> anyhow::Result<CoordinatorConfig> {
+        match (&self.tls_dir, self.insecure_dev) {
+            (Some(dir), _) => CoordinatorConfig::mtls_from_folder(dir, revocations),
+            (None, true) => Ok(CoordinatorConfig::insecure_development()),
+            (None, false) => anyhow::bail!(
+                "no --tls-dir given: pass the coordinator's folder from `coordinator ca issue --role coordinator --name coordinator`, or --insecure-dev to serve plaintext for development"
+            ),
+        }
     }
 }
 
-fn run_ca(command: CaCommand) -> anyhow::Result<()> {
-    let days = |days: u64| Validity::starting_now(Duration::from_secs(days * 86_400));
+fn run_ca(command: CaCommand) -> anyhow::Result<String> {
     match command {
-        CaCommand::Init {
-            ca_dir,
-            name,
-            days: lifetime,
-        } => {
-            let ca = FederationCa::create(&name, days(lifetime))?;
-            ca.save(&ca_dir)?;
-            println!(
-                "created the CA of federation '{name}' in {}",
-                ca_dir.display()
-            );
-        }
+        CaCommand::Init { ca_dir, name, days } => ca_admin::init_ca(&ca_dir, &name, days),
         CaCommand::Issue {
             ca_dir,
             role,
             name,
             hosts,
-            days: lifetime,
+            days,
             out,
-        } => {
-            let ca = FederationCa::load(&ca_dir)?;
-            let request = if role == Role::Coordinator {
-                CertificateRequest::coordinator(name, hosts, days(lifetime))
-            } else {
-                CertificateRequest::member(role, name, days(lifetime))
-            };
-            let (files, issued) = MemberFiles::issue_into(&ca, &request, &out)?;
-            // The coordinator records the issuance in its audit log from here.
-            IssuanceJournal::at(ca_dir.join(ISSUED_FILE)).record(&issued)?;
-            println!(
-                "issued {role} '{}' serial {} -> {}",
-                issued.name,
-                issued.serial,
-                files.certificate.display()
-            );
-        }
+        } => ca_admin::issue_member(
+            &ca_dir,
+            IssueRequest {
+                role,
+                name,
+                hosts,
+                days,
+            },
+            &out,
+        ),
         CaCommand::Revoke {
             ca_dir,
             serial,
             reason,
-        } => {
-            let list = RevocationList::open(ca_dir.join(REVOCATIONS_FILE))?;
-            list.revoke(&serial, reason)?;
-            println!("revoked {serial} ({reason})");
-        }
+        } => ca_admin::revoke_member(&ca_dir, &serial, reason),
     }
-    Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    veil_logging::init(cli.log_json);
-    let tls = match &cli.command {
-        Command::Audit(AuditCommand::PrivacyTest { .. }) => member_tls(&cli)?,
-        Command::Serve { .. } | Command::Ca(_) | Command::Audit(_) | Command::Report { .. } => None,
-        _ => member_tls(&cli)?,
-    };
-    let tls = tls.as_ref();
-    match cli.command {
-        Command::Ca(command) => run_ca(command),
-        Command::Audit(AuditCommand::PrivacyTest {
+async fn run_audit(command: AuditCommand, connection: &Connection) -> anyhow::Result<String> {
+    match command {
+        AuditCommand::Verify { log, public_key } => audit_admin::verify(&log, &public_key),
+        AuditCommand::Reconcile {
+            log,
+            public_key,
+            receipts,
+        } => audit_admin::reconcile_receipts(&log, &public_key, &receipts),
+        AuditCommand::Report {
+            log,
+            public_key,
+            json,
+        } => {
+            let format = if json {
+                ReportFormat::Json
+            } else {
+                ReportFormat::Text
+            };
+            audit_admin::report(&log, &public_key, format)
+        }
+        AuditCommand::PrivacyTest {
             job_file,
             partner,
             kit,
@@ -364,70 +316,59 @@ async fn main() -> anyhow::Result<()> {
             confidence,
             timeout_secs,
             json,
-        }) => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
-            let config = coordinator::privacy_test::PrivacyTestConfig {
+        } => {
+            let mut client = connection.operator_client().await?;
+            let config = PrivacyTestConfig {
                 partner,
                 kit_path: kit,
                 canaries,
                 confidence,
                 deadline: Duration::from_secs(timeout_secs),
             };
-            let report =
-                coordinator::privacy_test::run_privacy_test(&mut client, &job_file, &config)
-                    .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = run_privacy_test(&mut client, &job_file, &config).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
             } else {
-                print!("{}", report.to_text());
-            }
+                report.to_text()
+            };
             anyhow::ensure!(
                 !report.bound_violated,
-                "the lower bound exceeds the accountant's ε"
+                "{text}\nthe lower bound exceeds the accountant's ε"
             );
-            Ok(())
+            Ok(text)
         }
-        Command::Audit(command) => run_audit(command),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli {
+        log_json,
+        connection,
+        command,
+    } = Cli::parse();
+    veil_logging::init(log_json);
+    match command {
+        Command::Ca(command) => println!("{}", run_ca(command)?),
+        Command::Audit(command) => println!("{}", run_audit(command, &connection).await?),
         Command::Serve {
             listen,
             state_dir,
             revocations,
             metrics,
         } => {
-            let metrics = match metrics {
-                Some(address) => {
-                    let mut registry = veil_metrics::Registry::default();
-                    let metrics = CoordinatorMetrics::register(&mut registry);
-                    veil_metrics::spawn_endpoint(address, registry).await?;
-                    Some(std::sync::Arc::new(metrics))
-                }
-                None => None,
-            };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let mut config = connection.server_config(revocations)?;
+            if let Some(address) = metrics {
+                config = config.with_metrics_endpoint(address).await?;
+            }
+            config.state_dir = Some(state_dir);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            let base = match (&cli.tls_dir, cli.insecure_dev) {
-                (Some(dir), _) => {
-                    let revocations = RevocationList::open(
-                        revocations.unwrap_or_else(|| dir.join(REVOCATIONS_FILE)),
-                    )?;
-                    let files = MemberFiles::in_folder(dir, "coordinator");
-                    CoordinatorConfig::mtls(files.server(revocations)?)
-                }
-                (None, true) => CoordinatorConfig::insecure_development(),
-                (None, false) => anyhow::bail!(
-                    "no --tls-dir given: pass the coordinator's folder from `coordinator ca issue --role coordinator --name coordinator`, or --insecure-dev to serve plaintext for development"
-                ),
-            };
-            let config = CoordinatorConfig {
-                state_dir: Some(state_dir),
-                metrics,
-                ..base
-            };
-            coordinator::run(config, listener, shutdown).await
+            coordinator::run(config, listener, shutdown).await?;
         }
         Command::Submit {
             job_file,
@@ -435,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
             watch,
         } => {
             let spec = operator::read_job_file(&job_file)?;
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
+            let mut client = connection.operator_client().await?;
             let job_id = operator::submit(&mut client, spec.clone()).await?;
             println!("{job_id}");
             // Standard error: standard output stays the job id alone, for scripts.
@@ -449,61 +390,30 @@ async fn main() -> anyhow::Result<()> {
                 let status =
                     operator::watch(&mut client, &job_id, operator::progress_printer()).await?;
                 eprintln!();
-                report_end(&status)?;
+                operator::report_end(&status)?;
             }
-            Ok(())
         }
         Command::Start { job_id } => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
+            let mut client = connection.operator_client().await?;
             let status = operator::start(&mut client, &job_id).await?;
             println!("{}", operator::progress_line(&status));
-            Ok(())
         }
         Command::Cancel { job_id } => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
-            client
-                .cancel_job(v1::JobRef {
-                    job_id: job_id.clone(),
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("cannot cancel {job_id}: {}", s.message()))?;
+            let mut client = connection.operator_client().await?;
+            operator::cancel(&mut client, &job_id).await?;
             println!("cancelled {job_id}");
-            Ok(())
         }
         Command::Status { job_id } => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
-            let status = client
-                .get_job_status(v1::JobRef {
-                    job_id: job_id.clone(),
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("{job_id}: {}", s.message()))?
-                .into_inner();
-            let state = v1::JobState::try_from(status.state)
-                .map_or("unknown".to_owned(), |state| {
-                    state.as_str_name().to_lowercase()
-                });
-            println!(
-                "{} ({}): {}  {}",
-                status.job_id,
-                status.job_name,
-                state.trim_start_matches("job_state_"),
-                operator::progress_line(&status)
-            );
-            if !status.failure_reason.is_empty() {
-                println!("reason: {}", status.failure_reason);
-            }
-            for line in operator::spend_lines(&status) {
-                println!("{line}");
-            }
-            Ok(())
+            let mut client = connection.operator_client().await?;
+            let status = operator::status(&mut client, &job_id).await?;
+            println!("{}", operator::status_text(&status));
         }
         Command::Watch { job_id } => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
+            let mut client = connection.operator_client().await?;
             let status =
                 operator::watch(&mut client, &job_id, operator::progress_printer()).await?;
             eprintln!();
-            report_end(&status)
+            operator::report_end(&status)?;
         }
         Command::Report {
             job_id,
@@ -511,49 +421,15 @@ async fn main() -> anyhow::Result<()> {
             out,
             json,
         } => {
-            let now = chrono::Utc::now();
-            let input = coordinator::report::load_report(
-                &state_dir,
-                &job_id,
-                now.format("%Y-%m-%d %H:%M UTC").to_string(),
-                now.timestamp(),
-            )?;
-            let text = if json {
-                veil_report::render_json(&input)?
-            } else {
-                veil_report::render_html(&input)
-            };
-            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            coordinator::report::write_report(&state_dir, &job_id, &out, json)?;
             println!("wrote {}", out.display());
-            Ok(())
         }
         Command::FetchModel { job_id, out } => {
-            let mut client = operator::connect(&cli.coordinator, tls).await?;
+            let mut client = connection.operator_client().await?;
             let model = operator::fetch_model(&mut client, &job_id).await?;
             model.write(&out)?;
             println!("wrote {} (sha256 {})", out.display(), model.digest_hex());
-            Ok(())
         }
     }
-}
-
-fn report_end(status: &v1::JobStatus) -> anyhow::Result<()> {
-    for line in operator::spend_lines(status) {
-        eprintln!("{line}");
-    }
-    match v1::JobState::try_from(status.state) {
-        Ok(v1::JobState::Succeeded) => {
-            println!(
-                "{} succeeded: {}",
-                status.job_id,
-                operator::progress_line(status)
-            );
-            Ok(())
-        }
-        _ => anyhow::bail!(
-            "{} ended unsuccessfully: {}",
-            status.job_id,
-            status.failure_reason
-        ),
-    }
+    Ok(())
 }

@@ -15,8 +15,8 @@ use tonic::transport::server::Connected;
 
 use veil_federation::{AggregationMode, Engine, EngineEvent, EventKind, JobId, Phase};
 use veil_job::JobSpec;
-use veil_ledger::PrivacyUnit;
 use veil_metrics::{CoordinatorMetrics, EpsilonLabels, JobLabels, PhaseLabels};
+use veil_privacy_ledger::PrivacyUnit;
 
 use crate::privacy::{PrivacyGuard, PrivacyOutcome};
 

@@ -7,7 +7,7 @@ use veil_pki::ClientTls;
 
 use anyhow::{Context, bail};
 use tonic::transport::Channel;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
@@ -144,6 +144,67 @@ pub async fn start(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<
         .await
         .map_err(|status| anyhow::anyhow!("cannot start {job_id}: {}", status.message()))?
         .into_inner())
+}
+
+/// Cancels a job.
+pub async fn cancel(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<()> {
+    client
+        .cancel_job(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot cancel {job_id}: {}", status.message()))?;
+    Ok(())
+}
+
+/// A job's current status.
+pub async fn status(client: &mut OperatorClient, job_id: &str) -> anyhow::Result<v1::JobStatus> {
+    Ok(client
+        .get_job_status(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{job_id}: {}", status.message()))?
+        .into_inner())
+}
+
+/// `coordinator status`'s text: state and progress, the failure reason if any, and ε spent per
+/// partner against its plan and budget.
+pub fn status_text(status: &v1::JobStatus) -> String {
+    let state = v1::JobState::try_from(status.state).map_or("unknown".to_owned(), |state| {
+        state.as_str_name().to_lowercase()
+    });
+    let mut lines = vec![format!(
+        "{} ({}): {}  {}",
+        status.job_id,
+        status.job_name,
+        state.trim_start_matches("job_state_"),
+        progress_line(status)
+    )];
+    if !status.failure_reason.is_empty() {
+        lines.push(format!("reason: {}", status.failure_reason));
+    }
+    lines.extend(spend_lines(status));
+    lines.join("\n")
+}
+
+/// The end of a watch: ε spent per partner on standard error, then the outcome; a job that did
+/// not succeed is an error naming its reason.
+pub fn report_end(status: &v1::JobStatus) -> anyhow::Result<()> {
+    for line in spend_lines(status) {
+        eprintln!("{line}");
+    }
+    match v1::JobState::try_from(status.state) {
+        Ok(v1::JobState::Succeeded) => {
+            println!("{} succeeded: {}", status.job_id, progress_line(status));
+            Ok(())
+        }
+        _ => bail!(
+            "{} ended unsuccessfully: {}",
+            status.job_id,
+            status.failure_reason
+        ),
+    }
 }
 
 /// Follows a job until it ends, reporting through `on_update`; returns the

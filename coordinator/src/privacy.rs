@@ -13,10 +13,10 @@ use std::time::Instant;
 use anyhow::Context;
 use veil_federation::{Engine, EngineEvent, EventKind, JobId, NodeId, Phase};
 use veil_job::{JobSpec, RoundParty, phase_charges};
-use veil_ledger::{
+use veil_metrics::Histogram;
+use veil_privacy_ledger::{
     BudgetRefusal, Charge, PrivacyUnit, SqliteLedger, check_job_budget, compose_rdp,
 };
-use veil_metrics::Histogram;
 
 /// What the guard did about one event, for the audit trail.
 #[derive(Debug, Default)]
@@ -82,7 +82,7 @@ impl PrivacyGuard {
             .map(|((partner, unit), charges)| {
                 let plan = planned.iter().find(|plan| plan.unit == unit);
                 Ok(PartnerSpend {
-                    spent: veil_ledger::compose(charges, spec.privacy.delta)?.epsilon,
+                    spent: veil_privacy_ledger::compose(charges, spec.privacy.delta)?.epsilon,
                     planned: plan.map_or(f64::NAN, |plan| plan.epsilon),
                     budget: plan.map_or(f64::NAN, |plan| plan.budget),
                     partner,

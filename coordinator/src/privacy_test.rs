@@ -16,9 +16,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
-use veil_ledger::PrivacyUnit;
 use veil_privacy_audit::canary::{AuditKit, AuditSeed, commitment_hex, generate_canaries};
 use veil_privacy_audit::{AuditLevel, BoundMethod, GuessGrid, audit_scores};
+use veil_privacy_ledger::PrivacyUnit;
 use veil_wire::v1;
 
 use crate::operator::{self, OperatorClient};
@@ -143,7 +143,7 @@ pub fn kit_for(config: &PrivacyTestConfig) -> anyhow::Result<(AuditSeed, u64)> {
     }
     let seed = AuditSeed::generate()?;
     let text = toml::to_string(&AuditKit::new(&seed, canaries)).context("serialising the kit")?;
-    let mut file = veil_features::create_owner_only(path)
+    let mut file = veil_behaviour_features::create_owner_only(path)
         .with_context(|| format!("cannot create privacy audit kit {}", path.display()))?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write privacy audit kit {}", path.display()))?;

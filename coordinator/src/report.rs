@@ -11,8 +11,8 @@ use veil_federation::{JobState, RoundRecord};
 use veil_job::JobSpec;
 use veil_job::statistics::{self, EvaluationRelease};
 use veil_job_store::SqliteJobStore;
-use veil_ledger::{AuditorReport, Charge, PrivacyUnit, SqliteLedger, TrustModel};
 use veil_models::ModelKind;
+use veil_privacy_ledger::{AuditorReport, Charge, PrivacyUnit, SqliteLedger, TrustModel};
 use veil_report::{Detail, Evaluation, JobSummary, PrivacySpent, ReportInput, RoundMetrics};
 use veil_scoring_evaluation::{IntervalConfig, evaluate_binary, evaluate_regression};
 
@@ -25,6 +25,23 @@ use crate::server::JobSpecCodec;
 const REPORT_CONFIDENCE: f64 = 0.9;
 const REPORT_REPLICATES: usize = 2000;
 const REPORT_SEED: u64 = 0;
+
+/// Writes `job_id`'s report, as HTML or (with `json`) its content as JSON, to `out`, dated now.
+pub fn write_report(state_dir: &Path, job_id: &str, out: &Path, json: bool) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let input = load_report(
+        state_dir,
+        job_id,
+        now.format("%Y-%m-%d %H:%M UTC").to_string(),
+        now.timestamp(),
+    )?;
+    let text = if json {
+        veil_report::render_json(&input)?
+    } else {
+        veil_report::render_html(&input)
+    };
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
 
 /// The report of `job_id` from the coordinator's state folder (`jobs.sqlite`
 /// and `ledger.sqlite`, as `coordinator serve --state-dir` keeps them).

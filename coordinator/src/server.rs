@@ -2,7 +2,8 @@
 //! deadline timer onto one listener, until a shutdown future resolves.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,10 @@ use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
 use veil_job_store::{DescriptorCodec, DescriptorDecodeError, SqliteJobStore};
 use veil_metrics::{CoordinatorMetrics, Registry};
-use veil_pki::{ISSUED_FILE, IssuanceJournal, RevocationList, ServerTls, tls_incoming};
+use veil_pki::{
+    ISSUED_FILE, IssuanceJournal, MemberFiles, REVOCATIONS_FILE, RevocationList, ServerTls,
+    tls_incoming,
+};
 use veil_wire::MAX_MESSAGE_BYTES;
 use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
@@ -72,6 +76,25 @@ impl CoordinatorConfig {
     /// Serving with mTLS.
     pub fn mtls(server: ServerTls) -> Self {
         Self::with_transport(Transport::Mtls(Arc::new(server)))
+    }
+
+    /// Serving with mTLS as the member `coordinator` of `tls_dir` (the folder `ca issue --role
+    /// coordinator --name coordinator` writes), checking every connection against
+    /// `revocations` (default: the CA's `revoked.txt` copied into that folder).
+    pub fn mtls_from_folder(tls_dir: &Path, revocations: Option<PathBuf>) -> anyhow::Result<Self> {
+        let revocations =
+            RevocationList::open(revocations.unwrap_or_else(|| tls_dir.join(REVOCATIONS_FILE)))?;
+        let files = MemberFiles::in_folder(tls_dir, "coordinator");
+        Ok(Self::mtls(files.server(revocations)?))
+    }
+
+    /// Also serves Prometheus metrics at `http://address/metrics` (docs/metrics.md).
+    pub async fn with_metrics_endpoint(mut self, address: SocketAddr) -> anyhow::Result<Self> {
+        let mut registry = Registry::default();
+        let metrics = CoordinatorMetrics::register(&mut registry);
+        veil_metrics::spawn_endpoint(address, registry).await?;
+        self.metrics = Some(Arc::new(metrics));
+        Ok(self)
     }
 
     /// Serving plaintext, without identities or role checks.

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use veil_audit::AuditEvent;
+use veil_audit_log::AuditEvent;
 use veil_federation::{
     DeclineCode, EventKind, NodeCredential, Phase, ResultKey, Submission, SubmissionBody,
     SubmitOutcome,

@@ -106,7 +106,7 @@ fn serving_needs_tls_or_the_explicit_development_flag() {
 fn audit_verify_accepts_an_intact_log_and_names_a_changed_byte() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("audit-signing.key");
-    let signer = veil_audit::generate_signing_key(&key_path).unwrap();
+    let signer = veil_audit_log::generate_signing_key(&key_path).unwrap();
     let public_key = signer.public_key();
     std::fs::write(
         dir.path().join("audit-public.key"),
@@ -114,10 +114,10 @@ fn audit_verify_accepts_an_intact_log_and_names_a_changed_byte() {
     )
     .unwrap();
     let log_path = dir.path().join("audit.log");
-    let mut log = veil_audit::AuditLog::open(
-        veil_audit::AuditLogConfig {
+    let mut log = veil_audit_log::AuditLog::open(
+        veil_audit_log::AuditLogConfig {
             log_path: log_path.clone(),
-            sync: veil_audit::SyncPolicy::EveryAppend,
+            sync: veil_audit_log::SyncPolicy::EveryAppend,
         },
         signer,
     )
@@ -126,7 +126,7 @@ fn audit_verify_accepts_an_intact_log_and_names_a_changed_byte() {
         log.append(
             1_700_000_000_000 + index,
             "operator/alice",
-            veil_audit::AuditEvent::Note {
+            veil_audit_log::AuditEvent::Note {
                 text: format!("entry {index}"),
             },
         )
@@ -183,25 +183,25 @@ fn audit_verify_accepts_an_intact_log_and_names_a_changed_byte() {
     );
 }
 
-fn open_log(dir: &Path, signer: veil_audit::AuditSigner) -> veil_audit::AuditLog {
-    veil_audit::AuditLog::open(
-        veil_audit::AuditLogConfig {
+fn open_log(dir: &Path, signer: veil_audit_log::AuditSigner) -> veil_audit_log::AuditLog {
+    veil_audit_log::AuditLog::open(
+        veil_audit_log::AuditLogConfig {
             log_path: dir.join("audit.log"),
-            sync: veil_audit::SyncPolicy::EveryAppend,
+            sync: veil_audit_log::SyncPolicy::EveryAppend,
         },
         signer,
     )
     .unwrap()
 }
 
-fn round_committed(participants: &[&str], epsilon: f64) -> veil_audit::AuditEvent {
-    veil_audit::AuditEvent::RoundCommitted {
+fn round_committed(participants: &[&str], epsilon: f64) -> veil_audit_log::AuditEvent {
+    veil_audit_log::AuditEvent::RoundCommitted {
         job_id: "job-1".to_owned(),
         round: 0,
         participants: participants.iter().map(|node| (*node).to_owned()).collect(),
         epsilon_charged: participants
             .iter()
-            .map(|node| veil_audit::EpsilonCharge {
+            .map(|node| veil_audit_log::EpsilonCharge {
                 partner: (*node).to_owned(),
                 unit: "customer".to_owned(),
                 epsilon,
@@ -215,7 +215,7 @@ fn round_committed(participants: &[&str], epsilon: f64) -> veil_audit::AuditEven
 fn audit_reconcile_accepts_matching_receipts_and_names_a_rewritten_log() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("audit-signing.key");
-    let signer = veil_audit::generate_signing_key(&key_path).unwrap();
+    let signer = veil_audit_log::generate_signing_key(&key_path).unwrap();
     std::fs::write(
         dir.path().join("audit-public.key"),
         format!("{}\n", signer.public_key()),
@@ -230,7 +230,7 @@ fn audit_reconcile_accepts_matching_receipts_and_names_a_rewritten_log() {
             round_committed(&["node-a", "node-b"], 0.25),
         )
         .unwrap();
-    let mut store = veil_audit::ReceiptStore::open(&dir.path().join("receipts.jsonl")).unwrap();
+    let mut store = veil_audit_log::ReceiptStore::open(&dir.path().join("receipts.jsonl")).unwrap();
     for receipt in log.issue_receipts(&entry).unwrap() {
         if receipt.node_id == "node-a" {
             store.append(&receipt, &public_key).unwrap();
@@ -263,8 +263,11 @@ fn audit_reconcile_accepts_matching_receipts_and_names_a_rewritten_log() {
     // Whoever holds the coordinator's key can rewrite the whole log so that
     // it verifies again, here charging node-a less; the receipt exposes it.
     std::fs::remove_file(dir.path().join("audit.log")).unwrap();
-    std::fs::remove_file(veil_audit::head_path_for(&dir.path().join("audit.log"))).unwrap();
-    let mut rewritten = open_log(dir.path(), veil_audit::load_signing_key(&key_path).unwrap());
+    std::fs::remove_file(veil_audit_log::head_path_for(&dir.path().join("audit.log"))).unwrap();
+    let mut rewritten = open_log(
+        dir.path(),
+        veil_audit_log::load_signing_key(&key_path).unwrap(),
+    );
     rewritten
         .append(
             1,
@@ -351,24 +354,24 @@ fn the_serving_coordinator_audits_certificate_issue_and_revocation() {
 
     let log_path = dir.path().join("state").join("audit.log");
     let public_key_path = dir.path().join("state").join("audit-public.key");
-    let wanted = |entries: &[veil_audit::AuditEntry]| {
-        let has = |predicate: &dyn Fn(&veil_audit::AuditEvent) -> bool| {
+    let wanted = |entries: &[veil_audit_log::AuditEntry]| {
+        let has = |predicate: &dyn Fn(&veil_audit_log::AuditEvent) -> bool| {
             entries.iter().any(|entry| predicate(&entry.event))
         };
         has(
-            &|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, role, .. } if *serial == before_start && role == "node"),
+            &|event| matches!(event, veil_audit_log::AuditEvent::CertificateIssued { serial, role, .. } if *serial == before_start && role == "node"),
         ) && has(
-            &|event| matches!(event, veil_audit::AuditEvent::CertificateIssued { serial, name, .. } if *serial == while_serving && name == "eve"),
+            &|event| matches!(event, veil_audit_log::AuditEvent::CertificateIssued { serial, name, .. } if *serial == while_serving && name == "eve"),
         ) && has(
-            &|event| matches!(event, veil_audit::AuditEvent::CertificateRevoked { serial, reason } if *serial == before_start && reason == "key-compromise"),
+            &|event| matches!(event, veil_audit_log::AuditEvent::CertificateRevoked { serial, reason } if *serial == before_start && reason == "key-compromise"),
         )
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let entries = loop {
         let entries = std::fs::read_to_string(&public_key_path)
             .ok()
-            .and_then(|text| veil_audit::AuditPublicKey::from_hex(text.trim()).ok())
-            .and_then(|key| veil_audit::verify_log_file(&log_path, &key, None).ok())
+            .and_then(|text| veil_audit_log::AuditPublicKey::from_hex(text.trim()).ok())
+            .and_then(|key| veil_audit_log::verify_log_file(&log_path, &key, None).ok())
             .map(|report| report.entries)
             .unwrap_or_default();
         if wanted(&entries) || std::time::Instant::now() > deadline {

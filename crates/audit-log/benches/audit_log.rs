@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use veil_audit::{
+use veil_audit_log::{
     AuditEvent, AuditLog, AuditLogConfig, AuditSigner, EpsilonCharge, Head, PendingEntry,
     SyncPolicy, head_path_for, verify_log_bytes,
 };

@@ -8,7 +8,7 @@
 //! This crate does **not** read a clock (timestamps are passed in), decide
 //! what to record or when (the coordinator does), check who may read the log
 //! (the coordinator's role checks), or hold the privacy ledger
-//! (`veil-accounting` computes ε; this log only records the charges).
+//! (`veil-privacy-accounting` computes ε; this log only records the charges).
 //! See `docs/audit-log.md` for the format and the threat model.
 
 #![warn(missing_docs)]

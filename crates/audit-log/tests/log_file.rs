@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 
 use common::{Fixture, open_log, pkcs8, read_lines, sample_event, write_lines};
-use veil_audit::{
+use veil_audit_log::{
     AuditEvent, AuditLog, AuditLogConfig, AuditLogError, AuditSigner, EpsilonCharge, EventError,
     Head, SyncPolicy, TamperFinding, generate_signing_key, head_path_for, load_signing_key,
     verify_log_file,
@@ -241,7 +241,7 @@ fn events_that_cannot_be_stored_faithfully_are_refused_before_writing() {
 
 #[test]
 fn a_batch_is_chained_like_single_appends_and_all_or_nothing() {
-    use veil_audit::PendingEntry;
+    use veil_audit_log::PendingEntry;
     let directory = tempfile::tempdir().unwrap();
     let log_path = directory.path().join("audit.jsonl");
     let signer = AuditSigner::generate_ephemeral().unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Fixture, open_log, pkcs8, round_committed, sample_event, write_lines};
-use veil_audit::{
+use veil_audit_log::{
     AuditEntry, AuditEvent, AuditSigner, EpsilonCharge, Head, ReceiptError, ReceiptFinding,
     ReceiptStore, SyncPolicy, export_report, head_path_for, issue_receipts, reconcile,
     verify_log_file,
@@ -15,7 +15,7 @@ struct CommittedRound {
     key: Vec<u8>,
     fixture: Fixture,
     commit: AuditEntry,
-    receipts: Vec<veil_audit::Receipt>,
+    receipts: Vec<veil_audit_log::Receipt>,
 }
 
 fn committed_round() -> CommittedRound {
@@ -260,7 +260,7 @@ fn the_report_counts_what_the_log_recorded() {
     // Events 0..=11 are one of each kind, then 12 and 13 start the next cycle.
     for (kind, count) in &report.events_by_kind {
         // The sample cycle predates privacy-audit results (their encoding
-        // and report lines are tested in `veil_audit`'s unit tests): the
+        // and report lines are tested in `veil_audit_log`'s unit tests): the
         // report lists that kind with a zero count.
         let expected = if ["job_created", "round_started"].contains(kind) {
             2

@@ -7,7 +7,7 @@ mod common;
 use common::{Fixture, pkcs8, sign_with_foreign_key};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
-use veil_audit::{
+use veil_audit_log::{
     AuditEntry, AuditEvent, AuditSigner, Head, TamperFinding, verify_entries, verify_log_bytes,
 };
 
@@ -373,7 +373,7 @@ proptest! {
         replacement in any::<u8>(),
     ) {
         thread_local! {
-            static FIXTURE: (Vec<u8>, veil_audit::AuditPublicKey) = {
+            static FIXTURE: (Vec<u8>, veil_audit_log::AuditPublicKey) = {
                 let fixture = Fixture::new(12);
                 (std::fs::read(&fixture.log_path).unwrap(), fixture.public_key)
             };

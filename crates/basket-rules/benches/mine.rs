@@ -2,7 +2,7 @@
 //! 1M customer-window baskets over 10 non-IID partners (100k each), levels
 //! up to 3, exactly and with distributed DP at ε = 1 per partner. Building
 //! the baskets from 4M purchase rows is timed separately. Secure
-//! aggregation is not included (the sums are plain here; `veil-secagg` has
+//! aggregation is not included (the sums are plain here; `veil-secure-aggregation` has
 //! its own benches). `scripts/bench-basket-rules --compare-mlxtend` adds
 //! mlxtend on the pooled data and the precision/recall of Veil's DP rules.
 

@@ -1,7 +1,7 @@
 //! The one error type of the basket-rules library.
 
-use veil_accounting::AccountingError;
 use veil_dp_noise::NoiseError;
+use veil_privacy_accounting::AccountingError;
 
 /// Why a vocabulary, a basket set, a count vector or a rule set was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand_core::CryptoRng;
 use ring::digest::{SHA256, digest};
-use veil_accounting::normal_upper_quantile;
+use veil_privacy_accounting::normal_upper_quantile;
 
 use crate::counting::{Sensitivity, uniform_sample};
 use crate::error::RulesError;

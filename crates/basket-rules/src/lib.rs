@@ -16,7 +16,7 @@
 //!   (from noised supports only) or [`Next::Done`].
 //! - **Noise and cost** ([`NoisePlan`]): per-node discrete Gaussian σ for
 //!   every level, calibrated together to a per-partner (ε, δ) and charged as
-//!   `DpEvent`s, with `veil-dp-noise` and `veil-accounting`.
+//!   `DpEvent`s, with `veil-dp-noise` and `veil-privacy-accounting`.
 //! - **Rules** ([`association_rules`]): support, confidence and lift as
 //!   mlxtend defines them, each with an interval for the DP noise; top N by
 //!   lift; CSV.
@@ -25,7 +25,7 @@
 //!
 //! What this crate does not do: no IO beyond writing CSV to a writer the
 //! caller passes, no clock, no async, no networking, no masking (secure
-//! aggregation is `veil-secagg`; the node and coordinator wiring of the job
+//! aggregation is `veil-secure-aggregation`; the node and coordinator wiring of the job
 //! kind, the ledgers and the job spec live in `client-node`, `coordinator`,
 //! `veil-node-protocol` and `veil-job`). It samples noise only through
 //! `veil-dp-noise`, from a generator the node passes in.

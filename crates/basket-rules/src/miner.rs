@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use crate::counting::{Candidates, Itemset, Sensitivity, level_sensitivity};
-use veil_accounting::normal_upper_quantile;
+use veil_privacy_accounting::normal_upper_quantile;
 
 use crate::error::RulesError;
 use crate::privacy::NoisePlan;

@@ -2,7 +2,7 @@
 //! distributed discrete Gaussian for a sequence of count releases (the mining
 //! levels, or the one heavy-hitters release), the charge of each, and the
 //! node's noise step. The noise itself and the accounting are
-//! `veil-dp-noise` and `veil-accounting`; nothing here samples by hand.
+//! `veil-dp-noise` and `veil-privacy-accounting`; nothing here samples by hand.
 //!
 //! **Mechanism.** Every partner adds `N_Z(0, σ_r²)` to each entry of its
 //! integer count vector for release `r` before masking; secure aggregation
@@ -31,8 +31,8 @@
 //! integer counts do not have.
 
 use rand_core::CryptoRng;
-use veil_accounting::{Accountant, CalibrationTarget, DpEvent, calibrate_noise_multiplier};
 use veil_dp_noise::DiscreteGaussian;
+use veil_privacy_accounting::{Accountant, CalibrationTarget, DpEvent, calibrate_noise_multiplier};
 
 use crate::counting::Sensitivity;
 use crate::error::RulesError;
@@ -194,7 +194,7 @@ impl NoisePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veil_accounting::summed_discrete_gaussian_tau;
+    use veil_privacy_accounting::summed_discrete_gaussian_tau;
 
     #[test]
     fn the_plan_meets_its_target_and_scales_noise_with_sensitivity() {

@@ -27,7 +27,7 @@
 
 use std::io::Write;
 
-use veil_accounting::normal_upper_quantile;
+use veil_privacy_accounting::normal_upper_quantile;
 
 use crate::counting::Itemset;
 use crate::error::RulesError;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use veil_deid::{
+use veil_de_identification::{
     ColumnPolicy, ColumnRole, DeidPolicy, Deidentifier, GeneralisationPolicy, PseudonymKey,
     QuasiIdentifierTuple,
 };

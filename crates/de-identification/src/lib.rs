@@ -11,9 +11,9 @@
 //! ([`Deidentifier::enforce_k_anonymity_for_export`]).
 //!
 //! This crate does not read files, databases or configuration (the client node feeds it records
-//! and deserialises [`DeidPolicy`]), does not compute behaviour features (`veil-features`), and
+//! and deserialises [`DeidPolicy`]), does not compute behaviour features (`veil-behaviour-features`), and
 //! gives no differential-privacy guarantee: noise and budgets live in `veil-federation` and
-//! `veil-accounting`. k-anonymity limits re-identification of released rows; it is not DP.
+//! `veil-privacy-accounting`. k-anonymity limits re-identification of released rows; it is not DP.
 
 mod engine;
 mod error;

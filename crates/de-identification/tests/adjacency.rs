@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use veil_deid::{
+use veil_de_identification::{
     ColumnPolicy, ColumnRole, DeidPolicy, Deidentifier, GeneralisationPolicy, KAnonymityMode,
     PseudonymKey,
 };

@@ -1,7 +1,7 @@
 //! The engine end to end: policy from configuration, per-row treatment, malformed input, and
 //! reports that carry no data values.
 
-use veil_deid::{
+use veil_de_identification::{
     ColumnRole, DeidError, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy, PiiKind,
     PseudonymKey, SUPPRESSED_VALUE,
 };
@@ -416,7 +416,8 @@ fn auditor_summary_and_report_contain_no_input_values() {
             column.name
         );
     }
-    let round_trip: veil_deid::DeidReport = serde_json::from_str(&json).expect("report parses");
+    let round_trip: veil_de_identification::DeidReport =
+        serde_json::from_str(&json).expect("report parses");
     assert_eq!(round_trip, report);
 }
 

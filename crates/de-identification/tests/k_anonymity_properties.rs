@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
-use veil_deid::{
+use veil_de_identification::{
     ColumnPolicy, ColumnRole, DeidError, DeidPolicy, Deidentifier, GeneralisationPolicy,
     KAnonymityMode, PseudonymKey, generalise, generalise_at_level,
 };
@@ -251,8 +251,8 @@ fn run(
     fraction: f64,
 ) -> Result<
     (
-        Vec<veil_deid::KeptQuasiIdentifiers>,
-        veil_deid::KAnonymityReport,
+        Vec<veil_de_identification::KeptQuasiIdentifiers>,
+        veil_de_identification::KAnonymityReport,
     ),
     DeidError,
 > {

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use chrono::NaiveDate;
 use proptest::prelude::*;
 use ring::digest;
-use veil_deid::{DeidError, KEY_FILE_MODE, PseudonymKey};
+use veil_de_identification::{DeidError, KEY_FILE_MODE, PseudonymKey};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -1,6 +1,6 @@
 //! Data-driven corpus for the PII scanner: positives and near-miss negatives for every detector.
 
-use veil_deid::{PiiKind, redact, scan};
+use veil_de_identification::{PiiKind, redact, scan};
 
 /// Scans `text` and asserts the hits are exactly `expected`, given as (kind, matched substring).
 fn check(text: &str, expected: &[(PiiKind, &str)]) {
@@ -319,7 +319,7 @@ fn redaction_replaces_every_hit_and_counts_by_kind() {
 
 mod properties {
     use proptest::prelude::*;
-    use veil_deid::{redact, scan};
+    use veil_de_identification::{redact, scan};
 
     /// Text mixing digits, separators, `@`, colons, dots, hex letters and CJK, so the detectors'
     /// edge cases are reached far more often than with uniformly random strings.

@@ -15,13 +15,13 @@ use client_node::data::JobRows;
 use client_node::local::{evaluate_on_rows, train_on_rows};
 use coordinator::CoordinatorConfig;
 use coordinator::operator::{self, WatchUpdate};
-use veil_features::{CsvSource, CustomerRow};
+use veil_behaviour_features::{CsvSource, CustomerRow};
 use veil_job::JobSpec;
 use veil_job::STANDARD_JOB;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
 use veil_pki::{LocalPki, Role};
-use veil_synth::{SynthConfig, write_partner_files};
+use veil_synth_data::{SynthConfig, write_partner_files};
 use veil_wire::v1;
 
 /// Demo settings; [`DemoConfig::standard`] is what the README's command runs.
@@ -79,6 +79,28 @@ impl DemoReport {
             .map(|(_, auc)| auc)
             .sum::<f64>()
             / n
+    }
+
+    /// The figures the README states, as JSON (`veil-demo --summary-json FILE`), so that a test
+    /// can check the real command's output against the README.
+    pub fn summary_json(&self) -> String {
+        let partners: Vec<serde_json::Value> = self
+            .partner_alone_auc
+            .iter()
+            .map(|(partner, auc)| serde_json::json!({ "partner": partner, "auc": auc }))
+            .collect();
+        serde_json::json!({
+            "holdout_customers": self.holdout_customers,
+            "federated_auc": self.federated_auc,
+            "centralised_auc": self.centralised_auc,
+            "partner_alone_auc": partners,
+            "mean_partner_alone_auc": self.mean_partner_alone_auc(),
+            "rounds": self.rounds.len(),
+            "federation_seconds": self.federation_seconds,
+            "model_path": self.model_path,
+            "scores_path": self.scores_path,
+        })
+        .to_string()
     }
 
     /// The closing table.

@@ -17,6 +17,9 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Also write the figures of the closing table to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -24,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     veil_logging::init_with_default(cli.log_json, "warn");
     let config = DemoConfig::standard(cli.output_dir);
+    let summary_json = cli.summary_json;
     eprintln!(
         "Veil demo: {} partners, output in {}",
         config.partners,
@@ -38,5 +42,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", report.table());
     println!("model:  {}", report.model_path.display());
     println!("scores: {}", report.scores_path.display());
+    if let Some(path) = summary_json {
+        std::fs::write(&path, report.summary_json())
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+    }
     Ok(())
 }

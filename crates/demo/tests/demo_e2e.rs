@@ -1,9 +1,13 @@
-//! The README's first command, end to end: the demo federation over real
-//! gRPC and mTLS on 127.0.0.1, its accuracy against the baselines, and its
-//! figures against the ranges the README states (so the README cannot go
-//! stale without this test failing).
+//! The README's first command, end to end: the real `veil-demo` binary runs
+//! the demo federation over real gRPC and mTLS on 127.0.0.1; its accuracy is
+//! checked against the baselines and its figures against the ranges the
+//! README states (so the README cannot go stale without this test failing).
+//! Running the binary, not the library, keeps this test's own build small and
+//! tests exactly what a newcomer runs.
 
-use veil_demo::{DemoConfig, DemoReport, run_demo};
+use std::process::Command;
+
+use serde_json::Value;
 
 /// A README table row's checked range, by the row's leading label.
 fn readme_range(readme: &str, label: &str) -> (f64, f64) {
@@ -26,15 +30,22 @@ fn readme_range(readme: &str, label: &str) -> (f64, f64) {
     )
 }
 
-fn check_against_readme(report: &DemoReport) {
+fn figure(summary: &Value, name: &str) -> f64 {
+    summary[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the demo summary has no number {name:?}: {summary}"))
+}
+
+fn check_against_readme(summary: &Value) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md at the workspace root");
-    for (label, value) in [
-        ("held-out customers", report.holdout_customers as f64),
-        ("federated", report.federated_auc),
-        ("centralised", report.centralised_auc),
-        ("mean of partners alone", report.mean_partner_alone_auc()),
+    for (label, name) in [
+        ("held-out customers", "holdout_customers"),
+        ("federated", "federated_auc"),
+        ("centralised", "centralised_auc"),
+        ("mean of partners alone", "mean_partner_alone_auc"),
     ] {
+        let value = figure(summary, name);
         let (low, high) = readme_range(&readme, label);
         assert!(
             (low..=high).contains(&value),
@@ -43,29 +54,42 @@ fn check_against_readme(report: &DemoReport) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_matches_its_readme_and_federated_beats_partners_alone() {
+#[test]
+fn the_demo_matches_its_readme_and_federated_beats_partners_alone() {
     let output = tempfile::tempdir().unwrap();
-    let report = run_demo(&DemoConfig::standard(output.path().to_owned()), |_| {})
-        .await
-        .unwrap();
-    println!("{}", report.table());
-    assert_eq!(report.rounds.len(), 12);
+    let summary_path = output.path().join("summary.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_veil-demo"))
+        .arg("--output-dir")
+        .arg(output.path().join("demo"))
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .output()
+        .expect("veil-demo starts");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "veil-demo failed:\n{printed}");
+    println!("{printed}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["rounds"], 12, "{summary}");
+    let federated = figure(&summary, "federated_auc");
+    let centralised = figure(&summary, "centralised_auc");
+    let alone = figure(&summary, "mean_partner_alone_auc");
     assert!(
-        (report.federated_auc - report.centralised_auc).abs() <= 0.02,
-        "federated {} vs centralised {}",
-        report.federated_auc,
-        report.centralised_auc
+        (federated - centralised).abs() <= 0.02,
+        "federated {federated} vs centralised {centralised}"
     );
     assert!(
-        report.federated_auc > report.mean_partner_alone_auc(),
-        "federated {} vs partner-alone mean {}",
-        report.federated_auc,
-        report.mean_partner_alone_auc()
+        federated > alone,
+        "federated {federated} vs partner-alone mean {alone}"
     );
-    check_against_readme(&report);
+    check_against_readme(&summary);
     // Every customer of the first partner is scored locally.
-    let scores = std::fs::read_to_string(&report.scores_path).unwrap();
+    let scores_path = summary["scores_path"].as_str().expect("a scores path");
+    let scores = std::fs::read_to_string(scores_path).unwrap();
     let mut lines = scores.lines();
     assert_eq!(lines.next(), Some("customer_id,score"));
     let scored: Vec<f64> = lines

@@ -4,8 +4,8 @@
 //! for float updates, and ℓ2 clipping that bounds each update's sensitivity.
 //!
 //! This crate does not decide how much noise to add (that is calibration in
-//! `veil-accounting`), does not track budgets (also `veil-accounting`), and does
-//! not quantise or mask updates (`veil-secagg`). It does no IO beyond asking
+//! `veil-privacy-accounting`), does not track budgets (also `veil-privacy-accounting`), and does
+//! not quantise or mask updates (`veil-secure-aggregation`). It does no IO beyond asking
 //! the operating system for a seed in [`production_rng`].
 
 mod clip;

@@ -7,7 +7,7 @@
 
 use thiserror::Error;
 
-use crate::engine::Phase;
+use crate::phase::Phase;
 
 /// Why a node's reply was refused. The round goes on without it.
 #[derive(Debug, Clone, Error, PartialEq)]

@@ -10,7 +10,6 @@
 //! counted; they are invited again to later phases once they are alive.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use crate::aggregate::{Accumulator, RejectReason};
 use rand_chacha::ChaCha20Rng;
 
 use crate::decline::DeclineCode;
+use crate::phase::Phase;
 use crate::plan::{AggregationMode, JobPlan, PlanError};
 use crate::privacy::{PartnerPrivacy, add_central_noise, clip_update};
 use crate::secure::{
@@ -27,29 +27,6 @@ use crate::secure::{
 };
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
-
-/// The phases of a job, in the order they run within a round.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum Phase {
-    /// Round 0: nodes report additive feature statistics for shared scaling.
-    FeatureStats,
-    /// Nodes train from the global model and send weighted deltas.
-    Train,
-    /// Nodes evaluate the new global model on their held-out split.
-    Evaluate,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::FeatureStats => "feature-stats",
-            Phase::Train => "train",
-            Phase::Evaluate => "evaluate",
-        })
-    }
-}
 
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +153,7 @@ pub enum SubmissionBody {
         attempt: u32,
         /// The step it answers.
         step: SecureStep,
-        /// The message in veil-secagg's encoding.
+        /// The message in veil-secure-aggregation's encoding.
         payload: Vec<u8>,
     },
     /// The node will not take part in this phase, and says why.

@@ -9,13 +9,14 @@
 //! What it does *not* do: it never interprets what a job trains. The job's task,
 //! feature and model description is an opaque descriptor `D` chosen by the
 //! caller (the `coordinator` crate), and statistics are plain additive `f64`
-//! vectors whose meaning lives in `veil-features` and `veil-models`. The wire
+//! vectors whose meaning lives in `veil-behaviour-features` and `veil-models`. The wire
 //! format lives in `veil-wire`; persistence lives behind [`store::JobStore`].
 
 pub mod aggregate;
 pub mod decline;
 pub mod engine;
 pub mod participant;
+pub mod phase;
 pub mod plan;
 pub mod privacy;
 pub mod secure;
@@ -26,10 +27,11 @@ pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
 pub use decline::DeclineCode;
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    NodeActivity, NodeCredential, Phase, ResultKey, RoundRecord, Submission, SubmissionBody,
+    NodeActivity, NodeCredential, ResultKey, RoundRecord, Submission, SubmissionBody,
     SubmitOutcome, TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
+pub use phase::Phase;
 pub use plan::{AggregationMode, DEFAULT_WAIT_FOR_NODES, JobPlan, PhaseTimeouts, PlanError};
 pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
 pub use secure::{CohortMember, ReplyEncoding, SecureSettings, SecureStep, SecureTask};

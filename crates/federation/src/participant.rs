@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use ring::signature::Ed25519KeyPair;
 use thiserror::Error;
-use veil_secagg::client::{self, ClientSession};
-use veil_secagg::{
+use veil_secure_aggregation::client::{self, ClientSession};
+use veil_secure_aggregation::{
     ClientConfig, ClientError, ForwardedShares, IdentityDirectory, KeyDirectory, NodeId,
     PartnerPolicy, SurvivorList, UnmaskRequest,
 };
@@ -129,10 +129,11 @@ impl SecureParticipant {
         task: &SecureTask,
         rng: &mut R,
     ) -> Result<Vec<u8>, ParticipantError> {
-        let malformed = |reason: veil_secagg::DecodeError| ParticipantError::MalformedPayload {
-            step: task.step,
-            reason: reason.to_string(),
-        };
+        let malformed =
+            |reason: veil_secure_aggregation::DecodeError| ParticipantError::MalformedPayload {
+                step: task.step,
+                reason: reason.to_string(),
+            };
         let state = std::mem::replace(&mut self.state, State::Done);
         let at = state.name();
         let (next, message) = match (task.step, state) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::aggregate::ExpectedShape;
-use crate::engine::Phase;
+use crate::phase::Phase;
 use crate::privacy::{PartnerPrivacy, PartnerPrivacyError};
 use crate::secure::{MIN_SECURE_COHORT, SecureSettings, secure_round_parameters};
 use crate::strategy::Strategy;

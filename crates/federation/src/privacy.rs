@@ -14,8 +14,8 @@
 
 use rand_core::CryptoRng;
 use thiserror::Error;
-use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian, rounded_sensitivity};
 use veil_dp_noise::{Gaussian, clip_l2};
+use veil_privacy_accounting::{DiscreteEncoding, DistributedDiscreteGaussian, rounded_sensitivity};
 
 /// Who adds partner-level noise, and how much.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]

@@ -12,19 +12,19 @@ use std::time::{Duration, Instant};
 
 use rand_core::{CryptoRng, RngCore};
 use thiserror::Error;
-use veil_secagg::server::{self, ServerSession};
-use veil_secagg::{
+use veil_secure_aggregation::server::{self, ServerSession};
+use veil_secure_aggregation::{
     ConsistencySignature, EncryptedShares, GraphError, GraphRequirements, IdentityDirectory,
     KeyAdvertisement, MaskedInput, NeighbourParameters, ProtocolParams, RejectedMessage,
     RoundFailed, ServerConfig, UnmaskResponse, choose_neighbour_parameters,
 };
 
-use veil_accounting::DistributedDiscreteGaussian;
 use veil_dp_noise::DiscreteGaussian;
+use veil_privacy_accounting::DistributedDiscreteGaussian;
 
 use crate::NodeId;
 use crate::aggregate::{Accumulator, ExpectedShape, RejectReason};
-use crate::engine::Phase;
+use crate::phase::Phase;
 use crate::privacy::{PartnerPrivacy, PartnerPrivacyError, clip_update, distributed_mechanism};
 
 /// Default fraction of a round's cohort assumed to collude with the
@@ -235,7 +235,7 @@ impl ReplyEncoding {
         settings: &SecureSettings,
         privacy: &PartnerPrivacy,
     ) -> Result<Self, SecureEncodingError> {
-        let value_bits = veil_secagg::value_bits_for_sum(cohort, settings.modulus_bits)
+        let value_bits = veil_secure_aggregation::value_bits_for_sum(cohort, settings.modulus_bits)
             .ok()
             .filter(|&bits| bits >= 8)
             .ok_or(SecureEncodingError::ModulusTooSmall {
@@ -361,19 +361,20 @@ impl ReplyEncoding {
         if let Some(clip_norm) = self.update_clip_norm {
             clip_update(&mut weighted, clip_norm)?;
         }
-        let mut encoded = veil_secagg::encode(&weighted, self.clip_range, self.vector_bits, rng)
-            .map_err(|error| match error {
-                veil_secagg::EncodingError::NonFiniteValue { index } => {
-                    SecureEncodingError::NonFinite {
-                        what: "model delta",
-                        index,
+        let mut encoded =
+            veil_secure_aggregation::encode(&weighted, self.clip_range, self.vector_bits, rng)
+                .map_err(|error| match error {
+                    veil_secure_aggregation::EncodingError::NonFiniteValue { index } => {
+                        SecureEncodingError::NonFinite {
+                            what: "model delta",
+                            index,
+                        }
                     }
-                }
-                _ => SecureEncodingError::ModulusTooSmall {
-                    modulus_bits: self.value_bits,
-                    cohort: 0,
-                },
-            })?;
+                    _ => SecureEncodingError::ModulusTooSmall {
+                        modulus_bits: self.value_bits,
+                        cohort: 0,
+                    },
+                })?;
         if let Some(mechanism) = &self.distributed {
             let noise = DiscreteGaussian::from_sigma(mechanism.node_sigma)
                 .map_err(|error| PartnerPrivacyError::Accounting(format!("node noise: {error}")))?;
@@ -524,7 +525,7 @@ pub struct SecureTask {
     /// The cohort's members with their credentials, as they registered. A
     /// node verifies every certificate itself and trusts nothing else here.
     pub members: Arc<Vec<CohortMember>>,
-    /// The step's input in veil-secagg's encoding (empty for the first step).
+    /// The step's input in veil-secure-aggregation's encoding (empty for the first step).
     pub payload: Arc<Vec<u8>>,
 }
 
@@ -643,7 +644,7 @@ impl SecureRound {
         let graph = secure_round_parameters(n, settings).map_err(|error| error.to_string())?;
         let node_ids = cohort
             .iter()
-            .map(|member| veil_secagg::NodeId::new(member.node.clone()))
+            .map(|member| veil_secure_aggregation::NodeId::new(member.node.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
         let cohort_names: Vec<&str> = cohort.iter().map(|member| member.node.as_str()).collect();
@@ -799,9 +800,9 @@ impl SecureRound {
         if !self.awaits(node) {
             return Err(refuse("the node is not expected in this step".to_owned()));
         }
-        let decode_error = |error: veil_secagg::DecodeError| refuse(error.to_string());
+        let decode_error = |error: veil_secure_aggregation::DecodeError| refuse(error.to_string());
         let protocol_error = |error: RejectedMessage| refuse(error.to_string());
-        let sender_matches = |sender: &veil_secagg::NodeId| {
+        let sender_matches = |sender: &veil_secure_aggregation::NodeId| {
             if sender.as_str() == node {
                 Ok(())
             } else {

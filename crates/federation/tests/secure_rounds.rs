@@ -17,7 +17,7 @@ use veil_federation::{
     SecureParticipant, SecureSettings, SecureStep, Strategy, Submission, SubmissionBody,
     TaskAssignment,
 };
-use veil_secagg::{IdentityDirectory, PartnerPolicy};
+use veil_secure_aggregation::{IdentityDirectory, PartnerPolicy};
 
 const PARAMETERS: usize = 6;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,7 +205,8 @@ impl Federation {
                 Arc::new(
                     IdentityDirectory::from_entries(secure.members.iter().map(|member| {
                         (
-                            veil_secagg::NodeId::new(member.node.clone()).expect("node id"),
+                            veil_secure_aggregation::NodeId::new(member.node.clone())
+                                .expect("node id"),
                             member.identity_key.to_vec(),
                         )
                     }))

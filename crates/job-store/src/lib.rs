@@ -45,7 +45,7 @@
 //!
 //! What this crate does *not* do: it decides nothing about when to save (the
 //! coordinator saves at each engine event), keeps no privacy ledger
-//! (`veil-ledger`) and no audit log (`veil-audit`), and does not open files
+//! (`veil-privacy-ledger`) and no audit log (`veil-audit-log`), and does not open files
 //! itself (`veil-sqlite-db`). `docs/coordinator-state.md` also says how the
 //! schema maps onto PostgreSQL for operators who need high availability.
 

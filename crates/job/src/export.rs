@@ -12,7 +12,7 @@ use std::path::Path;
 use prost::Message;
 use ring::digest;
 use thiserror::Error;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_wire::v1;
 
 use crate::spec::{JobSpec, JobSpecError};

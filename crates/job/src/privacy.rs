@@ -5,8 +5,10 @@
 
 use veil_federation::secure::cohort_threshold;
 use veil_federation::{AggregationMode, PartnerPrivacy, ReplyEncoding};
-use veil_ledger::{Budget, ChargeSpec, JobBudget, Mechanism, PrivacyUnit, Release, TrustModel};
 use veil_models::DpSgdConfig;
+use veil_privacy_ledger::{
+    Budget, ChargeSpec, JobBudget, Mechanism, PrivacyUnit, Release, TrustModel,
+};
 use veil_wire::v1;
 
 use crate::spec::{JobSpecError, invalid};
@@ -336,7 +338,7 @@ pub fn planned_spend(spec: &crate::JobSpec) -> Result<Vec<PlannedSpend>, JobSpec
     };
     let charges = job_charges(spec, party)?
         .into_iter()
-        .map(|charge| veil_ledger::Charge::new(charge, 0))
+        .map(|charge| veil_privacy_ledger::Charge::new(charge, 0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| invalid("privacy", error.to_string()))?;
     let mut planned = Vec::new();
@@ -344,14 +346,14 @@ pub fn planned_spend(spec: &crate::JobSpec) -> Result<Vec<PlannedSpend>, JobSpec
         (PrivacyUnit::Customer, spec.privacy.customer_epsilon),
         (PrivacyUnit::Partner, spec.privacy.partner_epsilon),
     ] {
-        let of_unit: Vec<&veil_ledger::Charge> = charges
+        let of_unit: Vec<&veil_privacy_ledger::Charge> = charges
             .iter()
             .filter(|charge| charge.unit == unit)
             .collect();
         if of_unit.is_empty() {
             continue;
         }
-        let spent = veil_ledger::compose(of_unit, spec.privacy.delta)
+        let spent = veil_privacy_ledger::compose(of_unit, spec.privacy.delta)
             .map_err(|error| invalid("privacy", error.to_string()))?;
         planned.push(PlannedSpend {
             unit,

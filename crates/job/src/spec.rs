@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use thiserror::Error;
-use veil_features::{FeatureName, FeatureSpec, LabelSpec, TaskKind};
+use veil_behaviour_features::{FeatureName, FeatureSpec, LabelSpec, TaskKind};
 use veil_federation::secure::{DEFAULT_COLLUSION_FRACTION, DEFAULT_SECURITY_BITS};
 use veil_federation::{
     AggregationMode, JobPlan, PhaseTimeouts, PlanError, SecureSettings, Strategy,

@@ -80,7 +80,7 @@ pub fn standard_job(cutoff: &str, horizon_days: u32) -> JobFile {
 
 #[cfg(test)]
 mod tests {
-    use veil_ledger::{Charge, PrivacyUnit};
+    use veil_privacy_ledger::{Charge, PrivacyUnit};
 
     use super::*;
     use crate::JobSpec;
@@ -107,7 +107,7 @@ mod tests {
             .collect();
         // Every round, and the final evaluation under its own key.
         assert_eq!(charges.len(), spec.rounds as usize + 1);
-        let mut accountant = veil_accounting::Accountant::new();
+        let mut accountant = veil_privacy_accounting::Accountant::new();
         for charge in &charges {
             charge.mechanism.compose_into(&mut accountant).unwrap();
         }

@@ -7,7 +7,7 @@
 //! - Evaluation statistics: `veil_models::EvalStats::to_vector`.
 
 use thiserror::Error;
-use veil_features::{FeatureSums, Scaling};
+use veil_behaviour_features::{FeatureSums, Scaling};
 use veil_models::{EVAL_BUCKETS, EvalStats, OutputKind};
 use veil_scoring_evaluation::{BinaryRelease, NoisyValue, RegressionRelease};
 

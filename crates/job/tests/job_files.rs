@@ -46,7 +46,7 @@ fn a_job_file_round_trips_through_the_wire() {
     assert_eq!(spec.rounds, 5);
     assert_eq!(
         spec.features.features.len(),
-        veil_features::FeatureName::ALL.len()
+        veil_behaviour_features::FeatureName::ALL.len()
     );
     assert_eq!(spec.strategy.proximal_mu(), 0.05);
     assert_eq!(JobSpec::from_wire(&spec.to_wire()).unwrap(), spec);
@@ -161,11 +161,12 @@ fn collusion_a_small_cohort_cannot_tolerate_is_refused_at_submission() {
 #[test]
 fn a_job_is_planned_whole_and_refused_when_its_plan_exceeds_its_budget() {
     let spec_with = |rounds: u32, budget: f64| {
-        let text = DEMO.replace("rounds = 5", &format!("rounds = {rounds}"))
-            + &format!(
-                "\n[privacy]\ncustomers = \"dp-sgd\"\npartners = \"off\"\ncustomer_epsilon = {budget}\n"
-            );
-        JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap()
+        let mut file = JobFile::parse(DEMO).unwrap();
+        file.rounds = rounds;
+        file.privacy.customers = Some("dp-sgd".to_owned());
+        file.privacy.partners = Some("off".to_owned());
+        file.privacy.customer_epsilon = Some(budget);
+        JobSpec::from_wire(&file.to_wire()).unwrap()
     };
     let planned = veil_job::planned_spend(&spec_with(5, 100.0)).unwrap();
     assert_eq!(planned.len(), 1, "customer level only: {planned:?}");

@@ -13,8 +13,8 @@
 //!
 //! What this crate does *not* do: it reads no files and talks to nobody (the
 //! node's data loading is `veil-partner-data`, the secure sum is
-//! `veil-secagg`), it samples noise only through `veil-dp-noise` and does not
-//! decide how much (calibration and charging are `veil-accounting` and the
+//! `veil-secure-aggregation`), it samples noise only through `veil-dp-noise` and does not
+//! decide how much (calibration and charging are `veil-privacy-accounting` and the
 //! job's privacy rules), and it knows nothing of jobs, wire messages or model
 //! files (the `lifetime-value` job kind wires it in). [`simulate`] is test and
 //! benchmark data, not a source of randomness for anything private.

@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_accounting::{CalibrationTarget, calibrate_noise_multiplier};
 use veil_lifetime_value::simulate::{PartnerSimulation, non_iid_partners, simulate_partner};
 use veil_lifetime_value::{
     BgNbdParameters, BinningConfig, CustomerSummary, GammaGammaParameters,
     HISTOGRAM_L2_SENSITIVITY, HistogramBinning, add_histogram_noise, fit_bg_nbd,
     fit_from_histogram, fit_gamma_gamma, local_histogram, summarise_transactions,
 };
+use veil_privacy_accounting::{CalibrationTarget, calibrate_noise_multiplier};
 
 const FIRST_DAY: i64 = 0;
 const ACQUISITION_DAYS: u32 = 182;

@@ -1,4 +1,4 @@
-//! What customer-level DP-SGD costs in AUC on the demo: the three `veil-synth` demo partners,
+//! What customer-level DP-SGD costs in AUC on the demo: the three `veil-synth-data` demo partners,
 //! churn at the demo cutoff (2024-10-02, 90-day horizon), the demo job's MLP(64, 32) trained by
 //! a simple in-process FedAvg for 12 rounds, non-private (the demo job: Adam, learning rate
 //! 0.002, batches of 64, one local epoch) against DP-SGD settings whose noise is calibrated so
@@ -20,17 +20,17 @@
 
 use std::path::PathBuf;
 
-use veil_accounting::{Accountant, CalibrationTarget, DpEvent, calibrate_noise_multiplier};
-use veil_features::{
+use veil_behaviour_features::{
     CsvSource, CustomerRow, FeatureSpec, FeatureSums, LabelSpec, Scaling, TaskKind, build_examples,
-    load_transactions, split_holdout,
+    split_holdout,
 };
 use veil_models::{
     Dataset, DpSgdConfig, ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainOutcome,
     TrainingConfig, predict, train, train_dp_sgd,
 };
+use veil_privacy_accounting::{Accountant, CalibrationTarget, DpEvent, calibrate_noise_multiplier};
 use veil_scoring_evaluation::exact_auc;
-use veil_synth::{SynthConfig, write_partner_files};
+use veil_synth_data::{SynthConfig, write_partner_files};
 
 /// The demo job's rounds, holdout fraction and seed (client-node's `STANDARD_JOB`).
 const ROUNDS: usize = 12;
@@ -297,8 +297,8 @@ fn load_demo() -> Result<Federation, Error> {
     let salt = format!("veil-holdout-v1-{JOB_SEED}").into_bytes();
     let mut splits = Vec::with_capacity(paths.len());
     for path in &paths {
-        let (log, _) = load_transactions(&CsvSource::new(path.clone()))?;
-        let rows = build_examples(&log, &label, &features);
+        let data = veil_partner_data::load_partner_data(&CsvSource::new(path.clone()).into())?;
+        let rows = build_examples(&data.log, &label, &features);
         splits.push(split_holdout(rows, HOLDOUT_FRACTION, &salt));
     }
     std::fs::remove_dir_all(&directory)?;

@@ -15,7 +15,7 @@
 //!
 //! The privacy guarantee is that of the Poisson-subsampled Gaussian mechanism with sampling
 //! rate q and noise multiplier σ, composed over [`DpSgdOutcome::steps`] steps; this crate
-//! reports those three numbers and `veil-accounting` turns them into ε.
+//! reports those three numbers and `veil-privacy-accounting` turns them into ε.
 
 use burn::nn::Linear;
 use burn::optim::GradientsParams;

@@ -6,7 +6,7 @@
 //! ([`train_dp_sgd`], which clips per example and draws its noise through `veil-dp-noise`).
 //!
 //! This crate does not clip, noise or mask whole updates (clipping and noise live in `veil-dp-noise`,
-//! masking in `veil-secagg`, budgets in `veil-accounting`, rounds in `veil-federation`), does not compute features from transactions (`veil-features`), does not
+//! masking in `veil-secure-aggregation`, budgets in `veil-privacy-accounting`, rounds in `veil-federation`), does not compute features from transactions (`veil-behaviour-features`), does not
 //! describe jobs (`veil-job`), and does no IO: data arrives as in-memory row-major buffers.
 
 mod dataset;

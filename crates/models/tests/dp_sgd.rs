@@ -5,11 +5,11 @@
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
-use veil_accounting::{Accountant, DpEvent};
 use veil_models::{
     Dataset, DpSgdConfig, ModelError, ModelKind, ModelSpec, OptimizerKind, OutputKind,
     TrainingConfig, predict, train, train_dp_sgd,
 };
+use veil_privacy_accounting::{Accountant, DpEvent};
 use veil_scoring_evaluation::exact_auc;
 
 const N_FEATURES: usize = 5;

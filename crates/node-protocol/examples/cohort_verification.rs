@@ -2,7 +2,7 @@
 //! issues N node certificates from a fresh CA and times
 //! `PeerTrust::verify_cohort` over them (chain, validity, name, key, duplicate
 //! keys, revocation set), printing the median and the spread in milliseconds.
-//! Compare with the round figures of `veil-secagg`'s `simulate_round`.
+//! Compare with the round figures of `veil-secure-aggregation`'s `simulate_round`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -26,8 +26,8 @@ use veil_federation::{
     SecureStep, SecureTask,
 };
 use veil_job::{RoundParty, job_charges, phase_charges};
-use veil_ledger::{Charge, check_partner_caps};
-use veil_secagg::{ProtocolParams, SurvivorList};
+use veil_privacy_ledger::{Charge, check_partner_caps};
+use veil_secure_aggregation::{ProtocolParams, SurvivorList};
 
 use crate::memory::{NodeMemory, PhaseKey, Record};
 use crate::policy::NodePolicy;
@@ -72,7 +72,7 @@ pub enum Outgoing {
         step: SecureStep,
         /// The attempt.
         attempt: u32,
-        /// The message in veil-secagg's encoding.
+        /// The message in veil-secure-aggregation's encoding.
         payload: Vec<u8>,
     },
 }
@@ -404,7 +404,7 @@ impl NodeMachine {
                     (task.phase, &task.spec.aggregation)
                 {
                     // Checked at the first step; recorded with the charge.
-                    let graph = veil_secagg::check_neighbour_parameters(
+                    let graph = veil_secure_aggregation::check_neighbour_parameters(
                         &settings.graph_requirements(params.cohort().len()),
                         params.neighbour_count(),
                         params.reconstruction_threshold(),
@@ -502,7 +502,7 @@ impl NodeMachine {
         }
         // (k, t) from public data: the cohort size, the job's dropout and
         // collusion bounds and its security parameter.
-        veil_secagg::check_neighbour_parameters(
+        veil_secure_aggregation::check_neighbour_parameters(
             &settings.graph_requirements(n),
             request.neighbour_count,
             request.reconstruction_threshold,
@@ -603,7 +603,7 @@ impl NodeMachine {
         let cohort = request
             .cohort
             .iter()
-            .map(|node| veil_secagg::NodeId::new(node.clone()))
+            .map(|node| veil_secure_aggregation::NodeId::new(node.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| refuse(DeclineCode::InvalidTask, error.to_string()))?;
         ProtocolParams::new(
@@ -695,7 +695,7 @@ impl NodeMachine {
 /// Refuses when `planned` on top of `ledger` would exceed any of `caps`,
 /// saying what was planned (`what`) and which cap.
 fn refuse_over_caps(
-    caps: &[veil_ledger::PartnerCap],
+    caps: &[veil_privacy_ledger::PartnerCap],
     ledger: &[Charge],
     planned: &[Charge],
     what: &str,

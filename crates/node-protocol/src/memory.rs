@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use veil_federation::{DeclineCode, Phase};
-use veil_ledger::Charge;
+use veil_privacy_ledger::Charge;
 
 use crate::task::PhaseReply;
 
@@ -63,7 +63,7 @@ pub enum Record {
         job_id: String,
         /// The round.
         round: u32,
-        /// The guarantee, as `veil_secagg::Guarantee` displays it.
+        /// The guarantee, as `veil_secure_aggregation::Guarantee` displays it.
         guarantee: String,
     },
     /// The node refused a task: kept so the partner can see every refusal.

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use veil_federation::{AggregationMode, DeclineCode};
 use veil_job::JobSpec;
-use veil_ledger::{PartnerCap, Period, PrivacyUnit};
+use veil_privacy_ledger::{PartnerCap, Period, PrivacyUnit};
 
 /// `[policy]` in the node config.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -222,8 +222,8 @@ impl NodePolicy {
     }
 
     /// The secure-aggregation policy handed to the protocol.
-    pub fn secure_policy(&self) -> veil_secagg::PartnerPolicy {
-        veil_secagg::PartnerPolicy {
+    pub fn secure_policy(&self) -> veil_secure_aggregation::PartnerPolicy {
+        veil_secure_aggregation::PartnerPolicy {
             minimum_threshold: self.min_secure_threshold,
         }
     }

@@ -43,7 +43,7 @@ pub struct SecureRequest {
     pub vector_length: usize,
     /// Credentials relayed for the cohort's members.
     pub members: Vec<MemberCredential>,
-    /// The step's input in veil-secagg's encoding.
+    /// The step's input in veil-secure-aggregation's encoding.
     pub payload: Vec<u8>,
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use veil_federation::DeclineCode;
 use veil_pki::{FederationRoot, Serial, verify_node_certificate};
-use veil_secagg::{IdentityDirectory, NodeId};
+use veil_secure_aggregation::{IdentityDirectory, NodeId};
 
 use crate::task::MemberCredential;
 

@@ -18,12 +18,12 @@ use veil_federation::secure::{
 };
 use veil_federation::{AggregationMode, DeclineCode, Phase, SecureStep, SecureTask};
 use veil_job::JobSpec;
-use veil_ledger::{Charge, Release, compose};
 use veil_node_protocol::{
     Decision, MachineIdentity, MemberCredential, NodeMachine, NodeMemory, NodePolicy, NodeTask,
     Outgoing, PeerTrust, PhaseReply, Record, SecureRequest,
 };
 use veil_pki::{CertificateRequest, FederationCa, IdentityKey, Role, Validity};
+use veil_privacy_ledger::{Charge, Release, compose};
 
 const NOW_UNIX: u64 = 1_900_000_000;
 
@@ -831,7 +831,7 @@ fn a_job_over_the_partners_cap_is_declined_up_front_and_a_late_evaluation_when_a
         dataset_id: "node-0",
         cohort: 5,
     };
-    let price = |charges: Vec<veil_ledger::ChargeSpec>| {
+    let price = |charges: Vec<veil_privacy_ledger::ChargeSpec>| {
         let charges: Vec<Charge> = charges
             .into_iter()
             .map(|charge| Charge::new(charge, 0).expect("valid charge"))

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
-use veil_deid::{ColumnRole, GeneralisationPolicy};
+use veil_de_identification::{ColumnRole, GeneralisationPolicy};
 use veil_partner_data::{
     DeidSettings, Input, PartnerDataConfig, SourceConfig, TextEncoding, UndeclaredColumns,
     load_partner_data,
 };
-use veil_synth::{SynthConfig, write_partner_csv};
+use veil_synth_data::{SynthConfig, write_partner_csv};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arguments: Vec<String> = std::env::args().collect();

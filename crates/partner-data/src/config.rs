@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use veil_deid::ColumnRole;
-use veil_features::CsvSource;
+use veil_behaviour_features::CsvSource;
+use veil_de_identification::ColumnRole;
 
 /// Default largest share of rejected rows before a load is aborted.
 pub const DEFAULT_MAX_REJECT_FRACTION: f64 = 0.1;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use veil_deid::DeidError;
+use veil_de_identification::DeidError;
 
 /// A load that could not complete; nothing from the data is used.
 #[derive(Debug, thiserror::Error)]

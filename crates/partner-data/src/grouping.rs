@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use veil_features::Transaction;
+use veil_behaviour_features::Transaction;
 
 /// Length of the HMAC-SHA256 tag a pseudonym spells in hex.
 const TAG_BYTES: usize = 32;
@@ -79,7 +79,7 @@ impl TransactionGroups {
 }
 
 /// The tag a pseudonym spells if it has the engine's form (64 lower-case hex digits, see
-/// `veil_deid::PseudonymKey::pseudonymise`); only that form maps to a tag, so equal tags mean
+/// `veil_de_identification::PseudonymKey::pseudonymise`); only that form maps to a tag, so equal tags mean
 /// equal pseudonyms.
 fn tag_of(pseudonym: &str) -> Option<[u8; TAG_BYTES]> {
     let hex = pseudonym.as_bytes();

@@ -12,7 +12,7 @@
 //! charged for (`tests/join_properties.rs` checks it on random tables).
 //!
 //! What it does *not* do: the detectors, pseudonyms, generalisation and k-anonymity themselves
-//! live in `veil-deid`; the features and the legacy single-file loader in `veil-features`; the
+//! live in `veil-de-identification`; the features and the legacy single-file loader in `veil-behaviour-features`; the
 //! node's configuration file and networking in `client-node`.
 
 mod config;
@@ -36,7 +36,7 @@ pub use report::{
 };
 pub use source::sniff_delimiter;
 
-use veil_features::TransactionLog;
+use veil_behaviour_features::TransactionLog;
 
 use crate::pipeline::{ProfileRows, SourceKind, SourceRows, read_source};
 
@@ -75,7 +75,7 @@ fn load(
     {
         std::fs::create_dir_all(folder).map_err(|error| PartnerDataError::Deid {
             input: "pseudonymisation key".to_owned(),
-            error: veil_deid::DeidError::KeyIo {
+            error: veil_de_identification::DeidError::KeyIo {
                 path: config.deid.key_path.clone(),
                 source: error,
             },

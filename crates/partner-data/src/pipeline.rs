@@ -9,13 +9,13 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use veil_deid::{
-    ColumnPolicy, ColumnRole, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy,
-    PseudonymKey, QuasiIdentifierTuple, SUPPRESSED_VALUE,
-};
-use veil_features::{
+use veil_behaviour_features::{
     CustomerProfile, REDACTED, RowError, Transaction, WHOLE_RECORD_COLUMN, create_owner_only,
     parse_amount, parse_timestamp,
+};
+use veil_de_identification::{
+    ColumnPolicy, ColumnRole, DeidPolicy, DeidRecord, Deidentifier, GeneralisationPolicy,
+    PseudonymKey, QuasiIdentifierTuple, SUPPRESSED_VALUE,
 };
 
 use crate::config::{DeidSettings, SourceConfig, UndeclaredColumns};

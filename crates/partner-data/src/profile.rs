@@ -2,12 +2,12 @@
 //! nothing else.
 //!
 //! This is where the adjacency DP-SGD relies on is kept on the profile side: the values come
-//! from the row's declared (level-0) generalisation, which `veil-deid` computes from the row
+//! from the row's declared (level-0) generalisation, which `veil-de-identification` computes from the row
 //! alone, and no other row is consulted, so adding or removing a customer cannot change anyone
 //! else's profile.
 
-use veil_deid::{DeidRecord, GeneralisationPolicy};
-use veil_features::{CustomerProfile, Gender};
+use veil_behaviour_features::{CustomerProfile, Gender};
+use veil_de_identification::{DeidRecord, GeneralisationPolicy};
 
 /// A quasi-identifier column that a profile feature reads: its position in the de-identified
 /// record and its generalisation rule, which says how to read the generalised value.

@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use veil_deid::DeidReport;
-use veil_features::{RowError, create_owner_only};
+use veil_behaviour_features::{RowError, create_owner_only};
+use veil_de_identification::DeidReport;
 
 use crate::error::PartnerDataError;
 

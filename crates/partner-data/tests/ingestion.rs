@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use veil_deid::{ColumnRole, GeneralisationPolicy};
-use veil_features::{FeatureName, FeatureSpec, build_scoring_rows};
+use veil_behaviour_features::{FeatureName, FeatureSpec, build_scoring_rows};
+use veil_de_identification::{ColumnRole, GeneralisationPolicy};
 use veil_partner_data::{
     AUDITOR_SUMMARY, DeidSettings, Input, PartnerDataConfig, PartnerDataError, REPORT_JSON,
     REPORT_TEXT, SourceConfig, TextEncoding, UndeclaredColumns, load_partner_data,
@@ -633,7 +633,7 @@ fn profile_of(
     data: &veil_partner_data::PartnerData,
     local_ids: &std::collections::HashMap<String, String>,
     raw: &str,
-) -> Option<veil_features::CustomerProfile> {
+) -> Option<veil_behaviour_features::CustomerProfile> {
     data.log
         .customers_with_profiles()
         .find(|(customer, _, _)| local_ids.get(*customer).is_some_and(|id| id == raw))
@@ -673,7 +673,10 @@ fn profile_join_measures_k_anonymity_and_keeps_every_customer() {
     // Under the declared rules (10-year bands, 3-character postcode prefixes 100, 101, ...)
     // every row is alone in its class. The old pass reached k = 3 by recoding postcodes from the
     // table; now the classes are measured as they are, below the targets, and all kept.
-    assert_eq!(k_report.mode, veil_deid::KAnonymityMode::Measured);
+    assert_eq!(
+        k_report.mode,
+        veil_de_identification::KAnonymityMode::Measured
+    );
     assert_eq!(
         (
             k_report.records_in,
@@ -744,16 +747,16 @@ fn training_profiles_keep_the_declared_bands_whatever_k_the_table_reaches() {
         let (data, local_ids) =
             load_partner_data_with_local_ids(&config).unwrap_or_else(|error| panic!("{error}"));
         let declared = [
-            ("C0", 34.5, Some(veil_features::Gender::Female)),
-            ("C1", 34.5, Some(veil_features::Gender::Male)),
-            ("C6", 74.5, Some(veil_features::Gender::Female)),
-            ("C7", 14.5, Some(veil_features::Gender::Male)),
-            ("C8", 54.5, Some(veil_features::Gender::Female)),
+            ("C0", 34.5, Some(veil_behaviour_features::Gender::Female)),
+            ("C1", 34.5, Some(veil_behaviour_features::Gender::Male)),
+            ("C6", 74.5, Some(veil_behaviour_features::Gender::Female)),
+            ("C7", 14.5, Some(veil_behaviour_features::Gender::Male)),
+            ("C8", 54.5, Some(veil_behaviour_features::Gender::Female)),
         ];
         for (raw, age_band_middle, gender) in declared {
             assert_eq!(
                 profile_of(&data, &local_ids, raw),
-                Some(veil_features::CustomerProfile {
+                Some(veil_behaviour_features::CustomerProfile {
                     age_years: Some(age_band_middle),
                     birth_year: None,
                     gender,

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use veil_deid::{ColumnRole, GeneralisationPolicy, KAnonymityMode, generalise};
-use veil_features::{CustomerProfile, FeatureName, FeatureSpec, build_scoring_rows};
+use veil_behaviour_features::{CustomerProfile, FeatureName, FeatureSpec, build_scoring_rows};
+use veil_de_identification::{ColumnRole, GeneralisationPolicy, KAnonymityMode, generalise};
 use veil_partner_data::{
     DeidSettings, Input, PartnerData, PartnerDataConfig, SourceConfig, TextEncoding,
     UndeclaredColumns, load_partner_data,

@@ -2,7 +2,7 @@
 //! 10^4 steps, δ = 1e-5 (PLD, RDP, and the full report).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use veil_accounting::{Accountant, DpEvent};
+use veil_privacy_accounting::{Accountant, DpEvent};
 
 fn accountant() -> Accountant {
     let mut accountant = Accountant::new();

@@ -1,6 +1,6 @@
 //! Splits the headline PLD query's time between discretisation and composition.
 
-use veil_accounting::{BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
+use veil_privacy_accounting::{BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
 
 fn main() {
     let config = PldConfig::default();

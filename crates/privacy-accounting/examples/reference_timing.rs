@@ -1,6 +1,6 @@
 //! Prints ε and wall time per reference case, to see where accounting time goes.
 
-use veil_accounting::{Accountant, DpEvent};
+use veil_privacy_accounting::{Accountant, DpEvent};
 
 fn main() {
     let text = include_str!("../reference/dp_accounting_reference.json");

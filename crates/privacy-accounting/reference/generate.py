@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates reference epsilons for veil-accounting's tests from Google's dp-accounting.
+"""Generates reference epsilons for veil-privacy-accounting's tests from Google's dp-accounting.
 
 Run with a Python that has `dp-accounting` installed, e.g.:
 

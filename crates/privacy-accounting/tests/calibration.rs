@@ -1,6 +1,6 @@
 //! Calibration meets its target and is (nearly) the smallest σ that does.
 
-use veil_accounting::{
+use veil_privacy_accounting::{
     Accountant, AccountingError, CalibrationTarget, DpEvent, calibrate_noise_multiplier,
 };
 

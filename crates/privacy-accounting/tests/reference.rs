@@ -3,7 +3,7 @@
 //! the RDP accountant as a looser upper bound.
 
 use serde::Deserialize;
-use veil_accounting::{Accountant, DpEvent, analytic_gaussian_epsilon};
+use veil_privacy_accounting::{Accountant, DpEvent, analytic_gaussian_epsilon};
 
 #[derive(Debug, Deserialize)]
 struct ReferenceFile {

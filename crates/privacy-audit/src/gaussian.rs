@@ -29,7 +29,7 @@
 //! so bisection finds the largest rejected μ; its ε at the audit's δ is
 //! Dong, Roth and Su's Corollary 2.13, `δ(ε) = Φ(-ε/μ + μ/2) - e^ε Φ(-ε/μ -
 //! μ/2)`, which is the analytic Gaussian curve with noise multiplier `1/μ`.
-//! We take it from `veil-accounting`, so an audit's lower bound and the
+//! We take it from `veil-privacy-accounting`, so an audit's lower bound and the
 //! accountant's upper bound are converted by one and the same function.
 //!
 //! What it means: "not μ-GDP" is a statement about the whole trade-off curve.
@@ -37,7 +37,7 @@
 //! Gaussian-shaped, as it is for DP-SGD and the Gaussian mechanism. For an
 //! arbitrary mechanism only [`crate::epsilon_lower_bound`] is assumption-free.
 
-use veil_accounting::analytic_gaussian_epsilon;
+use veil_privacy_accounting::analytic_gaussian_epsilon;
 
 use crate::error::AuditError;
 use crate::input::{AuditLevel, GuessCounts};

@@ -25,7 +25,7 @@
 //! randomness is a fresh audit seed from the system generator. It does not
 //! insert canaries, run attacks or train anything (the node and
 //! `coordinator audit privacy-test`), does not compute the accountant's
-//! upper bound ε (`veil-accounting`, whose analytic Gaussian curve it reuses
+//! upper bound ε (`veil-privacy-accounting`, whose analytic Gaussian curve it reuses
 //! for the μ-GDP conversion), and does not write reports or audit logs: its
 //! results are serialisable for whoever does.
 

@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
-use veil_accounting::analytic_gaussian_epsilon;
+use veil_privacy_accounting::analytic_gaussian_epsilon;
 use veil_privacy_audit::{
     AuditLevel, BoundMethod, GuessCounts, GuessGrid, audit_scores, epsilon_lower_bound,
 };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use veil_accounting::Accountant;
+use veil_privacy_accounting::Accountant;
 
 use crate::budget::{JobBudget, PartnerCap, PeriodWindow, Scope, Spent, compose};
 use crate::charge::{Charge, ChargeSet, PrivacyUnit, TrustModel};

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
-use veil_accounting::Accountant;
+use veil_privacy_accounting::Accountant;
 
 use crate::charge::{Charge, ChargeSet, PrivacyUnit};
 use crate::error::LedgerError;

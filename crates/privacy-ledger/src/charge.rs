@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use veil_accounting::{Accountant, AccountingError, DistributedDiscreteGaussian, DpEvent};
+use veil_privacy_accounting::{Accountant, AccountingError, DistributedDiscreteGaussian, DpEvent};
 
 use crate::error::LedgerError;
 

@@ -38,7 +38,7 @@ pub enum LedgerError {
     TimeOutOfRange(i64),
     /// The accountant refused a mechanism or δ.
     #[error(transparent)]
-    Accounting(#[from] veil_accounting::AccountingError),
+    Accounting(#[from] veil_privacy_accounting::AccountingError),
     /// Opening or migrating the database failed.
     #[error(transparent)]
     Database(#[from] veil_sqlite_db::DbError),

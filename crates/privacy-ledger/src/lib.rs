@@ -1,6 +1,6 @@
 //! The privacy budget ledger: every round's privacy cost to every partner is
 //! a [`Charge`], keyed by (job, round, partner, unit, [`Release`]) so a replayed round is
-//! never charged twice; charges compose into ε with `veil-accounting`;
+//! never charged twice; charges compose into ε with `veil-privacy-accounting`;
 //! the coordinator checks [`JobBudget`]s and each node its own
 //! [`PartnerCap`]s before a round, producing [`BudgetRefusal`] values (events,
 //! not log lines); both sides keep a durable copy ([`SqliteLedger`]) that can
@@ -8,7 +8,7 @@
 //!
 //! Pure logic except [`SqliteLedger`] and the `veil-ledger` command line
 //! ([`cli`]); no clock is read (times are passed in).
-//! This crate does not compute ε itself (`veil-accounting`), draw noise
+//! This crate does not compute ε itself (`veil-privacy-accounting`), draw noise
 //! (`veil-dp-noise`), or move charges between coordinator and node (the
 //! coordinator and `client-node` do, over `veil-wire`).
 

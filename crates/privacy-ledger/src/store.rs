@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
+use veil_privacy_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
 use veil_sqlite_db::rusqlite::{
     self, Connection, OptionalExtension, Row, TransactionBehavior, params,
 };

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use veil_ledger::{
+use veil_privacy_ledger::{
     Charge, ChargeSpec, LedgerError, Mechanism, PrivacyUnit, Release, SqliteLedger, TrustModel,
 };
 
@@ -98,7 +98,7 @@ fn report_prints_text_json_and_svg() -> Result<(), LedgerError> {
     json_arguments.extend(["--format", "json"]);
     let (ok, json, stderr) = run(&json_arguments);
     assert!(ok, "{stderr}");
-    let report = veil_ledger::AuditorReport::from_json(&json)?;
+    let report = veil_privacy_ledger::AuditorReport::from_json(&json)?;
     assert_eq!(report.jobs.len(), 2);
     assert!(report.jobs.iter().all(|row| row.epsilon_limit == Some(3.0)));
 
@@ -138,7 +138,7 @@ fn reconcile_reports_the_rounds_a_node_is_missing() -> Result<(), LedgerError> {
         "bank-a",
     ]);
     assert!(ok, "{stderr}");
-    let report: veil_ledger::ReconcileReport = serde_json::from_str(&json)?;
+    let report: veil_privacy_ledger::ReconcileReport = serde_json::from_str(&json)?;
     assert_eq!(report.missing_on_node.len(), 1);
     assert_eq!(report.missing_on_node[0].round, 3);
     assert!(report.missing_on_coordinator.is_empty());

@@ -2,8 +2,8 @@
 //! round, calendar-year caps, reconciliation after restarts, and the
 //! auditor's renderings.
 
-use veil_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
-use veil_ledger::{
+use veil_privacy_accounting::{DiscreteEncoding, DistributedDiscreteGaussian};
+use veil_privacy_ledger::{
     AuditorReport, Budget, Charge, ChargeSpec, JobBudget, LedgerError, Mechanism, PartnerCap,
     Period, PeriodWindow, PrivacyUnit, RecordOutcome, Refuser, Release, Scope, SqliteLedger,
     TrustModel, check_job_budget, check_partner_caps, compose, project, reconcile,
@@ -48,10 +48,10 @@ fn statistics_releases_cost_what_their_gaussian_composition_costs() -> Result<()
         "{two:?} vs {plain:?}"
     );
     // Two releases at z = 5 are one Gaussian at z = 5/√2, composed with DP-SGD.
-    let mut accountant = veil_accounting::Accountant::new();
+    let mut accountant = veil_privacy_accounting::Accountant::new();
     dp_sgd(1.0).compose_into(&mut accountant).unwrap();
     accountant
-        .compose(veil_accounting::DpEvent::Gaussian {
+        .compose(veil_privacy_accounting::DpEvent::Gaussian {
             noise_multiplier: 5.0 / 2f64.sqrt(),
         })
         .unwrap();

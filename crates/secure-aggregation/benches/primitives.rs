@@ -7,8 +7,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::hint::black_box;
-use veil_secagg::crypto::{generate_secret, pairwise_mask_seed, public_key_of};
-use veil_secagg::{NodeId, ProtocolParams, RoundBinding, prg, shamir};
+use veil_secure_aggregation::crypto::{generate_secret, pairwise_mask_seed, public_key_of};
+use veil_secure_aggregation::{NodeId, ProtocolParams, RoundBinding, prg, shamir};
 
 fn key_agreement(criterion: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);

@@ -1,12 +1,12 @@
 //! Prints the neighbour chooser's (k, t, guarantee) next to what the chooser
 //! returned when it bounded the colluding neighbours by a binomial Bin(k, γ)
 //! instead of the exact hypergeometric count, for the closing note of that
-//! change: `cargo run --release -p veil-secagg --example chooser_table`.
+//! change: `cargo run --release -p veil-secure-aggregation --example chooser_table`.
 //!
 //! The binomial chooser is copied here privately (as `binomial_choice`) only
 //! for the comparison; nothing else uses it.
 
-use veil_secagg::{GraphError, GraphRequirements, choose_neighbour_parameters};
+use veil_secure_aggregation::{GraphError, GraphRequirements, choose_neighbour_parameters};
 
 /// ln P[Bin(trials, probability) ≥ m] for every m in 0..=trials + 1 (pre-change copy).
 fn binomial_log_tails(trials: usize, probability: f64, log_factorials: &[f64]) -> Vec<f64> {

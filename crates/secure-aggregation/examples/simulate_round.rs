@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use veil_secagg::{
+use veil_secure_aggregation::{
     ClientConfig, ClientSession, ForwardedShares, GraphRequirements, IdentityDirectory, NodeId,
     PartnerPolicy, ProtocolParams, ServerConfig, ServerSession, choose_neighbour_parameters,
 };

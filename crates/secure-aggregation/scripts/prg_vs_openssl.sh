@@ -8,14 +8,14 @@ set -euo pipefail
 rounds="${1:-3}"
 core="${2:-1}"
 cd "$(dirname "$0")/../../.."
-nice -n 5 cargo bench -p veil-secagg --bench primitives --no-run 2>/dev/null
+nice -n 5 cargo bench -p veil-secure-aggregation --bench primitives --no-run 2>/dev/null
 for _ in $(seq "$rounds"); do
   # OpenSSL reports 1000s of bytes per second; the last column is 16 KiB blocks.
   openssl_gbps=$(taskset -c "$core" openssl speed -elapsed -seconds 3 -evp aes-128-ctr 2>/dev/null |
     awk '/^AES-128-CTR/ { sub(/k$/, "", $NF); printf "%.2f", $NF / 1e6 }')
   # Criterion reports GiB/s; the middle of its first interval is the estimate
   # (a second "thrpt" line, if any, is the change against a saved baseline).
-  veil_gbps=$(taskset -c "$core" cargo bench -p veil-secagg --bench primitives -- \
+  veil_gbps=$(taskset -c "$core" cargo bench -p veil-secure-aggregation --bench primitives -- \
       --warm-up-time 1 --measurement-time 3 'mask_expansion/add_mask_100000_words' 2>/dev/null |
     awk '/thrpt:/ && !seen { seen = 1; value = $(NF-3); unit = $(NF-2);
                     scale = (unit ~ /GiB/) ? 1.073741824 : (unit ~ /MiB/ ? 0.001048576 : 1);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole-round simulation over the benchmark grid and prints one line per cell.
 # Usage: scripts/round_grid.sh [binary]  (build first:
-#   cargo build --release -p veil-secagg --example simulate_round)
+#   cargo build --release -p veil-secure-aggregation --example simulate_round)
 set -euo pipefail
 binary="${1:-${CARGO_TARGET_DIR:-target}/release/examples/simulate_round}"
 for n in 10 100; do

@@ -13,4 +13,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 target="${SOFT_AES_TARGET_DIR:-${CARGO_TARGET_DIR:-target}-aes-soft}"
 RUSTFLAGS="--cfg aes_force_soft" CARGO_TARGET_DIR="$target" \
-  nice -n 5 cargo test --release -p veil-secagg --lib prg:: -- --nocapture --test-threads 1
+  nice -n 5 cargo test --release -p veil-secure-aggregation --lib prg:: -- --nocapture --test-threads 1

@@ -9,7 +9,7 @@
 //! messages' bytes in protobuf `bytes` fields, and the client node
 //! (`client-node`) decides when to drive its session. It does not train,
 //! clip or add differential-privacy noise either (`veil-models`,
-//! `veil-accounting`); it sums whatever encoded vectors it is given.
+//! `veil-privacy-accounting`); it sums whatever encoded vectors it is given.
 //! See `docs/secure-aggregation.md` for the threat model and parameters.
 
 pub mod client;

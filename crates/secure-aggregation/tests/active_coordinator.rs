@@ -7,8 +7,8 @@ mod harness;
 use harness::{Cohort, node};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_secagg::client::{ConsistencyCheck, ShareKeys, Unmask};
-use veil_secagg::{
+use veil_secure_aggregation::client::{ConsistencyCheck, ShareKeys, Unmask};
+use veil_secure_aggregation::{
     ClientError, ClientSession, FailureReason, KeyDirectory, Refusal, RejectedMessage,
     SurvivorList, UnmaskRequest,
 };
@@ -275,7 +275,7 @@ fn round_fails_when_honest_clients_refuse_to_unmask() {
         failed.reason,
         FailureReason::NotEnoughShares {
             peer: node(0),
-            secret: veil_secagg::SecretKind::SelfMaskSeed,
+            secret: veil_secure_aggregation::SecretKind::SelfMaskSeed,
             received: 0,
             required: 3
         }

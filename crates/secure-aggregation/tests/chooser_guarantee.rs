@@ -7,7 +7,7 @@ mod harness;
 
 use harness::{Cohort, DropPoint, run_round};
 use proptest::prelude::*;
-use veil_secagg::{GraphRequirements, Guarantee, choose_neighbour_parameters};
+use veil_secure_aggregation::{GraphRequirements, Guarantee, choose_neighbour_parameters};
 
 fn late_drop_point() -> impl Strategy<Value = DropPoint> {
     prop_oneof![

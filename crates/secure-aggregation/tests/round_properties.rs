@@ -9,7 +9,7 @@ use harness::{Cohort, DropPoint, run_round};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_secagg::ForwardedShares;
+use veil_secure_aggregation::ForwardedShares;
 
 fn drop_point() -> impl Strategy<Value = DropPoint> {
     prop_oneof![
@@ -102,8 +102,8 @@ fn too_few_survivors_fails_with_a_named_reason() {
     let failed = outcome.result.expect_err("two survivors cannot meet t = 3");
     assert!(matches!(
         failed.reason,
-        veil_secagg::FailureReason::TooFewClients {
-            phase: veil_secagg::Phase::MaskedInput,
+        veil_secure_aggregation::FailureReason::TooFewClients {
+            phase: veil_secure_aggregation::Phase::MaskedInput,
             live: 2,
             required: 4
         }

@@ -7,7 +7,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_segmentation::seeding::{candidate_centres, local_seeding_sums};
 use veil_segmentation::simulate::{ClusterSimulation, SimulatedFederation, simulate_clusters};
 use veil_segmentation::{

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_segmentation::baseline::kmeans_plus_plus;
 use veil_segmentation::simulate::{ClusterSimulation, SimulatedFederation, simulate_clusters};
 use veil_segmentation::{

@@ -7,7 +7,7 @@
 
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 
 use crate::baseline::weighted_kmeans;
 use crate::config::SegmentationConfig;

@@ -30,7 +30,7 @@
 //! `segment` job kind); it does not charge releases (it gives each release's
 //! [`Release::mechanism`] for the ledgers to charge) or enforce at-most-once
 //! release (the node protocol does); it writes no noise sampler
-//! (`veil-dp-noise`) and no accountant (`veil-accounting`).
+//! (`veil-dp-noise`) and no accountant (`veil-privacy-accounting`).
 //!
 //! # Sensitivity
 //!
@@ -58,7 +58,7 @@
 //! **Quantisation.** Each customer's contribution is truncated towards zero
 //! to whole steps of `γ = 2^-m` before summing, which never increases its
 //! norm, so the integer vector's sensitivity is at most `Δ/γ`. The ledgers
-//! charge the `veil_accounting::DistributedDiscreteGaussian` mechanism with
+//! charge the `veil_privacy_accounting::DistributedDiscreteGaussian` mechanism with
 //! clip norm `Δ`, granularity `γ`, the vector's length `n` and rounding
 //! `β = 0`, whose sensitivity bound `Δ/γ + √n` covers this (Kairouz, Liu,
 //! Steinke 2021, with their `τ` correction for sums of discrete Gaussians).
@@ -68,7 +68,7 @@
 //! distributed discrete Gaussian with noise multiplier
 //! `z = √t·σ_i / (Δ_i/γ_i + √n_i)`, the same `z` for every release of the
 //! job. [`SegmentationConfig::plan`] composes all releases, one seeding plus
-//! `iterations + 1` per k, with the RDP accountant of `veil-accounting`
+//! `iterations + 1` per k, with the RDP accountant of `veil-privacy-accounting`
 //! and calibrates `z` so the composed ε (at the job's δ) is at most the
 //! budget: the ε of the plan is per partner for the whole job. All
 //! coordinator decisions (dense cells, tiny clusters, re-seeding,

@@ -2,7 +2,7 @@
 //! each customer to its nearest centroid, with the distance.
 
 use serde::{Deserialize, Serialize};
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 
 use crate::coordinator::ClusteringOutcome;
 use crate::error::SegmentationError;

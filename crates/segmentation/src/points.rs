@@ -1,11 +1,11 @@
 //! Customers as points in the public box, and the distances k-means needs.
 //!
-//! Features arrive in their public scaling (`veil_features::Scaling`, fixed
+//! Features arrive in their public scaling (`veil_behaviour_features::Scaling`, fixed
 //! from the feature formulas, never from data) and are clamped to the box
 //! `[-B, B]^d`. Clamping is a per-customer, data-independent map, so it costs
 //! no privacy and bounds every later computation.
 
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 
 use crate::error::SegmentationError;
 

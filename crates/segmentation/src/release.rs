@@ -7,7 +7,7 @@
 //! adds discrete Gaussian noise `N_Z(0, σ²)` (`veil_dp_noise::DiscreteGaussian`)
 //! before the vector enters secure aggregation. The coordinator sees only the
 //! sum over at least `t` nodes, whose noise is the sum of at least `t` node
-//! shares; that is the mechanism `veil_accounting::DistributedDiscreteGaussian`
+//! shares; that is the mechanism `veil_privacy_accounting::DistributedDiscreteGaussian`
 //! accounts (Kairouz, Liu, Steinke 2021), charged per release.
 //!
 //! `γ` is a power of two no finer than `2^-20`, so `integer · γ` is exact in
@@ -18,11 +18,11 @@
 
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
-use veil_accounting::{
+use veil_dp_noise::DiscreteGaussian;
+use veil_privacy_accounting::{
     Accountant, DiscreteEncoding, DistributedCalibrationTarget, DistributedDiscreteGaussian,
     DpEvent, MIN_NODE_SIGMA, calibrate_node_sigma, rounded_sensitivity,
 };
-use veil_dp_noise::DiscreteGaussian;
 
 use crate::error::SegmentationError;
 
@@ -228,8 +228,9 @@ impl PrivacyPlan {
         privacy: &SegmentationPrivacy,
     ) -> Result<Self, SegmentationError> {
         check_privacy(privacy)?;
-        let accounting =
-            |error: veil_accounting::AccountingError| SegmentationError::Privacy(error.to_string());
+        let accounting = |error: veil_privacy_accounting::AccountingError| {
+            SegmentationError::Privacy(error.to_string())
+        };
         let Some(largest) = shapes.iter().max_by_key(|shape| shape.dimension) else {
             return Err(SegmentationError::Privacy(
                 "the plan has no releases".to_owned(),
@@ -336,7 +337,7 @@ impl PrivacyPlan {
     }
 
     /// ε per partner of all releases composed, an upper bound from the RDP
-    /// accountant of `veil-accounting`; at most the target.
+    /// accountant of `veil-privacy-accounting`; at most the target.
     pub fn epsilon(&self) -> f64 {
         self.epsilon
     }

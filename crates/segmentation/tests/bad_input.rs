@@ -2,7 +2,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_segmentation::{
     CandidateLayout, ClusteringOutcome, Points, Request, SegmentModel, SegmentationConfig,
     SegmentationCoordinator, SegmentationError, SegmentationPrivacy, node_release,

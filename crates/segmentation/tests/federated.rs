@@ -3,7 +3,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_features::Scaling;
+use veil_behaviour_features::Scaling;
 use veil_segmentation::baseline::{adjusted_rand_index, assign_all, kmeans_plus_plus};
 use veil_segmentation::simulate::{ClusterSimulation, SimulatedFederation, simulate_clusters};
 use veil_segmentation::{

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use veil_accounting::{Accountant, DpEvent};
+use veil_privacy_accounting::{Accountant, DpEvent};
 use veil_segmentation::rfm::{RfmBins, RfmValues, local_rfm_histograms, rfm_plan};
 use veil_segmentation::seeding::{candidate_centres, local_seeding_sums};
 use veil_segmentation::{

@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use veil_synth::{SynthConfig, write_partner_csv};
+use veil_synth_data::{SynthConfig, write_partner_csv};
 
 fn generate_benchmark(criterion: &mut Criterion) {
     let config = SynthConfig::demo(3, 42);

@@ -14,8 +14,8 @@
 //!
 //! What it does *not* do: it reads nothing and models no real population; it is test and demo
 //! data only, so its randomness is a seeded ChaCha stream, never a source for keys, masks or
-//! noise (those live in `veil-secagg` and `veil-accounting`). Parsing the files it writes is
-//! `veil-features`' job.
+//! noise (those live in `veil-secure-aggregation` and `veil-privacy-accounting`). Parsing the files it writes is
+//! `veil-behaviour-features`' job.
 
 mod generate;
 mod profile;

@@ -1,13 +1,15 @@
-//! The generated files load cleanly through `veil-features`, give sane and different churn
-//! rates per partner, and make churn learnable but not trivially so.
+//! The generated files load cleanly through the node's ingestion (`veil-partner-data`), give sane
+//! and different churn rates per partner, and make churn learnable but not trivially so.
 
-use veil_features::{
+use veil_behaviour_features::{
     CsvSource, CustomerRow, FeatureSpec, FeatureSums, LabelSpec, Scaling, TaskKind, build_examples,
-    load_transactions, split_holdout,
+    split_holdout,
 };
-use veil_synth::{SynthConfig, write_partner_files};
+use veil_partner_data::load_partner_data_with_local_ids;
+use veil_synth_data::{SynthConfig, write_partner_files};
 
-/// Churn examples of each demo partner, in config order.
+/// Churn examples of each demo partner, in config order, with the generated (raw) customer ids
+/// put back in place of the pseudonyms so the tests can check the generator's ids.
 fn demo_examples(n_partners: usize, seed: u64) -> (SynthConfig, Vec<Vec<CustomerRow>>) {
     let config = SynthConfig::demo(n_partners, seed);
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
@@ -20,10 +22,19 @@ fn demo_examples(n_partners: usize, seed: u64) -> (SynthConfig, Vec<Vec<Customer
     let examples = paths
         .iter()
         .map(|path| {
-            let (log, report) =
-                load_transactions(&CsvSource::new(path)).unwrap_or_else(|error| panic!("{error}"));
-            assert_eq!(report.rows_rejected, 0, "{:?}", report.sample_errors);
-            build_examples(&log, &label, &FeatureSpec::standard())
+            let (data, raw_ids) = load_partner_data_with_local_ids(&CsvSource::new(path).into())
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(
+                data.report.rows_rejected(),
+                0,
+                "{:?}",
+                data.report.sample_errors()
+            );
+            let mut rows = build_examples(&data.log, &label, &FeatureSpec::standard());
+            for row in &mut rows {
+                row.customer_id = raw_ids[&row.customer_id].clone();
+            }
+            rows
         })
         .collect();
     (config, examples)

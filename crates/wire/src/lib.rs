@@ -1,7 +1,7 @@
 //! The one crate that knows the protobuf wire format: generated `veil.v1` code
 //! plus the chunking of model vectors into size-limited messages.
 //!
-//! Domain types live elsewhere (`veil-federation`, `veil-features`,
+//! Domain types live elsewhere (`veil-federation`, `veil-behaviour-features`,
 //! `veil-models`) and carry no prost derives; conversions between them and
 //! these messages sit next to the service code in `coordinator` and
 //! `client-node`.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use tempfile::TempDir;
-use veil_audit::{
+use veil_audit_log::{
     AuditEntry, AuditEvent, AuditLog, AuditLogConfig, AuditPublicKey, AuditSigner, EpsilonCharge,
     Head, SyncPolicy, head_path_for, verify_log_file,
 };

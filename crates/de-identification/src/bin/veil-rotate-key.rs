@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use veil_deid::PseudonymKey;
+use veil_de_identification::PseudonymKey;
 
 const USAGE: &str = "usage: veil-rotate-key <key file>\n\
     Moves the key to <key file>.retired-<today> and writes a new key at <key file> (mode 0600).\n\

@@ -10,8 +10,8 @@ const NO_FINITE_GUARANTEE: u8 = 3;
 
 fn main() -> ExitCode {
     // clap prints its own message and exits with status 2 on bad syntax.
-    let cli = veil_accounting::cli::Cli::parse();
-    match veil_accounting::cli::run(&cli) {
+    let cli = veil_privacy_accounting::cli::Cli::parse();
+    match veil_privacy_accounting::cli::run(&cli) {
         Ok(output) => {
             println!("{}", output.json);
             match output.no_finite_guarantee {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use veil_secagg::client::AdvertiseKeys;
-use veil_secagg::{
+use veil_secure_aggregation::client::AdvertiseKeys;
+use veil_secure_aggregation::{
     ClientConfig, ClientError, ClientSession, ForwardedShares, IdentityDirectory, NodeId,
     PartnerPolicy, ProtocolParams, RoundFailed, ServerConfig, ServerSession,
 };
@@ -115,7 +115,7 @@ impl Cohort {
     }
 
     /// An honest server session.
-    pub fn server(&self) -> ServerSession<veil_secagg::server::AdvertiseKeys> {
+    pub fn server(&self) -> ServerSession<veil_secure_aggregation::server::AdvertiseKeys> {
         ServerSession::new(ServerConfig {
             job_id: JOB_ID.to_owned(),
             round: ROUND,

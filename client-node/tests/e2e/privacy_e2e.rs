@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use client_node::config::NodeConfig;
 use client_node::policy::NodePolicy;
-use veil_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
+use veil_privacy_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
 const NODES: usize = 4;
 /// The node whose policy caps customer-level ε below one round's cost.
@@ -25,22 +25,14 @@ const JOB_CUSTOMER_EPSILON: f64 = 3.5;
 const TOO_SMALL_CUSTOMER_EPSILON: f64 = 1.2;
 
 fn job(customer_epsilon: f64) -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", &format!("rounds = {ROUNDS}"))
-        .replace("max_participants = 3", "max_participants = 4")
-        .replace(
-            "customer_epsilon = 3.5",
-            &format!("customer_epsilon = {customer_epsilon}"),
-        )
-        .replace(
-            "mode = \"secure\"",
-            "mode = \"secure\"\nstep_timeout_secs = 3",
-        )
-        .replace("train_secs = 120", "train_secs = 20")
-        .replace("evaluate_secs = 60", "evaluate_secs = 10");
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = ROUNDS;
+    job.max_participants = 4;
+    job.privacy.customer_epsilon = Some(customer_epsilon);
+    job.aggregation.step_timeout_secs = Some(3.0);
+    job.timeouts.train_secs = Some(20.0);
+    job.timeouts.evaluate_secs = Some(10.0);
+    job.to_wire()
 }
 
 fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
@@ -54,7 +46,7 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
         insecure_dev: true,
         privacy_audit_kit: None,
         coordinator: address.to_owned(),
-        data: veil_features::CsvSource::new(file.to_owned()).into(),
+        data: veil_behaviour_features::CsvSource::new(file.to_owned()).into(),
         state_dir: Some(state.join(format!("node-{index}.state"))),
         policy,
     }
@@ -62,9 +54,10 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
-    let synth = veil_synth::SynthConfig::demo(NODES, 41);
-    let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(NODES, 41);
+    let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
 
     let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
@@ -86,14 +79,12 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
             && refused.contains(&format!("above its budget of {TOO_SMALL_CUSTOMER_EPSILON}")),
         "{refused}"
     );
-    let job_id = coordinator::operator::submit(&mut operator, job(JOB_CUSTOMER_EPSILON))
-        .await
-        .unwrap();
-    coordinator::operator::start(&mut operator, &job_id)
-        .await
-        .unwrap();
-    let (status, transcript) =
-        support::watch_to_end(&mut operator, &job_id, Duration::from_secs(300)).await;
+    let (job_id, status, transcript) = support::run_job_to_end(
+        &mut operator,
+        job(JOB_CUSTOMER_EPSILON),
+        Duration::from_secs(300),
+    )
+    .await;
 
     // The job ran to its end within its budget, without the strict node.
     assert_eq!(
@@ -150,15 +141,15 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
 
     // The audit log verifies under the coordinator's public key and records
     // the refusal, the vetoes and every committed round with its ε.
-    let public_key = veil_audit::AuditPublicKey::from_hex(
+    let public_key = veil_audit_log::AuditPublicKey::from_hex(
         std::fs::read_to_string(coordinator_state.join("audit-public.key"))
             .unwrap()
             .trim(),
     )
     .unwrap();
     let log_path = coordinator_state.join("audit.log");
-    let head = veil_audit::Head::read(&veil_audit::head_path_for(&log_path)).unwrap();
-    let audit = veil_audit::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
+    let head = veil_audit_log::Head::read(&veil_audit_log::head_path_for(&log_path)).unwrap();
+    let audit = veil_audit_log::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
     let kinds: Vec<&str> = audit
         .entries
         .iter()
@@ -218,7 +209,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         assert!(
             audit.entries.iter().any(|entry| matches!(
                 &entry.event,
-                veil_audit::AuditEvent::EvaluationReleased { participants, epsilon_charged, .. }
+                veil_audit_log::AuditEvent::EvaluationReleased { participants, epsilon_charged, .. }
                     if participants.contains(&partner)
                         && epsilon_charged.iter().any(|charge| charge.partner == partner)
             )),

@@ -15,7 +15,7 @@ use client_node::policy::NodePolicy;
 use coordinator::privacy_test::{PrivacyTestConfig, PrivacyTestReport, run_privacy_test_of};
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
 const NODES: usize = 3;
 const AUDITED: &str = "node-0";
@@ -55,7 +55,7 @@ fn node_config(
         insecure_dev: true,
         privacy_audit_kit: kit.map(Path::to_path_buf),
         coordinator: address.to_owned(),
-        data: veil_features::CsvSource::new(file.to_owned()).into(),
+        data: veil_behaviour_features::CsvSource::new(file.to_owned()).into(),
         state_dir: Some(state.join(format!("node-{index}.state"))),
         policy: NodePolicy {
             allow_privacy_audits: consent,
@@ -67,8 +67,8 @@ fn node_config(
 /// Runs one privacy test of `job` against three fresh nodes and returns the
 /// report and the coordinator's state folder.
 async fn privacy_test(job: v1::JobSpec, canaries: u64, folder: &Path) -> PrivacyTestReport {
-    let synth = veil_synth::SynthConfig::demo(NODES, 41);
-    let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, folder).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(NODES, 41);
+    let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, folder).unwrap();
     let coordinator_state = folder.join("coordinator.state");
     let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
     let kit = folder.join("auditor/kit.toml");
@@ -104,19 +104,19 @@ async fn privacy_test(job: v1::JobSpec, canaries: u64, folder: &Path) -> Privacy
         node.abort();
     }
     // The result is in the signed audit log, with the job's partner.
-    let public_key = veil_audit::AuditPublicKey::from_hex(
+    let public_key = veil_audit_log::AuditPublicKey::from_hex(
         std::fs::read_to_string(coordinator_state.join("audit-public.key"))
             .unwrap()
             .trim(),
     )
     .unwrap();
     let log_path = coordinator_state.join("audit.log");
-    let head = veil_audit::Head::read(&veil_audit::head_path_for(&log_path)).unwrap();
-    let audit = veil_audit::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
+    let head = veil_audit_log::Head::read(&veil_audit_log::head_path_for(&log_path)).unwrap();
+    let audit = veil_audit_log::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
     assert!(
         audit.entries.iter().any(|entry| matches!(
             &entry.event,
-            veil_audit::AuditEvent::PrivacyAuditRecorded { job_id, partner, epsilon_lower, .. }
+            veil_audit_log::AuditEvent::PrivacyAuditRecorded { job_id, partner, epsilon_lower, .. }
                 if *job_id == report.job_id && partner == AUDITED && *epsilon_lower == report.epsilon_lower
         )),
         "no privacy_audit_recorded entry for {}",
@@ -128,6 +128,7 @@ async fn privacy_test(job: v1::JobSpec, canaries: u64, folder: &Path) -> Privacy
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dp_the_audit_detects_the_leakage() {
+    let _machine = support::whole_machine().await;
     let folder = tempfile::tempdir().unwrap();
     // Four rounds of twenty local epochs: long enough for the MLP to fit the
     // canaries it trains on. Measured ε_lower at this setting: 1.71 and 1.82
@@ -145,6 +146,7 @@ async fn without_dp_the_audit_detects_the_leakage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_dp_sgd_the_lower_bound_stays_below_the_accountants_epsilon() {
+    let _machine = support::whole_machine().await;
     let folder = tempfile::tempdir().unwrap();
     // The standard job's DP-SGD (σ = 8.7, clip 5, full batches), four rounds:
     // the accountant's customer-level ε is about 2.

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use md5::{Digest, Md5};
-use veil_deid::{ColumnRole, GeneralisationPolicy};
+use veil_de_identification::{ColumnRole, GeneralisationPolicy};
 use veil_partner_data::{
     DeidSettings, Input, PartnerDataConfig, SourceConfig, TextEncoding, UndeclaredColumns,
 };
-use veil_synth::{SynthConfig, write_partner_csv};
+use veil_synth_data::{SynthConfig, write_partner_csv};
 
 /// Resident ID numbers with valid GB 11643 checksums.
 const RESIDENT_IDS: [&str; 3] = [

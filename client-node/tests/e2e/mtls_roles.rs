@@ -16,6 +16,8 @@ use veil_wire::v1::node_service_client::NodeServiceClient;
 use veil_wire::v1::operator_service_client::OperatorServiceClient;
 use veil_wire::v1::{self, result_chunk};
 
+use crate::support;
+
 fn week() -> Validity {
     Validity::starting_now(Duration::from_secs(7 * 86_400))
 }
@@ -46,10 +48,7 @@ async fn channel(port: u16, member: &MemberFiles) -> Result<Channel, String> {
 }
 
 fn job() -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90");
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    veil_job::standard_job("2024-10-02", 90).to_wire()
 }
 
 fn register_request(node_id: &str, files: &MemberFiles) -> v1::RegisterRequest {
@@ -64,6 +63,7 @@ fn register_request(node_id: &str, files: &MemberFiles) -> v1::RegisterRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_names_keys_and_certificate_status_are_enforced_per_rpc() {
+    let _machine = support::share_of_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = FederationCa::create("roles-test", week()).unwrap();
     ca.save(&dir.path().join("ca")).unwrap();

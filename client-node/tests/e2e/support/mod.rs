@@ -1,15 +1,15 @@
 //! End-to-end scaffolding shared by the plaintext (`--insecure-dev`) tests:
 //! a real coordinator on 127.0.0.1, real nodes that have registered, and an
 //! operator's `watch` to the job's end, each wait with its own deadline.
-// Each test file uses only part of this module.
+// Each test module uses only part of this module.
 #![allow(dead_code)]
 
 pub mod prometheus;
 pub mod seeded;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use client_node::config::NodeConfig;
 use client_node::node::{NodeProgress, RunOptions, run_with};
@@ -18,6 +18,29 @@ use coordinator::operator::{OperatorClient, WatchUpdate};
 use tokio::sync::mpsc;
 use veil_metrics::{CoordinatorMetrics, NodeMetrics};
 use veil_wire::v1;
+
+/// The machine, as the tests of this binary share it: the harness runs tests
+/// on several threads, but a federation's deadlines are set for the
+/// machine's cores, not for a share of them.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// For a test that runs whole federation jobs with phase deadlines: waits
+/// until no other test runs, and keeps the machine until the guard drops.
+pub async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// For a light test (a few RPCs, a scripted coordinator, one node): runs
+/// beside other light tests, never beside a federation.
+pub async fn share_of_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// [`share_of_machine`] for a test that is not async (one running the node's
+/// binary, say).
+pub fn share_of_machine_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.blocking_read()
+}
 
 /// A coordinator serving plaintext in this process.
 pub struct Coordinator {
@@ -127,4 +150,42 @@ pub async fn watch_to_end(
     .unwrap_or_else(|_| panic!("job {job_id} did not end within {patience:?}"))
     .unwrap();
     (status, messages.join("\n"))
+}
+
+/// Submits and starts `spec`, then watches the job to its end as
+/// [`watch_to_end`] does; returns the job id too.
+pub async fn run_job_to_end(
+    operator: &mut OperatorClient,
+    spec: v1::JobSpec,
+    patience: Duration,
+) -> (String, v1::JobStatus, String) {
+    let job_id = coordinator::operator::submit(operator, spec)
+        .await
+        .unwrap_or_else(|error| panic!("submitting the job: {error}"));
+    coordinator::operator::start(operator, &job_id)
+        .await
+        .unwrap_or_else(|error| panic!("starting {job_id}: {error}"));
+    let (status, transcript) = watch_to_end(operator, &job_id, patience).await;
+    (job_id, status, transcript)
+}
+
+/// What a `client-node run` process logs once the coordinator has accepted its registration.
+pub const REGISTERED_LOG_LINE: &str = "registered with the coordinator";
+
+/// Waits until the node process writing `log` (its standard output and error) has registered,
+/// failing by name at `deadline`: starting a job only after every node is known makes its first
+/// phase invite all of them.
+pub async fn wait_until_registered(log: &Path, deadline: Instant) {
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(REGISTERED_LOG_LINE) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node logging to {} never registered:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

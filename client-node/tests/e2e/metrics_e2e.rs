@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use client_node::config::NodeConfig;
 use tokio::net::TcpListener;
-use veil_ledger::{PrivacyUnit, SqliteLedger, compose_rdp};
 use veil_metrics::{CoordinatorMetrics, NodeMetrics, Registry};
+use veil_privacy_ledger::{PrivacyUnit, SqliteLedger, compose_rdp};
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
-use support::prometheus::{Exposition, parse, scrape};
-use support::seeded::{contains, forbidden_forms, seed_data};
+use crate::support::prometheus::{Exposition, parse, scrape};
+use crate::support::seeded::{contains, forbidden_forms, seed_data};
 
 const ROUNDS: u32 = 2;
 const NODE_ID: &str = "partner-metrics-test";
@@ -45,6 +45,7 @@ fn parsed(text: &str) -> Exposition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_rounds_and_carry_no_personal_value() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let (seeded, synth) = seed_data(dir.path());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -75,13 +76,10 @@ async fn metrics_count_the_rounds_and_carry_no_personal_value() {
     };
     let nodes = support::start_counted_nodes(vec![(config, Some(node_metrics))]).await;
 
-    let template = veil_job::STANDARD_JOB
-        .replace(
-            "{cutoff}",
-            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
-        )
-        .replace("{horizon}", &synth.suggested_horizon_days().to_string());
-    let mut job_file = veil_job::file::JobFile::parse(&template).unwrap();
+    let mut job_file = veil_job::standard_job(
+        &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        synth.suggested_horizon_days(),
+    );
     job_file.rounds = ROUNDS;
     job_file.min_participants = 1;
     job_file.max_participants = 1;

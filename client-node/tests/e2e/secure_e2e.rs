@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use veil_federation::{Phase, SecureStep};
 use veil_wire::v1;
 
+use crate::support;
+
 const NODES: usize = 5;
 const VICTIM: usize = 4;
 
@@ -51,20 +53,19 @@ async fn start_coordinator() -> Federation {
 }
 
 fn job(mode: &str) -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", "rounds = 1")
-        .replace("max_participants = 3", "max_participants = 5")
-        .replace(
-            "mode = \"secure\"",
-            &format!("mode = \"{mode}\"\nstep_timeout_secs = 3"),
-        )
-        .replace("train_secs = 120", "train_secs = 6")
-        .replace("evaluate_secs = 60", "evaluate_secs = 6")
-        // Exact comparison with plain FedAvg: no noise anywhere.
-        .replace("customers = \"dp-sgd\"", "customers = \"off\"");
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = 1;
+    job.max_participants = 5;
+    job.aggregation.mode = Some(mode.to_owned());
+    // The killed node is found missing by a step deadline; the others must
+    // never miss one, even with both tests' ten nodes sharing two cores, or
+    // the secure model would average fewer partners than the reference.
+    job.aggregation.step_timeout_secs = Some(8.0);
+    job.timeouts.train_secs = Some(30.0);
+    job.timeouts.evaluate_secs = Some(30.0);
+    // Exact comparison with plain FedAvg: no noise anywhere.
+    job.privacy.customers = Some("off".to_owned());
+    job.to_wire()
 }
 
 /// Runs one job over five nodes, killing the victim as `kill` says, and
@@ -85,7 +86,7 @@ async fn run_job(files: &[PathBuf], state: &std::path::Path, mode: &str, kill: K
             insecure_dev: true,
             privacy_audit_kit: None,
             coordinator: federation.address.clone(),
-            data: veil_features::CsvSource::new(file.clone()).into(),
+            data: veil_behaviour_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(state.join(format!("node-{index}.state"))),
             policy: NodePolicy {
                 allow_plain_aggregation: true,
@@ -194,12 +195,13 @@ fn max_difference(left: &[f32], right: &[f32]) -> f32 {
 }
 
 fn partner_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let synth = veil_synth::SynthConfig::demo(NODES, 31);
-    veil_synth::write_partner_files(&synth, dir).unwrap()
+    let synth = veil_synth_data::SynthConfig::demo(NODES, 31);
+    veil_synth_data::write_partner_files(&synth, dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_before_its_masked_input_leaves_fedavg_over_the_four_survivors() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let files = partner_files(dir.path());
     let secure = run_job(
@@ -224,6 +226,7 @@ async fn a_node_killed_before_its_masked_input_leaves_fedavg_over_the_four_survi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_after_its_masked_input_is_unmasked_from_its_neighbours_shares() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let files = partner_files(dir.path());
     let secure = run_job(

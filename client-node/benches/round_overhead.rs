@@ -5,8 +5,11 @@
 //! process CPU seconds per round and the ratios (secure/plain, mTLS/plain
 //! text). DP is off so that only aggregation and transport differ.
 //!
-//! `cargo run --release --example round_overhead -- [NODES] [ROUNDS]`
+//! `cargo bench -p client-node --bench round_overhead -- [NODES] [ROUNDS]`
 //! (defaults 10 nodes, 2 rounds, hidden layers 1024 and 960: 1.0e6 parameters).
+//! A bench target rather than an example so that `cargo test` does not build
+//! it: it links the coordinator, the node and burn, about a minute of the
+//! test build.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +19,7 @@ use client_node::node::{NodeProgress, RunOptions, run_with};
 use client_node::policy::NodePolicy;
 use coordinator::CoordinatorConfig;
 use tokio::sync::mpsc;
-use veil_job::STANDARD_JOB;
+use veil_job::standard_job;
 use veil_pki::LocalPki;
 use veil_pki::Role;
 use veil_wire::v1;
@@ -36,25 +39,17 @@ fn process_cpu_seconds() -> f64 {
 }
 
 fn job(mode: &str, rounds: u32, nodes: usize) -> anyhow::Result<v1::JobSpec> {
-    let text = STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", &format!("rounds = {rounds}"))
-        .replace(
-            "min_participants = 3",
-            &format!("min_participants = {nodes}"),
-        )
-        .replace(
-            "max_participants = 3",
-            &format!("max_participants = {nodes}"),
-        )
-        .replace("hidden = [64, 32]", "hidden = [1024, 960]")
-        .replace("local_epochs = 3", "local_epochs = 1")
-        .replace("batch_size = 64", "batch_size = 512")
-        .replace("mode = \"secure\"", &format!("mode = \"{mode}\""))
-        .replace("customers = \"dp-sgd\"", "customers = \"off\"")
-        .replace("train_secs = 120", "train_secs = 600");
-    Ok(veil_job::file::JobFile::parse(&text)?.to_wire())
+    let mut job = standard_job("2024-10-02", 90);
+    job.rounds = rounds;
+    job.min_participants = u32::try_from(nodes)?;
+    job.max_participants = u32::try_from(nodes)?;
+    job.model.hidden = vec![1024, 960];
+    job.training.local_epochs = 1;
+    job.training.batch_size = 512;
+    job.aggregation.mode = Some(mode.to_owned());
+    job.privacy.customers = Some("off".to_owned());
+    job.timeouts.train_secs = Some(600.0);
+    Ok(job.to_wire())
 }
 
 async fn run_once(
@@ -87,8 +82,8 @@ async fn run_once(
         let _ = receiver.wait_for(|stop| *stop).await;
     };
     let server = tokio::spawn(coordinator::run(config, listener, wait(stopped.clone())));
-    let synth = veil_synth::SynthConfig::demo(nodes, 77);
-    let files = veil_synth::write_partner_files(&synth, &dir.join("data"))?;
+    let synth = veil_synth_data::SynthConfig::demo(nodes, 77);
+    let files = veil_synth_data::write_partner_files(&synth, &dir.join("data"))?;
     let (progress, mut registered) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for (index, file) in files.iter().enumerate() {
@@ -102,7 +97,7 @@ async fn run_once(
         let config = NodeConfig {
             node_id: name.clone(),
             coordinator: address.clone(),
-            data: veil_features::CsvSource::new(file.clone()).into(),
+            data: veil_behaviour_features::CsvSource::new(file.clone()).into(),
             state_dir: Some(dir.join(format!("{mode}-{mtls}-{name}.state"))),
             policy: NodePolicy {
                 allow_plain_aggregation: true,
@@ -163,9 +158,13 @@ async fn run_once(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     veil_logging::init_with_default(false, "error");
-    let args: Vec<String> = std::env::args().collect();
-    let nodes: usize = args.get(1).map_or(Ok(10), |value| value.parse())?;
-    let rounds: u32 = args.get(2).map_or(Ok(2), |value| value.parse())?;
+    // `cargo bench` appends `--bench`; only the positional arguments count.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with("--"))
+        .collect();
+    let nodes: usize = args.first().map_or(Ok(10), |value| value.parse())?;
+    let rounds: u32 = args.get(1).map_or(Ok(2), |value| value.parse())?;
     let dir = tempfile::tempdir()?;
     let mut results = Vec::new();
     for (mode, mtls) in [("plain", false), ("secure", false), ("secure", true)] {

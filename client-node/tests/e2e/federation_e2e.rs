@@ -9,6 +9,8 @@ use tonic::Code;
 use veil_wire::v1::node_service_client::NodeServiceClient;
 use veil_wire::v1::{self, result_chunk};
 
+use crate::support;
+
 async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -24,21 +26,20 @@ async fn start_coordinator() -> (String, tokio::sync::oneshot::Sender<()>) {
 }
 
 fn demo_job(task: &str) -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("kind = \"churn\"", &format!("kind = \"{task}\""))
-        .replace("rounds = 12", "rounds = 2")
-        .replace("min_participants = 3", "min_participants = 1")
-        // Short deadlines: the rogue node never completes a phase.
-        .replace("feature_stats_secs = 60", "feature_stats_secs = 3")
-        .replace("train_secs = 120", "train_secs = 3")
-        .replace("evaluate_secs = 60", "evaluate_secs = 3");
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.task.kind = task.to_owned();
+    job.rounds = 2;
+    job.min_participants = 1;
+    // Short deadlines: the rogue node never completes a phase.
+    job.timeouts.feature_stats_secs = Some(3.0);
+    job.timeouts.train_secs = Some(3.0);
+    job.timeouts.evaluate_secs = Some(3.0);
+    job.to_wire()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_an_unknown_task_or_feature_is_refused_by_name() {
+    let _machine = support::whole_machine().await;
     let (address, _stop) = start_coordinator().await;
     let mut operator = coordinator::operator::connect(&address, None)
         .await
@@ -75,10 +76,11 @@ async fn a_job_with_an_unknown_task_or_feature_is_refused_by_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_updates_are_rejected_and_the_round_completes() {
+    let _machine = support::whole_machine().await;
     let (address, _stop) = start_coordinator().await;
     let data = tempfile::tempdir().unwrap();
-    let synth = veil_synth::SynthConfig::demo(1, 11);
-    let files = veil_synth::write_partner_files(&synth, data.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(1, 11);
+    let files = veil_synth_data::write_partner_files(&synth, data.path()).unwrap();
     // One honest node on real data.
     let honest = client_node::config::NodeConfig {
         node_id: "honest".into(),
@@ -86,7 +88,7 @@ async fn malformed_updates_are_rejected_and_the_round_completes() {
         insecure_dev: true,
         privacy_audit_kit: None,
         coordinator: address.clone(),
-        data: veil_features::CsvSource::new(files[0].clone()).into(),
+        data: veil_behaviour_features::CsvSource::new(files[0].clone()).into(),
         state_dir: Some(data.path().join("honest.state")),
         policy: client_node::policy::NodePolicy {
             allow_plain_aggregation: true,

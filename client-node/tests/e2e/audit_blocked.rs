@@ -11,27 +11,20 @@ use std::time::Duration;
 
 use client_node::config::NodeConfig;
 use client_node::policy::NodePolicy;
-use veil_ledger::{SqliteLedger, reconcile};
+use veil_privacy_ledger::{SqliteLedger, reconcile};
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
 const NODES: usize = 3;
 
 fn job() -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", "rounds = 2")
-        .replace(
-            "kind = \"mlp\"\nhidden = [64, 32]",
-            "kind = \"logistic_regression\"",
-        )
-        .replace(
-            "mode = \"secure\"",
-            "mode = \"secure\"\nstep_timeout_secs = 5",
-        );
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = 2;
+    job.model.kind = "logistic_regression".to_owned();
+    job.model.hidden = Vec::new();
+    job.aggregation.step_timeout_secs = Some(5.0);
+    job.to_wire()
 }
 
 fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
@@ -41,7 +34,7 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
         insecure_dev: true,
         privacy_audit_kit: None,
         coordinator: address.to_owned(),
-        data: veil_features::CsvSource::new(file.to_owned()).into(),
+        data: veil_behaviour_features::CsvSource::new(file.to_owned()).into(),
         state_dir: Some(state.join(format!("node-{index}.state"))),
         policy: NodePolicy::default(),
     }
@@ -49,9 +42,10 @@ fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_commit_the_audit_log_cannot_record_stops_the_job_before_its_model_is_read() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
-    let synth = veil_synth::SynthConfig::demo(NODES, 43);
-    let files: Vec<PathBuf> = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(NODES, 43);
+    let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
 
     let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
@@ -70,7 +64,7 @@ async fn a_round_commit_the_audit_log_cannot_record_stops_the_job_before_its_mod
     // rename after each entry, and a directory in its place cannot be
     // replaced by a file, whoever the process runs as (root included).
     let log_path = coordinator_state.join(coordinator::audit::AUDIT_LOG_FILE);
-    let head_path = veil_audit::head_path_for(&log_path);
+    let head_path = veil_audit_log::head_path_for(&log_path);
     std::fs::remove_file(&head_path).unwrap();
     std::fs::create_dir(&head_path).unwrap();
     std::fs::write(head_path.join("keep"), b"not a head").unwrap();

@@ -6,33 +6,23 @@
 
 use client_node::data::{JobRows, load_partner_data, to_dataset};
 use veil_job::JobSpec;
-use veil_job::file::JobFile;
 
-fn spec_with(holdout: Option<&str>) -> JobSpec {
-    let mut text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90");
-    let default_line = "holdout_fraction = 0.25\n";
-    assert!(text.contains(default_line), "the template changed");
-    text = text.replace(
-        default_line,
-        &holdout.map_or(String::new(), |value| {
-            format!("holdout_fraction = {value}\n")
-        }),
-    );
-    JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap()
+fn spec_with(holdout: Option<f64>) -> JobSpec {
+    let mut file = veil_job::standard_job("2024-10-02", 90);
+    file.holdout_fraction = holdout;
+    JobSpec::from_wire(&file.to_wire()).unwrap()
 }
 
 #[test]
 fn zero_holds_out_nobody_and_absent_holds_out_a_fifth() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = veil_synth::SynthConfig::demo(1, 5);
-    let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(1, 5);
+    let files = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let config: veil_partner_data::PartnerDataConfig =
-        veil_features::CsvSource::new(files[0].clone()).into();
+        veil_behaviour_features::CsvSource::new(files[0].clone()).into();
     let (log, _) = load_partner_data(&config).unwrap();
 
-    let none = spec_with(Some("0"));
+    let none = spec_with(Some(0.0));
     assert_eq!(none.holdout_fraction, 0.0);
     let rows = JobRows::prepare(&log, &none);
     assert!(rows.holdout.is_empty());
@@ -51,7 +41,7 @@ fn zero_holds_out_nobody_and_absent_holds_out_a_fifth() {
     // Nothing held out: the evaluation is empty, not an error.
     let model = none.model_spec();
     let n_features = none.features.n_features();
-    let scaling = veil_features::Scaling {
+    let scaling = veil_behaviour_features::Scaling {
         mean: vec![0.0; n_features],
         std: vec![1.0; n_features],
     };
@@ -60,14 +50,9 @@ fn zero_holds_out_nobody_and_absent_holds_out_a_fifth() {
     let stats = veil_models::evaluate(&model, &parameters, &empty).unwrap();
     assert_eq!(stats.count, 0);
 
-    let refused = JobFile::parse(
-        &veil_job::STANDARD_JOB
-            .replace("{cutoff}", "2024-10-02")
-            .replace("{horizon}", "90")
-            .replace("holdout_fraction = 0.25", "holdout_fraction = 1.0"),
-    )
-    .unwrap()
-    .to_wire();
+    let mut refused = veil_job::standard_job("2024-10-02", 90);
+    refused.holdout_fraction = Some(1.0);
+    let refused = refused.to_wire();
     let error = JobSpec::from_wire(&refused).unwrap_err();
     assert_eq!(error.field, "holdout_fraction", "{error}");
 }

@@ -26,6 +26,8 @@ use veil_pki::{CertificateRequest, FederationCa, Role, Validity};
 use veil_wire::v1::node_service_server::{NodeService, NodeServiceServer};
 use veil_wire::v1::{self, result_chunk};
 
+use crate::support;
+
 /// How long any wait in these tests may take before it fails by name.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -143,8 +145,8 @@ fn setup() -> Setup {
     let root = dir.path().to_owned();
     let pki = LocalPki::create(&root.join("pki")).unwrap();
     pki.member(Role::Node, "victim").unwrap();
-    let synth = veil_synth::SynthConfig::demo(1, 11);
-    let files = veil_synth::write_partner_files(&synth, &root.join("data")).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(1, 11);
+    let files = veil_synth_data::write_partner_files(&synth, &root.join("data")).unwrap();
     Setup {
         _dir: dir,
         root,
@@ -195,7 +197,7 @@ fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
     NodeConfig {
         node_id: "victim".to_owned(),
         coordinator: address.to_owned(),
-        data: veil_features::CsvSource::new(setup.data.clone()).into(),
+        data: veil_behaviour_features::CsvSource::new(setup.data.clone()).into(),
         state_dir: Some(setup.root.join("victim.state")),
         policy: NodePolicy {
             allow_plain_aggregation: true,
@@ -208,16 +210,12 @@ fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
 }
 
 fn job(mode: &str, rounds: u32) -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", &format!("rounds = {rounds}"))
-        .replace(
-            "kind = \"mlp\"\nhidden = [64, 32]",
-            "kind = \"logistic_regression\"",
-        )
-        .replace("mode = \"secure\"", &format!("mode = \"{mode}\""));
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = rounds;
+    job.model.kind = "logistic_regression".to_owned();
+    job.model.hidden = Vec::new();
+    job.aggregation.mode = Some(mode.to_owned());
+    job.to_wire()
 }
 
 /// Waits for the next submission, failing by name after [`PATIENCE`].
@@ -337,6 +335,7 @@ fn feature_stats_task(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_peers_are_refused_and_no_key_material_leaves() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     // The coordinator invents two peers, certified by a CA it controls.
     let attacker = FederationCa::create(
@@ -381,6 +380,7 @@ async fn invented_peers_are_refused_and_no_key_material_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_changed_mid_job_is_refused_and_a_restarted_node_resends_its_stored_reply() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     let wire = job("plain", 2);
     let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
@@ -437,7 +437,7 @@ async fn a_spec_changed_mid_job_is_refused_and_a_restarted_node_resends_its_stor
     let _ = handle.await;
     assert_eq!(refusals(&state), vec!["spec-changed".to_owned()]);
     // One charge for round 1, recorded once.
-    let ledger = veil_ledger::SqliteLedger::open(&state.join("ledger.sqlite")).unwrap();
+    let ledger = veil_privacy_ledger::SqliteLedger::open(&state.join("ledger.sqlite")).unwrap();
     let charges = ledger.charges_for_partner("victim").unwrap();
     assert_eq!(
         charges.iter().filter(|charge| charge.round == 1).count(),
@@ -448,6 +448,7 @@ async fn a_spec_changed_mid_job_is_refused_and_a_restarted_node_resends_its_stor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_tls_refuses_to_start_unless_it_says_insecure_dev() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     let config = NodeConfig {
         tls_dir: None,
@@ -464,6 +465,7 @@ async fn a_node_without_tls_refuses_to_start_unless_it_says_insecure_dev() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downgraded_parameters_a_ground_seed_and_extra_attempts_are_refused_over_the_wire() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     // Genuine peers this time: only the parameters are the coordinator's doing.
     for peer in ["peer-a", "peer-b"] {
@@ -527,6 +529,7 @@ async fn downgraded_parameters_a_ground_seed_and_extra_attempts_are_refused_over
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluation_from_a_node_whose_update_is_not_in_the_aggregate_is_refused() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     let wire = job("plain", 2);
     let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
@@ -575,7 +578,7 @@ async fn an_evaluation_from_a_node_whose_update_is_not_in_the_aggregate_is_refus
 struct Peer {
     name: String,
     machine: veil_node_protocol::NodeMachine,
-    ledger: Vec<veil_ledger::Charge>,
+    ledger: Vec<veil_privacy_ledger::Charge>,
 }
 
 impl Peer {
@@ -772,6 +775,7 @@ async fn run_attempt(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_masked_input_that_left_is_never_sent_again_not_even_after_a_restart() {
+    let _machine = support::share_of_machine().await;
     let setup = setup();
     for peer in ["peer-a", "peer-b"] {
         setup.pki.member(Role::Node, peer).unwrap();

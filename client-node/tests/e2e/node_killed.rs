@@ -7,18 +7,24 @@ use std::time::Duration;
 use coordinator::CoordinatorConfig;
 use veil_wire::v1;
 
+use crate::support;
+
+/// Starts a node process logging to `config` with the extension `log`.
 fn spawn_node(config: &std::path::Path) -> Child {
+    let log = std::fs::File::create(config.with_extension("log")).expect("node log file");
     Command::new(env!("CARGO_BIN_EXE_client-node"))
         .args(["run", "--config"])
         .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("node log file"))
+        .stderr(log)
         .spawn()
         .expect("client-node starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,8 +38,8 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         std::future::pending(),
     ));
 
-    let synth = veil_synth::SynthConfig::demo(4, 5);
-    let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(4, 5);
+    let files = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let mut configs = Vec::new();
     for (index, file) in files.iter().enumerate() {
         let path = dir.path().join(format!("node-{index}.toml"));
@@ -48,32 +54,20 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
         configs.push(path);
     }
     let mut nodes: Vec<Child> = configs.iter().map(|c| spawn_node(c)).collect();
-    // A node registers right after loading and de-identifying its data, which ends with its
-    // de-identification report; wait for all three so round 0 invites every node.
-    // Every wait has a deadline and names what it waited for.
+    // Wait for every node to register so round 0 invites all of them. Every wait has a
+    // deadline and names what it waited for.
     let patience = std::time::Instant::now() + Duration::from_secs(300);
-    for file in &files {
-        let report = file.with_extension("deid").join("deid-report.json");
-        while !report.exists() {
-            assert!(
-                std::time::Instant::now() < patience,
-                "{} never appeared",
-                report.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for config in &configs {
+        support::wait_until_registered(&config.with_extension("log"), patience).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", "rounds = 5")
-        .replace("max_participants = 3", "max_participants = 4")
-        .replace("step_timeout_secs = 30", "step_timeout_secs = 3")
-        .replace("train_secs = 120", "train_secs = 4")
-        .replace("evaluate_secs = 60", "evaluate_secs = 4");
-    let spec = veil_job::file::JobFile::parse(&text).unwrap().to_wire();
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = 5;
+    job.max_participants = 4;
+    job.aggregation.step_timeout_secs = Some(3.0);
+    job.timeouts.train_secs = Some(4.0);
+    job.timeouts.evaluate_secs = Some(4.0);
+    let spec = job.to_wire();
     let mut operator = coordinator::operator::connect(&address, None)
         .await
         .unwrap();
@@ -151,15 +145,15 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     // The restarted node's ledger (it survived the kill in its state folder)
     // and the coordinator's agree: the rounds it missed are in neither.
     let coordinator_ledger =
-        veil_ledger::SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
+        veil_privacy_ledger::SqliteLedger::open(&coordinator_state.join("ledger.sqlite")).unwrap();
     let coordinator_charges = coordinator_ledger.charges_for_job(&job_id).unwrap();
-    let audit_key = veil_audit::AuditPublicKey::from_hex(
+    let audit_key = veil_audit_log::AuditPublicKey::from_hex(
         std::fs::read_to_string(coordinator_state.join(coordinator::audit::AUDIT_PUBLIC_KEY_FILE))
             .unwrap()
             .trim(),
     )
     .unwrap();
-    let audit = veil_audit::verify_log_file(
+    let audit = veil_audit_log::verify_log_file(
         &coordinator_state.join(coordinator::audit::AUDIT_LOG_FILE),
         &audit_key,
         None,
@@ -167,7 +161,7 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
     .unwrap();
     for index in 0..4 {
         let partner = format!("node-{index}");
-        let node_ledger = veil_ledger::SqliteLedger::open(
+        let node_ledger = veil_privacy_ledger::SqliteLedger::open(
             &dir.path().join(format!("node-{index}.state/ledger.sqlite")),
         )
         .unwrap();
@@ -182,19 +176,19 @@ async fn a_killed_node_is_dropped_and_rejoins_after_restart() {
             .filter(|charge| charge.partner_id == partner)
             .cloned()
             .collect();
-        let report = veil_ledger::reconcile(&coordinator_view, &node_charges);
+        let report = veil_privacy_ledger::reconcile(&coordinator_view, &node_charges);
         assert!(report.is_consistent(), "{partner}: {report:?}");
         assert!(!node_charges.is_empty(), "{partner} was never charged");
 
         // Its receipts (kept across its own crash) match the coordinator's
         // verified audit log: one per round it was charged for.
-        let receipts = veil_audit::ReceiptStore::read_all(
+        let receipts = veil_audit_log::ReceiptStore::read_all(
             &dir.path()
                 .join(format!("node-{index}.state"))
                 .join(client_node::receipts::RECEIPTS_FILE),
         )
         .unwrap();
-        let reconciled = veil_audit::reconcile(&receipts, &audit.entries, &audit_key);
+        let reconciled = veil_audit_log::reconcile(&receipts, &audit.entries, &audit_key);
         assert!(reconciled.is_consistent(), "{partner}: {reconciled:?}");
         let charged_rounds: std::collections::BTreeSet<u64> = node_charges
             .iter()

@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
-use support::seeded::{contains, forbidden_forms, seed_data};
+use crate::support::seeded::{contains, forbidden_forms, seed_data};
 
 /// Bytes seen by the proxy, per direction.
 #[derive(Default)]
@@ -71,6 +71,7 @@ async fn relay(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_identifying_value_or_its_hash_crosses_the_wire() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let (seeded, synth) = seed_data(dir.path());
 
@@ -123,20 +124,27 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
         wait_for_stop(stopped.clone()),
     ));
 
-    let job_text = veil_job::STANDARD_JOB
-        .replace(
-            "{cutoff}",
-            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
-        )
-        .replace("{horizon}", &synth.suggested_horizon_days().to_string())
-        .replace("rounds = 12", "rounds = 1")
-        .replace("min_participants = 3", "min_participants = 1")
-        .replace("max_participants = 3", "max_participants = 1")
-        .replace("mode = \"secure\"", "mode = \"plain\"")
-        + "\n[features]\nnames = [\"recency_days\", \"frequency\", \"monetary\", \"category_concentration\", \"top_channel_share\", \"profile_age\", \"profile_age_known\", \"gender_female\"]\n";
-    let job = veil_job::file::JobFile::parse(&job_text)
-        .unwrap_or_else(|error| panic!("{error}"))
-        .to_wire();
+    let mut job = veil_job::standard_job(
+        &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        synth.suggested_horizon_days(),
+    );
+    job.rounds = 1;
+    job.min_participants = 1;
+    job.max_participants = 1;
+    job.aggregation.mode = Some("plain".to_owned());
+    job.features.names = [
+        "recency_days",
+        "frequency",
+        "monetary",
+        "category_concentration",
+        "top_channel_share",
+        "profile_age",
+        "profile_age_known",
+        "gender_female",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let job = job.to_wire();
     let mut operator =
         coordinator::operator::connect(&format!("http://{coordinator_address}"), None)
             .await

@@ -7,32 +7,21 @@ use std::time::Duration;
 
 use veil_wire::v1;
 
-mod support;
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_nodes_fails_after_its_wait_and_watch_returns() {
+    let _machine = support::share_of_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let coordinator = support::Coordinator::start(dir.path().join("coordinator.state")).await;
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("[timeouts]", "[timeouts]\nwait_for_nodes_secs = 2");
-    assert!(
-        text.contains("wait_for_nodes_secs = 2"),
-        "the template has no [timeouts]"
-    );
-    let spec = veil_job::file::JobFile::parse(&text).unwrap().to_wire();
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.timeouts.wait_for_nodes_secs = Some(2.0);
+    let spec = job.to_wire();
 
     let mut operator = coordinator.operator().await;
-    let job_id = coordinator::operator::submit(&mut operator, spec)
-        .await
-        .unwrap();
-    coordinator::operator::start(&mut operator, &job_id)
-        .await
-        .unwrap();
     // The deadline of this wait is the test's own: far above the job's 2 s.
-    let (status, transcript) =
-        support::watch_to_end(&mut operator, &job_id, Duration::from_secs(60)).await;
+    let (_, status, transcript) =
+        support::run_job_to_end(&mut operator, spec, Duration::from_secs(60)).await;
     assert_eq!(
         v1::JobState::try_from(status.state),
         Ok(v1::JobState::Failed),

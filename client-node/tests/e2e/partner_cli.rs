@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use client_node::config::NodeConfig;
 
+use crate::support;
+
 fn client_node(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_client-node"))
         .args(args)
@@ -44,10 +46,10 @@ struct Partner {
 fn partner() -> Partner {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let synth = veil_synth::SynthConfig::demo(1, 17);
-    let files = veil_synth::write_partner_files(&synth, &root).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(1, 17);
+    let files = veil_synth_data::write_partner_files(&synth, &root).unwrap();
     let rejects_folder = root.join("not-yet").join("rejects");
-    let mut source = veil_features::CsvSource::new(files[0].clone());
+    let mut source = veil_behaviour_features::CsvSource::new(files[0].clone());
     source.rejects_path = Some(rejects_folder.join("partner.rejects.csv"));
     let config = NodeConfig {
         node_id: "partner-0".to_owned(),
@@ -86,6 +88,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn a_partner_trains_alone_evaluates_and_scores_only_at_the_models_cutoff() {
+    let _machine = support::share_of_machine_blocking();
     let partner = partner();
     let model = partner.root.join("local.veil");
 
@@ -191,6 +194,7 @@ fn a_partner_trains_alone_evaluates_and_scores_only_at_the_models_cutoff() {
 
 #[test]
 fn the_same_job_trained_alone_twice_gives_the_same_model() {
+    let _machine = support::share_of_machine_blocking();
     let partner = partner();
     let first = partner.root.join("first.veil");
     let second = partner.root.join("second.veil");

@@ -16,8 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coordinator::operator::OperatorClient;
-use veil_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
+use veil_privacy_ledger::{PrivacyUnit, Release, SqliteLedger, compose, reconcile};
 use veil_wire::v1;
+
+use crate::support;
 
 const NODES: usize = 3;
 const ROUNDS: u32 = 5;
@@ -312,18 +314,13 @@ fn report(label: &str, at_kill: &v1::JobStatus, recovery: &Recovery) {
 }
 
 fn job() -> v1::JobSpec {
-    let text = veil_job::STANDARD_JOB
-        .replace("{cutoff}", "2024-10-02")
-        .replace("{horizon}", "90")
-        .replace("rounds = 12", &format!("rounds = {ROUNDS}"))
-        .replace(
-            "mode = \"secure\"",
-            "mode = \"secure\"\nstep_timeout_secs = 3",
-        )
-        .replace("train_secs = 120", "train_secs = 20")
-        .replace("evaluate_secs = 60", "evaluate_secs = 10");
-    assert!(text.contains(&format!("customer_epsilon = {CUSTOMER_EPSILON}")));
-    veil_job::file::JobFile::parse(&text).unwrap().to_wire()
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.rounds = ROUNDS;
+    job.privacy.customer_epsilon = Some(CUSTOMER_EPSILON);
+    job.aggregation.step_timeout_secs = Some(3.0);
+    job.timeouts.train_secs = Some(20.0);
+    job.timeouts.evaluate_secs = Some(10.0);
+    job.to_wire()
 }
 
 fn spawn_node(config: &Path, log: &Path) -> KillOnDrop {
@@ -342,9 +339,10 @@ fn spawn_node(config: &Path, log: &Path) -> KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_charges() {
+    let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
-    let synth = veil_synth::SynthConfig::demo(NODES, 23);
-    let files = veil_synth::write_partner_files(&synth, dir.path()).unwrap();
+    let synth = veil_synth_data::SynthConfig::demo(NODES, 23);
+    let files = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let mut coordinator = CoordinatorProcess {
         binary: coordinator_binary(),
         port: free_port(),
@@ -375,20 +373,12 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
             &dir.path().join(format!("node-{index}.log")),
         ));
     }
-    // A node registers right after writing its de-identification report.
+    // Every node must have registered before one is stopped below.
     let deadline = Instant::now() + PATIENCE;
-    for file in &files {
-        let report = file.with_extension("deid").join("deid-report.json");
-        while !report.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                report.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for index in 0..NODES {
+        support::wait_until_registered(&dir.path().join(format!("node-{index}.log")), deadline)
+            .await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // (a) During round 0's feature statistics. One node is stopped (SIGSTOP)
     // while still counted live, so the phase stays open with the others'
@@ -576,20 +566,20 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
     // re-run after a crash may show a second commit entry: the log records
     // what happened, and the ledger above shows it was charged once.
     let state = dir.path().join("coordinator.state");
-    let public_key = veil_audit::AuditPublicKey::from_hex(
+    let public_key = veil_audit_log::AuditPublicKey::from_hex(
         std::fs::read_to_string(state.join("audit-public.key"))
             .unwrap()
             .trim(),
     )
     .unwrap();
     let log_path = state.join("audit.log");
-    let head = veil_audit::Head::read(&veil_audit::head_path_for(&log_path)).unwrap();
-    let audit = veil_audit::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
+    let head = veil_audit_log::Head::read(&veil_audit_log::head_path_for(&log_path)).unwrap();
+    let audit = veil_audit_log::verify_log_file(&log_path, &public_key, head.as_ref()).unwrap();
     for round in 1..=u64::from(ROUNDS) {
         assert!(
             audit.entries.iter().any(|entry| matches!(
                 &entry.event,
-                veil_audit::AuditEvent::RoundCommitted { round: r, job_id: j, .. }
+                veil_audit_log::AuditEvent::RoundCommitted { round: r, job_id: j, .. }
                     if *r == round && *j == job_id
             )),
             "round {round} has no commit entry"
@@ -599,7 +589,7 @@ async fn a_coordinator_killed_at_every_phase_resumes_the_job_without_double_char
     assert!(
         audit.entries.iter().any(|entry| matches!(
             &entry.event,
-            veil_audit::AuditEvent::EvaluationReleased { round, job_id: j, participants, epsilon_charged }
+            veil_audit_log::AuditEvent::EvaluationReleased { round, job_id: j, participants, epsilon_charged }
                 if *round == u64::from(ROUNDS) && *j == job_id
                     && participants.len() == NODES && epsilon_charged.len() == NODES
         )),

@@ -7,6 +7,8 @@ use coordinator::CoordinatorConfig;
 use veil_pki::LocalPki;
 use veil_pki::Role;
 
+use crate::support;
+
 async fn serve(config: CoordinatorConfig) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -19,6 +21,7 @@ async fn serve(config: CoordinatorConfig) -> (u16, tokio::sync::oneshot::Sender<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_against_mtls_and_https_against_plaintext_get_the_right_hint() {
+    let _machine = support::share_of_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = LocalPki::create(&dir.path().join("pki")).unwrap();
     let operator_tls = pki

@@ -1,0 +1,24 @@
+//! client-node's end-to-end and command-line tests, in one test binary so that the
+//! coordinator, the node and their generic code are compiled and linked once rather than
+//! once per file. Tests that run federation jobs take [`support::whole_machine`] and run
+//! alone; light ones take [`support::share_of_machine`] and run beside each other.
+
+mod support;
+
+mod audit_blocked;
+mod coordinator_crash;
+mod federation_e2e;
+mod holdout;
+mod jobs_never_hang;
+mod malicious_coordinator;
+mod metrics_e2e;
+mod mtls_roles;
+mod node_killed;
+mod partner_cli;
+mod privacy_audit;
+mod privacy_e2e;
+mod reproducible;
+mod scheme_hints;
+mod secure_e2e;
+mod wire_capture;
+mod wire_round_trip;
