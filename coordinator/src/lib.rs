@@ -15,6 +15,7 @@ pub mod audit_admin;
 mod auth;
 pub mod ca_admin;
 pub mod convert;
+pub mod intake;
 mod metrics;
 pub mod operator;
 mod privacy;

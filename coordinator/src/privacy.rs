@@ -51,6 +51,14 @@ pub(crate) struct PrivacyGuard {
     write_latency: Histogram,
     /// The nodes invited to the training phase under way, per job and round.
     invited: HashMap<(JobId, u32), Vec<NodeId>>,
+    /// Each job's composed spend, with the number of its charges it was
+    /// composed from. Composing takes the PLD accountant tens of milliseconds
+    /// and `watch` asks for a status at every event, so a job's spend is
+    /// composed again only when a charge was added (charges are only ever
+    /// added, so their count tells).
+    spend_cache: HashMap<String, (usize, Vec<PartnerSpend>)>,
+    /// Each job's whole plan, composed once: a job's spec never changes.
+    plan_cache: HashMap<String, Vec<veil_job::PlannedSpend>>,
 }
 
 impl PrivacyGuard {
@@ -62,16 +70,45 @@ impl PrivacyGuard {
             ledger,
             write_latency,
             invited: HashMap::new(),
+            spend_cache: HashMap::new(),
+            plan_cache: HashMap::new(),
         })
     }
 
     /// Each partner's spend of `job` so far, per unit, against the plan and
     /// the budget. Partners appear once the ledger holds a charge of theirs.
-    pub(crate) fn job_spend(&self, spec: &JobSpec, job: &str) -> anyhow::Result<Vec<PartnerSpend>> {
+    pub(crate) fn job_spend(
+        &mut self,
+        spec: &JobSpec,
+        job: &str,
+    ) -> anyhow::Result<Vec<PartnerSpend>> {
         let charges = self.ledger.charges_for_job(job)?;
-        let planned = veil_job::planned_spend(spec)?;
+        if let Some((composed_from, spend)) = self.spend_cache.get(job)
+            && *composed_from == charges.len()
+        {
+            return Ok(spend.clone());
+        }
+        let planned = match self.plan_cache.get(job) {
+            Some(planned) => planned.clone(),
+            None => {
+                let planned = veil_job::planned_spend(spec)?;
+                self.plan_cache.insert(job.to_owned(), planned.clone());
+                planned
+            }
+        };
+        let spend = Self::compose_spend(spec, &planned, &charges)?;
+        self.spend_cache
+            .insert(job.to_owned(), (charges.len(), spend.clone()));
+        Ok(spend)
+    }
+
+    fn compose_spend(
+        spec: &JobSpec,
+        planned: &[veil_job::PlannedSpend],
+        charges: &[Charge],
+    ) -> anyhow::Result<Vec<PartnerSpend>> {
         let mut by_partner: BTreeMap<(String, PrivacyUnit), Vec<&Charge>> = BTreeMap::new();
-        for charge in &charges {
+        for charge in charges {
             by_partner
                 .entry((charge.partner_id.clone(), charge.unit))
                 .or_default()

@@ -10,24 +10,21 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use veil_audit_log::AuditEvent;
-use veil_federation::{
-    DeclineCode, EventKind, NodeCredential, Phase, ResultKey, Submission, SubmissionBody,
-    SubmitOutcome,
-};
+use veil_federation::{EventKind, NodeCredential, Phase, SubmitOutcome};
 use veil_job::{JobSpec, statistics};
 use veil_wire::VALUES_PER_CHUNK;
-use veil_wire::chunking::{self, VectorAssembler};
+use veil_wire::chunking;
+use veil_wire::v1;
 use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
-use veil_wire::v1::{self, result_chunk};
 
 use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, partner_spend_to_wire, phase_from_wire,
-    phase_to_wire, receipt_to_wire, reject_reason, round_metrics, secure_step_from_wire,
-    secure_task_to_wire,
+    describe_event, engine_error, job_status, partner_spend_to_wire, phase_to_wire,
+    receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
 };
+use crate::intake::{self, IntakeError, ResultUpload};
 use crate::state::{Shared, lock};
 
 /// Settings the services need at request time.
@@ -39,21 +36,13 @@ pub(crate) struct ServiceLimits {
     pub(crate) heartbeat_interval: Duration,
 }
 
-/// Node ids are partner-chosen labels; keep them printable and short so they
-/// are safe in logs and file names.
+/// Intake refusals are the sender's mistake.
+fn intake_error(error: IntakeError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
 fn validate_node_id(node_id: &str) -> Result<(), Status> {
-    let valid = !node_id.is_empty()
-        && node_id.len() <= 64
-        && node_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(
-            "node_id must be 1-64 characters of ASCII letters, digits, '-', '_' or '.'",
-        ))
-    }
+    intake::validate_node_id(node_id).map_err(intake_error)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ModelChunk, Status>> + Send>>;
@@ -243,27 +232,12 @@ impl NodeService for NodeApi {
     ) -> Result<Response<v1::SubmitResultResponse>, Status> {
         let identity = self.gate.allow(&request, "SubmitResult", auth::NODE)?;
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
-            Some(v1::ResultChunk {
-                body: Some(result_chunk::Body::Header(header)),
-            }) => header,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a result stream must start with its header",
-                ));
-            }
-        };
+        let header = intake::result_header(stream.message().await?).map_err(intake_error)?;
         if let Some(identity) = &identity {
             identity
                 .require_name(&header.node_id)
                 .map_err(Status::from)?;
         }
-        let phase = phase_from_wire(header.phase)?;
-        let secure_step = secure_step_from_wire(header.secure_step)?;
-        let where_from = format!(
-            "result from node '{}' for job '{}' round {} phase {phase}",
-            header.node_id, header.job_id, header.round
-        );
         // Refuse an oversized upload before reading it: the job's model size
         // bounds what a node may send.
         let parameter_count = self
@@ -274,92 +248,11 @@ impl NodeService for NodeApi {
                     .map(|plan| plan.parameter_count as u64)
             })
             .map_err(engine_error)?;
-        let body = if header.decline_code != 0 {
-            let code = DeclineCode::from_wire_value(header.decline_code).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "{where_from}: unknown decline code {}",
-                    header.decline_code
-                ))
-            })?;
-            SubmissionBody::Declined { code }
-        } else if let Some(step) = secure_step {
-            let limit = secure_payload_limit(parameter_count);
-            if header.payload_bytes > limit {
-                return Err(Status::invalid_argument(format!(
-                    "{where_from}: secure {step} payload of {} bytes exceeds the job's limit of {limit}",
-                    header.payload_bytes
-                )));
-            }
-            let mut payload = Vec::with_capacity(header.payload_bytes as usize);
-            while let Some(chunk) = stream.message().await? {
-                match chunk.body {
-                    Some(result_chunk::Body::Values(bytes)) => {
-                        if payload.len() as u64 + bytes.len() as u64 > header.payload_bytes {
-                            return Err(Status::invalid_argument(format!(
-                                "{where_from}: more payload than the {} bytes announced",
-                                header.payload_bytes
-                            )));
-                        }
-                        payload.extend_from_slice(&bytes);
-                    }
-                    _ => {
-                        return Err(Status::invalid_argument(
-                            "only value chunks may follow the header",
-                        ));
-                    }
-                }
-            }
-            if payload.len() as u64 != header.payload_bytes {
-                return Err(Status::invalid_argument(format!(
-                    "{where_from}: {} payload bytes arrived, {} were announced",
-                    payload.len(),
-                    header.payload_bytes
-                )));
-            }
-            SubmissionBody::Secure {
-                attempt: header.secure_attempt,
-                step,
-                payload,
-            }
-        } else {
-            let mut assembler = VectorAssembler::new(header.vector_length, parameter_count)
-                .map_err(|error| {
-                    Status::invalid_argument(format!("{where_from}: model delta {error}"))
-                })?;
-            while let Some(chunk) = stream.message().await? {
-                match chunk.body {
-                    Some(result_chunk::Body::Values(bytes)) => {
-                        assembler
-                            .push(assembler.received(), &bytes)
-                            .map_err(|error| {
-                                Status::invalid_argument(format!("model delta: {error}"))
-                            })?;
-                    }
-                    _ => {
-                        return Err(Status::invalid_argument(
-                            "only value chunks may follow the header",
-                        ));
-                    }
-                }
-            }
-            let vector = assembler
-                .finish()
-                .map_err(|error| Status::invalid_argument(format!("model delta: {error}")))?;
-            SubmissionBody::Plain {
-                weight: header.weight,
-                statistics: header.statistics,
-                vector,
-            }
-        };
-        let submission = Submission {
-            node: header.node_id,
-            key: ResultKey {
-                job: header.job_id,
-                round: header.round,
-                phase,
-            },
-            body,
-        };
+        let mut upload = ResultUpload::start(header, parameter_count).map_err(intake_error)?;
+        while let Some(chunk) = stream.message().await? {
+            upload.push(chunk).map_err(intake_error)?;
+        }
+        let submission = upload.finish().map_err(intake_error)?;
         let outcome = self
             .shared
             .with_engine(|engine, now| engine.submit(&submission, now))
@@ -368,14 +261,6 @@ impl NodeService for NodeApi {
             duplicate: outcome == SubmitOutcome::Duplicate,
         }))
     }
-}
-
-/// The largest secure-aggregation message a node may upload for a model of
-/// `parameter_count` values: the masked input is 4 bytes per encoded value
-/// (parameters plus a few thousand statistics limbs), and key and share
-/// messages are far smaller.
-fn secure_payload_limit(parameter_count: u64) -> u64 {
-    4 * parameter_count + (1 << 20)
 }
 
 fn build_task(
@@ -689,28 +574,8 @@ impl OperatorService for OperatorApi {
                 Status::failed_precondition(format!("job {} is not a privacy test", result.job_id))
             })
         })?;
-        if result.guesses > result.canaries || result.correct > result.guesses {
-            return Err(Status::invalid_argument(
-                "a privacy audit result needs correct <= guesses <= canaries",
-            ));
-        }
-        let event = AuditEvent::PrivacyAuditRecorded {
-            job_id: result.job_id.clone(),
-            partner: audit.partner,
-            commitment: audit.commitment,
-            attack: result.attack,
-            canaries: result.canaries,
-            guesses: result.guesses,
-            correct: result.correct,
-            delta: result.delta,
-            confidence: result.confidence,
-            epsilon_lower: result.epsilon_lower,
-            epsilon_lower_gaussian: result.epsilon_lower_gaussian,
-            epsilon_upper: result.epsilon_upper,
-        };
-        event
-            .validate()
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let event = intake::privacy_audit_event(result, audit.partner, audit.commitment)
+            .map_err(intake_error)?;
         let recorded = lock(&self.shared.audit).record(&auth::actor(identity.as_ref()), event);
         if !recorded {
             return Err(Status::unavailable(

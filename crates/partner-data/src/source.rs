@@ -398,6 +398,9 @@ struct DecodedText<R: Read> {
     pending_start: usize,
     /// Whether `inner` is exhausted.
     finished: bool,
+    /// Whether the decoder has flushed its last character: `encoding_rs` panics if a finished
+    /// decoder is called again, and a reader may well be read again after its end.
+    decoder_finished: bool,
     /// Whether the UTF-8 byte-order mark check has been done.
     bom_checked: bool,
     /// Bytes of the input consumed so far, for error positions.
@@ -421,6 +424,7 @@ impl<R: Read> DecodedText<R> {
             pending: Vec::with_capacity(BUFFER_BYTES),
             pending_start: 0,
             finished: false,
+            decoder_finished: false,
             bom_checked: false,
             consumed: 0,
             decoded_line_breaks: 0,
@@ -488,6 +492,9 @@ impl<R: Read> Read for DecodedText<R> {
                 self.bom_checked = true;
             }
             let available = self.pending.get(self.pending_start..).unwrap_or_default();
+            if self.decoder_finished {
+                return Ok(0);
+            }
             let Some(decoder) = self.decoder.as_mut() else {
                 let copied = available.len().min(output.len());
                 output[..copied].copy_from_slice(&available[..copied]);
@@ -524,6 +531,10 @@ impl<R: Read> Read for DecodedText<R> {
                     ));
                 }
                 DecoderResult::InputEmpty | DecoderResult::OutputFull => {
+                    if self.finished && matches!(result, DecoderResult::InputEmpty) {
+                        // Called with `last`: everything is decoded and flushed.
+                        self.decoder_finished = true;
+                    }
                     if written > 0 || (self.finished && self.pending_start >= self.pending.len()) {
                         return Ok(written);
                     }
@@ -671,6 +682,21 @@ mod tests {
         check("a,b,c\n1,2\n1,2,3\n4,5,6\n", Some(b','));
         // A delimiter that only the header has is not one.
         check("a;b\n1\n2\n", None);
+    }
+
+    #[test]
+    fn a_gbk_reader_read_again_after_its_end_returns_nothing() {
+        // Found by the csv_ingestion fuzz target: a reader asked for more after it had
+        // returned its end called the finished GBK decoder again, which panics.
+        let (gbk, _, _) = GBK.encode("客户,金额\n张三,10\n");
+        let mut reader = DecodedText::new(&gbk[..], TextEncoding::Gbk);
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "客户,金额\n张三,10\n");
+        let mut more = [0u8; 16];
+        for _ in 0..3 {
+            assert_eq!(reader.read(&mut more).unwrap(), 0);
+        }
     }
 
     #[test]

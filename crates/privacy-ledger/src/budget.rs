@@ -228,11 +228,28 @@ pub fn compose_rdp<'a>(
     for charge in charges {
         distinct.insert(charge)?;
     }
+    compose_rdp_distinct(&distinct, delta)
+}
+
+fn compose_rdp_distinct(charges: &ChargeSet<'_>, delta: f64) -> Result<f64, LedgerError> {
     let mut accountant = Accountant::new();
-    for charge in distinct.charges() {
+    for charge in charges.charges() {
         charge.mechanism.compose_into(&mut accountant)?;
     }
     Ok(accountant.epsilon_rdp(delta)?)
+}
+
+/// A spend known only by its RDP bound.
+fn rdp_only(epsilon_rdp: f64, delta: f64) -> Spent {
+    Spent {
+        epsilon: epsilon_rdp,
+        epsilon_rdp,
+        epsilon_pld: None,
+        delta,
+        reason: Some(
+            "the RDP bound already fits the limit, so the PLD accountant was not run".to_owned(),
+        ),
+    }
 }
 
 fn compose_distinct(charges: &ChargeSet<'_>, delta: f64) -> Result<Spent, LedgerError> {
@@ -267,7 +284,9 @@ pub struct Projection {
 
 /// Projects the planned charges onto the existing ones within `scope`.
 /// Planned charges already recorded (a replayed round) count once; charges
-/// outside the scope are ignored.
+/// outside the scope are ignored. When the RDP bound of the result already
+/// fits the limit, both figures are RDP bounds (the PLD accountant is run
+/// only for a projection that the RDP bound does not settle).
 pub fn project(
     existing: &[Charge],
     planned: &[Charge],
@@ -275,15 +294,31 @@ pub fn project(
     limit: Budget,
 ) -> Result<Projection, LedgerError> {
     limit.validate()?;
-    let mut charges = ChargeSet::default();
+    let mut before = ChargeSet::default();
     for charge in existing.iter().filter(|charge| scope.contains(charge)) {
-        charges.insert(charge)?;
+        before.insert(charge)?;
     }
-    let epsilon_before = compose_distinct(&charges, limit.delta)?;
+    let mut after = before.clone();
     for charge in planned.iter().filter(|charge| scope.contains(charge)) {
-        charges.insert(charge)?;
+        after.insert(charge)?;
     }
-    let epsilon_after = compose_distinct(&charges, limit.delta)?;
+    // The RDP bound is a valid upper bound on ε. When it already fits the
+    // limit, the PLD accountant's tighter figure cannot change the answer,
+    // and it costs far more (nodes project at every phase, against a ledger
+    // that grows with every job), so only a projection near or over the
+    // limit pays for it.
+    let rdp_after = compose_rdp_distinct(&after, limit.delta)?;
+    let (epsilon_before, epsilon_after) = if rdp_after <= limit.epsilon {
+        (
+            rdp_only(compose_rdp_distinct(&before, limit.delta)?, limit.delta),
+            rdp_only(rdp_after, limit.delta),
+        )
+    } else {
+        (
+            compose_distinct(&before, limit.delta)?,
+            compose_distinct(&after, limit.delta)?,
+        )
+    };
     Ok(Projection {
         scope: scope.clone(),
         would_exceed: epsilon_after.epsilon > limit.epsilon,

@@ -1,0 +1,4 @@
+//! cargo-fuzz entry for `veil_fuzz_targets::csv_ingestion` (see that crate for what it covers).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| veil_fuzz_targets::csv_ingestion(data));
