@@ -311,6 +311,51 @@ fn the_coordinator_refuses_a_round_that_would_exceed_the_job_budget() -> Result<
     Ok(())
 }
 
+/// A projection is settled by the RDP bound only when that bound fits; between the PLD figure
+/// and the RDP bound the PLD accountant decides, so the shortcut never refuses a round the
+/// tighter accounting allows, and never lets through one it refuses.
+#[test]
+fn projections_near_the_limit_are_decided_by_the_tighter_accountant() -> Result<(), LedgerError> {
+    let existing: Vec<Charge> = (1..=6)
+        .map(|round| customer_charge("job-1", round, "bank-a", START_OF_2026))
+        .collect();
+    let planned = vec![customer_charge("job-1", 7, "bank-a", START_OF_2026)];
+    let after = compose(existing.iter().chain(&planned), 1e-5)?;
+    let pld = after.epsilon_pld.expect("a finite PLD figure");
+    assert!(
+        pld < after.epsilon_rdp,
+        "the fixture needs PLD tighter than RDP: {after:?}"
+    );
+    let scope = Scope::Job {
+        job_id: "job-1".to_owned(),
+        partner_id: "bank-a".to_owned(),
+        unit: PrivacyUnit::Customer,
+    };
+    let limit = |epsilon: f64| Budget {
+        epsilon,
+        delta: 1e-5,
+    };
+    // Above the RDP bound: settled by RDP alone, and says so.
+    let easy = project(&existing, &planned, &scope, limit(after.epsilon_rdp * 1.01))?;
+    assert!(!easy.would_exceed);
+    assert_eq!(easy.epsilon_after.epsilon, after.epsilon_rdp);
+    assert!(easy.epsilon_after.reason.is_some(), "{easy:?}");
+    // Between PLD and RDP: fits by the PLD figure.
+    let between = project(
+        &existing,
+        &planned,
+        &scope,
+        limit((pld + after.epsilon_rdp) / 2.0),
+    )?;
+    assert!(!between.would_exceed, "{between:?}");
+    assert_eq!(between.epsilon_after, after);
+    // Below the PLD figure: refused, with the PLD figure.
+    let tight = project(&existing, &planned, &scope, limit(pld * 0.99))?;
+    assert!(tight.would_exceed);
+    assert_eq!(tight.epsilon_after, after);
+    Ok(())
+}
+
 #[test]
 fn calendar_years_start_at_midnight_utc_on_the_first_of_january() -> Result<(), LedgerError> {
     let year_2026 = PeriodWindow {
