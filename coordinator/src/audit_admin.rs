@@ -20,7 +20,7 @@ pub enum ReportFormat {
 }
 
 /// Reads the coordinator's audit public key file (hex, as `serve` writes it).
-fn read_public_key(path: &Path) -> anyhow::Result<AuditPublicKey> {
+pub(crate) fn read_public_key(path: &Path) -> anyhow::Result<AuditPublicKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     AuditPublicKey::from_hex(text.trim())
@@ -28,7 +28,7 @@ fn read_public_key(path: &Path) -> anyhow::Result<AuditPublicKey> {
 }
 
 /// Verifies the log against the key and the head file beside it.
-fn verified(log: &Path, public_key: &AuditPublicKey) -> anyhow::Result<VerifyReport> {
+pub(crate) fn verified(log: &Path, public_key: &AuditPublicKey) -> anyhow::Result<VerifyReport> {
     let head = Head::read(&head_path_for(log))?;
     verify_log_file(log, public_key, head.as_ref())
         .with_context(|| format!("audit log {} does NOT verify", log.display()))

@@ -325,14 +325,14 @@ async fn run_audit(command: AuditCommand, connection: &Connection) -> anyhow::Re
                 confidence,
                 deadline: Duration::from_secs(timeout_secs),
             };
-            let report = run_privacy_test(&mut client, &job_file, &config).await?;
+            let outcome = run_privacy_test(&mut client, &job_file, &config).await?;
             let text = if json {
-                serde_json::to_string_pretty(&report)?
+                serde_json::to_string_pretty(&outcome)?
             } else {
-                report.to_text()
+                outcome.to_text()
             };
             anyhow::ensure!(
-                !report.bound_violated,
+                !outcome.bound_violated(),
                 "{text}\nthe lower bound exceeds the accountant's ε"
             );
             Ok(text)

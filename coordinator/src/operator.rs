@@ -369,6 +369,51 @@ pub async fn fetch_model(
     })
 }
 
+/// Every global model of a finished job, from the initial one (version 0)
+/// to the final one: what the coordinator saw round by round, as an
+/// auditor's white-box privacy test reads it.
+pub async fn fetch_model_history(
+    client: &mut OperatorClient,
+    job_id: &str,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let info = client
+        .fetch_model_info(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message())
+        })?
+        .into_inner();
+    let expected = info.parameter_count;
+    let mut history = Vec::with_capacity(info.model_version as usize + 1);
+    for model_version in 0..=info.model_version {
+        let mut stream = client
+            .fetch_model_checkpoint(v1::ModelCheckpointRef {
+                job_id: job_id.to_owned(),
+                model_version,
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "cannot fetch model version {model_version} of {job_id}: {}",
+                    status.message()
+                )
+            })?
+            .into_inner();
+        let mut assembler = VectorAssembler::new(expected, expected)?;
+        while let Some(chunk) = stream.message().await? {
+            assembler.push(chunk.offset, &chunk.values)?;
+        }
+        history.push(
+            assembler
+                .finish()
+                .with_context(|| format!("model version {model_version} of {job_id}"))?,
+        );
+    }
+    Ok(history)
+}
+
 #[cfg(test)]
 mod planned_tests {
     use super::*;

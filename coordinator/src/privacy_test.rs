@@ -1,9 +1,11 @@
 //! `coordinator audit privacy-test`: the auditor's empirical privacy audit of
 //! a job (docs/privacy-audit.md). It makes (or reads) the kit the audited
 //! partner installs, submits the job naming the partner and the commitment
-//! to the kit's seed, waits for it, fetches the model, runs the black-box
-//! membership attack on every canary, turns the guesses into lower bounds on
-//! ε and records them in the coordinator's audit log.
+//! to the kit's seed, waits for it, fetches the final model and every
+//! round's global model, runs two membership attacks on every canary
+//! (black-box on the final model, white-box on the round-by-round updates
+//! the coordinator saw), turns each attack's guesses into lower bounds on ε
+//! and records them in the coordinator's audit log.
 //!
 //! What this module does not do: insert canaries (the partner's node), or
 //! the statistics (`veil-privacy-audit`).
@@ -16,16 +18,21 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use veil_job::JobSpec;
 use veil_job::export::ExportedModel;
-use veil_privacy_audit::canary::{AuditKit, AuditSeed, commitment_hex, generate_canaries};
+use veil_models::Dataset;
+use veil_privacy_audit::canary::{AuditKit, AuditSeed, Canary, commitment_hex, generate_canaries};
 use veil_privacy_audit::{AuditLevel, BoundMethod, GuessGrid, audit_scores};
 use veil_privacy_ledger::PrivacyUnit;
 use veil_wire::v1;
 
 use crate::operator::{self, OperatorClient};
 
-/// The only attack implemented so far: the canary's log-likelihood margin
-/// under the exported model.
+/// The black-box attack: the canary's log-likelihood margin under the
+/// exported model.
 pub const BLACK_BOX_ATTACK: &str = "black-box-loss";
+
+/// The white-box attack: how far the rounds' aggregated updates moved the
+/// model down each canary's own loss gradient.
+pub const WHITE_BOX_ATTACK: &str = "white-box-gradient-alignment";
 
 /// What one privacy test is asked to do.
 #[derive(Debug, Clone)]
@@ -76,6 +83,44 @@ pub struct PrivacyTestReport {
     /// Whether a lower bound exceeds the upper bound: an implementation bug
     /// (or the rare failure the confidence allows).
     pub bound_violated: bool,
+}
+
+/// Both attacks' reports for one audited job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrivacyTestOutcome {
+    /// The final model's canary margins.
+    pub black_box: PrivacyTestReport,
+    /// The rounds' updates against the canaries' gradients.
+    pub white_box: PrivacyTestReport,
+}
+
+impl PrivacyTestOutcome {
+    /// Both reports, black-box first.
+    pub fn reports(&self) -> [&PrivacyTestReport; 2] {
+        [&self.black_box, &self.white_box]
+    }
+
+    /// Whether either attack's lower bound exceeds the accountant's ε.
+    pub fn bound_violated(&self) -> bool {
+        self.reports().iter().any(|report| report.bound_violated)
+    }
+
+    /// The largest one-run lower bound of the two attacks.
+    pub fn epsilon_lower(&self) -> f64 {
+        self.black_box
+            .epsilon_lower
+            .max(self.white_box.epsilon_lower)
+    }
+
+    /// Both reports for people.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}
+{}",
+            self.black_box.to_text(),
+            self.white_box.to_text()
+        )
+    }
 }
 
 impl PrivacyTestReport {
@@ -167,6 +212,39 @@ pub fn audit_job(
     Ok(spec)
 }
 
+/// The audited job's canaries, after checking that `spec` is the privacy
+/// test `seed` commits to.
+fn job_canaries(
+    job_id: &str,
+    spec: &JobSpec,
+    seed: &AuditSeed,
+    canaries: u64,
+) -> anyhow::Result<Vec<Canary>> {
+    let Some(audit) = spec.privacy_audit.as_ref() else {
+        bail!("job {job_id} is not a privacy test");
+    };
+    if audit.commitment != seed.commitment() {
+        bail!(
+            "job {job_id} names commitment {}, not this kit's",
+            commitment_hex(&audit.commitment)
+        );
+    }
+    let count = usize::try_from(canaries).context("too many canaries")?;
+    Ok(generate_canaries(seed, count, spec.model_spec().n_inputs)?)
+}
+
+/// Every canary's features, row after row, as a model reads them.
+fn canary_dataset(canaries: &[Canary], n_inputs: usize) -> anyhow::Result<Dataset> {
+    Ok(Dataset::new(
+        canaries
+            .iter()
+            .flat_map(|canary| canary.features.iter().copied())
+            .collect(),
+        canaries.iter().map(|canary| canary.label).collect(),
+        n_inputs,
+    )?)
+}
+
 /// The black-box attack: each canary's log-likelihood margin under the
 /// model (its label's logit, sign-corrected), so a canary the model fits
 /// scores high and is guessed "in"; then the best bounds over the standard
@@ -178,19 +256,8 @@ pub fn black_box_audit(
     confidence: f64,
 ) -> anyhow::Result<PrivacyTestReport> {
     let spec = &model.spec;
-    let Some(audit) = spec.privacy_audit.as_ref() else {
-        bail!("job {} is not a privacy test", model.job_id);
-    };
-    if audit.commitment != seed.commitment() {
-        bail!(
-            "job {} names commitment {}, not this kit's",
-            model.job_id,
-            commitment_hex(&audit.commitment)
-        );
-    }
-    let count = usize::try_from(canaries).context("too many canaries")?;
+    let canaries = job_canaries(&model.job_id, spec, seed, canaries)?;
     let model_spec = spec.model_spec();
-    let canaries = generate_canaries(seed, count, model_spec.n_inputs)?;
     let features: Vec<f32> = canaries
         .iter()
         .flat_map(|canary| canary.features.iter().copied())
@@ -204,19 +271,83 @@ pub fn black_box_audit(
             if canary.label > 0.5 { logit } else { -logit }
         })
         .collect();
+    bound_report(
+        &model.job_id,
+        spec,
+        &canaries,
+        &scores,
+        BLACK_BOX_ATTACK,
+        confidence,
+    )
+}
+
+/// The white-box attack on what the coordinator legitimately sees: for each
+/// round, the aggregated update `θ_{r+1} − θ_r` projected on each canary's
+/// own loss gradient at `θ_r` (unit length), negated and summed over rounds.
+/// A canary that trained pushed every round's update down its gradient (by
+/// up to the clip norm per step in DP-SGD), so its sum is positive in
+/// expectation; an excluded canary's is the data's and the noise's
+/// projection on a direction they do not favour. `history` is every global
+/// model, initial first.
+pub fn white_box_audit(
+    job_id: &str,
+    spec: &JobSpec,
+    history: &[Vec<f32>],
+    seed: &AuditSeed,
+    canaries: u64,
+    confidence: f64,
+) -> anyhow::Result<PrivacyTestReport> {
+    let canaries = job_canaries(job_id, spec, seed, canaries)?;
+    let model_spec = spec.model_spec();
+    let dataset = canary_dataset(&canaries, model_spec.n_inputs)?;
+    if history.len() < 2 {
+        bail!("job {job_id} has no aggregated update to attack");
+    }
+    let mut scores = vec![0.0f64; canaries.len()];
+    for pair in history.windows(2) {
+        let [before, after] = pair else { continue };
+        let update: Vec<f32> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let alignments = veil_models::gradient_alignments(&model_spec, before, &update, &dataset)?;
+        for (score, alignment) in scores.iter_mut().zip(alignments) {
+            *score += alignment;
+        }
+    }
+    bound_report(
+        job_id,
+        spec,
+        &canaries,
+        &scores,
+        WHITE_BOX_ATTACK,
+        confidence,
+    )
+}
+
+/// One attack's scores turned into the best bounds over the standard guess
+/// grid, one-run and Gaussian, beside the accountant's ε.
+fn bound_report(
+    job_id: &str,
+    spec: &JobSpec,
+    canaries: &[Canary],
+    scores: &[f64],
+    attack: &str,
+    confidence: f64,
+) -> anyhow::Result<PrivacyTestReport> {
+    let Some(audit) = spec.privacy_audit.as_ref() else {
+        bail!("job {job_id} is not a privacy test");
+    };
     let included: Vec<bool> = canaries.iter().map(|canary| canary.included).collect();
-    let grid = GuessGrid::standard(count)?;
+    let grid = GuessGrid::standard(canaries.len())?;
     let level = AuditLevel::new(spec.privacy.delta, confidence)?;
-    let one_run = audit_scores(&scores, &included, &grid, &level, BoundMethod::OneRun)?;
-    let gaussian = audit_scores(&scores, &included, &grid, &level, BoundMethod::GaussianFdp)?;
+    let one_run = audit_scores(scores, &included, &grid, &level, BoundMethod::OneRun)?;
+    let gaussian = audit_scores(scores, &included, &grid, &level, BoundMethod::GaussianFdp)?;
     let epsilon_upper = customer_epsilon_upper(spec)?;
     let epsilon_lower = one_run.bound.epsilon_lower;
     let epsilon_lower_gaussian = gaussian.bound.epsilon_lower;
     Ok(PrivacyTestReport {
-        job_id: model.job_id.clone(),
+        job_id: job_id.to_owned(),
         partner: audit.partner.clone(),
         commitment: commitment_hex(&audit.commitment),
-        attack: BLACK_BOX_ATTACK.to_owned(),
+        attack: attack.to_owned(),
         canaries: one_run.bound.canaries,
         guesses: one_run.bound.guesses,
         correct: one_run.bound.correct,
@@ -252,7 +383,7 @@ pub async fn run_privacy_test(
     client: &mut OperatorClient,
     job_file: &Path,
     config: &PrivacyTestConfig,
-) -> anyhow::Result<PrivacyTestReport> {
+) -> anyhow::Result<PrivacyTestOutcome> {
     run_privacy_test_of(client, operator::read_job_file(job_file)?, config).await
 }
 
@@ -261,7 +392,7 @@ pub async fn run_privacy_test_of(
     client: &mut OperatorClient,
     job: v1::JobSpec,
     config: &PrivacyTestConfig,
-) -> anyhow::Result<PrivacyTestReport> {
+) -> anyhow::Result<PrivacyTestOutcome> {
     let (seed, canaries) = kit_for(config)?;
     let spec = audit_job(job, &config.partner, &seed)?;
     let job_id = operator::submit(client, spec).await?;
@@ -281,9 +412,24 @@ pub async fn run_privacy_test_of(
         );
     }
     let model = operator::fetch_model(client, &job_id).await?;
-    let report = black_box_audit(&model, &seed, canaries, config.confidence)?;
-    record(client, &report).await?;
-    Ok(report)
+    let history = operator::fetch_model_history(client, &job_id).await?;
+    let black_box = black_box_audit(&model, &seed, canaries, config.confidence)?;
+    let white_box = white_box_audit(
+        &job_id,
+        &model.spec,
+        &history,
+        &seed,
+        canaries,
+        config.confidence,
+    )?;
+    let outcome = PrivacyTestOutcome {
+        black_box,
+        white_box,
+    };
+    for report in outcome.reports() {
+        record(client, report).await?;
+    }
+    Ok(outcome)
 }
 
 /// Records the report in the coordinator's audit log.

@@ -7,13 +7,16 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use veil_audit_log::AuditEvent;
 use veil_federation::{JobState, RoundRecord};
 use veil_job::JobSpec;
 use veil_job::statistics::{self, EvaluationRelease};
 use veil_job_store::SqliteJobStore;
 use veil_models::ModelKind;
 use veil_privacy_ledger::{AuditorReport, Charge, PrivacyUnit, SqliteLedger, TrustModel};
-use veil_report::{Detail, Evaluation, JobSummary, PrivacySpent, ReportInput, RoundMetrics};
+use veil_report::{
+    Detail, Evaluation, JobSummary, PrivacyAudit, PrivacySpent, ReportInput, RoundMetrics,
+};
 use veil_scoring_evaluation::{IntervalConfig, evaluate_binary, evaluate_regression};
 
 use crate::convert::round_metrics;
@@ -75,7 +78,7 @@ pub fn load_report(
     let charges = ledger
         .charges_for_job(job_id)
         .with_context(|| format!("reading {job_id}'s charges from {}", ledger_path.display()))?;
-    build_report(
+    let mut input = build_report(
         job_id,
         &snapshot.descriptor,
         &snapshot.state,
@@ -83,7 +86,59 @@ pub fn load_report(
         &charges,
         generated_at,
         as_of_unix_s,
-    )
+    )?;
+    match privacy_audits(state_dir, job_id) {
+        Ok(audits) => input.privacy_audits = audits,
+        // The rest of the report stands; the reader is told why the audits
+        // are missing rather than shown results the log cannot vouch for.
+        Err(error) => input
+            .notes
+            .push(format!("Privacy tests are not shown: {error:#}.")),
+    }
+    Ok(input)
+}
+
+/// The job's privacy-test results from the coordinator's audit log, once the
+/// whole log verifies against its public key; none when there is no log.
+fn privacy_audits(state_dir: &Path, job_id: &str) -> anyhow::Result<Vec<PrivacyAudit>> {
+    let log = state_dir.join("audit.log");
+    if !log.is_file() {
+        return Ok(Vec::new());
+    }
+    let public_key = crate::audit_admin::read_public_key(&state_dir.join("audit-public.key"))?;
+    let verified = crate::audit_admin::verified(&log, &public_key)?;
+    Ok(verified
+        .entries
+        .into_iter()
+        .filter_map(|entry| match entry.event {
+            AuditEvent::PrivacyAuditRecorded {
+                job_id: audited,
+                partner,
+                attack,
+                canaries,
+                guesses,
+                correct,
+                delta,
+                confidence,
+                epsilon_lower,
+                epsilon_lower_gaussian,
+                epsilon_upper,
+                ..
+            } if audited == job_id => Some(PrivacyAudit {
+                partner,
+                attack,
+                canaries,
+                guesses,
+                correct,
+                confidence,
+                delta,
+                epsilon_lower,
+                epsilon_lower_gaussian,
+                epsilon_upper,
+            }),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The report from a job's parts, without IO.
@@ -129,6 +184,7 @@ pub fn build_report(
         segments: None,
         rules: None,
         lifetime_value: None,
+        privacy_audits: Vec::new(),
     })
 }
 

@@ -341,6 +341,34 @@ impl OperatorApi {
             auth::audit_job_access(identity, spec)
         })
     }
+
+    /// Records a model export in the audit log before a byte of it leaves:
+    /// an export the log does not hold must not happen.
+    fn record_export(
+        &self,
+        identity: Option<&veil_pki::PeerIdentity>,
+        job: &str,
+        version: u32,
+        values: &[f32],
+    ) -> Result<(), Status> {
+        let actor = auth::actor(identity);
+        let recorded = lock(&self.shared.audit).record(
+            &actor,
+            AuditEvent::ModelExported {
+                job_id: job.to_owned(),
+                version: u64::from(version),
+                model_sha256: model_digest(values),
+                destination: actor.clone(),
+            },
+        );
+        if recorded {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "the audit log could not record this export; try again later",
+            ))
+        }
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
@@ -492,6 +520,7 @@ impl OperatorService for OperatorApi {
     }
 
     type FetchModelStream = ChunkStream;
+    type FetchModelCheckpointStream = ChunkStream;
 
     async fn fetch_model(
         &self,
@@ -509,22 +538,47 @@ impl OperatorService for OperatorApi {
                 Ok((values, engine.snapshot(&job)?.model_version))
             })
             .map_err(engine_error)?;
-        let actor = auth::actor(identity.as_ref());
-        let recorded = lock(&self.shared.audit).record(
-            &actor,
-            AuditEvent::ModelExported {
-                job_id: job.clone(),
-                version: u64::from(version),
-                model_sha256: model_digest(&values),
-                destination: actor.clone(),
-            },
-        );
-        // An export the audit log does not hold must not happen.
-        if !recorded {
-            return Err(Status::unavailable(
-                "the audit log could not record this export; try again later",
-            ));
+        self.record_export(identity.as_ref(), &job, version, &values)?;
+        Ok(Response::new(model_stream(values)))
+    }
+
+    async fn fetch_model_checkpoint(
+        &self,
+        request: Request<v1::ModelCheckpointRef>,
+    ) -> Result<Response<Self::FetchModelCheckpointStream>, Status> {
+        let identity =
+            self.gate
+                .allow(&request, "FetchModelCheckpoint", auth::OPERATOR_OR_AUDITOR)?;
+        let wanted = request.into_inner();
+        let job = wanted.job_id;
+        self.check_job_access(identity.as_ref(), &job)?;
+        // Only a finished job's history: a running job's checkpoints are the
+        // coordinator's working state, not a release.
+        let final_version = self
+            .shared
+            .read(|engine| {
+                engine.final_model(&job)?;
+                Ok(engine.snapshot(&job)?.model_version)
+            })
+            .map_err(engine_error)?;
+        if wanted.model_version > final_version {
+            return Err(Status::out_of_range(format!(
+                "job {job} has model versions 0 to {final_version}, not {}",
+                wanted.model_version
+            )));
         }
+        let values = self
+            .shared
+            .model_checkpoint(&job, wanted.model_version)
+            .map_err(|error| Status::internal(error.to_string()))?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "the coordinator's store keeps no checkpoint {} of job {job}",
+                    wanted.model_version
+                ))
+            })?;
+        let values = Arc::new(values);
+        self.record_export(identity.as_ref(), &job, wanted.model_version, &values)?;
         Ok(Response::new(model_stream(values)))
     }
 
@@ -556,6 +610,7 @@ impl OperatorService for OperatorApi {
                 }),
                 parameter_count: model.len() as u64,
                 final_metrics: status.history.last().map(|r| round_metrics(spec, r)),
+                model_version: engine.snapshot(&job).map_err(engine_error)?.model_version,
             }))
         })
     }

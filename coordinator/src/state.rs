@@ -40,6 +40,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The global model of `job` after aggregation `model_version`, from the
+    /// durable store (`None` when it keeps no such checkpoint).
+    pub(crate) fn model_checkpoint(
+        &self,
+        job: &str,
+        model_version: u32,
+    ) -> Result<Option<Vec<f32>>, veil_federation::store::StoreError> {
+        lock(&self.store).model_checkpoint(job, model_version)
+    }
+
     pub(crate) fn new(
         engine: Engine<JobSpec>,
         store: Box<dyn JobStore<JobSpec> + Send>,

@@ -9,65 +9,13 @@ use std::time::Duration;
 
 use client_node::config::NodeConfig;
 use coordinator::CoordinatorConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use veil_wire::v1;
 
 use crate::support;
 
+use crate::support::recording_proxy::{Capture, recording_proxy};
 use crate::support::seeded::{contains, forbidden_forms, seed_data};
-
-/// Bytes seen by the proxy, per direction.
-#[derive(Default)]
-struct Capture {
-    node_to_coordinator: Vec<u8>,
-    coordinator_to_node: Vec<u8>,
-}
-
-/// Accepts connections on `listener` and relays each to `target`, recording every byte.
-async fn recording_proxy(listener: TcpListener, target: String, capture: Arc<Mutex<Capture>>) {
-    while let Ok((inbound, _)) = listener.accept().await {
-        let target = target.clone();
-        let capture = Arc::clone(&capture);
-        tokio::spawn(async move {
-            let Ok(outbound) = TcpStream::connect(&target).await else {
-                return;
-            };
-            let (inbound_read, inbound_write) = inbound.into_split();
-            let (outbound_read, outbound_write) = outbound.into_split();
-            let upstream = relay(inbound_read, outbound_write, Arc::clone(&capture), true);
-            let downstream = relay(outbound_read, inbound_write, capture, false);
-            tokio::join!(upstream, downstream);
-        });
-    }
-}
-
-async fn relay(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    capture: Arc<Mutex<Capture>>,
-    node_to_coordinator: bool,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        if let Ok(mut capture) = capture.lock() {
-            let sink = if node_to_coordinator {
-                &mut capture.node_to_coordinator
-            } else {
-                &mut capture.coordinator_to_node
-            };
-            sink.extend_from_slice(&buffer[..read]);
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_identifying_value_or_its_hash_crosses_the_wire() {

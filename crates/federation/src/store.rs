@@ -26,6 +26,13 @@ pub trait JobStore<D> {
     fn save(&mut self, snapshot: &JobSnapshot<D>) -> Result<(), StoreError>;
     /// Every stored snapshot.
     fn load_all(&self) -> Result<Vec<JobSnapshot<D>>, StoreError>;
+    /// The global model of `job` after aggregation `model_version` (0 is the
+    /// initial model), if the store keeps that checkpoint.
+    fn model_checkpoint(
+        &self,
+        job: &str,
+        model_version: u32,
+    ) -> Result<Option<Vec<f32>>, StoreError>;
 }
 
 /// A store that lives as long as the process.
@@ -51,5 +58,18 @@ impl<D: Clone> JobStore<D> for MemoryStore<D> {
 
     fn load_all(&self) -> Result<Vec<JobSnapshot<D>>, StoreError> {
         Ok(self.snapshots.values().cloned().collect())
+    }
+
+    /// Only the latest model: a process-lifetime store keeps no history.
+    fn model_checkpoint(
+        &self,
+        job: &str,
+        model_version: u32,
+    ) -> Result<Option<Vec<f32>>, StoreError> {
+        Ok(self
+            .snapshots
+            .get(job)
+            .filter(|snapshot| snapshot.model_version == model_version)
+            .map(|snapshot| snapshot.global.as_ref().clone()))
     }
 }

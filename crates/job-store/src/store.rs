@@ -581,4 +581,13 @@ impl<D> JobStore<D> for SqliteJobStore<D> {
     fn load_all(&self) -> Result<Vec<JobSnapshot<D>>, StoreError> {
         Ok(self.load_snapshots()?)
     }
+
+    fn model_checkpoint(
+        &self,
+        job: &str,
+        model_version: u32,
+    ) -> Result<Option<Vec<f32>>, StoreError> {
+        // The inherent method of the same name reads the checkpoint table.
+        Ok(SqliteJobStore::model_checkpoint(self, job, model_version)?)
+    }
 }

@@ -77,6 +77,8 @@ impl ExportedModel {
             }),
             parameter_count: self.parameters.len() as u64,
             final_metrics: self.final_metrics.clone(),
+            // A model file holds the final model only, not its history.
+            model_version: 0,
         }
     }
 

@@ -221,22 +221,10 @@ pub(crate) fn clipped_gradient_sum(
     clip_norm: f64,
 ) -> ClippedStep {
     let batch_rows = features.dims()[0];
-    let (layer_inputs, outputs) = network.forward_keeping_layer_inputs(features);
-    let loss_sum = mean_loss(output, outputs.clone(), labels.clone()).mul_scalar(batch_rows as f64);
+    let backward = per_example_backward(network, output, features, labels.clone());
+    let loss_sum = mean_loss(output, backward.outputs, labels).mul_scalar(batch_rows as f64);
     let layers = network.layers();
-
-    // δ of every layer, computed from the output backwards: δ_{l-1} = (δ_l W_lᵀ) ⊙ relu'(z_{l-1}),
-    // where relu'(z) is 1 exactly where the layer's input (the ReLU output) is positive.
-    let mut errors = Vec::with_capacity(layers.len());
-    let mut error = output_error(output, outputs, labels);
-    for (layer, input) in layers.iter().zip(&layer_inputs).skip(1).rev() {
-        let active = input.clone().greater_elem(0.0).float();
-        let propagated = error.clone().matmul(layer.weight.val().transpose()) * active;
-        errors.push(error);
-        error = propagated;
-    }
-    errors.push(error);
-    errors.reverse();
+    let (layer_inputs, errors) = (backward.layer_inputs, backward.errors);
 
     let squared_norms = layer_inputs
         .iter()
@@ -268,6 +256,111 @@ pub(crate) fn clipped_gradient_sum(
         gradient_sums,
         loss_sum,
     }
+}
+
+/// One forward and one manual backward pass over a batch: every layer's input `a_i` and the
+/// loss derivative `δ_i` at its output, per example (see the module documentation).
+struct PerExampleBackward {
+    layer_inputs: Vec<Tensor<2>>,
+    errors: Vec<Tensor<2>>,
+    outputs: Tensor<2>,
+}
+
+fn per_example_backward(
+    network: &Network,
+    output: OutputKind,
+    features: Tensor<2>,
+    labels: Tensor<2>,
+) -> PerExampleBackward {
+    let (layer_inputs, outputs) = network.forward_keeping_layer_inputs(features);
+    let layers = network.layers();
+    // δ of every layer, computed from the output backwards: δ_{l-1} = (δ_l W_lᵀ) ⊙ relu'(z_{l-1}),
+    // where relu'(z) is 1 exactly where the layer's input (the ReLU output) is positive.
+    let mut errors = Vec::with_capacity(layers.len());
+    let mut error = output_error(output, outputs.clone(), labels);
+    for (layer, input) in layers.iter().zip(&layer_inputs).skip(1).rev() {
+        let active = input.clone().greater_elem(0.0).float();
+        let propagated = error.clone().matmul(layer.weight.val().transpose()) * active;
+        errors.push(error);
+        error = propagated;
+    }
+    errors.push(error);
+    errors.reverse();
+    PerExampleBackward {
+        layer_inputs,
+        errors,
+        outputs,
+    }
+}
+
+/// For every row of `data`, how far `step` moves the parameters against that row's own loss
+/// gradient at `parameters`: `⟨−step, ∇ℓ_i⟩ / ‖∇ℓ_i‖` (0 for a zero gradient). A row that
+/// trained in the step that produced `step` pushed it down its gradient, so its alignment is
+/// positive in expectation; this is the white-box membership score an empirical privacy audit
+/// uses (docs/privacy-audit.md). Computed for all rows at once with the ghost-norm identities:
+/// `⟨ΔW, a δᵀ⟩ = aᵀ ΔW δ` per layer, no per-example gradient materialised.
+pub fn gradient_alignments(
+    spec: &ModelSpec,
+    parameters: &[f32],
+    step: &[f32],
+    data: &Dataset,
+) -> Result<Vec<f64>, ModelError> {
+    spec.validate()?;
+    spec.check_parameters(parameters, "parameters")?;
+    spec.check_parameters(step, "step")?;
+    check_dataset(spec, data)?;
+    if data.n_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let device = Device::flex();
+    let network = NetworkConfig::from_spec(spec)
+        .init(&device)
+        .load_flat(parameters)?;
+    let direction = NetworkConfig::from_spec(spec)
+        .init(&device)
+        .load_flat(step)?;
+    let (features, labels) = gather_rows(data, &(0..data.n_rows()).collect::<Vec<_>>(), &device);
+    let backward = per_example_backward(&network, spec.output, features, labels);
+    let mut dot: Option<Tensor<2>> = None;
+    let mut squared_norm: Option<Tensor<2>> = None;
+    for ((input, error), layer) in backward
+        .layer_inputs
+        .into_iter()
+        .zip(backward.errors)
+        .zip(direction.layers())
+    {
+        let mut layer_dot = (input.clone().matmul(layer.weight.val()) * error.clone()).sum_dim(1);
+        if let Some(bias) = &layer.bias {
+            let bias = bias.val().unsqueeze_dim::<2>(0);
+            layer_dot = layer_dot + (error.clone() * bias).sum_dim(1);
+        }
+        let layer_norm = input.square().sum_dim(1).add_scalar(1.0) * error.square().sum_dim(1);
+        dot = Some(match dot {
+            Some(total) => total + layer_dot,
+            None => layer_dot,
+        });
+        squared_norm = Some(match squared_norm {
+            Some(total) => total + layer_norm,
+            None => layer_norm,
+        });
+    }
+    let (Some(dot), Some(squared_norm)) = (dot, squared_norm) else {
+        return Ok(vec![0.0; data.n_rows()]);
+    };
+    let dots = crate::network::read_values(dot)?;
+    let norms = crate::network::read_values(squared_norm)?;
+    Ok(dots
+        .iter()
+        .zip(&norms)
+        .map(|(dot, squared)| {
+            let norm = f64::from(*squared).sqrt();
+            if norm > 0.0 {
+                -f64::from(*dot) / norm
+            } else {
+                0.0
+            }
+        })
+        .collect())
 }
 
 /// The indices of a Poisson sample: each of `n_rows` rows independently with probability
@@ -446,6 +539,54 @@ mod tests {
             }
         }
         (total, n_clipped)
+    }
+
+    #[test]
+    fn gradient_alignments_equal_one_backward_pass_per_example() {
+        let n_rows = 24;
+        let mut generator = ChaCha8Rng::seed_from_u64(11);
+        for (kind, output) in [
+            (ModelKind::LogisticRegression, OutputKind::Binary),
+            (ModelKind::Mlp { hidden: vec![7, 5] }, OutputKind::Binary),
+            (ModelKind::Mlp { hidden: vec![6] }, OutputKind::Regression),
+        ] {
+            let spec = ModelSpec {
+                kind,
+                n_inputs: 4,
+                output,
+            };
+            let parameters = spec.initial_parameters(3);
+            let step: Vec<f32> = (0..spec.parameter_count())
+                .map(|_| generator.random_range(-0.1f32..0.1))
+                .collect();
+            let data = rows_of_mixed_scale(n_rows, spec.n_inputs, output);
+            let alignments = gradient_alignments(&spec, &parameters, &step, &data)
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(alignments.len(), n_rows);
+            for (row, alignment) in alignments.iter().enumerate() {
+                let one = Dataset {
+                    features: data.features[row * 4..row * 4 + 4].to_vec(),
+                    labels: vec![data.labels[row]],
+                    n_features: 4,
+                };
+                let (gradient, _) = naive_clipped_sum(&spec, &parameters, &one, 1e12);
+                let norm = gradient
+                    .iter()
+                    .map(|g| f64::from(*g).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let dot: f64 = gradient
+                    .iter()
+                    .zip(&step)
+                    .map(|(g, s)| f64::from(*g) * f64::from(*s))
+                    .sum();
+                let expected = -dot / norm;
+                assert!(
+                    (alignment - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+                    "{spec:?} row {row}: {alignment} against {expected}"
+                );
+            }
+        }
     }
 
     #[test]

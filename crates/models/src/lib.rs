@@ -18,7 +18,7 @@ mod spec;
 mod train;
 
 pub use dataset::Dataset;
-pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, train_dp_sgd};
+pub use dp_sgd::{DpSgdConfig, DpSgdOutcome, gradient_alignments, train_dp_sgd};
 pub use error::ModelError;
 pub use evaluate::{
     EVAL_BUCKETS, EvalStats, ExampleBounds, evaluate, evaluate_clamped, predict, predict_raw,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use veil_scoring_evaluation::{BinaryEvaluation, Estimate, RegressionEvaluation};
 
 use crate::escape::{escape, number, optional};
-use crate::input::{Evaluation, LifetimeValuePoint, ReportInput, Rule, Segments};
+use crate::input::{Evaluation, LifetimeValuePoint, PrivacyAudit, ReportInput, Rule, Segments};
 use crate::pca::project_to_plane;
 use crate::svg::{
     Axis, Band, BarChart, Guide, LineChart, ScatterChart, Series, bar_chart, line_chart,
@@ -115,6 +115,9 @@ pub fn render(input: &ReportInput) -> String {
     }
     if let Some(points) = &input.lifetime_value {
         lifetime_value_section(&mut out, points);
+    }
+    if !input.privacy_audits.is_empty() {
+        privacy_audit_section(&mut out, &input.privacy_audits);
     }
     out.push_str("</main></body></html>\n");
     out
@@ -696,6 +699,50 @@ fn segments_section(out: &mut String, segments: &Segments) {
         out.push_str("</div>");
     }
     out.push_str("</section>");
+}
+
+fn privacy_audit_section(out: &mut String, audits: &[PrivacyAudit]) {
+    let rows: Vec<Vec<String>> = audits
+        .iter()
+        .map(|audit| {
+            vec![
+                audit.partner.clone(),
+                audit.attack.clone(),
+                audit.canaries.to_string(),
+                format!("{} of {}", audit.correct, audit.guesses),
+                number(audit.epsilon_lower, 3),
+                number(audit.epsilon_lower_gaussian, 3),
+                audit
+                    .epsilon_upper
+                    .map_or_else(|| "none (no DP-SGD)".to_owned(), |upper| number(upper, 3)),
+                if audit.bound_violated() {
+                    "LOWER BOUND ABOVE ε: stop and investigate".to_owned()
+                } else {
+                    "consistent".to_owned()
+                },
+            ]
+        })
+        .collect();
+    let confidence = audits.first().map_or(0.95, |audit| audit.confidence);
+    let _ = write!(
+        out,
+        r#"<section id="privacy-audit"><h2>Empirical privacy audit</h2><p>Lower bounds on ε measured by an auditor's canaries ({}% confidence, one training run), beside the accountant's upper bound. A lower bound only says what these attacks found; one above the upper bound means the job leaked more than it was charged for.</p>{}</section>"#,
+        number(confidence * 100.0, 0),
+        table(
+            "Privacy tests",
+            &[
+                "Partner",
+                "Attack",
+                "Canaries",
+                "Correct guesses",
+                "ε lower (one run)",
+                "ε lower (Gaussian)",
+                "ε upper (accountant)",
+                "Verdict"
+            ],
+            &rows
+        )
+    );
 }
 
 fn rules_section(out: &mut String, rules: &[Rule]) {

@@ -34,6 +34,43 @@ pub struct ReportInput {
     /// Lifetime-value calibration, for lifetime-value jobs.
     #[serde(default)]
     pub lifetime_value: Option<Vec<LifetimeValuePoint>>,
+    /// Empirical privacy tests of the job, as the audit log records them.
+    #[serde(default)]
+    pub privacy_audits: Vec<PrivacyAudit>,
+}
+
+/// One attack of an auditor's empirical privacy test (docs/privacy-audit.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyAudit {
+    /// The audited partner.
+    pub partner: String,
+    /// The attack, e.g. "black-box-loss".
+    pub attack: String,
+    /// Canaries randomised.
+    pub canaries: u64,
+    /// Guesses made and how many were correct.
+    pub guesses: u64,
+    /// Correct guesses.
+    pub correct: u64,
+    /// Confidence of the bounds.
+    pub confidence: f64,
+    /// δ of the bounds.
+    pub delta: f64,
+    /// The one-run lower bound on ε.
+    pub epsilon_lower: f64,
+    /// The Gaussian f-DP refinement.
+    pub epsilon_lower_gaussian: f64,
+    /// The accountant's ε, when the job has one.
+    #[serde(default)]
+    pub epsilon_upper: Option<f64>,
+}
+
+impl PrivacyAudit {
+    /// Whether a lower bound exceeds the accountant's upper bound: a bug.
+    pub fn bound_violated(&self) -> bool {
+        self.epsilon_upper
+            .is_some_and(|upper| self.epsilon_lower.max(self.epsilon_lower_gaussian) > upper)
+    }
 }
 
 /// What the job was.

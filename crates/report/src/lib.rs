@@ -21,8 +21,8 @@ mod svg;
 
 pub use escape::escape;
 pub use input::{
-    Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacySpent, ReportInput, RoundMetrics,
-    Rule, Segment, Segments,
+    Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacyAudit, PrivacySpent, ReportInput,
+    RoundMetrics, Rule, Segment, Segments,
 };
 pub use pca::project_to_plane;
 

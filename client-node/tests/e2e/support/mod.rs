@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod recording_proxy;
 pub mod seeded;
 
 use std::path::{Path, PathBuf};

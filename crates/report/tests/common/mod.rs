@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use veil_report::{
-    Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacySpent, ReportInput, RoundMetrics,
-    Rule, Segment, Segments,
+    Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacyAudit, PrivacySpent, ReportInput,
+    RoundMetrics, Rule, Segment, Segments,
 };
 use veil_scoring_evaluation::{
     BinaryRelease, IntervalConfig, NoisyValue, RegressionBins, RegressionRelease, evaluate_binary,
@@ -184,6 +184,18 @@ pub fn binary_input() -> ReportInput {
                 })
                 .collect(),
         ),
+        privacy_audits: vec![PrivacyAudit {
+            partner: format!("retailer {HOSTILE}"),
+            attack: "white-box-gradient-alignment".to_owned(),
+            canaries: 1000,
+            guesses: 200,
+            correct: 187,
+            confidence: 0.95,
+            delta: 1e-5,
+            epsilon_lower: 1.75,
+            epsilon_lower_gaussian: 2.1,
+            epsilon_upper: Some(0.95),
+        }],
     }
 }
 
@@ -260,5 +272,6 @@ pub fn regression_input() -> ReportInput {
         segments: None,
         rules: None,
         lifetime_value: None,
+        privacy_audits: Vec::new(),
     }
 }
