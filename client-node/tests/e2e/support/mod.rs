@@ -6,6 +6,7 @@
 
 pub mod prometheus;
 pub mod seeded;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
