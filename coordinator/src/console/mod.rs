@@ -504,3 +504,182 @@ async fn collect_limited(body: Incoming, limit: usize) -> Option<Bytes> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use veil_console::token::ConsoleRole;
+
+    use super::*;
+    use crate::CoordinatorConfig;
+
+    /// The test trusts the console's self-signed certificate blindly: what
+    /// is under test is HTTP, not certificate checking.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            certificate: &CertificateDer<'_>,
+            signature: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                certificate,
+                signature,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            certificate: &CertificateDer<'_>,
+            signature: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                certificate,
+                signature,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// Sends `request` as raw bytes over TLS; returns the response's status line.
+    async fn exchange(address: SocketAddr, request: &[u8]) -> String {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut response)).await;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        response.lines().next().unwrap_or_default().to_owned()
+    }
+
+    fn get(path: &str, cookie: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn malformed_and_unknown_requests_get_a_4xx_and_the_console_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = ConsoleConfig::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ConsoleIdentity::SelfSigned {
+                hosts: vec!["127.0.0.1".to_owned()],
+            },
+        )
+        .unwrap();
+        let address = console.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::run(
+            CoordinatorConfig {
+                state_dir: Some(dir.path().to_owned()),
+                console: Some(console),
+                ..CoordinatorConfig::insecure_development()
+            },
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // The key exists once the server is up: wait for the console to answer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while exchange(address, &get("/jobs", "")).await != "HTTP/1.1 401 Unauthorized" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the console never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let key = keys::load_or_create_key(dir.path()).unwrap();
+        let now = now_unix_s();
+        let random = ring::rand::SystemRandom::new();
+        let session = key
+            .issue(
+                TokenKind::Session,
+                ConsoleRole::Operator,
+                "olivia",
+                now,
+                Duration::from_secs(3600),
+                &random,
+            )
+            .unwrap();
+        let claims = key.verify(&session, TokenKind::Session, now).unwrap();
+        let csrf = key.csrf_token(&claims);
+        let cookie = format!("{SESSION_COOKIE}={session}");
+        let post = |path: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"NONSENSE\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request"),
+            (get("/jobs", "veil_session=zz.zz"), "HTTP/1.1 401 Unauthorized"),
+            (get("/login?token=%ZZ", ""), "HTTP/1.1 401 Unauthorized"),
+            (get("/nowhere", &cookie), "HTTP/1.1 404 Not Found"),
+            (get("/jobs/job-404", &cookie), "HTTP/1.1 404 Not Found"),
+            (get("/jobs/job-404/events", &cookie), "HTTP/1.1 404 Not Found"),
+            (get("/jobs/job-404/model", &cookie), "HTTP/1.1 409 Conflict"),
+            (
+                format!("DELETE /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+                    .into_bytes(),
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
+            (post("/jobs/job-404/cancel", &"x".repeat(10_000)), "HTTP/1.1 413 Payload Too Large"),
+            (post("/jobs/job-404/cancel", "csrf=00"), "HTTP/1.1 403 Forbidden"),
+            (post("/jobs/job-404/cancel", &format!("csrf={csrf}")), "HTTP/1.1 409 Conflict"),
+            (get("/audit?kind=%E2%82&job=%", &cookie), "HTTP/1.1 200 OK"),
+            (get("/jobs", &cookie), "HTTP/1.1 200 OK"),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                exchange(address, &request).await,
+                expected,
+                "{}",
+                String::from_utf8_lossy(&request[..request.len().min(120)])
+            );
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}

@@ -408,7 +408,7 @@ fn chart_svg(chart: &PrivacyChart) -> String {
         CHART_TOP + plot_height - epsilon.clamp(0.0, y_top) / y_top * plot_height
     };
     let mut svg = format!(
-        "<svg class=\"epsilon-chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
+        "<svg class=\"epsilon-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
 role=\"img\" aria-label=\"cumulative epsilon per partner over rounds\" font-family=\"sans-serif\" font-size=\"12\">\
 <line x1=\"{CHART_LEFT}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"black\"/>\
 <line x1=\"{CHART_LEFT}\" y1=\"{CHART_TOP}\" x2=\"{CHART_LEFT}\" y2=\"{b:.1}\" stroke=\"black\"/>\
