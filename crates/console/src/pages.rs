@@ -136,8 +136,12 @@ pub struct EpsilonPoint {
 pub struct EpsilonLine {
     /// The partner (its node id).
     pub partner: String,
-    /// Its charges in ledger order (by round).
+    /// Its charges in ledger order (by round); for a long job an evenly
+    /// spaced selection of them that always ends with the last.
     pub points: Vec<EpsilonPoint>,
+    /// How many charges the ledger holds for the partner: more than the
+    /// points when they are a selection.
+    pub charges: usize,
 }
 
 /// One ε chart on the privacy page: a job in one privacy unit.
@@ -523,9 +527,19 @@ pub fn privacy(viewer: &Viewer, charts: &[PrivacyChart], refusals: &[Refusal]) -
         body.push_str("<p>No charges recorded yet.</p>");
     }
     for chart in charts {
+        let shown: usize = chart.lines.iter().map(|line| line.points.len()).sum();
+        let charges: usize = chart.lines.iter().map(|line| line.charges).sum();
+        let selection = if charges > shown {
+            format!(
+                "<p class=\"selection\">{shown} of {charges} charges shown, evenly spaced and each partner's last; \
+every value shown is exact.</p>"
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             body,
-            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{}</section>",
+            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{selection}{}</section>",
             escape(&chart.job),
             escape(&chart.unit),
             escape(&chart.job),
@@ -714,6 +728,7 @@ mod tests {
                             charge: 0.5,
                             mechanism: HOSTILE.to_owned(),
                         }],
+                        charges: 1,
                     }],
                 }],
                 &[Refusal {
@@ -765,10 +780,12 @@ mod tests {
                 EpsilonLine {
                     partner: "bank-a".to_owned(),
                     points: vec![point(1, 0.25), point(2, 0.4375)],
+                    charges: 2,
                 },
                 EpsilonLine {
                     partner: "shop-b".to_owned(),
                     points: vec![point(1, 0.25)],
+                    charges: 1,
                 },
             ],
         };
@@ -778,6 +795,7 @@ mod tests {
             "data-partner=\"bank-a\" data-round=\"2\" data-release=\"round\" data-epsilon=\"0.4375\" data-charge=\"0.25\" data-mechanism=\"dp-sgd σ=1.1\""
         ), "{html}");
         assert!(html.contains("class=\"budget\" data-epsilon=\"3\""));
+        assert!(!html.contains("charges shown"), "every charge is shown");
         assert!(html.contains("<title>bank-a round 2 (round): cumulative ε 0.4375, this charge ε 0.2500, dp-sgd σ=1.1</title>"));
     }
 
