@@ -5,7 +5,8 @@
 //! a shutdown future resolves. `main.rs` only parses arguments and calls into
 //! this crate: [`operator`] for the operator's client commands, [`ca_admin`]
 //! and [`audit_admin`] for the CA and the auditor's offline commands,
-//! [`report`] and [`privacy_test`] for reports and empirical privacy tests.
+//! [`report`] and [`privacy_test`] for reports and empirical privacy tests,
+//! [`console`] for the operators' and auditors' web console.
 //! What this crate does *not* do: decide anything about rounds (that is the
 //! sans-IO engine in `veil-federation`), know what a job means (that is
 //! `veil-job`), or train (that is `client-node` with `veil-models`).
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod audit_admin;
 mod auth;
 pub mod ca_admin;
+pub mod console;
 pub mod convert;
 pub mod intake;
 mod metrics;

@@ -9,8 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coordinator::audit_admin::{self, ReportFormat};
 use coordinator::ca_admin::{self, IssueRequest};
+use coordinator::console::{ConsoleConfig, ConsoleIdentity};
 use coordinator::privacy_test::{PrivacyTestConfig, run_privacy_test};
 use coordinator::{CoordinatorConfig, operator};
+use veil_console::token::ConsoleRole;
 use veil_pki::{ClientTls, MemberFiles, RevocationReason, Role, Serial};
 
 #[derive(Parser)]
@@ -73,6 +75,31 @@ enum Command {
         /// off by default). See docs/metrics.md.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Serve the web console at `https://ADDR/` (off by default). See
+        /// docs/console.md.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<SocketAddr>,
+        #[command(flatten)]
+        console_tls: ConsoleTls,
+    },
+    /// Print a one-time log-in link to the web console, signed with the
+    /// console key in the state folder.
+    ConsoleLogin {
+        /// operator (may cancel jobs) or auditor (reads everything, changes nothing).
+        #[arg(long)]
+        role: ConsoleRole,
+        /// The person's name, as the audit log will show it.
+        #[arg(long)]
+        name: String,
+        /// How long the link (and the session it opens) lasts: 8h, 30m, 1d.
+        #[arg(long, default_value = "8h")]
+        valid: String,
+        /// The console's address as the person's browser reaches it.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// The folder `serve --state-dir` uses.
+        #[arg(long, default_value = "veil-coordinator-state")]
+        state_dir: PathBuf,
     },
     /// The federation certificate authority.
     #[command(subcommand)]
@@ -120,6 +147,35 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// The console's web certificate.
+#[derive(clap::Args)]
+struct ConsoleTls {
+    /// PEM certificate chain for the console (ECDSA or RSA, from a PKI the
+    /// browsers trust). Without it the console creates a self-signed one.
+    #[arg(long, requires = "console_key")]
+    console_certificate: Option<PathBuf>,
+    /// The PEM private key of `--console-certificate`.
+    #[arg(long, requires = "console_certificate")]
+    console_key: Option<PathBuf>,
+    /// Host names a self-signed console certificate names (besides
+    /// localhost and the listening address).
+    #[arg(long = "console-host")]
+    console_hosts: Vec<String>,
+}
+
+impl ConsoleTls {
+    fn identity(self, address: SocketAddr) -> ConsoleIdentity {
+        match (self.console_certificate, self.console_key) {
+            (Some(certificate), Some(key)) => ConsoleIdentity::Files { certificate, key },
+            _ => {
+                let mut hosts = self.console_hosts;
+                hosts.extend(["localhost".to_owned(), address.ip().to_string()]);
+                ConsoleIdentity::SelfSigned { hosts }
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -356,6 +412,8 @@ async fn main() -> anyhow::Result<()> {
             state_dir,
             revocations,
             metrics,
+            console,
+            console_tls,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -364,11 +422,27 @@ async fn main() -> anyhow::Result<()> {
             if let Some(address) = metrics {
                 config = config.with_metrics_endpoint(address).await?;
             }
+            if let Some(address) = console {
+                config.console = Some(ConsoleConfig::bind(address, console_tls.identity(address))?);
+            }
             config.state_dir = Some(state_dir);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
             coordinator::run(config, listener, shutdown).await?;
+        }
+        Command::ConsoleLogin {
+            role,
+            name,
+            valid,
+            url,
+            state_dir,
+        } => {
+            let valid = coordinator::console::parse_validity(&valid)?;
+            println!(
+                "{}",
+                coordinator::console::login_link(&state_dir, &url, role, &name, valid)?
+            );
         }
         Command::Submit {
             job_file,

@@ -301,6 +301,11 @@ impl PrivacyGuard {
         Ok(charges)
     }
 
+    /// Every charge of `job` in the ledger, for the console's charts.
+    pub(crate) fn charges_for_job(&self, job: &str) -> anyhow::Result<Vec<Charge>> {
+        Ok(self.ledger.charges_for_job(job)?)
+    }
+
     /// ε each partner has spent in `job` so far, per unit: the RDP bound at
     /// the job budget's δ, as `veil-ledger report` plots it.
     pub(crate) fn epsilon_spent_rdp(

@@ -188,7 +188,12 @@ pub fn build_report(
     })
 }
 
-fn summary(job_id: &str, spec: &JobSpec, state: &JobState, history: &[RoundRecord]) -> JobSummary {
+pub(crate) fn summary(
+    job_id: &str,
+    spec: &JobSpec,
+    state: &JobState,
+    history: &[RoundRecord],
+) -> JobSummary {
     let state = match state {
         JobState::Pending => "pending".to_owned(),
         JobState::Running => "running".to_owned(),

@@ -27,6 +27,7 @@ use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
 use crate::audit::AuditTrail;
 use crate::auth::Gate;
+use crate::console::ConsoleConfig;
 use crate::metrics::{CountingIo, EventMetrics};
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
@@ -70,6 +71,9 @@ pub struct CoordinatorConfig {
     /// the caller serves (`veil_metrics::serve`). `None` counts into a
     /// registry nobody reads.
     pub metrics: Option<Arc<CoordinatorMetrics>>,
+    /// The web console for operators and auditors (`serve --console`);
+    /// `None`, the default, serves none.
+    pub console: Option<ConsoleConfig>,
 }
 
 impl CoordinatorConfig {
@@ -111,6 +115,7 @@ impl CoordinatorConfig {
             concurrency_per_connection: 64,
             state_dir: None,
             metrics: None,
+            console: None,
         }
     }
 }
@@ -163,6 +168,7 @@ pub async fn run(
         }
         Transport::InsecureDevelopment => None,
     };
+    let console_certificate_files = certificate_files.clone();
     let audit_upkeep = tokio::spawn(keep_audit_current(Arc::clone(&audit), certificate_files));
     let snapshots = store.load_all()?;
     if !snapshots.is_empty() {
@@ -207,6 +213,16 @@ pub async fn run(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+    let console = match &config.console {
+        Some(console) => Some(crate::console::spawn(
+            console,
+            Arc::clone(&shared),
+            &state_dir,
+            console_certificate_files,
+        )?),
+        None => None,
+    };
+
     let (stop_timer, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(drive_deadlines(Arc::clone(&shared), timer_stopped));
 
@@ -245,6 +261,9 @@ pub async fn run(
     let _ = stop_timer.send(());
     let _ = timer.await;
     audit_upkeep.abort();
+    if let Some(console) = console {
+        console.abort();
+    }
     tracing::info!("coordinator stopped");
     served.map_err(Into::into)
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod audit_blocked;
+mod console_browser;
 mod coordinator_crash;
 mod federation_e2e;
 mod holdout;

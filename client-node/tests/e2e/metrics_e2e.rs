@@ -16,7 +16,7 @@ use veil_wire::v1;
 use crate::support;
 
 use crate::support::prometheus::{Exposition, parse, scrape};
-use crate::support::seeded::{contains, forbidden_forms, seed_data};
+use crate::support::seeded::{contains, forbidden_forms, seed_data, single_node_job};
 
 const ROUNDS: u32 = 2;
 const NODE_ID: &str = "partner-metrics-test";
@@ -76,14 +76,7 @@ async fn metrics_count_the_rounds_and_carry_no_personal_value() {
     };
     let nodes = support::start_counted_nodes(vec![(config, Some(node_metrics))]).await;
 
-    let mut job_file = veil_job::standard_job(
-        &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
-        synth.suggested_horizon_days(),
-    );
-    job_file.rounds = ROUNDS;
-    job_file.min_participants = 1;
-    job_file.max_participants = 1;
-    job_file.aggregation.mode = Some("plain".to_owned());
+    let job_file = single_node_job(&synth, ROUNDS);
     let job = job_file.to_wire();
     let spec = veil_job::JobSpec::from_wire(&job).unwrap();
 

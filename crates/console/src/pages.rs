@@ -29,7 +29,8 @@ pub struct Member {
     pub role: String,
     /// Certificate serial.
     pub serial: String,
-    /// When the certificate expires, as text (UTC).
+    /// The certificate's dates as known, as text (UTC): when it was issued
+    /// (the CA's journal), or its expiry where the server knows it.
     pub certificate_expires: String,
     /// Why it was revoked, if it was.
     pub revoked: Option<String>,
@@ -108,19 +109,65 @@ pub struct AuditPage {
     pub filter_kind: String,
     /// The job filter.
     pub filter_job: String,
+    /// The actor filter.
+    pub filter_actor: String,
     /// The entries that pass the filter, newest first.
     pub entries: Vec<AuditRow>,
 }
 
-/// One ε chart on the privacy page: an SVG drawn by `veil-ledger`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One charge on an ε chart: a point a person can hover or focus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpsilonPoint {
+    /// The round charged.
+    pub round: u64,
+    /// Which release of the round (`round`, `evaluation`, ...).
+    pub release: String,
+    /// The partner's cumulative ε after this charge (RDP, at the job's δ),
+    /// as `veil-ledger report` plots it.
+    pub epsilon: f64,
+    /// This charge's own ε.
+    pub charge: f64,
+    /// The noise mechanism and its parameters, as text.
+    pub mechanism: String,
+}
+
+/// One partner's line on an ε chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpsilonLine {
+    /// The partner (its node id).
+    pub partner: String,
+    /// Its charges in ledger order (by round); for a long job an evenly
+    /// spaced selection of them that always ends with the last.
+    pub points: Vec<EpsilonPoint>,
+    /// How many charges the ledger holds for the partner: more than the
+    /// points when they are a selection.
+    pub charges: usize,
+}
+
+/// One ε chart on the privacy page: a job in one privacy unit.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PrivacyChart {
     /// The job.
     pub job: String,
     /// `customer` or `partner`.
     pub unit: String,
-    /// The SVG, already escaped by its renderer (`AuditorReport::render_svg`).
-    pub svg: String,
+    /// The job's budget in that unit, drawn as a dashed line.
+    pub budget: Option<f64>,
+    /// One line per partner.
+    pub lines: Vec<EpsilonLine>,
+}
+
+/// A round refused for a partner's budget, or a node's veto, from the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The job.
+    pub job: String,
+    /// The round.
+    pub round: u64,
+    /// The partner or node.
+    pub partner: String,
+    /// `budget refused` or `veto`, and the reason.
+    pub reason: String,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:0;color:#111}\
@@ -147,11 +194,34 @@ fn layout(title: &str, viewer: &Viewer, body: &str) -> String {
     )
 }
 
+/// A page outside a session (the log-in result, a refusal): no navigation,
+/// and, after a log-in, an automatic move to `continue_to`.
+pub fn notice(title: &str, text: &str, continue_to: Option<&str>) -> String {
+    let (refresh, link) = match continue_to {
+        Some(target) => (
+            format!(
+                "<meta http-equiv=\"refresh\" content=\"0;url={}\">",
+                escape(target)
+            ),
+            format!("<p><a href=\"{0}\">Continue</a></p>", escape(target)),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · Veil console</title><style>{STYLE}</style></head><body>\
+<header><strong>Veil console</strong></header><main><h1>{title}</h1><p id=\"notice\">{text}</p>{link}</main></body></html>",
+        title = escape(title),
+        text = escape(text),
+    )
+}
+
 /// Members with role, certificate expiry, revocation and activity.
 pub fn federation(viewer: &Viewer, members: &[Member]) -> String {
     let mut body = String::from(
         "<table id=\"members\"><thead><tr><th>Name</th><th>Role</th><th>Serial</th>\
-<th>Certificate expires</th><th>Revocation</th><th>Activity</th></tr></thead><tbody>",
+<th>Certificate</th><th>Revocation</th><th>Activity</th></tr></thead><tbody>",
     );
     for member in members {
         let revocation = match &member.revoked {
@@ -202,8 +272,21 @@ pub fn jobs(viewer: &Viewer, jobs: &[JobSummary]) -> String {
     layout("Jobs", viewer, &body)
 }
 
+/// What the job page shows of a job's progress, in one line: the console's
+/// event stream sends it after every change, and the page reloads when it
+/// differs from the one it was rendered with.
+pub fn progress_key(job: &JobSummary) -> String {
+    format!(
+        "{} {}/{} {}",
+        job.state,
+        job.completed_rounds,
+        job.total_rounds,
+        job.current.as_deref().unwrap_or("")
+    )
+}
+
 /// One job: progress (live through `/jobs/{id}/events`), the cancel button
-/// for operators only, the specification and the rounds.
+/// for operators only, the downloads, the specification and the rounds.
 pub fn job(viewer: &Viewer, page: &JobPage) -> String {
     let job = &page.summary;
     let id = escape(&job.id);
@@ -258,36 +341,231 @@ Rounds: <span id=\"rounds\">{}</span> of {}. <span id=\"current\">{}</span></p>\
         );
     }
     body.push_str("</tbody></table>");
+    let _ = write!(
+        body,
+        "<h2>Downloads</h2><ul id=\"downloads\"><li><a href=\"/jobs/{id}/report\">Report (HTML)</a></li>{}</ul>",
+        if job.state == "succeeded" {
+            format!("<li><a href=\"/jobs/{id}/model\">Model (JSON)</a></li>")
+        } else {
+            String::new()
+        }
+    );
     if running {
         // Server-sent events from the same stream `coordinator watch` reads;
-        // the page re-renders on each, so there is one renderer.
+        // the page reloads when the progress differs from what it shows, so
+        // there is one renderer. The script reads its inputs from escaped
+        // attributes: nothing from outside is ever written into script text.
         let _ = write!(
             body,
-            "<script>const events=new EventSource('/jobs/{}/events');\
-events.onmessage=()=>{{events.close();location.reload();}};</script>",
-            escape(&job.id)
+            "<div id=\"live\" hidden data-events=\"/jobs/{id}/events\" data-shown=\"{}\"></div>\
+<script>const live=document.getElementById('live');\
+const events=new EventSource(live.dataset.events);\
+events.onmessage=(message)=>{{if(message.data!==live.dataset.shown){{events.close();location.reload();}}}};</script>",
+            escape(&progress_key(job)),
         );
     }
     layout(&format!("Job {}", job.id), viewer, &body)
 }
 
-/// Per-partner ε over rounds, one chart per job and unit.
-pub fn privacy(viewer: &Viewer, charts: &[PrivacyChart]) -> String {
-    let mut body = String::new();
+/// Colour-blind-safe palette (Okabe–Ito), cycled; each line also has its
+/// own marker shape, so colour is never the only difference.
+const PALETTE: [&str; 8] = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+];
+
+const CHART_WIDTH: f64 = 720.0;
+const CHART_HEIGHT: f64 = 400.0;
+const CHART_LEFT: f64 = 70.0;
+const CHART_RIGHT: f64 = 170.0;
+const CHART_TOP: f64 = 30.0;
+const CHART_BOTTOM: f64 = 50.0;
+
+/// One chart as inline SVG: a line per partner and a focusable point per
+/// charge whose `data-` attributes carry the round, release, cumulative ε,
+/// the charge and the mechanism (what the hover shows, and what tests read
+/// back), and the budget as a dashed line.
+fn chart_svg(chart: &PrivacyChart) -> String {
+    let max_round = chart
+        .lines
+        .iter()
+        .flat_map(|line| line.points.iter().map(|point| point.round))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let max_epsilon = chart
+        .lines
+        .iter()
+        .flat_map(|line| line.points.iter().map(|point| point.epsilon))
+        .chain(chart.budget)
+        .filter(|epsilon| epsilon.is_finite())
+        .fold(0.0_f64, f64::max);
+    let y_top = if max_epsilon > 0.0 {
+        max_epsilon * 1.1
+    } else {
+        1.0
+    };
+    let plot_width = CHART_WIDTH - CHART_LEFT - CHART_RIGHT;
+    let plot_height = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM;
+    let x_of = |round: f64| CHART_LEFT + round / max_round * plot_width;
+    let y_of = |epsilon: f64| {
+        let epsilon = if epsilon.is_finite() { epsilon } else { y_top };
+        CHART_TOP + plot_height - epsilon.clamp(0.0, y_top) / y_top * plot_height
+    };
+    let mut svg = format!(
+        "<svg class=\"epsilon-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
+role=\"img\" aria-label=\"cumulative epsilon per partner over rounds\" font-family=\"sans-serif\" font-size=\"12\">\
+<line x1=\"{CHART_LEFT}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"black\"/>\
+<line x1=\"{CHART_LEFT}\" y1=\"{CHART_TOP}\" x2=\"{CHART_LEFT}\" y2=\"{b:.1}\" stroke=\"black\"/>\
+<text x=\"{mid:.1}\" y=\"{xl:.1}\" text-anchor=\"middle\">round</text>\
+<text x=\"16\" y=\"{ym:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {ym:.1})\">cumulative ε</text>",
+        b = CHART_TOP + plot_height,
+        r = CHART_LEFT + plot_width,
+        mid = CHART_LEFT + plot_width / 2.0,
+        xl = CHART_HEIGHT - 12.0,
+        ym = CHART_TOP + plot_height / 2.0,
+    );
+    for tick in 0..=4u32 {
+        let fraction = f64::from(tick) / 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>\
+<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.2}</text>",
+            x_of(fraction * max_round),
+            CHART_TOP + plot_height + 16.0,
+            fraction * max_round,
+            CHART_LEFT - 6.0,
+            y_of(fraction * y_top) + 4.0,
+            fraction * y_top,
+        );
+    }
+    if let Some(budget) = chart.budget.filter(|budget| budget.is_finite()) {
+        let _ = write!(
+            svg,
+            "<line class=\"budget\" data-epsilon=\"{budget}\" x1=\"{CHART_LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" \
+stroke=\"#D55E00\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\">job budget ε={budget:.2}</text>",
+            CHART_LEFT + plot_width,
+            CHART_LEFT + plot_width + 6.0,
+            y_of(budget) + 4.0,
+            y = y_of(budget),
+        );
+    }
+    for (index, line) in chart.lines.iter().enumerate() {
+        let colour = PALETTE[index % PALETTE.len()];
+        let partner = escape(&line.partner);
+        let coordinates: Vec<String> = std::iter::once((0.0, 0.0))
+            .chain(
+                line.points
+                    .iter()
+                    .map(|point| (point.round as f64, point.epsilon)),
+            )
+            .map(|(round, epsilon)| format!("{:.1},{:.1}", x_of(round), y_of(epsilon)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<g class=\"series\" data-partner=\"{partner}\"><polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            coordinates.join(" ")
+        );
+        for point in &line.points {
+            let detail = format!(
+                "{} round {} ({}): cumulative ε {:.4}, this charge ε {:.4}, {}",
+                line.partner,
+                point.round,
+                point.release,
+                point.epsilon,
+                point.charge,
+                point.mechanism
+            );
+            let (x, y) = (x_of(point.round as f64), y_of(point.epsilon));
+            // Squares for odd lines, circles for even: shape tells lines apart too.
+            let marker = if index % 2 == 0 {
+                format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{colour}\"/>")
+            } else {
+                format!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"{colour}\"/>",
+                    x - 4.0,
+                    y - 4.0
+                )
+            };
+            let _ = write!(
+                svg,
+                "<g class=\"point\" tabindex=\"0\" data-partner=\"{partner}\" data-round=\"{}\" data-release=\"{}\" \
+data-epsilon=\"{}\" data-charge=\"{}\" data-mechanism=\"{}\" data-detail=\"{}\"><title>{}</title>{marker}</g>",
+                point.round,
+                escape(&point.release),
+                point.epsilon,
+                point.charge,
+                escape(&point.mechanism),
+                escape(&detail),
+                escape(&detail),
+            );
+        }
+        let legend_y = CHART_TOP + 14.0 + 18.0 * index as f64;
+        let _ = write!(
+            svg,
+            "</g><line x1=\"{:.1}\" y1=\"{legend_y:.1}\" x2=\"{:.1}\" y2=\"{legend_y:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\
+<text x=\"{:.1}\" y=\"{:.1}\">{partner}</text>",
+            CHART_LEFT + plot_width + 6.0,
+            CHART_LEFT + plot_width + 26.0,
+            CHART_LEFT + plot_width + 30.0,
+            legend_y + 4.0,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Per-partner ε over rounds, one chart per job and unit, against the job's
+/// budget; hovering or focusing a point shows its round, mechanism and
+/// charge. Then the refused rounds and vetoes with their reasons.
+pub fn privacy(viewer: &Viewer, charts: &[PrivacyChart], refusals: &[Refusal]) -> String {
+    let mut body = String::from(
+        "<p>Each point is one charge in the coordinator's privacy ledger. Hover or focus a point \
+(Tab moves between them) to see its round, mechanism and charge.</p>\
+<p id=\"point-detail\" aria-live=\"polite\">&nbsp;</p>",
+    );
     if charts.is_empty() {
         body.push_str("<p>No charges recorded yet.</p>");
     }
     for chart in charts {
+        let shown: usize = chart.lines.iter().map(|line| line.points.len()).sum();
+        let charges: usize = chart.lines.iter().map(|line| line.charges).sum();
+        let selection = if charges > shown {
+            format!(
+                "<p class=\"selection\">{shown} of {charges} charges shown, evenly spaced and each partner's last; \
+every value shown is exact.</p>"
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             body,
-            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{}</section>",
+            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{selection}{}</section>",
             escape(&chart.job),
             escape(&chart.unit),
             escape(&chart.job),
             escape(&chart.unit),
-            chart.svg
+            chart_svg(chart)
         );
     }
+    body.push_str(
+        "<h2>Refused rounds and vetoes</h2><table id=\"refusals\"><thead><tr><th>Job</th><th>Round</th>\
+<th>Partner</th><th>Reason</th></tr></thead><tbody>",
+    );
+    for refusal in refusals {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&refusal.job),
+            refusal.round,
+            escape(&refusal.partner),
+            escape(&refusal.reason)
+        );
+    }
+    body.push_str(
+        "</tbody></table><script>const detail=document.getElementById('point-detail');\
+for(const point of document.querySelectorAll('.point')){const show=()=>{detail.textContent=point.dataset.detail;};\
+point.addEventListener('mouseenter',show);point.addEventListener('focus',show);}</script>",
+    );
     layout("Privacy", viewer, &body)
 }
 
@@ -305,10 +583,12 @@ pub fn audit(viewer: &Viewer, page: &AuditPage) -> String {
     let _ = write!(
         body,
         "<form method=\"get\" action=\"/audit\"><label>Kind <input name=\"kind\" value=\"{}\"></label> \
-<label>Job <input name=\"job\" value=\"{}\"></label> <button type=\"submit\">Filter</button></form>\
+<label>Job <input name=\"job\" value=\"{}\"></label> <label>Actor <input name=\"actor\" value=\"{}\"></label> \
+<button type=\"submit\">Filter</button></form>\
 <table id=\"entries\"><thead><tr><th>#</th><th>Time</th><th>Actor</th><th>Kind</th><th>Job</th><th>Summary</th></tr></thead><tbody>",
         escape(&page.filter_kind),
         escape(&page.filter_job),
+        escape(&page.filter_actor),
     );
     for entry in &page.entries {
         let _ = write!(
@@ -374,7 +654,9 @@ mod tests {
         assert!(!auditor.contains("/cancel"), "{auditor}");
         assert!(!auditor.contains("c0ffee"));
         // Both follow the job live while it runs.
-        assert!(auditor.contains("new EventSource('/jobs/job-1/events')"));
+        assert!(auditor.contains("data-events=\"/jobs/job-1/events\""));
+        assert!(auditor.contains("data-shown=\"running 1/3 round 2 train\""));
+        assert!(auditor.contains("new EventSource(live.dataset.events)"));
         assert!(auditor.contains("shop-c (privacy-cap-exceeded)"));
     }
 
@@ -436,7 +718,24 @@ mod tests {
                 &[PrivacyChart {
                     job: HOSTILE.to_owned(),
                     unit: HOSTILE.to_owned(),
-                    svg: String::new(),
+                    budget: Some(1.0),
+                    lines: vec![EpsilonLine {
+                        partner: HOSTILE.to_owned(),
+                        points: vec![EpsilonPoint {
+                            round: 1,
+                            release: HOSTILE.to_owned(),
+                            epsilon: 0.5,
+                            charge: 0.5,
+                            mechanism: HOSTILE.to_owned(),
+                        }],
+                        charges: 1,
+                    }],
+                }],
+                &[Refusal {
+                    job: HOSTILE.to_owned(),
+                    round: 1,
+                    partner: HOSTILE.to_owned(),
+                    reason: HOSTILE.to_owned(),
                 }],
             ),
             audit(
@@ -445,6 +744,7 @@ mod tests {
                     verification: Err(HOSTILE.to_owned()),
                     filter_kind: HOSTILE.to_owned(),
                     filter_job: HOSTILE.to_owned(),
+                    filter_actor: HOSTILE.to_owned(),
                     entries: vec![AuditRow {
                         seq: 1,
                         time: HOSTILE.to_owned(),
@@ -464,11 +764,48 @@ mod tests {
     }
 
     #[test]
+    fn each_charge_is_one_focusable_point_carrying_its_values() {
+        let point = |round: u64, epsilon: f64| EpsilonPoint {
+            round,
+            release: "round".to_owned(),
+            epsilon,
+            charge: 0.25,
+            mechanism: "dp-sgd σ=1.1".to_owned(),
+        };
+        let chart = PrivacyChart {
+            job: "job-1".to_owned(),
+            unit: "customer".to_owned(),
+            budget: Some(3.0),
+            lines: vec![
+                EpsilonLine {
+                    partner: "bank-a".to_owned(),
+                    points: vec![point(1, 0.25), point(2, 0.4375)],
+                    charges: 2,
+                },
+                EpsilonLine {
+                    partner: "shop-b".to_owned(),
+                    points: vec![point(1, 0.25)],
+                    charges: 1,
+                },
+            ],
+        };
+        let html = privacy(&viewer(ConsoleRole::Auditor), &[chart], &[]);
+        assert_eq!(html.matches("class=\"point\" tabindex=\"0\"").count(), 3);
+        assert!(html.contains(
+            "data-partner=\"bank-a\" data-round=\"2\" data-release=\"round\" data-epsilon=\"0.4375\" data-charge=\"0.25\" data-mechanism=\"dp-sgd σ=1.1\""
+        ), "{html}");
+        assert!(html.contains("class=\"budget\" data-epsilon=\"3\""));
+        assert!(!html.contains("charges shown"), "every charge is shown");
+        assert!(html.contains("<title>bank-a round 2 (round): cumulative ε 0.4375, this charge ε 0.2500, dp-sgd σ=1.1</title>"));
+    }
+
+    #[test]
     fn the_audit_page_says_whether_the_log_verifies() {
         let page = |verification| AuditPage {
             verification,
             filter_kind: String::new(),
             filter_job: String::new(),
+            filter_actor: String::new(),
             entries: Vec::new(),
         };
         let viewer = viewer(ConsoleRole::Auditor);

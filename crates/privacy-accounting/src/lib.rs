@@ -21,7 +21,7 @@ mod pld;
 mod rdp;
 mod special;
 
-pub use accountant::{Accountant, DpEvent, EpsilonReport, PldUnbounded};
+pub use accountant::{Accountant, DpEvent, EpsilonReport, PldUnbounded, RdpCurves};
 pub use analytic_gaussian::{analytic_gaussian_delta, analytic_gaussian_epsilon};
 pub use calibration::{CalibrationTarget, calibrate_noise_multiplier};
 pub use distributed::{

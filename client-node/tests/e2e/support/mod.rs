@@ -7,6 +7,7 @@
 pub mod prometheus;
 pub mod recording_proxy;
 pub mod seeded;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -188,6 +188,20 @@ pub fn seed_data(dir: &Path) -> (SeededData, SynthConfig) {
     (SeededData { secrets, config }, synth)
 }
 
+/// The standard job for the seeded node alone: `rounds` rounds, one
+/// participant, plain aggregation (a single node has no one to mask with).
+pub fn single_node_job(synth: &SynthConfig, rounds: u32) -> veil_job::file::JobFile {
+    let mut job_file = veil_job::standard_job(
+        &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        synth.suggested_horizon_days(),
+    );
+    job_file.rounds = rounds;
+    job_file.min_participants = 1;
+    job_file.max_participants = 1;
+    job_file.aggregation.mode = Some("plain".to_owned());
+    job_file
+}
+
 /// Every form of a secret that must not be on the wire.
 pub fn forbidden_forms(secret: &str) -> Vec<String> {
     let sha256 = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
