@@ -6,6 +6,7 @@
 mod support;
 
 mod audit_blocked;
+mod concurrent_jobs;
 mod console_browser;
 mod coordinator_crash;
 mod federation_e2e;
@@ -14,6 +15,7 @@ mod jobs_never_hang;
 mod malicious_coordinator;
 mod metrics_e2e;
 mod mtls_roles;
+mod network_faults;
 mod node_killed;
 mod partner_cli;
 mod privacy_audit;

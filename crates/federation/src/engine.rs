@@ -809,7 +809,12 @@ impl<D: Clone> Engine<D> {
         Ok(self.job(job)?.durable.clone())
     }
 
-    /// The next task for `node`, if one of its invitations is unanswered.
+    /// The next task for `node`, if one of its invitations is unanswered: of all its jobs'
+    /// open tasks, the one whose phase (or secure step) closes first, ties going to the
+    /// lower job id. A node answers one task at a time, so with jobs side by side this
+    /// order decides which phase waits: earliest deadline first meets every deadline
+    /// whenever any order could, where job-id order let a later job's open phase run out
+    /// while its nodes served the earlier job's next step, which had time to spare.
     pub fn next_task(
         &mut self,
         node: &str,
@@ -817,6 +822,15 @@ impl<D: Clone> Engine<D> {
     ) -> Result<Option<TaskAssignment>, EngineError> {
         self.touch(node, now)?;
         self.drive(now);
+        let mut earliest: Option<TaskAssignment> = None;
+        let mut offer = |assignment: TaskAssignment| {
+            if earliest
+                .as_ref()
+                .is_none_or(|best| assignment.deadline < best.deadline)
+            {
+                earliest = Some(assignment);
+            }
+        };
         for job in self.jobs.values() {
             let Some(open) = &job.open else { continue };
             let (round, phase) = job.durable.cursor;
@@ -831,17 +845,17 @@ impl<D: Clone> Engine<D> {
             match &open.aggregation {
                 PhaseAggregation::Plain(_) => {
                     if open.invited.contains(node) && !open.replied.contains(node) {
-                        return Ok(Some(assignment(open.deadline, None)));
+                        offer(assignment(open.deadline, None));
                     }
                 }
                 PhaseAggregation::Secure(secure) => {
                     if let Some(task) = secure.task_for(node) {
-                        return Ok(Some(assignment(secure.deadline(), Some(task))));
+                        offer(assignment(secure.deadline(), Some(task)));
                     }
                 }
             }
         }
-        Ok(None)
+        Ok(earliest)
     }
 
     /// Folds in a node's reply, or refuses it with a named reason.

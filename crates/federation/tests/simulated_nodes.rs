@@ -173,6 +173,30 @@ const HONEST: Behaviour = Behaviour::Honest {
 };
 
 #[test]
+fn a_node_with_tasks_in_several_jobs_gets_the_one_that_closes_first() {
+    let mut harness = Harness::new(&[("a", HONEST), ("b", HONEST)]);
+    let mut patient = plan(2, 2, 1, Strategy::FedAvg);
+    patient.timeouts.feature_stats = TIMEOUT * 6;
+    let first = harness.start(patient);
+    harness.now += Duration::from_secs(1);
+    let hurried = harness.start(plan(2, 2, 1, Strategy::FedAvg));
+    // The hurried job was submitted second (a higher id) and opened later, but its phase
+    // closes first.
+    let task = harness.engine.next_task("a", harness.now).unwrap().unwrap();
+    assert_eq!(task.job, hurried);
+    assert!(matches!(harness.reply("a", HONEST, &task), Some(Ok(_))));
+    // Answered, the node is offered the other job's task.
+    let task = harness.engine.next_task("a", harness.now).unwrap().unwrap();
+    assert_eq!(task.job, first);
+    // With equal deadlines the lower job id goes first.
+    let mut harness = Harness::new(&[("a", HONEST), ("b", HONEST)]);
+    let first = harness.start(plan(2, 2, 1, Strategy::FedAvg));
+    harness.start(plan(2, 2, 1, Strategy::FedAvg));
+    let task = harness.engine.next_task("a", harness.now).unwrap().unwrap();
+    assert_eq!(task.job, first);
+}
+
+#[test]
 fn honest_nodes_finish_every_round_with_the_weighted_mean() {
     let mut harness = Harness::new(&[
         (

@@ -4,6 +4,7 @@
 // Each test module uses only part of this module.
 #![allow(dead_code)]
 
+pub mod network_lab;
 pub mod prometheus;
 pub mod recording_proxy;
 pub mod seeded;
@@ -169,6 +170,35 @@ pub async fn run_job_to_end(
         .unwrap_or_else(|error| panic!("starting {job_id}: {error}"));
     let (status, transcript) = watch_to_end(operator, &job_id, patience).await;
     (job_id, status, transcript)
+}
+
+/// A partner's charges for `job_id` as its node's ledger (in `node_state`) holds them, and how
+/// they reconcile with the coordinator's: pass the coordinator's charges for the job, every
+/// partner's; this takes the partner's own.
+pub fn reconcile_partner(
+    coordinator_charges: &[veil_privacy_ledger::Charge],
+    node_state: &Path,
+    partner: &str,
+    job_id: &str,
+) -> (
+    Vec<veil_privacy_ledger::Charge>,
+    veil_privacy_ledger::ReconcileReport,
+) {
+    let node_charges: Vec<veil_privacy_ledger::Charge> =
+        veil_privacy_ledger::SqliteLedger::open(&node_state.join("ledger.sqlite"))
+            .unwrap_or_else(|error| panic!("{partner}'s ledger: {error}"))
+            .charges_for_partner(partner)
+            .unwrap_or_else(|error| panic!("{partner}'s charges: {error}"))
+            .into_iter()
+            .filter(|charge| charge.job_id == job_id)
+            .collect();
+    let coordinator_view: Vec<veil_privacy_ledger::Charge> = coordinator_charges
+        .iter()
+        .filter(|charge| charge.partner_id == partner)
+        .cloned()
+        .collect();
+    let report = veil_privacy_ledger::reconcile(&coordinator_view, &node_charges);
+    (node_charges, report)
 }
 
 /// What a `client-node run` process logs once the coordinator has accepted its registration.
