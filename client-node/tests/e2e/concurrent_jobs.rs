@@ -136,11 +136,10 @@ async fn five_jobs_sharing_three_nodes_at_once_all_complete_and_reconcile() {
         .iter()
         .map(|status| status.completed_rounds)
         .collect();
+    // How evenly the jobs advanced depends on the machine's load, so it is
+    // printed, not asserted; the engine's earliest-deadline order is tested
+    // without timing in `simulated_nodes`.
     println!("rounds completed by each job when the first ended: {rounds_at_first_end:?}");
-    assert!(
-        rounds_at_first_end.iter().all(|&rounds| rounds >= 1),
-        "a job had not committed a round when the first ended: {rounds_at_first_end:?}"
-    );
     let mut watches = tokio::task::JoinSet::new();
     for (job_id, _) in &jobs {
         let mut operator = operator.clone();

@@ -30,7 +30,7 @@ use crate::support;
 use crate::support::seeded::{contains, forbidden_forms, seed_data, single_node_job};
 use crate::support::webdriver::{Browser, Driver, install_chromedriver};
 
-const ROUNDS: u32 = 3;
+const ROUNDS: u32 = 6;
 const NODE_ID: &str = "partner-console-test";
 
 fn screenshot_dir() -> PathBuf {
@@ -246,13 +246,8 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
     as_auditor.goto(&link(ConsoleRole::Auditor, "arthur")).await;
     wait_for(&as_auditor, VIEWER, json!("arthur (auditor)")).await;
 
-    // The job runs; the operator's page follows it live to the end.
-    as_operator
-        .goto(&format!("{console_url}/jobs/{job_id}"))
-        .await;
-    coordinator::operator::start(&mut operator, &job_id)
-        .await
-        .unwrap();
+    // The auditor's page of the job, before it starts: no cancel button,
+    // and the server refuses the auditor's cancel.
     as_auditor
         .goto(&format!("{console_url}/jobs/{job_id}"))
         .await;
@@ -271,6 +266,14 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
         403
     );
 
+    // The job runs; the operator's page follows it live to the end. The page
+    // is open before the job starts, so it cannot miss the running state.
+    as_operator
+        .goto(&format!("{console_url}/jobs/{job_id}"))
+        .await;
+    coordinator::operator::start(&mut operator, &job_id)
+        .await
+        .unwrap();
     let mut progress_seen = BTreeSet::new();
     let mut states_seen = BTreeSet::new();
     let mut cancel_seen = false;
