@@ -43,9 +43,9 @@ fn job(mode: &str, rounds: u32, nodes: usize) -> anyhow::Result<v1::JobSpec> {
     job.rounds = rounds;
     job.min_participants = u32::try_from(nodes)?;
     job.max_participants = u32::try_from(nodes)?;
-    job.model.hidden = vec![1024, 960];
-    job.training.local_epochs = 1;
-    job.training.batch_size = 512;
+    job.model_mut().hidden = vec![1024, 960];
+    job.training_mut().local_epochs = 1;
+    job.training_mut().batch_size = 512;
     job.aggregation.mode = Some(mode.to_owned());
     job.privacy.customers = Some("off".to_owned());
     job.timeouts.train_secs = Some(600.0);

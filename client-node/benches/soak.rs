@@ -165,9 +165,9 @@ fn job_spec(config: &SoakConfig, index: usize) -> v1::JobSpec {
     let mut job = veil_job::standard_job("2024-10-02", 90);
     job.name = format!("soak-{index}");
     job.rounds = config.rounds;
-    job.model.kind = "logistic_regression".to_owned();
-    job.model.hidden = Vec::new();
-    job.training.local_epochs = 1;
+    job.model_mut().kind = "logistic_regression".to_owned();
+    job.model_mut().hidden = Vec::new();
+    job.training_mut().local_epochs = 1;
     // Killed nodes drop out; a phase needs half the federation.
     job.max_participants = config.nodes as u32;
     job.min_participants = (config.nodes as u32).div_ceil(2).max(3);

@@ -10,6 +10,7 @@
 //! what may leave (`veil-node-protocol`'s state machine), round decisions
 //! (the coordinator's engine).
 
+pub mod analysis;
 pub mod config;
 pub mod data;
 pub mod identity;

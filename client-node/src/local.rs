@@ -94,6 +94,11 @@ pub fn evaluate_on_rows(
 /// `client-node train-local`: loads the partner's data, splits it as the
 /// job would, and trains on the training customers only.
 pub fn train_local(spec: &JobSpec, data: &PartnerDataConfig) -> anyhow::Result<ExportedModel> {
+    anyhow::ensure!(
+        spec.analysis.is_none(),
+        "job '{}' is an analysis; it trains no model to compare with",
+        spec.name
+    );
     let (log, _) = load_partner_data(data)?;
     let rows = JobRows::prepare(&log, spec);
     anyhow::ensure!(
@@ -115,6 +120,11 @@ pub fn evaluate_local(
     data: &PartnerDataConfig,
 ) -> anyhow::Result<LocalEvaluation> {
     let model = ExportedModel::read(model_path)?;
+    anyhow::ensure!(
+        model.spec.analysis.is_none(),
+        "{} is the result of an analysis job, not a trained model; there is nothing to evaluate",
+        model_path.display()
+    );
     let (log, _) = load_partner_data(data)?;
     let rows = JobRows::prepare(&log, &model.spec);
     anyhow::ensure!(

@@ -59,6 +59,41 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Assign this partner's customers to the federation's shared segments,
+    /// locally: `customer_id,segment,distance` for every customer.
+    Segment {
+        /// The node configuration file (for the data source).
+        #[arg(long)]
+        config: PathBuf,
+        /// The segmentation result (`coordinator export` of a segment job).
+        #[arg(long)]
+        model: PathBuf,
+        /// Which fitted number of segments to use; needed when the job
+        /// fitted several.
+        #[arg(long)]
+        k: Option<usize>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score this partner's customers 1–5 on recency, frequency and
+    /// monetary value against the federation's shared cut points, with the
+    /// standard RFM segment names, locally.
+    Rfm {
+        /// The node configuration file (for the data source).
+        #[arg(long)]
+        config: PathBuf,
+        /// The RFM result (`coordinator export` of an rfm job).
+        #[arg(long)]
+        model: PathBuf,
+        /// A segment-naming table (TOML, `[[segments]]` with name, recency
+        /// and frequency score ranges); default: the standard eleven.
+        #[arg(long)]
+        segments: Option<PathBuf>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train a job's model on this partner's own customers only, with no
     /// coordinator: the baseline the federation is measured against.
     TrainLocal {
@@ -133,6 +168,45 @@ async fn main() -> anyhow::Result<()> {
                 out.display(),
                 summary.rows_rejected
             );
+            Ok(())
+        }
+        Command::Segment {
+            config,
+            model,
+            k,
+            out,
+        } => {
+            let config = NodeConfig::read(&config)?;
+            let assigned = client_node::analysis::segment_customers(&model, k, &config.data, &out)?;
+            println!(
+                "assigned {} customers into {} ({} rows rejected while reading)",
+                assigned.customers,
+                out.display(),
+                assigned.rows_rejected
+            );
+            for (segment, customers) in &assigned.per_segment {
+                println!("segment {segment:<4}{customers:>8} customers");
+            }
+            Ok(())
+        }
+        Command::Rfm {
+            config,
+            model,
+            segments,
+            out,
+        } => {
+            let config = NodeConfig::read(&config)?;
+            let table = client_node::analysis::rfm_segment_table(segments.as_deref())?;
+            let scored = client_node::analysis::rfm_customers(&model, &table, &config.data, &out)?;
+            println!(
+                "scored {} customers into {} ({} rows rejected while reading)",
+                scored.customers,
+                out.display(),
+                scored.rows_rejected
+            );
+            for (segment, customers) in &scored.per_segment {
+                println!("{segment:<22}{customers:>8} customers");
+            }
             Ok(())
         }
         Command::TrainLocal { config, job, out } => {

@@ -72,6 +72,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::FeatureStats => "feature-stats",
         Phase::Train => "train",
         Phase::Evaluate => "evaluate",
+        Phase::Release => "release",
     }
 }
 
@@ -80,6 +81,7 @@ fn phase_from_name(name: &str) -> Option<Phase> {
         "feature-stats" => Some(Phase::FeatureStats),
         "train" => Some(Phase::Train),
         "evaluate" => Some(Phase::Evaluate),
+        "release" => Some(Phase::Release),
         _ => None,
     }
 }

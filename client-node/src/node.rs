@@ -16,7 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::mpsc;
 use tonic::Code;
-use veil_behaviour_features::{Scaling, TransactionLog};
+use veil_behaviour_features::{CustomerRow, Scaling, TransactionLog};
 use veil_de_identification::PiiKind;
 use veil_federation::{DeclineCode, Phase, SecureStep};
 use veil_job::statistics::ReleaseNoise;
@@ -733,6 +733,20 @@ async fn compute_reply(
     let Some(job) = state.jobs.get_mut(&task.job_id) else {
         bail!("job data missing right after preparation");
     };
+    if phase == Phase::Release {
+        // Every customer takes part in an analysis: no holdout.
+        let customers: Vec<&CustomerRow> = job.rows.train.iter().chain(&job.rows.holdout).collect();
+        // The node's noise share comes from its own OS-keyed stream.
+        let mut rng = veil_dp_noise::production_rng()?;
+        return crate::analysis::release_reply(
+            spec,
+            task.round,
+            &task.release_parameters,
+            &customers,
+            &state.log,
+            &mut rng,
+        );
+    }
     let n_features = spec.features.n_features();
     let released = spec.privacy.statistics;
     if phase == Phase::FeatureStats {

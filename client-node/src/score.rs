@@ -62,6 +62,14 @@ pub fn score(
     output: &Path,
 ) -> anyhow::Result<ScoreSummary> {
     let model = ExportedModel::read(model_path)?;
+    if let Some(analysis) = &model.spec.analysis {
+        anyhow::bail!(
+            "{} is the result of a {} job, not a trained model (use `client-node {}`)",
+            model_path.display(),
+            analysis.kind_name(),
+            analysis.kind_name()
+        );
+    }
     let cutoff = cutoff
         .resolve(model.spec.label.cutoff)
         .with_context(|| format!("scoring with {}", model_path.display()))?;
@@ -100,12 +108,26 @@ fn write_scores<'a>(
     output: &Path,
     scored: impl IntoIterator<Item = (&'a str, f32)>,
 ) -> anyhow::Result<()> {
+    let records: Vec<[String; 2]> = scored
+        .into_iter()
+        .map(|(customer_id, score)| [customer_id.to_owned(), format!("{score:.6}")])
+        .collect();
+    write_owner_only_csv(output, &["customer_id", "score"], &records)
+}
+
+/// Writes a CSV that pairs raw customer ids with results: owner-only, so
+/// the umask does not decide who reads it.
+pub(crate) fn write_owner_only_csv<const N: usize>(
+    output: &Path,
+    header: &[&str; N],
+    records: &[[String; N]],
+) -> anyhow::Result<()> {
     let file = veil_behaviour_features::create_owner_only(output)
         .with_context(|| format!("cannot write {}", output.display()))?;
     let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    writer.write_record(["customer_id", "score"])?;
-    for (customer_id, score) in scored {
-        writer.write_record([customer_id, &format!("{score:.6}")])?;
+    writer.write_record(header)?;
+    for record in records {
+        writer.write_record(record)?;
     }
     writer
         .flush()

@@ -60,6 +60,7 @@ pub fn task_from_wire(task: &v1::Task) -> Result<NodeTask, MalformedTask> {
         spec,
         spec_digest: spec_digest(wire_spec),
         secure,
+        release_parameters: task.release_parameters.clone(),
     })
 }
 

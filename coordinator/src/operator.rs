@@ -345,10 +345,11 @@ pub async fn fetch_model(
             anyhow::anyhow!("cannot fetch the model of {job_id}: {}", status.message())
         })?
         .into_inner();
-    let expected = spec.model_spec().parameter_count() as u64;
+    // A trained model's architecture, or an analysis' result length.
+    let expected = spec.plan().parameter_count as u64;
     if info.parameter_count != expected {
         bail!(
-            "the coordinator announced {} parameters, the architecture has {expected}",
+            "the coordinator announced {} parameters, the job's plan has {expected}",
             info.parameter_count
         );
     }

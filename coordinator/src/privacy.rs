@@ -166,8 +166,9 @@ impl PrivacyGuard {
                 tracing::warn!(job = %job, round, %reason, "refusing round: privacy budget");
                 let refused = match phase {
                     Phase::Train => engine.refuse_round(job, *round, reason, now),
-                    // Nothing can be released before the feature statistics.
-                    Phase::FeatureStats => {
+                    // Nothing can be released before the feature statistics,
+                    // and an analysis cannot skip a release it builds on.
+                    Phase::FeatureStats | Phase::Release => {
                         engine.fail_job(job, format!("privacy budget: {reason}"), now)
                     }
                     // Planned with the last round's training, so only a

@@ -10,14 +10,17 @@ use anyhow::{Context, bail};
 use veil_audit_log::AuditEvent;
 use veil_federation::{JobState, RoundRecord};
 use veil_job::JobSpec;
+use veil_job::analysis::{Analysis, AnalysisOutcome};
 use veil_job::statistics::{self, EvaluationRelease};
 use veil_job_store::SqliteJobStore;
 use veil_models::ModelKind;
 use veil_privacy_ledger::{AuditorReport, Charge, PrivacyUnit, SqliteLedger, TrustModel};
 use veil_report::{
-    Detail, Evaluation, JobSummary, PrivacyAudit, PrivacySpent, ReportInput, RoundMetrics,
+    Detail, Evaluation, JobSummary, PrivacyAudit, PrivacySpent, ReportInput, RoundMetrics, Segment,
+    Segments,
 };
 use veil_scoring_evaluation::{IntervalConfig, evaluate_binary, evaluate_regression};
+use veil_segmentation::ClusteringOutcome;
 
 use crate::convert::round_metrics;
 use crate::server::JobSpecCodec;
@@ -174,18 +177,96 @@ pub fn build_report(
         notes.push(format!("The final evaluation cannot be shown: {error:#}."));
         None
     });
+    let mut job = summary(job_id, spec, state, history);
+    let segments = match (&spec.analysis, state) {
+        (Some(analysis), JobState::Succeeded) => match analysis_outcome(spec, analysis, history) {
+            Ok(AnalysisOutcome::Segments(outcomes)) => segment_profiles(spec, &outcomes),
+            Ok(AnalysisOutcome::Rfm(cuts)) => {
+                for (name, points) in [
+                    ("Recency cut points (days)", cuts.recency),
+                    ("Frequency cut points (purchases)", cuts.frequency),
+                    ("Monetary cut points", cuts.monetary),
+                ] {
+                    job.details.push(Detail {
+                        name: name.to_owned(),
+                        value: points
+                            .iter()
+                            .map(|point| format!("{point:.1}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+                Vec::new()
+            }
+            Err(error) => {
+                notes.push(format!("The analysis result cannot be shown: {error:#}."));
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
     Ok(ReportInput {
-        job: summary(job_id, spec, state, history),
+        job,
         generated_at,
         notes,
         privacy: privacy_spent(job_id, spec, charges, as_of_unix_s)?,
         rounds,
         evaluation,
-        segments: None,
+        segments,
         rules: None,
         lifetime_value: None,
         privacy_audits: Vec::new(),
     })
+}
+
+/// An analysis' outcome from its released sums (post-processing only).
+pub(crate) fn analysis_outcome(
+    spec: &JobSpec,
+    analysis: &Analysis,
+    history: &[RoundRecord],
+) -> anyhow::Result<AnalysisOutcome> {
+    let released: Vec<&[f64]> = history
+        .iter()
+        .map(|record| record.release_sum.as_slice())
+        .collect();
+    analysis
+        .outcome(&released, &spec.features.public_scaling(), spec.seed)
+        .map_err(anyhow::Error::msg)
+}
+
+/// The report's profile of each fitted k: noised sizes, feature means in
+/// original units and label rates; tiny segments are named as such.
+fn segment_profiles(spec: &JobSpec, outcomes: &[ClusteringOutcome]) -> Vec<Segments> {
+    let features: Vec<String> = spec
+        .features
+        .features
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    outcomes
+        .iter()
+        .map(|outcome| Segments {
+            k: outcome.k,
+            cost: Some(outcome.noised_cost),
+            features: features.clone(),
+            noised: true,
+            segments: outcome
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(index, segment)| Segment {
+                    name: if segment.reliable {
+                        format!("segment {index}")
+                    } else {
+                        format!("segment {index} (too few customers to profile)")
+                    },
+                    size: segment.size,
+                    centroid: segment.mean.clone(),
+                    label_rate: segment.label_rate,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub(crate) fn summary(
@@ -219,6 +300,50 @@ pub(crate) fn summary(
         name: name.to_owned(),
         value,
     };
+    let features = spec
+        .features
+        .features
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(analysis) = &spec.analysis {
+        let kind = match analysis {
+            Analysis::Segment(segment) => format!(
+                "customer segments (federated DP k-means, k = {:?})",
+                segment.config.k_values
+            ),
+            Analysis::Rfm(_) => "RFM cut points (federated DP quintiles)".to_owned(),
+        };
+        return JobSummary {
+            job_id: job_id.to_owned(),
+            kind,
+            state,
+            details: vec![
+                detail("Name", spec.name.clone()),
+                detail("Releases", format!("{completed} of {}", spec.rounds)),
+                detail(
+                    "Partners per release",
+                    format!("{} to {}", spec.min_participants, spec.max_participants),
+                ),
+                detail("History up to", spec.label.cutoff.to_string()),
+                detail("Features", features.clone()),
+                detail(
+                    "Customer-level privacy",
+                    "every release noised at the partners (distributed discrete Gaussian) before secure aggregation".to_owned(),
+                ),
+                detail(
+                    "Budget per partner",
+                    format!(
+                        "customer ε {}, δ {:e} (the plan spends ε {:.3})",
+                        spec.privacy.customer_epsilon,
+                        spec.privacy.delta,
+                        analysis.plan().epsilon()
+                    ),
+                ),
+            ],
+        };
+    }
     JobSummary {
         job_id: job_id.to_owned(),
         kind: format!("{} ({output}), {model}", spec.label.task),
@@ -237,15 +362,7 @@ pub(crate) fn summary(
                     spec.label.task, spec.label.horizon_days, spec.label.cutoff
                 ),
             ),
-            detail(
-                "Features",
-                spec.features
-                    .features
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            detail("Features", features),
             detail(
                 "Held out for evaluation",
                 format!(
@@ -360,6 +477,7 @@ mod tests {
             contributors: PARTNERS.iter().map(|p| (*p).to_owned()).collect(),
             secure_guarantee: None,
             abandoned: None,
+            release_sum: Vec::new(),
         }
     }
 

@@ -269,7 +269,8 @@ fn build_task(
 ) -> Result<v1::Task, Status> {
     let spec = engine.descriptor(&assignment.job).map_err(engine_error)?;
     let scaling = match assignment.phase {
-        Phase::FeatureStats => None,
+        // An analysis scales publicly, by the features' formulas.
+        Phase::FeatureStats | Phase::Release => None,
         Phase::Train | Phase::Evaluate => {
             let sums = engine
                 .feature_statistics(&assignment.job)
@@ -300,6 +301,11 @@ fn build_task(
         deadline_ms: remaining.as_millis().min(u128::from(u32::MAX)) as u32,
         model_version: assignment.model_version,
         secure: assignment.secure.as_ref().map(secure_task_to_wire),
+        release_parameters: assignment
+            .release_parameters
+            .as_deref()
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 
@@ -400,7 +406,7 @@ impl OperatorService for OperatorApi {
         } else {
             spec.seed
         };
-        let initial = spec.model_spec().initial_parameters(seed);
+        let initial = spec.initial_parameters(seed);
         let plan = spec.plan();
         let job_id = self
             .shared
@@ -594,11 +600,8 @@ impl OperatorService for OperatorApi {
         self.shared.read(|engine| {
             let model = engine.final_model(&job).map_err(engine_error)?;
             let spec = engine.descriptor(&job).map_err(engine_error)?;
-            let sums = engine
-                .feature_statistics(&job)
-                .map_err(engine_error)?
-                .ok_or_else(|| Status::internal("a finished job has feature statistics"))?;
-            let scaling = statistics::job_scaling(spec, &sums)
+            let sums = engine.feature_statistics(&job).map_err(engine_error)?;
+            let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))
                 .map_err(|e| Status::internal(e.to_string()))?;
             let status = engine.status(&job).map_err(engine_error)?;
             Ok(Response::new(v1::ModelInfo {

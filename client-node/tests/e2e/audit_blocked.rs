@@ -21,8 +21,8 @@ const NODES: usize = 3;
 fn job() -> v1::JobSpec {
     let mut job = veil_job::standard_job("2024-10-02", 90);
     job.rounds = 2;
-    job.model.kind = "logistic_regression".to_owned();
-    job.model.hidden = Vec::new();
+    job.model_mut().kind = "logistic_regression".to_owned();
+    job.model_mut().hidden = Vec::new();
     job.aggregation.step_timeout_secs = Some(5.0);
     job.to_wire()
 }

@@ -92,9 +92,9 @@ async fn five_jobs_sharing_three_nodes_at_once_all_complete_and_reconcile() {
         let mut job = veil_job::standard_job("2024-10-02", 90);
         job.name = format!("concurrent-{index}");
         job.rounds = ROUNDS;
-        job.model.kind = "logistic_regression".to_owned();
-        job.model.hidden = Vec::new();
-        job.training.local_epochs = 1;
+        job.model_mut().kind = "logistic_regression".to_owned();
+        job.model_mut().hidden = Vec::new();
+        job.training_mut().local_epochs = 1;
         job.privacy.customer_epsilon = Some(*budget);
         let job_id = coordinator::operator::submit(&mut operator, job.to_wire())
             .await

@@ -23,5 +23,6 @@ mod privacy_e2e;
 mod reproducible;
 mod scheme_hints;
 mod secure_e2e;
+mod segments_e2e;
 mod wire_capture;
 mod wire_round_trip;

@@ -212,8 +212,8 @@ fn victim_config(setup: &Setup, address: &str) -> NodeConfig {
 fn job(mode: &str, rounds: u32) -> v1::JobSpec {
     let mut job = veil_job::standard_job("2024-10-02", 90);
     job.rounds = rounds;
-    job.model.kind = "logistic_regression".to_owned();
-    job.model.hidden = Vec::new();
+    job.model_mut().kind = "logistic_regression".to_owned();
+    job.model_mut().hidden = Vec::new();
     job.aggregation.mode = Some(mode.to_owned());
     job.to_wire()
 }
@@ -286,7 +286,7 @@ fn feature_stats_task(
     identities.sort_by(|left, right| left.node_id.cmp(&right.node_id));
     let cohort: Vec<&str> = identities.iter().map(|id| id.node_id.as_str()).collect();
     let graph = secure_round_parameters(cohort.len(), settings).unwrap();
-    let shape = spec.plan().reply_shape(Phase::FeatureStats);
+    let shape = spec.plan().reply_shape(0, Phase::FeatureStats);
     let encoding = ReplyEncoding::new(
         shape.vector_len,
         shape.statistics_len,
@@ -614,7 +614,7 @@ impl Peer {
         let mut decision = self.machine.handle_task(&task, now, &self.ledger, &mut rng);
         if let Decision::Compute { commit } = decision {
             self.keep(commit);
-            let shape = task.spec.plan().reply_shape(task.phase);
+            let shape = task.spec.plan().reply_shape(task.round, task.phase);
             let reply = PhaseReply {
                 weight: task.spec.uniform_weight(),
                 statistics: vec![0.0; shape.statistics_len],
@@ -706,7 +706,7 @@ async fn run_attempt(
         },
         members,
         spec.min_participants as usize,
-        spec.plan().reply_shape(Phase::FeatureStats),
+        spec.plan().reply_shape(0, Phase::FeatureStats),
         settings,
         &spec.privacy.partners,
         std::time::Instant::now() + PATIENCE,
@@ -829,4 +829,146 @@ async fn a_masked_input_that_left_is_never_sent_again_not_even_after_a_restart()
     let _ = stop.send(());
     let _ = handle.await;
     assert_eq!(refusals(&state), vec!["already-released".to_owned()]);
+}
+
+/// A plain segment job (so the statistics the node sends are visible), the
+/// victim the only partner the scripted coordinator talks to.
+fn segment_job() -> v1::JobSpec {
+    let mut job = veil_job::standard_job("2024-10-02", 90);
+    job.model = None;
+    job.training = None;
+    job.min_participants = 1;
+    job.max_participants = 1;
+    job.features.names = ["recency_days", "frequency", "monetary"]
+        .map(str::to_owned)
+        .to_vec();
+    job.aggregation.mode = Some("plain".to_owned());
+    job.privacy = Default::default();
+    job.privacy.customer_epsilon = Some(1.0);
+    job.segment = Some(veil_job::file::SegmentSection {
+        k: vec![2],
+        iterations: Some(2),
+        radius: None,
+        damping: None,
+        seeding_cells: Some(64),
+        seeding_radius: None,
+        box_bound: None,
+        cost_bound: None,
+        with_label: false,
+    });
+    job.to_wire()
+}
+
+fn release_task(wire: &v1::JobSpec, round: u32, parameters: Vec<f64>) -> v1::Task {
+    v1::Task {
+        job_id: "job-1".to_owned(),
+        round,
+        phase: v1::Phase::Release as i32,
+        spec: Some(wire.clone()),
+        deadline_ms: 60_000,
+        release_parameters: parameters,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_release_is_noised_charged_first_and_never_recomputed_at_other_centroids() {
+    let _machine = support::share_of_machine().await;
+    let setup = setup();
+    let wire = segment_job();
+    let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+    let Some(veil_job::analysis::Analysis::Segment(segment)) = &spec.analysis else {
+        panic!("a segment job");
+    };
+    let seeding = *segment.plan.release(0).unwrap();
+    let d = segment.config.n_features;
+    let centroids_a: Vec<f64> = vec![0.5; 2 * d];
+    let centroids_b: Vec<f64> = vec![-1.0; 2 * d];
+    let tasks = vec![
+        release_task(&wire, 1, Vec::new()),
+        release_task(&wire, 2, centroids_a),
+        // The same release again at other centroids: the difference of two
+        // answers would show how customers sit between them.
+        release_task(&wire, 2, centroids_b),
+        // A release the job's plan does not have.
+        release_task(&wire, 99, Vec::new()),
+        // Centroids the plan's release cannot take (3 for k = 2).
+        release_task(&wire, 3, vec![0.0; 3 * d]),
+    ];
+    let (address, mut sent, _scripted) = serve(&setup, tasks, 0).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config.clone());
+
+    // The seeding release carries noise: against the node's exact,
+    // un-noised vector (computed here from the same de-identified rows), it
+    // differs by about the plan's node sigma per value.
+    let seeded = next_sent(&mut sent, "its seeding release").await;
+    assert_eq!(seeded.header.decline_code, 0, "{:?}", seeded.header);
+    assert_eq!(seeded.header.statistics.len(), seeding.dimension);
+    let (log, _) = client_node::data::load_partner_data(&config.data).unwrap();
+    let rows: Vec<Vec<f64>> =
+        veil_behaviour_features::build_examples(&log, &spec.label, &spec.features)
+            .into_iter()
+            .map(|row| row.features.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+    let points = veil_segmentation::Points::from_original(
+        &rows,
+        &spec.features.public_scaling(),
+        segment.config.box_bound,
+    )
+    .unwrap();
+    let exact = veil_segmentation::seeding::local_seeding_sums(
+        &points,
+        &veil_segmentation::seeding::candidate_centres(&segment.config),
+        &segment.config,
+        &seeding,
+    );
+    let noise: Vec<f64> = seeded
+        .header
+        .statistics
+        .iter()
+        .zip(seeding.to_statistics(&exact))
+        .map(|(sent, exact)| (sent - exact) / seeding.granularity())
+        .collect();
+    let deviation = (noise.iter().map(|n| n * n).sum::<f64>() / noise.len() as f64).sqrt();
+    assert!(
+        deviation > 0.7 * seeding.node_sigma && deviation < 1.3 * seeding.node_sigma,
+        "noise deviation {deviation:.1} against the plan's node sigma {:.1}",
+        seeding.node_sigma
+    );
+
+    // Release 2 at centroids A, then again at centroids B: the node sends
+    // its stored answer to A again, bit for bit.
+    let first = next_sent(&mut sent, "its first Lloyd release").await;
+    assert_eq!(first.header.decline_code, 0, "{:?}", first.header);
+    let again = next_sent(&mut sent, "its answer to other centroids").await;
+    assert_eq!(again.header.decline_code, 0, "{:?}", again.header);
+    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&again.header.statistics),
+        bits(&first.header.statistics),
+        "the stored release, not a second one at other centroids"
+    );
+    let outside = next_sent(&mut sent, "its answer to a release outside the plan").await;
+    assert_eq!(
+        outside.header.decline_code,
+        DeclineCode::InvalidTask.wire_value()
+    );
+    let misshapen = next_sent(&mut sent, "its answer to misshapen centroids").await;
+    assert_ne!(misshapen.header.decline_code, 0, "{:?}", misshapen.header);
+    assert!(misshapen.header.statistics.is_empty());
+    let _ = stop.send(());
+    let _ = handle.await;
+
+    // Charged once per release that left, before it left: rounds 1 and 2.
+    let ledger = veil_privacy_ledger::SqliteLedger::open(&state.join("ledger.sqlite")).unwrap();
+    let mut rounds: Vec<u64> = ledger
+        .charges_for_partner("victim")
+        .unwrap()
+        .iter()
+        .map(|charge| charge.round)
+        .collect();
+    rounds.sort_unstable();
+    assert_eq!(rounds, vec![1, 2]);
 }

@@ -321,9 +321,9 @@ fn job(nodes: u32, rounds: u32, phase_secs: f64, step_secs: f64) -> v1::JobSpec 
     job.rounds = rounds;
     job.min_participants = nodes - 1;
     job.max_participants = nodes;
-    job.model.kind = "logistic_regression".to_owned();
-    job.model.hidden = Vec::new();
-    job.training.local_epochs = 1;
+    job.model_mut().kind = "logistic_regression".to_owned();
+    job.model_mut().hidden = Vec::new();
+    job.training_mut().local_epochs = 1;
     job.aggregation.step_timeout_secs = Some(step_secs);
     job.timeouts.feature_stats_secs = Some(phase_secs);
     job.timeouts.train_secs = Some(phase_secs);

@@ -29,7 +29,7 @@ fn job(privacy: veil_job::file::PrivacySection, rounds: u32, local_epochs: u32) 
     let mut file = veil_job::standard_job("2024-10-02", 90);
     file.name = "privacy-test".to_owned();
     file.rounds = rounds;
-    file.training.local_epochs = local_epochs;
+    file.training_mut().local_epochs = local_epochs;
     file.privacy = privacy;
     file.aggregation.step_timeout_secs = Some(5.0);
     file.timeouts.train_secs = Some(60.0);

@@ -131,9 +131,9 @@ proptest! {
         file.holdout_fraction = holdout;
         file.seed = seed;
         if hidden.is_empty() {
-            file.model.kind = "logistic_regression".to_owned();
+            file.model_mut().kind = "logistic_regression".to_owned();
         }
-        file.model.hidden = hidden;
+        file.model_mut().hidden = hidden;
         file.aggregation.mode = Some(mode.to_owned());
         file.privacy.customers = Some(customers.to_owned());
         file.privacy.customer_epsilon = Some(1000.0);

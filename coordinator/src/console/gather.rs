@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Context;
 use veil_audit_log::{AuditEntry, AuditEvent};
 use veil_behaviour_features::Scaling;
 use veil_console::pages::{
@@ -392,10 +391,8 @@ pub(super) fn exported_model(shared: &Shared, job: &str) -> anyhow::Result<(Expo
     shared.read(|engine| {
         let parameters = engine.final_model(job)?;
         let spec = engine.descriptor(job)?;
-        let sums = engine
-            .feature_statistics(job)?
-            .context("a finished job has feature statistics")?;
-        let scaling = statistics::job_scaling(spec, &sums)?;
+        let sums = engine.feature_statistics(job)?;
+        let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))?;
         let status = engine.status(job)?;
         let version = engine.snapshot(job)?.model_version;
         Ok((
@@ -459,6 +456,7 @@ mod tests {
                     contributors: partners.clone(),
                     secure_guarantee: Some("tolerates 3 colluders and 10 dropouts".to_owned()),
                     abandoned: None,
+                    release_sum: Vec::new(),
                 })
                 .collect(),
         };

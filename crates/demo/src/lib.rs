@@ -1,7 +1,8 @@
 //! The local federation demo: generated data for three partners, a
 //! coordinator and three nodes talking real gRPC on 127.0.0.1, then the same
 //! model trained centrally and by each partner alone, all scored on the same
-//! pooled held-out customers.
+//! pooled held-out customers; then a shared segmentation of the same
+//! partners' customers, and an HTML report of each job.
 //!
 //! The demo is its own crate so that the partner's `client-node` binary does
 //! not link the coordinator, its SQLite state and its audit trail.
@@ -17,9 +18,9 @@ use coordinator::CoordinatorConfig;
 use coordinator::operator::{self, WatchUpdate};
 use veil_behaviour_features::{CsvSource, CustomerRow};
 use veil_job::JobSpec;
-use veil_job::STANDARD_JOB;
 use veil_job::export::ExportedModel;
 use veil_job::file::JobFile;
+use veil_job::{STANDARD_JOB, STANDARD_SEGMENT_JOB};
 use veil_pki::{LocalPki, Role};
 use veil_synth_data::{SynthConfig, write_partner_files};
 use veil_wire::v1;
@@ -35,6 +36,8 @@ pub struct DemoConfig {
     pub data_seed: u64,
     /// The job file text; `{cutoff}` is replaced by the data's suggested cutoff.
     pub job_template: String,
+    /// The segmentation job's text, with the same replacements.
+    pub segment_template: String,
 }
 
 impl DemoConfig {
@@ -45,6 +48,7 @@ impl DemoConfig {
             partners: 3,
             data_seed: 2026,
             job_template: STANDARD_JOB.to_owned(),
+            segment_template: STANDARD_SEGMENT_JOB.to_owned(),
         }
     }
 }
@@ -68,6 +72,16 @@ pub struct DemoReport {
     pub scores_path: PathBuf,
     /// Seconds the federated job took.
     pub federation_seconds: f64,
+    /// The segmentation's profile at each k, as its report shows it.
+    pub segments: Vec<veil_report::Segments>,
+    /// Seconds the segmentation job took.
+    pub segmentation_seconds: f64,
+    /// The first partner's local segment file.
+    pub segments_path: PathBuf,
+    /// The churn job's HTML report.
+    pub report_path: PathBuf,
+    /// The segmentation job's HTML report.
+    pub segments_report_path: PathBuf,
 }
 
 impl DemoReport {
@@ -99,8 +113,61 @@ impl DemoReport {
             "federation_seconds": self.federation_seconds,
             "model_path": self.model_path,
             "scores_path": self.scores_path,
+            "segmentation_seconds": self.segmentation_seconds,
+            "segments": self.segments.iter().map(|fit| serde_json::json!({
+                "k": fit.k,
+                "cost": fit.cost,
+                "sizes": fit.segments.iter().map(|s| s.size).collect::<Vec<_>>(),
+                "label_rates": fit.segments.iter().map(|s| s.label_rate).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "segments_path": self.segments_path,
+            "report_path": self.report_path,
+            "segments_report_path": self.segments_report_path,
         })
         .to_string()
+    }
+
+    /// The segment table: the noised cost of every k, and the profile of
+    /// the smallest k.
+    pub fn segment_table(&self) -> String {
+        let mut text =
+            String::from("\nShared segments (federated DP k-means, customer-level ε = 1)\n");
+        for fit in &self.segments {
+            text.push_str(&format!(
+                "  k = {:<3} noised cost {:.0}\n",
+                fit.k,
+                fit.cost.unwrap_or(f64::NAN)
+            ));
+        }
+        let Some(fit) = self.segments.first() else {
+            return text;
+        };
+        text.push_str(&format!(
+            "\n  {:<12}{:>10}{:>12}",
+            "segment", "customers", "churn rate"
+        ));
+        for feature in &fit.features {
+            text.push_str(&format!("{:>16}", feature));
+        }
+        text.push('\n');
+        for segment in &fit.segments {
+            let name = segment
+                .name
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            text.push_str(&format!("  {:<12}{:>10.0}", name, segment.size));
+            match segment.label_rate {
+                Some(rate) => text.push_str(&format!("{:>12.3}", rate)),
+                None => text.push_str(&format!("{:>12}", "-")),
+            }
+            for value in &segment.centroid {
+                text.push_str(&format!("{:>16.2}", value));
+            }
+            text.push('\n');
+        }
+        text
     }
 
     /// The closing table.
@@ -182,7 +249,7 @@ pub async fn run_demo(
     };
     let server = tokio::spawn(coordinator::run(
         CoordinatorConfig {
-            state_dir: Some(coordinator_state),
+            state_dir: Some(coordinator_state.clone()),
             ..CoordinatorConfig::mtls(coordinator_files.server(revocations)?)
         },
         listener,
@@ -229,11 +296,59 @@ pub async fn run_demo(
     let model_path = config.output_dir.join("model.veil");
     model.write(&model_path)?;
 
+    // The same partners' customers, segmented together.
+    let segment_text = config
+        .segment_template
+        .replace(
+            "{cutoff}",
+            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        )
+        .replace("{horizon}", &synth.suggested_horizon_days().to_string());
+    std::fs::write(config.output_dir.join("segments-job.toml"), &segment_text)?;
+    let segment_wire = JobFile::parse(&segment_text)
+        .context("demo segmentation job file")?
+        .to_wire();
+    let segmentation_started = Instant::now();
+    let segment_job_id = operator::submit(&mut client, segment_wire).await?;
+    operator::start(&mut client, &segment_job_id).await?;
+    let segment_status = operator::watch(&mut client, &segment_job_id, |_| {}).await?;
+    let segmentation_seconds = segmentation_started.elapsed().as_secs_f64();
+    if v1::JobState::try_from(segment_status.state) != Ok(v1::JobState::Succeeded) {
+        anyhow::bail!(
+            "the segmentation job did not succeed: {}",
+            segment_status.failure_reason
+        );
+    }
+    let segmentation = operator::fetch_model(&mut client, &segment_job_id).await?;
+    let segmentation_path = config.output_dir.join("segments.veil");
+    segmentation.write(&segmentation_path)?;
+
     let _ = stop.send(true);
     for node in nodes {
         node.await??;
     }
     server.await??;
+
+    // Reports from the coordinator's stored state, as `coordinator report` makes them.
+    let report_path = config.output_dir.join("report.html");
+    coordinator::report::write_report(&coordinator_state, &job_id, &report_path, false)?;
+    let segments_report_path = config.output_dir.join("segments-report.html");
+    coordinator::report::write_report(
+        &coordinator_state,
+        &segment_job_id,
+        &segments_report_path,
+        false,
+    )?;
+    let segments =
+        coordinator::report::load_report(&coordinator_state, &segment_job_id, String::new(), 0)?
+            .segments;
+    let segments_path = config.output_dir.join(format!("{}-segments.csv", names[0]));
+    client_node::analysis::segment_customers(
+        &segmentation_path,
+        segments.first().map(|fit| fit.k),
+        &sources[0].1.clone().into(),
+        &segments_path,
+    )?;
 
     let scores_path = config.output_dir.join(format!("{}-scores.csv", names[0]));
     client_node::score::score(
@@ -257,6 +372,11 @@ pub async fn run_demo(
         model_path,
         scores_path,
         federation_seconds,
+        segments,
+        segmentation_seconds,
+        segments_path,
+        report_path,
+        segments_report_path,
     })
 }
 

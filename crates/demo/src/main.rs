@@ -40,8 +40,19 @@ async fn main() -> anyhow::Result<()> {
         report.federation_seconds
     );
     println!("{}", report.table());
-    println!("model:  {}", report.model_path.display());
-    println!("scores: {}", report.scores_path.display());
+    println!(
+        "segmentation job finished in {:.1} s",
+        report.segmentation_seconds
+    );
+    println!("{}", report.segment_table());
+    println!("model:    {}", report.model_path.display());
+    println!("scores:   {}", report.scores_path.display());
+    println!("segments: {}", report.segments_path.display());
+    println!(
+        "reports:  {} and {}",
+        report.report_path.display(),
+        report.segments_report_path.display()
+    );
     if let Some(path) = summary_json {
         std::fs::write(&path, report.summary_json())
             .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;

@@ -97,4 +97,42 @@ fn the_demo_matches_its_readme_and_federated_beats_partners_alone() {
         .collect();
     assert!(scored.len() > 1000);
     assert!(scored.iter().all(|s| (0.0..=1.0).contains(s)));
+    // The shared segmentation: both k fitted, noised sizes that add up to
+    // about the federation's customers, churn rates that tell the
+    // segments apart, and every customer of the first partner assigned.
+    let fits = summary["segments"].as_array().expect("segments");
+    assert_eq!(fits.len(), 2, "{summary}");
+    for fit in fits {
+        let sizes: Vec<f64> = fit["sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        assert_eq!(sizes.len() as u64, fit["k"].as_u64().unwrap());
+        let total: f64 = sizes.iter().sum();
+        assert!((4000.0..7000.0).contains(&total), "{fit}");
+    }
+    let rates: Vec<f64> = fits[0]["label_rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let spread = rates.iter().copied().fold(f64::MIN, f64::max)
+        - rates.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread > 0.2, "churn rates by segment {rates:?}");
+    let segments = std::fs::read_to_string(summary["segments_path"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        segments.lines().next(),
+        Some("customer_id,segment,distance")
+    );
+    assert_eq!(segments.lines().count() - 1, scored.len());
+    for report in ["report_path", "segments_report_path"] {
+        let html = std::fs::read_to_string(summary[report].as_str().unwrap()).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{report}");
+    }
+    let segments_report =
+        std::fs::read_to_string(summary["segments_report_path"].as_str().unwrap()).unwrap();
+    assert!(segments_report.contains(r#"data-chart="segments-elbow""#));
 }

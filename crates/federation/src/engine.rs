@@ -8,6 +8,10 @@
 //! newly live nodes invited, replies kept) up to `max_phase_attempts` times,
 //! and then the job fails with a named reason. Absent nodes are simply not
 //! counted; they are invited again to later phases once they are alive.
+//!
+//! An analysis job (a plan with releases) runs no model: round `i + 1` is
+//! release `i`, one [`Phase::Release`] each, whose public parameters the job's
+//! descriptor derives from the sums released before it ([`ReleaseDirector`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,6 +31,45 @@ use crate::secure::{
 };
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
+
+/// The coordinator's half of an analysis job, implemented by the job
+/// descriptor: what nodes need to compute each release. It sees only the
+/// sums released before (noised by the nodes), so whatever it derives is
+/// post-processing and costs no privacy. It must be a pure function of its
+/// inputs: a restarted coordinator derives the same parameters again.
+pub trait ReleaseDirector {
+    /// The public parameters of release `index` (0-based), given the summed
+    /// statistics of releases `0..index` in order. An error fails the job
+    /// with its message.
+    fn release_parameters(&self, index: usize, released: &[&[f64]]) -> Result<Vec<f64>, String>;
+
+    /// The job's result from every release's sum, in the plan's
+    /// `parameter_count` values: it becomes the job's model (version 1),
+    /// exported, checkpointed and audited like a trained one.
+    fn result_parameters(&self, released: &[&[f64]]) -> Result<Vec<f32>, String>;
+}
+
+/// Descriptors of training-only jobs (the engine's own tests and harnesses).
+impl ReleaseDirector for () {
+    fn release_parameters(&self, _: usize, _: &[&[f64]]) -> Result<Vec<f64>, String> {
+        Err("this job describes no analysis".to_owned())
+    }
+
+    fn result_parameters(&self, _: &[&[f64]]) -> Result<Vec<f32>, String> {
+        Err("this job describes no analysis".to_owned())
+    }
+}
+
+/// Descriptors of training-only jobs (the engine's own tests and harnesses).
+impl ReleaseDirector for &str {
+    fn release_parameters(&self, _: usize, _: &[&[f64]]) -> Result<Vec<f64>, String> {
+        Err("this job describes no analysis".to_owned())
+    }
+
+    fn result_parameters(&self, _: &[&[f64]]) -> Result<Vec<f32>, String> {
+        Err("this job describes no analysis".to_owned())
+    }
+}
 
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +135,10 @@ pub struct RoundRecord {
     /// have been a second release of the same round.
     #[serde(default)]
     pub abandoned: Option<String>,
+    /// An analysis round's released sum (its participants are
+    /// `train_participants`); empty in training rounds.
+    #[serde(default)]
+    pub release_sum: Vec<f64>,
 }
 
 /// A read-only view of a job, for operators.
@@ -188,6 +235,8 @@ pub struct TaskAssignment {
     pub deadline: Instant,
     /// For secure phases: the protocol step to answer.
     pub secure: Option<SecureTask>,
+    /// For release phases: the public parameters of the release.
+    pub release_parameters: Option<Arc<Vec<f64>>>,
 }
 
 /// A progress event for operators and for persistence.
@@ -400,6 +449,8 @@ struct OpenPhase {
     declined: BTreeSet<NodeId>,
     deadline: Instant,
     aggregation: PhaseAggregation,
+    /// A release phase's public parameters, derived when it opened.
+    release_parameters: Option<Arc<Vec<f64>>>,
 }
 
 /// How the open phase sums replies.
@@ -494,7 +545,7 @@ pub struct Engine<D> {
     noise: Option<ChaCha20Rng>,
 }
 
-impl<D: Clone> Engine<D> {
+impl<D: Clone + ReleaseDirector> Engine<D> {
     /// An engine with no nodes and no jobs.
     pub fn new(config: EngineConfig) -> Self {
         Self {
@@ -652,6 +703,7 @@ impl<D: Clone> Engine<D> {
         let id = format!("job-{}", self.next_job_number);
         self.next_job_number += 1;
         let optimizer = ServerOptimizer::new(plan.strategy, plan.parameter_count);
+        let plan_for_cursor = plan.clone();
         let durable = JobSnapshot {
             id: id.clone(),
             plan,
@@ -662,7 +714,7 @@ impl<D: Clone> Engine<D> {
             optimizer,
             feature_statistics: None,
             history: Vec::new(),
-            cursor: (0, Phase::FeatureStats),
+            cursor: first_position(&plan_for_cursor),
             pending_train: None,
         };
         self.jobs.insert(
@@ -841,6 +893,7 @@ impl<D: Clone> Engine<D> {
                 model_version: job.durable.model_version,
                 deadline,
                 secure,
+                release_parameters: open.release_parameters.clone(),
             };
             match &open.aggregation {
                 PhaseAggregation::Plain(_) => {
@@ -1007,7 +1060,7 @@ impl<D: Clone> Engine<D> {
                 if !open.invited.contains(node) {
                     return Err(not_invited());
                 }
-                let shape = durable.plan.reply_shape(key.phase);
+                let shape = durable.plan.reply_shape(key.round, key.phase);
                 Accumulator::validate(shape, *weight, statistics, vector)?;
                 match durable.plan.partner_privacy {
                     // The trusted coordinator bounds each partner's influence
@@ -1224,9 +1277,29 @@ fn describe_position<D>(durable: &JobSnapshot<D>, open: bool) -> String {
     }
 }
 
+/// Where a new job starts: the feature statistics of round 0 for training,
+/// the first release for an analysis.
+fn first_position(plan: &JobPlan) -> (u32, Phase) {
+    if plan.is_analysis() {
+        (1, Phase::Release)
+    } else {
+        (0, Phase::FeatureStats)
+    }
+}
+
+/// The sums an analysis job released so far, in release order.
+fn released_sums<D>(durable: &JobSnapshot<D>) -> Vec<&[f64]> {
+    durable
+        .history
+        .iter()
+        .map(|record| record.release_sum.as_slice())
+        .collect()
+}
+
 fn phase_timeout(plan: &JobPlan, phase: Phase) -> Duration {
     match phase {
-        Phase::FeatureStats => plan.timeouts.feature_stats,
+        // Releases are statistics phases, like the feature statistics.
+        Phase::FeatureStats | Phase::Release => plan.timeouts.feature_stats,
         Phase::Train => plan.timeouts.train,
         Phase::Evaluate => plan.timeouts.evaluate,
     }
@@ -1247,7 +1320,7 @@ fn select_participants(plan: &JobPlan, live: &[NodeId], round: u32) -> Vec<NodeI
         .collect()
 }
 
-fn open_phase<D>(
+fn open_phase<D: ReleaseDirector>(
     job: &mut Job<D>,
     live: &[NodeId],
     secure_candidates: &[CohortMember],
@@ -1332,9 +1405,27 @@ fn open_phase<D>(
         return false;
     }
     job.waiting_since = None;
+    let release_parameters = if phase == Phase::Release {
+        let index = round.saturating_sub(1) as usize;
+        let released = released_sums(&job.durable);
+        match job.durable.descriptor.release_parameters(index, &released) {
+            Ok(parameters) => Some(Arc::new(parameters)),
+            Err(error) => {
+                let reason = format!("round {round} phase {phase}: {error}");
+                job.durable.state = JobState::Failed {
+                    reason: reason.clone(),
+                };
+                events.push(EventKind::Failed { reason });
+                return true;
+            }
+        }
+    } else {
+        None
+    };
+    let plan = &job.durable.plan;
     let attempt = job.failed_attempts + 1;
     let deadline = now + phase_timeout(plan, phase);
-    let shape = plan.reply_shape(phase);
+    let shape = plan.reply_shape(round, phase);
     let aggregation = match &plan.aggregation {
         AggregationMode::Plain => PhaseAggregation::Plain(Accumulator::new(shape)),
         AggregationMode::Secure(settings) => {
@@ -1382,6 +1473,7 @@ fn open_phase<D>(
         declined: BTreeSet::new(),
         deadline,
         aggregation,
+        release_parameters,
     });
     true
 }
@@ -1389,7 +1481,7 @@ fn open_phase<D>(
 /// A secure instance ended with a sum: the phase completes if enough nodes
 /// are in it (the instance checked that before anyone unmasked), otherwise
 /// it counts as a failed attempt.
-fn finish_secure_phase<D>(
+fn finish_secure_phase<D: ReleaseDirector>(
     job: &mut Job<D>,
     sums: Accumulator,
     contributors: Vec<NodeId>,
@@ -1434,7 +1526,11 @@ fn finish_secure_phase<D>(
 /// A secure instance failed: retry the phase with a fresh instance (without
 /// the nodes whose input already left), or end it once the attempts are used
 /// up: abandoned when inputs left (they are charged), failed otherwise.
-fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind>) {
+fn fail_secure_attempt<D: ReleaseDirector>(
+    job: &mut Job<D>,
+    reason: String,
+    events: &mut Vec<EventKind>,
+) {
     let Some(open) = job.open.take() else {
         return;
     };
@@ -1475,7 +1571,11 @@ fn fail_secure_attempt<D>(job: &mut Job<D>, reason: String, events: &mut Vec<Eve
 /// evaluation move the job on to the next round with the model unchanged
 /// (the round is spent, and charged to whoever released); feature
 /// statistics fail the job, since no round can run without them.
-fn abandon_phase<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind>) {
+fn abandon_phase<D: ReleaseDirector>(
+    job: &mut Job<D>,
+    reason: String,
+    events: &mut Vec<EventKind>,
+) {
     job.open = None;
     job.failed_attempts = 0;
     let (round, phase) = job.durable.cursor;
@@ -1491,7 +1591,8 @@ fn abandon_phase<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind
     });
     let durable = &mut job.durable;
     match phase {
-        Phase::FeatureStats => {
+        // Every later release is derived from this one's sum.
+        Phase::FeatureStats | Phase::Release => {
             let reason = format!("round {round} phase {phase} abandoned: {reason}");
             durable.state = JobState::Failed {
                 reason: reason.clone(),
@@ -1514,14 +1615,53 @@ fn abandon_phase<D>(job: &mut Job<D>, reason: String, events: &mut Vec<EventKind
     }
 }
 
-/// Records a finished round and moves the cursor on, or ends the job.
-fn finish_round<D>(durable: &mut JobSnapshot<D>, record: RoundRecord, events: &mut Vec<EventKind>) {
+/// Records a finished round and moves the cursor on, or ends the job. An
+/// analysis ends by deriving its result from every released sum.
+fn finish_round<D: ReleaseDirector>(
+    durable: &mut JobSnapshot<D>,
+    record: RoundRecord,
+    events: &mut Vec<EventKind>,
+) {
     let round = record.round;
     durable.history.push(record.clone());
     events.push(EventKind::RoundCompleted(record));
     if round >= durable.plan.rounds {
+        if durable.plan.is_analysis() {
+            let result = durable
+                .descriptor
+                .result_parameters(&released_sums(durable))
+                .and_then(|result| {
+                    if result.len() != durable.plan.parameter_count {
+                        Err(format!(
+                            "the result has {} values, the plan says {}",
+                            result.len(),
+                            durable.plan.parameter_count
+                        ))
+                    } else if let Some(index) = result.iter().position(|value| !value.is_finite()) {
+                        Err(format!("result value {index} is not finite"))
+                    } else {
+                        Ok(result)
+                    }
+                });
+            match result {
+                Ok(result) => {
+                    durable.global = Arc::new(result);
+                    durable.model_version += 1;
+                }
+                Err(error) => {
+                    let reason = format!("deriving the analysis result: {error}");
+                    durable.state = JobState::Failed {
+                        reason: reason.clone(),
+                    };
+                    events.push(EventKind::Failed { reason });
+                    return;
+                }
+            }
+        }
         durable.state = JobState::Succeeded;
         events.push(EventKind::Succeeded);
+    } else if durable.plan.is_analysis() {
+        durable.cursor = (round + 1, Phase::Release);
     } else {
         durable.cursor = (round + 1, Phase::Train);
     }
@@ -1541,6 +1681,7 @@ impl RoundRecord {
             contributors: Vec::new(),
             secure_guarantee: None,
             abandoned: None,
+            release_sum: Vec::new(),
         }
     }
 }
@@ -1555,7 +1696,7 @@ struct PhaseOutcome {
     guarantee: Option<String>,
 }
 
-fn close_phase<D>(
+fn close_phase<D: ReleaseDirector>(
     job: &mut Job<D>,
     live: &[NodeId],
     now: Instant,
@@ -1633,7 +1774,7 @@ fn close_phase<D>(
 }
 
 /// Applies a completed phase's sums and moves the cursor on.
-fn complete_phase<D>(
+fn complete_phase<D: ReleaseDirector>(
     job: &mut Job<D>,
     mut accumulator: Accumulator,
     outcome: PhaseOutcome,
@@ -1721,6 +1862,17 @@ fn complete_phase<D>(
                     record.dropped.push(node);
                 }
             }
+            finish_round(durable, record, events);
+        }
+        Phase::Release => {
+            let record = RoundRecord {
+                train_participants: replies,
+                dropped,
+                contributors,
+                secure_guarantee: guarantee,
+                release_sum: accumulator.statistics_sum().to_vec(),
+                ..RoundRecord::empty(round)
+            };
             finish_round(durable, record, events);
         }
     }

@@ -27,8 +27,8 @@ pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
 pub use decline::DeclineCode;
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    NodeActivity, NodeCredential, ResultKey, RoundRecord, Submission, SubmissionBody,
-    SubmitOutcome, TaskAssignment,
+    NodeActivity, NodeCredential, ReleaseDirector, ResultKey, RoundRecord, Submission,
+    SubmissionBody, SubmitOutcome, TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
 pub use phase::Phase;

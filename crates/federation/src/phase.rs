@@ -14,6 +14,10 @@ pub enum Phase {
     Train,
     /// Nodes evaluate the new global model on their held-out split.
     Evaluate,
+    /// An analysis job's release (a segmentation step, a histogram): nodes
+    /// compute the job kind's noised vector at the public parameters the
+    /// coordinator derived from the releases before it.
+    Release,
 }
 
 impl fmt::Display for Phase {
@@ -22,6 +26,7 @@ impl fmt::Display for Phase {
             Phase::FeatureStats => "feature-stats",
             Phase::Train => "train",
             Phase::Evaluate => "evaluate",
+            Phase::Release => "release",
         })
     }
 }

@@ -84,6 +84,14 @@ pub struct JobPlan {
     pub aggregation: AggregationMode,
     /// Partner-level differential privacy of each round's aggregate.
     pub partner_privacy: PartnerPrivacy,
+    /// An analysis job's releases: the statistics length of each, in
+    /// order. Release `i` runs as round `i + 1` of [`Phase::Release`]; there
+    /// is no feature-statistics round and no training, and the "model" is
+    /// the job's result (`parameter_count` values), derived from the
+    /// released sums after the last release. Empty for a training job (and
+    /// in plans saved before analysis jobs existed).
+    #[serde(default)]
+    pub releases: Vec<usize>,
 }
 
 /// A job plan that cannot run, naming the offending field.
@@ -119,7 +127,20 @@ pub enum PlanError {
         /// The accepted range.
         expected: &'static str,
     },
-    /// The initial model does not have `parameter_count` values.
+    /// An analysis plan whose rounds are not its releases.
+    #[error("an analysis job runs one round per release: {rounds} rounds, {releases} releases")]
+    AnalysisRounds {
+        /// Rounds planned.
+        rounds: u32,
+        /// Releases planned.
+        releases: usize,
+    },
+    /// A release of length zero.
+    #[error("release {index} of the analysis has length 0")]
+    EmptyRelease {
+        /// Its index.
+        index: usize,
+    },
     /// A secure-aggregation parameter is out of range.
     #[error("aggregation.{field} = {value} is out of range ({expected})")]
     SecureParameter {
@@ -136,6 +157,7 @@ pub enum PlanError {
     /// The smallest cohort cannot tolerate the collusion the job states.
     #[error("aggregation.collusion_fraction: {0}")]
     Collusion(String),
+    /// The initial model does not have `parameter_count` values.
     #[error("initial model has {actual} parameters, the plan says {expected}")]
     InitialModelShape {
         /// Declared length.
@@ -152,9 +174,24 @@ pub enum PlanError {
 }
 
 impl JobPlan {
-    /// What a reply to `phase` must look like.
-    pub fn reply_shape(&self, phase: Phase) -> ExpectedShape {
+    /// Whether this is an analysis job (releases, no training).
+    pub fn is_analysis(&self) -> bool {
+        !self.releases.is_empty()
+    }
+
+    /// What a reply to `phase` of `round` must look like. A release round
+    /// outside the plan expects nothing a reply can match.
+    pub fn reply_shape(&self, round: u32, phase: Phase) -> ExpectedShape {
         match phase {
+            Phase::Release => ExpectedShape {
+                vector_len: 0,
+                statistics_len: (round as usize)
+                    .checked_sub(1)
+                    .and_then(|index| self.releases.get(index))
+                    .copied()
+                    .unwrap_or(0),
+                positive_weight: false,
+            },
             Phase::FeatureStats => ExpectedShape {
                 vector_len: 0,
                 statistics_len: self.feature_statistics_len,
@@ -183,6 +220,17 @@ impl JobPlan {
         ] {
             if value == 0 {
                 return Err(PlanError::Zero { field });
+            }
+        }
+        if self.is_analysis() {
+            if self.rounds as usize != self.releases.len() {
+                return Err(PlanError::AnalysisRounds {
+                    rounds: self.rounds,
+                    releases: self.releases.len(),
+                });
+            }
+            if let Some(index) = self.releases.iter().position(|&len| len == 0) {
+                return Err(PlanError::EmptyRelease { index });
             }
         }
         if self.max_participants < self.min_participants {

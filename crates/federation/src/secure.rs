@@ -944,6 +944,7 @@ fn protocol_round(round: u32, phase: Phase) -> u32 {
         Phase::FeatureStats => 0,
         Phase::Train => 1,
         Phase::Evaluate => 2,
+        Phase::Release => 3,
     };
     round.saturating_mul(4).saturating_add(phase_index)
 }

@@ -75,6 +75,7 @@ fn plan(min: u32, rounds: u32, aggregation: AggregationMode) -> JobPlan {
         max_phase_attempts: 2,
         aggregation,
         partner_privacy: Default::default(),
+        releases: Vec::new(),
     }
 }
 
@@ -148,6 +149,7 @@ impl Federation {
                 vec![node.delta; PARAMETERS],
             ),
             Phase::Evaluate => (0.0, vec![1.0, node.weight], Vec::new()),
+            Phase::Release => unreachable!("training jobs have no release phases"),
         }
     }
 
@@ -181,6 +183,7 @@ impl Federation {
                 Phase::FeatureStats => (0, plan.feature_statistics_len),
                 Phase::Train => (plan.parameter_count, plan.train_statistics_len),
                 Phase::Evaluate => (0, plan.evaluate_statistics_len),
+                Phase::Release => unreachable!("training jobs have no release phases"),
             };
             let encoding = ReplyEncoding::new(
                 shape.0,

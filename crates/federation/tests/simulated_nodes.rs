@@ -52,6 +52,7 @@ fn plan(min: u32, max: u32, rounds: u32, strategy: Strategy) -> JobPlan {
         max_phase_attempts: 2,
         aggregation: AggregationMode::Plain,
         partner_privacy: Default::default(),
+        releases: Vec::new(),
     }
 }
 

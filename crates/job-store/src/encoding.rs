@@ -75,14 +75,20 @@ pub(crate) fn phase_name(phase: Phase) -> &'static str {
         Phase::FeatureStats => "feature-stats",
         Phase::Train => "train",
         Phase::Evaluate => "evaluate",
+        Phase::Release => "release",
     }
 }
 
 /// The phase of a stored name.
 pub(crate) fn phase_from_name(name: &str) -> Option<Phase> {
-    [Phase::FeatureStats, Phase::Train, Phase::Evaluate]
-        .into_iter()
-        .find(|phase| phase_name(*phase) == name)
+    [
+        Phase::FeatureStats,
+        Phase::Train,
+        Phase::Evaluate,
+        Phase::Release,
+    ]
+    .into_iter()
+    .find(|phase| phase_name(*phase) == name)
 }
 
 /// The stored name of a state, and the failure reason column.

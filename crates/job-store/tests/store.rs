@@ -269,8 +269,8 @@ fn a_reopened_store_resumes_the_job_to_the_result_of_an_uninterrupted_run() {
     assert_eq!(
         store.migrated(),
         Migrated {
-            from_version: 1,
-            to_version: 1
+            from_version: 2,
+            to_version: 2
         }
     );
     let snapshots = load(&store);
@@ -297,7 +297,7 @@ fn a_new_or_empty_file_is_migrated_from_version_zero() {
         store.migrated(),
         Migrated {
             from_version: 0,
-            to_version: 1
+            to_version: 2
         }
     );
     assert_eq!(load(&store), Vec::new());
@@ -308,7 +308,7 @@ fn a_new_or_empty_file_is_migrated_from_version_zero() {
         store.migrated(),
         Migrated {
             from_version: 0,
-            to_version: 1
+            to_version: 2
         }
     );
     assert_eq!(load(&store), Vec::new());

@@ -185,9 +185,10 @@ impl ExportedModel {
             final_metrics: info.final_metrics,
             spec,
         };
-        if model.parameters.len() != model.spec.model_spec().parameter_count() {
+        // A trained model's architecture, or an analysis' result length.
+        if model.parameters.len() != model.spec.plan().parameter_count {
             return Err(corrupt(
-                "parameter count does not match the model architecture",
+                "parameter count does not match the job's model or analysis",
             ));
         }
         Ok(model)

@@ -12,7 +12,9 @@ use veil_wire::v1;
 pub struct JobFile {
     /// Job name.
     pub name: String,
-    /// Training rounds.
+    /// Training rounds (an analysis runs one round per release and leaves
+    /// this out).
+    #[serde(default)]
     pub rounds: u32,
     /// Minimum replies per phase.
     pub min_participants: u32,
@@ -29,10 +31,12 @@ pub struct JobFile {
     /// The features (default: all, 30-day window).
     #[serde(default)]
     pub features: FeaturesSection,
-    /// The model.
-    pub model: ModelSection,
-    /// Local training.
-    pub training: TrainingSection,
+    /// The model (required for training; an analysis has none).
+    #[serde(default)]
+    pub model: Option<ModelSection>,
+    /// Local training (required for training; an analysis has none).
+    #[serde(default)]
+    pub training: Option<TrainingSection>,
     /// Aggregation strategy (default fedavg).
     #[serde(default)]
     pub strategy: StrategySection,
@@ -45,6 +49,60 @@ pub struct JobFile {
     /// Differential privacy and the job's budget.
     #[serde(default)]
     pub privacy: PrivacySection,
+    /// A segmentation job instead of training (docs/segments.md).
+    #[serde(default)]
+    pub segment: Option<SegmentSection>,
+    /// An RFM job instead of training (docs/segments.md).
+    #[serde(default)]
+    pub rfm: Option<RfmSection>,
+}
+
+/// `[segment]`: federated DP k-means; omitted settings take the defaults
+/// of `veil_job::analysis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSection {
+    /// The numbers of segments to fit (one or more; each gets its noised cost).
+    pub k: Vec<u32>,
+    /// Lloyd steps per k.
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// ℓ2 clip of a customer's offset from its centroid, in scaled units.
+    #[serde(default)]
+    pub radius: Option<f64>,
+    /// Share of the noised mean offset a centroid moves by, in (0, 1].
+    #[serde(default)]
+    pub damping: Option<f64>,
+    /// Public cells of the DP seeding histogram.
+    #[serde(default)]
+    pub seeding_cells: Option<u32>,
+    /// Offset clip of the seeding histogram.
+    #[serde(default)]
+    pub seeding_radius: Option<f64>,
+    /// Clamp of scaled features.
+    #[serde(default)]
+    pub box_bound: Option<f64>,
+    /// Cap of a customer's distance in the released cost.
+    #[serde(default)]
+    pub cost_bound: Option<f64>,
+    /// Whether each segment reports the rate of the task's label.
+    #[serde(default)]
+    pub with_label: bool,
+}
+
+/// `[rfm]`: public bin edges of each field; omitted ones are the standard bins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RfmSection {
+    /// Recency edges, in days.
+    #[serde(default)]
+    pub recency_edges: Vec<f64>,
+    /// Frequency edges, in purchases.
+    #[serde(default)]
+    pub frequency_edges: Vec<f64>,
+    /// Monetary edges, in currency units.
+    #[serde(default)]
+    pub monetary_edges: Vec<f64>,
 }
 
 /// `[privacy]`: DP-SGD for customers and distributed noise for partners by
@@ -217,7 +275,33 @@ pub struct TimeoutsSection {
 impl JobFile {
     /// Parses TOML text; the error names the line and field.
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+        let file: Self = toml::from_str(text)?;
+        if file.segment.is_some() && file.rfm.is_some() {
+            return Err(<toml::de::Error as serde::de::Error>::custom(
+                "a job is one analysis: [segment] and [rfm] cannot both be given",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The `[model]` section, to edit a job in code; an analysis file gets
+    /// a logistic regression to edit.
+    pub fn model_mut(&mut self) -> &mut ModelSection {
+        self.model.get_or_insert_with(|| ModelSection {
+            kind: "logistic_regression".to_owned(),
+            hidden: Vec::new(),
+        })
+    }
+
+    /// The `[training]` section, to edit a job in code; an analysis file
+    /// gets one epoch of plain SGD to edit.
+    pub fn training_mut(&mut self) -> &mut TrainingSection {
+        self.training.get_or_insert_with(|| TrainingSection {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.1,
+            optimizer: None,
+        })
     }
 
     /// The wire spec this file describes (not yet validated).
@@ -232,15 +316,15 @@ impl JobFile {
             horizon_days: self.task.horizon_days,
             features: self.features.names.clone(),
             recent_window_days: self.features.recent_window_days.unwrap_or(0),
-            model: Some(v1::ModelSpec {
-                kind: self.model.kind.clone(),
-                hidden: self.model.hidden.clone(),
+            model: self.model.as_ref().map(|model| v1::ModelSpec {
+                kind: model.kind.clone(),
+                hidden: model.hidden.clone(),
             }),
-            training: Some(v1::TrainingSpec {
-                local_epochs: self.training.local_epochs,
-                batch_size: self.training.batch_size,
-                learning_rate: self.training.learning_rate,
-                optimizer: self.training.optimizer.clone().unwrap_or_default(),
+            training: self.training.as_ref().map(|training| v1::TrainingSpec {
+                local_epochs: training.local_epochs,
+                batch_size: training.batch_size,
+                learning_rate: training.learning_rate,
+                optimizer: training.optimizer.clone().unwrap_or_default(),
             }),
             rounds: self.rounds,
             min_participants: self.min_participants,
@@ -290,6 +374,30 @@ impl JobFile {
             }),
             // A job file never names canaries: only `coordinator audit privacy-test` does.
             privacy_audit: None,
+            analysis: self.analysis_to_wire(),
         }
+    }
+
+    fn analysis_to_wire(&self) -> Option<v1::Analysis> {
+        let kind = match (&self.segment, &self.rfm) {
+            (Some(segment), _) => v1::analysis::Kind::Segment(v1::Segmentation {
+                k_values: segment.k.clone(),
+                iterations: segment.iterations.unwrap_or(0),
+                radius: segment.radius.unwrap_or(0.0),
+                damping: segment.damping.unwrap_or(0.0),
+                seeding_cells: segment.seeding_cells.unwrap_or(0),
+                seeding_radius: segment.seeding_radius.unwrap_or(0.0),
+                box_bound: segment.box_bound.unwrap_or(0.0),
+                cost_bound: segment.cost_bound.unwrap_or(0.0),
+                with_label: segment.with_label,
+            }),
+            (None, Some(rfm)) => v1::analysis::Kind::Rfm(v1::Rfm {
+                recency_edges: rfm.recency_edges.clone(),
+                frequency_edges: rfm.frequency_edges.clone(),
+                monetary_edges: rfm.monetary_edges.clone(),
+            }),
+            (None, None) => return None,
+        };
+        Some(v1::Analysis { kind: Some(kind) })
     }
 }

@@ -8,6 +8,7 @@
 //! training is `veil-models`, aggregation is `veil-federation`, the gRPC
 //! services are in `coordinator` and `client-node`.
 
+pub mod analysis;
 pub mod export;
 pub mod file;
 pub mod privacy;
@@ -22,4 +23,4 @@ pub use privacy::{
     round_charges,
 };
 pub use spec::{JobSpec, JobSpecError, LocalTraining, PrivacyAuditRequest};
-pub use standard::{STANDARD_JOB, standard_job};
+pub use standard::{STANDARD_JOB, STANDARD_SEGMENT_JOB, standard_job};

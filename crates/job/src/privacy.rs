@@ -293,7 +293,60 @@ pub fn phase_charges(
             Ok(final_evaluation_charge(spec, party).into_iter().collect())
         }
         veil_federation::Phase::FeatureStats => Ok(Vec::new()),
+        veil_federation::Phase::Release => Ok(vec![analysis_release_charge(spec, party)?]),
     }
+}
+
+/// The customer-level charge of an analysis' release `party.round - 1`:
+/// the plan's distributed discrete Gaussian, calibrated for the `t` honest
+/// inputs of the smallest cohort. A secure cohort whose threshold falls
+/// below that `t` is refused: its sum would hold less noise than charged.
+pub fn analysis_release_charge(
+    spec: &crate::JobSpec,
+    party: RoundParty<'_>,
+) -> Result<ChargeSpec, JobSpecError> {
+    let analysis = spec
+        .analysis
+        .as_ref()
+        .ok_or_else(|| invalid("analysis", "a training job has no release phases"))?;
+    let release = (party.round as usize)
+        .checked_sub(1)
+        .and_then(|index| analysis.release(index))
+        .ok_or_else(|| {
+            invalid(
+                "analysis",
+                format!(
+                    "round {} is not one of the job's {} releases",
+                    party.round, spec.rounds
+                ),
+            )
+        })?;
+    let trust_model = match &spec.aggregation {
+        AggregationMode::Secure(settings) => {
+            if party.cohort > 0 {
+                let threshold = cohort_threshold(party.cohort, settings)
+                    .map_err(|error| invalid("aggregation", error))?;
+                if (threshold as u64) < release.min_survivors {
+                    return Err(invalid(
+                        "min_participants",
+                        format!(
+                            "a cohort of {} guarantees {threshold} honest inputs, below the {} the release's noise is calibrated for",
+                            party.cohort, release.min_survivors
+                        ),
+                    ));
+                }
+            }
+            TrustModel::Distributed
+        }
+        // Each node's own noise covers the whole release.
+        AggregationMode::Plain => TrustModel::LocalDpSgd,
+    };
+    Ok(party.charge(
+        (PrivacyUnit::Customer, Release::Round),
+        trust_model,
+        Mechanism::DistributedDiscreteGaussian(release.mechanism()),
+        spec.privacy.delta,
+    ))
 }
 
 /// Every charge the whole job costs one partner if it takes part in every
@@ -304,6 +357,15 @@ pub fn job_charges(
     party: RoundParty<'_>,
 ) -> Result<Vec<ChargeSpec>, JobSpecError> {
     let mut charges = Vec::new();
+    if spec.analysis.is_some() {
+        for round in 1..=spec.rounds {
+            charges.push(analysis_release_charge(
+                spec,
+                RoundParty { round, ..party },
+            )?);
+        }
+        return Ok(charges);
+    }
     for round in 1..=spec.rounds {
         let party = RoundParty { round, ..party };
         charges.extend(round_charges(spec, party)?);
@@ -471,7 +533,7 @@ pub fn round_charges(
                 ));
             };
             let plan = spec.plan();
-            let shape = plan.reply_shape(veil_federation::Phase::Train);
+            let shape = plan.reply_shape(party.round, veil_federation::Phase::Train);
             // The same encoding the nodes and the coordinator build for this
             // cohort: its mechanism is exactly the noise the nodes add.
             let encoding = ReplyEncoding::new(

@@ -12,6 +12,7 @@ use veil_federation::{
 use veil_models::{ModelKind, ModelSpec, OptimizerKind, OutputKind, TrainingConfig};
 use veil_wire::v1;
 
+use crate::analysis::{Analysis, AnalysisContext};
 use crate::privacy::PrivacySpec;
 use crate::statistics;
 
@@ -108,6 +109,9 @@ pub struct JobSpec {
     /// Set only by `coordinator audit privacy-test`: the partner whose node
     /// inserts canaries, and the commitment to the auditor's seed.
     pub privacy_audit: Option<PrivacyAuditRequest>,
+    /// An analysis job (segments, RFM) instead of training: its releases
+    /// replace the rounds, and `model` and `training` are unused.
+    pub analysis: Option<Analysis>,
 }
 
 /// An auditor's privacy test of a job (docs/privacy-audit.md). The named
@@ -147,6 +151,23 @@ impl JobSpec {
 
     /// The round plan for the coordinator's engine.
     pub fn plan(&self) -> JobPlan {
+        if let Some(analysis) = &self.analysis {
+            return JobPlan {
+                rounds: self.rounds,
+                min_participants: self.min_participants,
+                max_participants: self.max_participants,
+                timeouts: self.timeouts,
+                strategy: Strategy::FedAvg,
+                parameter_count: analysis.result_len(),
+                feature_statistics_len: 0,
+                train_statistics_len: 0,
+                evaluate_statistics_len: 0,
+                max_phase_attempts: 3,
+                aggregation: self.aggregation.clone(),
+                partner_privacy: self.privacy.partners,
+                releases: analysis.release_lengths(),
+            };
+        }
         JobPlan {
             rounds: self.rounds,
             min_participants: self.min_participants,
@@ -160,6 +181,17 @@ impl JobSpec {
             max_phase_attempts: 3,
             aggregation: self.aggregation.clone(),
             partner_privacy: self.privacy.partners,
+            releases: Vec::new(),
+        }
+    }
+
+    /// The job's model before its first aggregation: a freshly initialised
+    /// network from `seed`, or, for an analysis, zeros where its result will
+    /// go (the result replaces them after the last release).
+    pub fn initial_parameters(&self, seed: u64) -> Vec<f32> {
+        match &self.analysis {
+            Some(analysis) => vec![0.0; analysis.result_len()],
+            None => self.model_spec().initial_parameters(seed),
         }
     }
 
@@ -223,10 +255,17 @@ impl JobSpec {
         } else {
             wire.recent_window_days
         };
-        let model_wire = wire
-            .model
-            .as_ref()
-            .ok_or_else(|| invalid("model", "is missing"))?;
+        let default_model = v1::ModelSpec {
+            kind: "logistic_regression".to_owned(),
+            hidden: Vec::new(),
+        };
+        // An analysis trains nothing: its model and training sections may be
+        // left out, and are then the defaults (unused).
+        let model_wire = match (&wire.model, &wire.analysis) {
+            (Some(model), _) => model,
+            (None, Some(_)) => &default_model,
+            (None, None) => return Err(invalid("model", "is missing")),
+        };
         let model = match model_wire.kind.as_str() {
             "logistic_regression" | "logistic" => {
                 if !model_wire.hidden.is_empty() {
@@ -255,10 +294,17 @@ impl JobSpec {
                 ));
             }
         };
-        let training_wire = wire
-            .training
-            .as_ref()
-            .ok_or_else(|| invalid("training", "is missing"))?;
+        let default_training = v1::TrainingSpec {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.1,
+            optimizer: "sgd".to_owned(),
+        };
+        let training_wire = match (&wire.training, &wire.analysis) {
+            (Some(training), _) => training,
+            (None, Some(_)) => &default_training,
+            (None, None) => return Err(invalid("training", "is missing")),
+        };
         let optimizer = match training_wire.optimizer.as_str() {
             "sgd" => OptimizerKind::Sgd,
             "adam" | "" => OptimizerKind::Adam,
@@ -318,7 +364,52 @@ impl JobSpec {
                 .filter(|&w| w != 0.0)
                 .unwrap_or(DEFAULT_MAX_WEIGHT),
         };
-        let privacy = PrivacySpec::from_wire(wire.privacy.as_ref(), &aggregation, max_weight)?;
+        let mut privacy = PrivacySpec::from_wire(wire.privacy.as_ref(), &aggregation, max_weight)?;
+        let features = FeatureSpec {
+            features: names,
+            recent_window_days,
+        };
+        let analysis = match &wire.analysis {
+            None => None,
+            Some(analysis_wire) => {
+                if privacy.customers.is_none() {
+                    return Err(invalid(
+                        "privacy.customers",
+                        "an analysis releases only noised sums; it needs customer-level DP (leave privacy.customers at its default)",
+                    ));
+                }
+                if wire.privacy_audit.is_some() {
+                    return Err(invalid(
+                        "privacy_audit",
+                        "privacy tests audit training jobs; an analysis has no model to attack",
+                    ));
+                }
+                let partners = wire.privacy.as_ref().map_or("", |p| p.partners.as_str());
+                if !matches!(partners, "" | "off") {
+                    return Err(invalid(
+                        "privacy.partners",
+                        "an analysis is protected at the customer level only; say partners = \"off\" or leave it out",
+                    ));
+                }
+                privacy.partners = veil_federation::PartnerPrivacy::Off;
+                Some(Analysis::from_wire(
+                    analysis_wire,
+                    AnalysisContext {
+                        n_features: features.n_features(),
+                        has_binary_label: !task.is_regression(),
+                        epsilon: privacy.customer_epsilon,
+                        delta: privacy.delta,
+                        aggregation: &aggregation,
+                        min_participants: wire.min_participants,
+                    },
+                )?)
+            }
+        };
+        // An analysis runs one round per release.
+        let rounds = match &analysis {
+            Some(analysis) => analysis.release_lengths().len() as u32,
+            None => wire.rounds,
+        };
         let spec = JobSpec {
             name,
             label: LabelSpec {
@@ -326,10 +417,7 @@ impl JobSpec {
                 cutoff,
                 horizon_days: wire.horizon_days,
             },
-            features: FeatureSpec {
-                features: names,
-                recent_window_days,
-            },
+            features,
             model,
             training: LocalTraining {
                 local_epochs: training_wire.local_epochs as usize,
@@ -337,7 +425,7 @@ impl JobSpec {
                 learning_rate: training_wire.learning_rate,
                 optimizer,
             },
-            rounds: wire.rounds,
+            rounds,
             min_participants: wire.min_participants,
             max_participants: wire.max_participants,
             timeouts,
@@ -347,6 +435,7 @@ impl JobSpec {
             aggregation,
             privacy,
             privacy_audit: privacy_audit_from_wire(wire.privacy_audit.as_ref())?,
+            analysis,
         };
         spec.model_spec()
             .validate()
@@ -452,7 +541,30 @@ impl JobSpec {
                 partner: audit.partner.clone(),
                 commitment: audit.commitment.to_vec(),
             }),
+            analysis: self.analysis.as_ref().map(Analysis::to_wire),
         }
+    }
+}
+
+/// The coordinator's half of an analysis job: each release's parameters and
+/// the result, derived from the released sums in the public scaling.
+impl veil_federation::ReleaseDirector for JobSpec {
+    fn release_parameters(&self, index: usize, released: &[&[f64]]) -> Result<Vec<f64>, String> {
+        let analysis = self
+            .analysis
+            .as_ref()
+            .ok_or("a training job has no releases")?;
+        analysis.release_parameters(index, released, &self.features.public_scaling(), self.seed)
+    }
+
+    fn result_parameters(&self, released: &[&[f64]]) -> Result<Vec<f32>, String> {
+        let analysis = self
+            .analysis
+            .as_ref()
+            .ok_or("a training job has no releases")?;
+        Ok(analysis
+            .outcome(released, &self.features.public_scaling(), self.seed)?
+            .result_parameters())
     }
 }
 

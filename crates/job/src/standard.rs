@@ -61,6 +61,41 @@ train_secs = 120
 evaluate_secs = 60
 "#;
 
+/// The demo's segmentation job: shared customer segments over four
+/// behaviour features at k = 3 and 5 (the noised cost of each is released,
+/// for the elbow), at customer-level ε = 1 per partner for the whole job.
+/// `{cutoff}` and `{horizon}` as in [`STANDARD_JOB`]; the task is the churn
+/// label, whose rate each segment reports.
+pub const STANDARD_SEGMENT_JOB: &str = r#"
+name = "demo-segments"
+min_participants = 3
+max_participants = 3
+seed = 7
+
+[task]
+kind = "churn"
+cutoff = "{cutoff}"
+horizon_days = {horizon}
+
+[features]
+names = ["recency_days", "frequency", "monetary", "tenure_days"]
+
+[segment]
+k = [3, 5]
+iterations = 5
+with_label = true
+
+# Every release (the seeding histogram, 5 Lloyd steps and a profile per k) is
+# noised at the partners with the distributed discrete Gaussian and summed by
+# secure aggregation; all of them together spend at most this.
+[privacy]
+customer_epsilon = 1.0
+delta = 1e-6
+
+[timeouts]
+feature_stats_secs = 30
+"#;
+
 /// The standard job as a typed [`JobFile`] for `cutoff` (YYYY-MM-DD, the
 /// last day of history) and a label window of `horizon_days`: the start of
 /// every job a test or benchmark builds. Change its fields, not its text, so
@@ -121,6 +156,18 @@ mod tests {
         assert_eq!(file.rounds, 12);
         assert_eq!(file.task.cutoff, "2024-10-02");
         JobSpec::from_wire(&file.to_wire()).unwrap();
+    }
+
+    #[test]
+    fn the_demo_segmentation_is_valid_and_spends_at_most_one_customer_epsilon() {
+        let text = STANDARD_SEGMENT_JOB
+            .replace("{cutoff}", "2025-06-30")
+            .replace("{horizon}", "60");
+        let spec = JobSpec::from_wire(&JobFile::parse(&text).unwrap().to_wire()).unwrap();
+        assert_eq!(spec.rounds, 1 + 2 * 6);
+        let spent = crate::planned_spend(&spec).unwrap();
+        assert_eq!(spent.len(), 1);
+        assert!(spent[0].epsilon <= 1.0, "{:?}", spent[0]);
     }
 
     #[test]

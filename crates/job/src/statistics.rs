@@ -98,6 +98,24 @@ pub fn job_scaling(spec: &crate::JobSpec, vector: &[f64]) -> Result<Scaling, Sta
     scaling_from_vector(vector, spec.features.n_features())
 }
 
+/// The scaling a job's exported model (or analysis result) goes with: the
+/// public scaling for an analysis, which releases no feature statistics,
+/// otherwise [`job_scaling`] of the summed feature statistics, which a job
+/// past round 0 has.
+pub fn export_scaling(
+    spec: &crate::JobSpec,
+    feature_statistics: Option<&[f64]>,
+) -> Result<Scaling, StatisticsError> {
+    match (&spec.analysis, feature_statistics) {
+        (Some(_), _) => Ok(spec.features.public_scaling()),
+        (None, Some(vector)) => job_scaling(spec, vector),
+        (None, None) => Err(StatisticsError::Unusable {
+            what: "feature",
+            message: "the job has not completed its feature-statistics round".to_owned(),
+        }),
+    }
+}
+
 /// Training statistics for `examples` examples with the given mean loss.
 pub fn train_statistics(mean_loss: f64, examples: usize) -> Vec<f64> {
     vec![mean_loss * examples as f64, examples as f64]

@@ -22,6 +22,7 @@ pub fn phase_to_wire(phase: Phase) -> v1::Phase {
         Phase::FeatureStats => v1::Phase::FeatureStats,
         Phase::Train => v1::Phase::Train,
         Phase::Evaluate => v1::Phase::Evaluate,
+        Phase::Release => v1::Phase::Release,
     }
 }
 
@@ -31,6 +32,7 @@ pub fn phase_from_wire(raw: i32) -> Result<Phase, UnknownWireValue> {
         Ok(v1::Phase::FeatureStats) => Ok(Phase::FeatureStats),
         Ok(v1::Phase::Train) => Ok(Phase::Train),
         Ok(v1::Phase::Evaluate) => Ok(Phase::Evaluate),
+        Ok(v1::Phase::Release) => Ok(Phase::Release),
         _ => Err(UnknownWireValue {
             field: "phase",
             value: raw,
@@ -71,7 +73,12 @@ mod tests {
 
     #[test]
     fn every_phase_and_step_round_trips_and_unknown_values_are_named() {
-        for phase in [Phase::FeatureStats, Phase::Train, Phase::Evaluate] {
+        for phase in [
+            Phase::FeatureStats,
+            Phase::Train,
+            Phase::Evaluate,
+            Phase::Release,
+        ] {
             assert_eq!(phase_from_wire(phase_to_wire(phase) as i32), Ok(phase));
         }
         for step in [

@@ -525,7 +525,7 @@ impl NodeMachine {
                 "the neighbour graph seed is not the one public round data gives",
             ));
         }
-        let shape = task.spec.plan().reply_shape(task.phase);
+        let shape = task.spec.plan().reply_shape(task.round, task.phase);
         let encoding = ReplyEncoding::new(
             shape.vector_len,
             shape.statistics_len,
@@ -752,13 +752,16 @@ fn phase_key(task: &NodeTask) -> PhaseKey {
     }
 }
 
-/// Refuses a round or phase outside the job: feature statistics only in
-/// round 0, training and evaluation only in rounds 1 to `rounds`.
+/// Refuses a round or phase outside the job: for training, feature
+/// statistics only in round 0, training and evaluation only in rounds 1 to
+/// `rounds`; for an analysis, only its releases, in rounds 1 to `rounds`.
 fn check_position(task: &NodeTask) -> Result<(), Refusal> {
     let rounds = task.spec.rounds;
+    let analysis = task.spec.analysis.is_some();
     let valid = match task.phase {
-        Phase::FeatureStats => task.round == 0,
-        Phase::Train | Phase::Evaluate => (1..=rounds).contains(&task.round),
+        Phase::FeatureStats => !analysis && task.round == 0,
+        Phase::Train | Phase::Evaluate => !analysis && (1..=rounds).contains(&task.round),
+        Phase::Release => analysis && (1..=rounds).contains(&task.round),
     };
     if valid {
         Ok(())

@@ -20,6 +20,9 @@ pub struct NodeTask {
     pub spec_digest: [u8; 32],
     /// The secure-aggregation step, for secure phases.
     pub secure: Option<SecureRequest>,
+    /// A release phase's public parameters as the coordinator states them
+    /// (checked by the analysis against its own plan before use).
+    pub release_parameters: Vec<f64>,
 }
 
 /// One secure-aggregation step as the coordinator states it.

@@ -178,7 +178,8 @@ impl Node {
 
     /// The node's own reply to a phase: a recognisable vector.
     fn reply(&self, spec: &JobSpec, phase: Phase, marker: f32) -> PhaseReply {
-        let shape = spec.plan().reply_shape(phase);
+        // Training shapes do not depend on the round.
+        let shape = spec.plan().reply_shape(1, phase);
         PhaseReply {
             weight: spec.uniform_weight(),
             statistics: vec![0.0; shape.statistics_len],
@@ -274,6 +275,7 @@ fn node_task(
         spec: spec.clone(),
         spec_digest: digest,
         secure,
+        release_parameters: Vec::new(),
     }
 }
 
@@ -335,7 +337,7 @@ impl Attempt {
             },
             cohort,
             spec.min_participants as usize,
-            spec.plan().reply_shape(phase),
+            spec.plan().reply_shape(round, phase),
             settings,
             &spec.privacy.partners,
             now + Duration::from_secs(60),

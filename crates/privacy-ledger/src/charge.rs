@@ -227,7 +227,9 @@ impl Mechanism {
         }
     }
 
-    /// Whether this mechanism is how `trust_model` adds noise.
+    /// Whether this mechanism is how `trust_model` adds noise. A distributed
+    /// discrete Gaussian calibrated for one survivor is a node's own
+    /// discrete Gaussian: local noise (an analysis under plain aggregation).
     fn fits(&self, trust_model: TrustModel) -> bool {
         matches!(
             (trust_model, self),
@@ -236,6 +238,12 @@ impl Mechanism {
                 Self::PoissonSubsampledGaussian { .. }
                     | Self::DpSgdWithStatistics { .. }
                     | Self::Gaussian { .. }
+            ) | (
+                TrustModel::LocalDpSgd,
+                Self::DistributedDiscreteGaussian(DistributedDiscreteGaussian {
+                    min_survivors: 1,
+                    ..
+                })
             ) | (
                 TrustModel::Distributed,
                 Self::DistributedDiscreteGaussian(_)

@@ -107,8 +107,8 @@ pub fn render(input: &ReportInput) -> String {
         Some(Evaluation::Regression(evaluation)) => regression_section(&mut out, evaluation),
         None => {}
     }
-    if let Some(segments) = &input.segments {
-        segments_section(&mut out, segments);
+    if !input.segments.is_empty() {
+        segments_section(&mut out, &input.segments);
     }
     if let Some(rules) = &input.rules {
         rules_section(&mut out, rules);
@@ -624,13 +624,61 @@ fn regression_section(out: &mut String, evaluation: &RegressionEvaluation) {
     out.push_str("</div></section>");
 }
 
-fn segments_section(out: &mut String, segments: &Segments) {
+fn segments_section(out: &mut String, fits: &[Segments]) {
     out.push_str(r#"<section id="segments"><h2>Customer segments</h2>"#);
-    if segments.noised {
+    if fits.iter().any(|fit| fit.noised) {
         out.push_str(
-            "<p>Segment sizes and means are released with differential-privacy noise.</p>",
+            "<p>Segment sizes, means and costs are released with differential-privacy noise.</p>",
         );
     }
+    let elbow: Vec<(f64, f64)> = fits
+        .iter()
+        .filter_map(|fit| Some((fit.k as f64, fit.cost?)))
+        .collect();
+    if elbow.len() > 1 {
+        let high = elbow.iter().map(|(_, cost)| *cost).fold(0.0, f64::max);
+        let (first_k, last_k) = (elbow[0].0, elbow[elbow.len() - 1].0);
+        let rows: Vec<Vec<String>> = elbow
+            .iter()
+            .map(|(k, cost)| vec![number(*k, 0), number(*cost, 1)])
+            .collect();
+        out.push_str(r#"<div class="charts">"#);
+        out.push_str(&figure(
+            "Choosing k",
+            line_chart(&LineChart {
+                id: "segments-elbow".to_owned(),
+                title: "Noised k-means cost by number of segments".to_owned(),
+                description: "The released cost of each fitted k; where the curve stops falling steeply is the usual choice of k.".to_owned(),
+                x: Axis {
+                    label: "Segments (k)".to_owned(),
+                    min: first_k.min(last_k) - 0.5,
+                    max: first_k.max(last_k) + 0.5,
+                },
+                y: Axis {
+                    label: "Cost (scaled units)".to_owned(),
+                    min: 0.0,
+                    max: (high * 1.1).max(1.0),
+                },
+                series: vec![Series {
+                    name: "Noised cost".to_owned(),
+                    points: elbow,
+                    band: Vec::new(),
+                }],
+                guide: None,
+            }),
+            "Pick the k after which more segments buy little.",
+            table("Cost by k", &["k", "Noised cost"], &rows),
+        ));
+        out.push_str("</div>");
+    }
+    for fit in fits {
+        segment_fit(out, fit);
+    }
+    out.push_str("</section>");
+}
+
+fn segment_fit(out: &mut String, segments: &Segments) {
+    let _ = write!(out, "<h3>{} segments</h3>", segments.k);
     let mut headers = vec!["Segment", "Customers", "Label rate"];
     headers.extend(segments.features.iter().map(String::as_str));
     let rows: Vec<Vec<String>> = segments
@@ -686,7 +734,7 @@ fn segments_section(out: &mut String, segments: &Segments) {
         out.push_str(&figure(
             "Segment map",
             scatter_chart(&ScatterChart {
-                id: "segments".to_owned(),
+                id: format!("segments-k{}", segments.k),
                 title: "Segment centroids projected to two dimensions".to_owned(),
                 description: "Each circle is a segment's centroid on the first two principal components of the standardised centroids; its area is proportional to the segment's size.".to_owned(),
                 x,
@@ -698,7 +746,6 @@ fn segments_section(out: &mut String, segments: &Segments) {
         ));
         out.push_str("</div>");
     }
-    out.push_str("</section>");
 }
 
 fn privacy_audit_section(out: &mut String, audits: &[PrivacyAudit]) {

@@ -25,9 +25,9 @@ pub struct ReportInput {
     /// The final model's evaluation, for scoring jobs.
     #[serde(default)]
     pub evaluation: Option<Evaluation>,
-    /// The segment profile, for segmentation jobs.
+    /// The segment profile of each fitted k, for segmentation jobs.
     #[serde(default)]
-    pub segments: Option<Segments>,
+    pub segments: Vec<Segments>,
     /// Association rules, for rule-mining jobs.
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
@@ -145,9 +145,14 @@ pub enum Evaluation {
     Regression(RegressionEvaluation),
 }
 
-/// A segmentation's profile.
+/// A segmentation's profile at one k.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segments {
+    /// Number of segments.
+    pub k: usize,
+    /// The released (noised) k-means cost at this k, for the elbow chart.
+    #[serde(default)]
+    pub cost: Option<f64>,
     /// Feature names, in the centroids' order.
     pub features: Vec<String>,
     /// Whether sizes and means are noised (said in the section's text).

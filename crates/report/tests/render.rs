@@ -122,6 +122,6 @@ fn the_json_holds_the_same_content() {
         json["evaluation"]["auc"]["lower"].as_f64().unwrap()
             <= json["evaluation"]["auc"]["value"].as_f64().unwrap()
     );
-    assert_eq!(json["segments"]["segments"].as_array().unwrap().len(), 4);
+    assert_eq!(json["segments"][0]["segments"].as_array().unwrap().len(), 4);
     assert_eq!(json["privacy"].as_array().unwrap().len(), 6);
 }

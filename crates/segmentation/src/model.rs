@@ -36,23 +36,39 @@ impl SegmentModel {
         scaling: Scaling,
         box_bound: f64,
     ) -> Result<Self, SegmentationError> {
+        Self::from_centroids(outcome.centroids.clone(), scaling, box_bound)
+    }
+
+    /// The model of centroids in the public scaling (as a job's exported
+    /// result carries them), refused unless every one has the scaling's width.
+    pub fn from_centroids(
+        centroids: Vec<Vec<f64>>,
+        scaling: Scaling,
+        box_bound: f64,
+    ) -> Result<Self, SegmentationError> {
         let n_features = scaling.mean.len();
         check_box(n_features, box_bound)?;
-        if outcome.centroids.is_empty() {
+        if centroids.is_empty() {
             return Err(SegmentationError::InvalidConfig {
                 field: "centroids",
                 reason: "a model needs at least one centroid".to_owned(),
             });
         }
-        if let Some(bad) = outcome.centroids.iter().find(|c| c.len() != n_features) {
+        if let Some(bad) = centroids.iter().find(|c| c.len() != n_features) {
             return Err(SegmentationError::WrongLength {
                 what: "centroid",
                 expected: n_features,
                 actual: bad.len(),
             });
         }
+        if centroids.iter().flatten().any(|value| !value.is_finite()) {
+            return Err(SegmentationError::InvalidConfig {
+                field: "centroids",
+                reason: "a centroid value is not finite".to_owned(),
+            });
+        }
         Ok(Self {
-            centroids: outcome.centroids.clone(),
+            centroids,
             scaling,
             box_bound,
         })

@@ -183,31 +183,65 @@ pub fn migrate(
             .map_err(sqlite)?;
     }
     transaction.commit().map_err(sqlite)?;
-    for (index, sql) in schema
-        .migrations
-        .iter()
-        .enumerate()
-        .skip(found_version as usize)
-    {
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        // Another process may have migrated while we waited for the lock.
-        let current: u32 = read_pragma(&transaction, "user_version").map_err(sqlite)?;
-        if current as usize > index {
-            continue;
-        }
-        transaction.execute_batch(sql).map_err(sqlite)?;
-        let next_version = u32::try_from(index + 1).unwrap_or(u32::MAX);
-        transaction
-            .pragma_update(None, "user_version", next_version)
-            .map_err(sqlite)?;
-        transaction.commit().map_err(sqlite)?;
+    if found_version as usize >= schema.migrations.len() {
+        return Ok(Migrated {
+            from_version: found_version,
+            to_version: supported,
+        });
     }
+    // SQLite's procedure for schema changes it cannot make in place (a new
+    // CHECK, a rebuilt table): foreign keys off outside the transaction, so
+    // dropping a parent table does not cascade into its children, and a
+    // `foreign_key_check` inside it before the commit. Back on afterwards,
+    // whatever happened.
+    connection
+        .pragma_update(None, "foreign_keys", false)
+        .map_err(sqlite)?;
+    let applied = apply_migrations(connection, schema, found_version).map_err(sqlite);
+    connection
+        .pragma_update(None, "foreign_keys", true)
+        .map_err(sqlite)?;
+    applied?;
     Ok(Migrated {
         from_version: found_version,
         to_version: supported,
     })
+}
+
+/// Applies migrations `from..` of `schema`, each in its own immediate
+/// transaction that checks foreign keys before it commits.
+fn apply_migrations(
+    connection: &mut Connection,
+    schema: &Schema,
+    from: u32,
+) -> Result<(), rusqlite::Error> {
+    for (index, sql) in schema.migrations.iter().enumerate().skip(from as usize) {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let current: u32 = read_pragma(&transaction, "user_version")?;
+        if current as usize > index {
+            continue;
+        }
+        transaction.execute_batch(sql)?;
+        let violations: i64 =
+            transaction.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })?;
+        if violations > 0 {
+            // Rolled back when the transaction drops.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!(
+                    "migration {} leaves {violations} rows whose foreign key matches nothing",
+                    index + 1
+                )),
+            ));
+        }
+        let next_version = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        transaction.pragma_update(None, "user_version", next_version)?;
+        transaction.commit()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use veil_federation::{
     AggregationMode, Engine, EngineConfig, JobPlan, JobSnapshot, JobState, PartnerPrivacy, Phase,
-    PhaseTimeouts, ResultKey, RoundRecord, ServerOptimizer, Strategy, Submission, SubmissionBody,
+    PhaseTimeouts, ReleaseDirector, ResultKey, RoundRecord, ServerOptimizer, Strategy, Submission,
+    SubmissionBody,
 };
 use veil_job_store::{DescriptorCodec, DescriptorDecodeError};
 
@@ -17,6 +18,17 @@ use veil_job_store::{DescriptorCodec, DescriptorDecodeError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestJob {
     pub name: String,
+}
+
+/// Test jobs train; they have no releases.
+impl ReleaseDirector for TestJob {
+    fn release_parameters(&self, _: usize, _: &[&[f64]]) -> Result<Vec<f64>, String> {
+        Err("a test job trains".to_owned())
+    }
+
+    fn result_parameters(&self, _: &[&[f64]]) -> Result<Vec<f32>, String> {
+        Err("a test job trains".to_owned())
+    }
 }
 
 /// Stores a [`TestJob`] as its name in UTF-8.
@@ -64,6 +76,7 @@ pub fn plan(
         max_phase_attempts: 2,
         aggregation: AggregationMode::Plain,
         partner_privacy: PartnerPrivacy::Off,
+        releases: Vec::new(),
     }
 }
 
@@ -98,6 +111,7 @@ pub fn round_record(round: u32) -> RoundRecord {
         contributors: vec!["node-0".to_owned(), "node-1".to_owned()],
         secure_guarantee: Some(format!("tolerates {round} colluders")),
         abandoned: None,
+        release_sum: Vec::new(),
     }
 }
 
@@ -189,6 +203,7 @@ impl Federation {
                 Phase::FeatureStats => (FEATURE_STATISTICS_LEN, 0),
                 Phase::Train => (TRAIN_STATISTICS_LEN, parameter_count),
                 Phase::Evaluate => (EVALUATE_STATISTICS_LEN, 0),
+                Phase::Release => unreachable!("test jobs train"),
             };
             let scale = (index + 1) as f64;
             let submission = Submission {

@@ -14,7 +14,7 @@ use veil_scoring_evaluation::{
 };
 
 /// The `data-chart` names of every chart [`binary_input`]'s report draws.
-pub const BINARY_REPORT_CHARTS: [&str; 9] = [
+pub const BINARY_REPORT_CHARTS: [&str; 11] = [
     "round-loss",
     "round-auc",
     "roc",
@@ -22,7 +22,9 @@ pub const BINARY_REPORT_CHARTS: [&str; 9] = [
     "gains",
     "lift",
     "calibration",
-    "segments",
+    "segments-elbow",
+    "segments-k4",
+    "segments-k2",
     "lifetime-value",
 ];
 
@@ -124,40 +126,68 @@ pub fn binary_input() -> ReportInput {
             })
             .collect(),
         evaluation: Some(Evaluation::Binary(evaluation)),
-        segments: Some(Segments {
-            features: vec![
-                "recency days".to_owned(),
-                "orders".to_owned(),
-                format!("spend {HOSTILE}"),
-            ],
-            noised: true,
-            segments: vec![
-                Segment {
-                    name: "champions".to_owned(),
-                    size: 1200.0,
-                    centroid: vec![12.0, 14.0, 820.0],
-                    label_rate: Some(0.04),
-                },
-                Segment {
-                    name: "loyal".to_owned(),
-                    size: 2600.0,
-                    centroid: vec![30.0, 8.0, 410.0],
-                    label_rate: Some(0.09),
-                },
-                Segment {
-                    name: "at risk, high value".to_owned(),
-                    size: 900.0,
-                    centroid: vec![140.0, 9.0, 700.0],
-                    label_rate: Some(0.41),
-                },
-                Segment {
-                    name: HOSTILE.to_owned(),
-                    size: 3100.0,
-                    centroid: vec![260.0, 1.5, 60.0],
-                    label_rate: Some(0.63),
-                },
-            ],
-        }),
+        segments: vec![
+            Segments {
+                k: 4,
+                cost: Some(5120.0),
+                features: vec![
+                    "recency days".to_owned(),
+                    "orders".to_owned(),
+                    format!("spend {HOSTILE}"),
+                ],
+                noised: true,
+                segments: vec![
+                    Segment {
+                        name: "champions".to_owned(),
+                        size: 1200.0,
+                        centroid: vec![12.0, 14.0, 820.0],
+                        label_rate: Some(0.04),
+                    },
+                    Segment {
+                        name: "loyal".to_owned(),
+                        size: 2600.0,
+                        centroid: vec![30.0, 8.0, 410.0],
+                        label_rate: Some(0.09),
+                    },
+                    Segment {
+                        name: "at risk, high value".to_owned(),
+                        size: 900.0,
+                        centroid: vec![140.0, 9.0, 700.0],
+                        label_rate: Some(0.41),
+                    },
+                    Segment {
+                        name: HOSTILE.to_owned(),
+                        size: 3100.0,
+                        centroid: vec![260.0, 1.5, 60.0],
+                        label_rate: Some(0.63),
+                    },
+                ],
+            },
+            Segments {
+                k: 2,
+                cost: Some(9100.0),
+                features: vec![
+                    "recency days".to_owned(),
+                    "orders".to_owned(),
+                    format!("spend {HOSTILE}"),
+                ],
+                noised: true,
+                segments: vec![
+                    Segment {
+                        name: "active".to_owned(),
+                        size: 4700.0,
+                        centroid: vec![40.0, 9.0, 520.0],
+                        label_rate: Some(0.12),
+                    },
+                    Segment {
+                        name: "lapsed".to_owned(),
+                        size: 3100.0,
+                        centroid: vec![250.0, 1.8, 70.0],
+                        label_rate: Some(0.6),
+                    },
+                ],
+            },
+        ],
         rules: Some(vec![
             Rule {
                 antecedent: "coffee, filters".to_owned(),
@@ -269,7 +299,7 @@ pub fn regression_input() -> ReportInput {
         privacy: Vec::new(),
         rounds: Vec::new(),
         evaluation: Some(Evaluation::Regression(evaluation)),
-        segments: None,
+        segments: Vec::new(),
         rules: None,
         lifetime_value: None,
         privacy_audits: Vec::new(),
