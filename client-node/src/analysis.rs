@@ -46,6 +46,15 @@ pub fn release_reply<R: CryptoRng>(
     let index = (round as usize)
         .checked_sub(1)
         .context("release rounds start at 1")?;
+    if let Analysis::LifetimeValue(lifetime) = analysis {
+        let statistics =
+            crate::lifetime::release_statistics(lifetime, spec, index, parameters, log, rng)?;
+        return Ok(PhaseReply {
+            weight: 1.0,
+            statistics,
+            vector: Vec::new(),
+        });
+    }
     let release = analysis
         .release(index)
         .with_context(|| format!("round {round} is not one of the analysis' releases"))?;
@@ -99,6 +108,7 @@ pub fn release_reply<R: CryptoRng>(
             release.add_noise(&mut histograms, rng)?;
             histograms
         }
+        Analysis::LifetimeValue(_) => unreachable!("answered above"),
     };
     Ok(PhaseReply {
         weight: 1.0,

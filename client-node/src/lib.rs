@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod config;
 pub mod data;
 pub mod identity;
+pub mod lifetime;
 pub mod local;
 pub mod memory_store;
 pub mod node;

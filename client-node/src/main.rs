@@ -94,6 +94,26 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Expected purchases, probability alive, expected spend and discounted
+    /// lifetime value of every customer of this partner, locally, from the
+    /// federation's fitted BG/NBD and Gamma-Gamma models.
+    Clv {
+        /// The node configuration file (for the data source).
+        #[arg(long)]
+        config: PathBuf,
+        /// The lifetime-value result (`coordinator export` of the job).
+        #[arg(long)]
+        model: PathBuf,
+        /// Days ahead to predict and value.
+        #[arg(long)]
+        horizon_days: u32,
+        /// Discount rate per 30-day period (0.01 is 1% a month).
+        #[arg(long)]
+        discount_rate: f64,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train a job's model on this partner's own customers only, with no
     /// coordinator: the baseline the federation is measured against.
     TrainLocal {
@@ -207,6 +227,30 @@ async fn main() -> anyhow::Result<()> {
             for (segment, customers) in &scored.per_segment {
                 println!("{segment:<22}{customers:>8} customers");
             }
+            Ok(())
+        }
+        Command::Clv {
+            config,
+            model,
+            horizon_days,
+            discount_rate,
+            out,
+        } => {
+            let config = NodeConfig::read(&config)?;
+            let valued = client_node::lifetime::clv_customers(
+                &model,
+                horizon_days,
+                discount_rate,
+                &config.data,
+                &out,
+            )?;
+            println!(
+                "valued {} customers into {} (total discounted value {:.2} over {horizon_days} days; {} rows rejected while reading)",
+                valued.customers,
+                out.display(),
+                valued.total_value,
+                valued.rows_rejected
+            );
             Ok(())
         }
         Command::TrainLocal { config, job, out } => {

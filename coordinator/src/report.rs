@@ -16,8 +16,8 @@ use veil_job_store::SqliteJobStore;
 use veil_models::ModelKind;
 use veil_privacy_ledger::{AuditorReport, Charge, PrivacyUnit, SqliteLedger, TrustModel};
 use veil_report::{
-    Detail, Evaluation, JobSummary, PrivacyAudit, PrivacySpent, ReportInput, RoundMetrics, Segment,
-    Segments,
+    Detail, Evaluation, JobSummary, LifetimeValuePoint, PrivacyAudit, PrivacySpent, ReportInput,
+    RoundMetrics, Segment, Segments,
 };
 use veil_scoring_evaluation::{IntervalConfig, evaluate_binary, evaluate_regression};
 use veil_segmentation::ClusteringOutcome;
@@ -178,6 +178,7 @@ pub fn build_report(
         None
     });
     let mut job = summary(job_id, spec, state, history);
+    let mut lifetime_value = None;
     let segments = match (&spec.analysis, state) {
         (Some(analysis), JobState::Succeeded) => match analysis_outcome(spec, analysis, history) {
             Ok(AnalysisOutcome::Segments(outcomes)) => segment_profiles(spec, &outcomes),
@@ -198,6 +199,53 @@ pub fn build_report(
                 }
                 Vec::new()
             }
+            Ok(AnalysisOutcome::LifetimeValue(outcome)) => {
+                let purchases = outcome.fit.purchases;
+                let spend = outcome.fit.spend;
+                let evaluation = &outcome.evaluation;
+                for (name, value) in [
+                    (
+                        "BG/NBD (r, α days, a, b)",
+                        format!(
+                            "{:.4}, {:.3}, {:.4}, {:.4}",
+                            purchases.r, purchases.alpha, purchases.a, purchases.b
+                        ),
+                    ),
+                    (
+                        "Gamma-Gamma (p, q, γ)",
+                        format!("{:.4}, {:.4}, {:.3}", spend.p, spend.q, spend.gamma),
+                    ),
+                    (
+                        "Holdout check (noised)",
+                        format!(
+                            "{:.0} customers, mean absolute error {:.3} purchases, correlation {:.3}",
+                            evaluation.customers,
+                            evaluation.mean_absolute_error,
+                            evaluation.correlation
+                        ),
+                    ),
+                ] {
+                    job.details.push(Detail {
+                        name: name.to_owned(),
+                        value,
+                    });
+                }
+                lifetime_value = Some(
+                    evaluation
+                        .by_calibration_purchases
+                        .iter()
+                        .map(|&(purchases, customers, mean_actual, mean_predicted)| {
+                            LifetimeValuePoint {
+                                calibration_purchases: purchases,
+                                customers,
+                                mean_actual,
+                                mean_predicted,
+                            }
+                        })
+                        .collect(),
+                );
+                Vec::new()
+            }
             Err(error) => {
                 notes.push(format!("The analysis result cannot be shown: {error:#}."));
                 Vec::new()
@@ -214,7 +262,7 @@ pub fn build_report(
         evaluation,
         segments,
         rules: None,
-        lifetime_value: None,
+        lifetime_value,
         privacy_audits: Vec::new(),
     })
 }
@@ -314,6 +362,10 @@ pub(crate) fn summary(
                 segment.config.k_values
             ),
             Analysis::Rfm(_) => "RFM cut points (federated DP quintiles)".to_owned(),
+            Analysis::LifetimeValue(lifetime) => format!(
+                "customer lifetime value (BG/NBD and Gamma-Gamma, {}-day holdout check)",
+                lifetime.holdout_days
+            ),
         };
         return JobSummary {
             job_id: job_id.to_owned(),
@@ -335,10 +387,13 @@ pub(crate) fn summary(
                 detail(
                     "Budget per partner",
                     format!(
-                        "customer ε {}, δ {:e} (the plan spends ε {:.3})",
+                        "customer ε {}, δ {:e} (the plan spends ε {})",
                         spec.privacy.customer_epsilon,
                         spec.privacy.delta,
-                        analysis.plan().epsilon()
+                        veil_job::planned_spend(spec)
+                            .ok()
+                            .and_then(|spent| spent.first().map(|spend| format!("{:.3}", spend.epsilon)))
+                            .unwrap_or_else(|| "unknown".to_owned())
                     ),
                 ),
             ],

@@ -12,6 +12,7 @@ mod coordinator_crash;
 mod federation_e2e;
 mod holdout;
 mod jobs_never_hang;
+mod lifetime_e2e;
 mod malicious_coordinator;
 mod metrics_e2e;
 mod mtls_roles;

@@ -6,11 +6,10 @@
 //! locally with its own raw ids, and an RFM job gives every partner the same
 //! cut points.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
-use client_node::policy::NodePolicy;
 use rand_core::SeedableRng;
 use veil_behaviour_features::build_examples;
 use veil_job::analysis::Analysis;
@@ -55,19 +54,6 @@ fn segment_job() -> JobFile {
     job
 }
 
-fn node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
-    NodeConfig {
-        node_id: format!("node-{index}"),
-        tls_dir: None,
-        insecure_dev: true,
-        privacy_audit_kit: None,
-        coordinator: address.to_owned(),
-        data: veil_behaviour_features::CsvSource::new(file.to_owned()).into(),
-        state_dir: Some(state.join(format!("node-{index}.state"))),
-        policy: NodePolicy::default(),
-    }
-}
-
 /// Every partner's customers as the nodes see them in the job: de-identified,
 /// in the public scaling, clamped to the box.
 fn pooled_points(configs: &[NodeConfig], spec: &veil_job::JobSpec, box_bound: f64) -> Points {
@@ -94,7 +80,9 @@ async fn a_segment_job_releases_only_charged_noised_sums_and_finds_useful_segmen
     let configs: Vec<NodeConfig> = files
         .iter()
         .enumerate()
-        .map(|(index, file)| node_config(index, &coordinator.address, file, dir.path()))
+        .map(|(index, file)| {
+            support::dev_node_config(index, &coordinator.address, file, dir.path())
+        })
         .collect();
     let nodes = support::start_nodes(configs.clone()).await;
     let mut operator = coordinator.operator().await;
@@ -229,7 +217,9 @@ async fn an_rfm_job_gives_every_partner_the_same_cut_points() {
     let configs: Vec<NodeConfig> = files
         .iter()
         .enumerate()
-        .map(|(index, file)| node_config(index, &coordinator.address, file, dir.path()))
+        .map(|(index, file)| {
+            support::dev_node_config(index, &coordinator.address, file, dir.path())
+        })
         .collect();
     let nodes = support::start_nodes(configs.clone()).await;
     let mut operator = coordinator.operator().await;

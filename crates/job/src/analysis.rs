@@ -13,6 +13,7 @@ use rand_core::SeedableRng;
 use veil_behaviour_features::Scaling;
 use veil_federation::AggregationMode;
 use veil_federation::secure::cohort_threshold;
+use veil_privacy_ledger::Mechanism;
 use veil_segmentation::rfm::{RfmBins, RfmCutPoints, rfm_plan};
 use veil_segmentation::{
     CandidateLayout, ClusteringOutcome, PrivacyPlan, Release, SeedingConfig, SegmentModel,
@@ -20,6 +21,9 @@ use veil_segmentation::{
 };
 use veil_wire::v1;
 
+use crate::lifetime_analysis::{
+    LIFETIME_RESULT_LEN, LifetimeOutcome, LifetimeValue, fit_to_parameters,
+};
 use crate::spec::{JobSpecError, invalid};
 
 /// Default Lloyd steps per k.
@@ -46,6 +50,8 @@ pub enum Analysis {
     Segment(Segmentation),
     /// Federated DP quintile cut points of recency, frequency and monetary value.
     Rfm(Rfm),
+    /// BG/NBD and Gamma-Gamma lifetime value, fitted to a noised histogram.
+    LifetimeValue(LifetimeValue),
 }
 
 /// A segmentation job's settings and the plan they imply.
@@ -73,6 +79,8 @@ pub enum AnalysisOutcome {
     Segments(Vec<ClusteringOutcome>),
     /// The shared RFM cut points.
     Rfm(RfmCutPoints),
+    /// The lifetime-value fit and its holdout check.
+    LifetimeValue(LifetimeOutcome),
 }
 
 /// The parts of a job spec an analysis depends on, validated before it.
@@ -129,6 +137,10 @@ impl Analysis {
                 Segmentation::from_wire(segment, context).map(Analysis::Segment)
             }
             Some(v1::analysis::Kind::Rfm(rfm)) => Rfm::from_wire(rfm, context).map(Analysis::Rfm),
+            Some(v1::analysis::Kind::LifetimeValue(lifetime)) => {
+                LifetimeValue::from_wire(lifetime, context.epsilon, context.delta)
+                    .map(Analysis::LifetimeValue)
+            }
             None => Err(invalid("analysis", "names no analysis kind")),
         }
     }
@@ -142,6 +154,9 @@ impl Analysis {
                 frequency_edges: rfm.bins.frequency.clone(),
                 monetary_edges: rfm.bins.monetary.clone(),
             }),
+            Analysis::LifetimeValue(lifetime) => {
+                v1::analysis::Kind::LifetimeValue(lifetime.to_wire())
+            }
         };
         v1::Analysis { kind: Some(kind) }
     }
@@ -151,29 +166,55 @@ impl Analysis {
         match self {
             Analysis::Segment(_) => "segment",
             Analysis::Rfm(_) => "rfm",
+            Analysis::LifetimeValue(_) => "lifetime-value",
         }
     }
 
-    /// The calibrated plan of every release.
-    pub fn plan(&self) -> &PrivacyPlan {
+    /// The calibrated distributed discrete Gaussian plan of a segmentation
+    /// or RFM job; `None` for a kind with its own noise.
+    pub fn plan(&self) -> Option<&PrivacyPlan> {
         match self {
-            Analysis::Segment(segment) => &segment.plan,
-            Analysis::Rfm(rfm) => &rfm.plan,
+            Analysis::Segment(segment) => Some(&segment.plan),
+            Analysis::Rfm(rfm) => Some(&rfm.plan),
+            Analysis::LifetimeValue(_) => None,
         }
     }
 
-    /// Release `index` of the plan.
+    /// Release `index` of a segmentation or RFM plan.
     pub fn release(&self, index: usize) -> Option<&Release> {
-        self.plan().release(index)
+        self.plan()?.release(index)
+    }
+
+    /// What the ledgers charge for release `index`, and the honest inputs
+    /// `t` its noise assumes in every sum (1: each node's own noise covers it).
+    pub fn release_mechanism(&self, index: usize) -> Option<(Mechanism, u64)> {
+        match self {
+            Analysis::Segment(_) | Analysis::Rfm(_) => self.release(index).map(|release| {
+                (
+                    Mechanism::DistributedDiscreteGaussian(release.mechanism()),
+                    release.min_survivors,
+                )
+            }),
+            Analysis::LifetimeValue(lifetime) => {
+                (index < 2).then(|| (lifetime.mechanism(index), 1))
+            }
+        }
     }
 
     /// The statistics length of each release, in order.
     pub fn release_lengths(&self) -> Vec<usize> {
-        self.plan()
-            .releases()
-            .iter()
-            .map(|release| release.dimension)
-            .collect()
+        match self {
+            Analysis::LifetimeValue(lifetime) => lifetime.release_lengths(),
+            _ => self
+                .plan()
+                .map(|plan| {
+                    plan.releases()
+                        .iter()
+                        .map(|release| release.dimension)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Length of the exported result: every k's centroids, or the cut points.
@@ -183,6 +224,7 @@ impl Analysis {
                 segment.config.k_values.iter().sum::<usize>() * segment.config.n_features
             }
             Analysis::Rfm(_) => RFM_RESULT_LEN,
+            Analysis::LifetimeValue(_) => LIFETIME_RESULT_LEN,
         }
     }
 
@@ -214,6 +256,7 @@ impl Analysis {
             }
             Analysis::Rfm(_) if index == 0 => Ok(Vec::new()),
             Analysis::Rfm(_) => Err(format!("an RFM job has one release, not {}", index + 1)),
+            Analysis::LifetimeValue(lifetime) => lifetime.release_parameters(index, released),
         }
     }
 
@@ -250,6 +293,9 @@ impl Analysis {
                     .map(AnalysisOutcome::Rfm)
                     .map_err(|error| error.to_string())
             }
+            Analysis::LifetimeValue(lifetime) => lifetime
+                .outcome(released)
+                .map(AnalysisOutcome::LifetimeValue),
         }
     }
 }
@@ -270,6 +316,10 @@ impl AnalysisOutcome {
                 .chain(&cuts.frequency)
                 .chain(&cuts.monetary)
                 .map(|&value| value as f32)
+                .collect(),
+            AnalysisOutcome::LifetimeValue(outcome) => fit_to_parameters(&outcome.fit)
+                .into_iter()
+                .map(|value| value as f32)
                 .collect(),
         }
     }

@@ -55,6 +55,32 @@ pub struct JobFile {
     /// An RFM job instead of training (docs/segments.md).
     #[serde(default)]
     pub rfm: Option<RfmSection>,
+    /// A lifetime-value job instead of training (docs/lifetime-value.md).
+    #[serde(default)]
+    pub lifetime_value: Option<LifetimeValueSection>,
+}
+
+/// `[lifetime_value]`: BG/NBD and Gamma-Gamma from one noised histogram;
+/// omitted settings take the defaults of `veil_job::lifetime_analysis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeValueSection {
+    /// The public range of a customer's mean spend per repeat purchase.
+    pub min_spend: f64,
+    /// Its upper end.
+    pub max_spend: f64,
+    /// Days after the cutoff whose purchases check the fit.
+    #[serde(default)]
+    pub holdout_days: Option<u32>,
+    /// The calibration window the age bins cover, in days.
+    #[serde(default)]
+    pub window_days: Option<u32>,
+    /// Age and recency bins over the window.
+    #[serde(default)]
+    pub age_bins: Option<u32>,
+    /// Log-spaced mean-spend bins.
+    #[serde(default)]
+    pub spend_bins: Option<u32>,
 }
 
 /// `[segment]`: federated DP k-means; omitted settings take the defaults
@@ -276,9 +302,14 @@ impl JobFile {
     /// Parses TOML text; the error names the line and field.
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         let file: Self = toml::from_str(text)?;
-        if file.segment.is_some() && file.rfm.is_some() {
+        let analyses = [
+            file.segment.is_some(),
+            file.rfm.is_some(),
+            file.lifetime_value.is_some(),
+        ];
+        if analyses.iter().filter(|given| **given).count() > 1 {
             return Err(<toml::de::Error as serde::de::Error>::custom(
-                "a job is one analysis: [segment] and [rfm] cannot both be given",
+                "a job is one analysis: give one of [segment], [rfm] and [lifetime_value]",
             ));
         }
         Ok(file)
@@ -379,6 +410,18 @@ impl JobFile {
     }
 
     fn analysis_to_wire(&self) -> Option<v1::Analysis> {
+        if let Some(lifetime) = &self.lifetime_value {
+            return Some(v1::Analysis {
+                kind: Some(v1::analysis::Kind::LifetimeValue(v1::LifetimeValue {
+                    holdout_days: lifetime.holdout_days.unwrap_or(0),
+                    window_days: lifetime.window_days.unwrap_or(0),
+                    min_spend: lifetime.min_spend,
+                    max_spend: lifetime.max_spend,
+                    age_bins: lifetime.age_bins.unwrap_or(0),
+                    spend_bins: lifetime.spend_bins.unwrap_or(0),
+                })),
+            });
+        }
         let kind = match (&self.segment, &self.rfm) {
             (Some(segment), _) => v1::analysis::Kind::Segment(v1::Segmentation {
                 k_values: segment.k.clone(),

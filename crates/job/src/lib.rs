@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod export;
 pub mod file;
+pub mod lifetime_analysis;
 pub mod privacy;
 pub mod spec;
 pub mod standard;

@@ -309,9 +309,9 @@ pub fn analysis_release_charge(
         .analysis
         .as_ref()
         .ok_or_else(|| invalid("analysis", "a training job has no release phases"))?;
-    let release = (party.round as usize)
+    let (mechanism, min_survivors) = (party.round as usize)
         .checked_sub(1)
-        .and_then(|index| analysis.release(index))
+        .and_then(|index| analysis.release_mechanism(index))
         .ok_or_else(|| {
             invalid(
                 "analysis",
@@ -321,30 +321,30 @@ pub fn analysis_release_charge(
                 ),
             )
         })?;
-    let trust_model = match &spec.aggregation {
-        AggregationMode::Secure(settings) => {
+    let trust_model = match (&spec.aggregation, min_survivors) {
+        // Each node's own noise covers the whole release.
+        (_, 1) | (AggregationMode::Plain, _) => TrustModel::LocalDpSgd,
+        (AggregationMode::Secure(settings), _) => {
             if party.cohort > 0 {
                 let threshold = cohort_threshold(party.cohort, settings)
                     .map_err(|error| invalid("aggregation", error))?;
-                if (threshold as u64) < release.min_survivors {
+                if (threshold as u64) < min_survivors {
                     return Err(invalid(
                         "min_participants",
                         format!(
-                            "a cohort of {} guarantees {threshold} honest inputs, below the {} the release's noise is calibrated for",
-                            party.cohort, release.min_survivors
+                            "a cohort of {} guarantees {threshold} honest inputs, below the {min_survivors} the release's noise is calibrated for",
+                            party.cohort
                         ),
                     ));
                 }
             }
             TrustModel::Distributed
         }
-        // Each node's own noise covers the whole release.
-        AggregationMode::Plain => TrustModel::LocalDpSgd,
     };
     Ok(party.charge(
         (PrivacyUnit::Customer, Release::Round),
         trust_model,
-        Mechanism::DistributedDiscreteGaussian(release.mechanism()),
+        mechanism,
         spec.privacy.delta,
     ))
 }

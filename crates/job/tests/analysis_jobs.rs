@@ -73,11 +73,13 @@ fn a_segment_job_plans_one_round_per_release_within_its_budget() {
     );
     let charges = job_charges(&spec, party(1, 3)).expect("charges");
     assert_eq!(charges.len(), 11);
-    assert!(
-        charges
-            .iter()
-            .all(|charge| charge.trust_model == TrustModel::Distributed)
-    );
+    // Noise calibrated for one honest input is each node's own: local.
+    let expected = if segment.plan.releases()[0].min_survivors == 1 {
+        TrustModel::LocalDpSgd
+    } else {
+        TrustModel::Distributed
+    };
+    assert!(charges.iter().all(|charge| charge.trust_model == expected));
 }
 
 #[test]
@@ -158,7 +160,7 @@ fn analysis_settings_that_cannot_run_name_their_field() {
     }
     let both = format!("{SEGMENT_JOB}\n[rfm]\n");
     let error = JobFile::parse(&both).expect_err("one analysis per job");
-    assert!(error.to_string().contains("[segment] and [rfm]"), "{error}");
+    assert!(error.to_string().contains("one analysis"), "{error}");
 }
 
 #[test]
@@ -197,4 +199,54 @@ fn under_plain_aggregation_each_node_noises_for_itself_and_the_ledger_takes_it_a
     };
     assert!(secure_segment.plan.releases()[0].min_survivors >= 1);
     assert!(phase_charges(&secure, Phase::Release, party(1, 3)).is_ok());
+}
+
+#[test]
+fn a_lifetime_value_job_plans_two_local_gaussian_releases_within_its_budget() {
+    let text = r#"
+name = "clv"
+min_participants = 3
+max_participants = 3
+
+[task]
+kind = "churn"
+cutoff = "2024-06-30"
+horizon_days = 90
+
+[lifetime_value]
+min_spend = 1.0
+max_spend = 500.0
+holdout_days = 120
+
+[privacy]
+customer_epsilon = 1.0
+delta = 1e-6
+"#;
+    let spec = spec_of(text).expect("valid");
+    assert_eq!(spec.rounds, 2, "the histogram and the holdout check");
+    assert_eq!(
+        spec.plan().parameter_count,
+        7,
+        "r, alpha, a, b, p, q, gamma"
+    );
+    let charges = job_charges(&spec, party(1, 3)).expect("charges");
+    assert_eq!(charges.len(), 2);
+    assert!(
+        charges
+            .iter()
+            .all(|charge| charge.trust_model == TrustModel::LocalDpSgd)
+    );
+    let spent = planned_spend(&spec).expect("plans");
+    assert!(
+        spent[0].epsilon <= 1.0 && spent[0].epsilon > 0.8,
+        "{:?}",
+        spent[0]
+    );
+    let again = JobSpec::from_wire(&spec.to_wire()).expect("valid again");
+    assert_eq!(again, spec);
+    let bad = text.replace("min_spend = 1.0", "min_spend = 0.0");
+    assert_eq!(
+        spec_of(&bad).expect_err("refused").field,
+        "lifetime_value.min_spend"
+    );
 }

@@ -99,6 +99,21 @@ impl Coordinator {
     }
 }
 
+/// Node `node-{index}` in plaintext development mode, reading `file`, with
+/// its state in `state/node-{index}.state` and the default policy.
+pub fn dev_node_config(index: usize, address: &str, file: &Path, state: &Path) -> NodeConfig {
+    NodeConfig {
+        node_id: format!("node-{index}"),
+        tls_dir: None,
+        insecure_dev: true,
+        privacy_audit_kit: None,
+        coordinator: address.to_owned(),
+        data: veil_behaviour_features::CsvSource::new(file.to_owned()).into(),
+        state_dir: Some(state.join(format!("node-{index}.state"))),
+        policy: client_node::policy::NodePolicy::default(),
+    }
+}
+
 /// Starts a node per config and returns once every one has registered.
 pub async fn start_nodes(configs: Vec<NodeConfig>) -> Vec<tokio::task::JoinHandle<()>> {
     start_counted_nodes(configs.into_iter().map(|config| (config, None)).collect()).await
