@@ -249,13 +249,19 @@ fn chunk_reassembly() -> Vec<Vec<u8>> {
 }
 
 /// A small generated partner file, as UTF-8 (option byte 0) and sniffed GBK (option byte 3).
-fn csv_ingestion() -> Vec<Vec<u8>> {
+/// A small synthetic partner's transactions as the CSV the generator writes.
+fn synthetic_partner_csv() -> Option<Vec<u8>> {
     let mut config = veil_synth_data::SynthConfig::demo(1, 3);
     config.partners[0].n_customers = 12;
     let mut csv = Vec::new();
-    if veil_synth_data::write_partner_csv(&config, 0, &mut csv).is_err() {
+    veil_synth_data::write_partner_csv(&config, 0, &mut csv).ok()?;
+    Some(csv)
+}
+
+fn csv_ingestion() -> Vec<Vec<u8>> {
+    let Some(csv) = synthetic_partner_csv() else {
         return Vec::new();
-    }
+    };
     vec![tagged(0, csv.clone()), tagged(3, csv)]
 }
 
@@ -263,13 +269,7 @@ fn csv_ingestion() -> Vec<Vec<u8>> {
 /// an export from a warehouse often is): once plain and uncompressed, once with dictionary
 /// pages and Snappy, so mutations reach both page decoders.
 fn parquet_ingestion() -> Vec<Vec<u8>> {
-    let mut config = veil_synth_data::SynthConfig::demo(1, 3);
-    config.partners[0].n_customers = 12;
-    let mut csv = Vec::new();
-    if veil_synth_data::write_partner_csv(&config, 0, &mut csv).is_err() {
-        return Vec::new();
-    }
-    let Ok(text) = String::from_utf8(csv) else {
+    let Some(Ok(text)) = synthetic_partner_csv().map(String::from_utf8) else {
         return Vec::new();
     };
     let mut lines = text.lines();
