@@ -6,8 +6,17 @@
 //! Without mTLS (the explicit insecure-development mode) there is no
 //! identity to check and every call is let through; the server warns at
 //! start-up.
+//!
+//! Refusals are audited in batches: the first refusal of a kind (the same
+//! member, RPC and reason) is recorded at once, repeats within
+//! [`REFUSAL_AUDIT_WINDOW`] are counted and recorded as one entry when the
+//! window closes. A member repeating a forbidden call in a loop then costs
+//! one synced append per window, not one per call, under the audit lock the
+//! engine also takes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Status};
 use veil_audit_log::AuditEvent;
@@ -28,6 +37,20 @@ pub(crate) const AUDITOR: &[Role] = &[Role::Auditor];
 /// Reading job status and progress: operators and auditors.
 pub(crate) const READER: &[Role] = &[Role::Operator, Role::Auditor];
 
+/// How long repeats of one refusal are counted before they are recorded.
+pub(crate) const REFUSAL_AUDIT_WINDOW: Duration = Duration::from_secs(10);
+
+/// Which refusals are repeats of each other: the actor, the RPC and the reason.
+type RefusalKind = (String, &'static str, String);
+
+/// Repeats of one refusal since it was recorded.
+struct RefusalBatch {
+    recorded_at: Instant,
+    repeats: u64,
+    /// The latest peer address, for the batch's entry.
+    peer: String,
+}
+
 /// The per-request check, shared by both services.
 #[derive(Clone)]
 pub(crate) struct Gate {
@@ -35,12 +58,56 @@ pub(crate) struct Gate {
     mtls: bool,
     /// Where refusals are recorded.
     audit: Arc<Mutex<AuditTrail>>,
+    /// Refusals recorded within the window, with their uncounted repeats. A std mutex held
+    /// for a map update only; entries leave when their window closes, so the map holds at
+    /// most a window's worth of refusal kinds (and the per-node rate limit bounds those).
+    batches: Arc<Mutex<HashMap<RefusalKind, RefusalBatch>>>,
 }
 
 impl Gate {
     /// A gate for a server with (`true`) or without mTLS.
     pub(crate) fn new(mtls: bool, audit: Arc<Mutex<AuditTrail>>) -> Self {
-        Self { mtls, audit }
+        Self {
+            mtls,
+            audit,
+            batches: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Records the repeats of every refusal whose window has closed by `now`, one entry per
+    /// refusal kind; called every second by the server.
+    pub(crate) fn record_closed_refusal_batches(&self, now: Instant) {
+        let mut closed = Vec::new();
+        lock(&self.batches).retain(|kind, batch| {
+            let open = now.saturating_duration_since(batch.recorded_at) < REFUSAL_AUDIT_WINDOW;
+            if !open && batch.repeats > 0 {
+                closed.push((kind.clone(), batch.repeats, std::mem::take(&mut batch.peer)));
+            }
+            open
+        });
+        for ((identity, rpc, reason), repeats, peer) in closed {
+            tracing::warn!(rpc, %peer, %identity, repeats, %reason, "requests refused again");
+            self.record_refusal(
+                &identity,
+                peer,
+                rpc,
+                format!(
+                    "{reason} (refused {repeats} more times within {} s of the entry before)",
+                    REFUSAL_AUDIT_WINDOW.as_secs()
+                ),
+            );
+        }
+    }
+
+    fn record_refusal(&self, identity: &str, peer: String, rpc: &str, reason: String) {
+        lock(&self.audit).record(
+            identity,
+            AuditEvent::AuthFailure {
+                peer,
+                rpc: rpc.to_owned(),
+                reason,
+            },
+        );
     }
 
     /// The caller's identity, if its role may call `rpc`. `None` in
@@ -123,14 +190,29 @@ impl Gate {
         let identity = peer_identity(request)
             .ok()
             .map_or_else(|| "none".to_owned(), |identity| actor(Some(&identity)));
-        let identity = identity.as_str();
-        tracing::warn!(rpc, %peer, identity, %reason, "request refused");
-        lock(&self.audit).record(
-            identity,
-            AuditEvent::AuthFailure {
+        let kind = (identity, rpc, reason.to_owned());
+        let now = Instant::now();
+        {
+            let mut batches = lock(&self.batches);
+            if let Some(batch) = batches.get_mut(&kind) {
+                if now.saturating_duration_since(batch.recorded_at) < REFUSAL_AUDIT_WINDOW {
+                    batch.repeats += 1;
+                    batch.peer = peer;
+                    return;
+                }
+            }
+        }
+        // A new kind, or the window closed: record its repeats first, then this refusal.
+        self.record_closed_refusal_batches(now);
+        let (identity, rpc, reason) = kind;
+        tracing::warn!(rpc, %peer, %identity, %reason, "request refused");
+        self.record_refusal(&identity, peer.clone(), rpc, reason.clone());
+        lock(&self.batches).insert(
+            (identity, rpc, reason),
+            RefusalBatch {
+                recorded_at: now,
+                repeats: 0,
                 peer,
-                rpc: rpc.to_owned(),
-                reason: reason.to_owned(),
             },
         );
     }

@@ -18,6 +18,7 @@ pub mod ca_admin;
 pub mod console;
 pub mod convert;
 pub mod intake;
+mod member_limits;
 mod metrics;
 pub mod operator;
 mod privacy;
@@ -27,4 +28,5 @@ pub mod server;
 mod service;
 mod state;
 
+pub use member_limits::MemberLimits;
 pub use server::{CoordinatorConfig, Transport, run};

@@ -26,8 +26,9 @@ use veil_wire::v1::node_service_server::NodeServiceServer;
 use veil_wire::v1::operator_service_server::OperatorServiceServer;
 
 use crate::audit::AuditTrail;
-use crate::auth::Gate;
+use crate::auth::{Gate, REFUSAL_AUDIT_WINDOW};
 use crate::console::ConsoleConfig;
+use crate::member_limits::{MemberLimitLayer, MemberLimits, REQUEST_DEADLINE};
 use crate::metrics::{CountingIo, EventMetrics};
 use crate::privacy::PrivacyGuard;
 use crate::service::{NodeApi, OperatorApi, ServiceLimits};
@@ -63,6 +64,9 @@ pub struct CoordinatorConfig {
     pub max_long_poll: Duration,
     /// Concurrent requests served per connection.
     pub concurrency_per_connection: usize,
+    /// What one node may ask, over all its connections: a node past these limits is
+    /// refused with `ResourceExhausted` (`member_limits.rs`).
+    pub member_limits: MemberLimits,
     /// Where the coordinator keeps its durable state (the privacy ledger).
     /// `None` uses a fresh temporary folder removed at shutdown: for tests
     /// and throwaway runs only.
@@ -113,6 +117,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(5),
             max_long_poll: Duration::from_secs(20),
             concurrency_per_connection: 64,
+            member_limits: MemberLimits::default(),
             state_dir: None,
             metrics: None,
             console: None,
@@ -199,6 +204,8 @@ pub async fn run(
         .await;
 
     let gate = Gate::new(matches!(config.transport, Transport::Mtls(_)), audit);
+    let refusal_batches = tokio::spawn(record_refusal_batches(gate.clone()));
+    let gate_at_shutdown = gate.clone();
     let node_service = NodeServiceServer::new(NodeApi {
         shared: Arc::clone(&shared),
         limits,
@@ -230,7 +237,12 @@ pub async fn run(
     let counted = Arc::clone(&metrics);
     let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
+        .timeout(REQUEST_DEADLINE)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .layer(MemberLimitLayer::new(
+            config.member_limits,
+            Arc::clone(&metrics),
+        ))
         .add_service(health_service)
         .add_service(node_service)
         .add_service(operator_service);
@@ -260,6 +272,10 @@ pub async fn run(
     };
     let _ = stop_timer.send(());
     let _ = timer.await;
+    refusal_batches.abort();
+    // Repeats counted in windows still open are recorded too.
+    gate_at_shutdown
+        .record_closed_refusal_batches(std::time::Instant::now() + REFUSAL_AUDIT_WINDOW);
     audit_upkeep.abort();
     if let Some(console) = console {
         console.abort();
@@ -288,6 +304,16 @@ async fn keep_audit_current(
         if let Err(error) = lock(&audit).record_certificate_changes(&journal, &revocations) {
             tracing::error!(error = %format!("{error:#}"), "certificate changes NOT recorded in the audit log");
         }
+    }
+}
+
+/// Records repeated refusals once their window closes, so a flood's count reaches the audit
+/// log within a second of the window's end even if the flood stopped.
+async fn record_refusal_batches(gate: Gate) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        gate.record_closed_refusal_batches(std::time::Instant::now());
     }
 }
 

@@ -10,6 +10,7 @@ mod concurrent_jobs;
 mod console_browser;
 mod coordinator_crash;
 mod federation_e2e;
+mod flooding_node;
 mod holdout;
 mod jobs_never_hang;
 mod lifetime_e2e;

@@ -1136,6 +1136,23 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                 }
             }
         }
+        self.forget_finished_jobs_retries();
+    }
+
+    /// A job that has ended takes no more submissions, so what it kept to recognise retries
+    /// (every accepted key of every phase, step and node) is dropped: otherwise the engine
+    /// grows with every job it has ever run (the soak's coordinator did, by about 0.8 MiB a
+    /// job at 100 nodes). Its snapshot (state, history, model) stays; a late retry is then
+    /// refused as for a closed phase instead of answered as a duplicate.
+    fn forget_finished_jobs_retries(&mut self) {
+        for job in self.jobs.values_mut() {
+            let finished = job.durable.state.is_terminal() && job.open.is_none();
+            if finished && !job.accepted.is_empty() {
+                job.accepted = HashSet::new();
+                job.released = BTreeSet::new();
+                job.declined = BTreeSet::new();
+            }
+        }
     }
 
     /// One transition of one job; returns whether anything changed.

@@ -21,7 +21,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "secure_aggregation_messages" => secure_aggregation_messages(),
         "chunk_reassembly" => chunk_reassembly(),
         "csv_ingestion" => csv_ingestion(),
-        "parquet_ingestion" => Vec::new(),
+        "parquet_ingestion" => parquet_ingestion(),
         "job_toml" => vec![standard_job_text().into_bytes()],
         "node_toml" => node_toml(),
         "model_file" => model_file(),
@@ -249,14 +249,97 @@ fn chunk_reassembly() -> Vec<Vec<u8>> {
 }
 
 /// A small generated partner file, as UTF-8 (option byte 0) and sniffed GBK (option byte 3).
-fn csv_ingestion() -> Vec<Vec<u8>> {
+/// A small synthetic partner's transactions as the CSV the generator writes.
+fn synthetic_partner_csv() -> Option<Vec<u8>> {
     let mut config = veil_synth_data::SynthConfig::demo(1, 3);
     config.partners[0].n_customers = 12;
     let mut csv = Vec::new();
-    if veil_synth_data::write_partner_csv(&config, 0, &mut csv).is_err() {
+    veil_synth_data::write_partner_csv(&config, 0, &mut csv).ok()?;
+    Some(csv)
+}
+
+fn csv_ingestion() -> Vec<Vec<u8>> {
+    let Some(csv) = synthetic_partner_csv() else {
         return Vec::new();
-    }
+    };
     vec![tagged(0, csv.clone()), tagged(3, csv)]
+}
+
+/// The synthetic partner's transactions as Parquet, every column an optional UTF-8 string (as
+/// an export from a warehouse often is): once plain and uncompressed, once with dictionary
+/// pages and Snappy, so mutations reach both page decoders.
+fn parquet_ingestion() -> Vec<Vec<u8>> {
+    let Some(Ok(text)) = synthetic_partner_csv().map(String::from_utf8) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let header: Vec<&str> = header.split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+    [
+        parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .build(),
+        parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    ]
+    .into_iter()
+    .filter_map(|properties| write_text_parquet(&header, &rows, properties).ok())
+    .collect()
+}
+
+fn write_text_parquet(
+    header: &[&str],
+    rows: &[Vec<&str>],
+    properties: parquet::file::properties::WriterProperties,
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    let fields: String = header
+        .iter()
+        .map(|name| format!("OPTIONAL BYTE_ARRAY {name} (UTF8); "))
+        .collect();
+    let schema = parquet::schema::parser::parse_message_type(&format!(
+        "message transactions {{ {fields}}}"
+    ))?;
+    let mut bytes = Vec::new();
+    let mut writer = parquet::file::writer::SerializedFileWriter::new(
+        &mut bytes,
+        std::sync::Arc::new(schema),
+        std::sync::Arc::new(properties),
+    )?;
+    let mut group = writer.next_row_group()?;
+    for column_index in 0..header.len() {
+        let fields: Vec<Option<&str>> = rows
+            .iter()
+            .map(|row| {
+                row.get(column_index)
+                    .copied()
+                    .filter(|text| !text.is_empty())
+            })
+            .collect();
+        let values: Vec<ByteArray> = fields
+            .iter()
+            .flatten()
+            .map(|text| ByteArray::from(*text))
+            .collect();
+        let levels: Vec<i16> = fields
+            .iter()
+            .map(|field| i16::from(field.is_some()))
+            .collect();
+        let Some(mut column) = group.next_column()? else {
+            break;
+        };
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(&values, Some(&levels), None)?;
+        column.close()?;
+    }
+    group.close()?;
+    writer.close()?;
+    Ok(bytes)
 }
 
 fn node_toml() -> Vec<Vec<u8>> {

@@ -54,6 +54,22 @@ pub struct EpsilonLabels {
     pub unit: String,
 }
 
+/// Labels of the flood-limit counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `rate` or `concurrency`: which per-node limit refused the request.
+    pub limit: String,
+}
+
+impl LimitLabels {
+    /// Labels for one limit.
+    pub fn new(limit: &str) -> Self {
+        Self {
+            limit: limit.to_owned(),
+        }
+    }
+}
+
 /// Phase durations run from seconds (demo) to the train timeout (minutes):
 /// 50 ms to about 27 minutes in 16 doublings.
 fn phase_histogram() -> Histogram {
@@ -106,6 +122,9 @@ pub struct CoordinatorMetrics {
     pub ledger_write: Histogram,
     /// Seconds to append one entry to the signed audit log (synced).
     pub audit_write: Histogram,
+    /// Node requests refused at the gRPC edge with `ResourceExhausted`, by the per-node
+    /// limit they broke (the node is named in the coordinator's log, not in a label).
+    pub requests_limited: Family<LimitLabels, Counter>,
 }
 
 impl CoordinatorMetrics {
@@ -131,6 +150,7 @@ impl CoordinatorMetrics {
             epsilon_budget: Family::default(),
             ledger_write: Histogram::new(write_latency_buckets()),
             audit_write: Histogram::new(write_latency_buckets()),
+            requests_limited: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("veil_coordinator");
         registry.register(
@@ -227,6 +247,11 @@ impl CoordinatorMetrics {
             "Time to append one entry to the signed audit log",
             Unit::Seconds,
             metrics.audit_write.clone(),
+        );
+        registry.register(
+            "requests_limited",
+            "Node requests refused with ResourceExhausted by a per-node rate or concurrency limit",
+            metrics.requests_limited.clone(),
         );
         metrics
     }

@@ -18,7 +18,7 @@ mod coordinator;
 mod endpoint;
 mod node;
 
-pub use coordinator::{CoordinatorMetrics, EpsilonLabels, JobLabels, PhaseLabels};
+pub use coordinator::{CoordinatorMetrics, EpsilonLabels, JobLabels, LimitLabels, PhaseLabels};
 pub use endpoint::{MetricsError, OPENMETRICS_CONTENT_TYPE, encode, serve, spawn_endpoint};
 pub use node::{DeclineLabels, NodeMetrics, PiiLabels, SourceLabels};
 pub use prometheus_client::metrics::histogram::Histogram;

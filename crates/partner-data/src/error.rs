@@ -32,6 +32,29 @@ pub enum PartnerDataError {
         /// The Parquet error.
         error: parquet::errors::ParquetError,
     },
+    /// The Parquet footer (the file's schema and row-group metadata) could not be decoded, so
+    /// no row was read.
+    #[error(
+        "{input}: the Parquet footer (schema and row-group metadata) is malformed or truncated, \
+         nothing from this input was loaded: {error}"
+    )]
+    ParquetFooter {
+        /// The input.
+        input: String,
+        /// The Parquet decoder's error.
+        error: parquet::errors::ParquetError,
+    },
+    /// The Parquet footer decoded but describes data the file does not hold (a column chunk
+    /// outside the file, a negative size or count), so no row was read.
+    #[error(
+        "{input}: the Parquet footer does not match the file, nothing from this input was loaded: {reason}"
+    )]
+    ParquetLayout {
+        /// The input.
+        input: String,
+        /// Which row group and column is wrong, and how.
+        reason: String,
+    },
     /// The database could not be reached or the table or query failed.
     #[error("{input}: {error}")]
     Postgres {

@@ -8,6 +8,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::ops::Range;
 
 use encoding_rs::{DecoderResult, GBK};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 
@@ -554,11 +555,24 @@ struct ParquetRows {
 
 impl ParquetRows {
     fn new(input: String, file: File) -> Result<Self, PartnerDataError> {
-        let parquet_error = |error| PartnerDataError::Parquet {
-            input: input.clone(),
-            error,
-        };
-        let reader = SerializedFileReader::new(file).map_err(parquet_error)?;
+        let file_length = file
+            .metadata()
+            .map_err(|error| PartnerDataError::Open {
+                input: input.clone(),
+                error,
+            })?
+            .len();
+        let reader =
+            SerializedFileReader::new(file).map_err(|error| PartnerDataError::ParquetFooter {
+                input: input.clone(),
+                error,
+            })?;
+        check_parquet_layout(reader.metadata(), file_length).map_err(|reason| {
+            PartnerDataError::ParquetLayout {
+                input: input.clone(),
+                reason,
+            }
+        })?;
         let header = reader
             .metadata()
             .file_metadata()
@@ -577,6 +591,65 @@ impl ParquetRows {
             read: 0,
         })
     }
+}
+
+/// Bytes at a Parquet file's end that are not data: the footer length and the closing magic.
+const PARQUET_TAIL_BYTES: u64 = 8;
+
+/// Checks the footer against the file before any page is read. The `parquet` crate trusts
+/// these numbers: it reserves a column chunk's declared size before reading it (an abort, not
+/// an error, when the size is absurd) and asserts that offsets are not negative (a panic). A
+/// chunk must lie inside the file, before the footer, with sizes and counts that are not
+/// negative.
+fn check_parquet_layout(metadata: &ParquetMetaData, file_length: u64) -> Result<(), String> {
+    let data_end = file_length.saturating_sub(PARQUET_TAIL_BYTES);
+    if metadata.file_metadata().num_rows() < 0 {
+        return Err(format!(
+            "the file declares {} rows",
+            metadata.file_metadata().num_rows()
+        ));
+    }
+    for (group_index, group) in metadata.row_groups().iter().enumerate() {
+        if group.num_rows() < 0 {
+            return Err(format!(
+                "row group {group_index} declares {} rows",
+                group.num_rows()
+            ));
+        }
+        for column in group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let described = || {
+                format!(
+                    "row group {group_index}, column `{}`",
+                    column.column_path().string()
+                )
+            };
+            let (Ok(start), Ok(length), true) = (
+                u64::try_from(start),
+                u64::try_from(column.compressed_size()),
+                column.uncompressed_size() >= 0,
+            ) else {
+                return Err(format!(
+                    "{} declares a negative offset or size (offset {start}, {} bytes compressed, \
+                     {} bytes uncompressed)",
+                    described(),
+                    column.compressed_size(),
+                    column.uncompressed_size()
+                ));
+            };
+            if start.checked_add(length).is_none_or(|end| end > data_end) {
+                return Err(format!(
+                    "{} declares bytes {start}..{} but the file's data ends at byte {data_end} \
+                     ({file_length} bytes in all)",
+                    described(),
+                    start.saturating_add(length)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RowReader for ParquetRows {

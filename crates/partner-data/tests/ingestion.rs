@@ -941,6 +941,60 @@ fn parquet_round_trip_matches_the_csv_path() {
     assert_eq!(from_parquet.log.n_transactions(), 3);
 }
 
+#[test]
+fn a_parquet_footer_declaring_a_huge_list_is_refused_not_aborted() {
+    // Found by the parquet_ingestion fuzz target: 129 bytes whose footer declares a list so
+    // long that parquet 57 reserved 79 GB for it and the process aborted. The footer decoder
+    // now bounds every list by the bytes left, and the load names the file and the footer.
+    let fixture = Fixture::new();
+    let crafted = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/parquet-footer-79gb-allocation.parquet"),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let path = fixture.write("crafted.parquet", &crafted);
+    let message = load_error(&config(&fixture, parquet_transactions(path)));
+    assert!(
+        message.contains("crafted.parquet") && message.contains("Parquet footer"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_parquet_footer_pointing_past_the_file_is_refused_before_any_page_is_read() {
+    // A real file's footer kept, its data cut away: every column chunk now lies outside the
+    // file. The check runs before the parquet crate reserves a chunk's declared size.
+    let fixture = Fixture::new();
+    let rows: Vec<(String, i64, f64)> = (0..2000)
+        .map(|index| (format!("C-{index}"), 1_709_600_000 + index, index as f64))
+        .collect();
+    let rows: Vec<(&str, i64, f64, Option<&str>)> = rows
+        .iter()
+        .map(|(customer, seconds, amount)| (customer.as_str(), *seconds, *amount, Some("food")))
+        .collect();
+    let whole_path = fixture.path("whole.parquet");
+    write_parquet(&whole_path, &rows);
+    let whole = std::fs::read(&whole_path).unwrap_or_else(|error| panic!("{error}"));
+    let tail = &whole[whole.len() - 8..];
+    let footer_length = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize;
+    let footer_start = whole.len() - 8 - footer_length;
+    assert!(
+        footer_start > 4 + footer_length,
+        "the data must outweigh the footer"
+    );
+    let mut cut = b"PAR1".to_vec();
+    cut.extend_from_slice(&whole[footer_start..]);
+    let cut_path = fixture.write("cut.parquet", &cut);
+    let message = load_error(&config(&fixture, parquet_transactions(cut_path)));
+    assert!(
+        message.contains("cut.parquet")
+            && message.contains("does not match the file")
+            && message.contains("row group 0, column `cust`")
+            && message.contains(&format!("{} bytes in all", cut.len())),
+        "{message}"
+    );
+}
+
 fn postgres_url() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres-test-server");
     let output = std::process::Command::new("bash")

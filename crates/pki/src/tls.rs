@@ -295,6 +295,12 @@ impl MtlsConnectInfo {
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }
+
+    /// The identity verified at the handshake, not re-checked against the revocation list:
+    /// for keying per-member limits, never for authorising ([`peer_identity`] does that).
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
 }
 
 /// A server-side TLS connection whose client certificate passed
