@@ -26,5 +26,6 @@ pub mod report;
 pub mod server;
 mod service;
 mod state;
+mod submission;
 
 pub use server::{CoordinatorConfig, Transport, run};
