@@ -164,14 +164,23 @@ pub(crate) fn audit_job_access(
     let Some(identity) = identity else {
         return Ok(());
     };
-    match (identity.role, spec.privacy_audit.is_some()) {
-        (Role::Auditor, false) => Err(Status::permission_denied(
-            "an auditor may act only on privacy tests (jobs with a privacy_audit)",
-        )),
-        (Role::Operator, true) => Err(Status::permission_denied(
-            "privacy tests are run by auditors (`coordinator audit privacy-test`)",
-        )),
-        _ => Ok(()),
+    match job_access_refusal(identity.role, spec) {
+        Some(reason) => Err(Status::permission_denied(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Why `role` may not submit or start `spec`, if it may not: the rule of
+/// [`audit_job_access`], for the console's people as for certificates.
+pub(crate) fn job_access_refusal(role: Role, spec: &veil_job::JobSpec) -> Option<&'static str> {
+    match (role, spec.privacy_audit.is_some()) {
+        (Role::Auditor, false) => {
+            Some("an auditor may act only on privacy tests (jobs with a privacy_audit)")
+        }
+        (Role::Operator, true) => {
+            Some("privacy tests are run by auditors (`coordinator audit privacy-test`)")
+        }
+        _ => None,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod report;
 pub mod server;
 mod service;
 mod state;
+mod submission;
 
 pub use member_limits::MemberLimits;
 pub use server::{CoordinatorConfig, Transport, run};

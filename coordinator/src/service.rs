@@ -4,7 +4,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,6 +25,7 @@ use crate::convert::{
 };
 use crate::intake::{self, IntakeError, ResultUpload};
 use crate::state::{Shared, lock};
+use crate::submission::{SubmitError, create_job};
 
 /// Settings the services need at request time.
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +142,11 @@ impl NodeService for NodeApi {
         });
         self.shared
             .with_engine(|engine, now| engine.register_node(&request.node_id, credential, now));
+        crate::console::note_software_version(
+            &self.shared,
+            &request.node_id,
+            &request.software_version,
+        );
         Ok(Response::new(v1::RegisterResponse {
             heartbeat_interval_ms: self.limits.heartbeat_interval.as_millis() as u32,
             max_message_bytes: veil_wire::MAX_MESSAGE_BYTES as u32,
@@ -395,30 +400,11 @@ impl OperatorService for OperatorApi {
         let spec =
             JobSpec::from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         auth::audit_job_access(identity.as_ref(), &spec)?;
-        // A job that cannot finish within its own budget is refused now,
-        // not stopped part-way with a model nobody asked for.
-        veil_job::check_planned_budget(&spec)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        // A zero seed asks the coordinator to pick one; the initial model is
-        // not a secret, so an ordinary generator is fine here.
-        let seed = if spec.seed == 0 {
-            rand::random::<u64>()
-        } else {
-            spec.seed
-        };
-        let initial = spec.initial_parameters(seed);
-        let plan = spec.plan();
-        let job_id = self
-            .shared
-            .with_engine(|engine, now| engine.submit_job(plan, spec, initial, now))
-            .map_err(engine_error)?;
-        lock(&self.shared.audit).record(
-            &auth::actor(identity.as_ref()),
-            AuditEvent::JobCreated {
-                job_id: job_id.clone(),
-                spec_sha256: sha256(&wire.encode_to_vec()),
-            },
-        );
+        let job_id = create_job(&self.shared, &auth::actor(identity.as_ref()), &wire, spec)
+            .map_err(|error| match error {
+                SubmitError::OverBudget(reason) => Status::invalid_argument(reason),
+                SubmitError::Engine(error) => engine_error(error),
+            })?;
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
     }
 
@@ -677,10 +663,4 @@ fn describe(api: &OperatorApi, event: &veil_federation::EngineEvent) -> Option<S
         }
         kind => describe_event(kind),
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut digest = [0; 32];
-    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    digest
 }

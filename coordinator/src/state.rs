@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     /// The Prometheus metrics, updated from the same events, under the
     /// engine lock (after the privacy guard, so ε gauges see new charges).
     pub(crate) metrics: Mutex<EventMetrics>,
+    /// The software version each node announced at its last registration,
+    /// for the console's federation page. Not in the engine: it decides
+    /// nothing. A std mutex, held for one map access.
+    pub(crate) node_versions: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Shared {
@@ -66,6 +70,7 @@ impl Shared {
             privacy: Mutex::new(privacy),
             audit,
             metrics: Mutex::new(metrics),
+            node_versions: Mutex::default(),
         }
     }
 

@@ -6,8 +6,10 @@
 //! - the job page follows a running job live to its end, with no navigation
 //!   by the test, through the server-sent events;
 //! - the auditor sees no cancel button and the server refuses its cancel;
-//!   a cross-site POST and a same-site POST without the CSRF token are
-//!   refused; the operator cancels a second job;
+//!   the auditor sees no start form and the server refuses its start;
+//!   the operator starts a second job by pasting its job file; a cross-site
+//!   POST and a same-site POST without the CSRF token are refused; the
+//!   operator cancels the second job;
 //! - the privacy chart has one point per ledger charge with the ledger's values;
 //! - no page carries a seeded personal value in any form;
 //! - log-ins, failed log-ins and writes are in the audit log.
@@ -91,6 +93,53 @@ async fn post_from_page(browser: &Browser<'_>, path: &str, body: &str) -> u64 {
         .unwrap()
         .as_u64()
         .unwrap_or_else(|| panic!("the POST to {path} did not complete"))
+}
+
+/// `job` as the text of a job file, built from the standard job's
+/// template by typed edits (TOML values, not text), and checked to read
+/// back as `job`.
+fn job_file_text(synth: &veil_synth_data::SynthConfig, job: &veil_job::file::JobFile) -> String {
+    let template = veil_job::STANDARD_JOB
+        .replace(
+            "{cutoff}",
+            &synth.suggested_cutoff().format("%Y-%m-%d").to_string(),
+        )
+        .replace("{horizon}", &synth.suggested_horizon_days().to_string());
+    let mut table: toml::Table = toml::from_str(&template).unwrap();
+    table.insert("rounds".to_owned(), i64::from(job.rounds).into());
+    table.insert(
+        "min_participants".to_owned(),
+        i64::from(job.min_participants).into(),
+    );
+    table.insert(
+        "max_participants".to_owned(),
+        i64::from(job.max_participants).into(),
+    );
+    if let (Some(toml::Value::Table(aggregation)), Some(mode)) =
+        (table.get_mut("aggregation"), &job.aggregation.mode)
+    {
+        aggregation.insert("mode".to_owned(), mode.clone().into());
+    }
+    let text = toml::to_string(&table).unwrap();
+    assert_eq!(
+        veil_job::file::JobFile::parse(&text).unwrap().to_wire(),
+        job.to_wire(),
+        "the job file text reads back as the job"
+    );
+    text
+}
+
+/// `application/x-www-form-urlencoded` escaping of a form value.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 fn assert_no_personal_value(page: &str, html: &str, secrets: &[String]) {
@@ -325,20 +374,45 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
         .screenshot(&screenshots.join("job-operator.png"))
         .await;
 
-    // A second job, cancelled by the operator; CSRF and cross-site refusals
-    // first. It waits for a second node that never comes, so it runs until cancelled.
+    // A second job, started from the console by the operator and cancelled
+    // by the operator; CSRF and cross-site refusals first. It waits for a
+    // second node that never comes, so it runs until cancelled.
     let mut long_job = job_file.clone();
     long_job.min_participants = 2;
     long_job.max_participants = 2;
-    let second = coordinator::operator::submit(&mut operator, long_job.to_wire())
-        .await
-        .unwrap();
-    coordinator::operator::start(&mut operator, &second)
-        .await
-        .unwrap();
+    let long_job_text = job_file_text(&synth, &long_job);
+    // The auditor has no start form, and the server refuses its start.
+    as_auditor.goto(&format!("{console_url}/jobs")).await;
+    assert!(!as_auditor.html().await.contains("id=\"start\""));
+    assert_eq!(
+        post_from_page(
+            &as_auditor,
+            "/jobs",
+            &format!("csrf=00&job={}", percent_encode(&long_job_text))
+        )
+        .await,
+        403
+    );
+    // The operator pastes the job file into the jobs page's form.
+    as_operator.goto(&format!("{console_url}/jobs")).await;
     as_operator
-        .goto(&format!("{console_url}/jobs/{second}"))
+        .screenshot(&screenshots.join("jobs-start-form.png"))
         .await;
+    as_operator
+        .execute(
+            "document.getElementById('job-text').value = arguments[0];
+             document.querySelector('#start button').click();",
+            json!([long_job_text]),
+        )
+        .await
+        .unwrap();
+    wait_for(&as_operator, STATE, json!("running")).await;
+    let started_url = as_operator.url().await;
+    let second = started_url
+        .rsplit_once("/jobs/")
+        .map(|(_, job)| job.to_owned())
+        .unwrap_or_else(|| panic!("the start form led to {started_url}"));
+    assert_ne!(second, job_id);
     assert_eq!(
         post_from_page(&as_operator, &format!("/jobs/{second}/cancel"), "").await,
         403,
@@ -399,6 +473,15 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
         federation.contains(NODE_ID) && federation.contains("online"),
         "{federation}"
     );
+    // The node's certificate expiry from the CA journal, and its version.
+    assert!(
+        federation.contains("expires ") && federation.contains("(in 6 days)"),
+        "{federation}"
+    );
+    assert!(
+        federation.contains(concat!("client-node ", env!("CARGO_PKG_VERSION"))),
+        "{federation}"
+    );
 
     // The privacy chart: one point per ledger charge, with the ledger's values.
     as_auditor.goto(&format!("{console_url}/privacy")).await;
@@ -416,7 +499,7 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
     let detail = as_auditor
         .execute(
             "const point = document.querySelector('.point');
-             point.dispatchEvent(new MouseEvent('mouseenter'));
+             point.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
              return document.getElementById('point-detail').textContent;",
             json!([]),
         )
@@ -491,6 +574,7 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
         "console/auditor/arthur",
         "an auditor may not cancel jobs",
         "console: cancelled job",
+        "console: started job",
     ] {
         assert!(
             audit_page.contains(expected),
@@ -505,6 +589,8 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
         "the token expired",
         "the form's CSRF token is missing or wrong",
         &format!("console: cancelled job {second}"),
+        &format!("console: started job {second}"),
+        "an auditor may not start jobs",
     ] {
         assert!(log.contains(expected), "{expected} not in the audit log");
     }

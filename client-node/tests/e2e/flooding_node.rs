@@ -69,9 +69,9 @@ async fn run_job(
     let mut job = veil_job::standard_job("2024-10-02", 90);
     job.name = name.to_owned();
     job.rounds = ROUNDS;
-    job.model.kind = "logistic_regression".to_owned();
-    job.model.hidden = Vec::new();
-    job.training.local_epochs = 1;
+    job.model_mut().kind = "logistic_regression".to_owned();
+    job.model_mut().hidden = Vec::new();
+    job.training_mut().local_epochs = 1;
     let job_id = coordinator::operator::submit(operator, job.to_wire())
         .await
         .unwrap();

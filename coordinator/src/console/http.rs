@@ -25,7 +25,9 @@ use super::gather;
 pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// Largest form body a write may carry.
-const MAX_FORM_BYTES: usize = 4096;
+pub(super) const MAX_FORM_BYTES: usize = 4096;
+/// Largest start form: a job file, percent-encoded (job files are a few KiB).
+pub(super) const MAX_JOB_FORM_BYTES: usize = 256 * 1024;
 /// A comment line keeps idle event streams open through proxies.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// An event stream ends after this long; the browser reconnects by itself.
@@ -177,9 +179,12 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// Reads a small form body, or the refusal to send.
-pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, Response<Body>> {
-    let bytes = super::collect_limited(request.into_body(), MAX_FORM_BYTES)
+/// Reads a form body of at most `limit` bytes, or the refusal to send.
+pub(super) async fn read_form(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<Form, Response<Body>> {
+    let bytes = super::collect_limited(request.into_body(), limit)
         .await
         .ok_or_else(|| {
             reply::text(

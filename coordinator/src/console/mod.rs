@@ -37,6 +37,17 @@ use crate::state::{Shared, lock};
 
 pub use keys::{CONSOLE_KEY_FILE, login_link, parse_validity};
 
+/// Characters of a node's announced software version kept for the
+/// federation page: the field is free text from the node.
+const MAX_SOFTWARE_VERSION_CHARS: usize = 64;
+
+/// Records the software version a node announced at registration, for the
+/// federation page (at most [`MAX_SOFTWARE_VERSION_CHARS`] characters).
+pub(crate) fn note_software_version(shared: &Shared, node: &str, version: &str) {
+    let version: String = version.chars().take(MAX_SOFTWARE_VERSION_CHARS).collect();
+    lock(&shared.node_versions).insert(node.to_owned(), version);
+}
+
 /// The session cookie's name.
 const SESSION_COOKIE: &str = "veil_session";
 /// Consoles (and their event streams) served at once; more wait in the backlog.
@@ -98,6 +109,10 @@ struct Console {
     key: ConsoleKey,
     /// Log-in links already used. A std mutex: held for a map look-up only.
     redemptions: Mutex<LoginRedemptions>,
+    /// Each mechanism's RDP curve, kept between privacy pages: a curve
+    /// never changes, and evaluating it is most of a cold page's cost. A
+    /// std mutex: held while one page is composed, never across an await.
+    rdp_curves: Mutex<veil_privacy_accounting::RdpCurves>,
     /// The coordinator's state folder (reports, the audit log).
     state_dir: PathBuf,
     /// The CA's issuance journal and revocation list, for the federation
@@ -127,6 +142,7 @@ pub(crate) fn spawn(
         shared,
         key,
         redemptions: Mutex::new(LoginRedemptions::default()),
+        rdp_curves: Mutex::new(veil_privacy_accounting::RdpCurves::default()),
         state_dir: state_dir.to_owned(),
         certificate_files,
     });
@@ -233,14 +249,18 @@ impl Console {
             (&Method::GET, ["jobs", job, "events"]) => http::job_events(shared, job),
             (&Method::GET, ["jobs", job, "report"]) => self.report(job).await,
             (&Method::GET, ["jobs", job, "model"]) => self.model(&session, job),
+            (&Method::POST, ["jobs"]) => self.start(peer, &session, request).await,
             (&Method::POST, ["jobs", job, "cancel"]) => {
                 self.cancel(peer, &session, job, request).await
             }
             (&Method::GET, ["privacy"]) => {
                 let entries = self.audit_entries().await;
-                let charts = gather::privacy_charts(shared);
-                let refusals = gather::refusals(entries.as_deref().unwrap_or(&[]));
-                reply::html(StatusCode::OK, pages::privacy(&viewer, &charts, &refusals))
+                let page = gather::privacy_page(
+                    shared,
+                    entries.as_deref().unwrap_or(&[]),
+                    &mut lock(&self.rdp_curves),
+                );
+                reply::html(StatusCode::OK, pages::privacy(&viewer, &page))
             }
             (&Method::GET, ["audit"]) => {
                 let form = Form::parse(&query);
@@ -375,6 +395,44 @@ impl Console {
             })
     }
 
+    /// The form of a write (`rpc`, for the audit log; at most `limit`
+    /// bytes), or the refusal to send: an auditor's (`auditor_refusal`), one
+    /// from another origin, or one without the session's CSRF token. Every
+    /// refusal is audited.
+    async fn write_form(
+        &self,
+        peer: SocketAddr,
+        session: &Claims,
+        request: Request<Incoming>,
+        limit: usize,
+        (rpc, auditor_refusal): (&str, &str),
+    ) -> Result<Form, Response<Body>> {
+        let same_origin = http::same_origin(&request);
+        let form = http::read_form(request, limit).await?;
+        let reason = if !session.role.may_write() {
+            auditor_refusal.to_owned()
+        } else if !same_origin {
+            "a cross-site request was refused".to_owned()
+        } else if let Err(error) = self.key.check_csrf(session, form.get("csrf").unwrap_or("")) {
+            error.to_string()
+        } else {
+            return Ok(form);
+        };
+        tracing::warn!(%peer, name = %session.name, %reason, "console write refused");
+        lock(&self.shared.audit).record(
+            &actor(session),
+            AuditEvent::AuthFailure {
+                peer: peer.to_string(),
+                rpc: format!("console {rpc}"),
+                reason: reason.clone(),
+            },
+        );
+        Err(reply::html(
+            StatusCode::FORBIDDEN,
+            pages::notice("Refused", &reason, None),
+        ))
+    }
+
     /// Cancels a job: operators only, with the session's CSRF token, from
     /// this origin; refusals and the cancellation are audited.
     async fn cancel(
@@ -384,37 +442,13 @@ impl Console {
         job: &str,
         request: Request<Incoming>,
     ) -> Response<Body> {
-        let same_origin = http::same_origin(&request);
-        let body = match http::read_form(request).await {
-            Ok(form) => form,
-            Err(response) => return response,
-        };
-        let refusal = if !session.role.may_write() {
-            Some((
-                StatusCode::FORBIDDEN,
-                "an auditor may not cancel jobs".to_owned(),
-            ))
-        } else if !same_origin {
-            Some((
-                StatusCode::FORBIDDEN,
-                "a cross-site request was refused".to_owned(),
-            ))
-        } else if let Err(error) = self.key.check_csrf(session, body.get("csrf").unwrap_or("")) {
-            Some((StatusCode::FORBIDDEN, error.to_string()))
-        } else {
-            None
-        };
-        if let Some((status, reason)) = refusal {
-            tracing::warn!(%peer, name = %session.name, %reason, "console write refused");
-            lock(&self.shared.audit).record(
-                &actor(session),
-                AuditEvent::AuthFailure {
-                    peer: peer.to_string(),
-                    rpc: format!("console cancel {job}"),
-                    reason: reason.clone(),
-                },
-            );
-            return reply::html(status, pages::notice("Refused", &reason, None));
+        let rpc = format!("cancel {job}");
+        let refusal = (rpc.as_str(), "an auditor may not cancel jobs");
+        if let Err(refused) = self
+            .write_form(peer, session, request, http::MAX_FORM_BYTES, refusal)
+            .await
+        {
+            return refused;
         }
         let cancelled = self
             .shared
@@ -433,6 +467,81 @@ impl Console {
             Err(error) => reply::html(
                 StatusCode::CONFLICT,
                 pages::notice("Not cancelled", &error.to_string(), None),
+            ),
+        }
+    }
+
+    /// Submits and starts a job from a job file's text (the form's `job`):
+    /// operators only, with the session's CSRF token, from this origin. The
+    /// file is read as `coordinator submit` reads it and the job created by
+    /// the same code as gRPC `SubmitJob`; refusals, the creation and the
+    /// start are audited.
+    async fn start(
+        &self,
+        peer: SocketAddr,
+        session: &Claims,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        let refusal = ("start", "an auditor may not start jobs");
+        let body = match self
+            .write_form(peer, session, request, http::MAX_JOB_FORM_BYTES, refusal)
+            .await
+        {
+            Ok(form) => form,
+            Err(refused) => return refused,
+        };
+        let not_started = |status: StatusCode, reason: String| {
+            reply::html(status, pages::notice("Job not started", &reason, None))
+        };
+        let text = body.get("job").unwrap_or("");
+        let file = match veil_job::file::JobFile::parse(text) {
+            Ok(file) => file,
+            Err(error) => {
+                return not_started(
+                    StatusCode::BAD_REQUEST,
+                    format!("the job file does not parse: {error}"),
+                );
+            }
+        };
+        let wire = file.to_wire();
+        let spec = match veil_job::JobSpec::from_wire(&wire) {
+            Ok(spec) => spec,
+            Err(error) => {
+                return not_started(
+                    StatusCode::BAD_REQUEST,
+                    format!("the job is not valid: {error}"),
+                );
+            }
+        };
+        // The console's roles are the certificates' roles; only operators get
+        // here, and operators do not run privacy tests.
+        if let Some(reason) = crate::auth::job_access_refusal(veil_pki::Role::Operator, &spec) {
+            return not_started(StatusCode::FORBIDDEN, reason.to_owned());
+        }
+        let job = match crate::submission::create_job(&self.shared, &actor(session), &wire, spec) {
+            Ok(job) => job,
+            Err(error) => return not_started(StatusCode::BAD_REQUEST, error.to_string()),
+        };
+        let started = self
+            .shared
+            .with_engine(|engine, now| engine.start_job(&job, now));
+        lock(&self.shared.audit).record(
+            &actor(session),
+            AuditEvent::Note {
+                text: match &started {
+                    Ok(_) => format!("console: started job {job}"),
+                    Err(error) => format!("console: job {job} created, not started: {error}"),
+                },
+            },
+        );
+        match started {
+            Ok(_) => {
+                tracing::info!(job, name = %session.name, "job started from the console");
+                see_other(&format!("/jobs/{job}"))
+            }
+            Err(error) => not_started(
+                StatusCode::CONFLICT,
+                format!("job {job} was created but did not start: {error}"),
             ),
         }
     }
@@ -652,6 +761,18 @@ mod tests {
             )
             .into_bytes()
         };
+        // The README demo's job file, as `coordinator submit` would read it.
+        let demo_job = veil_job::STANDARD_JOB
+            .replace("{cutoff}", "2024-10-02")
+            .replace("{horizon}", "90");
+        let form_value = |text: &str| -> String {
+            text.bytes()
+                .map(|byte| match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (byte as char).to_string(),
+                    _ => format!("%{byte:02X}"),
+                })
+                .collect()
+        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"NONSENSE\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request"),
             (get("/jobs", "veil_session=zz.zz"), "HTTP/1.1 401 Unauthorized"),
@@ -668,6 +789,9 @@ mod tests {
             (post("/jobs/job-404/cancel", &"x".repeat(10_000)), "HTTP/1.1 413 Payload Too Large"),
             (post("/jobs/job-404/cancel", "csrf=00"), "HTTP/1.1 403 Forbidden"),
             (post("/jobs/job-404/cancel", &format!("csrf={csrf}")), "HTTP/1.1 409 Conflict"),
+            (post("/jobs", "csrf=00&job=x"), "HTTP/1.1 403 Forbidden"),
+            (post("/jobs", &format!("csrf={csrf}&job=not+a+job+file")), "HTTP/1.1 400 Bad Request"),
+            (post("/jobs", &format!("csrf={csrf}&job={}", form_value(&demo_job))), "HTTP/1.1 303 See Other"),
             (get("/audit?kind=%E2%82&job=%", &cookie), "HTTP/1.1 200 OK"),
             (get("/jobs", &cookie), "HTTP/1.1 200 OK"),
         ];
@@ -679,6 +803,10 @@ mod tests {
                 String::from_utf8_lossy(&request[..request.len().min(120)])
             );
         }
+        // The started job exists, created by this person.
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        assert!(log.contains("console: started job"), "{log}");
+        assert!(log.contains("console/operator/olivia"), "{log}");
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }

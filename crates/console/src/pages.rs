@@ -29,13 +29,18 @@ pub struct Member {
     pub role: String,
     /// Certificate serial.
     pub serial: String,
-    /// The certificate's dates as known, as text (UTC): when it was issued
-    /// (the CA's journal), or its expiry where the server knows it.
-    pub certificate_expires: String,
+    /// The certificate's dates as text (UTC), from the CA's journal: when
+    /// it expires (or expired) and when it was issued.
+    pub certificate: String,
+    /// Whether the certificate has expired (also said in `certificate`, in
+    /// words, so the page does not rely on its colour).
+    pub certificate_expired: bool,
     /// Why it was revoked, if it was.
     pub revoked: Option<String>,
     /// For nodes: seconds since last heard from, and whether that is live.
     pub activity: Option<(u64, bool)>,
+    /// For nodes: the software version it announced when it registered.
+    pub software_version: Option<String>,
 }
 
 /// A job in the list.
@@ -157,6 +162,43 @@ pub struct PrivacyChart {
     pub lines: Vec<EpsilonLine>,
 }
 
+/// One partner's spending in one calendar year across jobs: the scope of
+/// its own yearly cap, which its node holds (the coordinator does not know
+/// the cap, only the node's declines when it would be exceeded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct YearSpend {
+    /// The calendar year (UTC).
+    pub year: i32,
+    /// The partner (its node id).
+    pub partner: String,
+    /// The partner's dataset the charges used (caps are per dataset).
+    pub dataset: String,
+    /// `customer` or `partner`.
+    pub unit: String,
+    /// ε of every charge of the year composed (RDP, at `delta`).
+    pub epsilon: f64,
+    /// The δ `epsilon` is at: the smallest δ charged.
+    pub delta: f64,
+    /// Jobs that charged the partner in the year.
+    pub jobs: usize,
+    /// Charges in the year.
+    pub charges: usize,
+    /// Phases the partner's node declined in the year because its own cap
+    /// would have been exceeded.
+    pub cap_declines: usize,
+}
+
+/// The privacy page.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PrivacyPage {
+    /// One chart per job and unit.
+    pub charts: Vec<PrivacyChart>,
+    /// Per partner and calendar year, newest first.
+    pub years: Vec<YearSpend>,
+    /// Refused rounds and vetoes.
+    pub refusals: Vec<Refusal>,
+}
+
 /// A round refused for a partner's budget, or a node's veto, from the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -174,7 +216,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:0;color:#111}\
 header{background:#0b3d5c;color:#fff;padding:.5rem 1rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
 header a{color:#fff}nav a{margin-right:1rem}main{padding:1rem;max-width:1200px}\
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:.25rem .5rem;text-align:left}\
-.state{font-weight:bold}.revoked{text-decoration:line-through}a:focus,button:focus{outline:3px solid #E69F00}\
+.state{font-weight:bold}.revoked{text-decoration:line-through}.expired td{background:#fde8e0}a:focus,button:focus{outline:3px solid #E69F00}\
 svg{max-width:100%;height:auto}";
 
 /// A whole page around `body`.
@@ -217,11 +259,12 @@ pub fn notice(title: &str, text: &str, continue_to: Option<&str>) -> String {
     )
 }
 
-/// Members with role, certificate expiry, revocation and activity.
+/// Members with role, certificate expiry, revocation, activity and
+/// software version.
 pub fn federation(viewer: &Viewer, members: &[Member]) -> String {
     let mut body = String::from(
         "<table id=\"members\"><thead><tr><th>Name</th><th>Role</th><th>Serial</th>\
-<th>Certificate</th><th>Revocation</th><th>Activity</th></tr></thead><tbody>",
+<th>Certificate</th><th>Revocation</th><th>Activity</th><th>Software</th></tr></thead><tbody>",
     );
     for member in members {
         let revocation = match &member.revoked {
@@ -233,17 +276,25 @@ pub fn federation(viewer: &Viewer, members: &[Member]) -> String {
             Some((seconds, false)) => format!("offline, last seen {seconds} s ago"),
             None => "—".to_owned(),
         };
+        let mut classes = Vec::new();
+        if member.revoked.is_some() {
+            classes.push("revoked");
+        }
+        if member.certificate_expired {
+            classes.push("expired");
+        }
         let _ = write!(
             body,
-            "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{revocation}</td><td>{activity}</td></tr>",
+            "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{revocation}</td><td>{activity}</td><td>{}</td></tr>",
             escape(&member.name),
             escape(&member.role),
             escape(&member.serial),
-            escape(&member.certificate_expires),
-            class = if member.revoked.is_some() {
-                " class=\"revoked\""
+            escape(&member.certificate),
+            escape(member.software_version.as_deref().unwrap_or("—")),
+            class = if classes.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" class=\"{}\"", classes.join(" "))
             },
         );
     }
@@ -269,6 +320,23 @@ pub fn jobs(viewer: &Viewer, jobs: &[JobSummary]) -> String {
         );
     }
     body.push_str("</tbody></table>");
+    if viewer.role.may_write() {
+        // The job file is posted as text; choosing a file only fills the
+        // text box (read by the browser), so what is sent can be reviewed.
+        let _ = write!(
+            body,
+            "<h2>Start a job</h2><form id=\"start\" method=\"post\" action=\"/jobs\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<p><label for=\"job-file\">Job file (TOML), as for <code>coordinator submit</code>:</label> \
+<input type=\"file\" id=\"job-file\" accept=\".toml,text/plain\"></p>\
+<p><textarea id=\"job-text\" name=\"job\" rows=\"16\" cols=\"80\" required \
+aria-label=\"job file text\" spellcheck=\"false\"></textarea></p>\
+<p><button type=\"submit\">Submit and start</button></p></form>\
+<script>document.getElementById('job-file').addEventListener('change',(event)=>{{\
+const file=event.target.files[0];if(file){{file.text().then((text)=>{{document.getElementById('job-text').value=text;}});}}}});</script>",
+            escape(&viewer.csrf_token)
+        );
+    }
     layout("Jobs", viewer, &body)
 }
 
@@ -380,11 +448,38 @@ const CHART_RIGHT: f64 = 170.0;
 const CHART_TOP: f64 = 30.0;
 const CHART_BOTTOM: f64 = 50.0;
 
+/// A number with `DIGITS` decimals, as `{:.DIGITS$}` prints it but by
+/// integer formatting, which is several times faster: a long job's chart
+/// prints some 60,000 such numbers. Rounds half away from zero on the binary
+/// value, so on an exact tie the last digit can differ from `{:.N}`'s, which
+/// neither a pixel coordinate nor a four-decimal ε shows. Values that are
+/// not finite or too large for the integer go through `{:.N}`.
+struct Fixed<const DIGITS: u32>(f64);
+
+impl<const DIGITS: u32> std::fmt::Display for Fixed<DIGITS> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = 10_u64.pow(DIGITS);
+        let scaled = (self.0 * unit as f64).round();
+        if !scaled.is_finite() || scaled.abs() >= 1e15 {
+            return write!(formatter, "{:.*}", DIGITS as usize, self.0);
+        }
+        let sign = if scaled < 0.0 { "-" } else { "" };
+        let magnitude = scaled.abs() as u64;
+        write!(
+            formatter,
+            "{sign}{}.{:0width$}",
+            magnitude / unit,
+            magnitude % unit,
+            width = DIGITS as usize
+        )
+    }
+}
+
 /// One chart as inline SVG: a line per partner and a focusable point per
 /// charge whose `data-` attributes carry the round, release, cumulative ε,
 /// the charge and the mechanism (what the hover shows, and what tests read
 /// back), and the budget as a dashed line.
-fn chart_svg(chart: &PrivacyChart) -> String {
+fn chart_svg(svg: &mut String, chart: &PrivacyChart) {
     let max_round = chart
         .lines
         .iter()
@@ -411,7 +506,8 @@ fn chart_svg(chart: &PrivacyChart) -> String {
         let epsilon = if epsilon.is_finite() { epsilon } else { y_top };
         CHART_TOP + plot_height - epsilon.clamp(0.0, y_top) / y_top * plot_height
     };
-    let mut svg = format!(
+    let _ = write!(
+        svg,
         "<svg class=\"epsilon-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
 role=\"img\" aria-label=\"cumulative epsilon per partner over rounds\" font-family=\"sans-serif\" font-size=\"12\">\
 <line x1=\"{CHART_LEFT}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"black\"/>\
@@ -452,52 +548,64 @@ stroke=\"#D55E00\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\">job b
     for (index, line) in chart.lines.iter().enumerate() {
         let colour = PALETTE[index % PALETTE.len()];
         let partner = escape(&line.partner);
-        let coordinates: Vec<String> = std::iter::once((0.0, 0.0))
-            .chain(
-                line.points
-                    .iter()
-                    .map(|point| (point.round as f64, point.epsilon)),
-            )
-            .map(|(round, epsilon)| format!("{:.1},{:.1}", x_of(round), y_of(epsilon)))
-            .collect();
         let _ = write!(
             svg,
-            "<g class=\"series\" data-partner=\"{partner}\"><polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-            coordinates.join(" ")
+            "<g class=\"series\" data-partner=\"{partner}\"><polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{},{}",
+            Fixed::<1>(x_of(0.0)),
+            Fixed::<1>(y_of(0.0)),
         );
         for point in &line.points {
-            let detail = format!(
-                "{} round {} ({}): cumulative ε {:.4}, this charge ε {:.4}, {}",
-                line.partner,
-                point.round,
-                point.release,
-                point.epsilon,
-                point.charge,
-                point.mechanism
-            );
-            let (x, y) = (x_of(point.round as f64), y_of(point.epsilon));
-            // Squares for odd lines, circles for even: shape tells lines apart too.
-            let marker = if index % 2 == 0 {
-                format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{colour}\"/>")
-            } else {
-                format!(
-                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"{colour}\"/>",
-                    x - 4.0,
-                    y - 4.0
-                )
-            };
             let _ = write!(
                 svg,
-                "<g class=\"point\" tabindex=\"0\" data-partner=\"{partner}\" data-round=\"{}\" data-release=\"{}\" \
-data-epsilon=\"{}\" data-charge=\"{}\" data-mechanism=\"{}\" data-detail=\"{}\"><title>{}</title>{marker}</g>",
+                " {},{}",
+                Fixed::<1>(x_of(point.round as f64)),
+                Fixed::<1>(y_of(point.epsilon))
+            );
+        }
+        svg.push_str("\"/>");
+        // A line's points mostly share their release and mechanism texts:
+        // each is escaped when it changes.
+        let (mut release, mut mechanism) = (("", String::new()), ("", String::new()));
+        for point in &line.points {
+            let (x, y) = (x_of(point.round as f64), y_of(point.epsilon));
+            if release.0 != point.release {
+                release = (&point.release, escape(&point.release));
+            }
+            if mechanism.0 != point.mechanism {
+                mechanism = (&point.mechanism, escape(&point.mechanism));
+            }
+            let (release, mechanism) = (&release.1, &mechanism.1);
+            // The title is the hover text and the accessible name; the page's
+            // script shows it for the focused point too. The values are also
+            // in `data-` attributes, exact, for scripts and tests.
+            let _ = write!(
+                svg,
+                "<g class=\"point\" tabindex=\"0\" data-partner=\"{partner}\" data-round=\"{}\" data-release=\"{release}\" \
+data-epsilon=\"{}\" data-charge=\"{}\" data-mechanism=\"{mechanism}\"><title>{partner} round {} ({release}): \
+cumulative ε {}, this charge ε {}, {mechanism}</title>",
                 point.round,
-                escape(&point.release),
                 point.epsilon,
                 point.charge,
-                escape(&point.mechanism),
-                escape(&detail),
-                escape(&detail),
+                point.round,
+                Fixed::<4>(point.epsilon),
+                Fixed::<4>(point.charge),
             );
+            // Squares for odd lines, circles for even: shape tells lines apart too.
+            let _ = if index % 2 == 0 {
+                write!(
+                    svg,
+                    "<circle cx=\"{}\" cy=\"{}\" r=\"4\" fill=\"{colour}\"/></g>",
+                    Fixed::<1>(x),
+                    Fixed::<1>(y)
+                )
+            } else {
+                write!(
+                    svg,
+                    "<rect x=\"{}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"{colour}\"/></g>",
+                    Fixed::<1>(x - 4.0),
+                    Fixed::<1>(y - 4.0)
+                )
+            };
         }
         let legend_y = CHART_TOP + 14.0 + 18.0 * index as f64;
         let _ = write!(
@@ -511,22 +619,31 @@ data-epsilon=\"{}\" data-charge=\"{}\" data-mechanism=\"{}\" data-detail=\"{}\">
         );
     }
     svg.push_str("</svg>");
-    svg
 }
 
 /// Per-partner ε over rounds, one chart per job and unit, against the job's
 /// budget; hovering or focusing a point shows its round, mechanism and
-/// charge. Then the refused rounds and vetoes with their reasons.
-pub fn privacy(viewer: &Viewer, charts: &[PrivacyChart], refusals: &[Refusal]) -> String {
-    let mut body = String::from(
+/// charge. Then ε per partner and calendar year across jobs (the scope of a
+/// partner's own cap), and the refused rounds and vetoes with their reasons.
+pub fn privacy(viewer: &Viewer, page: &PrivacyPage) -> String {
+    // About 500 bytes a point: one allocation instead of a doubling series
+    // of copies of a page of several megabytes.
+    let points: usize = page
+        .charts
+        .iter()
+        .flat_map(|chart| &chart.lines)
+        .map(|line| line.points.len())
+        .sum();
+    let mut body = String::with_capacity(16 * 1024 + 500 * points + 200 * page.years.len());
+    body.push_str(
         "<p>Each point is one charge in the coordinator's privacy ledger. Hover or focus a point \
 (Tab moves between them) to see its round, mechanism and charge.</p>\
 <p id=\"point-detail\" aria-live=\"polite\">&nbsp;</p>",
     );
-    if charts.is_empty() {
+    if page.charts.is_empty() {
         body.push_str("<p>No charges recorded yet.</p>");
     }
-    for chart in charts {
+    for chart in &page.charts {
         let shown: usize = chart.lines.iter().map(|line| line.points.len()).sum();
         let charges: usize = chart.lines.iter().map(|line| line.charges).sum();
         let selection = if charges > shown {
@@ -539,19 +656,48 @@ every value shown is exact.</p>"
         };
         let _ = write!(
             body,
-            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{selection}{}</section>",
+            "<section class=\"chart\" data-job=\"{}\" data-unit=\"{}\"><h2>Job {} — {} level</h2>{selection}",
             escape(&chart.job),
             escape(&chart.unit),
             escape(&chart.job),
             escape(&chart.unit),
-            chart_svg(chart)
+        );
+        chart_svg(&mut body, chart);
+        body.push_str("</section>");
+    }
+    body.push_str(
+        "<h2>Per partner and year</h2><p>ε of each partner's charges in a calendar year (UTC) across \
+all jobs, per dataset and unit: the scope of the partner's own yearly cap. The cap itself is the \
+partner's and lives in its node's ledger; its node declines a phase that would exceed it (counted \
+here), and <code>veil-ledger reconcile</code> compares the two ledgers.</p>\
+<table id=\"years\"><thead><tr><th>Year</th><th>Partner</th><th>Dataset</th><th>Unit</th>\
+<th>ε (RDP)</th><th>at δ</th><th>Jobs</th><th>Charges</th><th>Declined for its cap</th></tr></thead><tbody>",
+    );
+    for year in &page.years {
+        let _ = write!(
+            body,
+            "<tr class=\"year\" data-year=\"{}\" data-partner=\"{}\" data-unit=\"{}\" data-epsilon=\"{}\">\
+<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:e}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            year.year,
+            escape(&year.partner),
+            escape(&year.unit),
+            year.epsilon,
+            year.year,
+            escape(&year.partner),
+            escape(&year.dataset),
+            escape(&year.unit),
+            year.epsilon,
+            year.delta,
+            year.jobs,
+            year.charges,
+            year.cap_declines,
         );
     }
     body.push_str(
-        "<h2>Refused rounds and vetoes</h2><table id=\"refusals\"><thead><tr><th>Job</th><th>Round</th>\
+        "</tbody></table><h2>Refused rounds and vetoes</h2><table id=\"refusals\"><thead><tr><th>Job</th><th>Round</th>\
 <th>Partner</th><th>Reason</th></tr></thead><tbody>",
     );
-    for refusal in refusals {
+    for refusal in &page.refusals {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -561,10 +707,12 @@ every value shown is exact.</p>"
             escape(&refusal.reason)
         );
     }
+    // One delegated listener: a long job has thousands of points.
     body.push_str(
         "</tbody></table><script>const detail=document.getElementById('point-detail');\
-for(const point of document.querySelectorAll('.point')){const show=()=>{detail.textContent=point.dataset.detail;};\
-point.addEventListener('mouseenter',show);point.addEventListener('focus',show);}</script>",
+const show=(event)=>{const point=event.target.closest&&event.target.closest('.point');\
+if(point){detail.textContent=point.querySelector('title').textContent;}};\
+document.addEventListener('mouseover',show);document.addEventListener('focusin',show);</script>",
     );
     layout("Privacy", viewer, &body)
 }
@@ -661,6 +809,20 @@ mod tests {
     }
 
     #[test]
+    fn only_an_operator_sees_the_start_form_with_its_csrf_token() {
+        let operator = jobs(&viewer(ConsoleRole::Operator), &[]);
+        assert!(
+            operator.contains("<form id=\"start\" method=\"post\" action=\"/jobs\">"),
+            "{operator}"
+        );
+        assert!(operator.contains("name=\"csrf\" value=\"c0ffee\""));
+        assert!(operator.contains("name=\"job\""));
+        let auditor = jobs(&viewer(ConsoleRole::Auditor), &[]);
+        assert!(!auditor.contains("id=\"start\""), "{auditor}");
+        assert!(!auditor.contains("c0ffee"));
+    }
+
+    #[test]
     fn a_finished_job_has_no_cancel_and_no_event_stream() {
         let mut page = running_job();
         page.summary.state = "succeeded".to_owned();
@@ -692,9 +854,11 @@ mod tests {
                     name: HOSTILE.to_owned(),
                     role: HOSTILE.to_owned(),
                     serial: HOSTILE.to_owned(),
-                    certificate_expires: HOSTILE.to_owned(),
+                    certificate: HOSTILE.to_owned(),
+                    certificate_expired: true,
                     revoked: Some(HOSTILE.to_owned()),
                     activity: Some((3, true)),
+                    software_version: Some(HOSTILE.to_owned()),
                 }],
             ),
             jobs(&viewer, std::slice::from_ref(&summary)),
@@ -715,28 +879,41 @@ mod tests {
             ),
             privacy(
                 &viewer,
-                &[PrivacyChart {
-                    job: HOSTILE.to_owned(),
-                    unit: HOSTILE.to_owned(),
-                    budget: Some(1.0),
-                    lines: vec![EpsilonLine {
-                        partner: HOSTILE.to_owned(),
-                        points: vec![EpsilonPoint {
-                            round: 1,
-                            release: HOSTILE.to_owned(),
-                            epsilon: 0.5,
-                            charge: 0.5,
-                            mechanism: HOSTILE.to_owned(),
+                &PrivacyPage {
+                    charts: vec![PrivacyChart {
+                        job: HOSTILE.to_owned(),
+                        unit: HOSTILE.to_owned(),
+                        budget: Some(1.0),
+                        lines: vec![EpsilonLine {
+                            partner: HOSTILE.to_owned(),
+                            points: vec![EpsilonPoint {
+                                round: 1,
+                                release: HOSTILE.to_owned(),
+                                epsilon: 0.5,
+                                charge: 0.5,
+                                mechanism: HOSTILE.to_owned(),
+                            }],
+                            charges: 1,
                         }],
-                        charges: 1,
                     }],
-                }],
-                &[Refusal {
-                    job: HOSTILE.to_owned(),
-                    round: 1,
-                    partner: HOSTILE.to_owned(),
-                    reason: HOSTILE.to_owned(),
-                }],
+                    years: vec![YearSpend {
+                        year: 2024,
+                        partner: HOSTILE.to_owned(),
+                        dataset: HOSTILE.to_owned(),
+                        unit: HOSTILE.to_owned(),
+                        epsilon: 0.5,
+                        delta: 1e-5,
+                        jobs: 1,
+                        charges: 1,
+                        cap_declines: 0,
+                    }],
+                    refusals: vec![Refusal {
+                        job: HOSTILE.to_owned(),
+                        round: 1,
+                        partner: HOSTILE.to_owned(),
+                        reason: HOSTILE.to_owned(),
+                    }],
+                },
             ),
             audit(
                 &viewer,
@@ -789,7 +966,13 @@ mod tests {
                 },
             ],
         };
-        let html = privacy(&viewer(ConsoleRole::Auditor), &[chart], &[]);
+        let html = privacy(
+            &viewer(ConsoleRole::Auditor),
+            &PrivacyPage {
+                charts: vec![chart],
+                ..PrivacyPage::default()
+            },
+        );
         assert_eq!(html.matches("class=\"point\" tabindex=\"0\"").count(), 3);
         assert!(html.contains(
             "data-partner=\"bank-a\" data-round=\"2\" data-release=\"round\" data-epsilon=\"0.4375\" data-charge=\"0.25\" data-mechanism=\"dp-sgd σ=1.1\""
@@ -797,6 +980,30 @@ mod tests {
         assert!(html.contains("class=\"budget\" data-epsilon=\"3\""));
         assert!(!html.contains("charges shown"), "every charge is shown");
         assert!(html.contains("<title>bank-a round 2 (round): cumulative ε 0.4375, this charge ε 0.2500, dp-sgd σ=1.1</title>"));
+    }
+
+    /// Fixed decimals print as `{:.N}` does, away from exact ties.
+    #[test]
+    fn fixed_decimals_print_as_the_standard_formatting() {
+        for value in [
+            0.0, 0.2501, 0.4375, 1.0, 3.14159, 12.05001, 99.99996, 123456.789, -4.2501, -0.26,
+        ] {
+            assert_eq!(
+                Fixed::<1>(value).to_string(),
+                format!("{value:.1}"),
+                "{value}"
+            );
+            assert_eq!(
+                Fixed::<4>(value).to_string(),
+                format!("{value:.4}"),
+                "{value}"
+            );
+        }
+        for value in [f64::INFINITY, f64::NAN, 1e300] {
+            assert_eq!(Fixed::<4>(value).to_string(), format!("{value:.4}"));
+        }
+        // An exact tie rounds away from zero (`{:.1}` gives 0.2).
+        assert_eq!(Fixed::<1>(0.25).to_string(), "0.3");
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct IssuedCertificate {
     pub role: Role,
     /// The member name it binds.
     pub name: String,
+    /// The end of its validity, for the issuance journal (and the console's
+    /// federation page, which shows when each certificate expires).
+    pub not_after: SystemTime,
 }
 
 /// The federation's certificate authority. Its key signs every member
@@ -321,6 +324,7 @@ impl FederationCa {
             serial: Serial::from_bytes(&serial.to_bytes()),
             role: request.role,
             name: request.name.clone(),
+            not_after: request.validity.not_after,
         })
     }
 

@@ -25,6 +25,9 @@ pub struct Issuance {
     pub issued_at_unix_seconds: u64,
     /// The member name it binds.
     pub name: String,
+    /// When it expires, in seconds since the Unix epoch; `None` in journals
+    /// written before the expiry was recorded.
+    pub expires_at_unix_seconds: Option<u64>,
 }
 
 /// The issuance journal of one CA folder.
@@ -52,10 +55,15 @@ impl IssuanceJournal {
             role: certificate.role,
             issued_at_unix_seconds: unix_seconds(SystemTime::now()),
             name: certificate.name.clone(),
+            expires_at_unix_seconds: Some(unix_seconds(certificate.not_after)),
         };
         let line = format!(
-            "{} {} {} {}",
-            issuance.serial, issuance.role, issuance.issued_at_unix_seconds, issuance.name
+            "{} {} {} {} {}",
+            issuance.serial,
+            issuance.role,
+            issuance.issued_at_unix_seconds,
+            issuance.name,
+            unix_seconds(certificate.not_after)
         );
         append_synced_line(&self.path, &line, |text| self.parse(text).map(drop))?;
         Ok(issuance)
@@ -84,22 +92,26 @@ impl IssuanceJournal {
 
 fn parse_line(line: &str) -> Result<Issuance, String> {
     let mut fields = line.split_ascii_whitespace();
-    let (Some(serial), Some(role), Some(issued_at), Some(name), None) = (
+    let (Some(serial), Some(role), Some(issued_at), Some(name), expires_at, None) = (
+        fields.next(),
         fields.next(),
         fields.next(),
         fields.next(),
         fields.next(),
         fields.next(),
     ) else {
-        return Err("expected `<serial-hex> <role> <unix-seconds> <name>`".to_owned());
+        return Err(
+            "expected `<serial-hex> <role> <unix-seconds> <name> [<expiry unix-seconds>]`"
+                .to_owned(),
+        );
     };
+    let time = |text: &str| text.parse().map_err(|_| format!("invalid time {text:?}"));
     Ok(Issuance {
         serial: serial.parse().map_err(|error| format!("{error}"))?,
         role: role.parse().map_err(|error| format!("{error}"))?,
-        issued_at_unix_seconds: issued_at
-            .parse()
-            .map_err(|_| format!("invalid time {issued_at:?}"))?,
+        issued_at_unix_seconds: time(issued_at)?,
         name: name.to_owned(),
+        expires_at_unix_seconds: expires_at.map(time).transpose()?,
     })
 }
 
@@ -127,6 +139,10 @@ mod tests {
         }
         assert_eq!(journal.entries().expect("read"), recorded);
         assert_eq!(recorded[1].name, "audit.team");
+        assert_eq!(
+            recorded[0].expires_at_unix_seconds,
+            Some(unix_seconds(validity.not_after))
+        );
 
         // A line still being written is not read, and nothing is appended after it.
         let mut text = std::fs::read_to_string(journal.path()).expect("read");
@@ -142,5 +158,20 @@ mod tests {
         std::fs::write(journal.path(), "zz node 1 x\n").expect("write");
         let error = journal.entries().expect_err("malformed");
         assert!(error.to_string().contains(":1:"), "{error}");
+    }
+
+    /// Journals written before expiries were recorded still read, with the
+    /// expiry unknown; a malformed expiry is refused.
+    #[test]
+    fn a_line_without_an_expiry_reads_as_an_unknown_expiry() {
+        let old = parse_line("4a01 node 17 node-1").expect("old line");
+        assert_eq!(
+            (old.name.as_str(), old.expires_at_unix_seconds),
+            ("node-1", None)
+        );
+        let new = parse_line("4a01 node 17 node-1 99").expect("new line");
+        assert_eq!(new.expires_at_unix_seconds, Some(99));
+        let error = parse_line("4a01 node 17 node-1 soon").expect_err("bad expiry");
+        assert!(error.contains("invalid time \"soon\""), "{error}");
     }
 }

@@ -9,7 +9,8 @@ use crate::distributed::DistributedDiscreteGaussian;
 use crate::error::AccountingError;
 use crate::pld::{BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
 use crate::rdp::{
-    FractionalCoefficients, default_orders, epsilon_from_rdp, rdp_poisson_subsampled_gaussian,
+    FractionalCoefficients, RdpConversion, default_orders, epsilon_from_rdp,
+    rdp_poisson_subsampled_gaussian,
 };
 
 /// How many times the PLD accountant doubles its grid spacing when a
@@ -181,9 +182,36 @@ pub struct RdpCurves {
     gaussian: Vec<(bool, SubsampledGaussian, std::sync::Arc<Vec<f64>>)>,
     /// Per distributed discrete Gaussian round (always the large grid).
     distributed: Vec<(DistributedDiscreteGaussian, std::sync::Arc<Vec<f64>>)>,
+    /// The RDP→ε conversion per grid (`false` default, `true` large) and δ:
+    /// a chart converts at one or two δ, many times.
+    conversions: Vec<(bool, std::sync::Arc<RdpConversion>)>,
+    /// Scratch space for the Gaussian blocks' RDP per order, kept so a
+    /// chart's thousands of evaluations allocate nothing.
+    gaussian_totals: Vec<f64>,
+    /// Scratch space for the total RDP per order.
+    totals: Vec<f64>,
 }
 
 impl RdpCurves {
+    /// The conversion at `delta` on the default (`false`) or large (`true`)
+    /// grid of orders, whose orders are the grid's.
+    fn conversion(&mut self, large: bool, delta: f64) -> std::sync::Arc<RdpConversion> {
+        if let Some((_, conversion)) = self.conversions.iter().find(|(grid, conversion)| {
+            *grid == large && conversion.delta().to_bits() == delta.to_bits()
+        }) {
+            return std::sync::Arc::clone(conversion);
+        }
+        let orders = if large {
+            orders_with_large_integers()
+        } else {
+            default_orders()
+        };
+        let conversion = std::sync::Arc::new(RdpConversion::new(&orders, delta));
+        self.conversions
+            .push((large, std::sync::Arc::clone(&conversion)));
+        conversion
+    }
+
     fn gaussian(
         &mut self,
         large: bool,
@@ -431,34 +459,45 @@ impl Accountant {
     ) -> Result<f64, AccountingError> {
         check_delta(delta)?;
         let large = !self.distributed.is_empty();
-        let orders = if large {
-            orders_with_large_integers()
-        } else {
-            default_orders()
-        };
+        let conversion = curves.conversion(large, delta);
+        let orders = conversion.orders();
         let rounds = self.all_rounds();
         let mut gaussian_curves = Vec::with_capacity(rounds.len());
         for block in &rounds {
-            gaussian_curves.push(curves.gaussian(large, block.mechanism, &orders));
+            gaussian_curves.push(curves.gaussian(large, block.mechanism, orders));
         }
         let mut distributed_curves = Vec::with_capacity(self.distributed.len());
         for (mechanism, _) in &self.distributed {
-            distributed_curves.push(curves.distributed(*mechanism, &orders)?);
+            distributed_curves.push(curves.distributed(*mechanism, orders)?);
         }
-        let mut totals = Vec::with_capacity(orders.len());
-        for index in 0..orders.len() {
-            let gaussian: f64 = rounds
-                .iter()
-                .zip(&gaussian_curves)
-                .map(|(block, curve)| block.steps as f64 * curve[index])
-                .sum();
-            let mut distributed = 0.0;
-            for ((_, count), curve) in self.distributed.iter().zip(&distributed_curves) {
-                distributed += *count as f64 * curve[index];
+        // Block by block over all orders (the loops vectorise), in the same
+        // order of additions as `epsilon_rdp`'s per-order sums, from the
+        // value an empty `f64` sum starts at: the same bits.
+        let mut gaussian = std::mem::take(&mut curves.gaussian_totals);
+        gaussian.clear();
+        gaussian.resize(orders.len(), std::iter::empty::<f64>().sum::<f64>());
+        for (block, curve) in rounds.iter().zip(&gaussian_curves) {
+            let steps = block.steps as f64;
+            for (total, value) in gaussian.iter_mut().zip(curve.iter()) {
+                *total += steps * value;
             }
-            totals.push(gaussian + distributed);
         }
-        Ok(epsilon_from_rdp(&orders, &totals, delta).0)
+        let mut totals = std::mem::take(&mut curves.totals);
+        totals.clear();
+        totals.resize(orders.len(), 0.0);
+        for ((_, count), curve) in self.distributed.iter().zip(&distributed_curves) {
+            let count = *count as f64;
+            for (total, value) in totals.iter_mut().zip(curve.iter()) {
+                *total += count * value;
+            }
+        }
+        for (total, gaussian) in totals.iter_mut().zip(&gaussian) {
+            *total = gaussian + *total;
+        }
+        let epsilon = conversion.epsilon(&totals).0;
+        curves.gaussian_totals = gaussian;
+        curves.totals = totals;
+        Ok(epsilon)
     }
 
     /// ε from the PLD accountant: the larger of the remove and add directions.

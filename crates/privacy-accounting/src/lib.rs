@@ -31,6 +31,7 @@ pub use distributed::{
 pub use error::AccountingError;
 pub use pld::{Adjacency, BOTH_ADJACENCIES, DiscretePld, PldConfig, SubsampledGaussian};
 pub use rdp::{
-    FractionalCoefficients, default_orders, epsilon_from_rdp, rdp_poisson_subsampled_gaussian,
+    FractionalCoefficients, RdpConversion, default_orders, epsilon_from_rdp,
+    rdp_poisson_subsampled_gaussian,
 };
 pub use special::normal_upper_quantile;

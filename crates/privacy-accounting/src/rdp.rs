@@ -146,30 +146,97 @@ fn log_a_fractional(
 /// Returns `(epsilon, optimal_order)`.
 /// A δ outside `(0, 1)` (or NaN) has no conversion: the result is `+inf`.
 pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
-    let mut best = (f64::INFINITY, f64::NAN);
-    if !(delta > 0.0 && delta < 1.0) {
-        // A negative δ would pass the Pinsker test below (δ² > 0) and give 0.
-        return best;
-    }
-    for (&order, &divergence) in orders.iter().zip(rdp) {
-        if !divergence.is_finite() || divergence < 0.0 {
-            continue;
+    RdpConversion::new(orders, delta).epsilon(rdp)
+}
+
+/// The conversion of [`epsilon_from_rdp`] for fixed orders and δ, with each
+/// order's terms that do not depend on the RDP curve computed once. A chart
+/// of ε after each of many rounds converts one curve per point: with this
+/// each conversion costs an addition and a comparison per order instead of
+/// three logarithms and an exponential, and gives the same bits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RdpConversion {
+    /// The δ converted at; outside `(0, 1)` every conversion is `+inf`.
+    delta: f64,
+    /// The orders, as given.
+    orders: Vec<f64>,
+    /// Per order `ln(1 − 1/α)`, or `None` where the bound is numerically
+    /// unstable (α ≤ 1.01, never the best there).
+    offsets: Vec<Option<f64>>,
+    /// Per order `ln(δα)/(α − 1)`.
+    penalties: Vec<f64>,
+    /// The Pinsker-style shortcut (`δ² + expm1(−D) > 0`) can only hold for
+    /// a divergence below `−ln(1 − δ²)`; above twice that (a margin far
+    /// beyond any rounding of `expm1`) it is not evaluated.
+    pinsker_limit: f64,
+}
+
+impl RdpConversion {
+    /// The conversion at `delta` for curves over `orders`.
+    pub fn new(orders: &[f64], delta: f64) -> Self {
+        let offsets = orders
+            .iter()
+            .map(|&order| (order > 1.01).then(|| (-1.0 / order).ln_1p()))
+            .collect();
+        let penalties = orders
+            .iter()
+            .map(|&order| (delta * order).ln() / (order - 1.0))
+            .collect();
+        Self {
+            delta,
+            orders: orders.to_vec(),
+            offsets,
+            penalties,
+            pinsker_limit: 2.0 * -(-(delta * delta)).ln_1p(),
         }
-        let epsilon = if delta * delta + (-divergence).exp_m1() > 0.0 {
-            // Pinsker-style bound: the divergence is so small δ alone covers it.
-            0.0
-        } else if order > 1.01 {
-            divergence + (-1.0 / order).ln_1p() - (delta * order).ln() / (order - 1.0)
-        } else {
-            // The bound is numerically unstable as α → 1 and never the best there.
-            f64::INFINITY
-        };
-        // A NaN ε fails `<`, so it is skipped like a diverged order.
-        if epsilon < best.0 {
-            best = (epsilon, order);
-        }
     }
-    (epsilon_at_least_zero(best.0), best.1)
+
+    /// The orders this conversion takes curves over.
+    pub fn orders(&self) -> &[f64] {
+        &self.orders
+    }
+
+    /// The δ this conversion is at.
+    pub fn delta(&self) -> f64 {
+        self.delta
+    }
+
+    /// `(epsilon, optimal_order)` of the curve `rdp` (one value per order).
+    pub fn epsilon(&self, rdp: &[f64]) -> (f64, f64) {
+        let delta = self.delta;
+        let mut best = (f64::INFINITY, f64::NAN);
+        if !(delta > 0.0 && delta < 1.0) {
+            // A negative δ would pass the Pinsker test below (δ² > 0) and give 0.
+            return best;
+        }
+        for (((&order, &divergence), offset), penalty) in self
+            .orders
+            .iter()
+            .zip(rdp)
+            .zip(&self.offsets)
+            .zip(&self.penalties)
+        {
+            if !divergence.is_finite() || divergence < 0.0 {
+                continue;
+            }
+            let epsilon = if divergence < self.pinsker_limit
+                && delta * delta + (-divergence).exp_m1() > 0.0
+            {
+                // Pinsker-style bound: the divergence is so small δ alone covers it.
+                0.0
+            } else if let Some(offset) = offset {
+                divergence + offset - penalty
+            } else {
+                // The bound is numerically unstable as α → 1 and never the best there.
+                f64::INFINITY
+            };
+            // A NaN ε fails `<`, so it is skipped like a diverged order.
+            if epsilon < best.0 {
+                best = (epsilon, order);
+            }
+        }
+        (epsilon_at_least_zero(best.0), best.1)
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +258,28 @@ mod tests {
         }
     }
 
+    /// The direct formula of Balle et al. 2020, as `epsilon_from_rdp` wrote
+    /// it before its per-order terms were computed once.
+    fn direct_epsilon(orders: &[f64], rdp: &[f64], delta: f64) -> f64 {
+        let mut best = f64::INFINITY;
+        for (&order, &divergence) in orders.iter().zip(rdp) {
+            if !divergence.is_finite() || divergence < 0.0 {
+                continue;
+            }
+            let epsilon = if delta * delta + (-divergence).exp_m1() > 0.0 {
+                0.0
+            } else if order > 1.01 {
+                divergence + (-1.0 / order).ln_1p() - (delta * order).ln() / (order - 1.0)
+            } else {
+                f64::INFINITY
+            };
+            if epsilon < best {
+                best = epsilon;
+            }
+        }
+        epsilon_at_least_zero(best)
+    }
+
     proptest::proptest! {
         #[test]
         fn signed_fractional_orders_never_exceed_the_absolute_value_variant(
@@ -202,6 +291,25 @@ mod tests {
             // The absolute variant only turns subtracted terms into added ones.
             // 1e-12 relative covers log-space rounding when no term is negative.
             proptest::prop_assert!(signed <= absolute * (1.0 + 1e-12) + 1e-15, "{} > {}", signed, absolute);
+        }
+
+        /// The precomputed conversion gives the direct formula's bits, for
+        /// curves from far below the Pinsker shortcut's threshold to far above.
+        #[test]
+        fn the_precomputed_conversion_is_the_direct_formula_bit_for_bit(
+            log_scale in -30.0f64..3.0, slopes in proptest::collection::vec(0.0f64..2.0, 156),
+            log_delta in -12.0f64..-0.01,
+        ) {
+            let orders = default_orders();
+            let delta = 10f64.powf(log_delta);
+            let rdp: Vec<f64> = orders.iter().zip(&slopes)
+                .map(|(order, slope)| 10f64.powf(log_scale) * order * slope)
+                .collect();
+            let conversion = RdpConversion::new(&orders, delta);
+            proptest::prop_assert_eq!(
+                conversion.epsilon(&rdp).0.to_bits(),
+                direct_epsilon(&orders, &rdp, delta).to_bits()
+            );
         }
 
         #[test]
