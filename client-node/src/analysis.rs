@@ -46,6 +46,9 @@ pub fn release_reply<R: CryptoRng>(
     let index = (round as usize)
         .checked_sub(1)
         .context("release rounds start at 1")?;
+    if let Analysis::BasketRules(rules) = analysis {
+        return crate::basket::release_reply(rules, spec.label.cutoff, index, parameters, log, rng);
+    }
     let release = analysis
         .release(index)
         .with_context(|| format!("round {round} is not one of the analysis' releases"))?;
@@ -99,6 +102,7 @@ pub fn release_reply<R: CryptoRng>(
             release.add_noise(&mut histograms, rng)?;
             histograms
         }
+        Analysis::BasketRules(_) => bail!("a basket-rules release has no segmentation plan"),
     };
     Ok(PhaseReply {
         weight: 1.0,

@@ -13,6 +13,7 @@ use rand_core::SeedableRng;
 use veil_behaviour_features::Scaling;
 use veil_federation::AggregationMode;
 use veil_federation::secure::cohort_threshold;
+use veil_privacy_ledger::Mechanism;
 use veil_segmentation::rfm::{RfmBins, RfmCutPoints, rfm_plan};
 use veil_segmentation::{
     CandidateLayout, ClusteringOutcome, PrivacyPlan, Release, SeedingConfig, SegmentModel,
@@ -20,6 +21,7 @@ use veil_segmentation::{
 };
 use veil_wire::v1;
 
+use crate::basket_analysis::{BasketOutcome, BasketRules};
 use crate::spec::{JobSpecError, invalid};
 
 /// Default Lloyd steps per k.
@@ -46,6 +48,8 @@ pub enum Analysis {
     Segment(Segmentation),
     /// Federated DP quintile cut points of recency, frequency and monetary value.
     Rfm(Rfm),
+    /// Federated DP frequent itemsets and association rules.
+    BasketRules(BasketRules),
 }
 
 /// A segmentation job's settings and the plan they imply.
@@ -73,6 +77,8 @@ pub enum AnalysisOutcome {
     Segments(Vec<ClusteringOutcome>),
     /// The shared RFM cut points.
     Rfm(RfmCutPoints),
+    /// Frequent itemsets and rules.
+    BasketRules(BasketOutcome),
 }
 
 /// The parts of a job spec an analysis depends on, validated before it.
@@ -129,6 +135,15 @@ impl Analysis {
                 Segmentation::from_wire(segment, context).map(Analysis::Segment)
             }
             Some(v1::analysis::Kind::Rfm(rfm)) => Rfm::from_wire(rfm, context).map(Analysis::Rfm),
+            Some(v1::analysis::Kind::BasketRules(rules)) => {
+                let privacy = context.privacy()?;
+                let target = veil_basket_rules::PrivacyTarget {
+                    epsilon: privacy.epsilon,
+                    delta: privacy.delta,
+                    min_survivors: privacy.min_survivors,
+                };
+                BasketRules::from_wire(rules, target).map(Analysis::BasketRules)
+            }
             None => Err(invalid("analysis", "names no analysis kind")),
         }
     }
@@ -142,6 +157,7 @@ impl Analysis {
                 frequency_edges: rfm.bins.frequency.clone(),
                 monetary_edges: rfm.bins.monetary.clone(),
             }),
+            Analysis::BasketRules(rules) => v1::analysis::Kind::BasketRules(rules.to_wire()),
         };
         v1::Analysis { kind: Some(kind) }
     }
@@ -151,29 +167,57 @@ impl Analysis {
         match self {
             Analysis::Segment(_) => "segment",
             Analysis::Rfm(_) => "rfm",
+            Analysis::BasketRules(_) => "basket-rules",
         }
     }
 
-    /// The calibrated plan of every release.
-    pub fn plan(&self) -> &PrivacyPlan {
+    /// The calibrated plan of every release of a `veil-segmentation` kind.
+    pub fn plan(&self) -> Option<&PrivacyPlan> {
         match self {
-            Analysis::Segment(segment) => &segment.plan,
-            Analysis::Rfm(rfm) => &rfm.plan,
+            Analysis::Segment(segment) => Some(&segment.plan),
+            Analysis::Rfm(rfm) => Some(&rfm.plan),
+            Analysis::BasketRules(_) => None,
         }
     }
 
-    /// Release `index` of the plan.
+    /// Release `index` of a `veil-segmentation` kind's plan.
     pub fn release(&self, index: usize) -> Option<&Release> {
-        self.plan().release(index)
+        self.plan()?.release(index)
+    }
+
+    /// Customer-level ε per partner of every release composed.
+    pub fn planned_epsilon(&self) -> f64 {
+        match self {
+            Analysis::BasketRules(rules) => rules.planned_epsilon(),
+            _ => self.plan().map_or(f64::INFINITY, PrivacyPlan::epsilon),
+        }
+    }
+
+    /// What both ledgers charge for release `index`, and the honest inputs
+    /// `t` its noise is calibrated for.
+    pub fn release_mechanism(&self, index: usize) -> Option<(Mechanism, u64)> {
+        match self {
+            Analysis::BasketRules(rules) => rules.release_mechanism(index),
+            _ => self.release(index).map(|release| {
+                (
+                    Mechanism::DistributedDiscreteGaussian(release.mechanism()),
+                    release.min_survivors,
+                )
+            }),
+        }
     }
 
     /// The statistics length of each release, in order.
     pub fn release_lengths(&self) -> Vec<usize> {
-        self.plan()
-            .releases()
-            .iter()
-            .map(|release| release.dimension)
-            .collect()
+        match self {
+            Analysis::BasketRules(rules) => rules.release_lengths(),
+            _ => self.plan().map_or_else(Vec::new, |plan| {
+                plan.releases()
+                    .iter()
+                    .map(|release| release.dimension)
+                    .collect()
+            }),
+        }
     }
 
     /// Length of the exported result: every k's centroids, or the cut points.
@@ -183,6 +227,7 @@ impl Analysis {
                 segment.config.k_values.iter().sum::<usize>() * segment.config.n_features
             }
             Analysis::Rfm(_) => RFM_RESULT_LEN,
+            Analysis::BasketRules(rules) => rules.result_len(),
         }
     }
 
@@ -214,6 +259,7 @@ impl Analysis {
             }
             Analysis::Rfm(_) if index == 0 => Ok(Vec::new()),
             Analysis::Rfm(_) => Err(format!("an RFM job has one release, not {}", index + 1)),
+            Analysis::BasketRules(rules) => rules.release_parameters(index, released),
         }
     }
 
@@ -250,6 +296,9 @@ impl Analysis {
                     .map(AnalysisOutcome::Rfm)
                     .map_err(|error| error.to_string())
             }
+            Analysis::BasketRules(rules) => {
+                rules.outcome(released).map(AnalysisOutcome::BasketRules)
+            }
         }
     }
 }
@@ -271,6 +320,7 @@ impl AnalysisOutcome {
                 .chain(&cuts.monetary)
                 .map(|&value| value as f32)
                 .collect(),
+            AnalysisOutcome::BasketRules(outcome) => outcome.result_parameters(),
         }
     }
 }

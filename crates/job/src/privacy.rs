@@ -309,9 +309,9 @@ pub fn analysis_release_charge(
         .analysis
         .as_ref()
         .ok_or_else(|| invalid("analysis", "a training job has no release phases"))?;
-    let release = (party.round as usize)
+    let (mechanism, min_survivors) = (party.round as usize)
         .checked_sub(1)
-        .and_then(|index| analysis.release(index))
+        .and_then(|index| analysis.release_mechanism(index))
         .ok_or_else(|| {
             invalid(
                 "analysis",
@@ -326,12 +326,12 @@ pub fn analysis_release_charge(
             if party.cohort > 0 {
                 let threshold = cohort_threshold(party.cohort, settings)
                     .map_err(|error| invalid("aggregation", error))?;
-                if (threshold as u64) < release.min_survivors {
+                if (threshold as u64) < min_survivors {
                     return Err(invalid(
                         "min_participants",
                         format!(
                             "a cohort of {} guarantees {threshold} honest inputs, below the {} the release's noise is calibrated for",
-                            party.cohort, release.min_survivors
+                            party.cohort, min_survivors
                         ),
                     ));
                 }
@@ -344,7 +344,7 @@ pub fn analysis_release_charge(
     Ok(party.charge(
         (PrivacyUnit::Customer, Release::Round),
         trust_model,
-        Mechanism::DistributedDiscreteGaussian(release.mechanism()),
+        mechanism,
         spec.privacy.delta,
     ))
 }
