@@ -55,6 +55,9 @@ pub fn release_reply<R: CryptoRng>(
             vector: Vec::new(),
         });
     }
+    if let Analysis::BasketRules(rules) = analysis {
+        return crate::basket::release_reply(rules, spec.label.cutoff, index, parameters, log, rng);
+    }
     let release = analysis
         .release(index)
         .with_context(|| format!("round {round} is not one of the analysis' releases"))?;
@@ -109,6 +112,7 @@ pub fn release_reply<R: CryptoRng>(
             histograms
         }
         Analysis::LifetimeValue(_) => unreachable!("answered above"),
+        Analysis::BasketRules(_) => unreachable!("answered above"),
     };
     Ok(PhaseReply {
         weight: 1.0,

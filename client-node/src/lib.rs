@@ -11,6 +11,7 @@
 //! (the coordinator's engine).
 
 pub mod analysis;
+pub mod basket;
 pub mod config;
 pub mod data;
 pub mod identity;

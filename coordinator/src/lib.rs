@@ -24,6 +24,7 @@ pub mod operator;
 mod privacy;
 pub mod privacy_test;
 pub mod report;
+pub mod rules;
 pub mod server;
 mod service;
 mod state;

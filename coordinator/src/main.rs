@@ -140,6 +140,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a finished basket-rules job's rules as CSV (support,
+    /// confidence and lift with intervals for the DP noise), from the
+    /// coordinator's state folder.
+    Rules {
+        job_id: String,
+        /// The folder `serve --state-dir` uses.
+        #[arg(long, default_value = "veil-coordinator-state")]
+        state_dir: PathBuf,
+        /// Where to write the CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Download a finished job's model to one file.
     FetchModel {
         job_id: String,
@@ -497,6 +509,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             coordinator::report::write_report(&state_dir, &job_id, &out, json)?;
             println!("wrote {}", out.display());
+        }
+        Command::Rules {
+            job_id,
+            state_dir,
+            out,
+        } => {
+            let written = coordinator::rules::write_rules(&state_dir, &job_id, &out)?;
+            println!("wrote {written} rules to {}", out.display());
         }
         Command::FetchModel { job_id, out } => {
             let mut client = connection.operator_client().await?;

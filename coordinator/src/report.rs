@@ -58,24 +58,14 @@ pub fn load_report(
     generated_at: String,
     as_of_unix_s: i64,
 ) -> anyhow::Result<ReportInput> {
-    let store_path = state_dir.join("jobs.sqlite");
     let ledger_path = state_dir.join("ledger.sqlite");
-    for path in [&store_path, &ledger_path] {
-        if !path.is_file() {
-            bail!(
-                "{} does not exist: pass the folder `coordinator serve --state-dir` uses",
-                path.display()
-            );
-        }
+    if !ledger_path.is_file() {
+        bail!(
+            "{} does not exist: pass the folder `coordinator serve --state-dir` uses",
+            ledger_path.display()
+        );
     }
-    let store = SqliteJobStore::open(&store_path, JobSpecCodec)
-        .with_context(|| format!("coordinator job store {}", store_path.display()))?;
-    let snapshot = store
-        .load_snapshots()
-        .with_context(|| format!("reading jobs from {}", store_path.display()))?
-        .into_iter()
-        .find(|snapshot| snapshot.id.as_str() == job_id)
-        .with_context(|| format!("no job {job_id} in {}", store_path.display()))?;
+    let snapshot = job_snapshot(state_dir, job_id)?;
     let ledger = SqliteLedger::open(&ledger_path)
         .with_context(|| format!("coordinator privacy ledger {}", ledger_path.display()))?;
     let charges = ledger
@@ -99,6 +89,29 @@ pub fn load_report(
             .push(format!("Privacy tests are not shown: {error:#}.")),
     }
     Ok(input)
+}
+
+/// `job_id`'s spec, state and round history from the coordinator's job
+/// store (`jobs.sqlite` in the folder `coordinator serve --state-dir` uses).
+pub(crate) fn job_snapshot(
+    state_dir: &Path,
+    job_id: &str,
+) -> anyhow::Result<veil_federation::JobSnapshot<JobSpec>> {
+    let store_path = state_dir.join("jobs.sqlite");
+    if !store_path.is_file() {
+        bail!(
+            "{} does not exist: pass the folder `coordinator serve --state-dir` uses",
+            store_path.display()
+        );
+    }
+    let store = SqliteJobStore::open(&store_path, JobSpecCodec)
+        .with_context(|| format!("coordinator job store {}", store_path.display()))?;
+    store
+        .load_snapshots()
+        .with_context(|| format!("reading jobs from {}", store_path.display()))?
+        .into_iter()
+        .find(|snapshot| snapshot.id.as_str() == job_id)
+        .with_context(|| format!("no job {job_id} in {}", store_path.display()))
 }
 
 /// The job's privacy-test results from the coordinator's audit log, once the
@@ -179,6 +192,7 @@ pub fn build_report(
     });
     let mut job = summary(job_id, spec, state, history);
     let mut lifetime_value = None;
+    let mut rules = None;
     let segments = match (&spec.analysis, state) {
         (Some(analysis), JobState::Succeeded) => match analysis_outcome(spec, analysis, history) {
             Ok(AnalysisOutcome::Segments(outcomes)) => segment_profiles(spec, &outcomes),
@@ -246,6 +260,12 @@ pub fn build_report(
                 );
                 Vec::new()
             }
+            Ok(AnalysisOutcome::BasketRules(outcome)) => {
+                if let Analysis::BasketRules(job) = analysis {
+                    rules = Some(crate::rules::report_rules(job, &outcome)?);
+                }
+                Vec::new()
+            }
             Err(error) => {
                 notes.push(format!("The analysis result cannot be shown: {error:#}."));
                 Vec::new()
@@ -261,7 +281,7 @@ pub fn build_report(
         rounds,
         evaluation,
         segments,
-        rules: None,
+        rules,
         lifetime_value,
         privacy_audits: Vec::new(),
     })
@@ -365,6 +385,11 @@ pub(crate) fn summary(
             Analysis::LifetimeValue(lifetime) => format!(
                 "customer lifetime value (BG/NBD and Gamma-Gamma, {}-day holdout check)",
                 lifetime.holdout_days
+            ),
+            Analysis::BasketRules(rules) => format!(
+                "cross-sell rules (federated DP frequent itemsets of up to {} of {} items)",
+                rules.levels(),
+                rules.vocabulary.len()
             ),
         };
         return JobSummary {

@@ -23,6 +23,7 @@ mod partner_cli;
 mod privacy_audit;
 mod privacy_e2e;
 mod reproducible;
+mod rules_e2e;
 mod scheme_hints;
 mod secure_e2e;
 mod segments_e2e;

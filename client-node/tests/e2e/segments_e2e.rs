@@ -14,7 +14,6 @@ use rand_core::SeedableRng;
 use veil_behaviour_features::build_examples;
 use veil_job::analysis::Analysis;
 use veil_job::file::{JobFile, RfmSection, SegmentSection};
-use veil_privacy_ledger::{PrivacyUnit, SqliteLedger, compose};
 use veil_segmentation::baseline::kmeans_plus_plus;
 use veil_segmentation::{Points, kmeans_cost};
 use veil_wire::v1;
@@ -179,32 +178,14 @@ async fn a_segment_job_releases_only_charged_noised_sums_and_finds_useful_segmen
 
     // Every release was charged once per partner, in both ledgers, and
     // they agree; the composed spend is within the job's ε.
-    let coordinator_charges = SqliteLedger::open(&coordinator_state.join("ledger.sqlite"))
-        .unwrap()
-        .charges_for_job(&job_id)
-        .unwrap();
-    for index in 0..NODES {
-        let partner = format!("node-{index}");
-        let (node_charges, report) = support::reconcile_partner(
-            &coordinator_charges,
-            &dir.path().join(format!("node-{index}.state")),
-            &partner,
-            &job_id,
-        );
-        assert!(report.is_consistent(), "{partner}: {report:?}");
-        assert_eq!(node_charges.len() as u32, releases, "{partner}");
-        let mut rounds: Vec<u64> = node_charges.iter().map(|charge| charge.round).collect();
-        rounds.sort_unstable();
-        rounds.dedup();
-        assert_eq!(rounds.len() as u32, releases, "one charge per release");
-        assert!(node_charges.iter().all(|c| c.unit == PrivacyUnit::Customer));
-        let spent = compose(node_charges.iter(), DELTA).unwrap();
-        assert!(
-            spent.epsilon <= EPSILON,
-            "{partner} spent ε = {}",
-            spent.epsilon
-        );
-    }
+    support::assert_each_release_charged_once(
+        &coordinator_state,
+        dir.path(),
+        NODES,
+        &job_id,
+        releases,
+        (EPSILON, DELTA),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ pub use error::RulesError;
 pub use miner::{FrequentItemset, FrequentItemsets, LevelAggregate, Miner, MinerConfig, Next};
 pub use privacy::{MIN_NODE_SIGMA, NoisePlan, PrivacyTarget, ReleaseNoise};
 pub use rules::{
-    Estimate, Rule, RuleConfig, association_rules, write_itemsets_csv, write_rules_csv,
+    Estimate, Rule, RuleConfig, association_rules, itemset_labels, write_itemsets_csv,
+    write_rules_csv,
 };
 pub use vocabulary::{ItemId, Vocabulary};

@@ -214,6 +214,54 @@ impl Miner {
             .copied()
     }
 
+    /// Keeps at most `max` of the current level's candidates, so a release
+    /// of fixed length can hold them: those whose weakest immediate subset
+    /// has the highest noised count (ties by itemset order), in itemset
+    /// order. Post-processing of noised counts only; level 1 (every item)
+    /// is never limited.
+    pub fn limit_candidates(&mut self, max: usize) {
+        let State::Counting(candidates) = &self.state else {
+            return;
+        };
+        let level = candidates.level();
+        if level < 2 || candidates.itemsets().len() <= max {
+            return;
+        }
+        let mut subset = Vec::with_capacity(level - 1);
+        let mut scored: Vec<(f64, &Itemset)> = candidates
+            .itemsets()
+            .iter()
+            .map(|itemset| {
+                let weakest = (0..level)
+                    .map(|skip| {
+                        subset.clear();
+                        subset.extend(
+                            itemset
+                                .iter()
+                                .enumerate()
+                                .filter(|&(position, _)| position != skip)
+                                .map(|(_, &item)| item),
+                        );
+                        self.kept
+                            .iter()
+                            .find(|kept| kept.itemset == subset)
+                            .map_or(f64::NEG_INFINITY, |kept| kept.count)
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                (weakest, itemset)
+            })
+            .collect();
+        // A stable sort keeps itemset order among equal scores.
+        scored.sort_by(|left, right| right.0.total_cmp(&left.0));
+        let mut kept: Vec<Itemset> = scored
+            .into_iter()
+            .take(max)
+            .map(|(_, itemset)| itemset.clone())
+            .collect();
+        kept.sort_unstable();
+        self.state = State::Counting(Candidates::trusted(level, kept));
+    }
+
     /// Takes the level's aggregate. A malformed aggregate is refused and
     /// leaves the miner unchanged.
     pub fn handle_level_counts(&mut self, aggregate: LevelAggregate) -> Result<Next, RulesError> {
@@ -335,6 +383,41 @@ fn apriori_candidates(frequent: &[Itemset]) -> Vec<Itemset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limiting_keeps_the_candidates_of_strongest_subsets_in_order() {
+        let config = MinerConfig {
+            min_support: 0.1,
+            itemset_caps: vec![4, 4],
+            max_baskets_per_customer: 1,
+            expected_false_itemsets_per_level: 0.1,
+        };
+        let Ok(mut miner) = Miner::new(config, 3, None) else {
+            unreachable!("valid configuration");
+        };
+        // Items 0, 1, 2 frequent with counts 50, 20, 40 of 100 baskets.
+        let aggregate = LevelAggregate {
+            counts: vec![50, 20, 40, 100],
+            noise_shares: 0,
+        };
+        assert!(matches!(
+            miner.handle_level_counts(aggregate),
+            Ok(Next::Candidates(_))
+        ));
+        miner.limit_candidates(2);
+        let kept = miner
+            .candidates()
+            .map(|candidates| candidates.itemsets().to_vec());
+        // {0,2} (weakest 40) and {0,1} / {1,2} (weakest 20, itemset order).
+        assert_eq!(kept, Some(vec![vec![0, 1], vec![0, 2]]));
+        miner.limit_candidates(5);
+        assert_eq!(
+            miner
+                .candidates()
+                .map(|candidates| candidates.itemsets().len()),
+            Some(2)
+        );
+    }
 
     #[test]
     fn apriori_joins_and_prunes() {

@@ -172,7 +172,7 @@ pub fn association_rules(
 
 /// Item labels joined with `|` (the vocabulary's labels never need quoting
 /// beyond what the CSV writer does).
-fn labels(itemset: &[u32], vocabulary: &Vocabulary) -> Result<String, RulesError> {
+pub fn itemset_labels(itemset: &[u32], vocabulary: &Vocabulary) -> Result<String, RulesError> {
     itemset
         .iter()
         .map(|&item| {
@@ -212,8 +212,8 @@ pub fn write_rules_csv<W: Write>(
     .map_err(csv_error)?;
     for rule in rules {
         let mut record = vec![
-            labels(&rule.antecedent, vocabulary)?,
-            labels(&rule.consequent, vocabulary)?,
+            itemset_labels(&rule.antecedent, vocabulary)?,
+            itemset_labels(&rule.consequent, vocabulary)?,
         ];
         for estimate in [rule.support, rule.confidence, rule.lift] {
             record.extend([estimate.value, estimate.low, estimate.high].map(|x| x.to_string()));
@@ -235,8 +235,11 @@ pub fn write_itemsets_csv<W: Write>(
         .map_err(csv_error)?;
     for kept in &frequent.itemsets {
         let support = kept.count / frequent.basket_total;
-        csv.write_record([labels(&kept.itemset, vocabulary)?, support.to_string()])
-            .map_err(csv_error)?;
+        csv.write_record([
+            itemset_labels(&kept.itemset, vocabulary)?,
+            support.to_string(),
+        ])
+        .map_err(csv_error)?;
     }
     csv.flush().map_err(csv_error)
 }

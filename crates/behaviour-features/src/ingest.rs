@@ -195,6 +195,10 @@ pub struct TransactionLog {
     customers: Vec<CustomerHistory>,
     /// Cached total, so reports need not walk every history.
     n_transactions: usize,
+    /// The loader's category dictionary: the name of each code, in code
+    /// order (empty when the log has no category column or was not loaded
+    /// from one). Lets a job map codes to its public item names.
+    category_names: Vec<String>,
 }
 
 impl TransactionLog {
@@ -239,7 +243,23 @@ impl TransactionLog {
         Self {
             customers,
             n_transactions,
+            category_names: Vec::new(),
         }
+    }
+
+    /// The log with the loader's category dictionary (`names[code]`).
+    pub fn with_category_names(self, names: Vec<String>) -> Self {
+        Self {
+            category_names: names,
+            ..self
+        }
+    }
+
+    /// The category name of a transaction's code, if the dictionary has one.
+    pub fn category_name(&self, code: u16) -> Option<&str> {
+        self.category_names
+            .get(usize::from(code))
+            .map(String::as_str)
     }
 
     /// Number of distinct customers.

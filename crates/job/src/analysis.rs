@@ -21,6 +21,7 @@ use veil_segmentation::{
 };
 use veil_wire::v1;
 
+use crate::basket_analysis::{BasketOutcome, BasketRules};
 use crate::lifetime_analysis::{
     LIFETIME_RESULT_LEN, LifetimeOutcome, LifetimeValue, fit_to_parameters,
 };
@@ -52,6 +53,8 @@ pub enum Analysis {
     Rfm(Rfm),
     /// BG/NBD and Gamma-Gamma lifetime value, fitted to a noised histogram.
     LifetimeValue(LifetimeValue),
+    /// Federated DP frequent itemsets and association rules.
+    BasketRules(BasketRules),
 }
 
 /// A segmentation job's settings and the plan they imply.
@@ -81,6 +84,8 @@ pub enum AnalysisOutcome {
     Rfm(RfmCutPoints),
     /// The lifetime-value fit and its holdout check.
     LifetimeValue(LifetimeOutcome),
+    /// Frequent itemsets and rules.
+    BasketRules(BasketOutcome),
 }
 
 /// The parts of a job spec an analysis depends on, validated before it.
@@ -141,6 +146,15 @@ impl Analysis {
                 LifetimeValue::from_wire(lifetime, context.epsilon, context.delta)
                     .map(Analysis::LifetimeValue)
             }
+            Some(v1::analysis::Kind::BasketRules(rules)) => {
+                let privacy = context.privacy()?;
+                let target = veil_basket_rules::PrivacyTarget {
+                    epsilon: privacy.epsilon,
+                    delta: privacy.delta,
+                    min_survivors: privacy.min_survivors,
+                };
+                BasketRules::from_wire(rules, target).map(Analysis::BasketRules)
+            }
             None => Err(invalid("analysis", "names no analysis kind")),
         }
     }
@@ -157,6 +171,7 @@ impl Analysis {
             Analysis::LifetimeValue(lifetime) => {
                 v1::analysis::Kind::LifetimeValue(lifetime.to_wire())
             }
+            Analysis::BasketRules(rules) => v1::analysis::Kind::BasketRules(rules.to_wire()),
         };
         v1::Analysis { kind: Some(kind) }
     }
@@ -167,37 +182,48 @@ impl Analysis {
             Analysis::Segment(_) => "segment",
             Analysis::Rfm(_) => "rfm",
             Analysis::LifetimeValue(_) => "lifetime-value",
+            Analysis::BasketRules(_) => "basket-rules",
         }
     }
 
-    /// The calibrated distributed discrete Gaussian plan of a segmentation
-    /// or RFM job; `None` for a kind with its own noise.
+    /// The calibrated plan of every release of a `veil-segmentation` kind.
     pub fn plan(&self) -> Option<&PrivacyPlan> {
         match self {
             Analysis::Segment(segment) => Some(&segment.plan),
             Analysis::Rfm(rfm) => Some(&rfm.plan),
             Analysis::LifetimeValue(_) => None,
+            Analysis::BasketRules(_) => None,
         }
     }
 
-    /// Release `index` of a segmentation or RFM plan.
+    /// Release `index` of a `veil-segmentation` kind's plan.
     pub fn release(&self, index: usize) -> Option<&Release> {
         self.plan()?.release(index)
     }
 
-    /// What the ledgers charge for release `index`, and the honest inputs
-    /// `t` its noise assumes in every sum (1: each node's own noise covers it).
+    /// Customer-level ε per partner of every release composed.
+    pub fn planned_epsilon(&self) -> f64 {
+        match self {
+            Analysis::BasketRules(rules) => rules.planned_epsilon(),
+            Analysis::LifetimeValue(lifetime) => lifetime.planned_epsilon(),
+            _ => self.plan().map_or(f64::INFINITY, PrivacyPlan::epsilon),
+        }
+    }
+
+    /// What both ledgers charge for release `index`, and the honest inputs
+    /// `t` its noise is calibrated for.
     pub fn release_mechanism(&self, index: usize) -> Option<(Mechanism, u64)> {
         match self {
-            Analysis::Segment(_) | Analysis::Rfm(_) => self.release(index).map(|release| {
+            Analysis::BasketRules(rules) => rules.release_mechanism(index),
+            Analysis::LifetimeValue(lifetime) => {
+                (index < 2).then(|| (lifetime.mechanism(index), 1))
+            }
+            _ => self.release(index).map(|release| {
                 (
                     Mechanism::DistributedDiscreteGaussian(release.mechanism()),
                     release.min_survivors,
                 )
             }),
-            Analysis::LifetimeValue(lifetime) => {
-                (index < 2).then(|| (lifetime.mechanism(index), 1))
-            }
         }
     }
 
@@ -205,15 +231,13 @@ impl Analysis {
     pub fn release_lengths(&self) -> Vec<usize> {
         match self {
             Analysis::LifetimeValue(lifetime) => lifetime.release_lengths(),
-            _ => self
-                .plan()
-                .map(|plan| {
-                    plan.releases()
-                        .iter()
-                        .map(|release| release.dimension)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Analysis::BasketRules(rules) => rules.release_lengths(),
+            _ => self.plan().map_or_else(Vec::new, |plan| {
+                plan.releases()
+                    .iter()
+                    .map(|release| release.dimension)
+                    .collect()
+            }),
         }
     }
 
@@ -225,6 +249,7 @@ impl Analysis {
             }
             Analysis::Rfm(_) => RFM_RESULT_LEN,
             Analysis::LifetimeValue(_) => LIFETIME_RESULT_LEN,
+            Analysis::BasketRules(rules) => rules.result_len(),
         }
     }
 
@@ -257,6 +282,7 @@ impl Analysis {
             Analysis::Rfm(_) if index == 0 => Ok(Vec::new()),
             Analysis::Rfm(_) => Err(format!("an RFM job has one release, not {}", index + 1)),
             Analysis::LifetimeValue(lifetime) => lifetime.release_parameters(index, released),
+            Analysis::BasketRules(rules) => rules.release_parameters(index, released),
         }
     }
 
@@ -296,6 +322,9 @@ impl Analysis {
             Analysis::LifetimeValue(lifetime) => lifetime
                 .outcome(released)
                 .map(AnalysisOutcome::LifetimeValue),
+            Analysis::BasketRules(rules) => {
+                rules.outcome(released).map(AnalysisOutcome::BasketRules)
+            }
         }
     }
 }
@@ -321,6 +350,7 @@ impl AnalysisOutcome {
                 .into_iter()
                 .map(|value| value as f32)
                 .collect(),
+            AnalysisOutcome::BasketRules(outcome) => outcome.result_parameters(),
         }
     }
 }

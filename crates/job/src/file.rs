@@ -58,6 +58,9 @@ pub struct JobFile {
     /// A lifetime-value job instead of training (docs/lifetime-value.md).
     #[serde(default)]
     pub lifetime_value: Option<LifetimeValueSection>,
+    /// A basket-rules job instead of training (docs/basket-rules.md).
+    #[serde(default)]
+    pub basket_rules: Option<BasketRulesSection>,
 }
 
 /// `[lifetime_value]`: BG/NBD and Gamma-Gamma from one noised histogram;
@@ -81,6 +84,42 @@ pub struct LifetimeValueSection {
     /// Log-spaced mean-spend bins.
     #[serde(default)]
     pub spend_bins: Option<u32>,
+}
+
+/// `[basket_rules]`: cross-sell rules over a declared item vocabulary;
+/// omitted settings take the defaults of `veil_job::basket_analysis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasketRulesSection {
+    /// The public item vocabulary (category names), in id order.
+    pub items: Vec<String>,
+    /// An itemset is frequent when its noised share of baskets is at least this.
+    pub min_support: f64,
+    /// Rules keep a noised confidence of at least this.
+    #[serde(default)]
+    pub min_confidence: f64,
+    /// Largest itemset mined (one release per level).
+    #[serde(default)]
+    pub max_itemset_size: Option<u32>,
+    /// Itemsets one customer adds per level: one value, or one per level.
+    #[serde(default)]
+    pub itemset_caps: Vec<u32>,
+    /// Candidate slots of each level after the first.
+    #[serde(default)]
+    pub max_candidates: Option<u32>,
+    /// `"customer"` (one basket per customer over the window, the default)
+    /// or `"day"` (one per purchase day).
+    #[serde(default)]
+    pub baskets: Option<String>,
+    /// With `baskets = "day"`: a customer's most recent days counted.
+    #[serde(default)]
+    pub max_days_per_customer: Option<u32>,
+    /// Baskets hold the purchases of this many days up to the cutoff.
+    #[serde(default)]
+    pub window_days: Option<u32>,
+    /// Rules kept, highest lift first.
+    #[serde(default)]
+    pub top_n: Option<u32>,
 }
 
 /// `[segment]`: federated DP k-means; omitted settings take the defaults
@@ -306,11 +345,22 @@ impl JobFile {
             file.segment.is_some(),
             file.rfm.is_some(),
             file.lifetime_value.is_some(),
+            file.basket_rules.is_some(),
         ];
-        if analyses.iter().filter(|given| **given).count() > 1 {
+        if analyses.into_iter().filter(|&given| given).count() > 1 {
             return Err(<toml::de::Error as serde::de::Error>::custom(
-                "a job is one analysis: give one of [segment], [rfm] and [lifetime_value]",
+                "a job is one analysis: give only one of [segment], [rfm], [lifetime_value] and [basket_rules]",
             ));
+        }
+        if let Some(baskets) = file
+            .basket_rules
+            .as_ref()
+            .and_then(|rules| rules.baskets.as_deref())
+            && !matches!(baskets, "customer" | "day")
+        {
+            return Err(<toml::de::Error as serde::de::Error>::custom(format!(
+                "basket_rules.baskets is \"customer\" or \"day\", not {baskets:?}"
+            )));
         }
         Ok(file)
     }
@@ -419,6 +469,22 @@ impl JobFile {
                     max_spend: lifetime.max_spend,
                     age_bins: lifetime.age_bins.unwrap_or(0),
                     spend_bins: lifetime.spend_bins.unwrap_or(0),
+                })),
+            });
+        }
+        if let Some(rules) = &self.basket_rules {
+            return Some(v1::Analysis {
+                kind: Some(v1::analysis::Kind::BasketRules(v1::BasketRules {
+                    items: rules.items.clone(),
+                    max_itemset_size: rules.max_itemset_size.unwrap_or(0),
+                    min_support: rules.min_support,
+                    min_confidence: rules.min_confidence,
+                    itemset_caps: rules.itemset_caps.clone(),
+                    max_candidates: rules.max_candidates.unwrap_or(0),
+                    per_purchase_day: rules.baskets.as_deref() == Some("day"),
+                    max_days_per_customer: rules.max_days_per_customer.unwrap_or(0),
+                    window_days: rules.window_days.unwrap_or(0),
+                    top_n: rules.top_n.unwrap_or(0),
                 })),
             });
         }

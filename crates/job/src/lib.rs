@@ -9,6 +9,7 @@
 //! services are in `coordinator` and `client-node`.
 
 pub mod analysis;
+pub mod basket_analysis;
 pub mod export;
 pub mod file;
 pub mod lifetime_analysis;

@@ -63,6 +63,8 @@ pub struct LifetimeValue {
     pub spend_bins: u32,
     /// `z` of both releases: noise deviation over sensitivity.
     pub noise_multiplier: f64,
+    /// δ of the job's ε.
+    delta: f64,
 }
 
 /// What a lifetime-value job found.
@@ -138,6 +140,7 @@ impl LifetimeValue {
             age_bins,
             spend_bins,
             noise_multiplier,
+            delta,
         })
     }
 
@@ -151,6 +154,19 @@ impl LifetimeValue {
             age_bins: self.age_bins,
             spend_bins: self.spend_bins,
         }
+    }
+
+    /// Customer-level ε per partner of both releases composed, at the job's δ.
+    pub fn planned_epsilon(&self) -> f64 {
+        let mut accountant = veil_privacy_accounting::Accountant::new();
+        let composed = accountant
+            .compose(veil_privacy_accounting::DpEvent::PoissonSampledGaussian {
+                sampling_rate: 1.0,
+                noise_multiplier: self.noise_multiplier,
+                steps: 2,
+            })
+            .and_then(|()| accountant.epsilon(self.delta));
+        composed.map_or(f64::INFINITY, |report| report.epsilon)
     }
 
     /// The two releases' lengths.

@@ -160,7 +160,7 @@ fn analysis_settings_that_cannot_run_name_their_field() {
     }
     let both = format!("{SEGMENT_JOB}\n[rfm]\n");
     let error = JobFile::parse(&both).expect_err("one analysis per job");
-    assert!(error.to_string().contains("one analysis"), "{error}");
+    assert!(error.to_string().contains("only one of"), "{error}");
 }
 
 #[test]

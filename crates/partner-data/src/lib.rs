@@ -91,6 +91,7 @@ fn load(
         unreachable_kind()?
     };
     let grouped = transaction_rows.grouped;
+    let category_names = transaction_rows.category_names;
     let mut join = JoinReport {
         customers_with_transactions: grouped.len() as u64,
         ..JoinReport::default()
@@ -130,7 +131,8 @@ fn load(
         .filter(|customer| profiles.contains_key(*customer))
         .count() as u64;
     join.customers_without_profile = join.customers_kept - join.customers_with_profile;
-    let log = TransactionLog::from_grouped_with_profiles(grouped, &profiles);
+    let log = TransactionLog::from_grouped_with_profiles(grouped, &profiles)
+        .with_category_names(category_names);
     let report = PartnerDataReport {
         transactions: transactions_report,
         profile: profile_report,

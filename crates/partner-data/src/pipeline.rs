@@ -41,6 +41,8 @@ pub(crate) enum SourceKind {
 pub(crate) struct TransactionRows {
     /// Accepted transactions by pseudonymised customer id.
     pub(crate) grouped: HashMap<String, Vec<Transaction>>,
+    /// The category dictionary: the value of each code, in code order.
+    pub(crate) category_names: Vec<String>,
 }
 
 /// What a profile source produced: every accepted customer's profile, final for training, and
@@ -239,6 +241,7 @@ pub(crate) fn read_source(
         let rows = match kind {
             SourceKind::Transactions => SourceRows::Transactions(TransactionRows {
                 grouped: grouped.into_histories(),
+                category_names: categories.names(),
             }),
             SourceKind::Profile => SourceRows::Profile(Box::new(ProfileRows {
                 profiles,
@@ -451,6 +454,22 @@ struct CodeBook {
 const SCANNED_CODES: usize = 16;
 
 impl CodeBook {
+    /// Each code's value, in code order. The shared last code of an
+    /// overflowing column names no value (it stays out of the list).
+    fn names(&self) -> Vec<String> {
+        let mut others: Vec<(&u16, &Box<str>)> = self
+            .other_codes
+            .iter()
+            .map(|(value, code)| (code, value))
+            .collect();
+        others.sort_unstable();
+        self.first_values
+            .iter()
+            .chain(others.into_iter().map(|(_, value)| value))
+            .map(|value| value.to_string())
+            .collect()
+    }
+
     fn code(&mut self, value: &str) -> u16 {
         let as_code = |index: usize| u16::try_from(index).unwrap_or(u16::MAX);
         if let Some(index) = self.first_values.iter().position(|known| **known == *value) {
@@ -677,6 +696,8 @@ mod tests {
         for (value, code) in values.iter().zip(&codes) {
             assert_eq!(book.code(value), *code, "{value}");
         }
+        // The dictionary names every code, in code order.
+        assert_eq!(book.names(), values);
     }
 
     #[test]

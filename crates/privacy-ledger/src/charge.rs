@@ -230,6 +230,9 @@ impl Mechanism {
     /// Whether this mechanism is how `trust_model` adds noise. A distributed
     /// discrete Gaussian calibrated for one survivor is a node's own
     /// discrete Gaussian: local noise (an analysis under plain aggregation).
+    /// A Gaussian under the distributed model is the sum of `t` nodes'
+    /// discrete Gaussians on integer counts accounted as one Gaussian of
+    /// `√t·σ` (basket-rules levels: no rounding, so no `+√d` growth).
     fn fits(&self, trust_model: TrustModel) -> bool {
         matches!(
             (trust_model, self),
@@ -246,7 +249,7 @@ impl Mechanism {
                 })
             ) | (
                 TrustModel::Distributed,
-                Self::DistributedDiscreteGaussian(_)
+                Self::DistributedDiscreteGaussian(_) | Self::Gaussian { .. }
             ) | (
                 TrustModel::Central,
                 Self::Gaussian { .. } | Self::PoissonSubsampledGaussian { .. }

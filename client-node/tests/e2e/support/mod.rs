@@ -216,6 +216,50 @@ pub fn reconcile_partner(
     (node_charges, report)
 }
 
+/// Asserts that each of `nodes` partners (`node-<i>`, state in `<dir>/node-<i>.state`) was
+/// charged once per release of an analysis job, at the customer level, in both ledgers, which
+/// agree, and that the composed spend is within `epsilon` at `delta`.
+pub fn assert_each_release_charged_once(
+    coordinator_state: &Path,
+    dir: &Path,
+    nodes: usize,
+    job_id: &str,
+    releases: u32,
+    (epsilon, delta): (f64, f64),
+) {
+    let coordinator_charges =
+        veil_privacy_ledger::SqliteLedger::open(&coordinator_state.join("ledger.sqlite"))
+            .unwrap()
+            .charges_for_job(job_id)
+            .unwrap();
+    for index in 0..nodes {
+        let partner = format!("node-{index}");
+        let (node_charges, report) = reconcile_partner(
+            &coordinator_charges,
+            &dir.join(format!("node-{index}.state")),
+            &partner,
+            job_id,
+        );
+        assert!(report.is_consistent(), "{partner}: {report:?}");
+        assert_eq!(node_charges.len() as u32, releases, "{partner}");
+        let mut rounds: Vec<u64> = node_charges.iter().map(|charge| charge.round).collect();
+        rounds.sort_unstable();
+        rounds.dedup();
+        assert_eq!(rounds.len() as u32, releases, "one charge per release");
+        assert!(
+            node_charges
+                .iter()
+                .all(|charge| charge.unit == veil_privacy_ledger::PrivacyUnit::Customer)
+        );
+        let spent = veil_privacy_ledger::compose(node_charges.iter(), delta).unwrap();
+        assert!(
+            spent.epsilon <= epsilon,
+            "{partner} spent ε = {}",
+            spent.epsilon
+        );
+    }
+}
+
 /// What a `client-node run` process logs once the coordinator has accepted its registration.
 pub const REGISTERED_LOG_LINE: &str = "registered with the coordinator";
 
