@@ -21,6 +21,13 @@ const GRADIENT_TOLERANCE: f64 = 1e-10;
 /// converged; anything larger is reported as a failure.
 const STALLED_GRADIENT_TOLERANCE: f64 = 1e-7;
 
+/// After every iteration is used, a gradient this small is accepted: the
+/// minimiser is creeping along a flat ridge towards a boundary of the
+/// parameter space (the likelihood of a noised histogram can peak at `b → ∞`
+/// or `a → 0`), where the objective, and so every prediction, changes by
+/// less than this per unit of log-parameter. Anything larger is a failure.
+const FLAT_RIDGE_GRADIENT_TOLERANCE: f64 = 1e-4;
+
 /// No single step moves a log-parameter by more than this (a factor e^4 ≈ 55),
 /// so an early quasi-Newton step cannot fly to where the likelihood overflows.
 const MAX_STEP: f64 = 4.0;
@@ -158,9 +165,13 @@ where
             return Ok(Minimum { point });
         }
     }
+    let gradient_norm = max_abs(&gradient);
+    if gradient_norm < FLAT_RIDGE_GRADIENT_TOLERANCE {
+        return Ok(Minimum { point });
+    }
     Err(NotConverged {
         iterations: MAX_ITERATIONS,
-        gradient_norm: max_abs(&gradient),
+        gradient_norm,
     })
 }
 
