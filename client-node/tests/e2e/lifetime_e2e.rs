@@ -13,7 +13,6 @@ use veil_job::file::{JobFile, LifetimeValueSection};
 use veil_lifetime_value::{
     CustomerSummary, Purchase, fit_bg_nbd, fit_from_histogram, local_histogram,
 };
-use veil_privacy_ledger::{SqliteLedger, compose};
 use veil_wire::v1;
 
 use crate::support;
@@ -228,21 +227,12 @@ async fn a_lifetime_value_job_fits_from_noised_sums_close_to_the_pooled_fit() {
     assert_eq!(text.lines().count() - 1, valued.customers);
 
     // Two releases, each charged once per partner in both ledgers.
-    let coordinator_charges = SqliteLedger::open(&coordinator_state.join("ledger.sqlite"))
-        .unwrap()
-        .charges_for_job(&job_id)
-        .unwrap();
-    for index in 0..NODES {
-        let partner = format!("node-{index}");
-        let (node_charges, reconciled) = support::reconcile_partner(
-            &coordinator_charges,
-            &dir.path().join(format!("node-{index}.state")),
-            &partner,
-            &job_id,
-        );
-        assert!(reconciled.is_consistent(), "{partner}: {reconciled:?}");
-        assert_eq!(node_charges.len(), 2, "{partner}");
-        let spent = compose(node_charges.iter(), DELTA).unwrap();
-        assert!(spent.epsilon <= EPSILON, "{partner}: ε = {}", spent.epsilon);
-    }
+    support::assert_each_release_charged_once(
+        &coordinator_state,
+        dir.path(),
+        NODES,
+        &job_id,
+        2,
+        (EPSILON, DELTA),
+    );
 }
