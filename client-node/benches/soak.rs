@@ -6,8 +6,13 @@
 //! (from /proc), with the growth between the end of job 5 and the last job.
 //!
 //! `scripts/bench-soak [--nodes N] [--jobs J] [--rounds R] [--kill-fraction F]
-//! [--kill-every-secs S] [--customers C]` (defaults 100 nodes, 20 jobs, 3 rounds, 0.1,
-//! 10 s, 200 customers). A bench target, so `cargo test` does not build it.
+//! [--kill-every-secs S] [--customers C] [--job training|segment] [--k K]
+//! [--iterations I]` (defaults 100 nodes, 20 jobs, 3 rounds, 0.1, 10 s, 200 customers,
+//! training). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
+//! steps; `--rounds` is then ignored): the issue-14 speed figure is
+//! `scripts/bench-soak --job segment --nodes 10 --jobs 1 --customers 100000
+//! --kill-fraction 0 --k 8 --iterations 20`. A bench target, so `cargo test` does not
+//! build it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -31,6 +36,20 @@ struct SoakConfig {
     kill_fraction: f64,
     kill_every: Duration,
     customers: usize,
+    kind: JobKind,
+    /// Segments of a segmentation job.
+    k: u32,
+    /// Lloyd steps of a segmentation job.
+    iterations: u32,
+}
+
+/// Which job the run repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    /// Secure DP-SGD training of a logistic regression.
+    Training,
+    /// Shared DP k-means segmentation.
+    Segment,
 }
 
 impl SoakConfig {
@@ -42,6 +61,9 @@ impl SoakConfig {
             kill_fraction: 0.1,
             kill_every: Duration::from_secs(10),
             customers: 200,
+            kind: JobKind::Training,
+            k: 8,
+            iterations: 20,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -65,6 +87,15 @@ impl SoakConfig {
                         Duration::from_secs_f64(value.parse().with_context(parse_error)?);
                 }
                 "--customers" => config.customers = value.parse().with_context(parse_error)?,
+                "--job" => {
+                    config.kind = match value.as_str() {
+                        "training" => JobKind::Training,
+                        "segment" => JobKind::Segment,
+                        other => bail!("--job {other}: expected training or segment"),
+                    };
+                }
+                "--k" => config.k = value.parse().with_context(parse_error)?,
+                "--iterations" => config.iterations = value.parse().with_context(parse_error)?,
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -161,13 +192,32 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn job_spec(config: &SoakConfig, index: usize) -> v1::JobSpec {
-    let mut job = veil_job::standard_job("2024-10-02", 90);
+fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
+    let mut job = match config.kind {
+        JobKind::Training => {
+            let mut job = veil_job::standard_job("2024-10-02", 90);
+            job.rounds = config.rounds;
+            job.model_mut().kind = "logistic_regression".to_owned();
+            job.model_mut().hidden = Vec::new();
+            job.training_mut().local_epochs = 1;
+            job
+        }
+        JobKind::Segment => {
+            let text = veil_job::STANDARD_SEGMENT_JOB
+                .replace("{cutoff}", "2024-10-02")
+                .replace("{horizon}", "90");
+            let mut job =
+                veil_job::file::JobFile::parse(&text).context("the standard segmentation job")?;
+            let segment = job
+                .segment
+                .as_mut()
+                .context("the standard segmentation job has no [segment]")?;
+            segment.k = vec![config.k];
+            segment.iterations = Some(config.iterations);
+            job
+        }
+    };
     job.name = format!("soak-{index}");
-    job.rounds = config.rounds;
-    job.model_mut().kind = "logistic_regression".to_owned();
-    job.model_mut().hidden = Vec::new();
-    job.training_mut().local_epochs = 1;
     // Killed nodes drop out; a phase needs half the federation.
     job.max_participants = config.nodes as u32;
     job.min_participants = (config.nodes as u32).div_ceil(2).max(3);
@@ -175,7 +225,7 @@ fn job_spec(config: &SoakConfig, index: usize) -> v1::JobSpec {
     job.timeouts.feature_stats_secs = Some(120.0);
     job.timeouts.train_secs = Some(120.0);
     job.timeouts.evaluate_secs = Some(120.0);
-    job.to_wire()
+    Ok(job.to_wire())
 }
 
 fn phase_name(phase: i32) -> &'static str {
@@ -183,6 +233,7 @@ fn phase_name(phase: i32) -> &'static str {
         Ok(v1::Phase::FeatureStats) => "feature-stats",
         Ok(v1::Phase::Train) => "train",
         Ok(v1::Phase::Evaluate) => "evaluate",
+        Ok(v1::Phase::Release) => "release",
         _ => "none",
     }
 }
@@ -325,7 +376,8 @@ async fn main() -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     let mut rounds_committed = 0_u64;
     for index in 0..config.jobs {
-        let job_id = coordinator::operator::submit(&mut operator, job_spec(&config, index)).await?;
+        let job_id =
+            coordinator::operator::submit(&mut operator, job_spec(&config, index)?).await?;
         coordinator::operator::start(&mut operator, &job_id).await?;
         let job_started = Instant::now();
         let mut position = (u32::MAX, -1);

@@ -85,6 +85,24 @@ pub struct RunOptions {
     /// Where the node counts what it does, for a Prometheus endpoint the
     /// caller serves (`veil_metrics::serve`); `None` counts into nothing read.
     pub metrics: Option<Arc<NodeMetrics>>,
+    /// A deliberate bug, for tests that prove an audit catches it. Only code
+    /// embedding a node can set it: the `client-node` binary runs with the
+    /// defaults, and no config field or flag reaches it.
+    pub injected_fault: Option<InjectedFault>,
+}
+
+/// A deliberate implementation bug (see [`RunOptions::injected_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// DP-SGD trains with its noise removed (σ = 0) while the state machine
+    /// and the ledgers still charge the job's ε: the bug an empirical privacy
+    /// audit must detect (docs/privacy-audit.md).
+    DpSgdNoiseRemoved,
+    /// Not a bug but an attacker: a partner colluding with the coordinator
+    /// in an n − 1 attack sends a zero update every training round, so the
+    /// aggregate is the victim's update alone (what customer-level DP at
+    /// each partner, not secure aggregation, must protect).
+    ColludingZeroUpdate,
 }
 
 /// Everything the task loop carries between tasks.
@@ -109,6 +127,8 @@ struct NodeState {
     /// Where the partner installs an auditor's kit; set only with the
     /// policy's consent (checked at start-up).
     audit_kit_path: Option<PathBuf>,
+    /// A test's deliberate bug; always `None` in the binary.
+    injected_fault: Option<InjectedFault>,
     /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
     rng: ChaCha20Rng,
     progress: Option<mpsc::UnboundedSender<NodeProgress>>,
@@ -247,6 +267,7 @@ pub async fn run_with(
         certificate_der,
         jobs: HashMap::new(),
         audit_kit_path,
+        injected_fault: options.injected_fault,
         rng: ChaCha20Rng::from_os_rng(),
         progress: options.progress,
         metrics,
@@ -789,7 +810,20 @@ async fn compute_reply(
         }
         let config = spec.training_config(task.round, node_seed(&state.client.node_id));
         let global_for_training = global.clone();
-        let dp_sgd = spec.privacy.customers;
+        let dp_sgd = match (spec.privacy.customers, state.injected_fault) {
+            (Some(dp), Some(InjectedFault::DpSgdNoiseRemoved)) => {
+                tracing::error!(
+                    node = %state.client.node_id,
+                    job = %task.job_id,
+                    "INJECTED FAULT: DP-SGD noise removed while the ledgers charge the job's ε"
+                );
+                Some(veil_models::DpSgdConfig {
+                    noise_multiplier: 0.0,
+                    ..dp
+                })
+            }
+            (dp, _) => dp,
+        };
         // DP-SGD draws its batches and noise from its own OS-keyed stream.
         let mut dp_rng = veil_dp_noise::production_rng()?;
         let outcome = tokio::task::spawn_blocking(move || match dp_sgd {
@@ -805,12 +839,16 @@ async fn compute_reply(
             None => train(&model_spec, &global_for_training, &train_set, &config),
         })
         .await??;
-        let vector = outcome
-            .parameters
-            .iter()
-            .zip(&global)
-            .map(|(local, global)| local - global)
-            .collect();
+        let vector = if state.injected_fault == Some(InjectedFault::ColludingZeroUpdate) {
+            vec![0.0; global.len()]
+        } else {
+            outcome
+                .parameters
+                .iter()
+                .zip(&global)
+                .map(|(local, global)| local - global)
+                .collect()
+        };
         if released.is_some() {
             // Under customer-level DP the example count and the training
             // loss would be released without noise: every partner's update

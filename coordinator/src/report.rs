@@ -58,6 +58,9 @@ pub fn load_report(
     generated_at: String,
     as_of_unix_s: i64,
 ) -> anyhow::Result<ReportInput> {
+    // The job store first: a wrong folder is named by the file every report
+    // needs before the ledger is read.
+    let snapshot = job_snapshot(state_dir, job_id)?;
     let ledger_path = state_dir.join("ledger.sqlite");
     if !ledger_path.is_file() {
         bail!(
@@ -65,7 +68,6 @@ pub fn load_report(
             ledger_path.display()
         );
     }
-    let snapshot = job_snapshot(state_dir, job_id)?;
     let ledger = SqliteLedger::open(&ledger_path)
         .with_context(|| format!("coordinator privacy ledger {}", ledger_path.display()))?;
     let charges = ledger

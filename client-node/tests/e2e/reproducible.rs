@@ -23,6 +23,13 @@ fn non_private_job(cutoff: &str, horizon_days: u32) -> v1::JobSpec {
     job.rounds = 2;
     job.privacy.customers = Some("off".to_owned());
     job.privacy.partners = Some("off".to_owned());
+    // Plain SGD rather than the demo's Adam: Adam divides by the root of
+    // the squared gradient, so a weight whose gradient is almost zero takes
+    // a full learning-rate step in the direction of its rounding error, and
+    // the parallel kernels' summation order (the machine's load) would then
+    // decide the model. Under SGD rounding stays rounding.
+    job.training_mut().optimizer = Some("sgd".to_owned());
+    job.training_mut().learning_rate = 0.1;
     // Deadlines far above a loaded machine's phase times, so that no partner
     // drops out of a round and both runs aggregate the same partners.
     job.aggregation.step_timeout_secs = Some(60.0);

@@ -123,13 +123,33 @@ pub async fn start_nodes(configs: Vec<NodeConfig>) -> Vec<tokio::task::JoinHandl
 pub async fn start_counted_nodes(
     configs: Vec<(NodeConfig, Option<Arc<NodeMetrics>>)>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    start_nodes_with_options(
+        configs
+            .into_iter()
+            .map(|(config, metrics)| {
+                let options = RunOptions {
+                    metrics,
+                    ..RunOptions::default()
+                };
+                (config, options)
+            })
+            .collect(),
+    )
+    .await
+}
+
+/// [`start_nodes`], each node with its own hooks (the progress channel is
+/// this function's).
+pub async fn start_nodes_with_options(
+    configs: Vec<(NodeConfig, RunOptions)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let expected = configs.len();
     let (progress_sender, mut progress) = mpsc::unbounded_channel();
     let mut nodes = Vec::new();
-    for (config, metrics) in configs {
+    for (config, options) in configs {
         let options = RunOptions {
             progress: Some(progress_sender.clone()),
-            metrics,
+            ..options
         };
         nodes.push(tokio::spawn(async move {
             let _ = run_with(config, options, std::future::pending::<()>()).await;
