@@ -6,12 +6,15 @@
 //! (from /proc), with the growth between the end of job 5 and the last job.
 //!
 //! `scripts/bench-soak [--nodes N] [--jobs J] [--rounds R] [--kill-fraction F]
-//! [--kill-every-secs S] [--customers C] [--job training|segment] [--k K]
+//! [--kill-every-secs S] [--customers C] [--job training|segment|lifetime-value] [--k K]
 //! [--iterations I]` (defaults 100 nodes, 20 jobs, 3 rounds, 0.1, 10 s, 200 customers,
 //! training). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
 //! steps; `--rounds` is then ignored): the issue-14 speed figure is
 //! `scripts/bench-soak --job segment --nodes 10 --jobs 1 --customers 100000
-//! --kill-fraction 0 --k 8 --iterations 20`. A bench target, so `cargo test` does not
+//! --kill-fraction 0 --k 8 --iterations 20`. `--job lifetime-value` fits BG/NBD and
+//! Gamma-Gamma on purchases drawn from them (10 non-IID partners' parameters, as
+//! `veil_lifetime_value::simulate` has them) at customer-level ε = 1: the issue-15 figure
+//! is the same with `--job lifetime-value`. A bench target, so `cargo test` does not
 //! build it.
 
 use std::collections::BTreeMap;
@@ -25,6 +28,9 @@ use anyhow::{Context, bail};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use veil_pki::{LocalPki, Role};
+
+#[path = "../tests/e2e/support/lifetime_data.rs"]
+mod lifetime_data;
 use veil_wire::v1;
 
 /// What a run is asked to do.
@@ -50,6 +56,8 @@ enum JobKind {
     Training,
     /// Shared DP k-means segmentation.
     Segment,
+    /// Federated BG/NBD and Gamma-Gamma on simulated purchases.
+    LifetimeValue,
 }
 
 impl SoakConfig {
@@ -91,7 +99,10 @@ impl SoakConfig {
                     config.kind = match value.as_str() {
                         "training" => JobKind::Training,
                         "segment" => JobKind::Segment,
-                        other => bail!("--job {other}: expected training or segment"),
+                        "lifetime-value" => JobKind::LifetimeValue,
+                        other => {
+                            bail!("--job {other}: expected training, segment or lifetime-value")
+                        }
                     };
                 }
                 "--k" => config.k = value.parse().with_context(parse_error)?,
@@ -192,10 +203,15 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The last day of history of every job.
+const CUTOFF: &str = "2024-10-02";
+/// The holdout window of lifetime-value jobs, after the cutoff.
+const LIFETIME_HOLDOUT_DAYS: u32 = 90;
+
 fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
     let mut job = match config.kind {
         JobKind::Training => {
-            let mut job = veil_job::standard_job("2024-10-02", 90);
+            let mut job = veil_job::standard_job(CUTOFF, 90);
             job.rounds = config.rounds;
             job.model_mut().kind = "logistic_regression".to_owned();
             job.model_mut().hidden = Vec::new();
@@ -204,7 +220,7 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
         }
         JobKind::Segment => {
             let text = veil_job::STANDARD_SEGMENT_JOB
-                .replace("{cutoff}", "2024-10-02")
+                .replace("{cutoff}", CUTOFF)
                 .replace("{horizon}", "90");
             let mut job =
                 veil_job::file::JobFile::parse(&text).context("the standard segmentation job")?;
@@ -214,6 +230,23 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
                 .context("the standard segmentation job has no [segment]")?;
             segment.k = vec![config.k];
             segment.iterations = Some(config.iterations);
+            job
+        }
+        JobKind::LifetimeValue => {
+            let mut job = veil_job::standard_job(CUTOFF, 90);
+            job.model = None;
+            job.training = None;
+            job.privacy = Default::default();
+            job.privacy.customer_epsilon = Some(1.0);
+            job.privacy.delta = Some(1e-6);
+            job.lifetime_value = Some(veil_job::file::LifetimeValueSection {
+                min_spend: 1.0,
+                max_spend: 1000.0,
+                holdout_days: Some(LIFETIME_HOLDOUT_DAYS),
+                window_days: Some(365),
+                age_bins: None,
+                spend_bins: None,
+            });
             job
         }
     };
@@ -277,11 +310,28 @@ async fn main() -> anyhow::Result<()> {
     );
     let coordinator_pid = coordinator.0.id();
 
-    let mut synth = veil_synth_data::SynthConfig::demo(config.nodes, 17);
-    for partner in &mut synth.partners {
-        partner.n_customers = config.customers;
-    }
-    let files = veil_synth_data::write_partner_files(&synth, &root.join("data"))?;
+    let data_started = Instant::now();
+    let data = root.join("data");
+    let files = if config.kind == JobKind::LifetimeValue {
+        std::fs::create_dir_all(&data)?;
+        lifetime_data::bg_nbd_partner_files(
+            &data,
+            config.nodes,
+            config.customers as u64,
+            CUTOFF,
+            LIFETIME_HOLDOUT_DAYS,
+        )?
+    } else {
+        let mut synth = veil_synth_data::SynthConfig::demo(config.nodes, 17);
+        for partner in &mut synth.partners {
+            partner.n_customers = config.customers;
+        }
+        veil_synth_data::write_partner_files(&synth, &data)?
+    };
+    println!(
+        "partner data written in {:.1} s",
+        data_started.elapsed().as_secs_f64()
+    );
     let mut configs = Vec::new();
     for (index, file) in files.iter().enumerate() {
         let name = format!("node-{index}");

@@ -218,7 +218,6 @@ pub fn build_report(
             Ok(AnalysisOutcome::LifetimeValue(outcome)) => {
                 let purchases = outcome.fit.purchases;
                 let spend = outcome.fit.spend;
-                let evaluation = &outcome.evaluation;
                 for (name, value) in [
                     (
                         "BG/NBD (r, α days, a, b)",
@@ -233,12 +232,15 @@ pub fn build_report(
                     ),
                     (
                         "Holdout check (noised)",
-                        format!(
-                            "{:.0} customers, mean absolute error {:.3} purchases, correlation {:.3}",
-                            evaluation.customers,
-                            evaluation.mean_absolute_error,
-                            evaluation.correlation
-                        ),
+                        match &outcome.evaluation {
+                            Ok(evaluation) => format!(
+                                "{:.0} customers, mean absolute error {:.3} purchases, correlation {:.3}",
+                                evaluation.customers,
+                                evaluation.mean_absolute_error,
+                                evaluation.correlation
+                            ),
+                            Err(reason) => format!("not shown: {reason}"),
+                        },
                     ),
                 ] {
                     job.details.push(Detail {
@@ -246,7 +248,7 @@ pub fn build_report(
                         value,
                     });
                 }
-                lifetime_value = Some(
+                lifetime_value = outcome.evaluation.as_ref().ok().map(|evaluation| {
                     evaluation
                         .by_calibration_purchases
                         .iter()
@@ -258,8 +260,8 @@ pub fn build_report(
                                 mean_predicted,
                             }
                         })
-                        .collect(),
-                );
+                        .collect()
+                });
                 Vec::new()
             }
             Ok(AnalysisOutcome::BasketRules(outcome)) => {

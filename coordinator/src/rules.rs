@@ -35,8 +35,7 @@ pub fn write_rules(state_dir: &Path, job_id: &str, out: &Path) -> anyhow::Result
     Ok(outcome.rules.len())
 }
 
-/// The report's rows: items by name, and the point estimates (the CSV has
-/// the intervals).
+/// The report's rows: items by name, each estimate with its interval.
 pub(crate) fn report_rules(
     job: &BasketRules,
     outcome: &BasketOutcome,
@@ -48,10 +47,19 @@ pub(crate) fn report_rules(
             Ok(veil_report::Rule {
                 antecedent: itemset_labels(&rule.antecedent, &job.vocabulary)?,
                 consequent: itemset_labels(&rule.consequent, &job.vocabulary)?,
-                support: rule.support.value,
-                confidence: rule.confidence.value,
-                lift: rule.lift.value,
+                support: report_estimate(&rule.support),
+                confidence: report_estimate(&rule.confidence),
+                lift: report_estimate(&rule.lift),
             })
         })
         .collect()
+}
+
+/// A rule metric's estimate as the report shows every estimate.
+fn report_estimate(estimate: &veil_basket_rules::Estimate) -> veil_scoring_evaluation::Estimate {
+    veil_scoring_evaluation::Estimate {
+        value: estimate.value,
+        lower: estimate.low,
+        upper: estimate.high,
+    }
 }

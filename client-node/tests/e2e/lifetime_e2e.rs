@@ -5,7 +5,6 @@
 //! centralised fit of the same model on the pooled exact summaries, and a
 //! partner values its own customers locally.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use client_node::config::NodeConfig;
@@ -28,6 +27,7 @@ const CUTOFF: &str = "2024-10-02";
 const EPSILON: f64 = 8.0;
 const DELTA: f64 = 1e-6;
 const HOLDOUT_DAYS: u32 = 90;
+const CUSTOMERS_PER_PARTNER: u64 = 2_500;
 
 fn lifetime_job() -> JobFile {
     let mut job = veil_job::standard_job(CUTOFF, 90);
@@ -49,53 +49,6 @@ fn lifetime_job() -> JobFile {
         spend_bins: None,
     });
     job
-}
-
-/// One CSV per partner of purchases drawn from BG/NBD and Gamma-Gamma with
-/// known, partner-specific parameters (`veil_lifetime_value::simulate`):
-/// customers acquired in the first half year, observed for a year up to
-/// the cutoff and for the holdout window after it.
-fn bg_nbd_partner_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    use rand_core::SeedableRng;
-    use std::io::Write;
-    const CUSTOMERS_PER_PARTNER: u64 = 2_500;
-    let calibration_last_day = 364;
-    let partners = veil_lifetime_value::simulate::non_iid_partners(
-        NODES,
-        CUSTOMERS_PER_PARTNER,
-        0,
-        182,
-        calibration_last_day + i64::from(HOLDOUT_DAYS),
-    );
-    let cutoff = chrono::NaiveDate::parse_from_str(CUTOFF, "%Y-%m-%d").unwrap();
-    let first_epoch_day = i64::from(cutoff.to_epoch_days()) - calibration_last_day;
-    let mut files = Vec::new();
-    for (index, partner) in partners.iter().enumerate() {
-        let transactions = veil_lifetime_value::simulate::simulate_partner(
-            partner,
-            index as u64 * CUSTOMERS_PER_PARTNER,
-            &mut rand_chacha::ChaCha20Rng::seed_from_u64(index as u64 + 40),
-        )
-        .unwrap();
-        let path = dir.join(format!("partner-{index}.csv"));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        writeln!(file, "customer_id,timestamp,amount").unwrap();
-        for transaction in &transactions {
-            let seconds = (first_epoch_day + transaction.day) * 86_400 + 12 * 3_600;
-            let time = chrono::DateTime::from_timestamp(seconds, 0).unwrap();
-            writeln!(
-                file,
-                "Cust-{:07},{},{:.2}",
-                transaction.customer,
-                time.format("%Y-%m-%dT%H:%M:%SZ"),
-                transaction.amount
-            )
-            .unwrap();
-        }
-        file.flush().unwrap();
-        files.push(path);
-    }
-    files
 }
 
 /// Every partner's customers' exact summaries as of the cutoff, pooled.
@@ -124,7 +77,14 @@ fn pooled_summaries(configs: &[NodeConfig], cutoff_day: i64) -> Vec<CustomerSumm
 async fn a_lifetime_value_job_fits_from_noised_sums_close_to_the_pooled_fit() {
     let _machine = support::whole_machine().await;
     let dir = tempfile::tempdir().unwrap();
-    let files = bg_nbd_partner_files(dir.path());
+    let files = support::lifetime_data::bg_nbd_partner_files(
+        dir.path(),
+        NODES,
+        CUSTOMERS_PER_PARTNER,
+        CUTOFF,
+        HOLDOUT_DAYS,
+    )
+    .unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
     let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
     let configs: Vec<NodeConfig> = files

@@ -72,7 +72,16 @@ fn node_config(
 /// Runs one privacy test of `job` against three fresh nodes and returns the
 /// report and the coordinator's state folder.
 async fn privacy_test(job: v1::JobSpec, canaries: u64, folder: &Path) -> PrivacyTestOutcome {
-    privacy_test_with(job, canaries, folder, Federation::Honest).await
+    privacy_test_with(job, canaries, folder, Federation::Honest)
+        .await
+        .outcome
+}
+
+/// One privacy test's outcome and the seconds the auditor's tool took, from
+/// submitting the job to recording both attacks' bounds.
+struct AuditRun {
+    outcome: PrivacyTestOutcome,
+    seconds: f64,
 }
 
 /// Who the audited partner federates with, and what its own node runs.
@@ -94,7 +103,7 @@ async fn privacy_test_with(
     canaries: u64,
     folder: &Path,
     federation: Federation,
-) -> PrivacyTestOutcome {
+) -> AuditRun {
     let synth = veil_synth_data::SynthConfig::demo(NODES, 41);
     let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, folder).unwrap();
     let coordinator_state = folder.join("coordinator.state");
@@ -147,9 +156,11 @@ async fn privacy_test_with(
         confidence: 0.95,
         deadline: Duration::from_secs(600),
     };
+    let started = std::time::Instant::now();
     let outcome = run_privacy_test_of(&mut auditor, job, &config)
         .await
         .unwrap_or_else(|error| panic!("{error:#}"));
+    let seconds = started.elapsed().as_secs_f64();
     coordinator.stop().await;
     for node in nodes {
         node.abort();
@@ -180,7 +191,7 @@ async fn privacy_test_with(
         );
     }
     eprintln!("{}", outcome.to_text());
-    outcome
+    AuditRun { outcome, seconds }
 }
 
 /// Neither the kit's seed (hex or raw) nor any canary's scaled features (as
@@ -342,7 +353,8 @@ async fn the_audit_catches_dp_sgd_without_its_noise() {
             audited_fault: Some(InjectedFault::DpSgdNoiseRemoved),
         },
     )
-    .await;
+    .await
+    .outcome;
     let upper = outcome
         .black_box
         .epsilon_upper
@@ -370,7 +382,8 @@ async fn under_an_n_minus_one_attack_dp_sgd_still_bounds_what_the_audit_finds() 
                 audited_fault: None,
             },
         )
-        .await;
+        .await
+        .outcome;
         for report in outcome.reports() {
             let upper = report.epsilon_upper.expect("DP-SGD has an accountant's ε");
             assert!(
@@ -385,9 +398,10 @@ async fn under_an_n_minus_one_attack_dp_sgd_still_bounds_what_the_audit_finds() 
     }
 }
 
-/// The seconds the job takes from submission to its end, on three fresh
-/// nodes with no audit kit: the baseline an audit run's wall time is set
-/// against.
+/// The seconds the job takes on three fresh honest nodes with no audit
+/// kit, from submission to its end: the baseline an audit run's wall time
+/// (the same, plus fetching the models, both attacks and their audit-log
+/// records) is set against.
 async fn plain_job_seconds(job: v1::JobSpec, folder: &Path) -> f64 {
     let synth = veil_synth_data::SynthConfig::demo(NODES, 41);
     let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, folder).unwrap();
@@ -460,10 +474,10 @@ async fn privacy_audit_grid() {
         ] {
             for &canaries in &grid_canaries {
                 let folder = tempfile::tempdir().unwrap();
-                let started = std::time::Instant::now();
-                let outcome =
-                    privacy_test_with(job.clone(), canaries, folder.path(), federation).await;
-                let audit = started.elapsed().as_secs_f64();
+                let AuditRun {
+                    outcome,
+                    seconds: audit,
+                } = privacy_test_with(job.clone(), canaries, folder.path(), federation).await;
                 for report in outcome.reports() {
                     let upper = report.epsilon_upper.expect("DP-SGD has an accountant's ε");
                     rows.push(format!(

@@ -72,8 +72,10 @@ pub struct LifetimeValue {
 pub struct LifetimeOutcome {
     /// Both models, fitted to the noised histogram.
     pub fit: HistogramFit,
-    /// The holdout check, from the noised evaluation release.
-    pub evaluation: HoldoutEvaluation,
+    /// The holdout check, from the noised evaluation release, or why it
+    /// cannot be read (a noised count too small to divide by): the fit
+    /// stands either way, since the release was charged and is not redone.
+    pub evaluation: Result<HoldoutEvaluation, String>,
 }
 
 /// Predicted against actual holdout purchases, from noised sums.
@@ -234,14 +236,14 @@ impl LifetimeValue {
             ));
         };
         let fit = self.fit(histogram)?;
-        let evaluation = self.read_evaluation(evaluation)?;
+        if evaluation.len() != EVALUATION_BUCKETS * EVALUATION_BLOCK {
+            return Err(format!("the evaluation has {} values", evaluation.len()));
+        }
+        let evaluation = self.read_evaluation(evaluation);
         Ok(LifetimeOutcome { fit, evaluation })
     }
 
     fn read_evaluation(&self, sums: &[f64]) -> Result<HoldoutEvaluation, String> {
-        if sums.len() != EVALUATION_BUCKETS * EVALUATION_BLOCK {
-            return Err(format!("the evaluation has {} values", sums.len()));
-        }
         // A bucket is shown when its count is 4 summed noise deviations
         // clear of zero (every node's own noise is in the sum; with n nodes
         // it is √n times one node's, which the count of nodes bounds below).
@@ -266,8 +268,10 @@ impl LifetimeValue {
             actual_squares,
             products,
         ] = total;
-        if n <= 1.0 {
-            return Err(format!("the noised evaluation counts {n:.0} customers"));
+        if n <= 4.0 * count_noise {
+            return Err(format!(
+                "the noised holdout count ({n:.0} customers) is within 4 noise deviations of zero"
+            ));
         }
         let covariance = products / n - (predicted / n) * (actual / n);
         let predicted_variance = predicted_squares / n - (predicted / n).powi(2);

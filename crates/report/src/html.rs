@@ -798,15 +798,15 @@ fn rules_section(out: &mut String, rules: &[Rule]) {
         .map(|rule| {
             vec![
                 format!("{} → {}", rule.antecedent, rule.consequent),
-                number(rule.support, 4),
-                number(rule.confidence, 3),
-                number(rule.lift, 2),
+                with_interval(&rule.support, 4),
+                with_interval(&rule.confidence, 3),
+                with_interval(&rule.lift, 2),
             ]
         })
         .collect();
     let _ = write!(
         out,
-        r#"<section id="rules"><h2>Association rules</h2>{}</section>"#,
+        r#"<section id="rules"><h2>Association rules</h2><p>Each estimate from the noised counts, with its 95% interval (DP noise included) in brackets.</p>{}</section>"#,
         table("Rules", &["Rule", "Support", "Confidence", "Lift"], &rows)
     );
 }

@@ -3,7 +3,7 @@
 //! store, clock or network.
 
 use serde::{Deserialize, Serialize};
-use veil_scoring_evaluation::{BinaryEvaluation, RegressionEvaluation};
+use veil_scoring_evaluation::{BinaryEvaluation, Estimate, RegressionEvaluation};
 
 /// Everything the report shows about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,12 +182,13 @@ pub struct Rule {
     pub antecedent: String,
     /// Item on the right.
     pub consequent: String,
-    /// Share of customers with all items.
-    pub support: f64,
+    /// Share of customers with all items, with its 95% interval (DP noise
+    /// included), as are the two below.
+    pub support: Estimate,
     /// Share of customers with the antecedent that also have the consequent.
-    pub confidence: f64,
+    pub confidence: Estimate,
     /// Confidence over the consequent's overall rate.
-    pub lift: f64,
+    pub lift: Estimate,
 }
 
 /// Customers with the same number of purchases in the calibration period.

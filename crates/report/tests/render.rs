@@ -43,6 +43,15 @@ fn a_binary_job_report_has_every_section_and_chart() {
         );
         assert!(svg.contains(r#"class="series"#), "{chart} draws its data");
     }
+    // Every rule estimate carries its interval.
+    assert!(
+        html.contains("2.40 (2.10 – 2.75)"),
+        "the lift with its interval"
+    );
+    assert!(
+        html.contains("0.520 (0.470 – 0.580)"),
+        "the confidence with its interval"
+    );
     // Evaluation charts under noise carry interval bands.
     assert!(html.matches(r#"class="band""#).count() >= 4);
     assert!(

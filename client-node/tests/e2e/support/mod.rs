@@ -4,6 +4,7 @@
 // Each test module uses only part of this module.
 #![allow(dead_code)]
 
+pub mod lifetime_data;
 pub mod network_lab;
 pub mod prometheus;
 pub mod recording_proxy;

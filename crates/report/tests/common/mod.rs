@@ -9,9 +9,18 @@ use veil_report::{
     RoundMetrics, Rule, Segment, Segments,
 };
 use veil_scoring_evaluation::{
-    BinaryRelease, IntervalConfig, NoisyValue, RegressionBins, RegressionRelease, evaluate_binary,
-    evaluate_regression,
+    BinaryRelease, Estimate, IntervalConfig, NoisyValue, RegressionBins, RegressionRelease,
+    evaluate_binary, evaluate_regression,
 };
+
+/// An estimate with its interval.
+fn estimate(value: f64, lower: f64, upper: f64) -> Estimate {
+    Estimate {
+        value,
+        lower,
+        upper,
+    }
+}
 
 /// The `data-chart` names of every chart [`binary_input`]'s report draws.
 pub const BINARY_REPORT_CHARTS: [&str; 11] = [
@@ -192,16 +201,16 @@ pub fn binary_input() -> ReportInput {
             Rule {
                 antecedent: "coffee, filters".to_owned(),
                 consequent: "milk".to_owned(),
-                support: 0.031,
-                confidence: 0.52,
-                lift: 2.4,
+                support: estimate(0.031, 0.027, 0.035),
+                confidence: estimate(0.52, 0.47, 0.58),
+                lift: estimate(2.4, 2.1, 2.75),
             },
             Rule {
                 antecedent: HOSTILE.to_owned(),
                 consequent: "tea".to_owned(),
-                support: 0.012,
-                confidence: 0.33,
-                lift: 1.7,
+                support: estimate(0.012, 0.009, 0.015),
+                confidence: estimate(0.33, 0.25, 0.41),
+                lift: estimate(1.7, 1.3, 2.2),
             },
         ]),
         lifetime_value: Some(
