@@ -85,13 +85,14 @@ pub struct RunOptions {
     /// Where the node counts what it does, for a Prometheus endpoint the
     /// caller serves (`veil_metrics::serve`); `None` counts into nothing read.
     pub metrics: Option<Arc<NodeMetrics>>,
-    /// A deliberate bug, for tests that prove an audit catches it. Only code
-    /// embedding a node can set it: the `client-node` binary runs with the
-    /// defaults, and no config field or flag reaches it.
+    /// A deliberate bug or attack, for tests that prove an audit catches it
+    /// or that the node's privacy holds against it. Only code embedding a
+    /// node can set it: the `client-node` binary runs with the defaults, and
+    /// no config field or flag reaches it.
     pub injected_fault: Option<InjectedFault>,
 }
 
-/// A deliberate implementation bug (see [`RunOptions::injected_fault`]).
+/// A deliberate bug or attack (see [`RunOptions::injected_fault`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectedFault {
     /// DP-SGD trains with its noise removed (σ = 0) while the state machine
@@ -127,7 +128,7 @@ struct NodeState {
     /// Where the partner installs an auditor's kit; set only with the
     /// policy's consent (checked at start-up).
     audit_kit_path: Option<PathBuf>,
-    /// A test's deliberate bug; always `None` in the binary.
+    /// A test's deliberate bug or attack; always `None` in the binary.
     injected_fault: Option<InjectedFault>,
     /// Stochastic rounding and protocol randomness: ChaCha20 keyed from the OS.
     rng: ChaCha20Rng,
