@@ -204,7 +204,7 @@ fn assert_no_canary_on_the_wire(capture: &Capture, kit: &AuditKit) {
         "the proxy saw no traffic from the audited node"
     );
     let seed = kit.audit_seed().unwrap();
-    let mut forbidden: Vec<(String, Vec<u8>)> = vec![
+    let forbidden: Vec<(String, Vec<u8>)> = vec![
         ("the seed (hex)".to_owned(), seed.to_hex().into_bytes()),
         ("the seed".to_owned(), hex_bytes(&seed.to_hex())),
     ];
@@ -214,14 +214,20 @@ fn assert_no_canary_on_the_wire(capture: &Capture, kit: &AuditKit) {
         .features
         .n_features();
     let canaries = generate_canaries(&seed, kit.canaries as usize, n_features).unwrap();
-    for (index, canary) in canaries.iter().enumerate() {
-        // Three consecutive features: 12 bytes no honest message repeats by chance.
-        let bytes = canary.features[..3]
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect();
-        forbidden.push((format!("canary {index}'s features"), bytes));
-    }
+    // Three consecutive features: 12 bytes no honest message repeats by
+    // chance. Looked up by hash in one pass over each direction, so the
+    // check costs the same for 1000 canaries as for one.
+    let canary_bytes: std::collections::HashMap<[u8; 12], usize> = canaries
+        .iter()
+        .enumerate()
+        .map(|(index, canary)| {
+            let mut bytes = [0u8; 12];
+            for (chunk, value) in bytes.chunks_exact_mut(4).zip(&canary.features[..3]) {
+                chunk.copy_from_slice(&value.to_le_bytes());
+            }
+            (bytes, index)
+        })
+        .collect();
     for (direction, bytes) in [
         ("node->coordinator", &capture.node_to_coordinator),
         ("coordinator->node", &capture.coordinator_to_node),
@@ -233,6 +239,12 @@ fn assert_no_canary_on_the_wire(capture: &Capture, kit: &AuditKit) {
                     .any(|window| window == needle.as_slice()),
                 "{what} crossed the wire {direction}"
             );
+        }
+        if let Some(index) = bytes
+            .windows(12)
+            .find_map(|window| canary_bytes.get(window).copied())
+        {
+            panic!("canary {index}'s features crossed the wire {direction}");
         }
     }
 }
@@ -371,31 +383,30 @@ async fn the_audit_catches_dp_sgd_without_its_noise() {
 async fn under_an_n_minus_one_attack_dp_sgd_still_bounds_what_the_audit_finds() {
     let _machine = support::whole_machine().await;
     // The same job and attack as the fault test, with the node as shipped:
-    // twice, each with fresh canaries, the bound stays below ε = 1.
-    for _ in 0..2 {
-        let folder = tempfile::tempdir().unwrap();
-        let outcome = privacy_test_with(
-            isolated_job(),
-            1000,
-            folder.path(),
-            Federation::Isolated {
-                audited_fault: None,
-            },
-        )
-        .await
-        .outcome;
-        for report in outcome.reports() {
-            let upper = report.epsilon_upper.expect("DP-SGD has an accountant's ε");
-            assert!(
-                report.epsilon_lower <= upper && report.epsilon_lower_gaussian <= upper,
-                "{}: ε_lower = {} (Gaussian {}) above ε_upper = {upper}",
-                report.attack,
-                report.epsilon_lower,
-                report.epsilon_lower_gaussian
-            );
-        }
-        assert!(!outcome.bound_violated());
+    // the bound stays below ε = 1. (`scripts/bench-privacy-audit` repeats
+    // this over ε and canary counts: 16 runs under this attack, none above.)
+    let folder = tempfile::tempdir().unwrap();
+    let outcome = privacy_test_with(
+        isolated_job(),
+        1000,
+        folder.path(),
+        Federation::Isolated {
+            audited_fault: None,
+        },
+    )
+    .await
+    .outcome;
+    for report in outcome.reports() {
+        let upper = report.epsilon_upper.expect("DP-SGD has an accountant's ε");
+        assert!(
+            report.epsilon_lower <= upper && report.epsilon_lower_gaussian <= upper,
+            "{}: ε_lower = {} (Gaussian {}) above ε_upper = {upper}",
+            report.attack,
+            report.epsilon_lower,
+            report.epsilon_lower_gaussian
+        );
     }
+    assert!(!outcome.bound_violated());
 }
 
 /// The seconds the job takes on three fresh honest nodes with no audit
