@@ -161,11 +161,13 @@ async fn privacy_test_with(
         .await
         .unwrap_or_else(|error| panic!("{error:#}"));
     let seconds = started.elapsed().as_secs_f64();
-    coordinator.stop().await;
+    // Nodes first: the coordinator's graceful stop waits for their open
+    // streams, which would otherwise run until the nodes' own poll deadlines.
     for node in nodes {
         node.abort();
     }
     proxy.abort();
+    coordinator.stop().await;
     let kit: AuditKit = toml::from_str(&std::fs::read_to_string(&kit).unwrap()).unwrap();
     assert_no_canary_on_the_wire(&capture.lock().unwrap(), &kit);
     // The result is in the signed audit log, with the job's partner.
@@ -441,10 +443,10 @@ async fn plain_job_seconds(job: v1::JobSpec, folder: &Path) -> f64 {
         "{}",
         status.failure_reason
     );
-    coordinator.stop().await;
     for node in nodes {
         node.abort();
     }
+    coordinator.stop().await;
     seconds
 }
 
