@@ -38,7 +38,11 @@ fn lifetime_job() -> JobFile {
     job.privacy = Default::default();
     job.privacy.customer_epsilon = Some(EPSILON);
     job.privacy.delta = Some(DELTA);
-    job.aggregation.step_timeout_secs = Some(5.0);
+    // Each node summarises its customers inside the masked-input step; a
+    // deadline far above a loaded machine's step keeps all four in it (at
+    // 5 s one node missed it once, and the release rule then correctly
+    // abandoned the phase rather than release twice).
+    job.aggregation.step_timeout_secs = Some(30.0);
     job.timeouts.feature_stats_secs = Some(30.0);
     job.lifetime_value = Some(LifetimeValueSection {
         min_spend: 1.0,
