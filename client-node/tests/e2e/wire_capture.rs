@@ -208,18 +208,11 @@ fn rfm_job(cutoff: &str) -> JobFile {
 fn basket_rules_job(cutoff: &str) -> JobFile {
     let mut job = analysis(cutoff, "wire-basket-rules");
     job.basket_rules = Some(BasketRulesSection {
-        items: [
-            "grocery",
-            "apparel",
-            "electronics",
-            "home",
-            "beauty",
-            "sports",
-            "books",
-            "toys",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
+        // The generator's category names: a public vocabulary.
+        items: veil_synth_data::CATEGORIES
+            .iter()
+            .map(|&name| name.to_owned())
+            .collect(),
         min_support: 0.05,
         min_confidence: 0.2,
         max_itemset_size: Some(2),

@@ -16,7 +16,7 @@ use crate::profile::{PartnerProfile, SynthConfig, TimestampStyle};
 const HEADER: &str = "customer_id,timestamp,amount,quantity,category,channel";
 
 /// Product categories; every customer has a favourite one.
-const CATEGORIES: &[&str] = &[
+pub const CATEGORIES: &[&str] = &[
     "grocery",
     "apparel",
     "electronics",

@@ -20,7 +20,7 @@
 mod generate;
 mod profile;
 
-pub use generate::{write_partner_csv, write_partner_files};
+pub use generate::{CATEGORIES, write_partner_csv, write_partner_files};
 pub use profile::{PartnerProfile, SynthConfig, TimestampStyle};
 
 use std::path::PathBuf;
