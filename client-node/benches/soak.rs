@@ -6,16 +6,21 @@
 //! (from /proc), with the growth between the end of job 5 and the last job.
 //!
 //! `scripts/bench-soak [--nodes N] [--jobs J] [--rounds R] [--kill-fraction F]
-//! [--kill-every-secs S] [--customers C] [--job training|segment|lifetime-value] [--k K]
-//! [--iterations I]` (defaults 100 nodes, 20 jobs, 3 rounds, 0.1, 10 s, 200 customers,
-//! training). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
+//! [--kill-every-secs S] [--customers C] [--job training|segment|lifetime-value|basket-rules]
+//! [--k K] [--iterations I] [--epsilon E] [--out DIR]` (defaults 100 nodes, 20 jobs, 3
+//! rounds, 0.1, 10 s, 200 customers, training, ε = 1). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
 //! steps; `--rounds` is then ignored): the issue-14 speed figure is
 //! `scripts/bench-soak --job segment --nodes 10 --jobs 1 --customers 100000
 //! --kill-fraction 0 --k 8 --iterations 20`. `--job lifetime-value` fits BG/NBD and
-//! Gamma-Gamma on purchases drawn from them (10 non-IID partners' parameters, as
-//! `veil_lifetime_value::simulate` has them) at customer-level ε = 1: the issue-15 figure
-//! is the same with `--job lifetime-value`. A bench target, so `cargo test` does not
-//! build it.
+//! Gamma-Gamma on purchases drawn from them (`veil_synth_data`'s buy-till-you-die
+//! partners: 10 non-IID partners' parameters, 200 categories with planted pairs) at
+//! customer-level ε (`--epsilon`): the issue-15 CLV figure is the same with `--job
+//! lifetime-value`. `--job basket-rules` mines cross-sell rules on the same partners (one
+//! basket per customer over the year, 3 levels, min support 0.01, min confidence 0.2,
+//! every rule kept); with `--out DIR` it writes the pooled baskets (`baskets.csv`,
+//! `basket,item`) and each job's rules (`rules-<job>.csv`) for
+//! `crates/basket-rules/reference/compare_mlxtend.py` (`scripts/bench-basket-rules
+//! --job-level` runs it all). A bench target, so `cargo test` does not build it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,9 +33,7 @@ use anyhow::{Context, bail};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use veil_pki::{LocalPki, Role};
-
-#[path = "../tests/e2e/support/lifetime_data.rs"]
-mod lifetime_data;
+use veil_synth_data::{BasketPlan, BuyTillYouDieConfig, write_buy_till_you_die_files};
 use veil_wire::v1;
 
 /// What a run is asked to do.
@@ -47,6 +50,10 @@ struct SoakConfig {
     k: u32,
     /// Lloyd steps of a segmentation job.
     iterations: u32,
+    /// Customer-level ε of a lifetime-value or basket-rules job.
+    epsilon: f64,
+    /// Where a basket-rules run writes the pooled baskets and the rules.
+    out: Option<PathBuf>,
 }
 
 /// Which job the run repeats.
@@ -58,6 +65,15 @@ enum JobKind {
     Segment,
     /// Federated BG/NBD and Gamma-Gamma on simulated purchases.
     LifetimeValue,
+    /// Federated DP association rules on the same purchases' categories.
+    BasketRules,
+}
+
+impl JobKind {
+    /// Whether the partners are buy-till-you-die ones with planted baskets.
+    fn buys_till_it_dies(self) -> bool {
+        matches!(self, Self::LifetimeValue | Self::BasketRules)
+    }
 }
 
 impl SoakConfig {
@@ -72,6 +88,8 @@ impl SoakConfig {
             kind: JobKind::Training,
             k: 8,
             iterations: 20,
+            epsilon: 1.0,
+            out: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -100,13 +118,18 @@ impl SoakConfig {
                         "training" => JobKind::Training,
                         "segment" => JobKind::Segment,
                         "lifetime-value" => JobKind::LifetimeValue,
+                        "basket-rules" => JobKind::BasketRules,
                         other => {
-                            bail!("--job {other}: expected training, segment or lifetime-value")
+                            bail!(
+                                "--job {other}: expected training, segment, lifetime-value or basket-rules"
+                            )
                         }
                     };
                 }
                 "--k" => config.k = value.parse().with_context(parse_error)?,
                 "--iterations" => config.iterations = value.parse().with_context(parse_error)?,
+                "--epsilon" => config.epsilon = value.parse().with_context(parse_error)?,
+                "--out" => config.out = Some(PathBuf::from(value)),
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -207,6 +230,29 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
 const CUTOFF: &str = "2024-10-02";
 /// The holdout window of lifetime-value jobs, after the cutoff.
 const LIFETIME_HOLDOUT_DAYS: u32 = 90;
+/// The baskets of buy-till-you-die partners: the issue's 200 categories.
+const BASKET_PLAN: BasketPlan = BasketPlan {
+    categories: 200,
+    planted_pairs: 10,
+    pair_rate: 0.3,
+    mean_basket_size: 2.0,
+    max_basket_size: 8,
+};
+/// Basket-rules settings, as `scripts/bench-basket-rules` passes them to mlxtend.
+const RULES_MIN_SUPPORT: f64 = 0.01;
+const RULES_MIN_CONFIDENCE: f64 = 0.2;
+const RULES_MAX_LEN: u32 = 3;
+
+/// An analysis job at the run's customer-level ε, without model or training.
+fn analysis_job(config: &SoakConfig) -> veil_job::file::JobFile {
+    let mut job = veil_job::standard_job(CUTOFF, 90);
+    job.model = None;
+    job.training = None;
+    job.privacy = Default::default();
+    job.privacy.customer_epsilon = Some(config.epsilon);
+    job.privacy.delta = Some(1e-6);
+    job
+}
 
 fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
     let mut job = match config.kind {
@@ -233,12 +279,7 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
             job
         }
         JobKind::LifetimeValue => {
-            let mut job = veil_job::standard_job(CUTOFF, 90);
-            job.model = None;
-            job.training = None;
-            job.privacy = Default::default();
-            job.privacy.customer_epsilon = Some(1.0);
-            job.privacy.delta = Some(1e-6);
+            let mut job = analysis_job(config);
             job.lifetime_value = Some(veil_job::file::LifetimeValueSection {
                 min_spend: 1.0,
                 max_spend: 1000.0,
@@ -246,6 +287,24 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
                 window_days: Some(365),
                 age_bins: None,
                 spend_bins: None,
+            });
+            job
+        }
+        JobKind::BasketRules => {
+            let mut job = analysis_job(config);
+            job.basket_rules = Some(veil_job::file::BasketRulesSection {
+                items: (0..BASKET_PLAN.categories)
+                    .map(veil_basket_rules::simulate::category_name)
+                    .collect(),
+                min_support: RULES_MIN_SUPPORT,
+                min_confidence: RULES_MIN_CONFIDENCE,
+                max_itemset_size: Some(RULES_MAX_LEN),
+                itemset_caps: Vec::new(),
+                max_candidates: None,
+                baskets: None,
+                max_days_per_customer: None,
+                window_days: Some(365),
+                top_n: Some(1_000_000),
             });
             job
         }
@@ -312,15 +371,24 @@ async fn main() -> anyhow::Result<()> {
 
     let data_started = Instant::now();
     let data = root.join("data");
-    let files = if config.kind == JobKind::LifetimeValue {
-        std::fs::create_dir_all(&data)?;
-        lifetime_data::bg_nbd_partner_files(
+    let files = if config.kind.buys_till_it_dies() {
+        let written = write_buy_till_you_die_files(
+            &BuyTillYouDieConfig {
+                partners: config.nodes,
+                customers_per_partner: config.customers as u64,
+                cutoff: chrono::NaiveDate::parse_from_str(CUTOFF, "%Y-%m-%d")?,
+                holdout_days: LIFETIME_HOLDOUT_DAYS,
+                baskets: BASKET_PLAN,
+                seed: 40,
+            },
             &data,
-            config.nodes,
-            config.customers as u64,
-            CUTOFF,
-            LIFETIME_HOLDOUT_DAYS,
-        )?
+        )?;
+        println!("planted pairs: {:?}", written.planted_pairs);
+        if let (JobKind::BasketRules, Some(out)) = (config.kind, &config.out) {
+            let baskets = write_pooled_baskets(&written.files, &out.join("baskets.csv"))?;
+            println!("pooled baskets: {baskets} (one per customer with a purchase in the year)");
+        }
+        written.files
     } else {
         let mut synth = veil_synth_data::SynthConfig::demo(config.nodes, 17);
         for partner in &mut synth.partners {
@@ -484,6 +552,20 @@ async fn main() -> anyhow::Result<()> {
             }
         );
         outcomes.push(state);
+        if let (JobKind::BasketRules, Some(out)) = (config.kind, &config.out) {
+            let rules = out.join(format!("rules-{index}.csv"));
+            let written = Command::new(&coordinator_binary)
+                .args(["rules", &job_id, "--state-dir"])
+                .arg(root.join("coordinator.state"))
+                .arg("--out")
+                .arg(&rules)
+                .status()
+                .context("running coordinator rules")?;
+            if !written.success() {
+                bail!("coordinator rules {job_id} failed: {written}");
+            }
+            println!("rules of job {index}: {}", rules.display());
+        }
     }
     let elapsed = started.elapsed();
     killer.abort();
@@ -523,6 +605,46 @@ async fn main() -> anyhow::Result<()> {
     report_process(&samples, config.jobs);
     println!("state folder: {} (removed at exit)", root.display());
     Ok(())
+}
+
+/// Writes `basket,item` for each customer's categories bought in the year up
+/// to the cutoff, over all partners' files (what the nodes' baskets hold,
+/// pooled), and returns the number of baskets.
+fn write_pooled_baskets(files: &[PathBuf], out: &Path) -> anyhow::Result<usize> {
+    use std::io::{BufRead, Write};
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let cutoff = chrono::NaiveDate::parse_from_str(CUTOFF, "%Y-%m-%d")?;
+    let window_start = cutoff - chrono::Days::new(364);
+    let mut baskets: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        for line in std::io::BufReader::new(File::open(file)?).lines().skip(1) {
+            let line = line?;
+            let fields: Vec<&str> = line.split(',').collect();
+            let [customer, timestamp, _, _, category, ..] = fields[..] else {
+                bail!("{}: a short row: {line}", file.display());
+            };
+            let day = chrono::DateTime::parse_from_rfc3339(timestamp)
+                .with_context(|| format!("{}: timestamp {timestamp}", file.display()))?
+                .date_naive();
+            if (window_start..=cutoff).contains(&day) {
+                baskets
+                    .entry(customer.to_owned())
+                    .or_default()
+                    .insert(category.to_owned());
+            }
+        }
+    }
+    let mut writer = std::io::BufWriter::new(File::create(out)?);
+    writeln!(writer, "basket,item")?;
+    for (basket, items) in baskets.values().enumerate() {
+        for item in items {
+            writeln!(writer, "{basket},{item}")?;
+        }
+    }
+    writer.flush()?;
+    Ok(baskets.len())
 }
 
 /// The coordinator's memory and descriptors: one line per finished job, and growth

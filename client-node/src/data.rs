@@ -60,8 +60,21 @@ pub fn holdout_salt(spec: &JobSpec) -> Vec<u8> {
 }
 
 impl JobRows {
-    /// Builds labelled rows for `spec` and splits them.
+    /// Builds labelled rows for `spec` and splits them. An analysis that
+    /// reads the transaction log itself (RFM, lifetime value, basket rules)
+    /// gets none: deriving every customer's behaviour features would cost
+    /// it the most time of its whole job and be thrown away.
     pub fn prepare(log: &TransactionLog, spec: &JobSpec) -> Self {
+        if spec
+            .analysis
+            .as_ref()
+            .is_some_and(|analysis| !analysis.reads_feature_rows())
+        {
+            return Self {
+                train: Vec::new(),
+                holdout: Vec::new(),
+            };
+        }
         let rows = build_examples(log, &spec.label, &spec.features);
         let (train, holdout) = split_holdout(rows, spec.holdout_fraction, &holdout_salt(spec));
         Self { train, holdout }

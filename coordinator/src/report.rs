@@ -11,6 +11,7 @@ use veil_audit_log::AuditEvent;
 use veil_federation::{JobState, RoundRecord};
 use veil_job::JobSpec;
 use veil_job::analysis::{Analysis, AnalysisOutcome};
+use veil_job::lifetime_analysis::FittedCounts;
 use veil_job::statistics::{self, EvaluationRelease};
 use veil_job_store::SqliteJobStore;
 use veil_models::ModelKind;
@@ -218,6 +219,16 @@ pub fn build_report(
             Ok(AnalysisOutcome::LifetimeValue(outcome)) => {
                 let purchases = outcome.fit.purchases;
                 let spend = outcome.fit.spend;
+                for (model, counts) in [
+                    ("BG/NBD", outcome.purchases_from),
+                    ("Gamma-Gamma", outcome.spend_from),
+                ] {
+                    if counts == FittedCounts::NearestNonNegative {
+                        notes.push(format!(
+                            "The noise dominates the released histogram: {model} was fitted to its nearest non-negative counts, which biases the fit towards the densest bins. Fewer bins or more customers per bin would give a better fit at this ε."
+                        ));
+                    }
+                }
                 for (name, value) in [
                     (
                         "BG/NBD (r, α days, a, b)",

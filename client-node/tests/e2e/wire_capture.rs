@@ -11,7 +11,7 @@ use std::time::Duration;
 use client_node::config::NodeConfig;
 use coordinator::CoordinatorConfig;
 use tokio::net::TcpListener;
-use veil_job::file::{BasketRulesSection, JobFile, RfmSection};
+use veil_job::file::{BasketRulesSection, JobFile, LifetimeValueSection, RfmSection};
 use veil_wire::v1;
 
 use crate::support;
@@ -100,14 +100,13 @@ async fn no_identifying_value_or_its_hash_crosses_the_wire() {
             .unwrap_or_else(|error| panic!("{error}"));
     // Training, then the analysis job kinds: each kind's release phases
     // carry what the node derived from its customers (sums, counts,
-    // histograms, itemset counts), so each must be as clean as training.
-    // Not lifetime value: on this small churn-process data, noised, the
-    // Gamma-Gamma likelihood has no interior optimum, the fit fails before
-    // the evaluation release, and the job ends with that named failure.
+    // histograms, itemset counts, holdout sums), so each must be as clean
+    // as training.
     for job in [
         job,
         segment_job(&cutoff),
         rfm_job(&cutoff),
+        lifetime_value_job(&cutoff),
         basket_rules_job(&cutoff),
     ] {
         let name = job.name.clone();
@@ -202,6 +201,21 @@ fn segment_job(cutoff: &str) -> JobFile {
 fn rfm_job(cutoff: &str) -> JobFile {
     let mut job = analysis(cutoff, "wire-rfm");
     job.rfm = Some(RfmSection::default());
+    job
+}
+
+/// Both lifetime-value releases: the summary histogram and, at the fitted
+/// models, the holdout sums. A coarse binning, for 240 customers.
+fn lifetime_value_job(cutoff: &str) -> JobFile {
+    let mut job = analysis(cutoff, "wire-lifetime-value");
+    job.lifetime_value = Some(LifetimeValueSection {
+        min_spend: 1.0,
+        max_spend: 1000.0,
+        holdout_days: Some(60),
+        window_days: Some(365),
+        age_bins: Some(4),
+        spend_bins: Some(4),
+    });
     job
 }
 

@@ -196,26 +196,98 @@ fn partner_cumulative<R: Rng>(categories: u32, rng: &mut R) -> Vec<f64> {
     cumulative
 }
 
+/// `count` disjoint category pairs out of `categories`, each sorted, drawn
+/// by a partial shuffle.
+pub fn plant_pairs<R: Rng>(categories: u32, count: u32, rng: &mut R) -> Vec<(ItemId, ItemId)> {
+    let mut shuffled: Vec<ItemId> = (0..categories).collect();
+    for position in 0..shuffled.len() {
+        let chosen = rng.random_range(position..shuffled.len());
+        shuffled.swap(position, chosen);
+    }
+    shuffled
+        .chunks_exact(2)
+        .take(count as usize)
+        .map(|pair| (pair[0].min(pair[1]), pair[0].max(pair[1])))
+        .collect()
+}
+
+/// One partner's way of filling a basket: its own Zipf popularity over a
+/// rotated category order, its own rate of planted pairs (half to one and a
+/// half times the mean, capped at 1) and its own mean basket size (0.8 to
+/// 1.2 times the mean). Also the basket model of `veil-synth-data`'s
+/// buy-till-you-die partners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerBaskets {
+    cumulative: Vec<f64>,
+    planted_pairs: Vec<(ItemId, ItemId)>,
+    pair_rate: f64,
+    mean_size: f64,
+    max_size: u32,
+}
+
+impl PartnerBaskets {
+    /// Draws one partner's parameters around the means.
+    pub fn draw<R: Rng>(
+        categories: u32,
+        planted_pairs: &[(ItemId, ItemId)],
+        pair_rate: f64,
+        mean_basket_size: f64,
+        max_basket_size: u32,
+        rng: &mut R,
+    ) -> Self {
+        let cumulative = partner_cumulative(categories, rng);
+        let pair_rate = (pair_rate * rng.random_range(0.5..1.5)).min(1.0);
+        let mean_size = mean_basket_size * rng.random_range(0.8..1.2);
+        Self {
+            cumulative,
+            planted_pairs: planted_pairs.to_vec(),
+            pair_rate,
+            mean_size,
+            max_size: max_basket_size,
+        }
+    }
+
+    /// One visit's distinct categories into `basket` (cleared first):
+    /// `1 + Poisson(mean − 1)` of them (at most the maximum), including both
+    /// of one planted pair with the partner's pair rate.
+    pub fn fill<R: Rng>(&self, basket: &mut Vec<ItemId>, rng: &mut R) {
+        let categories = self.cumulative.len() as u32;
+        let size = (1 + poisson(self.mean_size - 1.0, rng)).min(self.max_size);
+        basket.clear();
+        if !self.planted_pairs.is_empty() && rng.random_bool(self.pair_rate) {
+            let (first, second) = self.planted_pairs[rng.random_range(0..self.planted_pairs.len())];
+            basket.extend([first, second]);
+        }
+        // Distinct draws; a few retries keep heavy heads from looping.
+        let mut attempts = 0;
+        while basket.len() < size as usize && attempts < 20 * self.max_size {
+            attempts += 1;
+            let uniform: f64 = rng.random();
+            let item = self.cumulative.partition_point(|&weight| weight < uniform) as ItemId;
+            let item = item.min(categories - 1);
+            if !basket.contains(&item) {
+                basket.push(item);
+            }
+        }
+    }
+}
+
 /// Generates the data set.
 pub fn simulate(config: &SimulationConfig) -> Result<Simulation, RulesError> {
     check(config)?;
     let mut rng = ChaCha12Rng::seed_from_u64(config.seed);
     let vocabulary = Vocabulary::declared((0..config.categories).map(category_name))?;
-    let mut shuffled: Vec<ItemId> = (0..config.categories).collect();
-    for position in 0..shuffled.len() {
-        let chosen = rng.random_range(position..shuffled.len());
-        shuffled.swap(position, chosen);
-    }
-    let planted_pairs: Vec<(ItemId, ItemId)> = shuffled
-        .chunks_exact(2)
-        .take(config.planted_pairs as usize)
-        .map(|pair| (pair[0].min(pair[1]), pair[0].max(pair[1])))
-        .collect();
+    let planted_pairs = plant_pairs(config.categories, config.planted_pairs, &mut rng);
     let mut partners = Vec::with_capacity(config.partners as usize);
     for partner in 0..config.partners {
-        let cumulative = partner_cumulative(config.categories, &mut rng);
-        let pair_rate = (config.pair_rate * rng.random_range(0.5..1.5)).min(1.0);
-        let mean_size = config.mean_basket_size * rng.random_range(0.8..1.2);
+        let baskets = PartnerBaskets::draw(
+            config.categories,
+            &planted_pairs,
+            config.pair_rate,
+            config.mean_basket_size,
+            config.max_basket_size,
+            &mut rng,
+        );
         let mut rows = Vec::new();
         let mut visit_days = Vec::new();
         let mut basket: Vec<ItemId> = Vec::new();
@@ -230,23 +302,7 @@ pub fn simulate(config: &SimulationConfig) -> Result<Simulation, RulesError> {
                 }
             }
             for &day in &visit_days {
-                let size = (1 + poisson(mean_size - 1.0, &mut rng)).min(config.max_basket_size);
-                basket.clear();
-                if !planted_pairs.is_empty() && rng.random_bool(pair_rate) {
-                    let (first, second) = planted_pairs[rng.random_range(0..planted_pairs.len())];
-                    basket.extend([first, second]);
-                }
-                // Distinct draws; a few retries keep heavy heads from looping.
-                let mut attempts = 0;
-                while basket.len() < size as usize && attempts < 20 * config.max_basket_size {
-                    attempts += 1;
-                    let uniform: f64 = rng.random();
-                    let item = cumulative.partition_point(|&weight| weight < uniform) as ItemId;
-                    let item = item.min(config.categories - 1);
-                    if !basket.contains(&item) {
-                        basket.push(item);
-                    }
-                }
+                baskets.fill(&mut basket, &mut rng);
                 rows.extend(basket.iter().map(|&item| SimulatedRow {
                     customer: customer_key.clone(),
                     day: i64::from(day),

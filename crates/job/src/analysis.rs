@@ -132,6 +132,13 @@ impl AnalysisContext<'_> {
 }
 
 impl Analysis {
+    /// Whether the node's releases read the job's feature rows (the
+    /// behaviour features of every customer); the other kinds read the
+    /// transaction log directly.
+    pub fn reads_feature_rows(&self) -> bool {
+        matches!(self, Self::Segment(_))
+    }
+
     /// Validates the wire form and calibrates the plan.
     pub(crate) fn from_wire(
         wire: &v1::Analysis,

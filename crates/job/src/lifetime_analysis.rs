@@ -19,9 +19,12 @@
 //! releases together stay within the job's customer-level (ε, δ).
 
 use veil_lifetime_value::{
-    BgNbdParameters, BinningConfig, CustomerSummary, GammaGammaParameters,
+    BgNbdParameters, BinningConfig, CustomerSummary, FittedHistogram, GammaGammaParameters,
     HISTOGRAM_L2_SENSITIVITY, HistogramBinning, HistogramFit, fit_from_histogram,
 };
+
+/// Which counts a fitted model came from, as the report says.
+pub use veil_lifetime_value::FittedCounts;
 use veil_privacy_accounting::{CalibrationTarget, calibrate_noise_multiplier};
 use veil_privacy_ledger::Mechanism;
 use veil_wire::v1;
@@ -72,6 +75,11 @@ pub struct LifetimeValue {
 pub struct LifetimeOutcome {
     /// Both models, fitted to the noised histogram.
     pub fit: HistogramFit,
+    /// The counts BG/NBD was fitted to: the released ones, or (when noise
+    /// dominates them) their nearest non-negative version.
+    pub purchases_from: FittedCounts,
+    /// The same for Gamma-Gamma.
+    pub spend_from: FittedCounts,
     /// The holdout check, from the noised evaluation release, or why it
     /// cannot be read (a noised count too small to divide by): the fit
     /// stands either way, since the release was charged and is not redone.
@@ -206,7 +214,7 @@ impl LifetimeValue {
     }
 
     /// The models fitted to release 0's noised sum.
-    pub fn fit(&self, histogram: &[f64]) -> Result<HistogramFit, String> {
+    pub fn fit(&self, histogram: &[f64]) -> Result<FittedHistogram, String> {
         let counts: Vec<i64> = histogram.iter().map(|value| value.round() as i64).collect();
         fit_from_histogram(&self.binning, &counts).map_err(|error| format!("fitting: {error}"))
     }
@@ -219,7 +227,7 @@ impl LifetimeValue {
     ) -> Result<Vec<f64>, String> {
         match (index, released) {
             (0, []) => Ok(Vec::new()),
-            (1, [histogram]) => Ok(fit_to_parameters(&self.fit(histogram)?)),
+            (1, [histogram]) => Ok(fit_to_parameters(&self.fit(histogram)?.models)),
             _ => Err(format!(
                 "a lifetime-value job has 2 releases; release {index} after {} sums",
                 released.len()
@@ -235,12 +243,17 @@ impl LifetimeValue {
                 released.len()
             ));
         };
-        let fit = self.fit(histogram)?;
+        let fitted = self.fit(histogram)?;
         if evaluation.len() != EVALUATION_BUCKETS * EVALUATION_BLOCK {
             return Err(format!("the evaluation has {} values", evaluation.len()));
         }
         let evaluation = self.read_evaluation(evaluation);
-        Ok(LifetimeOutcome { fit, evaluation })
+        Ok(LifetimeOutcome {
+            fit: fitted.models,
+            purchases_from: fitted.purchases_from,
+            spend_from: fitted.spend_from,
+            evaluation,
+        })
     }
 
     fn read_evaluation(&self, sums: &[f64]) -> Result<HoldoutEvaluation, String> {

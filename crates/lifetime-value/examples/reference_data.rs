@@ -95,7 +95,7 @@ fn bench(customers: u64, out: &str) -> anyhow::Result<()> {
         }
         pooled.extend(summaries);
     }
-    let fit = fit_from_histogram(&binning, &aggregate)?;
+    let fit = fit_from_histogram(&binning, &aggregate)?.models;
     let federated = started.elapsed();
     let started = Instant::now();
     let purchases = fit_bg_nbd(&pooled)?;

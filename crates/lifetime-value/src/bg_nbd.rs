@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::LifetimeValueError;
-use crate::grouped::{Cell, Group, fit, index_frequencies, mean_log_likelihood};
+use crate::grouped::{Cell, Group, Prior, fit, index_frequencies, mean_log_likelihood};
 use crate::special::{digamma, ln_gamma, ln_hyp2f1};
 use crate::summary::CustomerSummary;
 
@@ -70,7 +70,7 @@ fn non_negative(name: &'static str, value: f64) -> Result<(), LifetimeValueError
 /// weight, which changes nothing in the likelihood but makes a million
 /// day-granular customers a few tens of thousands of distinct points.
 pub fn fit_bg_nbd(summaries: &[CustomerSummary]) -> Result<BgNbdParameters, LifetimeValueError> {
-    fit_groups(distinct_customers(summaries)?)
+    fit_groups(distinct_customers(summaries)?, Prior::None)
 }
 
 /// One exact group per distinct `(x, t_x, T)`, weighted by its count.
@@ -99,10 +99,12 @@ fn distinct_customers(
         .collect())
 }
 
-/// Maximum likelihood over groups of customers. Weights may be negative (a
-/// noised histogram); the total must be positive.
+/// Maximum likelihood (or the posterior mode under `prior`) over groups of
+/// customers. Weights may be negative (a noised histogram); the total must
+/// be positive.
 pub(crate) fn fit_groups(
     mut groups: Vec<PurchaseGroup>,
+    prior: Prior,
 ) -> Result<BgNbdParameters, LifetimeValueError> {
     let repeat_weight: f64 = groups
         .iter()
@@ -132,7 +134,7 @@ pub(crate) fn fit_groups(
             cell.log_weight += (cell.frequency - 1.0) * ln_time_scale;
         }
     }
-    let [r, alpha, a, b] = fit(MODEL, groups, mean_negative_log_likelihood)?;
+    let [r, alpha, a, b] = fit(MODEL, groups, prior, mean_negative_log_likelihood)?;
     Ok(BgNbdParameters {
         r,
         alpha: alpha / time_scale,

@@ -7,7 +7,7 @@
 
 use crate::bg_nbd::BgNbdParameters;
 use crate::error::LifetimeValueError;
-use crate::grouped::{Cell, Group, fit, index_frequencies, mean_log_likelihood};
+use crate::grouped::{Cell, Group, Prior, fit, index_frequencies, mean_log_likelihood};
 use crate::special::{digamma, ln_gamma};
 use crate::summary::CustomerSummary;
 
@@ -48,7 +48,7 @@ pub struct ClvConfig {
 pub fn fit_gamma_gamma(
     summaries: &[CustomerSummary],
 ) -> Result<GammaGammaParameters, LifetimeValueError> {
-    fit_spend_groups(repeat_customers(summaries)?)
+    fit_spend_groups(repeat_customers(summaries)?, Prior::None)
 }
 
 /// One exact group per customer with repeat purchases.
@@ -76,11 +76,13 @@ fn repeat_customers(summaries: &[CustomerSummary]) -> Result<Vec<SpendGroup>, Li
     Ok(groups)
 }
 
-/// Maximum likelihood over groups; the total weight must be positive.
+/// Maximum likelihood (or the posterior mode under `prior`) over groups;
+/// the total weight must be positive.
 pub(crate) fn fit_spend_groups(
     groups: Vec<SpendGroup>,
+    prior: Prior,
 ) -> Result<GammaGammaParameters, LifetimeValueError> {
-    let [p, q, gamma] = fit(MODEL, groups, mean_negative_log_likelihood)?;
+    let [p, q, gamma] = fit(MODEL, groups, prior, mean_negative_log_likelihood)?;
     Ok(GammaGammaParameters { p, q, gamma })
 }
 
@@ -278,7 +280,7 @@ mod tests {
             weight,
             cells: vec![Cell::exact(1.0, mean_spend)],
         };
-        let result = fit_spend_groups(vec![group(100.0, 10.0), group(-99.0, 10.5)]);
+        let result = fit_spend_groups(vec![group(100.0, 10.0), group(-99.0, 10.5)], Prior::None);
         assert!(
             matches!(
                 result,

@@ -64,14 +64,32 @@ pub(crate) fn index_frequencies<D>(groups: &mut [Group<D>]) -> Vec<f64> {
     frequencies
 }
 
-/// Maximum likelihood over groups: drops empty groups, refuses data whose
-/// total weight is not positive, and minimises `objective` (the mean negative
-/// log-likelihood and its gradient in the log-parameters, given the groups,
-/// their distinct frequencies and total weight) from lifetimes' starting
-/// point, every log-parameter 0.1. Returns the parameters themselves.
+/// What a fit assumes about the parameters before it sees the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Prior {
+    /// Nothing: maximum likelihood, as `lifetimes` fits without a penalizer.
+    None,
+    /// Each log-parameter `N(0, scale²)`: the fit is the posterior mode.
+    /// A noised histogram can favour a limit at infinity (`r, α → ∞` with
+    /// `r/α` fixed, every customer the same purchase rate; or `q, γ → ∞` for
+    /// spend), which the minimiser walks towards for thousands of
+    /// iterations; a prior that weak (scale e^5 ≈ 150 either way of 1, in
+    /// the fit's units) stops the walk and moves a fit of thousands of
+    /// customers by far less than its sampling error.
+    LogNormal { scale: f64 },
+}
+
+/// Maximum likelihood (or, with a [`Prior`], the posterior mode) over
+/// groups: drops empty groups, refuses data whose total weight is not
+/// positive, and minimises `objective` (the mean negative log-likelihood and
+/// its gradient in the log-parameters, given the groups, their distinct
+/// frequencies and total weight), plus the prior's negative log-density over
+/// the total weight, from lifetimes' starting point, every log-parameter
+/// 0.1. Returns the parameters themselves.
 pub(crate) fn fit<D, const P: usize>(
     model: &'static str,
     mut groups: Vec<Group<D>>,
+    prior: Prior,
     objective: impl Fn(&[f64], &[Group<D>], &[f64], f64, &mut [f64]) -> f64,
 ) -> Result<[f64; P], LifetimeValueError> {
     groups.retain(|group| group.weight != 0.0);
@@ -85,13 +103,25 @@ pub(crate) fn fit<D, const P: usize>(
     let frequencies = index_frequencies(&mut groups);
     let minimum = minimise(
         |log_parameters: &[f64], gradient: &mut [f64]| {
-            objective(
+            let value = objective(
                 log_parameters,
                 &groups,
                 &frequencies,
                 total_weight,
                 gradient,
-            )
+            );
+            match prior {
+                Prior::None => value,
+                Prior::LogNormal { scale } => {
+                    let precision = 1.0 / (scale * scale * total_weight);
+                    let mut penalty = 0.0;
+                    for (derivative, x) in gradient.iter_mut().zip(log_parameters) {
+                        penalty += 0.5 * precision * x * x;
+                        *derivative += precision * x;
+                    }
+                    value + penalty
+                }
+            }
         },
         &[0.1; P],
     )

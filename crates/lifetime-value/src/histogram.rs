@@ -11,7 +11,7 @@ use veil_dp_noise::DiscreteGaussian;
 use crate::bg_nbd::{BgNbdParameters, PurchaseGroup, RecencyAge, fit_groups};
 use crate::error::LifetimeValueError;
 use crate::gamma_gamma::{GammaGammaParameters, SpendGroup, fit_spend_groups};
-use crate::grouped::{Cell, Group};
+use crate::grouped::{Cell, Group, Prior};
 use crate::summary::CustomerSummary;
 
 /// ℓ1 sensitivity of [`local_histogram`] under add/remove adjacency: one
@@ -22,6 +22,10 @@ pub const HISTOGRAM_L1_SENSITIVITY: f64 = 2.0;
 /// ℓ2 sensitivity of [`local_histogram`] under add/remove adjacency: `√2`
 /// (two entries change by 1).
 pub const HISTOGRAM_L2_SENSITIVITY: f64 = std::f64::consts::SQRT_2;
+
+/// The histogram fit's prior (see [`Prior`]): a binned, possibly noised
+/// histogram is where the likelihood can peak at infinity.
+const HISTOGRAM_PRIOR: Prior = Prior::LogNormal { scale: 5.0 };
 
 /// Quadrature points per spend bin: the Gamma-Gamma density is smooth in
 /// log-spend, and 8 midpoints make the rule's error negligible next to the
@@ -216,6 +220,44 @@ impl HistogramBinning {
         (purchase, Some(spend))
     }
 
+    /// The entries of each part of the histogram the fit treats as one
+    /// sample: each age column of the purchase part (BG/NBD is conditional on
+    /// a customer's age `T`) and each repeat bucket of the spend part
+    /// (Gamma-Gamma is conditional on `x`). Together they cover every entry
+    /// once.
+    fn conditional_parts(&self) -> Vec<Vec<usize>> {
+        let mut parts: Vec<Vec<usize>> = (0..self.age_bins).map(|age_bin| vec![age_bin]).collect();
+        for bucket in 0..self.repeat_buckets() {
+            let offset = self.age_bins + bucket * self.pairs_per_bucket;
+            for (age_bin, part) in parts.iter_mut().enumerate() {
+                let column = offset + age_bin * (age_bin + 1) / 2;
+                part.extend(column..=column + age_bin);
+            }
+        }
+        for bucket in 0..self.repeat_buckets() {
+            let start = self.purchase_len + bucket * self.spend_bins();
+            parts.push((start..start + self.spend_bins()).collect());
+        }
+        parts
+    }
+
+    /// The counts the fit weighs the bins by: in each of
+    /// [`Self::conditional_parts`], the non-negative counts closest (in ℓ2)
+    /// to the released ones with the same total (the released total, if
+    /// positive; otherwise the part is empty). A histogram without negative
+    /// counts, such as any noiseless one, is unchanged.
+    fn consistent_counts(&self, aggregate: &[i64]) -> Vec<f64> {
+        let mut counts = vec![0.0; aggregate.len()];
+        for part in self.conditional_parts() {
+            let mut values: Vec<f64> = part.iter().map(|&entry| aggregate[entry] as f64).collect();
+            project_onto_nonnegative_with_sum(&mut values);
+            for (&entry, value) in part.iter().zip(values) {
+                counts[entry] = value;
+            }
+        }
+        counts
+    }
+
     /// The repeat counts bucket `bucket` (0 for `x = 1`) holds: its integers,
     /// or only the cap for the last bucket.
     fn bucket_frequencies(&self, bucket: usize) -> std::ops::Range<u32> {
@@ -249,7 +291,7 @@ impl HistogramBinning {
     /// (for many repeat purchases `(α+T)^-(r+x)` is far from linear across a
     /// bin, so a middle age would bias the dropout parameters). Sums over
     /// more than [`MAX_DAY_POINTS`] days use that many midpoints.
-    fn purchase_groups(&self, histogram: &[i64]) -> Vec<PurchaseGroup> {
+    fn purchase_groups(&self, histogram: &[f64]) -> Vec<PurchaseGroup> {
         let age_bins = self.age_bins;
         let middle = |bin: usize| {
             let days = self.bin_days(bin);
@@ -257,9 +299,9 @@ impl HistogramBinning {
         };
         let mut groups = Vec::new();
         for (age_bin, &count) in histogram[..age_bins].iter().enumerate() {
-            if count != 0 {
+            if count != 0.0 {
                 groups.push(Group {
-                    weight: count as f64,
+                    weight: count,
                     cells: vec![Cell::exact(
                         0.0,
                         RecencyAge {
@@ -275,7 +317,7 @@ impl HistogramBinning {
             for age_bin in 0..age_bins {
                 for recency_bin in 0..=age_bin {
                     let count = histogram[offset + age_bin * (age_bin + 1) / 2 + recency_bin];
-                    if count == 0 {
+                    if count == 0.0 {
                         continue;
                     }
                     let ages = day_quadrature(self.bin_days(age_bin));
@@ -307,7 +349,7 @@ impl HistogramBinning {
                     // day) holds only noise; it carries no information.
                     if !cells.is_empty() {
                         groups.push(Group {
-                            weight: count as f64,
+                            weight: count,
                             cells,
                         });
                     }
@@ -321,14 +363,14 @@ impl HistogramBinning {
     /// probability of the bin is the density of the mean spend integrated over
     /// it, by the midpoint rule on [`SPEND_QUADRATURE_POINTS`] points evenly
     /// spaced in log-spend (weight `m`, the Jacobian of `dm = m d ln m`).
-    fn spend_groups(&self, histogram: &[i64]) -> Vec<SpendGroup> {
+    fn spend_groups(&self, histogram: &[f64]) -> Vec<SpendGroup> {
         let edges = &self.config.spend_edges;
         let mut groups = Vec::new();
         for bucket in 0..self.repeat_buckets() {
             let frequency = self.bucket_representative(bucket);
             for bin in 0..self.spend_bins() {
                 let count = histogram[self.purchase_len + bucket * self.spend_bins() + bin];
-                if count == 0 {
+                if count == 0.0 {
                     continue;
                 }
                 let (low, high) = (edges[bin].ln(), edges[bin + 1].ln());
@@ -345,12 +387,45 @@ impl HistogramBinning {
                     })
                     .collect();
                 groups.push(Group {
-                    weight: count as f64,
+                    weight: count,
                     cells,
                 });
             }
         }
         groups
+    }
+}
+
+/// The Euclidean projection of `values` onto the non-negative vectors with
+/// the same sum, `max(v - δ, 0)` with the one `δ ≥ 0` that keeps the sum
+/// (Duchi et al. 2008); all zero when the sum is not positive. For a noised
+/// histogram this is the consistency step of Wang et al. 2020 ("Norm-Sub"):
+/// the released total is kept, and the noise's negative counts are paid for
+/// by every positive count equally rather than by phantom customers in empty
+/// bins, as clamping at zero would.
+fn project_onto_nonnegative_with_sum(values: &mut [f64]) {
+    let total: f64 = values.iter().sum();
+    if total.is_nan() || total <= 0.0 {
+        values.fill(0.0);
+        return;
+    }
+    if values.iter().all(|&value| value >= 0.0) {
+        return;
+    }
+    let mut descending = values.to_vec();
+    descending.sort_unstable_by(|left, right| right.total_cmp(left));
+    let mut prefix = 0.0;
+    let mut shift = 0.0;
+    for (kept, &value) in descending.iter().enumerate() {
+        prefix += value;
+        let candidate = (prefix - total) / (kept + 1) as f64;
+        if value - candidate <= 0.0 {
+            break;
+        }
+        shift = candidate;
+    }
+    for value in values.iter_mut() {
+        *value = (*value - shift).max(0.0);
     }
 }
 
@@ -423,25 +498,91 @@ pub struct HistogramFit {
     pub spend: GammaGammaParameters,
 }
 
+/// Which counts a model was fitted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FittedCounts {
+    /// The released counts as they are, negative ones included: the maximum
+    /// likelihood estimate, unbiased in the counts.
+    Released,
+    /// The nearest non-negative counts of each conditional part (see
+    /// [`fit_from_histogram`]): the released counts' likelihood had no
+    /// maximum at which the model's predictions are defined. The noise then
+    /// dominates the counts, and the shrinkage of this projection biases the
+    /// fit towards the histogram's densest bins.
+    NearestNonNegative,
+}
+
+/// [`fit_from_histogram`]'s models and the counts each was fitted to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FittedHistogram {
+    /// BG/NBD and Gamma-Gamma.
+    pub models: HistogramFit,
+    /// The counts BG/NBD was fitted to.
+    pub purchases_from: FittedCounts,
+    /// The counts Gamma-Gamma was fitted to.
+    pub spend_from: FittedCounts,
+}
+
 /// The coordinator's fit: BG/NBD and Gamma-Gamma by maximum likelihood on the
 /// (summed, possibly noised) histogram, each bin's count times the log of the
 /// probability the model gives the bin (the maximum likelihood estimate from
-/// grouped data). Negative counts, which noise produces in
-/// empty bins, are kept: the noise has mean zero, so the weighted
-/// log-likelihood stays an unbiased estimate of the pooled one.
+/// grouped data).
+///
+/// Noise makes some counts negative. They are kept: the noise has mean zero,
+/// so the weighted log-likelihood stays an unbiased estimate of the pooled
+/// one (clamping to 0 would add about 0.4σ phantom customers to every empty
+/// bin). But a likelihood that weighs a bin negatively can be unbounded (it
+/// rises as the model gives that bin no probability), which happens when the
+/// noise is large next to the counts. A model whose fit to the released
+/// counts fails, or lands where its predictions are undefined (BG/NBD with
+/// `a + b ≤ 1`, Gamma-Gamma with `q ≤ 1`), is fitted instead to the nearest
+/// non-negative counts with the same totals (see
+/// `project_onto_nonnegative_with_sum`), and [`FittedHistogram`] says so.
 pub fn fit_from_histogram(
     binning: &HistogramBinning,
     aggregate: &[i64],
-) -> Result<HistogramFit, LifetimeValueError> {
+) -> Result<FittedHistogram, LifetimeValueError> {
     if aggregate.len() != binning.len() {
         return Err(LifetimeValueError::HistogramLength {
             expected: binning.len(),
             actual: aggregate.len(),
         });
     }
-    let purchases = fit_groups(binning.purchase_groups(aggregate))?;
-    let spend = fit_spend_groups(binning.spend_groups(aggregate))?;
-    Ok(HistogramFit { purchases, spend })
+    let released: Vec<f64> = aggregate.iter().map(|&count| count as f64).collect();
+    let nearest = binning.consistent_counts(aggregate);
+    let (purchases, purchases_from) = fit_with_fallback(
+        &released,
+        &nearest,
+        |counts| fit_groups(binning.purchase_groups(counts), HISTOGRAM_PRIOR),
+        |fit| fit.a + fit.b > 1.0,
+    )?;
+    let (spend, spend_from) = fit_with_fallback(
+        &released,
+        &nearest,
+        |counts| fit_spend_groups(binning.spend_groups(counts), HISTOGRAM_PRIOR),
+        |fit| fit.q > 1.0,
+    )?;
+    Ok(FittedHistogram {
+        models: HistogramFit { purchases, spend },
+        purchases_from,
+        spend_from,
+    })
+}
+
+/// `fit` of the released counts if it succeeds where `predicts` holds, else
+/// `fit` of the nearest non-negative counts (when they differ).
+fn fit_with_fallback<M>(
+    released: &[f64],
+    nearest: &[f64],
+    fit: impl Fn(&[f64]) -> Result<M, LifetimeValueError>,
+    predicts: impl Fn(&M) -> bool,
+) -> Result<(M, FittedCounts), LifetimeValueError> {
+    let first = fit(released);
+    match first {
+        Ok(model) if predicts(&model) => Ok((model, FittedCounts::Released)),
+        _ if released == nearest => first.map(|model| (model, FittedCounts::Released)),
+        _ => fit(nearest).map(|model| (model, FittedCounts::NearestNonNegative)),
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +667,69 @@ mod tests {
             proptest::prop_assert!(l1 as f64 <= HISTOGRAM_L1_SENSITIVITY);
             proptest::prop_assert!(l2 <= HISTOGRAM_L2_SENSITIVITY + 1e-12);
         }
+    }
+
+    #[test]
+    fn the_nearest_non_negative_counts_keep_the_total_and_the_order() {
+        let mut values = [10.0, -3.0, 4.0, -1.0, 0.5];
+        project_onto_nonnegative_with_sum(&mut values);
+        // Sum 10.5; the shift δ = 1.75 leaves 8.25 + 2.25 = 10.5.
+        assert_eq!(values, [8.25, 0.0, 2.25, 0.0, 0.0]);
+        let mut untouched = [1.0, 0.0, 2.0];
+        project_onto_nonnegative_with_sum(&mut untouched);
+        assert_eq!(untouched, [1.0, 0.0, 2.0]);
+        let mut all_noise = [2.0, -5.0];
+        project_onto_nonnegative_with_sum(&mut all_noise);
+        assert_eq!(all_noise, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn conditional_parts_cover_every_entry_once() {
+        let binning = binning();
+        let mut seen = vec![0; binning.len()];
+        for part in binning.conditional_parts() {
+            for entry in part {
+                seen[entry] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&times| times == 1), "{seen:?}");
+    }
+
+    #[test]
+    fn spend_counts_the_noise_made_unbounded_are_fitted_through_their_projection() {
+        // The spend part of one repeat bucket: customers at one mean spend,
+        // and noise that put a large negative count in the next bin. Their
+        // likelihood rises without bound as the model concentrates all spend
+        // in the first bin, so the fit falls back to the nearest
+        // non-negative counts, and says so.
+        let binning = binning();
+        let mut histogram = vec![0i64; binning.len()];
+        // Purchase part: enough customers with repeats for BG/NBD.
+        for (entry, count) in [(0, 50), (3, 40), (4 + 1, 30), (4 + 5, 20), (4 + 10 + 7, 10)] {
+            histogram[entry] = count;
+        }
+        // Two spend bins (1–10, 10–100) per repeat bucket.
+        let spend = binning.purchase_len;
+        for (offset, count) in [(0, 40), (1, -39), (2, 12), (3, 20), (4, 4), (5, 9)] {
+            histogram[spend + offset] = count;
+        }
+        let fitted = fit_from_histogram(&binning, &histogram);
+        assert!(
+            fitted
+                .as_ref()
+                .is_ok_and(|fitted| fitted.spend_from == FittedCounts::NearestNonNegative),
+            "{fitted:?}"
+        );
+        // Without negative counts the released counts are fitted as they are.
+        histogram[spend + 1] = 25;
+        let fitted = fit_from_histogram(&binning, &histogram);
+        assert!(
+            fitted
+                .as_ref()
+                .is_ok_and(|fitted| fitted.spend_from == FittedCounts::Released
+                    && fitted.purchases_from == FittedCounts::Released),
+            "{fitted:?}"
+        );
     }
 
     #[test]

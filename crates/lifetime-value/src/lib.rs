@@ -44,7 +44,8 @@ pub use bg_nbd::{BgNbdParameters, fit_bg_nbd};
 pub use error::LifetimeValueError;
 pub use gamma_gamma::{ClvConfig, GammaGammaParameters, fit_gamma_gamma};
 pub use histogram::{
-    BinningConfig, HISTOGRAM_L1_SENSITIVITY, HISTOGRAM_L2_SENSITIVITY, HistogramBinning,
-    HistogramFit, add_histogram_noise, fit_from_histogram, local_histogram,
+    BinningConfig, FittedCounts, FittedHistogram, HISTOGRAM_L1_SENSITIVITY,
+    HISTOGRAM_L2_SENSITIVITY, HistogramBinning, HistogramFit, add_histogram_noise,
+    fit_from_histogram, local_histogram,
 };
 pub use summary::{CustomerSummary, Purchase, Transaction, summarise_transactions};

@@ -28,6 +28,15 @@ const STALLED_GRADIENT_TOLERANCE: f64 = 1e-7;
 /// less than this per unit of log-parameter. Anything larger is a failure.
 const FLAT_RIDGE_GRADIENT_TOLERANCE: f64 = 1e-4;
 
+/// Consecutive iterations without a decrease beyond rounding after which the
+/// minimiser stops (converged if the gradient is below
+/// [`STALLED_GRADIENT_TOLERANCE`], failed otherwise). On a likelihood that
+/// a noised histogram makes unbounded, the line search keeps accepting
+/// vanishing steps that leave the objective where it is; without this, each
+/// of the remaining iterations would still cost [`MAX_BACKTRACKS`]
+/// evaluations.
+const MAX_STALLED_ITERATIONS: usize = 5;
+
 /// No single step moves a log-parameter by more than this (a factor e^4 ≈ 55),
 /// so an early quasi-Newton step cannot fly to where the likelihood overflows.
 const MAX_STEP: f64 = 4.0;
@@ -86,6 +95,7 @@ where
     let mut first_update = true;
     let mut trial = vec![0.0; n];
     let mut trial_gradient = vec![0.0; n];
+    let mut stalled_iterations = 0;
     for iteration in 0..MAX_ITERATIONS {
         let gradient_norm = max_abs(&gradient);
         if gradient_norm < GRADIENT_TOLERANCE {
@@ -161,8 +171,16 @@ where
         point.copy_from_slice(&trial);
         gradient.copy_from_slice(&trial_gradient);
         value = trial_value;
-        if stalled && max_abs(&gradient) < STALLED_GRADIENT_TOLERANCE {
+        stalled_iterations = if stalled { stalled_iterations + 1 } else { 0 };
+        let gradient_norm = max_abs(&gradient);
+        if stalled && gradient_norm < STALLED_GRADIENT_TOLERANCE {
             return Ok(Minimum { point });
+        }
+        if stalled_iterations >= MAX_STALLED_ITERATIONS {
+            return Err(NotConverged {
+                iterations: iteration + 1,
+                gradient_norm,
+            });
         }
     }
     let gradient_norm = max_abs(&gradient);

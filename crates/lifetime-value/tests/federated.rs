@@ -11,7 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use veil_lifetime_value::simulate::{PartnerSimulation, non_iid_partners, simulate_partner};
 use veil_lifetime_value::{
-    BgNbdParameters, BinningConfig, CustomerSummary, GammaGammaParameters,
+    BgNbdParameters, BinningConfig, CustomerSummary, FittedCounts, GammaGammaParameters,
     HISTOGRAM_L2_SENSITIVITY, HistogramBinning, add_histogram_noise, fit_bg_nbd,
     fit_from_histogram, fit_gamma_gamma, local_histogram, summarise_transactions,
 };
@@ -250,7 +250,8 @@ fn federated_sum_is_the_pooled_histogram_and_a_lossless_fit_is_the_centralised_f
             .map(|(_, s)| histogram(s, &lossless))
             .collect::<Vec<_>>()),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}"))
+    .models;
     let centralised = fit_bg_nbd(&pooled).unwrap_or_else(|e| panic!("{e}"));
     // One-day bins and exact repeat counts give the same likelihood up to a
     // constant; the two optimisations stop within their gradient tolerance
@@ -324,7 +325,8 @@ fn each_partner_recovers_its_true_parameters_within_sampling_error() {
             spend_vector(&exact_spend).map(f64::ln),
         );
         let binned = fit_from_histogram(&binning, &histogram(summaries, &binning))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"))
+            .models;
         for (what, purchases, spend) in [
             ("exact", exact, exact_spend),
             ("histogram", binned.purchases, binned.spend),
@@ -355,7 +357,8 @@ fn the_dp_binning_costs_under_one_percent_of_expected_purchases_and_spend() {
     let exact = fit_bg_nbd(&pooled).unwrap_or_else(|e| panic!("{e}"));
     let exact_spend = fit_gamma_gamma(&pooled).unwrap_or_else(|e| panic!("{e}"));
     let binned = fit_from_histogram(&binning, &histogram(&pooled, &binning))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+        .models;
     let purchases_error = expected_purchases_error(&binned.purchases, &exact, &pooled);
     let repeat: Vec<CustomerSummary> = pooled.iter().copied().filter(|c| c.frequency > 0).collect();
     let spend_error = mean_absolute_relative_error(&repeat, |customer, use_fit| {
@@ -409,7 +412,14 @@ fn dp_noise_at_epsilon_one_per_partner_keeps_expected_purchases_within_five_perc
         "noise should make some empty bins negative"
     );
     assert_ne!(aggregate, exact_aggregate);
-    let private = fit_from_histogram(&binning, &aggregate).unwrap_or_else(|e| panic!("{e}"));
+    let fitted = fit_from_histogram(&binning, &aggregate).unwrap_or_else(|e| panic!("{e}"));
+    // At this scale the released counts' own likelihood has its maximum
+    // where the model predicts: no fallback to the projected counts.
+    assert_eq!(
+        (fitted.purchases_from, fitted.spend_from),
+        (FittedCounts::Released, FittedCounts::Released)
+    );
+    let private = fitted.models;
     let error = expected_purchases_error(&private.purchases, &non_private, &pooled);
     eprintln!(
         "ε = 1 per partner (σ = {sigma:.3} per bin per partner, {} bins, {} customers): {:?} vs non-private {non_private:?}; mean absolute relative error of expected purchases {error:.4}",

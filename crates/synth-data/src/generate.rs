@@ -13,7 +13,7 @@ use crate::SynthError;
 use crate::profile::{PartnerProfile, SynthConfig, TimestampStyle};
 
 /// Header of every generated file.
-const HEADER: &str = "customer_id,timestamp,amount,quantity,category,channel";
+pub(crate) const HEADER: &str = "customer_id,timestamp,amount,quantity,category,channel";
 
 /// Product categories; every customer has a favourite one.
 pub const CATEGORIES: &[&str] = &[

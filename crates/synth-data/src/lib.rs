@@ -12,14 +12,22 @@
 //! alone does worse on the others than the pooled one. Partners differ in size, churn rate,
 //! spend level, purchase rate, seasonality and timestamp format.
 //!
+//! [`write_buy_till_you_die_files`] writes partners of another kind: purchase days from
+//! BG/NBD, spend from Gamma-Gamma and categories with planted co-purchase pairs, all with
+//! known parameters, for the lifetime-value and basket-rules jobs' recovery tests.
+//!
 //! What it does *not* do: it reads nothing and models no real population; it is test and demo
 //! data only, so its randomness is a seeded ChaCha stream, never a source for keys, masks or
 //! noise (those live in `veil-secure-aggregation` and `veil-privacy-accounting`). Parsing the files it writes is
 //! `veil-behaviour-features`' job.
 
+mod buy_till_you_die;
 mod generate;
 mod profile;
 
+pub use buy_till_you_die::{
+    BasketPlan, BuyTillYouDieConfig, BuyTillYouDiePartners, write_buy_till_you_die_files,
+};
 pub use generate::{CATEGORIES, write_partner_csv, write_partner_files};
 pub use profile::{PartnerProfile, SynthConfig, TimestampStyle};
 
@@ -50,6 +58,12 @@ pub enum SynthError {
         /// Last day of data.
         end: chrono::NaiveDate,
     },
+    /// The basket settings cannot be drawn from.
+    #[error("invalid basket plan {0}")]
+    InvalidBasketPlan(String),
+    /// The purchase simulation refused its settings.
+    #[error("simulating purchases: {0}")]
+    Simulation(String),
     /// Writing the output failed.
     #[error("cannot write synthetic data{}: {source}", path.as_ref().map(|path| format!(" to {}", path.display())).unwrap_or_default())]
     Io {

@@ -4,7 +4,6 @@
 // Each test module uses only part of this module.
 #![allow(dead_code)]
 
-pub mod lifetime_data;
 pub mod network_lab;
 pub mod prometheus;
 pub mod recording_proxy;
