@@ -415,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
             format!(
                 "node_id = \"{name}\"\ncoordinator = \"{address}\"\ntls_dir = \"{}\"\n\
                  state_dir = \"{}\"\n[policy]\ncustomer_epsilon_per_year = 1000000.0\n\
-                 [data]\npath = \"{}\"\n",
+                 [data]\npath = \"{}\"\n[data.columns]\ncategory = \"category\"\n",
                 pki.folder(&name).display(),
                 root.join(format!("{name}.state")).display(),
                 file.display()

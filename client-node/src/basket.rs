@@ -21,6 +21,13 @@ pub fn partner_baskets(
     log: &TransactionLog,
     cutoff: NaiveDate,
 ) -> anyhow::Result<Baskets> {
+    // Without a category column every basket would be empty, and the job
+    // would "succeed" with no rules: refuse with what to fix instead.
+    if log.category_name(0).is_none() {
+        anyhow::bail!(
+            "this partner's data has no product categories: a basket-rules job needs the node's data source to map a category column (`category = \"...\"`)"
+        );
+    }
     let last_day = i64::from(cutoff.to_epoch_days());
     let config = BasketConfig {
         grouping: job.grouping,
@@ -145,6 +152,19 @@ mode = "plain"
         assert_eq!(
             job.vocabulary,
             Vocabulary::declared(["apparel", "grocery", "home"]).expect("valid")
+        );
+        // Data without a category column is refused with what to fix, not
+        // mined into an empty rule set.
+        let uncategorised = TransactionLog::from_transactions([(
+            "a".to_owned(),
+            Transaction::new(i64::from(day(1).to_epoch_days()) * 86_400, 10.0),
+        )]);
+        let refused = partner_baskets(job, &uncategorised, cutoff).map(|_| ());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.to_string().contains("map a category column")),
+            "{refused:?}"
         );
     }
 }
