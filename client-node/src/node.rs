@@ -74,6 +74,12 @@ pub enum NodeProgress {
         phase: Phase,
         /// The secure step just answered, for secure phases.
         step: Option<SecureStep>,
+        /// CPU time this node's task loop spent on the task on its own
+        /// thread, outside training or evaluation and outside the upload:
+        /// decoding, checks, the protocol step and the durable commit. For
+        /// benchmarks of the secure steps' cost; `None` where the platform
+        /// does not say (it is read from `/proc/thread-self/schedstat`).
+        cpu: Option<Duration>,
     },
 }
 
@@ -406,6 +412,8 @@ async fn heartbeat_loop(mut client: NodeClient, interval: Duration) {
 }
 
 async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()> {
+    // Measured only for code embedding a node that asked for progress.
+    let mut cpu = CpuMeter::start(state.progress.is_some());
     let header = v1::ResultHeader {
         node_id: state.client.node_id.clone(),
         job_id: task.job_id.clone(),
@@ -422,6 +430,7 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                 decline_header(header, DeclineCode::InvalidTask),
                 ResultBody::Empty,
                 None,
+                cpu.stop(),
             )
             .await;
         }
@@ -442,7 +451,11 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
             .store
             .commit(&commit)
             .context("writing the node's memory")?;
-        decision = match compute_reply(state, &node_task.spec, &task, node_task.phase).await {
+        // Training or evaluation is not the protocol's cost: not counted.
+        cpu.pause();
+        let computed = compute_reply(state, &node_task.spec, &task, node_task.phase).await;
+        cpu.resume();
+        decision = match computed {
             Ok(reply) => decide(state, &node_task, Some(reply))?,
             Err(error) => {
                 let code = if error.downcast_ref::<NoTrainingRows>().is_some() {
@@ -470,7 +483,14 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                 .commit(&commit)
                 .context("writing the node's memory")?;
             tracing::warn!(node = %state.client.node_id, job = %task.job_id, round = task.round, phase = %node_task.phase, %code, %detail, "declining phase");
-            send(state, decline_header(header, code), ResultBody::Empty, None).await
+            send(
+                state,
+                decline_header(header, code),
+                ResultBody::Empty,
+                None,
+                cpu.stop(),
+            )
+            .await
         }
         Decision::Send { commit, message } => {
             // Charges, the release mark and the stored reply are durable
@@ -487,7 +507,14 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                         vector_length: reply.vector.len() as u64,
                         ..header
                     };
-                    send(state, header, ResultBody::Values(&reply.vector), None).await
+                    send(
+                        state,
+                        header,
+                        ResultBody::Values(&reply.vector),
+                        None,
+                        cpu.stop(),
+                    )
+                    .await
                 }
                 Outgoing::Secure {
                     step,
@@ -500,12 +527,61 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
                         payload_bytes: payload.len() as u64,
                         ..header
                     };
-                    send(state, header, ResultBody::Bytes(&payload), Some(step)).await
+                    send(
+                        state,
+                        header,
+                        ResultBody::Bytes(&payload),
+                        Some(step),
+                        cpu.stop(),
+                    )
+                    .await
                 }
             }
         }
         Decision::Compute { .. } => bail!("the node's state machine asked for the reply twice"),
     }
+}
+
+/// CPU time of the current thread, summed over the stretches of a task that
+/// run without awaiting (so on one thread): Linux's per-thread schedstat, in
+/// nanoseconds. Off unless asked for, and `None` where it cannot be read.
+struct CpuMeter {
+    spent: Option<Duration>,
+    since: Option<Duration>,
+}
+
+impl CpuMeter {
+    fn start(enabled: bool) -> Self {
+        let since = if enabled { thread_cpu_time() } else { None };
+        CpuMeter {
+            spent: since.map(|_| Duration::ZERO),
+            since,
+        }
+    }
+
+    fn pause(&mut self) {
+        if let (Some(spent), Some(since), Some(now)) = (self.spent, self.since, thread_cpu_time()) {
+            self.spent = Some(spent + now.saturating_sub(since));
+        }
+        self.since = None;
+    }
+
+    fn resume(&mut self) {
+        if self.spent.is_some() {
+            self.since = thread_cpu_time();
+        }
+    }
+
+    fn stop(&mut self) -> Option<Duration> {
+        self.pause();
+        self.spent
+    }
+}
+
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// Asks the machine, with the current time and the partner's ledger.
@@ -543,6 +619,7 @@ async fn send(
     header: v1::ResultHeader,
     body: ResultBody<'_>,
     step: Option<SecureStep>,
+    cpu: Option<Duration>,
 ) -> anyhow::Result<()> {
     let (job, round) = (header.job_id.clone(), header.round);
     let phase = crate::wire::phase_from_wire(header.phase)?;
@@ -567,6 +644,7 @@ async fn send(
                     round,
                     phase,
                     step,
+                    cpu,
                 });
             }
             Ok(())
