@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the protocol's primitives: X25519 agreement with
-//! HKDF (one pairwise seed), Shamir share/reconstruct of a seed, and mask
+//! HKDF (one pairwise seed; and x25519-dalek's Montgomery ladder alone, which
+//! the agreement replaced), Shamir share/reconstruct of a seed, and mask
 //! expansion throughput (compare with `openssl speed -evp aes-128-ctr` on one
 //! core in the same run: `scripts/prg_vs_openssl.sh`).
 
@@ -19,6 +20,12 @@ fn key_agreement(criterion: &mut Criterion) {
     let binding = RoundBinding::new("job", 1, &params);
     criterion.bench_function("x25519_agree_plus_hkdf", |bench| {
         bench.iter(|| pairwise_mask_seed(&own, black_box(&peer), &binding, &a, &b).unwrap())
+    });
+    // The Montgomery ladder alone (x25519-dalek), against which the Edwards
+    // path of `pairwise_mask_seed` (agreement + HKDF) is compared.
+    let peer_point = x25519_dalek::PublicKey::from(peer);
+    criterion.bench_function("x25519_ladder_only", |bench| {
+        bench.iter(|| own.diffie_hellman(black_box(&peer_point)).to_bytes())
     });
     criterion.bench_function("x25519_keygen", |bench| {
         bench.iter(|| public_key_of(&generate_secret(&mut rng)))

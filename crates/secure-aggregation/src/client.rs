@@ -248,8 +248,10 @@ struct PeerKeys {
 
 /// Shares sent; waiting for the shares addressed to this client.
 pub struct MaskedInput {
-    /// Decrypts incoming shares.
-    encryption_secret: StaticSecret,
+    /// Each neighbour's share-encryption agreement, computed once when
+    /// sealing the shares sent to it and used again to open the shares it
+    /// sends (one X25519 per neighbour instead of two), by cohort index.
+    encryption_agreements: BTreeMap<usize, crypto::EncryptionAgreement>,
     /// Agrees pairwise masks.
     mask_secret: StaticSecret,
     /// This client's self-mask seed b.
@@ -447,6 +449,7 @@ impl ClientSession<ShareKeys> {
             rng,
         )?;
         let mut ciphertexts = Vec::with_capacity(peer_keys.len());
+        let mut encryption_agreements = BTreeMap::new();
         for ((&index, keys), (self_mask_share, mask_key_share)) in peer_keys
             .iter()
             .zip(self_mask_shares.iter().zip(&mask_key_shares))
@@ -457,14 +460,18 @@ impl ClientSession<ShareKeys> {
             let mut plaintext = Writer::new_raw();
             write_share_limbs(&mut plaintext, self_mask_share);
             write_share_limbs(&mut plaintext, mask_key_share);
-            let ciphertext = crypto::seal_shares(
+            let agreement = crypto::EncryptionAgreement::new(
                 &self.phase.encryption_secret,
                 &keys.encryption_public_key,
+            )?;
+            let ciphertext = crypto::seal_shares(
+                &agreement,
                 &shared.binding,
                 &round.node_id,
                 recipient,
                 &plaintext.into_bytes(),
             )?;
+            encryption_agreements.insert(index, agreement);
             ciphertexts.push(AddressedCiphertext {
                 peer: recipient.clone(),
                 ciphertext,
@@ -479,13 +486,9 @@ impl ClientSession<ShareKeys> {
             ),
             ciphertexts,
         };
-        let ShareKeys {
-            encryption_secret,
-            mask_secret,
-            ..
-        } = self.phase;
+        let ShareKeys { mask_secret, .. } = self.phase;
         let phase = MaskedInput {
-            encryption_secret,
+            encryption_agreements,
             mask_secret,
             self_mask_seed,
             peer_keys,
@@ -531,7 +534,11 @@ impl ClientSession<MaskedInput> {
                 sender: sender.clone(),
             };
             let index = shared.params.cohort_index(sender).ok_or_else(unexpected)?;
-            let keys = self.phase.peer_keys.get(&index).ok_or_else(unexpected)?;
+            let agreement = self
+                .phase
+                .encryption_agreements
+                .get(&index)
+                .ok_or_else(unexpected)?;
             if held_shares.contains_key(&index) {
                 return Err(unexpected().into());
             }
@@ -539,8 +546,7 @@ impl ClientSession<MaskedInput> {
                 sender: sender.clone(),
             };
             let plaintext = crypto::open_shares(
-                &self.phase.encryption_secret,
-                &keys.encryption_public_key,
+                agreement,
                 &shared.binding,
                 sender,
                 &round.node_id,

@@ -7,10 +7,12 @@
 //!   every neighbour and Shamir-share the mask key's secret scalar.
 //! - HKDF-SHA256, ChaCha20-Poly1305, Ed25519 and SHA-256 come from ring.
 
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use rand_core::{CryptoRng, RngCore};
 use ring::{aead, digest, hkdf, signature};
 use x25519_dalek::PublicKey;
 pub use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
 use crate::params::{NodeId, RoundBinding};
 use crate::wire::Writer;
@@ -58,12 +60,41 @@ pub(crate) fn generate_seed<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
     seed
 }
 
-fn agree(secret: &StaticSecret, peer_public: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
-    let shared = secret.diffie_hellman(&PublicKey::from(*peer_public));
-    if !shared.was_contributory() {
+/// X25519 (RFC 7748) of our `secret` and a peer's public u-coordinate,
+/// refusing a non-contributory (all-zero) result as x25519-dalek's
+/// `was_contributory` does.
+///
+/// Where the peer's u lies on the curve (every honestly generated key), the
+/// product is computed as `[clamp(secret)]·P` on the birationally equivalent
+/// Edwards curve: curve25519-dalek runs variable-base Edwards multiplication
+/// on its AVX2 backend where the CPU has it, while its Montgomery ladder has
+/// only the serial one, and X25519 agreement is most of a client's CPU in a
+/// secure phase. The u-coordinate of the product does not depend on which of
+/// the two Edwards points with that u is taken, since `[s](−P) = −[s]P`, and
+/// the unreduced clamped scalar keeps any small-order component of P
+/// cleared exactly as the ladder does. A u on the quadratic twist (no
+/// Edwards point; only a dishonest peer sends one) goes through the ladder,
+/// so every input gives RFC 7748's answer (checked against x25519-dalek in
+/// this module's tests). Both paths run in constant time in the secret.
+fn agree(
+    secret: &StaticSecret,
+    peer_public: &[u8; 32],
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let shared = match MontgomeryPoint(*peer_public).to_edwards(0) {
+        Some(point) => {
+            let scalar = Zeroizing::new(secret.to_bytes());
+            Zeroizing::new(point.mul_clamped(*scalar).to_montgomery().to_bytes())
+        }
+        None => Zeroizing::new(
+            secret
+                .diffie_hellman(&PublicKey::from(*peer_public))
+                .to_bytes(),
+        ),
+    };
+    if *shared == [0u8; 32] {
         return Err(CryptoError::NonContributoryKey);
     }
-    Ok(shared.to_bytes())
+    Ok(shared)
 }
 
 fn round_info(binding: &RoundBinding, first: &NodeId, second: &NodeId) -> Vec<u8> {
@@ -91,7 +122,7 @@ pub fn pairwise_mask_seed(
         (peer_node, own_node)
     };
     let info = round_info(binding, lower, higher);
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MASK_SALT).extract(&shared);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MASK_SALT).extract(shared.as_slice());
     let info_parts = [info.as_slice()];
     let okm = prk
         .expand(&info_parts, hkdf::HKDF_SHA256)
@@ -102,19 +133,34 @@ pub fn pairwise_mask_seed(
     Ok(seed)
 }
 
+/// The X25519 agreement of two clients' share-encryption keys. It is the
+/// same at both ends, so a client computes it once per neighbour and uses it
+/// both to seal the shares it sends and to open the shares it receives
+/// (each direction still gets its own AEAD key, below). Zeroised on drop.
+pub(crate) struct EncryptionAgreement(Zeroizing<[u8; 32]>);
+
+impl EncryptionAgreement {
+    /// Agrees with a peer's advertised encryption key, refusing a
+    /// non-contributory (low-order) peer key.
+    pub(crate) fn new(
+        own_encryption_secret: &StaticSecret,
+        peer_encryption_public: &[u8; 32],
+    ) -> Result<Self, CryptoError> {
+        agree(own_encryption_secret, peer_encryption_public).map(EncryptionAgreement)
+    }
+}
+
 /// The AEAD key for shares sent from `sender` to `recipient`. The direction is
 /// part of the derivation, so each key encrypts exactly one message and a zero
 /// nonce is safe; the round binding makes a ciphertext useless in any other round.
 fn share_key(
-    own_encryption_secret: &StaticSecret,
-    peer_encryption_public: &[u8; 32],
+    agreement: &EncryptionAgreement,
     binding: &RoundBinding,
     sender: &NodeId,
     recipient: &NodeId,
 ) -> Result<(aead::LessSafeKey, Vec<u8>), CryptoError> {
-    let shared = agree(own_encryption_secret, peer_encryption_public)?;
     let info = round_info(binding, sender, recipient);
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SHARE_KEY_SALT).extract(&shared);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SHARE_KEY_SALT).extract(agreement.0.as_slice());
     let info_parts = [info.as_slice()];
     let okm = prk
         .expand(&info_parts, &aead::CHACHA20_POLY1305)
@@ -125,20 +171,13 @@ fn share_key(
 
 /// Encrypts a share bundle for `recipient`, authenticating sender, recipient, round and job.
 pub(crate) fn seal_shares(
-    own_encryption_secret: &StaticSecret,
-    recipient_encryption_public: &[u8; 32],
+    agreement: &EncryptionAgreement,
     binding: &RoundBinding,
     sender: &NodeId,
     recipient: &NodeId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let (key, associated_data) = share_key(
-        own_encryption_secret,
-        recipient_encryption_public,
-        binding,
-        sender,
-        recipient,
-    )?;
+    let (key, associated_data) = share_key(agreement, binding, sender, recipient)?;
     let mut in_out = plaintext.to_vec();
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key([0u8; 12]),
@@ -151,20 +190,13 @@ pub(crate) fn seal_shares(
 
 /// Decrypts a share bundle from `sender`, failing if anything it is bound to differs.
 pub(crate) fn open_shares(
-    own_encryption_secret: &StaticSecret,
-    sender_encryption_public: &[u8; 32],
+    agreement: &EncryptionAgreement,
     binding: &RoundBinding,
     sender: &NodeId,
     recipient: &NodeId,
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let (key, associated_data) = share_key(
-        own_encryption_secret,
-        sender_encryption_public,
-        binding,
-        sender,
-        recipient,
-    )?;
+    let (key, associated_data) = share_key(agreement, binding, sender, recipient)?;
     let mut in_out = ciphertext.to_vec();
     let plaintext_length = key
         .open_in_place(
@@ -259,7 +291,7 @@ mod tests {
         let dalek_public = public_key_of(&dalek_secret);
         let mut ring_public_bytes = [0u8; 32];
         ring_public_bytes.copy_from_slice(ring_public.as_ref());
-        let dalek_side = agree(&dalek_secret, &ring_public_bytes).unwrap();
+        let dalek_side = *agree(&dalek_secret, &ring_public_bytes).unwrap();
         let ring_side = ring::agreement::agree_ephemeral(
             ring_private,
             &ring::agreement::UnparsedPublicKey::new(&ring::agreement::X25519, dalek_public),
@@ -269,25 +301,99 @@ mod tests {
         assert_eq!(dalek_side.to_vec(), ring_side);
     }
 
+    /// RFC 7748's X25519 through x25519-dalek's Montgomery ladder: the
+    /// reference the Edwards path of `agree` must equal.
+    fn ladder(secret: &StaticSecret, peer_public: &[u8; 32]) -> [u8; 32] {
+        secret
+            .diffie_hellman(&PublicKey::from(*peer_public))
+            .to_bytes()
+    }
+
+    fn check_agreement(secret: &StaticSecret, peer_public: &[u8; 32]) {
+        let expected = ladder(secret, peer_public);
+        match agree(secret, peer_public) {
+            Ok(shared) => assert_eq!(*shared, expected, "u = {peer_public:02x?}"),
+            Err(error) => {
+                assert_eq!(error, CryptoError::NonContributoryKey);
+                assert_eq!(expected, [0u8; 32], "u = {peer_public:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn agreement_equals_the_montgomery_ladder_on_curve_twist_and_edge_inputs() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let mut on_curve = 0;
+        for _ in 0..400 {
+            let secret = generate_secret(&mut rng);
+            // Honest public keys (on the curve, Edwards path).
+            let peer = public_key_of(&generate_secret(&mut rng));
+            check_agreement(&secret, &peer);
+            // Arbitrary u, top bit and non-canonical values included: about
+            // half lie on the twist and take the ladder.
+            let mut arbitrary = [0u8; 32];
+            rng.fill_bytes(&mut arbitrary);
+            if MontgomeryPoint(arbitrary).to_edwards(0).is_some() {
+                on_curve += 1;
+            }
+            check_agreement(&secret, &arbitrary);
+        }
+        assert!(
+            (100..300).contains(&on_curve),
+            "{on_curve} of 400 random u on the curve"
+        );
+        // Small-order points (RFC 7748 / libsodium's blocklist), u = p − 1
+        // (no Edwards point), u = p and p + 1 (non-canonical 0 and 1).
+        let mut edge: Vec<[u8; 32]> = Vec::new();
+        let mut u = [0u8; 32];
+        edge.push(u);
+        u[0] = 1;
+        edge.push(u);
+        for hex in [
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "cdeb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+            "4c9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
+        ] {
+            let bytes: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            edge.push(bytes.try_into().unwrap());
+        }
+        for point in &edge {
+            check_agreement(&generate_secret(&mut rng), point);
+        }
+    }
+
     #[test]
     fn share_ciphertexts_are_bound_to_round_and_direction() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
         let alice = generate_secret(&mut rng);
         let bob = generate_secret(&mut rng);
         let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
-        let sealed =
-            seal_shares(&alice, &public_key_of(&bob), &binding(1), &a, &b, b"shares").unwrap();
+        let at_alice = EncryptionAgreement::new(&alice, &public_key_of(&bob)).unwrap();
+        let at_bob = EncryptionAgreement::new(&bob, &public_key_of(&alice)).unwrap();
+        let sealed = seal_shares(&at_alice, &binding(1), &a, &b, b"shares").unwrap();
         assert_eq!(
-            open_shares(&bob, &public_key_of(&alice), &binding(1), &a, &b, &sealed).unwrap(),
+            open_shares(&at_bob, &binding(1), &a, &b, &sealed).unwrap(),
             b"shares"
         );
         assert_eq!(
-            open_shares(&bob, &public_key_of(&alice), &binding(2), &a, &b, &sealed),
+            open_shares(&at_bob, &binding(2), &a, &b, &sealed),
             Err(CryptoError::Authentication)
         );
         assert_eq!(
-            open_shares(&bob, &public_key_of(&alice), &binding(1), &b, &a, &sealed),
+            open_shares(&at_bob, &binding(1), &b, &a, &sealed),
             Err(CryptoError::Authentication)
+        );
+        // The agreement the sender cached opens what the recipient sends back.
+        let reply = seal_shares(&at_bob, &binding(1), &b, &a, b"reply").unwrap();
+        assert_eq!(
+            open_shares(&at_alice, &binding(1), &b, &a, &reply).unwrap(),
+            b"reply"
         );
     }
 
@@ -300,5 +406,9 @@ mod tests {
             pairwise_mask_seed(&secret, &[0u8; 32], &binding(1), &a, &b),
             Err(CryptoError::NonContributoryKey)
         );
+        assert!(matches!(
+            EncryptionAgreement::new(&secret, &[0u8; 32]),
+            Err(CryptoError::NonContributoryKey)
+        ));
     }
 }
