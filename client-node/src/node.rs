@@ -546,7 +546,10 @@ async fn handle_task(state: &mut NodeState, task: v1::Task) -> anyhow::Result<()
 /// run without awaiting (so on one thread): Linux's per-thread schedstat, in
 /// nanoseconds. Off unless asked for, and `None` where it cannot be read.
 struct CpuMeter {
+    /// CPU counted so far; `None` when off or unreadable.
     spent: Option<Duration>,
+    /// The thread's CPU clock when the current stretch began; `None` while
+    /// paused (across an await, when the task may move to another thread).
     since: Option<Duration>,
 }
 
