@@ -7,7 +7,7 @@
 //!
 //! `scripts/bench-soak [--nodes N] [--jobs J] [--rounds R] [--kill-fraction F]
 //! [--kill-every-secs S] [--customers C] [--job training|segment|lifetime-value|basket-rules]
-//! [--k K] [--iterations I] [--epsilon E] [--out DIR]` (defaults 100 nodes, 20 jobs, 3
+//! [--k K] [--iterations I] [--epsilon E] [--out DIR] [--caps C1,C2,C3]` (defaults 100 nodes, 20 jobs, 3
 //! rounds, 0.1, 10 s, 200 customers, training, ε = 1). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
 //! steps; `--rounds` is then ignored): the issue-14 speed figure is
 //! `scripts/bench-soak --job segment --nodes 10 --jobs 1 --customers 100000
@@ -16,7 +16,8 @@
 //! partners: 10 non-IID partners' parameters, 200 categories with planted pairs) at
 //! customer-level ε (`--epsilon`): the issue-15 CLV figure is the same with `--job
 //! lifetime-value`. `--job basket-rules` mines cross-sell rules on the same partners (one
-//! basket per customer over the year, 3 levels, caps 12/66/220 itemsets per customer,
+//! basket per customer over the year, 3 levels, caps 12/66/220 itemsets per customer
+//! unless `--caps` says otherwise,
 //! min support 0.01, min confidence 0.2, every rule kept); with `--out DIR` it writes the pooled baskets (`baskets.csv`,
 //! `basket,item`) and each job's rules (`rules-<job>.csv`) for
 //! `crates/basket-rules/reference/compare_mlxtend.py` (`scripts/bench-basket-rules
@@ -54,6 +55,8 @@ struct SoakConfig {
     epsilon: f64,
     /// Where a basket-rules run writes the pooled baskets and the rules.
     out: Option<PathBuf>,
+    /// Itemsets one customer adds per level in a basket-rules job.
+    itemset_caps: Vec<u32>,
 }
 
 /// Which job the run repeats.
@@ -90,6 +93,7 @@ impl SoakConfig {
             iterations: 20,
             epsilon: 1.0,
             out: None,
+            itemset_caps: vec![12, 66, 220],
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -130,6 +134,13 @@ impl SoakConfig {
                 "--iterations" => config.iterations = value.parse().with_context(parse_error)?,
                 "--epsilon" => config.epsilon = value.parse().with_context(parse_error)?,
                 "--out" => config.out = Some(PathBuf::from(value)),
+                "--caps" => {
+                    config.itemset_caps = value
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()
+                        .with_context(parse_error)?;
+                }
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -299,11 +310,11 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
                 min_support: RULES_MIN_SUPPORT,
                 min_confidence: RULES_MIN_CONFIDENCE,
                 max_itemset_size: Some(RULES_MAX_LEN),
-                // Caps that bind only for the largest baskets (as the
-                // library-level comparison's), and room for every pair of
-                // frequent categories: the defaults (4 per level, 256
+                // By default caps that bind only for the largest baskets of the
+                // library-level comparison (`--caps` to change), and room for every
+                // pair of frequent categories: the job defaults (4 per level, 256
                 // candidates) are for small federations.
-                itemset_caps: vec![12, 66, 220],
+                itemset_caps: config.itemset_caps.clone(),
                 max_candidates: Some(20_000),
                 baskets: None,
                 max_days_per_customer: None,

@@ -63,6 +63,9 @@ struct LogIndex {
     issued: HashSet<String>,
     /// Serials whose revocation is recorded.
     revoked: HashSet<String>,
+    /// Each job's vetoes (a node declining a phase), by round: the console's round table
+    /// shows them, and the log is where they are recorded for good.
+    vetoes: HashMap<String, BTreeMap<u64, Vec<(String, String)>>>,
 }
 
 enum IndexState {
@@ -126,6 +129,23 @@ impl LogIndex {
                 }
                 Err(error) => tracing::error!(seq = entry.seq, %error, "no receipts issued"),
             },
+            AuditEvent::NodeVeto {
+                job_id,
+                round,
+                node_id,
+                reason,
+            } => {
+                let round = self
+                    .vetoes
+                    .entry(job_id.clone())
+                    .or_default()
+                    .entry(*round)
+                    .or_default();
+                let veto = (node_id.clone(), reason.clone());
+                if !round.contains(&veto) {
+                    round.push(veto);
+                }
+            }
             AuditEvent::CertificateIssued { serial, .. } => {
                 self.issued.insert(serial.clone());
             }
@@ -229,6 +249,15 @@ impl AuditTrail {
                         .collect()
                 })
                 .unwrap_or_default()),
+        }
+    }
+
+    /// The nodes that declined a phase of `job_id`, with their reason codes, by round (empty
+    /// while the log is being verified, and when it does not verify).
+    pub(crate) fn vetoes_for(&self, job_id: &str) -> BTreeMap<u64, Vec<(String, String)>> {
+        match &self.index {
+            IndexState::Ready(index) => index.vetoes.get(job_id).cloned().unwrap_or_default(),
+            IndexState::Rebuilding { .. } | IndexState::Unusable(_) => BTreeMap::new(),
         }
     }
 

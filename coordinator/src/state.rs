@@ -12,9 +12,9 @@ use veil_federation::{Engine, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
 use crate::audit::AuditTrail;
-use crate::convert::describe_event;
 use crate::metrics::EventMetrics;
 use crate::privacy::PrivacyGuard;
+use crate::spans::EventSpans;
 
 /// Everything the services share.
 pub(crate) struct Shared {
@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// The Prometheus metrics, updated from the same events, under the
     /// engine lock (after the privacy guard, so ε gauges see new charges).
     pub(crate) metrics: Mutex<EventMetrics>,
+    /// The open job, round and phase spans, advanced by the same events under the engine
+    /// lock, so a span ends exactly when its event says it did.
+    spans: Mutex<EventSpans>,
     /// The software version each node announced at its last registration,
     /// for the console's federation page. Not in the engine: it decides
     /// nothing. A std mutex, held for one map access.
@@ -70,6 +73,7 @@ impl Shared {
             privacy: Mutex::new(privacy),
             audit,
             metrics: Mutex::new(metrics),
+            spans: Mutex::default(),
             node_versions: Mutex::default(),
         }
     }
@@ -88,9 +92,10 @@ impl Shared {
         let mut privacy = lock(&self.privacy);
         let mut audit = lock(&self.audit);
         let mut metrics = lock(&self.metrics);
+        let mut spans = lock(&self.spans);
         while let Some(event) = engine.poll_event() {
             any_event = true;
-            log_event(&event);
+            spans.record(&event);
             // May refuse the round or record its charges; its own events
             // come out of this same loop.
             let outcome = privacy.observe(&mut engine, &event, now);
@@ -125,6 +130,7 @@ impl Shared {
         // Every call, so the node gauges follow registrations, heartbeats
         // and (through the deadline timer's ticks) silence.
         metrics.observe_nodes(&engine, now);
+        drop(spans);
         drop(metrics);
         drop(audit);
         drop(privacy);
@@ -145,20 +151,4 @@ impl Shared {
 /// between calls, so carrying on is safer than taking the server down.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn log_event(event: &EngineEvent) {
-    let job = event.job.as_str();
-    let Some(message) = describe_event(&event.kind) else {
-        return;
-    };
-    match &event.kind {
-        EventKind::ReplyRejected { .. }
-        | EventKind::Failed { .. }
-        | EventKind::SecureRoundFailed { .. }
-        | EventKind::NodeDeclined { .. }
-        | EventKind::RoundRefused { .. } => tracing::warn!(job, "{message}"),
-        EventKind::SecureStepOpened { .. } => tracing::debug!(job, "{message}"),
-        _ => tracing::info!(job, "{message}"),
-    }
 }
