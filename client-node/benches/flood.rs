@@ -12,7 +12,8 @@
 //! `scripts/bench-flood [--nodes N] [--passes P] [--rounds R] [--customers C]
 //! [--connections K] [--loops L]` (defaults 3 honest nodes, 5 passes, 2 rounds, 400
 //! customers, 16 flooder connections, 16 loops per connection). A bench target, so `cargo
-//! test` does not build it. Run it on an otherwise idle machine: the flooder, the nodes and
+//! test` does not build it; `VEIL_BIN_DIR=DIR` runs the `coordinator` and `client-node` in DIR
+//! instead of the build's. Run it on an otherwise idle machine: the flooder, the nodes and
 //! the coordinator share its cores, as they would not in a federation.
 
 use std::fs::File;
@@ -132,7 +133,12 @@ async fn bench(config: FloodConfig) -> anyhow::Result<()> {
     pki.coordinator()?;
     let operator_tls = pki.member(Role::Operator, "operator")?.client()?;
     pki.member(Role::Node, FLOODER)?;
-    let node_binary = PathBuf::from(env!("CARGO_BIN_EXE_client-node"));
+    // VEIL_BIN_DIR: binaries copied aside, so that a build in a shared target folder
+    // cannot swap them during a run (or to compare two builds).
+    let node_binary = std::env::var_os("VEIL_BIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_client-node")),
+        |folder| PathBuf::from(folder).join("client-node"),
+    );
     let coordinator_binary = node_binary.with_file_name("coordinator");
     if !coordinator_binary.exists() {
         bail!(

@@ -23,7 +23,8 @@
 //! --job-level` runs it all). `--heap-probe` also reports, after each job, the bytes the
 //! coordinator's allocator holds in use (glibc's `malloc_stats`, called through gdb, which
 //! must be installed), to tell retained data from pages the allocator keeps. A bench target,
-//! so `cargo test` does not build it.
+//! so `cargo test` does not build it. `VEIL_BIN_DIR=DIR` runs the `coordinator` and `client-node`
+//! in DIR instead of the build's.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -355,7 +356,12 @@ async fn main() -> anyhow::Result<()> {
     let pki = LocalPki::create(&root.join("pki"))?;
     pki.coordinator()?;
     let operator_tls = pki.member(Role::Operator, "operator")?.client()?;
-    let node_binary = PathBuf::from(env!("CARGO_BIN_EXE_client-node"));
+    // VEIL_BIN_DIR: binaries copied aside, so that a build in a shared target folder
+    // cannot swap them during a run (or to compare two builds).
+    let node_binary = std::env::var_os("VEIL_BIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_client-node")),
+        |folder| PathBuf::from(folder).join("client-node"),
+    );
     let coordinator_binary = node_binary.with_file_name("coordinator");
     if !coordinator_binary.exists() {
         bail!(
