@@ -20,8 +20,8 @@ use veil_wire::v1::operator_service_server::OperatorService;
 use crate::audit::model_digest;
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, partner_spend_to_wire, phase_to_wire,
-    receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
+    describe_event, engine_error, final_model_error, job_status, partner_spend_to_wire,
+    phase_to_wire, receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
 };
 use crate::intake::{self, IntakeError, ResultUpload};
 use crate::state::{Shared, lock};
@@ -523,13 +523,7 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModel", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
-        let (values, version) = self
-            .shared
-            .read(|engine| {
-                let values = engine.final_model(&job)?;
-                Ok((values, engine.snapshot(&job)?.model_version))
-            })
-            .map_err(engine_error)?;
+        let (values, version) = self.shared.final_model(&job).map_err(final_model_error)?;
         self.record_export(identity.as_ref(), &job, version, &values)?;
         Ok(Response::new(model_stream(values)))
     }
@@ -548,10 +542,7 @@ impl OperatorService for OperatorApi {
         // coordinator's working state, not a release.
         let final_version = self
             .shared
-            .read(|engine| {
-                engine.final_model(&job)?;
-                Ok(engine.snapshot(&job)?.model_version)
-            })
+            .read(|engine| engine.final_model_version(&job))
             .map_err(engine_error)?;
         if wanted.model_version > final_version {
             return Err(Status::out_of_range(format!(
@@ -583,8 +574,10 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModelInfo", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
+        // The parameter count is the plan's; the model itself may be in the store only.
         self.shared.read(|engine| {
-            let model = engine.final_model(&job).map_err(engine_error)?;
+            let model_version = engine.final_model_version(&job).map_err(engine_error)?;
+            let parameter_count = engine.plan(&job).map_err(engine_error)?.parameter_count;
             let spec = engine.descriptor(&job).map_err(engine_error)?;
             let sums = engine.feature_statistics(&job).map_err(engine_error)?;
             let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))
@@ -597,9 +590,9 @@ impl OperatorService for OperatorApi {
                     mean: scaling.mean,
                     std: scaling.std,
                 }),
-                parameter_count: model.len() as u64,
+                parameter_count: parameter_count as u64,
                 final_metrics: status.history.last().map(|r| round_metrics(spec, r)),
-                model_version: engine.snapshot(&job).map_err(engine_error)?.model_version,
+                model_version,
             }))
         })
     }
