@@ -10,8 +10,8 @@
 //! back with.
 //!
 //! `scripts/bench-flood [--nodes N] [--passes P] [--rounds R] [--customers C]
-//! [--connections K] [--loops L]` (defaults 3 honest nodes, 5 passes, 2 rounds, 400
-//! customers, 16 flooder connections, 16 loops per connection). A bench target, so `cargo
+//! [--connections K] [--loops L]` (defaults 3 honest nodes, 5 passes, 4 rounds, 2,000
+//! customers each, 16 flooder connections, 16 loops per connection). A bench target, so `cargo
 //! test` does not build it; `VEIL_BIN_DIR=DIR` runs the `coordinator` and `client-node` in DIR
 //! instead of the build's. Run it on an otherwise idle machine: the flooder, the nodes and
 //! the coordinator share its cores, as they would not in a federation.
@@ -50,8 +50,8 @@ impl FloodConfig {
         let mut config = Self {
             nodes: 3,
             passes: 5,
-            rounds: 2,
-            customers: 400,
+            rounds: 4,
+            customers: 2000,
             connections: 16,
             loops: 16,
         };

@@ -579,8 +579,9 @@ async fn main() -> anyhow::Result<()> {
             match probe_heap(coordinator_pid, &root.join("coordinator.log")) {
                 Ok(heap) => {
                     println!(
-                        "  heap after job {index}: {:.2} MiB in use, {:.2} MiB held from the system; RSS {:.1} MiB",
+                        "  heap after job {index}: {:.2} MiB in use ({:.2} MiB by SQLite), {:.2} MiB held from the system; RSS {:.1} MiB",
                         heap.in_use as f64 / 1_048_576.0,
+                        heap.sqlite as f64 / 1_048_576.0,
                         heap.system as f64 / 1_048_576.0,
                         rss_kib(coordinator_pid).unwrap_or(0) as f64 / 1024.0
                     );
@@ -745,6 +746,9 @@ struct HeapStats {
     in_use: u64,
     /// Bytes the allocator holds from the system (in use or free for reuse).
     system: u64,
+    /// Of the bytes in use, those SQLite holds (its page caches, bounded per connection),
+    /// from `sqlite3_memory_used`.
+    sqlite: u64,
 }
 
 /// Attaches gdb to the coordinator for a moment to call glibc's `malloc_stats`, which prints
@@ -754,6 +758,7 @@ fn probe_heap(pid: u32, log: &Path) -> anyhow::Result<HeapStats> {
     let output = Command::new("timeout")
         .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
         .arg("call (void) malloc_stats()")
+        .args(["-ex", "print (long long) sqlite3_memory_used()"])
         .stdin(Stdio::null())
         .output()
         .context("running gdb (install it: apt-get install gdb)")?;
@@ -764,6 +769,12 @@ fn probe_heap(pid: u32, log: &Path) -> anyhow::Result<HeapStats> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let sqlite = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("$1 = "))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("gdb printed no sqlite3_memory_used: {printed}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
@@ -776,7 +787,11 @@ fn probe_heap(pid: u32, log: &Path) -> anyhow::Result<HeapStats> {
                     .and_then(|rest| rest.trim().trim_start_matches('=').trim().parse().ok())
             };
             if let (Some(system), Some(in_use)) = (field("system bytes"), field("in use bytes")) {
-                return Ok(HeapStats { in_use, system });
+                return Ok(HeapStats {
+                    in_use,
+                    system,
+                    sqlite,
+                });
             }
         }
         if Instant::now() > deadline {
@@ -799,6 +814,15 @@ fn report_heap(heaps: &[(usize, HeapStats)]) {
         .find(|(jobs, _)| *jobs == 5)
         .or_else(|| heaps.first());
     if let Some((jobs, baseline)) = baseline {
+        let outside = |heap: &HeapStats| heap.in_use.saturating_sub(heap.sqlite) as f64;
+        println!(
+            "heap in use outside SQLite after job {jobs}: {:.2} MiB; after job {last_jobs}: {:.2} MiB ({:+.1} KiB per job)",
+            outside(baseline) / 1_048_576.0,
+            outside(last) / 1_048_576.0,
+            (outside(last) - outside(baseline))
+                / 1024.0
+                / (*last_jobs as f64 - *jobs as f64).max(1.0)
+        );
         println!(
             "heap in use after job {jobs}: {:.2} MiB; after job {last_jobs}: {:.2} MiB ({:+.1}%, {:+.1} KiB per job)",
             baseline.in_use as f64 / 1_048_576.0,
