@@ -17,7 +17,7 @@ use veil_wire::v1;
 use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
 
-use crate::audit::model_digest;
+use crate::audit::{HeldReceipts, model_digest};
 use crate::auth::{self, Gate};
 use crate::convert::{
     describe_event, engine_error, final_model_error, job_status, partner_spend_to_wire,
@@ -223,9 +223,31 @@ impl NodeService for NodeApi {
             .allow_node(&request, "FetchReceipts", &request.get_ref().node_id)?;
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
-        let receipts = lock(&self.shared.audit)
+        let held = lock(&self.shared.audit)
             .receipts_for(&request.node_id, request.after_seq)
             .map_err(|unavailable| Status::unavailable(unavailable.to_string()))?;
+        let receipts = match held {
+            HeldReceipts::Here(receipts) => receipts,
+            // A node asking again for receipts it acknowledged (it lost them): the log is
+            // read and verified again, off the engine's locks, one such read at a time.
+            HeldReceipts::InLogOnly => {
+                let _one_at_a_time = self.shared.receipt_reissues.lock().await;
+                let verifier = lock(&self.shared.audit).verifier();
+                let entries = tokio::task::spawn_blocking(move || verifier.verify())
+                    .await
+                    .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?
+                    .map_err(|reason| {
+                        Status::unavailable(format!(
+                            "the coordinator's audit log does not verify, so it issues no receipts: {reason}"
+                        ))
+                    })?;
+                lock(&self.shared.audit).reissue_receipts(
+                    &entries,
+                    &request.node_id,
+                    request.after_seq,
+                )
+            }
+        };
         Ok(Response::new(v1::FetchReceiptsResponse {
             receipts: receipts.iter().map(receipt_to_wire).collect(),
         }))

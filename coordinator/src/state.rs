@@ -41,6 +41,10 @@ pub(crate) struct Shared {
     /// for the console's federation page. Not in the engine: it decides
     /// nothing. A std mutex, held for one map access.
     pub(crate) node_versions: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Held while receipts a node acknowledged are issued again from the whole log, read
+    /// and verified anew: one such read at a time, however many nodes ask (a tokio mutex,
+    /// held across the read).
+    pub(crate) receipt_reissues: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -97,6 +101,7 @@ impl Shared {
             audit,
             metrics: Mutex::new(metrics),
             node_versions: Mutex::default(),
+            receipt_reissues: tokio::sync::Mutex::new(()),
         }
     }
 

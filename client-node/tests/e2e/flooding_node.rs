@@ -275,7 +275,15 @@ async fn a_flooding_node_is_refused_and_an_honest_job_still_completes() {
     let mut served_connections = 0u64;
     let mut extra = Vec::new();
     for _ in 0..connection_cap - FLOOD_CONNECTIONS + surplus_connections {
-        extra.push(flood_channel(&address, &flooder_tls).await);
+        // Dialled by the call itself: a refused connection is closed without a word, which
+        // an eager connect could take for a failed dial.
+        extra.push(
+            Endpoint::from_shared(address.clone())
+                .unwrap()
+                .tls_config(flooder_tls.tonic_config())
+                .unwrap()
+                .connect_lazy(),
+        );
     }
     let mut calls = tokio::task::JoinSet::new();
     for channel in &extra {
