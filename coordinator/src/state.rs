@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, broadcast};
 use veil_federation::store::JobStore;
-use veil_federation::{Engine, EngineEvent, EventKind};
+use veil_federation::{Engine, EngineError, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
 use crate::audit::AuditTrail;
@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     /// for the console's federation page. Not in the engine: it decides
     /// nothing. A std mutex, held for one map access.
     pub(crate) node_versions: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Held while receipts a node acknowledged are issued again from the whole log, read
+    /// and verified anew: one such read at a time, however many nodes ask (a tokio mutex,
+    /// held across the read).
+    pub(crate) receipt_reissues: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -55,6 +59,32 @@ impl Shared {
         model_version: u32,
     ) -> Result<Option<Vec<f32>>, veil_federation::store::StoreError> {
         lock(&self.store).model_checkpoint(job, model_version)
+    }
+
+    /// A succeeded job's final model and its version: from the engine while
+    /// it holds it, else from the job store's checkpoint of that version
+    /// (the engine releases an ended job's model once it is stored).
+    pub(crate) fn final_model(&self, job: &str) -> Result<(Arc<Vec<f32>>, u32), FinalModelError> {
+        let held = self.read(|engine| {
+            let version = engine.final_model_version(job)?;
+            match engine.final_model(job) {
+                Ok(model) => Ok((Some(model), version)),
+                Err(EngineError::ModelInStore { .. }) => Ok((None, version)),
+                Err(error) => Err(error),
+            }
+        })?;
+        match held {
+            (Some(model), version) => Ok((model, version)),
+            (None, version) => {
+                let model = self.model_checkpoint(job, version)?.ok_or_else(|| {
+                    FinalModelError::NotStored {
+                        job: job.to_owned(),
+                        model_version: version,
+                    }
+                })?;
+                Ok((Arc::new(model), version))
+            }
+        }
     }
 
     pub(crate) fn new(
@@ -75,6 +105,7 @@ impl Shared {
             metrics: Mutex::new(metrics),
             spans: Mutex::default(),
             node_versions: Mutex::default(),
+            receipt_reissues: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -122,8 +153,19 @@ impl Shared {
         }
         for job in durable_changes {
             if let Ok(snapshot) = engine.snapshot(&job) {
-                if let Err(error) = lock(&self.store).save(&snapshot) {
-                    tracing::error!(job = %job, %error, "could not persist job snapshot");
+                match lock(&self.store).save(&snapshot) {
+                    // The store now holds the ended job's model and history: the
+                    // engine keeps only its summary, so a week of jobs does not
+                    // grow the coordinator (exports read the model from the store).
+                    Ok(()) if snapshot.state.is_terminal() => {
+                        if let Err(error) = engine.release_finished_job(&job) {
+                            tracing::error!(job = %job, %error, "could not release an ended job");
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(error) => {
+                        tracing::error!(job = %job, %error, "could not persist job snapshot");
+                    }
                 }
             }
         }
@@ -145,6 +187,27 @@ impl Shared {
     pub(crate) fn read<R>(&self, operation: impl FnOnce(&Engine<JobSpec>) -> R) -> R {
         operation(&lock(&self.engine))
     }
+}
+
+/// Why a finished job's model cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FinalModelError {
+    /// No such job, or it did not succeed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Reading the job store failed.
+    #[error(transparent)]
+    Store(#[from] veil_federation::store::StoreError),
+    /// The store holds no checkpoint of the final version (its last save failed).
+    #[error(
+        "the job store keeps no checkpoint of job {job}'s final model (version {model_version})"
+    )]
+    NotStored {
+        /// Job id.
+        job: String,
+        /// The final model's version.
+        model_version: u32,
+    },
 }
 
 /// A poisoned lock means a panic elsewhere; the engine's invariants hold

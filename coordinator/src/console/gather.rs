@@ -397,13 +397,12 @@ pub(super) fn audit_page(entries: Result<Vec<AuditEntry>, String>, filter: &Form
 /// A finished job's model with its spec and scaling, and its version, as
 /// `FetchModel` serves it.
 pub(super) fn exported_model(shared: &Shared, job: &str) -> anyhow::Result<(ExportedModel, u64)> {
+    let (parameters, version) = shared.final_model(job)?;
     shared.read(|engine| {
-        let parameters = engine.final_model(job)?;
         let spec = engine.descriptor(job)?;
         let sums = engine.feature_statistics(job)?;
         let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))?;
         let status = engine.status(job)?;
-        let version = engine.snapshot(job)?.model_version;
         Ok((
             ExportedModel {
                 job_id: job.to_owned(),
