@@ -7,7 +7,7 @@
 //!
 //! `scripts/bench-soak [--nodes N] [--jobs J] [--rounds R] [--kill-fraction F]
 //! [--kill-every-secs S] [--customers C] [--job training|segment|lifetime-value|basket-rules]
-//! [--k K] [--iterations I] [--epsilon E] [--out DIR]` (defaults 100 nodes, 20 jobs, 3
+//! [--k K] [--iterations I] [--epsilon E] [--out DIR] [--caps C1,C2,C3] [--heap-probe]` (defaults 100 nodes, 20 jobs, 3
 //! rounds, 0.1, 10 s, 200 customers, training, ε = 1). `--job segment` runs shared-segmentation jobs instead (one k, I Lloyd
 //! steps; `--rounds` is then ignored): the issue-14 speed figure is
 //! `scripts/bench-soak --job segment --nodes 10 --jobs 1 --customers 100000
@@ -16,11 +16,16 @@
 //! partners: 10 non-IID partners' parameters, 200 categories with planted pairs) at
 //! customer-level ε (`--epsilon`): the issue-15 CLV figure is the same with `--job
 //! lifetime-value`. `--job basket-rules` mines cross-sell rules on the same partners (one
-//! basket per customer over the year, 3 levels, caps 12/66/220 itemsets per customer,
+//! basket per customer over the year, 3 levels, caps 12/66/220 itemsets per customer
+//! unless `--caps` says otherwise,
 //! min support 0.01, min confidence 0.2, every rule kept); with `--out DIR` it writes the pooled baskets (`baskets.csv`,
 //! `basket,item`) and each job's rules (`rules-<job>.csv`) for
 //! `crates/basket-rules/reference/compare_mlxtend.py` (`scripts/bench-basket-rules
-//! --job-level` runs it all). A bench target, so `cargo test` does not build it.
+//! --job-level` runs it all). `--heap-probe` also reports, after each job, the bytes the
+//! coordinator's allocator holds in use (glibc's `malloc_stats`, called through gdb, which
+//! must be installed), to tell retained data from pages the allocator keeps. A bench target,
+//! so `cargo test` does not build it. `VEIL_BIN_DIR=DIR` runs the `coordinator` and `client-node`
+//! in DIR instead of the build's.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -54,6 +59,12 @@ struct SoakConfig {
     epsilon: f64,
     /// Where a basket-rules run writes the pooled baskets and the rules.
     out: Option<PathBuf>,
+    /// Itemsets one customer adds per level in a basket-rules job.
+    itemset_caps: Vec<u32>,
+    /// After each job, ask the coordinator's allocator what it holds (gdb calls glibc's
+    /// `malloc_stats`, which writes to the coordinator's log): heap in use, as opposed to
+    /// RSS, which also counts freed pages the allocator keeps.
+    heap_probe: bool,
 }
 
 /// Which job the run repeats.
@@ -90,11 +101,17 @@ impl SoakConfig {
             iterations: 20,
             epsilon: 1.0,
             out: None,
+            itemset_caps: vec![12, 66, 220],
+            heap_probe: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             // `cargo bench` passes `--bench` to every bench target.
             if flag == "--bench" {
+                continue;
+            }
+            if flag == "--heap-probe" {
+                config.heap_probe = true;
                 continue;
             }
             let value = args
@@ -130,6 +147,13 @@ impl SoakConfig {
                 "--iterations" => config.iterations = value.parse().with_context(parse_error)?,
                 "--epsilon" => config.epsilon = value.parse().with_context(parse_error)?,
                 "--out" => config.out = Some(PathBuf::from(value)),
+                "--caps" => {
+                    config.itemset_caps = value
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()
+                        .with_context(parse_error)?;
+                }
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -299,11 +323,11 @@ fn job_spec(config: &SoakConfig, index: usize) -> anyhow::Result<v1::JobSpec> {
                 min_support: RULES_MIN_SUPPORT,
                 min_confidence: RULES_MIN_CONFIDENCE,
                 max_itemset_size: Some(RULES_MAX_LEN),
-                // Caps that bind only for the largest baskets (as the
-                // library-level comparison's), and room for every pair of
-                // frequent categories: the defaults (4 per level, 256
+                // By default caps that bind only for the largest baskets of the
+                // library-level comparison (`--caps` to change), and room for every
+                // pair of frequent categories: the job defaults (4 per level, 256
                 // candidates) are for small federations.
-                itemset_caps: vec![12, 66, 220],
+                itemset_caps: config.itemset_caps.clone(),
                 max_candidates: Some(20_000),
                 baskets: None,
                 max_days_per_customer: None,
@@ -343,7 +367,12 @@ async fn main() -> anyhow::Result<()> {
     let pki = LocalPki::create(&root.join("pki"))?;
     pki.coordinator()?;
     let operator_tls = pki.member(Role::Operator, "operator")?.client()?;
-    let node_binary = PathBuf::from(env!("CARGO_BIN_EXE_client-node"));
+    // VEIL_BIN_DIR: binaries copied aside, so that a build in a shared target folder
+    // cannot swap them during a run (or to compare two builds).
+    let node_binary = std::env::var_os("VEIL_BIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_client-node")),
+        |folder| PathBuf::from(folder).join("client-node"),
+    );
     let coordinator_binary = node_binary.with_file_name("coordinator");
     if !coordinator_binary.exists() {
         bail!(
@@ -496,6 +525,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut phase_durations: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut outcomes = Vec::new();
+    let mut heaps: Vec<(usize, HeapStats)> = Vec::new();
     let mut rounds_committed = 0_u64;
     for index in 0..config.jobs {
         let job_id =
@@ -556,6 +586,21 @@ async fn main() -> anyhow::Result<()> {
             }
         );
         outcomes.push(state);
+        if config.heap_probe {
+            match probe_heap(coordinator_pid, &root.join("coordinator.log")) {
+                Ok(heap) => {
+                    println!(
+                        "  heap after job {index}: {:.2} MiB in use ({:.2} MiB by SQLite), {:.2} MiB held from the system; RSS {:.1} MiB",
+                        heap.in_use as f64 / 1_048_576.0,
+                        heap.sqlite as f64 / 1_048_576.0,
+                        heap.system as f64 / 1_048_576.0,
+                        rss_kib(coordinator_pid).unwrap_or(0) as f64 / 1024.0
+                    );
+                    heaps.push((index + 1, heap));
+                }
+                Err(error) => println!("  heap probe after job {index} failed: {error:#}"),
+            }
+        }
         if let (JobKind::BasketRules, Some(out)) = (config.kind, &config.out) {
             let rules = out.join(format!("rules-{index}.csv"));
             let written = Command::new(&coordinator_binary)
@@ -607,6 +652,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|samples| samples.clone())
         .unwrap_or_default();
     report_process(&samples, config.jobs);
+    report_heap(&heaps);
     println!("state folder: {} (removed at exit)", root.display());
     Ok(())
 }
@@ -702,6 +748,102 @@ fn report_process(samples: &[Sample], jobs: usize) {
         fds.iter().max().unwrap_or(&0),
         last.fds
     );
+}
+
+/// What the coordinator's allocator holds, over all its arenas and mmapped blocks.
+#[derive(Debug, Clone, Copy)]
+struct HeapStats {
+    /// Bytes allocated and not freed: the data the process retains.
+    in_use: u64,
+    /// Bytes the allocator holds from the system (in use or free for reuse).
+    system: u64,
+    /// Of the bytes in use, those SQLite holds (its page caches, bounded per connection),
+    /// from `sqlite3_memory_used`.
+    sqlite: u64,
+}
+
+/// Attaches gdb to the coordinator for a moment to call glibc's `malloc_stats`, which prints
+/// to the coordinator's stderr (its log), and reads the totals it printed.
+fn probe_heap(pid: u32, log: &Path) -> anyhow::Result<HeapStats> {
+    let before = std::fs::metadata(log).map(|meta| meta.len()).unwrap_or(0);
+    let output = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
+        .arg("call (void) malloc_stats()")
+        .args(["-ex", "print (long long) sqlite3_memory_used()"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running gdb (install it: apt-get install gdb)")?;
+    if !output.status.success() {
+        bail!(
+            "gdb -p {pid} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let sqlite = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("$1 = "))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("gdb printed no sqlite3_memory_used: {printed}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+        let new = String::from_utf8_lossy(text.get(before as usize..).unwrap_or_default());
+        if let Some(total) = new.rsplit_once("Total (incl. mmap):").map(|(_, rest)| rest) {
+            let field = |name: &str| {
+                total
+                    .lines()
+                    .find_map(|line| line.trim().strip_prefix(name))
+                    .and_then(|rest| rest.trim().trim_start_matches('=').trim().parse().ok())
+            };
+            if let (Some(system), Some(in_use)) = (field("system bytes"), field("in use bytes")) {
+                return Ok(HeapStats {
+                    in_use,
+                    system,
+                    sqlite,
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "malloc_stats printed no totals to {} within 10 s",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Heap in use after job 5 (or the first) against after the last job.
+fn report_heap(heaps: &[(usize, HeapStats)]) {
+    let Some((last_jobs, last)) = heaps.last() else {
+        return;
+    };
+    let baseline = heaps
+        .iter()
+        .find(|(jobs, _)| *jobs == 5)
+        .or_else(|| heaps.first());
+    if let Some((jobs, baseline)) = baseline {
+        let outside = |heap: &HeapStats| heap.in_use.saturating_sub(heap.sqlite) as f64;
+        println!(
+            "heap in use outside SQLite after job {jobs}: {:.2} MiB; after job {last_jobs}: {:.2} MiB ({:+.1} KiB per job)",
+            outside(baseline) / 1_048_576.0,
+            outside(last) / 1_048_576.0,
+            (outside(last) - outside(baseline))
+                / 1024.0
+                / (*last_jobs as f64 - *jobs as f64).max(1.0)
+        );
+        println!(
+            "heap in use after job {jobs}: {:.2} MiB; after job {last_jobs}: {:.2} MiB ({:+.1}%, {:+.1} KiB per job)",
+            baseline.in_use as f64 / 1_048_576.0,
+            last.in_use as f64 / 1_048_576.0,
+            (last.in_use as f64 / baseline.in_use as f64 - 1.0) * 100.0,
+            (last.in_use as f64 - baseline.in_use as f64)
+                / 1024.0
+                / (*last_jobs as f64 - *jobs as f64).max(1.0)
+        );
+    }
 }
 
 async fn connect(

@@ -23,6 +23,11 @@ struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Export the job, round and phase spans to this OpenTelemetry collector over OTLP/gRPC
+    /// (`http://host:4317`, plaintext: a collector on this host or a trusted network). Off
+    /// unless given.
+    #[arg(long, global = true, env = "VEIL_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,7 +147,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    veil_logging::init(cli.log_json);
+    // Kept until `main` returns: dropping it sends the last spans.
+    let _logging = veil_logging::install(&veil_logging::LogSettings {
+        json: cli.log_json,
+        default_level: "info".to_owned(),
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service_name: "veil-client-node".to_owned(),
+    })?;
     match cli.command {
         Command::Run { config, metrics } => {
             let config = NodeConfig::read(&config)?;

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::mpsc;
 use tonic::Code;
+use tracing::Instrument;
 use veil_behaviour_features::{CustomerRow, Scaling, TransactionLog};
 use veil_de_identification::PiiKind;
 use veil_federation::{DeclineCode, Phase, SecureStep};
@@ -306,7 +307,17 @@ async fn serve(mut state: NodeState) -> anyhow::Result<()> {
                     .then_some((task.job_id.as_str(), task.round));
                 collect_receipts(&mut state, training).await;
                 let job_id = task.job_id.clone();
-                if let Err(error) = handle_task(&mut state, task).await {
+                // One span per task: the node's side of a job's round and phase, in JSON
+                // logs and (with `--otlp-endpoint`) in the collector.
+                let span = tracing::info_span!(
+                    "task",
+                    node = %state.client.node_id,
+                    job = %task.job_id,
+                    round = task.round,
+                    phase = %crate::wire::phase_from_wire(task.phase)
+                        .map_or_else(|_| "unknown".to_owned(), |phase| phase.to_string()),
+                );
+                if let Err(error) = handle_task(&mut state, task).instrument(span).await {
                     tracing::warn!(node = %state.client.node_id, job = %job_id, error = %format!("{error:#}"), "task failed");
                 }
             }

@@ -57,12 +57,21 @@ pub(crate) struct AuditTrail {
 /// What the log says that later requests need, derived from its entries.
 #[derive(Default)]
 struct LogIndex {
-    /// Receipts per node, in log order.
+    /// Receipts per node that the node has not yet acknowledged, in log order. A node's
+    /// fetch of the receipts after seq S says it holds every one up to S, so those leave
+    /// memory: the coordinator holds what nodes have yet to fetch, not every receipt of
+    /// every round it ever committed.
     receipts: HashMap<String, Vec<Receipt>>,
+    /// Per node, the seq up to which its receipts left memory. A fetch from before it (a
+    /// node that lost its receipts) is answered from the log file, verified again.
+    acknowledged: HashMap<String, u64>,
     /// Serials whose issuance is recorded.
     issued: HashSet<String>,
     /// Serials whose revocation is recorded.
     revoked: HashSet<String>,
+    /// Each job's vetoes (a node declining a phase), by round: the console's round table
+    /// shows them, and the log is where they are recorded for good.
+    vetoes: HashMap<String, BTreeMap<u64, Vec<(String, String)>>>,
 }
 
 enum IndexState {
@@ -73,6 +82,15 @@ enum IndexState {
     Ready(LogIndex),
     /// The log did not verify at start: nothing is vouched for from it.
     Unusable(String),
+}
+
+/// Receipts a fetch asks for, as the index holds them.
+#[derive(Debug, PartialEq)]
+pub(crate) enum HeldReceipts {
+    /// All of them, from memory.
+    Here(Vec<Receipt>),
+    /// Some left memory when the node acknowledged them: issue them again from the log.
+    InLogOnly,
 }
 
 /// Why receipts cannot be served.
@@ -126,6 +144,23 @@ impl LogIndex {
                 }
                 Err(error) => tracing::error!(seq = entry.seq, %error, "no receipts issued"),
             },
+            AuditEvent::NodeVeto {
+                job_id,
+                round,
+                node_id,
+                reason,
+            } => {
+                let round = self
+                    .vetoes
+                    .entry(job_id.clone())
+                    .or_default()
+                    .entry(*round)
+                    .or_default();
+                let veto = (node_id.clone(), reason.clone());
+                if !round.contains(&veto) {
+                    round.push(veto);
+                }
+            }
             AuditEvent::CertificateIssued { serial, .. } => {
                 self.issued.insert(serial.clone());
             }
@@ -209,26 +244,89 @@ impl AuditTrail {
         self.log.public_key()
     }
 
-    /// Receipts for `node_id`'s round commits after `after_seq`.
+    /// Receipts for `node_id`'s round commits after `after_seq`, from memory; or
+    /// [`HeldReceipts::InLogOnly`] when some of them left memory (the node acknowledged them
+    /// before), to be issued again from the verified log ([`Self::reissue_receipts`]).
+    /// Receipts up to `after_seq` leave memory: the node says it holds them.
     pub(crate) fn receipts_for(
-        &self,
+        &mut self,
         node_id: &str,
         after_seq: Option<u64>,
-    ) -> Result<Vec<Receipt>, ReceiptsUnavailable> {
+    ) -> Result<HeldReceipts, ReceiptsUnavailable> {
+        let index = match &mut self.index {
+            IndexState::Rebuilding { .. } => return Err(ReceiptsUnavailable::Verifying),
+            IndexState::Unusable(reason) => {
+                return Err(ReceiptsUnavailable::LogUnusable(reason.clone()));
+            }
+            IndexState::Ready(index) => index,
+        };
+        if let Some(after) = after_seq {
+            if let Some(kept) = index.receipts.get_mut(node_id) {
+                kept.retain(|receipt| receipt.entry_seq > after);
+                if kept.is_empty() {
+                    index.receipts.remove(node_id);
+                }
+            }
+            let acknowledged = index
+                .acknowledged
+                .entry(node_id.to_owned())
+                .or_insert(after);
+            *acknowledged = (*acknowledged).max(after);
+        }
+        if let Some(&acknowledged) = index.acknowledged.get(node_id)
+            && after_seq.is_none_or(|after| after < acknowledged)
+        {
+            return Ok(HeldReceipts::InLogOnly);
+        }
+        Ok(HeldReceipts::Here(
+            index.receipts.get(node_id).cloned().unwrap_or_default(),
+        ))
+    }
+
+    /// Issues again, from `entries` (the log, just verified), the receipts of `node_id`'s
+    /// round commits after `after_seq`: byte for byte those issued the first time, since
+    /// Ed25519 signing is deterministic.
+    pub(crate) fn reissue_receipts(
+        &self,
+        entries: &[AuditEntry],
+        node_id: &str,
+        after_seq: Option<u64>,
+    ) -> Vec<Receipt> {
+        entries
+            .iter()
+            .filter(|entry| after_seq.is_none_or(|after| entry.seq > after))
+            .filter(|entry| {
+                matches!(&entry.event, AuditEvent::RoundCommitted { participants, .. }
+                    if participants.iter().any(|participant| participant == node_id))
+            })
+            .filter_map(|entry| match self.log.issue_receipts(entry) {
+                Ok(receipts) => Some(receipts),
+                Err(error) => {
+                    tracing::error!(seq = entry.seq, %error, "no receipts issued again");
+                    None
+                }
+            })
+            .flatten()
+            .filter(|receipt| receipt.node_id == node_id)
+            .collect()
+    }
+
+    /// Receipts held in memory, over all nodes: what a long run of jobs would grow if
+    /// acknowledged receipts stayed.
+    #[cfg(test)]
+    fn receipts_in_memory(&self) -> usize {
         match &self.index {
-            IndexState::Rebuilding { .. } => Err(ReceiptsUnavailable::Verifying),
-            IndexState::Unusable(reason) => Err(ReceiptsUnavailable::LogUnusable(reason.clone())),
-            IndexState::Ready(index) => Ok(index
-                .receipts
-                .get(node_id)
-                .map(|receipts| {
-                    receipts
-                        .iter()
-                        .filter(|receipt| after_seq.is_none_or(|after| receipt.entry_seq > after))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default()),
+            IndexState::Ready(index) => index.receipts.values().map(Vec::len).sum(),
+            _ => 0,
+        }
+    }
+
+    /// The nodes that declined a phase of `job_id`, with their reason codes, by round (empty
+    /// while the log is being verified, and when it does not verify).
+    pub(crate) fn vetoes_for(&self, job_id: &str) -> BTreeMap<u64, Vec<(String, String)>> {
+        match &self.index {
+            IndexState::Ready(index) => index.vetoes.get(job_id).cloned().unwrap_or_default(),
+            IndexState::Rebuilding { .. } | IndexState::Unusable(_) => BTreeMap::new(),
         }
     }
 
@@ -541,4 +639,100 @@ fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(trail: &mut AuditTrail, job: &str, round: u64, participants: &[&str]) -> u64 {
+        assert!(
+            trail.record(
+                COORDINATOR,
+                AuditEvent::RoundCommitted {
+                    job_id: job.to_owned(),
+                    round,
+                    participants: participants.iter().map(|node| node.to_string()).collect(),
+                    epsilon_charged: participants
+                        .iter()
+                        .map(|node| EpsilonCharge {
+                            partner: node.to_string(),
+                            unit: "customer".to_owned(),
+                            epsilon: 0.5,
+                        })
+                        .collect(),
+                    model_sha256: [round as u8; 32],
+                }
+            )
+        );
+        trail.log.last_seq().unwrap()
+    }
+
+    fn seqs(held: HeldReceipts) -> Vec<u64> {
+        match held {
+            HeldReceipts::Here(receipts) => receipts.iter().map(|r| r.entry_seq).collect(),
+            HeldReceipts::InLogOnly => panic!("expected receipts from memory"),
+        }
+    }
+
+    #[test]
+    fn acknowledged_receipts_leave_memory_and_are_issued_again_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trail = AuditTrail::open(dir.path(), Histogram::new([1.0].into_iter())).unwrap();
+        let verified = trail.verifier().verify();
+        trail.install_verified(verified);
+        let nodes = ["node-a", "node-b"];
+        let first: Vec<u64> = (1..=3)
+            .map(|round| commit(&mut trail, "job-1", round, &nodes))
+            .collect();
+        assert_eq!(trail.receipts_in_memory(), 6);
+        let HeldReceipts::Here(issued) = trail.receipts_for("node-a", None).unwrap() else {
+            panic!("a first fetch is served from memory");
+        };
+        assert_eq!(
+            issued.iter().map(|r| r.entry_seq).collect::<Vec<_>>(),
+            first
+        );
+        // Fetching after the last one acknowledges them: node-a's leave memory, node-b's stay.
+        assert_eq!(
+            seqs(trail.receipts_for("node-a", Some(first[2])).unwrap()),
+            Vec::<u64>::new()
+        );
+        assert_eq!(trail.receipts_in_memory(), 3);
+        // A later round's receipt is held until it is acknowledged in turn.
+        let later = commit(&mut trail, "job-2", 1, &nodes);
+        assert_eq!(
+            seqs(trail.receipts_for("node-a", Some(first[2])).unwrap()),
+            [later]
+        );
+        assert_eq!(
+            seqs(trail.receipts_for("node-a", Some(later)).unwrap()),
+            Vec::<u64>::new()
+        );
+        assert_eq!(trail.receipts_in_memory(), 4);
+        // A node that lost its receipts asks from the start (or from before what it
+        // acknowledged): the verified log issues them again, byte for byte.
+        assert_eq!(
+            trail.receipts_for("node-a", None).unwrap(),
+            HeldReceipts::InLogOnly
+        );
+        assert_eq!(
+            trail.receipts_for("node-a", Some(first[0])).unwrap(),
+            HeldReceipts::InLogOnly
+        );
+        let entries = trail.verifier().verify().unwrap();
+        let again = trail.reissue_receipts(&entries, "node-a", None);
+        assert_eq!(again[..3], issued[..]);
+        assert_eq!(
+            again.iter().map(|r| r.entry_seq).collect::<Vec<_>>(),
+            [first[0], first[1], first[2], later]
+        );
+        assert_eq!(
+            trail
+                .reissue_receipts(&entries, "node-a", Some(first[0]))
+                .len(),
+            3
+        );
+        assert!(trail.reissue_receipts(&entries, "node-c", None).is_empty());
+    }
 }

@@ -35,6 +35,15 @@ pub fn engine_error(error: EngineError) -> Status {
             Status::failed_precondition(message)
         }
         EngineError::NotAMember { .. } => Status::permission_denied(message),
+        EngineError::ModelInStore { .. } => Status::internal(message),
+    }
+}
+
+/// A finished job's model that could not be read, as a status code.
+pub(crate) fn final_model_error(error: crate::state::FinalModelError) -> Status {
+    match error {
+        crate::state::FinalModelError::Engine(error) => engine_error(error),
+        other => Status::internal(other.to_string()),
     }
 }
 

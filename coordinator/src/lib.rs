@@ -27,6 +27,7 @@ pub mod report;
 pub mod rules;
 pub mod server;
 mod service;
+mod spans;
 mod state;
 mod submission;
 

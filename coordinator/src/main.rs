@@ -21,6 +21,11 @@ struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Export the job, round and phase spans to this OpenTelemetry collector over OTLP/gRPC
+    /// (`http://host:4317`, plaintext: a collector on this host or a trusted network). Off
+    /// unless given.
+    #[arg(long, global = true, env = "VEIL_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     connection: Connection,
     #[command(subcommand)]
@@ -412,10 +417,17 @@ async fn run_audit(command: AuditCommand, connection: &Connection) -> anyhow::Re
 async fn main() -> anyhow::Result<()> {
     let Cli {
         log_json,
+        otlp_endpoint,
         connection,
         command,
     } = Cli::parse();
-    veil_logging::init(log_json);
+    // Kept until `main` returns: dropping it sends the last spans.
+    let _logging = veil_logging::install(&veil_logging::LogSettings {
+        json: log_json,
+        default_level: "info".to_owned(),
+        otlp_endpoint,
+        service_name: "veil-coordinator".to_owned(),
+    })?;
     match command {
         Command::Ca(command) => println!("{}", run_ca(command)?),
         Command::Audit(command) => println!("{}", run_audit(command, &connection).await?),

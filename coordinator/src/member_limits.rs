@@ -5,6 +5,13 @@
 //! sustained rate with a burst) and a cap on requests in flight; both are keyed by the name
 //! its certificate carries, not by connection, so opening more connections buys nothing.
 //!
+//! A refusal is cheap but not free (a TLS record, an HTTP/2 frame, a wake-up), and a loop that
+//! is refused at once simply asks again: thousands of refusals a second still cost honest rounds
+//! their CPU. So a refused answer is held for a moment (`refusal_hold`, a tarpit) before it is
+//! sent: a loop that waits for its answer is slowed to a few calls a second per request slot,
+//! and the slots are bounded (requests in flight per node, requests per connection, connections
+//! per node). Connections past a node's cap are closed after the handshake, also after a hold.
+//!
 //! Operators and auditors are not limited: they are appointed by the coordinator's operator,
 //! and their watch loops poll faster than any node needs to. Without mTLS (insecure
 //! development) there is no identity to key on and nothing is limited.
@@ -36,6 +43,13 @@ pub struct MemberLimits {
     /// Requests of one node being served at the same time, over all its connections
     /// (long polls and upload streams included).
     pub concurrent_requests: u32,
+    /// Connections one node may hold open at once. An honest node holds one (two for a
+    /// moment after a reconnect); each connection may carry many requests at once, so
+    /// without this cap a flooder multiplies what it can keep waiting.
+    pub connections: u32,
+    /// How long a refused answer to a node (a limit, its role, its certificate) is held
+    /// before it is sent, and a refused connection before it is closed.
+    pub refusal_hold: Duration,
 }
 
 impl Default for MemberLimits {
@@ -44,6 +58,8 @@ impl Default for MemberLimits {
             requests_per_second: 100.0,
             burst: 200,
             concurrent_requests: 32,
+            connections: 8,
+            refusal_hold: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +92,14 @@ pub(crate) enum Refusal {
         /// The cap.
         limit: u32,
     },
+    /// The node already holds the most connections it may hold.
+    #[error("node '{node}' holds {limit} connections, the most a node may hold at once")]
+    Connections {
+        /// The node's name.
+        node: String,
+        /// The cap.
+        limit: u32,
+    },
 }
 
 impl Refusal {
@@ -84,6 +108,7 @@ impl Refusal {
         match self {
             Self::Rate { .. } => "rate",
             Self::Concurrency { .. } => "concurrency",
+            Self::Connections { .. } => "connections",
         }
     }
 }
@@ -123,6 +148,8 @@ struct Allowance {
     bucket: TokenBucket,
     /// Permits for requests in flight; a permit is held until the request's handler returns.
     in_flight: Arc<Semaphore>,
+    /// Permits for open connections; a permit is held until the connection closes.
+    connections: Arc<Semaphore>,
     /// Whether the last request was refused: a flood is logged when it starts, not once per
     /// refused request.
     refusing: bool,
@@ -153,6 +180,7 @@ impl Admission {
             .or_insert_with(|| Allowance {
                 bucket: TokenBucket::full(&self.limits, now),
                 in_flight: Arc::new(Semaphore::new(self.limits.concurrent_requests as usize)),
+                connections: Arc::new(Semaphore::new(self.limits.connections as usize)),
                 refusing: false,
             });
         // In-flight first: a request refused for concurrency costs no token.
@@ -173,6 +201,92 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Admits one more connection of `node`, or refuses it past the node's cap. The slot is
+    /// to be held as long as the connection is open.
+    pub(crate) fn admit_connection(&self, node: &str) -> Result<ConnectionSlot, Refusal> {
+        let mut allowances = lock(&self.allowances);
+        let now = Instant::now();
+        let allowance = allowances
+            .entry(node.to_owned())
+            .or_insert_with(|| Allowance {
+                bucket: TokenBucket::full(&self.limits, now),
+                in_flight: Arc::new(Semaphore::new(self.limits.concurrent_requests as usize)),
+                connections: Arc::new(Semaphore::new(self.limits.connections as usize)),
+                refusing: false,
+            });
+        Arc::clone(&allowance.connections)
+            .try_acquire_owned()
+            .map(|permit| ConnectionSlot { _permit: permit })
+            .map_err(|_| Refusal::Connections {
+                node: node.to_owned(),
+                limit: self.limits.connections,
+            })
+    }
+
+    /// How long refusals are held.
+    pub(crate) fn refusal_hold(&self) -> Duration {
+        self.limits.refusal_hold
+    }
+}
+
+/// One of a node's connection slots, held by the connection ([`Admission::admit_connection`]).
+pub(crate) struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Refused connections held open (unserved) at once before they are closed; past this they
+/// are closed at once, so the hold itself cannot pile up.
+const MAX_HELD_CONNECTIONS: usize = 256;
+
+/// What stands in front of the service for each new connection: nodes past their connection
+/// cap are held for a moment unserved and closed.
+#[derive(Clone)]
+pub(crate) struct ConnectionGate {
+    admission: Arc<Admission>,
+    metrics: Arc<CoordinatorMetrics>,
+    held: Arc<Semaphore>,
+}
+
+impl ConnectionGate {
+    /// Admits a connection whose handshake named `identity`: operators and auditors always,
+    /// a node while it has a free slot. A refused connection is given back to be held and
+    /// dropped ([`Self::hold_and_close`]).
+    pub(crate) fn admit(
+        &self,
+        identity: &veil_pki::PeerIdentity,
+    ) -> Result<Option<ConnectionSlot>, Refusal> {
+        if identity.role != Role::Node {
+            return Ok(None);
+        }
+        match self.admission.admit_connection(&identity.name) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(refusal) => {
+                self.metrics
+                    .requests_limited
+                    .get_or_create(&LimitLabels::new(refusal.limit()))
+                    .inc();
+                tracing::debug!(node = %identity.name, "refusing a connection past the node's cap");
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Keeps a refused connection open, unserved, for the refusal hold, then closes it, so
+    /// a flooder that dials again at once is slowed too.
+    pub(crate) fn hold_and_close<T: Send + 'static>(&self, connection: T) {
+        let Ok(permit) = Arc::clone(&self.held).try_acquire_owned() else {
+            return;
+        };
+        let hold = self.admission.refusal_hold();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(connection);
+            drop(permit);
+        });
+    }
+}
+
 /// The tower layer that puts [`Admission`] in front of every service.
 #[derive(Clone)]
 pub(crate) struct MemberLimitLayer {
@@ -185,6 +299,15 @@ impl MemberLimitLayer {
         Self {
             admission: Arc::new(Admission::new(limits)),
             metrics,
+        }
+    }
+
+    /// The gate for new connections, sharing this layer's per-node allowances.
+    pub(crate) fn connection_gate(&self) -> ConnectionGate {
+        ConnectionGate {
+            admission: Arc::clone(&self.admission),
+            metrics: Arc::clone(&self.metrics),
+            held: Arc::new(Semaphore::new(MAX_HELD_CONNECTIONS)),
         }
     }
 }
@@ -242,11 +365,17 @@ where
         let Some(node) = node else {
             return Box::pin(ready.call(request));
         };
+        let hold = self.layer.admission.refusal_hold();
         match self.layer.admission.admit(&node, Instant::now()) {
             Ok(permit) => {
                 let served = ready.call(request);
                 Box::pin(async move {
                     let response = served.await;
+                    // A node refused by its role or certificate (an operator RPC in a loop)
+                    // waits for its answer too, holding its request slot meanwhile.
+                    if response.as_ref().is_ok_and(is_refusal) {
+                        tokio::time::sleep(hold).await;
+                    }
                     drop(permit);
                     response
                 })
@@ -262,10 +391,30 @@ where
                 }
                 let refused = Status::resource_exhausted(refusal.to_string())
                     .into_http::<tonic::body::Body>();
-                Box::pin(std::future::ready(Ok(refused)))
+                Box::pin(async move {
+                    tokio::time::sleep(hold).await;
+                    Ok(refused)
+                })
             }
         }
     }
+}
+
+/// Whether an answer refuses the caller outright (its role, its certificate, a limit): what an
+/// honest node never receives, and so what is held before it is sent. Other errors (a closed
+/// phase, a late reply) are answered at once.
+fn is_refusal(response: &http::Response<tonic::body::Body>) -> bool {
+    let refused = [
+        tonic::Code::PermissionDenied,
+        tonic::Code::Unauthenticated,
+        tonic::Code::ResourceExhausted,
+    ];
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .is_some_and(|code| refused.iter().any(|refused| *refused as i32 == code))
 }
 
 /// Longest any request is served, long polls and uploads included: a stream that stalls
@@ -281,6 +430,8 @@ mod tests {
             requests_per_second: 10.0,
             burst: 5,
             concurrent_requests: 3,
+            connections: 2,
+            refusal_hold: Duration::from_millis(10),
         }
     }
 
@@ -343,5 +494,40 @@ mod tests {
             drop(admission.admit("node-a", much_later).unwrap());
         }
         assert!(admission.admit("node-a", much_later).is_err());
+    }
+
+    #[test]
+    fn connections_are_capped_per_node_and_freed_when_closed() {
+        let admission = Admission::new(limits());
+        let first = admission.admit_connection("node-a").unwrap();
+        let _second = admission.admit_connection("node-a").unwrap();
+        let refusal = admission.admit_connection("node-a").err().unwrap();
+        assert_eq!(
+            refusal,
+            Refusal::Connections {
+                node: "node-a".to_owned(),
+                limit: 2
+            }
+        );
+        assert_eq!(refusal.limit(), "connections");
+        assert!(refusal.to_string().contains("2 connections"), "{refusal}");
+        // Another node has its own slots; a closed connection frees one.
+        drop(admission.admit_connection("node-b").unwrap());
+        drop(first);
+        drop(admission.admit_connection("node-a").unwrap());
+    }
+
+    #[test]
+    fn only_outright_refusals_are_held() {
+        let answer = |status: Status| is_refusal(&status.into_http::<tonic::body::Body>());
+        assert!(answer(Status::permission_denied(
+            "a node may not call this"
+        )));
+        assert!(answer(Status::unauthenticated("revoked")));
+        assert!(answer(Status::resource_exhausted("rate")));
+        // What an honest node meets in a round is answered at once.
+        assert!(!answer(Status::failed_precondition("the phase closed")));
+        assert!(!answer(Status::invalid_argument("wrong shape")));
+        assert!(!answer(Status::not_found("no such job")));
     }
 }

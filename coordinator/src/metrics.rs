@@ -18,6 +18,7 @@ use veil_job::JobSpec;
 use veil_metrics::{CoordinatorMetrics, EpsilonLabels, JobLabels, PhaseLabels};
 use veil_privacy_ledger::PrivacyUnit;
 
+use crate::member_limits::ConnectionSlot;
 use crate::privacy::{PrivacyGuard, PrivacyOutcome};
 
 /// The metrics and the little they remember between events.
@@ -215,11 +216,22 @@ fn is_secure(engine: &Engine<JobSpec>, job: &str) -> bool {
 pub(crate) struct CountingIo<T> {
     inner: T,
     metrics: Arc<CoordinatorMetrics>,
+    /// The node's connection slot (`member_limits.rs`), given back when the connection
+    /// closes; `None` for operators, auditors and plaintext development.
+    _slot: Option<ConnectionSlot>,
 }
 
 impl<T> CountingIo<T> {
-    pub(crate) fn new(inner: T, metrics: Arc<CoordinatorMetrics>) -> Self {
-        Self { inner, metrics }
+    pub(crate) fn new(
+        inner: T,
+        metrics: Arc<CoordinatorMetrics>,
+        slot: Option<ConnectionSlot>,
+    ) -> Self {
+        Self {
+            inner,
+            metrics,
+            _slot: slot,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected as _;
 use veil_federation::store::JobStore;
 use veil_federation::{Engine, EngineConfig};
 use veil_job::JobSpec;
@@ -235,22 +236,33 @@ pub async fn run(
 
     let address = listener.local_addr()?;
     let counted = Arc::clone(&metrics);
+    let member_limits = MemberLimitLayer::new(config.member_limits, Arc::clone(&metrics));
+    let connection_gate = member_limits.connection_gate();
     let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .timeout(REQUEST_DEADLINE)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .layer(MemberLimitLayer::new(
-            config.member_limits,
-            Arc::clone(&metrics),
-        ))
+        .layer(member_limits)
         .add_service(health_service)
         .add_service(node_service)
         .add_service(operator_service);
     let served = match &config.transport {
         Transport::Mtls(server_tls) => {
             tracing::info!(%address, "coordinator listening (mTLS)");
-            let incoming = tls_incoming(listener, server_tls)
-                .map(move |stream| stream.map(|io| CountingIo::new(io, Arc::clone(&counted))));
+            // A node past its connection cap is held unserved for a moment and closed.
+            let incoming = tls_incoming(listener, server_tls).filter_map(move |stream| {
+                let io = match stream {
+                    Ok(io) => io,
+                    Err(error) => return Some(Err(error)),
+                };
+                match connection_gate.admit(io.connect_info().identity()) {
+                    Ok(slot) => Some(Ok(CountingIo::new(io, Arc::clone(&counted), slot))),
+                    Err(_) => {
+                        connection_gate.hold_and_close(io);
+                        None
+                    }
+                }
+            });
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
@@ -271,7 +283,7 @@ pub async fn run(
                             if let Err(error) = io.set_nodelay(true) {
                                 tracing::debug!(%error, "could not disable Nagle's algorithm");
                             }
-                            CountingIo::new(io, Arc::clone(&counted))
+                            CountingIo::new(io, Arc::clone(&counted), None)
                         })
                     }),
                     shutdown,

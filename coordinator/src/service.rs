@@ -17,11 +17,11 @@ use veil_wire::v1;
 use veil_wire::v1::node_service_server::NodeService;
 use veil_wire::v1::operator_service_server::OperatorService;
 
-use crate::audit::model_digest;
+use crate::audit::{HeldReceipts, model_digest};
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, job_status, partner_spend_to_wire, phase_to_wire,
-    receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
+    describe_event, engine_error, final_model_error, job_status, partner_spend_to_wire,
+    phase_to_wire, receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
 };
 use crate::intake::{self, IntakeError, ResultUpload};
 use crate::state::{Shared, lock};
@@ -223,9 +223,31 @@ impl NodeService for NodeApi {
             .allow_node(&request, "FetchReceipts", &request.get_ref().node_id)?;
         let request = request.into_inner();
         validate_node_id(&request.node_id)?;
-        let receipts = lock(&self.shared.audit)
+        let held = lock(&self.shared.audit)
             .receipts_for(&request.node_id, request.after_seq)
             .map_err(|unavailable| Status::unavailable(unavailable.to_string()))?;
+        let receipts = match held {
+            HeldReceipts::Here(receipts) => receipts,
+            // A node asking again for receipts it acknowledged (it lost them): the log is
+            // read and verified again, off the engine's locks, one such read at a time.
+            HeldReceipts::InLogOnly => {
+                let _one_at_a_time = self.shared.receipt_reissues.lock().await;
+                let verifier = lock(&self.shared.audit).verifier();
+                let entries = tokio::task::spawn_blocking(move || verifier.verify())
+                    .await
+                    .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?
+                    .map_err(|reason| {
+                        Status::unavailable(format!(
+                            "the coordinator's audit log does not verify, so it issues no receipts: {reason}"
+                        ))
+                    })?;
+                lock(&self.shared.audit).reissue_receipts(
+                    &entries,
+                    &request.node_id,
+                    request.after_seq,
+                )
+            }
+        };
         Ok(Response::new(v1::FetchReceiptsResponse {
             receipts: receipts.iter().map(receipt_to_wire).collect(),
         }))
@@ -523,13 +545,7 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModel", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
-        let (values, version) = self
-            .shared
-            .read(|engine| {
-                let values = engine.final_model(&job)?;
-                Ok((values, engine.snapshot(&job)?.model_version))
-            })
-            .map_err(engine_error)?;
+        let (values, version) = self.shared.final_model(&job).map_err(final_model_error)?;
         self.record_export(identity.as_ref(), &job, version, &values)?;
         Ok(Response::new(model_stream(values)))
     }
@@ -548,10 +564,7 @@ impl OperatorService for OperatorApi {
         // coordinator's working state, not a release.
         let final_version = self
             .shared
-            .read(|engine| {
-                engine.final_model(&job)?;
-                Ok(engine.snapshot(&job)?.model_version)
-            })
+            .read(|engine| engine.final_model_version(&job))
             .map_err(engine_error)?;
         if wanted.model_version > final_version {
             return Err(Status::out_of_range(format!(
@@ -583,8 +596,10 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModelInfo", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
+        // The parameter count is the plan's; the model itself may be in the store only.
         self.shared.read(|engine| {
-            let model = engine.final_model(&job).map_err(engine_error)?;
+            let model_version = engine.final_model_version(&job).map_err(engine_error)?;
+            let parameter_count = engine.plan(&job).map_err(engine_error)?.parameter_count;
             let spec = engine.descriptor(&job).map_err(engine_error)?;
             let sums = engine.feature_statistics(&job).map_err(engine_error)?;
             let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))
@@ -597,9 +612,9 @@ impl OperatorService for OperatorApi {
                     mean: scaling.mean,
                     std: scaling.std,
                 }),
-                parameter_count: model.len() as u64,
+                parameter_count: parameter_count as u64,
                 final_metrics: status.history.last().map(|r| round_metrics(spec, r)),
-                model_version: engine.snapshot(&job).map_err(engine_error)?.model_version,
+                model_version,
             }))
         })
     }

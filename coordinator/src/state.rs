@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, broadcast};
 use veil_federation::store::JobStore;
-use veil_federation::{Engine, EngineEvent, EventKind};
+use veil_federation::{Engine, EngineError, EngineEvent, EventKind};
 use veil_job::JobSpec;
 
 use crate::audit::AuditTrail;
-use crate::convert::describe_event;
 use crate::metrics::EventMetrics;
 use crate::privacy::PrivacyGuard;
+use crate::spans::EventSpans;
 
 /// Everything the services share.
 pub(crate) struct Shared {
@@ -37,10 +37,17 @@ pub(crate) struct Shared {
     /// The Prometheus metrics, updated from the same events, under the
     /// engine lock (after the privacy guard, so ε gauges see new charges).
     pub(crate) metrics: Mutex<EventMetrics>,
+    /// The open job, round and phase spans, advanced by the same events under the engine
+    /// lock, so a span ends exactly when its event says it did.
+    spans: Mutex<EventSpans>,
     /// The software version each node announced at its last registration,
     /// for the console's federation page. Not in the engine: it decides
     /// nothing. A std mutex, held for one map access.
     pub(crate) node_versions: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Held while receipts a node acknowledged are issued again from the whole log, read
+    /// and verified anew: one such read at a time, however many nodes ask (a tokio mutex,
+    /// held across the read).
+    pub(crate) receipt_reissues: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -52,6 +59,32 @@ impl Shared {
         model_version: u32,
     ) -> Result<Option<Vec<f32>>, veil_federation::store::StoreError> {
         lock(&self.store).model_checkpoint(job, model_version)
+    }
+
+    /// A succeeded job's final model and its version: from the engine while
+    /// it holds it, else from the job store's checkpoint of that version
+    /// (the engine releases an ended job's model once it is stored).
+    pub(crate) fn final_model(&self, job: &str) -> Result<(Arc<Vec<f32>>, u32), FinalModelError> {
+        let held = self.read(|engine| {
+            let version = engine.final_model_version(job)?;
+            match engine.final_model(job) {
+                Ok(model) => Ok((Some(model), version)),
+                Err(EngineError::ModelInStore { .. }) => Ok((None, version)),
+                Err(error) => Err(error),
+            }
+        })?;
+        match held {
+            (Some(model), version) => Ok((model, version)),
+            (None, version) => {
+                let model = self.model_checkpoint(job, version)?.ok_or_else(|| {
+                    FinalModelError::NotStored {
+                        job: job.to_owned(),
+                        model_version: version,
+                    }
+                })?;
+                Ok((Arc::new(model), version))
+            }
+        }
     }
 
     pub(crate) fn new(
@@ -70,7 +103,9 @@ impl Shared {
             privacy: Mutex::new(privacy),
             audit,
             metrics: Mutex::new(metrics),
+            spans: Mutex::default(),
             node_versions: Mutex::default(),
+            receipt_reissues: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -88,9 +123,10 @@ impl Shared {
         let mut privacy = lock(&self.privacy);
         let mut audit = lock(&self.audit);
         let mut metrics = lock(&self.metrics);
+        let mut spans = lock(&self.spans);
         while let Some(event) = engine.poll_event() {
             any_event = true;
-            log_event(&event);
+            spans.record(&event);
             // May refuse the round or record its charges; its own events
             // come out of this same loop.
             let outcome = privacy.observe(&mut engine, &event, now);
@@ -117,14 +153,26 @@ impl Shared {
         }
         for job in durable_changes {
             if let Ok(snapshot) = engine.snapshot(&job) {
-                if let Err(error) = lock(&self.store).save(&snapshot) {
-                    tracing::error!(job = %job, %error, "could not persist job snapshot");
+                match lock(&self.store).save(&snapshot) {
+                    // The store now holds the ended job's model and history: the
+                    // engine keeps only its summary, so a week of jobs does not
+                    // grow the coordinator (exports read the model from the store).
+                    Ok(()) if snapshot.state.is_terminal() => {
+                        if let Err(error) = engine.release_finished_job(&job) {
+                            tracing::error!(job = %job, %error, "could not release an ended job");
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(error) => {
+                        tracing::error!(job = %job, %error, "could not persist job snapshot");
+                    }
                 }
             }
         }
         // Every call, so the node gauges follow registrations, heartbeats
         // and (through the deadline timer's ticks) silence.
         metrics.observe_nodes(&engine, now);
+        drop(spans);
         drop(metrics);
         drop(audit);
         drop(privacy);
@@ -141,24 +189,29 @@ impl Shared {
     }
 }
 
+/// Why a finished job's model cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FinalModelError {
+    /// No such job, or it did not succeed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Reading the job store failed.
+    #[error(transparent)]
+    Store(#[from] veil_federation::store::StoreError),
+    /// The store holds no checkpoint of the final version (its last save failed).
+    #[error(
+        "the job store keeps no checkpoint of job {job}'s final model (version {model_version})"
+    )]
+    NotStored {
+        /// Job id.
+        job: String,
+        /// The final model's version.
+        model_version: u32,
+    },
+}
+
 /// A poisoned lock means a panic elsewhere; the engine's invariants hold
 /// between calls, so carrying on is safer than taking the server down.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn log_event(event: &EngineEvent) {
-    let job = event.job.as_str();
-    let Some(message) = describe_event(&event.kind) else {
-        return;
-    };
-    match &event.kind {
-        EventKind::ReplyRejected { .. }
-        | EventKind::Failed { .. }
-        | EventKind::SecureRoundFailed { .. }
-        | EventKind::NodeDeclined { .. }
-        | EventKind::RoundRefused { .. } => tracing::warn!(job, "{message}"),
-        EventKind::SecureStepOpened { .. } => tracing::debug!(job, "{message}"),
-        _ => tracing::info!(job, "{message}"),
-    }
 }

@@ -3,7 +3,9 @@
 //! tight loops, over several connections. Over real mTLS, three honest nodes run a secure job
 //! meanwhile. The job completes with every node in every round, and the flooder is refused
 //! with `ResourceExhausted` naming the per-node rate and in-flight limits, as the
-//! coordinator's `requests_limited` counter records.
+//! coordinator's `requests_limited` counter records. Connections past the node's cap are
+//! closed unserved. (Refusals are held for a moment before they are answered; the round-time
+//! cost of a flood is measured by `scripts/bench-flood`, not here.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -264,6 +266,58 @@ async fn a_flooding_node_is_refused_and_an_honest_job_still_completes() {
     flooding.store(false, Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
     let flood_time = flood_started.elapsed();
+
+    // More connections than a node may hold, while its first four are still open: exactly
+    // the surplus is closed unserved (its call fails on the connection), the rest are served.
+    let connection_cap = MemberLimits::default().connections as usize;
+    let surplus_connections = 2;
+    let mut refused_connections = 0u64;
+    let mut served_connections = 0u64;
+    let mut extra = Vec::new();
+    for _ in 0..connection_cap - FLOOD_CONNECTIONS + surplus_connections {
+        // Dialled by the call itself: a refused connection is closed without a word, which
+        // an eager connect could take for a failed dial.
+        extra.push(
+            Endpoint::from_shared(address.clone())
+                .unwrap()
+                .tls_config(flooder_tls.tonic_config())
+                .unwrap()
+                .connect_lazy(),
+        );
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for channel in &extra {
+        let mut client = NodeServiceClient::new(channel.clone());
+        calls.spawn(async move {
+            client
+                .heartbeat(v1::HeartbeatRequest {
+                    node_id: "node-flood".to_owned(),
+                })
+                .await
+        });
+    }
+    while let Some(outcome) = calls.join_next().await {
+        match outcome.unwrap() {
+            // Served: the engine does not know the node, or a limit refused the call.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::ResourceExhausted
+                ) =>
+            {
+                tally.record(Some(&status));
+                served_connections += 1;
+            }
+            Ok(_) => served_connections += 1,
+            Err(_) => refused_connections += 1,
+        }
+    }
+    drop(extra);
+    println!(
+        "{served_connections} more connections served, {refused_connections} closed past the cap"
+    );
+    assert_eq!(refused_connections, surplus_connections as u64);
+    drop(channels);
     for node in nodes {
         node.abort();
     }
@@ -298,6 +352,7 @@ async fn a_flooding_node_is_refused_and_an_honest_job_still_completes() {
     };
     assert_eq!(counted("rate"), rate_refusals);
     assert_eq!(counted("concurrency"), in_flight_refusals);
+    assert_eq!(counted("connections"), surplus_connections as u64);
 
     // Every role refusal is in the audit log, in batches: one entry per 10 s window, the
     // repeats counted in its reason, so the flood cost a handful of synced appends.

@@ -19,6 +19,7 @@ mod metrics_e2e;
 mod mtls_roles;
 mod network_faults;
 mod node_killed;
+mod otlp_traces;
 mod partner_cli;
 mod privacy_audit;
 mod privacy_e2e;

@@ -60,7 +60,8 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
     let files: Vec<PathBuf> = veil_synth_data::write_partner_files(&synth, dir.path()).unwrap();
     let coordinator_state = dir.path().join("coordinator.state");
 
-    let coordinator = support::Coordinator::start(coordinator_state.clone()).await;
+    let (coordinator, console_address) =
+        support::Coordinator::start_with_console(coordinator_state.clone()).await;
     let configs = files
         .iter()
         .enumerate()
@@ -132,6 +133,36 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         );
         assert!(spend.epsilon_planned <= spend.epsilon_budget, "{spend:?}");
         assert_eq!(spend.epsilon_budget, JOB_CUSTOMER_EPSILON);
+    }
+
+    // The console's round table shows the veto, with its code, in every round the strict
+    // node was invited to (each one, from round 0's feature statistics on: its cap cannot
+    // afford the plan), read from the audit log, so it would survive a restart too.
+    let visitor =
+        support::console_visitor::ConsoleVisitor::operator(&coordinator_state, console_address)
+            .await;
+    let (code, page) = visitor.get(&format!("/jobs/{job_id}")).await;
+    assert_eq!(code, 200, "{page}");
+    let table = page
+        .split_once("id=\"round-table\"")
+        .and_then(|(_, rest)| rest.split_once("</table>"))
+        .map(|(table, _)| table)
+        .unwrap_or_else(|| panic!("no round table in {page}"));
+    let veto = format!("node-{STRICT} (privacy-cap-exceeded)");
+    let rows: Vec<&str> = table.split("<tr class=\"round\">").skip(1).collect();
+    assert!(
+        rows.len() > ROUNDS as usize,
+        "a row per round and round 0: {table}"
+    );
+    assert!(
+        rows.iter().all(|row| row.contains(&veto)),
+        "every round shows the veto: {table}"
+    );
+    for index in (0..NODES).filter(|index| *index != STRICT) {
+        assert!(
+            !table.contains(&format!("node-{index} (")),
+            "only the strict node declined: {table}"
+        );
     }
 
     coordinator.stop().await;

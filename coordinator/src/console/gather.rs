@@ -77,11 +77,42 @@ pub(super) fn jobs(shared: &Shared) -> Vec<JobSummary> {
 
 /// The job page: its summary, spec and completed rounds.
 pub(super) fn job_page(shared: &Shared, job: &str) -> Option<JobPage> {
-    shared.read(|engine| {
+    let mut page = shared.read(|engine| {
         let status = engine.status(job).ok()?;
         let spec = engine.descriptor(job).ok()?;
         Some(job_page_of(job, spec, &status))
-    })
+    })?;
+    // After the engine's lock is released: the audit lock comes after it everywhere else.
+    let vetoes = lock(&shared.audit).vetoes_for(job);
+    add_vetoes(&mut page.rounds, vetoes);
+    Some(page)
+}
+
+/// Puts each round's vetoes in its row. A veto in a round without a row (round 0's feature
+/// statistics, a round still under way or one that committed nothing) gets a row of its own,
+/// so no "no" is missing from the table.
+fn add_vetoes(rows: &mut Vec<RoundRow>, vetoes: BTreeMap<u64, Vec<(String, String)>>) {
+    for (round, declined) in vetoes {
+        let Ok(round) = u32::try_from(round) else {
+            continue;
+        };
+        match rows.iter_mut().find(|row| row.round == round) {
+            Some(row) => row.declined = declined,
+            None => rows.push(RoundRow {
+                round,
+                contributors: Vec::new(),
+                dropped: Vec::new(),
+                declined,
+                secure_guarantee: Some("no aggregate".to_owned()),
+                abandoned: Some(if round == 0 {
+                    "feature statistics".to_owned()
+                } else {
+                    "no committed update in this round".to_owned()
+                }),
+            }),
+        }
+    }
+    rows.sort_by_key(|row| row.round);
 }
 
 /// [`job_page`] from the job's parts, without locks.
@@ -99,6 +130,7 @@ fn job_page_of(
             round: record.round,
             contributors: record.contributors.clone(),
             dropped: record.dropped.clone(),
+            // Filled from the audit log by `job_page`: the engine keeps no vetoes.
             declined: Vec::new(),
             secure_guarantee: record.secure_guarantee.clone(),
             abandoned: record.abandoned.clone(),
@@ -365,13 +397,12 @@ pub(super) fn audit_page(entries: Result<Vec<AuditEntry>, String>, filter: &Form
 /// A finished job's model with its spec and scaling, and its version, as
 /// `FetchModel` serves it.
 pub(super) fn exported_model(shared: &Shared, job: &str) -> anyhow::Result<(ExportedModel, u64)> {
+    let (parameters, version) = shared.final_model(job)?;
     shared.read(|engine| {
-        let parameters = engine.final_model(job)?;
         let spec = engine.descriptor(job)?;
         let sums = engine.feature_statistics(job)?;
         let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))?;
         let status = engine.status(job)?;
-        let version = engine.snapshot(job)?.model_version;
         Ok((
             ExportedModel {
                 job_id: job.to_owned(),
@@ -394,6 +425,37 @@ pub(super) fn exported_model(shared: &Shared, job: &str) -> anyhow::Result<(Expo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_veto_is_in_the_round_table_including_rounds_without_a_record() {
+        let row = |round: u32| RoundRow {
+            round,
+            contributors: vec!["shop-a".to_owned()],
+            dropped: Vec::new(),
+            declined: Vec::new(),
+            secure_guarantee: None,
+            abandoned: None,
+        };
+        let mut rows = vec![row(1), row(2)];
+        let veto = |node: &str| vec![(node.to_owned(), "privacy-cap-exceeded".to_owned())];
+        add_vetoes(
+            &mut rows,
+            BTreeMap::from([
+                (0, veto("shop-b")),
+                (2, veto("shop-c")),
+                (3, veto("shop-d")),
+            ]),
+        );
+        let rounds: Vec<u32> = rows.iter().map(|row| row.round).collect();
+        assert_eq!(rounds, [0, 1, 2, 3]);
+        assert_eq!(rows[0].declined, veto("shop-b"));
+        assert_eq!(rows[0].abandoned.as_deref(), Some("feature statistics"));
+        assert!(rows[1].declined.is_empty());
+        assert_eq!(rows[2].declined, veto("shop-c"));
+        assert_eq!(rows[2].contributors, ["shop-a"]);
+        assert_eq!(rows[3].declined, veto("shop-d"));
+        assert!(rows[3].contributors.is_empty());
+    }
     use veil_console::pages::{self, Viewer};
     use veil_console::token::ConsoleRole;
     use veil_federation::RoundRecord;

@@ -97,7 +97,9 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn is_terminal(&self) -> bool {
+    /// Whether the job has ended (succeeded, failed or cancelled): it takes
+    /// no more submissions and opens no more phases.
+    pub fn is_terminal(&self) -> bool {
         matches!(
             self,
             JobState::Succeeded | JobState::Failed { .. } | JobState::Cancelled
@@ -139,6 +141,31 @@ pub struct RoundRecord {
     /// `train_participants`); empty in training rounds.
     #[serde(default)]
     pub release_sum: Vec<f64>,
+}
+
+/// What an [`Engine`] holds in memory, counted over its jobs
+/// ([`Engine::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineFootprint {
+    /// Jobs known, running or ended.
+    pub jobs: usize,
+    /// Of those, jobs that ended.
+    pub finished_jobs: usize,
+    /// Registered nodes.
+    pub nodes: usize,
+    /// Events not yet polled.
+    pub queued_events: usize,
+    /// Global-model parameters held, over all jobs.
+    pub model_values: usize,
+    /// Server-optimiser values held (FedAdam's moments), over all jobs.
+    pub optimizer_values: usize,
+    /// Keys of accepted submissions kept to recognise retries.
+    pub retry_keys: usize,
+    /// Phases open, each with its sums or secure-aggregation state.
+    pub open_phases: usize,
+    /// Values and node ids in round records (statistics, released sums,
+    /// participants), the summary every job keeps.
+    pub history_values: usize,
 }
 
 /// A read-only view of a job, for operators.
@@ -401,6 +428,15 @@ pub enum EngineError {
         /// The node.
         node: NodeId,
     },
+    /// The job has ended and the engine released its model
+    /// ([`Engine::release_finished_job`]): the job store holds it, at this version.
+    #[error("job '{job}' has ended; its model (version {model_version}) is in the job store")]
+    ModelInStore {
+        /// Job id.
+        job: JobId,
+        /// The final model's version, to read from the store.
+        model_version: u32,
+    },
     /// The requested global model version is no longer (or not yet) held.
     #[error("job '{job}' holds model version {current}, not {requested}")]
     ModelVersionUnavailable {
@@ -500,6 +536,12 @@ struct Job<D> {
     declined: BTreeSet<NodeId>,
     /// Events raised while handling a submission, emitted at the next step.
     pending_events: Vec<EventKind>,
+    /// The job has ended and its final snapshot is in the caller's store, so
+    /// the engine dropped its model and optimiser state
+    /// ([`Engine::release_finished_job`]): only what status, reports and
+    /// exports read (plan, descriptor, state, history, feature sums, model
+    /// version) stays in memory.
+    model_released: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -639,8 +681,20 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                     released_cohort: 0,
                     declined: BTreeSet::new(),
                     pending_events: Vec::new(),
+                    model_released: false,
                 },
             );
+        }
+        // Jobs that ended are read from the store they were restored from:
+        // they keep only their summary in memory, as if released when they ended.
+        let ended: Vec<JobId> = engine
+            .jobs
+            .values()
+            .filter(|job| job.durable.state.is_terminal())
+            .map(|job| job.durable.id.clone())
+            .collect();
+        for job in ended {
+            let _ = engine.release_finished_job(&job);
         }
         engine
     }
@@ -729,6 +783,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                 released_cohort: 0,
                 declined: BTreeSet::new(),
                 pending_events: Vec::new(),
+                model_released: false,
             },
         );
         self.emit(&id, EventKind::Submitted);
@@ -809,7 +864,14 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
 
     /// The global model at exactly `version`, for a task's download.
     pub fn global_model(&self, job: &str, version: u32) -> Result<Arc<Vec<f32>>, EngineError> {
-        let durable = &self.job(job)?.durable;
+        let entry = self.job(job)?;
+        let durable = &entry.durable;
+        if entry.model_released {
+            return Err(EngineError::ModelInStore {
+                job: job.to_owned(),
+                model_version: durable.model_version,
+            });
+        }
         if durable.model_version != version {
             return Err(EngineError::ModelVersionUnavailable {
                 job: job.to_owned(),
@@ -847,18 +909,97 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
         self.global_model(job, version)
     }
 
-    /// The final model of a job that succeeded.
+    /// The final model of a job that succeeded, while the engine holds it:
+    /// once released ([`Self::release_finished_job`]) this is
+    /// [`EngineError::ModelInStore`] with the version to read from the store.
     pub fn final_model(&self, job: &str) -> Result<Arc<Vec<f32>>, EngineError> {
+        let version = self.final_model_version(job)?;
+        let entry = self.job(job)?;
+        if entry.model_released {
+            return Err(EngineError::ModelInStore {
+                job: job.to_owned(),
+                model_version: version,
+            });
+        }
+        Ok(Arc::clone(&entry.durable.global))
+    }
+
+    /// The version of a succeeded job's final model (the job store's
+    /// checkpoint of that version is the model), whether or not the engine
+    /// still holds it.
+    pub fn final_model_version(&self, job: &str) -> Result<u32, EngineError> {
         let durable = &self.job(job)?.durable;
         if durable.state != JobState::Succeeded {
             return Err(wrong_state(durable, "export its model"));
         }
-        Ok(Arc::clone(&durable.global))
+        Ok(durable.model_version)
     }
 
-    /// The durable state of a job, for persistence.
+    /// The durable state of a job, for persistence. A job whose state was
+    /// released has no snapshot to give (it would lack the model the store
+    /// already holds): [`EngineError::ModelInStore`].
     pub fn snapshot(&self, job: &str) -> Result<JobSnapshot<D>, EngineError> {
-        Ok(self.job(job)?.durable.clone())
+        let entry = self.job(job)?;
+        if entry.model_released {
+            return Err(EngineError::ModelInStore {
+                job: job.to_owned(),
+                model_version: entry.durable.model_version,
+            });
+        }
+        Ok(entry.durable.clone())
+    }
+
+    /// Drops what a job that has ended no longer needs in memory: its global
+    /// model and server-optimiser state (and whatever of its phases and
+    /// retries remained). Call it once the job's final snapshot is in the
+    /// store: a finished job then costs the engine only its summary (plan,
+    /// descriptor, state, round history, summed feature statistics, model
+    /// version), and its model is read from the store's checkpoint of
+    /// [`Self::final_model_version`]. Without this, every job ever run would
+    /// keep its model in memory for the life of the process.
+    pub fn release_finished_job(&mut self, job: &str) -> Result<(), EngineError> {
+        let entry = self.job_mut(job)?;
+        if !entry.durable.state.is_terminal() {
+            return Err(wrong_state(&entry.durable, "release the state of"));
+        }
+        entry.model_released = true;
+        entry.open = None;
+        entry.durable.global = Arc::new(Vec::new());
+        entry.durable.optimizer.release();
+        entry.durable.pending_train = None;
+        entry.accepted = HashSet::new();
+        entry.released = BTreeSet::new();
+        entry.declined = BTreeSet::new();
+        entry.pending_events = Vec::new();
+        Ok(())
+    }
+
+    /// What the engine holds in memory, counted: for tests and benches that
+    /// check a finished job leaves nothing heavy behind.
+    pub fn footprint(&self) -> EngineFootprint {
+        let mut footprint = EngineFootprint {
+            jobs: self.jobs.len(),
+            nodes: self.nodes.len(),
+            queued_events: self.events.len(),
+            ..EngineFootprint::default()
+        };
+        for job in self.jobs.values() {
+            let durable = &job.durable;
+            if durable.state.is_terminal() {
+                footprint.finished_jobs += 1;
+            }
+            footprint.model_values += durable.global.len();
+            footprint.optimizer_values += durable.optimizer.retained_values();
+            footprint.retry_keys += job.accepted.len();
+            footprint.open_phases += usize::from(job.open.is_some());
+            footprint.history_values += durable
+                .history
+                .iter()
+                .chain(durable.pending_train.iter())
+                .map(RoundRecord::retained_values)
+                .sum::<usize>();
+        }
+        footprint
     }
 
     /// The next task for `node`, if one of its invitations is unanswered: of all its jobs'
@@ -1685,6 +1826,15 @@ fn finish_round<D: ReleaseDirector>(
 }
 
 impl RoundRecord {
+    /// Statistics values and node ids the record holds.
+    fn retained_values(&self) -> usize {
+        self.train_statistics.len()
+            + self.evaluate_statistics.len()
+            + self.release_sum.len()
+            + self.dropped.len()
+            + self.contributors.len()
+    }
+
     /// A round with nothing aggregated yet.
     fn empty(round: u32) -> Self {
         RoundRecord {

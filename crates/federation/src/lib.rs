@@ -26,9 +26,9 @@ pub mod strategy;
 pub use aggregate::{Accumulator, ExpectedShape, RejectReason};
 pub use decline::DeclineCode;
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineEvent, EventKind, JobSnapshot, JobState, JobStatus,
-    NodeActivity, NodeCredential, ReleaseDirector, ResultKey, RoundRecord, Submission,
-    SubmissionBody, SubmitOutcome, TaskAssignment,
+    Engine, EngineConfig, EngineError, EngineEvent, EngineFootprint, EventKind, JobSnapshot,
+    JobState, JobStatus, NodeActivity, NodeCredential, ReleaseDirector, ResultKey, RoundRecord,
+    Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
 };
 pub use participant::{ParticipantError, SecureParticipant};
 pub use phase::Phase;

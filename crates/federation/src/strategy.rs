@@ -110,6 +110,17 @@ impl ServerOptimizer {
         }
     }
 
+    /// Values of state held (FedAdam's two moments; none for other strategies).
+    pub fn retained_values(&self) -> usize {
+        self.first_moment.len() + self.second_moment.len()
+    }
+
+    /// Drops the state of a job that has ended: it takes no more steps.
+    pub(crate) fn release(&mut self) {
+        self.first_moment = Vec::new();
+        self.second_moment = Vec::new();
+    }
+
     /// Applies one aggregated step: `mean_delta` is the weighted mean of the
     /// nodes' `local - global` deltas.
     pub fn apply(&mut self, global: &mut [f32], mean_delta: &[f64]) {

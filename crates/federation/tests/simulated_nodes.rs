@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use veil_federation::{
-    AggregationMode, Engine, EngineConfig, EventKind, JobPlan, JobState, Phase, PhaseTimeouts,
-    RejectReason, ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome, TaskAssignment,
+    AggregationMode, Engine, EngineConfig, EngineError, EventKind, JobPlan, JobState, Phase,
+    PhaseTimeouts, RejectReason, ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome,
+    TaskAssignment,
 };
 
 const PARAMETERS: usize = 4;
@@ -583,4 +584,90 @@ proptest! {
         // The engine sums in f64 and rounds once to f32: one f32 ulp of slack.
         prop_assert!((f64::from(model[0]) - expected).abs() <= 1e-6 * expected.abs().max(1.0));
     }
+}
+
+/// A week of jobs must not grow the coordinator: once a finished job's final snapshot is in
+/// the store and the engine released it, the engine keeps only its summary (state, plan,
+/// history, model version), not its model, optimiser moments, open phase or retry keys.
+#[test]
+fn a_finished_job_keeps_only_its_summary_once_released() {
+    let fedadam = Strategy::FedAdam {
+        server_learning_rate: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        tau: 1e-3,
+    };
+    let mut harness = Harness::new(&[("a", HONEST), ("b", HONEST)]);
+    let mut finished = Vec::new();
+    for _ in 0..10 {
+        let job = harness.start(plan(2, 2, 2, fedadam));
+        assert_eq!(harness.run(&job), JobState::Succeeded);
+        // Until the caller has stored the final snapshot, the engine holds it whole.
+        let held = harness.engine.footprint();
+        assert_eq!(held.model_values, PARAMETERS);
+        assert_eq!(held.optimizer_values, 2 * PARAMETERS);
+        assert!(held.retry_keys == 0, "{held:?}");
+        let model = harness.engine.final_model(&job).unwrap();
+        assert_eq!(model.len(), PARAMETERS);
+        let version = harness.engine.final_model_version(&job).unwrap();
+        assert_eq!(
+            harness.engine.snapshot(&job).unwrap().model_version,
+            version
+        );
+
+        harness.engine.release_finished_job(&job).unwrap();
+        let in_store = EngineError::ModelInStore {
+            job: job.clone(),
+            model_version: version,
+        };
+        assert_eq!(harness.engine.final_model(&job), Err(in_store.clone()));
+        assert_eq!(harness.engine.snapshot(&job), Err(in_store.clone()));
+        assert_eq!(harness.engine.global_model(&job, version), Err(in_store));
+        assert_eq!(harness.engine.final_model_version(&job), Ok(version));
+        finished.push(job);
+    }
+    // A job cancelled in the middle of its training phase, and one still running.
+    let cancelled = harness.start(plan(2, 2, 2, fedadam));
+    harness.tick();
+    harness.engine.cancel_job(&cancelled, harness.now).unwrap();
+    harness.engine.release_finished_job(&cancelled).unwrap();
+    let running = harness.start(plan(2, 2, 2, fedadam));
+    harness.tick();
+    assert!(matches!(
+        harness.engine.release_finished_job(&running),
+        Err(EngineError::WrongState { .. })
+    ));
+
+    let footprint = harness.engine.footprint();
+    assert_eq!(footprint.jobs, 12);
+    assert_eq!(footprint.finished_jobs, 11);
+    // Only the running job's model, moments and phase are held.
+    assert_eq!(footprint.model_values, PARAMETERS, "{footprint:?}");
+    assert_eq!(footprint.optimizer_values, 2 * PARAMETERS, "{footprint:?}");
+    assert_eq!(footprint.open_phases, 1, "{footprint:?}");
+    let running_keys = harness.engine.footprint().retry_keys;
+    assert_eq!(
+        running_keys, 2,
+        "the running job's feature-statistics replies"
+    );
+    // What operators read of finished jobs is still there.
+    for job in &finished {
+        let status = harness.engine.status(job).unwrap();
+        assert_eq!(status.state, JobState::Succeeded);
+        assert_eq!(status.history.len(), 2);
+    }
+    // An engine restored from the store releases finished jobs at once.
+    let snapshot = harness.engine.snapshot(&running).unwrap();
+    let mut ended = harness.engine.snapshot(&running).unwrap();
+    ended.id = "job-99".to_owned();
+    ended.state = JobState::Cancelled;
+    let restored: Engine<&'static str> = Engine::restore(
+        EngineConfig {
+            node_liveness: Duration::from_secs(60),
+        },
+        vec![snapshot, ended],
+    );
+    let restored_footprint = restored.footprint();
+    assert_eq!(restored_footprint.model_values, PARAMETERS);
+    assert_eq!(restored_footprint.optimizer_values, 2 * PARAMETERS);
 }

@@ -4,6 +4,7 @@
 // Each test module uses only part of this module.
 #![allow(dead_code)]
 
+pub mod console_visitor;
 pub mod network_lab;
 pub mod prometheus;
 pub mod recording_proxy;
@@ -64,20 +65,41 @@ impl Coordinator {
         state_dir: PathBuf,
         metrics: Option<Arc<CoordinatorMetrics>>,
     ) -> Self {
+        Self::start_with(CoordinatorConfig {
+            state_dir: Some(state_dir),
+            metrics,
+            ..CoordinatorConfig::insecure_development()
+        })
+        .await
+    }
+
+    /// Starts one that also serves its console (self-signed, on 127.0.0.1); returns the
+    /// console's address too.
+    pub async fn start_with_console(state_dir: PathBuf) -> (Self, std::net::SocketAddr) {
+        let console = coordinator::console::ConsoleConfig::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            coordinator::console::ConsoleIdentity::SelfSigned {
+                hosts: vec!["127.0.0.1".to_owned()],
+            },
+        )
+        .unwrap();
+        let console_address = console.local_addr().unwrap();
+        let coordinator = Self::start_with(CoordinatorConfig {
+            state_dir: Some(state_dir),
+            console: Some(console),
+            ..CoordinatorConfig::insecure_development()
+        })
+        .await;
+        (coordinator, console_address)
+    }
+
+    async fn start_with(config: CoordinatorConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(coordinator::run(
-            CoordinatorConfig {
-                state_dir: Some(state_dir),
-                metrics,
-                ..CoordinatorConfig::insecure_development()
-            },
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let server = tokio::spawn(coordinator::run(config, listener, async {
+            let _ = stopped.await;
+        }));
         Self {
             address,
             stop,
