@@ -194,6 +194,7 @@ pub fn round_metrics(spec: &JobSpec, record: &RoundRecord) -> v1::RoundMetrics {
             .unwrap_or(f64::NAN),
         eval_examples: evaluation.as_ref().map_or(0, |e| e.count),
         secure_guarantee: record.secure_guarantee.clone().unwrap_or_default(),
+        abandoned: record.abandoned.clone().unwrap_or_default(),
     }
 }
 
