@@ -174,8 +174,10 @@ pub struct Accountant {
 }
 
 /// RDP curves (one value per order) of the mechanisms an
-/// [`Accountant::epsilon_rdp_cached`] met, for the next call.
-#[derive(Debug, Default)]
+/// [`Accountant::epsilon_rdp_cached`] met, for the next call. A clone
+/// shares the curves (they are reference-counted), so threads can each work
+/// from a clone and [`RdpCurves::absorb`] what they computed afterwards.
+#[derive(Debug, Default, Clone)]
 pub struct RdpCurves {
     /// Per subsampled Gaussian step, on the default (`false`) or the large
     /// (`true`) grid of orders.
@@ -193,6 +195,36 @@ pub struct RdpCurves {
 }
 
 impl RdpCurves {
+    /// Keeps the curves and conversions `other` holds that this one lacks
+    /// (computed from a clone, on another thread).
+    pub fn absorb(&mut self, other: RdpCurves) {
+        for (large, mechanism, curve) in other.gaussian {
+            if !self
+                .gaussian
+                .iter()
+                .any(|(grid, known, _)| *grid == large && *known == mechanism)
+            {
+                self.gaussian.push((large, mechanism, curve));
+            }
+        }
+        for (mechanism, curve) in other.distributed {
+            if !self
+                .distributed
+                .iter()
+                .any(|(known, _)| *known == mechanism)
+            {
+                self.distributed.push((mechanism, curve));
+            }
+        }
+        for (large, conversion) in other.conversions {
+            if !self.conversions.iter().any(|(grid, known)| {
+                *grid == large && known.delta().to_bits() == conversion.delta().to_bits()
+            }) {
+                self.conversions.push((large, conversion));
+            }
+        }
+    }
+
     /// The conversion at `delta` on the default (`false`) or large (`true`)
     /// grid of orders, whose orders are the grid's.
     fn conversion(&mut self, large: bool, delta: f64) -> std::sync::Arc<RdpConversion> {
