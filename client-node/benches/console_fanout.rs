@@ -5,10 +5,11 @@
 //! round time of every run, the means and the overhead.
 //!
 //! A console does what the job page does in a browser: it loads the page
-//! (`GET /jobs/JOB`), opens the job's event stream, and when the stream sends
-//! a progress line different from its first one it loads the page again and
-//! opens a new stream, until the job ends. Each load is a new TLS connection
-//! (a browser would reuse one, so this is the dearer case).
+//! (`GET /jobs/JOB`), opens the job's event stream and reads its live
+//! updates (progress and new round rows, applied in place) until one says
+//! the job has ended, then loads the page once more. Each load and stream is
+//! a new TLS connection (a browser would reuse one, so this is the dearer
+//! case).
 //!
 //! `cargo bench -p client-node --bench console_fanout -- [CONSOLES] [REPEATS]`
 //! (defaults 50 consoles, 3 repeats). A bench target, so `cargo test` does
@@ -74,58 +75,60 @@ impl Console {
         Ok(page.len())
     }
 
-    /// Follows the event stream until the progress differs from its first
-    /// line (`true`: reload) or the stream ends with the job (`false`).
-    async fn until_progress_changes(&self) -> anyhow::Result<bool> {
+    /// Follows the event stream as the page's script does, applying each
+    /// update in place, until an update says the job has ended (`true`) or
+    /// the stream ends without one (`false`: the browser reconnects).
+    /// Counts the updates in `updates`.
+    async fn until_the_job_ends(&self, updates: &mut usize) -> anyhow::Result<bool> {
         let mut tls = self.connect().await?;
         tls.write_all(
-            self.request(&format!("/jobs/{}/events", self.job))
+            self.request(&format!("/jobs/{}/events?after=0", self.job))
                 .as_bytes(),
         )
         .await?;
         let mut lines = BufReader::new(tls).lines();
-        let mut shown: Option<String> = None;
         loop {
             let Some(line) = tokio::time::timeout(READ_DEADLINE, lines.next_line()).await?? else {
                 return Ok(false);
             };
-            let Some(progress) = line.strip_prefix("data: ") else {
+            let Some(update) = line.strip_prefix("data: ") else {
                 continue;
             };
-            match &shown {
-                None => shown = Some(progress.to_owned()),
-                Some(first) if first != progress => return Ok(true),
-                Some(_) => {}
+            *updates += 1;
+            let update: serde_json::Value = serde_json::from_str(update)?;
+            if update["finished"] == serde_json::Value::Bool(true) {
+                return Ok(true);
             }
         }
     }
 
-    /// Follows the job to its end; returns how many times the page loaded.
-    async fn follow(self) -> usize {
+    /// Follows the job from its loaded page to its end: follows its
+    /// updates, and loads the page again when the job ends. Returns the
+    /// page loads and the updates received.
+    async fn follow(self) -> (usize, usize) {
         let mut loads = 0;
+        let mut updates = 0;
         loop {
-            match self.load_page().await {
-                Ok(_) => loads += 1,
+            match self.until_the_job_ends(&mut updates).await {
+                Ok(true) => break,
+                Ok(false) => {}
                 Err(error) => {
                     eprintln!("console: {error:#}");
-                    return loads;
-                }
-            }
-            match self.until_progress_changes().await {
-                Ok(true) => {}
-                Ok(false) => return loads,
-                Err(error) => {
-                    eprintln!("console: {error:#}");
-                    return loads;
+                    return (loads, updates);
                 }
             }
         }
+        match self.load_page().await {
+            Ok(_) => loads += 1,
+            Err(error) => eprintln!("console: {error:#}"),
+        }
+        (loads, updates)
     }
 }
 
 /// One run of the job with `consoles` consoles open; returns the seconds
-/// per round and the page loads.
-async fn run_once(dir: &Path, consoles: usize, run: usize) -> anyhow::Result<(f64, usize)> {
+/// per round, the page loads and the live updates the consoles received.
+async fn run_once(dir: &Path, consoles: usize, run: usize) -> anyhow::Result<(f64, usize, usize)> {
     let dir = dir.join(format!("run-{run}"));
     let state_dir = dir.join("coordinator.state");
     let console = ConsoleConfig::bind(
@@ -224,6 +227,8 @@ async fn run_once(dir: &Path, consoles: usize, run: usize) -> anyhow::Result<(f6
         console.load_page().await?;
         following.push(tokio::spawn(console.follow()));
     }
+    let mut loads = consoles;
+    let mut updates = 0;
 
     let started = Instant::now();
     coordinator::operator::start(&mut operator, &job_id).await?;
@@ -234,16 +239,17 @@ async fn run_once(dir: &Path, consoles: usize, run: usize) -> anyhow::Result<(f6
         "the job failed: {}",
         status.failure_reason
     );
-    let mut loads = 0;
     for console in following {
-        loads += tokio::time::timeout(READ_DEADLINE, console).await??;
+        let (reloads, received) = tokio::time::timeout(READ_DEADLINE, console).await??;
+        loads += reloads;
+        updates += received;
     }
     let _ = stop.send(true);
     for node in nodes {
         let _ = node.await;
     }
     let _ = server.await;
-    Ok((wall / f64::from(rounds), loads))
+    Ok((wall / f64::from(rounds), loads, updates))
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -265,11 +271,10 @@ async fn main() -> anyhow::Result<()> {
     for repeat in 0..repeats {
         // Alternating, so a change in the machine's load hits both alike.
         for open in [0, consoles] {
-            let (per_round, loads) =
+            let (per_round, loads, updates) =
                 run_once(dir.path(), open, repeat * 2 + usize::from(open > 0)).await?;
             println!(
-                "{open:>3} consoles: {:.3} s per round ({loads} page loads)",
-                per_round
+                "{open:>3} consoles: {per_round:.3} s per round ({loads} page loads, {updates} live updates)"
             );
             if open == 0 {
                 without.push(per_round);

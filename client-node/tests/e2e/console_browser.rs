@@ -16,7 +16,7 @@
 //!
 //! Screenshots of every page go to `<target>/tmp/console-screenshots/`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -320,24 +320,39 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
     as_operator
         .goto(&format!("{console_url}/jobs/{job_id}"))
         .await;
+    // A mark on the loaded page: it survives updates made in place and is
+    // gone after a reload.
+    read(&as_operator, "window.loadedOnce = true; return true;").await;
     coordinator::operator::start(&mut operator, &job_id)
         .await
         .unwrap();
     let mut progress_seen = BTreeSet::new();
     let mut states_seen = BTreeSet::new();
     let mut cancel_seen = false;
+    // Rounds shown, with the round rows on the page, while the first load
+    // was still on screen.
+    let mut in_place: BTreeMap<String, i64> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let seen = read(
             &as_operator,
             "const state = document.getElementById('state'); const rounds = document.getElementById('rounds');
-             return state && rounds ? [state.textContent, rounds.textContent, !!document.getElementById('cancel')] : null;",
+             return state && rounds ? [state.textContent, rounds.textContent, !!document.getElementById('cancel'),
+               window.loadedOnce === true, document.querySelectorAll('#round-table tr.round').length] : null;",
         )
         .await;
-        if let Some([state, rounds, cancel]) = seen.as_array().map(|values| values.as_slice()) {
+        if let Some([state, rounds, cancel, first_load, rows]) =
+            seen.as_array().map(|values| values.as_slice())
+        {
             let state = state.as_str().unwrap_or_default().to_owned();
             cancel_seen |= state == "running" && cancel == &json!(true);
             progress_seen.insert(rounds.as_str().unwrap_or_default().to_owned());
+            if first_load == &json!(true) {
+                in_place.insert(
+                    rounds.as_str().unwrap_or_default().to_owned(),
+                    rows.as_i64().unwrap_or_default(),
+                );
+            }
             states_seen.insert(state.clone());
             if state == "succeeded" {
                 break;
@@ -369,6 +384,25 @@ async fn the_console_in_chromium_follows_a_job_and_enforces_roles_tokens_and_csr
     assert!(
         progress_seen.len() >= 2 && progress_seen.contains(&ROUNDS.to_string()),
         "the page showed the rounds advance live: {progress_seen:?}"
+    );
+    // The page followed the job without reloading: its first load showed
+    // rounds completing, each with its row added in place; it reloaded
+    // once, at the end (the mark is gone).
+    assert!(
+        in_place.keys().filter(|rounds| *rounds != "0").count() >= 1,
+        "no round completed while the first load was on screen: {in_place:?}"
+    );
+    for (rounds, rows) in &in_place {
+        assert_eq!(
+            rounds.parse::<i64>().ok(),
+            Some(*rows),
+            "rounds shown against rows on the page: {in_place:?}"
+        );
+    }
+    assert_eq!(
+        read(&as_operator, "return window.loadedOnce === true;").await,
+        json!(false),
+        "the finished job's page is a fresh load"
     );
     as_operator
         .screenshot(&screenshots.join("job-operator.png"))

@@ -149,7 +149,7 @@ async fn budgets_and_vetoes_are_events_and_the_ledgers_reconcile_after_restart()
         .map(|(table, _)| table)
         .unwrap_or_else(|| panic!("no round table in {page}"));
     let veto = format!("node-{STRICT} (privacy-cap-exceeded)");
-    let rows: Vec<&str> = table.split("<tr class=\"round\">").skip(1).collect();
+    let rows: Vec<&str> = table.split("<tr class=\"round\"").skip(1).collect();
     assert!(
         rows.len() > ROUNDS as usize,
         "a row per round and round 0: {table}"

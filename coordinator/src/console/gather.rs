@@ -54,13 +54,6 @@ fn summary_of(status: &veil_federation::JobStatus) -> JobSummary {
     }
 }
 
-/// One job as the list shows it.
-pub(super) fn job_summary(shared: &Shared, job: &str) -> Option<JobSummary> {
-    shared
-        .read(|engine| engine.status(job).ok())
-        .map(|status| summary_of(&status))
-}
-
 /// Every job, newest first.
 pub(super) fn jobs(shared: &Shared) -> Vec<JobSummary> {
     let mut jobs: Vec<JobSummary> = shared.read(|engine| {
@@ -122,28 +115,56 @@ fn job_page_of(
     status: &veil_federation::JobStatus,
 ) -> JobPage {
     let details = crate::report::summary(job, spec, &status.state, &status.history).details;
-    let rounds = status
-        .history
-        .iter()
-        .filter(|record| record.round > 0)
-        .map(|record| RoundRow {
-            round: record.round,
-            contributors: record.contributors.clone(),
-            dropped: record.dropped.clone(),
-            // Filled from the audit log by `job_page`: the engine keeps no vetoes.
-            declined: Vec::new(),
-            secure_guarantee: record.secure_guarantee.clone(),
-            abandoned: record.abandoned.clone(),
-        })
-        .collect();
     JobPage {
         summary: summary_of(status),
         spec: details
             .into_iter()
             .map(|detail| (detail.name, detail.value))
             .collect(),
-        rounds,
+        rounds: round_rows(&status.history),
     }
+}
+
+/// The job page's rows of completed rounds, without vetoes: the engine keeps
+/// none (they are read from the audit log).
+fn round_rows(history: &[veil_federation::RoundRecord]) -> Vec<RoundRow> {
+    history
+        .iter()
+        .filter(|record| record.round > 0)
+        .map(|record| RoundRow {
+            round: record.round,
+            contributors: record.contributors.clone(),
+            dropped: record.dropped.clone(),
+            declined: Vec::new(),
+            secure_guarantee: record.secure_guarantee.clone(),
+            abandoned: record.abandoned.clone(),
+        })
+        .collect()
+}
+
+/// What a job page following its job live needs once it shows the first
+/// `known` completed rounds: the job's summary and the rows of the rounds
+/// completed since, with their vetoes. Copies only those rounds, since every
+/// open page asks after every event.
+pub(super) fn job_progress(
+    shared: &Shared,
+    job: &str,
+    known: usize,
+) -> Option<(JobSummary, Vec<RoundRow>)> {
+    let (summary, mut rows) = shared.read(|engine| {
+        let status = engine.status_after(job, known).ok()?;
+        Some((summary_of(&status), round_rows(&status.history)))
+    })?;
+    if !rows.is_empty() {
+        // After the engine's lock is released, as in `job_page`.
+        let mut vetoes = lock(&shared.audit).vetoes_for(job);
+        for row in &mut rows {
+            if let Some(declined) = vetoes.remove(&u64::from(row.round)) {
+                row.declined = declined;
+            }
+        }
+    }
+    Some((summary, rows))
 }
 
 /// Members: every certificate the CA issued (with revocation), and every
@@ -503,7 +524,10 @@ mod tests {
             csrf_token: "00".to_owned(),
         };
         let job = pages::job(&viewer, &job_page_of("job-1", &spec, &status));
-        assert_eq!(job.matches("<tr class=\"round\">").count(), ROUNDS as usize);
+        assert_eq!(
+            job.matches("<tr class=\"round\" data-round=").count(),
+            ROUNDS as usize
+        );
         assert!(job.contains("partner-099"));
     }
 

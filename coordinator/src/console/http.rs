@@ -14,7 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
-use veil_console::pages::progress_key;
+use veil_console::pages::{JobSummary, RoundRow, live_update, progress_key};
 use veil_federation::EventKind;
 
 use crate::state::Shared;
@@ -214,23 +214,31 @@ pub(super) fn same_origin<T>(request: &Request<T>) -> bool {
     }
 }
 
-/// One job's progress as server-sent events: its progress key now, then
-/// after every event of the job that changes it; the stream ends with the
-/// job, or at its deadline.
-pub(super) fn job_events(shared: &Arc<Shared>, job: &str) -> Response<Body> {
+/// A job's live progress as server-sent events ([`live_update`]), for a
+/// job page that shows the first `after` completed rounds: one event at
+/// once, then one whenever the progress or the completed rounds change,
+/// until the job ends. Each open page costs a read of the engine's summary
+/// and of the rounds it has not seen per event, never a page render.
+pub(super) fn job_events(shared: &Arc<Shared>, job: &str, after: usize) -> Response<Body> {
     // Subscribe before reading, so no change falls in between.
     let mut events = shared.events.subscribe();
-    let Some(first) = gather::job_summary(shared, job) else {
+    let Some((first, first_rows)) = gather::job_progress(shared, job, after) else {
         return reply::not_found();
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
     let shared = Arc::clone(shared);
     let job = job.to_owned();
     tokio::spawn(async move {
-        let frame = |key: &str| Ok(Frame::data(Bytes::from(format!("data: {key}\n\n"))));
+        let frame = |summary: &JobSummary, rows: &[RoundRow]| {
+            Ok(Frame::data(Bytes::from(format!(
+                "data: {}\n\n",
+                live_update(summary, rows)
+            ))))
+        };
         let finished = |state: &str| !matches!(state, "pending" | "running");
         let mut shown = progress_key(&first);
-        if sender.send(frame(&shown)).await.is_err() || finished(&first.state) {
+        let mut known = after.max(first.completed_rounds as usize);
+        if sender.send(frame(&first, &first_rows)).await.is_err() || finished(&first.state) {
             return;
         }
         let deadline = tokio::time::Instant::now() + STREAM_DEADLINE;
@@ -247,18 +255,26 @@ pub(super) fn job_events(shared: &Arc<Shared>, job: &str) -> Response<Body> {
             };
             match received {
                 Ok(event) if event.job != job => continue,
-                Ok(event) if matches!(event.kind, EventKind::SecureStepOpened { .. }) => continue,
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        EventKind::SecureStepOpened { .. } | EventKind::ReplyRejected { .. }
+                    ) =>
+                {
+                    continue;
+                }
                 // Skipped events are summarised by the status read next.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
-            let Some(summary) = gather::job_summary(&shared, &job) else {
+            let Some((summary, rows)) = gather::job_progress(&shared, &job, known) else {
                 return;
             };
             let key = progress_key(&summary);
-            if key != shown {
+            if key != shown || !rows.is_empty() {
                 shown = key;
-                if sender.send(frame(&shown)).await.is_err() {
+                known = known.max(summary.completed_rounds as usize);
+                if sender.send(frame(&summary, &rows)).await.is_err() {
                     return;
                 }
             }

@@ -246,7 +246,15 @@ impl Console {
                 Some(page) => reply::html(StatusCode::OK, pages::job(&viewer, &page)),
                 None => reply::not_found(),
             },
-            (&Method::GET, ["jobs", job, "events"]) => http::job_events(shared, job),
+            (&Method::GET, ["jobs", job, "events"]) => {
+                // The completed rounds the page already shows; a missing or
+                // malformed count sends them all (the page replaces rows by round).
+                let after = Form::parse(&query)
+                    .get("after")
+                    .and_then(|after| after.parse::<usize>().ok())
+                    .unwrap_or(0);
+                http::job_events(shared, job, after)
+            }
             (&Method::GET, ["jobs", job, "report"]) => self.report(job).await,
             (&Method::GET, ["jobs", job, "model"]) => self.model(&session, job),
             (&Method::POST, ["jobs"]) => self.start(peer, &session, request).await,

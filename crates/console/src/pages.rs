@@ -341,8 +341,7 @@ const file=event.target.files[0];if(file){{file.text().then((text)=>{{document.g
 }
 
 /// What the job page shows of a job's progress, in one line: the console's
-/// event stream sends it after every change, and the page reloads when it
-/// differs from the one it was rendered with.
+/// event stream sends a [`live_update`] when it changes.
 pub fn progress_key(job: &JobSummary) -> String {
     format!(
         "{} {}/{} {}",
@@ -383,21 +382,7 @@ Rounds: <span id=\"rounds\">{}</span> of {}. <span id=\"current\">{}</span></p>\
     }
     body.push_str("<h2>Rounds</h2><table id=\"round-table\"><thead><tr><th>Round</th><th>Contributors</th><th>Dropped</th><th>Declined</th><th>Secure aggregation</th><th>Note</th></tr></thead><tbody>");
     for round in &page.rounds {
-        let declined: Vec<String> = round
-            .declined
-            .iter()
-            .map(|(node, code)| format!("{} ({})", escape(node), escape(code)))
-            .collect();
-        let _ = write!(
-            body,
-            "<tr class=\"round\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            round.round,
-            escape(&round.contributors.join(", ")),
-            escape(&round.dropped.join(", ")),
-            declined.join(", "),
-            escape(round.secure_guarantee.as_deref().unwrap_or("plain")),
-            escape(round.abandoned.as_deref().unwrap_or("")),
-        );
+        body.push_str(&round_row(round));
     }
     body.push_str("</tbody></table><h2>Specification</h2><table id=\"spec\"><tbody>");
     for (field, value) in &page.spec {
@@ -419,20 +404,70 @@ Rounds: <span id=\"rounds\">{}</span> of {}. <span id=\"current\">{}</span></p>\
         }
     );
     if running {
-        // Server-sent events from the same stream `coordinator watch` reads;
-        // the page reloads when the progress differs from what it shows, so
-        // there is one renderer. The script reads its inputs from escaped
-        // attributes: nothing from outside is ever written into script text.
+        // Server-sent events from the same stream `coordinator watch` reads
+        // ([`live_update`]): the page updates its progress in place and adds
+        // the rows of rounds completed since it was rendered (replacing a
+        // row of the same round), then reloads once when the job ends. The
+        // rows come rendered by [`round_row`], so there is one renderer. The
+        // script reads its inputs from escaped attributes and sets text
+        // through `textContent`: nothing from outside is ever written into
+        // script text.
         let _ = write!(
             body,
-            "<div id=\"live\" hidden data-events=\"/jobs/{id}/events\" data-shown=\"{}\"></div>\
+            "<div id=\"live\" hidden data-events=\"/jobs/{id}/events?after={}\"></div>\
 <script>const live=document.getElementById('live');\
 const events=new EventSource(live.dataset.events);\
-events.onmessage=(message)=>{{if(message.data!==live.dataset.shown){{events.close();location.reload();}}}};</script>",
-            escape(&progress_key(job)),
+events.onmessage=(message)=>{{const update=JSON.parse(message.data);\
+if(update.finished){{events.close();location.reload();return;}}\
+document.getElementById('state').textContent=update.state;\
+document.getElementById('rounds').textContent=update.completed;\
+document.getElementById('current').textContent=update.current;\
+document.getElementById('progress').value=update.completed;\
+if(update.rows){{const rows=document.createElement('template');rows.innerHTML=update.rows;\
+const table=document.querySelector('#round-table tbody');\
+for(const row of Array.from(rows.content.querySelectorAll('tr'))){{\
+for(const old of table.querySelectorAll('tr')){{if(old.dataset.round===row.dataset.round){{old.remove();}}}}\
+table.appendChild(row);}}}}}};</script>",
+            job.completed_rounds,
         );
     }
     layout(&format!("Job {}", job.id), viewer, &body)
+}
+
+/// One row of the job page's round table; also what [`live_update`] sends
+/// for a round completed while the page is open.
+pub fn round_row(round: &RoundRow) -> String {
+    let declined: Vec<String> = round
+        .declined
+        .iter()
+        .map(|(node, code)| format!("{} ({})", escape(node), escape(code)))
+        .collect();
+    format!(
+        "<tr class=\"round\" data-round=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        round.round,
+        round.round,
+        escape(&round.contributors.join(", ")),
+        escape(&round.dropped.join(", ")),
+        declined.join(", "),
+        escape(round.secure_guarantee.as_deref().unwrap_or("plain")),
+        escape(round.abandoned.as_deref().unwrap_or("")),
+    )
+}
+
+/// One event of a job page's live stream, as JSON: the job's progress, the
+/// rows of the rounds completed since the last event (rendered by
+/// [`round_row`]), and whether the job has ended (the page then reloads to
+/// show its downloads and drop its cancel button).
+pub fn live_update(job: &JobSummary, new_rounds: &[RoundRow]) -> String {
+    let rows: String = new_rounds.iter().map(round_row).collect();
+    serde_json::json!({
+        "state": job.state,
+        "completed": job.completed_rounds,
+        "current": job.current.as_deref().unwrap_or(""),
+        "rows": rows,
+        "finished": !matches!(job.state.as_str(), "pending" | "running"),
+    })
+    .to_string()
 }
 
 /// Colour-blind-safe palette (Okabe–Ito), cycled; each line also has its
@@ -802,8 +837,7 @@ mod tests {
         assert!(!auditor.contains("/cancel"), "{auditor}");
         assert!(!auditor.contains("c0ffee"));
         // Both follow the job live while it runs.
-        assert!(auditor.contains("data-events=\"/jobs/job-1/events\""));
-        assert!(auditor.contains("data-shown=\"running 1/3 round 2 train\""));
+        assert!(auditor.contains("data-events=\"/jobs/job-1/events?after=1\""));
         assert!(auditor.contains("new EventSource(live.dataset.events)"));
         assert!(auditor.contains("shop-c (privacy-cap-exceeded)"));
     }
@@ -938,6 +972,29 @@ mod tests {
             assert!(!page.contains("\"'&\""), "{page}");
             assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;"));
         }
+    }
+
+    /// A live update is JSON whose rows are the page's own escaped rows,
+    /// and it tells the page to reload only once the job has ended.
+    #[test]
+    fn a_live_update_carries_escaped_rows_and_ends_with_the_job() {
+        let mut page = running_job();
+        page.rounds[0].contributors = vec![HOSTILE.to_owned()];
+        let update: serde_json::Value =
+            serde_json::from_str(&live_update(&page.summary, &page.rounds)).unwrap();
+        let rows = update["rows"].as_str().unwrap();
+        assert_eq!(rows, round_row(&page.rounds[0]));
+        assert!(rows.starts_with("<tr class=\"round\" data-round=\"1\">"));
+        assert!(!rows.contains("<img"), "{rows}");
+        assert!(job(&viewer(ConsoleRole::Operator), &page).contains(rows));
+        assert_eq!(update["completed"], 1);
+        assert_eq!(update["current"], "round 2 train");
+        assert_eq!(update["finished"], false);
+        page.summary.state = "succeeded".to_owned();
+        let update: serde_json::Value =
+            serde_json::from_str(&live_update(&page.summary, &[])).unwrap();
+        assert_eq!(update["finished"], true);
+        assert_eq!(update["rows"], "");
     }
 
     #[test]

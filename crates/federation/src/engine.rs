@@ -818,6 +818,13 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
 
     /// The operator's view of a job.
     pub fn status(&self, job: &str) -> Result<JobStatus, EngineError> {
+        self.status_after(job, 0)
+    }
+
+    /// [`Engine::status`] with only the completed rounds after the first
+    /// `known` in its history: what a follower that has seen those needs,
+    /// without copying a long job's whole history on every event.
+    pub fn status_after(&self, job: &str, known: usize) -> Result<JobStatus, EngineError> {
         let entry = self.job(job)?;
         let durable = &entry.durable;
         let running = durable.state == JobState::Running;
@@ -832,7 +839,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
             total_rounds: durable.plan.rounds,
             current: running.then_some(durable.cursor),
             waiting_for_nodes,
-            history: durable.history.clone(),
+            history: durable.history[known.min(durable.history.len())..].to_vec(),
         })
     }
 
