@@ -40,9 +40,9 @@ pub fn engine_error(error: EngineError) -> Status {
 }
 
 /// A finished job's model that could not be read, as a status code.
-pub(crate) fn final_model_error(error: crate::state::FinalModelError) -> Status {
+pub(crate) fn stored_job_error(error: crate::state::StoredJobError) -> Status {
     match error {
-        crate::state::FinalModelError::Engine(error) => engine_error(error),
+        crate::state::StoredJobError::Engine(error) => engine_error(error),
         other => Status::internal(other.to_string()),
     }
 }

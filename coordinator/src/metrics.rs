@@ -4,7 +4,7 @@
 //! Called inside the engine lock with the same events the audit trail and
 //! `watch` see, so the three never disagree about what happened.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +21,13 @@ use veil_privacy_ledger::PrivacyUnit;
 use crate::member_limits::ConnectionSlot;
 use crate::privacy::{PrivacyGuard, PrivacyOutcome};
 
+/// Finished jobs whose per-job series (round counters, ε gauges) are still
+/// exposed: a scrape every few minutes sees a finished job's final values,
+/// and a coordinator that runs jobs for months neither grows without bound
+/// nor exposes an ever longer page. Older finished jobs' figures stay in the
+/// ledger, the audit log and `coordinator status`.
+pub(crate) const FINISHED_JOBS_EXPOSED: usize = 32;
+
 /// The metrics and the little they remember between events.
 pub(crate) struct EventMetrics {
     pub(crate) metrics: Arc<CoordinatorMetrics>,
@@ -29,6 +36,10 @@ pub(crate) struct EventMetrics {
     /// Training rounds started and not yet ended, per job, so a job that
     /// fails mid-round counts that round as failed exactly once.
     open_rounds: HashMap<JobId, BTreeSet<u32>>,
+    /// The (partner, unit) pairs of each job's ε gauges, to remove them.
+    epsilon_series: HashMap<JobId, BTreeSet<(String, String)>>,
+    /// Finished jobs whose series are exposed, oldest first.
+    finished: VecDeque<JobId>,
 }
 
 impl EventMetrics {
@@ -37,6 +48,45 @@ impl EventMetrics {
             metrics,
             phase_opened: HashMap::new(),
             open_rounds: HashMap::new(),
+            epsilon_series: HashMap::new(),
+            finished: VecDeque::new(),
+        }
+    }
+
+    /// Keeps `job`'s series among the finished jobs exposed, and removes
+    /// the series of the oldest beyond [`FINISHED_JOBS_EXPOSED`].
+    fn retire_finished(&mut self, job: &str) {
+        if self.finished.iter().any(|finished| finished == job) {
+            return;
+        }
+        self.finished.push_back(job.to_owned());
+        while self.finished.len() > FINISHED_JOBS_EXPOSED {
+            let Some(oldest) = self.finished.pop_front() else {
+                break;
+            };
+            let labels = JobLabels::new(&oldest);
+            for family in [
+                &self.metrics.rounds_started,
+                &self.metrics.rounds_committed,
+                &self.metrics.rounds_failed,
+                &self.metrics.rounds_refused,
+            ] {
+                family.remove(&labels);
+            }
+            let mut epsilon: Vec<(String, String)> = [PrivacyUnit::Customer, PrivacyUnit::Partner]
+                .into_iter()
+                .map(|unit| (String::new(), unit.name().to_owned()))
+                .collect();
+            epsilon.extend(self.epsilon_series.remove(&oldest).unwrap_or_default());
+            for (partner, unit) in epsilon {
+                let labels = EpsilonLabels {
+                    job: oldest.clone(),
+                    partner,
+                    unit,
+                };
+                self.metrics.epsilon_spent.remove(&labels);
+                self.metrics.epsilon_budget.remove(&labels);
+            }
         }
     }
 
@@ -132,6 +182,7 @@ impl EventMetrics {
                 }
                 self.phase_opened
                     .retain(|(phase_job, _, _), _| phase_job != job);
+                self.retire_finished(job);
             }
             EventKind::Started
             | EventKind::WaitingForNodes { .. }
@@ -182,10 +233,14 @@ impl EventMetrics {
         }
     }
 
-    fn record_epsilon(&self, engine: &Engine<JobSpec>, privacy: &PrivacyGuard, job: &str) {
+    fn record_epsilon(&mut self, engine: &Engine<JobSpec>, privacy: &PrivacyGuard, job: &str) {
         match privacy.epsilon_spent_rdp(engine, job) {
             Ok(spent) => {
                 for (partner, unit, epsilon) in spent {
+                    self.epsilon_series
+                        .entry(job.to_owned())
+                        .or_default()
+                        .insert((partner.clone(), unit.name().to_owned()));
                     self.metrics
                         .epsilon_spent
                         .get_or_create(&EpsilonLabels {
@@ -300,5 +355,70 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
         context: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use veil_metrics::Registry;
+
+    use super::*;
+
+    /// Per-job series of finished jobs are exposed for the most recent
+    /// [`FINISHED_JOBS_EXPOSED`] finished jobs only; a running job's series
+    /// are never removed.
+    #[test]
+    fn only_the_latest_finished_jobs_keep_their_series() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(CoordinatorMetrics::register(&mut registry));
+        let mut events = EventMetrics::new(Arc::clone(&metrics));
+        let spent = |job: &str| EpsilonLabels {
+            job: job.to_owned(),
+            partner: "bank-a".to_owned(),
+            unit: "customer".to_owned(),
+        };
+        let jobs: Vec<String> = (1..=FINISHED_JOBS_EXPOSED + 8)
+            .map(|number| format!("job-{number}"))
+            .collect();
+        metrics
+            .rounds_committed
+            .get_or_create(&JobLabels::new("job-running"))
+            .inc();
+        for job in &jobs {
+            metrics
+                .rounds_committed
+                .get_or_create(&JobLabels::new(job))
+                .inc();
+            metrics.epsilon_spent.get_or_create(&spent(job)).set(0.5);
+            events
+                .epsilon_series
+                .entry(job.clone())
+                .or_default()
+                .insert(("bank-a".to_owned(), "customer".to_owned()));
+            events.retire_finished(job);
+            // A second end event of the same job changes nothing.
+            events.retire_finished(job);
+        }
+        let exposed = |job: &str| {
+            metrics.rounds_committed.get(&JobLabels::new(job)).is_some()
+                && metrics.epsilon_spent.get(&spent(job)).is_some()
+        };
+        let (retired, kept) = jobs.split_at(8);
+        assert!(retired.iter().all(|job| !exposed(job)));
+        assert!(kept.iter().all(|job| exposed(job)));
+        assert!(
+            metrics
+                .rounds_committed
+                .get(&JobLabels::new("job-running"))
+                .is_some()
+        );
+        assert!(events.epsilon_series.len() <= FINISHED_JOBS_EXPOSED);
+        let page = veil_metrics::encode(&registry).unwrap();
+        assert!(!page.contains("job=\"job-1\""), "{page}");
+        assert_eq!(
+            page.matches("veil_coordinator_epsilon_spent{").count(),
+            FINISHED_JOBS_EXPOSED
+        );
+        assert!(page.contains(&format!("job=\"{}\"", jobs[jobs.len() - 1])));
     }
 }

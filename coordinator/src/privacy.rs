@@ -61,6 +61,20 @@ pub(crate) struct PrivacyGuard {
     plan_cache: HashMap<String, Vec<veil_job::PlannedSpend>>,
 }
 
+/// Jobs whose composed spend and plan are cached at most: the jobs being
+/// watched now, with room to spare. Beyond it the caches start again, so a
+/// coordinator that runs jobs for months does not keep every job's figures
+/// (a cache miss only composes again).
+const CACHED_JOBS: usize = 64;
+
+/// Inserts into a per-job cache, emptying it first when it is full.
+fn bounded_insert<V>(cache: &mut HashMap<String, V>, job: &str, value: V) {
+    if cache.len() >= CACHED_JOBS && !cache.contains_key(job) {
+        cache.clear();
+    }
+    cache.insert(job.to_owned(), value);
+}
+
 impl PrivacyGuard {
     /// Opens (or creates) the ledger file.
     pub(crate) fn open(path: &Path, write_latency: Histogram) -> anyhow::Result<Self> {
@@ -92,13 +106,12 @@ impl PrivacyGuard {
             Some(planned) => planned.clone(),
             None => {
                 let planned = veil_job::planned_spend(spec)?;
-                self.plan_cache.insert(job.to_owned(), planned.clone());
+                bounded_insert(&mut self.plan_cache, job, planned.clone());
                 planned
             }
         };
         let spend = Self::compose_spend(spec, &planned, &charges)?;
-        self.spend_cache
-            .insert(job.to_owned(), (charges.len(), spend.clone()));
+        bounded_insert(&mut self.spend_cache, job, (charges.len(), spend.clone()));
         Ok(spend)
     }
 

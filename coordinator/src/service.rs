@@ -20,8 +20,8 @@ use veil_wire::v1::operator_service_server::OperatorService;
 use crate::audit::{HeldReceipts, model_digest};
 use crate::auth::{self, Gate};
 use crate::convert::{
-    describe_event, engine_error, final_model_error, job_status, partner_spend_to_wire,
-    phase_to_wire, receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire,
+    describe_event, engine_error, job_status, partner_spend_to_wire, phase_to_wire,
+    receipt_to_wire, reject_reason, round_metrics, secure_task_to_wire, stored_job_error,
 };
 use crate::intake::{self, IntakeError, ResultUpload};
 use crate::state::{Shared, lock};
@@ -344,9 +344,9 @@ pub(crate) struct OperatorApi {
 
 impl OperatorApi {
     fn status(&self, job: &str) -> Result<v1::JobStatus, Status> {
+        let status = self.shared.status(job).map_err(stored_job_error)?;
         let (mut wire, spec) = self.shared.read(|engine| {
             let spec = engine.descriptor(job).map_err(engine_error)?;
-            let status = engine.status(job).map_err(engine_error)?;
             Ok::<_, Status>((job_status(spec, &status), spec.clone()))
         })?;
         let spend = lock(&self.shared.privacy).job_spend(&spec, job);
@@ -545,7 +545,7 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModel", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
-        let (values, version) = self.shared.final_model(&job).map_err(final_model_error)?;
+        let (values, version) = self.shared.final_model(&job).map_err(stored_job_error)?;
         self.record_export(identity.as_ref(), &job, version, &values)?;
         Ok(Response::new(model_stream(values)))
     }
@@ -596,7 +596,8 @@ impl OperatorService for OperatorApi {
             .allow(&request, "FetchModelInfo", auth::OPERATOR_OR_AUDITOR)?;
         let job = request.into_inner().job_id;
         self.check_job_access(identity.as_ref(), &job)?;
-        // The parameter count is the plan's; the model itself may be in the store only.
+        // The parameter count is the plan's; the model and the rounds may be in the store only.
+        let status = self.shared.status(&job).map_err(stored_job_error)?;
         self.shared.read(|engine| {
             let model_version = engine.final_model_version(&job).map_err(engine_error)?;
             let parameter_count = engine.plan(&job).map_err(engine_error)?.parameter_count;
@@ -604,7 +605,6 @@ impl OperatorService for OperatorApi {
             let sums = engine.feature_statistics(&job).map_err(engine_error)?;
             let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))
                 .map_err(|e| Status::internal(e.to_string()))?;
-            let status = engine.status(&job).map_err(engine_error)?;
             Ok(Response::new(v1::ModelInfo {
                 job_id: job.clone(),
                 spec: Some(spec.to_wire()),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, broadcast};
 use veil_federation::store::JobStore;
-use veil_federation::{Engine, EngineError, EngineEvent, EventKind};
+use veil_federation::{Engine, EngineError, EngineEvent, EventKind, JobStatus};
 use veil_job::JobSpec;
 
 use crate::audit::AuditTrail;
@@ -64,7 +64,7 @@ impl Shared {
     /// A succeeded job's final model and its version: from the engine while
     /// it holds it, else from the job store's checkpoint of that version
     /// (the engine releases an ended job's model once it is stored).
-    pub(crate) fn final_model(&self, job: &str) -> Result<(Arc<Vec<f32>>, u32), FinalModelError> {
+    pub(crate) fn final_model(&self, job: &str) -> Result<(Arc<Vec<f32>>, u32), StoredJobError> {
         let held = self.read(|engine| {
             let version = engine.final_model_version(job)?;
             match engine.final_model(job) {
@@ -77,7 +77,7 @@ impl Shared {
             (Some(model), version) => Ok((model, version)),
             (None, version) => {
                 let model = self.model_checkpoint(job, version)?.ok_or_else(|| {
-                    FinalModelError::NotStored {
+                    StoredJobError::NotStored {
                         job: job.to_owned(),
                         model_version: version,
                     }
@@ -85,6 +85,31 @@ impl Shared {
                 Ok((Arc::new(model), version))
             }
         }
+    }
+
+    /// A job's status with its completed rounds after the first `known`:
+    /// from the engine, or from the job store once the engine has released
+    /// a finished job's history ([`JobStatus::history_in_store`]).
+    pub(crate) fn status_after(
+        &self,
+        job: &str,
+        known: usize,
+    ) -> Result<JobStatus, StoredJobError> {
+        let mut status = self.read(|engine| engine.status_after(job, known))?;
+        if status.history_in_store {
+            // After the engine's lock is released (a finished job's rounds no
+            // longer change): commits take the store's lock inside the
+            // engine's, so holding neither while waiting for the other keeps
+            // the order.
+            let rounds = lock(&self.store).rounds(job)?;
+            status.history = rounds.into_iter().skip(known).collect();
+        }
+        Ok(status)
+    }
+
+    /// [`Self::status_after`] with every completed round.
+    pub(crate) fn status(&self, job: &str) -> Result<JobStatus, StoredJobError> {
+        self.status_after(job, 0)
     }
 
     pub(crate) fn new(
@@ -189,9 +214,9 @@ impl Shared {
     }
 }
 
-/// Why a finished job's model cannot be read.
+/// Why a finished job's model or round history cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FinalModelError {
+pub(crate) enum StoredJobError {
     /// No such job, or it did not succeed.
     #[error(transparent)]
     Engine(#[from] EngineError),

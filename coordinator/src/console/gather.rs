@@ -70,8 +70,8 @@ pub(super) fn jobs(shared: &Shared) -> Vec<JobSummary> {
 
 /// The job page: its summary, spec and completed rounds.
 pub(super) fn job_page(shared: &Shared, job: &str) -> Option<JobPage> {
+    let status = shared.status(job).ok()?;
     let mut page = shared.read(|engine| {
-        let status = engine.status(job).ok()?;
         let spec = engine.descriptor(job).ok()?;
         Some(job_page_of(job, spec, &status))
     })?;
@@ -151,10 +151,8 @@ pub(super) fn job_progress(
     job: &str,
     known: usize,
 ) -> Option<(JobSummary, Vec<RoundRow>)> {
-    let (summary, mut rows) = shared.read(|engine| {
-        let status = engine.status_after(job, known).ok()?;
-        Some((summary_of(&status), round_rows(&status.history)))
-    })?;
+    let status = shared.status_after(job, known).ok()?;
+    let (summary, mut rows) = (summary_of(&status), round_rows(&status.history));
     if !rows.is_empty() {
         // After the engine's lock is released, as in `job_page`.
         let mut vetoes = lock(&shared.audit).vetoes_for(job);
@@ -419,11 +417,11 @@ pub(super) fn audit_page(entries: Result<Vec<AuditEntry>, String>, filter: &Form
 /// `FetchModel` serves it.
 pub(super) fn exported_model(shared: &Shared, job: &str) -> anyhow::Result<(ExportedModel, u64)> {
     let (parameters, version) = shared.final_model(job)?;
+    let status = shared.status(job)?;
     shared.read(|engine| {
         let spec = engine.descriptor(job)?;
         let sums = engine.feature_statistics(job)?;
         let scaling = statistics::export_scaling(spec, sums.as_deref().map(Vec::as_slice))?;
-        let status = engine.status(job)?;
         Ok((
             ExportedModel {
                 job_id: job.to_owned(),
@@ -502,6 +500,7 @@ mod tests {
             total_rounds: ROUNDS,
             current: None,
             waiting_for_nodes: None,
+            history_in_store: false,
             history: (1..=ROUNDS)
                 .map(|round| RoundRecord {
                     round,

@@ -183,8 +183,12 @@ pub struct JobStatus {
     pub current: Option<(u32, Phase)>,
     /// When running but waiting: live nodes still missing to open the phase.
     pub waiting_for_nodes: Option<u32>,
-    /// Completed rounds.
+    /// Completed rounds (after the first `known` of
+    /// [`Engine::status_after`]); empty when `history_in_store`.
     pub history: Vec<RoundRecord>,
+    /// The job has ended and the engine released its history: read it from
+    /// the job store it was saved to ([`crate::store::JobStore::rounds`]).
+    pub history_in_store: bool,
 }
 
 /// Identifies one result: with the node, the idempotency key of a submit.
@@ -537,11 +541,13 @@ struct Job<D> {
     /// Events raised while handling a submission, emitted at the next step.
     pending_events: Vec<EventKind>,
     /// The job has ended and its final snapshot is in the caller's store, so
-    /// the engine dropped its model and optimiser state
-    /// ([`Engine::release_finished_job`]): only what status, reports and
-    /// exports read (plan, descriptor, state, history, feature sums, model
-    /// version) stays in memory.
+    /// the engine dropped its model, optimiser state and round history
+    /// ([`Engine::release_finished_job`]): only its summary (plan,
+    /// descriptor, state, feature sums, model version, the number of
+    /// completed rounds) stays in memory.
     model_released: bool,
+    /// Rounds the job completed, once its history is in the store only.
+    rounds_in_store: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -682,6 +688,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                     declined: BTreeSet::new(),
                     pending_events: Vec::new(),
                     model_released: false,
+                    rounds_in_store: 0,
                 },
             );
         }
@@ -784,6 +791,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                 declined: BTreeSet::new(),
                 pending_events: Vec::new(),
                 model_released: false,
+                rounds_in_store: 0,
             },
         );
         self.emit(&id, EventKind::Submitted);
@@ -827,6 +835,11 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
     pub fn status_after(&self, job: &str, known: usize) -> Result<JobStatus, EngineError> {
         let entry = self.job(job)?;
         let durable = &entry.durable;
+        let completed_rounds = if entry.model_released {
+            entry.rounds_in_store
+        } else {
+            durable.history.len() as u32
+        };
         let running = durable.state == JobState::Running;
         let waiting_for_nodes = (running && entry.open.is_none()).then(|| {
             let live = self.live_nodes(None).len() as u32;
@@ -835,11 +848,12 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
         Ok(JobStatus {
             job: durable.id.clone(),
             state: durable.state.clone(),
-            completed_rounds: durable.history.len() as u32,
+            completed_rounds,
             total_rounds: durable.plan.rounds,
             current: running.then_some(durable.cursor),
             waiting_for_nodes,
             history: durable.history[known.min(durable.history.len())..].to_vec(),
+            history_in_store: entry.model_released,
         })
     }
 
@@ -957,19 +971,25 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
     }
 
     /// Drops what a job that has ended no longer needs in memory: its global
-    /// model and server-optimiser state (and whatever of its phases and
-    /// retries remained). Call it once the job's final snapshot is in the
-    /// store: a finished job then costs the engine only its summary (plan,
-    /// descriptor, state, round history, summed feature statistics, model
-    /// version), and its model is read from the store's checkpoint of
-    /// [`Self::final_model_version`]. Without this, every job ever run would
-    /// keep its model in memory for the life of the process.
+    /// model, server-optimiser state and round history (and whatever of its
+    /// phases and retries remained). Call it once the job's final snapshot
+    /// is in the store: a finished job then costs the engine only its
+    /// summary (plan, descriptor, state, summed feature statistics, model
+    /// version, number of rounds); its model is read from the store's
+    /// checkpoint of [`Self::final_model_version`] and its history from the
+    /// store's rounds ([`JobStatus::history_in_store`]). Without this, every
+    /// job ever run would keep its model and its rounds' evaluation
+    /// histograms in memory for the life of the process.
     pub fn release_finished_job(&mut self, job: &str) -> Result<(), EngineError> {
         let entry = self.job_mut(job)?;
         if !entry.durable.state.is_terminal() {
             return Err(wrong_state(&entry.durable, "release the state of"));
         }
+        if !entry.model_released {
+            entry.rounds_in_store = entry.durable.history.len() as u32;
+        }
         entry.model_released = true;
+        entry.durable.history = Vec::new();
         entry.open = None;
         entry.durable.global = Arc::new(Vec::new());
         entry.durable.optimizer.release();

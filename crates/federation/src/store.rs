@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::JobId;
-use crate::engine::JobSnapshot;
+use crate::engine::{JobSnapshot, RoundRecord};
 
 /// A store failure, named by the backend.
 #[derive(Debug, Error)]
@@ -33,6 +33,10 @@ pub trait JobStore<D> {
         job: &str,
         model_version: u32,
     ) -> Result<Option<Vec<f32>>, StoreError>;
+    /// The completed rounds of `job`'s stored snapshot, in order (empty for
+    /// a job the store does not hold): a finished job's history, which the
+    /// engine no longer keeps ([`crate::JobStatus::history_in_store`]).
+    fn rounds(&self, job: &str) -> Result<Vec<RoundRecord>, StoreError>;
 }
 
 /// A store that lives as long as the process.
@@ -71,5 +75,13 @@ impl<D: Clone> JobStore<D> for MemoryStore<D> {
             .get(job)
             .filter(|snapshot| snapshot.model_version == model_version)
             .map(|snapshot| snapshot.global.as_ref().clone()))
+    }
+
+    fn rounds(&self, job: &str) -> Result<Vec<RoundRecord>, StoreError> {
+        Ok(self
+            .snapshots
+            .get(job)
+            .map(|snapshot| snapshot.history.clone())
+            .unwrap_or_default())
     }
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use veil_federation::store::{JobStore, MemoryStore};
 use veil_federation::{
     AggregationMode, Engine, EngineConfig, EngineError, EventKind, JobPlan, JobState, Phase,
     PhaseTimeouts, RejectReason, ResultKey, Strategy, Submission, SubmissionBody, SubmitOutcome,
@@ -599,6 +600,7 @@ fn a_finished_job_keeps_only_its_summary_once_released() {
     };
     let mut harness = Harness::new(&[("a", HONEST), ("b", HONEST)]);
     let mut finished = Vec::new();
+    let mut store = MemoryStore::new();
     for _ in 0..10 {
         let job = harness.start(plan(2, 2, 2, fedadam));
         assert_eq!(harness.run(&job), JobState::Succeeded);
@@ -615,6 +617,8 @@ fn a_finished_job_keeps_only_its_summary_once_released() {
             version
         );
 
+        // The caller stores the final snapshot, then releases the job.
+        store.save(&harness.engine.snapshot(&job).unwrap()).unwrap();
         harness.engine.release_finished_job(&job).unwrap();
         let in_store = EngineError::ModelInStore {
             job: job.clone(),
@@ -650,12 +654,24 @@ fn a_finished_job_keeps_only_its_summary_once_released() {
         running_keys, 2,
         "the running job's feature-statistics replies"
     );
-    // What operators read of finished jobs is still there.
+    // Nor any finished job's rounds (the running one has completed none).
+    assert_eq!(footprint.history_values, 0, "{footprint:?}");
+    // What operators read of finished jobs: the summary from the engine,
+    // the rounds from the store.
     for job in &finished {
         let status = harness.engine.status(job).unwrap();
         assert_eq!(status.state, JobState::Succeeded);
-        assert_eq!(status.history.len(), 2);
+        assert_eq!(status.completed_rounds, 2);
+        assert!(status.history_in_store, "{status:?}");
+        assert!(status.history.is_empty(), "{status:?}");
+        let rounds = store.rounds(job).unwrap();
+        assert_eq!(
+            rounds.iter().map(|record| record.round).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
+    let live = harness.engine.status(&running).unwrap();
+    assert!(!live.history_in_store);
     // An engine restored from the store releases finished jobs at once.
     let snapshot = harness.engine.snapshot(&running).unwrap();
     let mut ended = harness.engine.snapshot(&running).unwrap();

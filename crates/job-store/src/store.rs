@@ -404,14 +404,7 @@ impl<D> SqliteJobStore<D> {
                     "no checkpoint of its model version {model_version}"
                 ))
             })?;
-            let records: Vec<(i64, Vec<u8>)> = transaction
-                .prepare("SELECT round, record FROM rounds WHERE job_id = ?1 ORDER BY round")
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![job], |row| Ok((row.get(0)?, row.get(1)?)))?
-                        .collect()
-                })
-                .map_err(sqlite(format!("loading job '{job}': reading its rounds")))?;
+            let records = self.read_rounds(&transaction, &job)?;
             snapshots.push(self.decode(stored, model_version, parameters, records)?);
         }
         Ok(snapshots)
@@ -476,6 +469,60 @@ impl<D> SqliteJobStore<D> {
             .collect()
     }
 
+    /// One job's stored round records, read in round order.
+    fn read_rounds(
+        &self,
+        connection: &Connection,
+        job: &str,
+    ) -> Result<Vec<(i64, Vec<u8>)>, JobStoreError> {
+        connection
+            .prepare("SELECT round, record FROM rounds WHERE job_id = ?1 ORDER BY round")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![job], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|source| JobStoreError::Sqlite {
+                path: self.path.clone(),
+                context: format!("loading job '{job}': reading its rounds"),
+                source,
+            })
+    }
+
+    /// Round records decoded, each checked to be the round it is stored as.
+    fn decode_rounds(
+        &self,
+        job: &str,
+        records: Vec<(i64, Vec<u8>)>,
+    ) -> Result<Vec<RoundRecord>, JobStoreError> {
+        let corrupt = |what: String| JobStoreError::Corrupt {
+            path: self.path.clone(),
+            job: job.to_owned(),
+            what,
+        };
+        records
+            .into_iter()
+            .map(|(round, bytes)| {
+                let record: RoundRecord =
+                    from_cbor(&bytes).map_err(|what| corrupt(format!("round {round}: {what}")))?;
+                if i64::from(record.round) != round {
+                    return Err(corrupt(format!(
+                        "the record stored as round {round} is for round {}",
+                        record.round
+                    )));
+                }
+                Ok(record)
+            })
+            .collect()
+    }
+
+    /// The completed rounds of `job` as last saved, in order (empty for a
+    /// job the file does not hold).
+    pub fn rounds(&self, job: &str) -> Result<Vec<RoundRecord>, JobStoreError> {
+        let records = self.read_rounds(&self.connection, job)?;
+        self.decode_rounds(job, records)
+    }
+
     /// Turns one job's stored columns back into its snapshot.
     fn decode(
         &self,
@@ -528,20 +575,7 @@ impl<D> SqliteJobStore<D> {
             .map(|bytes| from_cbor(&bytes))
             .transpose()
             .map_err(|what| corrupt(format!("pending training record: {what}")))?;
-        let history = records
-            .into_iter()
-            .map(|(round, bytes)| {
-                let record: RoundRecord =
-                    from_cbor(&bytes).map_err(|what| corrupt(format!("round {round}: {what}")))?;
-                if i64::from(record.round) != round {
-                    return Err(corrupt(format!(
-                        "the record stored as round {round} is for round {}",
-                        record.round
-                    )));
-                }
-                Ok(record)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let history = self.decode_rounds(&job, records)?;
         Ok(JobSnapshot {
             id: job.clone(),
             plan,
@@ -589,5 +623,9 @@ impl<D> JobStore<D> for SqliteJobStore<D> {
     ) -> Result<Option<Vec<f32>>, StoreError> {
         // The inherent method of the same name reads the checkpoint table.
         Ok(SqliteJobStore::model_checkpoint(self, job, model_version)?)
+    }
+
+    fn rounds(&self, job: &str) -> Result<Vec<RoundRecord>, StoreError> {
+        Ok(SqliteJobStore::rounds(self, job)?)
     }
 }

@@ -80,6 +80,15 @@ fn every_snapshot_a_job_goes_through_reads_back_equal() {
             "after saving {}",
             position(&snapshot)
         );
+        // A finished job's history is read back alone too (the engine
+        // releases it once stored), from either store.
+        let rounds =
+            JobStore::rounds(&store, &snapshot.id).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(rounds, snapshot.history);
+        assert_eq!(
+            memory.rounds(&snapshot.id).unwrap_or_default(),
+            snapshot.history
+        );
         positions.insert(position(&snapshot));
         saw_pending_train |= snapshot.pending_train.is_some();
         saves += 1;
@@ -107,6 +116,11 @@ fn every_snapshot_a_job_goes_through_reads_back_equal() {
     assert!(saves > 10);
     // The SQLite store agrees with the in-memory one the engine was built with.
     assert_eq!(load(&store), memory.load_all().unwrap_or_default());
+    assert!(
+        JobStore::rounds(&store, "job-unknown")
+            .unwrap_or_else(|error| panic!("{error}"))
+            .is_empty()
+    );
 }
 
 #[test]
