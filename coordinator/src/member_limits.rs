@@ -155,6 +155,18 @@ struct Allowance {
     refusing: bool,
 }
 
+impl Allowance {
+    /// A node's allowance when it is first heard from: a full bucket, no permits taken.
+    fn new(limits: &MemberLimits, now: Instant) -> Self {
+        Self {
+            bucket: TokenBucket::full(limits, now),
+            in_flight: Arc::new(Semaphore::new(limits.concurrent_requests as usize)),
+            connections: Arc::new(Semaphore::new(limits.connections as usize)),
+            refusing: false,
+        }
+    }
+}
+
 /// Every node's allowance. The map holds one entry per node name the CA has issued and that
 /// has called, so it is bounded by the federation's size.
 pub(crate) struct Admission {
@@ -177,12 +189,7 @@ impl Admission {
         let mut allowances = lock(&self.allowances);
         let allowance = allowances
             .entry(node.to_owned())
-            .or_insert_with(|| Allowance {
-                bucket: TokenBucket::full(&self.limits, now),
-                in_flight: Arc::new(Semaphore::new(self.limits.concurrent_requests as usize)),
-                connections: Arc::new(Semaphore::new(self.limits.connections as usize)),
-                refusing: false,
-            });
+            .or_insert_with(|| Allowance::new(&self.limits, now));
         // In-flight first: a request refused for concurrency costs no token.
         let outcome = match Arc::clone(&allowance.in_flight).try_acquire_owned() {
             Err(_) => Err(Refusal::Concurrency {
@@ -209,12 +216,7 @@ impl Admission {
         let now = Instant::now();
         let allowance = allowances
             .entry(node.to_owned())
-            .or_insert_with(|| Allowance {
-                bucket: TokenBucket::full(&self.limits, now),
-                in_flight: Arc::new(Semaphore::new(self.limits.concurrent_requests as usize)),
-                connections: Arc::new(Semaphore::new(self.limits.connections as usize)),
-                refusing: false,
-            });
+            .or_insert_with(|| Allowance::new(&self.limits, now));
         Arc::clone(&allowance.connections)
             .try_acquire_owned()
             .map(|permit| ConnectionSlot { _permit: permit })
