@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
@@ -21,11 +21,15 @@ use veil_privacy_ledger::PrivacyUnit;
 use crate::member_limits::ConnectionSlot;
 use crate::privacy::{PrivacyGuard, PrivacyOutcome};
 
-/// Finished jobs whose per-job series (round counters, ε gauges) are still
-/// exposed: a scrape every few minutes sees a finished job's final values,
-/// and a coordinator that runs jobs for months neither grows without bound
-/// nor exposes an ever longer page. Older finished jobs' figures stay in the
-/// ledger, the audit log and `coordinator status`.
+/// How long a finished job's per-job series (round counters, ε gauges) stay
+/// exposed: long enough for scrapes every 15 to 60 s to see its final values
+/// several times. Then they are removed, so a coordinator that runs jobs for
+/// months neither grows job after job nor exposes an ever longer page; the
+/// figures stay in the ledger, the audit log and `coordinator status`.
+pub(crate) const FINISHED_SERIES_GRACE: Duration = Duration::from_secs(120);
+
+/// Finished jobs whose series are exposed at most, however recent: many
+/// short jobs within the grace period must not grow the page without bound.
 pub(crate) const FINISHED_JOBS_EXPOSED: usize = 32;
 
 /// The metrics and the little they remember between events.
@@ -38,8 +42,9 @@ pub(crate) struct EventMetrics {
     open_rounds: HashMap<JobId, BTreeSet<u32>>,
     /// The (partner, unit) pairs of each job's ε gauges, to remove them.
     epsilon_series: HashMap<JobId, BTreeSet<(String, String)>>,
-    /// Finished jobs whose series are exposed, oldest first.
-    finished: VecDeque<JobId>,
+    /// Finished jobs whose series are exposed, with when they finished,
+    /// oldest first.
+    finished: VecDeque<(JobId, Instant)>,
 }
 
 impl EventMetrics {
@@ -53,15 +58,25 @@ impl EventMetrics {
         }
     }
 
-    /// Keeps `job`'s series among the finished jobs exposed, and removes
-    /// the series of the oldest beyond [`FINISHED_JOBS_EXPOSED`].
-    fn retire_finished(&mut self, job: &str) {
-        if self.finished.iter().any(|finished| finished == job) {
-            return;
+    /// Notes that `job` finished at `now`: its series stay for
+    /// [`FINISHED_SERIES_GRACE`] (or until [`FINISHED_JOBS_EXPOSED`] later
+    /// jobs have finished).
+    fn job_finished(&mut self, job: &str, now: Instant) {
+        if !self.finished.iter().any(|(finished, _)| finished == job) {
+            self.finished.push_back((job.to_owned(), now));
         }
-        self.finished.push_back(job.to_owned());
-        while self.finished.len() > FINISHED_JOBS_EXPOSED {
-            let Some(oldest) = self.finished.pop_front() else {
+        self.retire_finished(now);
+    }
+
+    /// Removes the series of finished jobs past their grace period, and of
+    /// the oldest beyond [`FINISHED_JOBS_EXPOSED`].
+    fn retire_finished(&mut self, now: Instant) {
+        while let Some((_, finished_at)) = self.finished.front() {
+            let expired = now.saturating_duration_since(*finished_at) >= FINISHED_SERIES_GRACE;
+            if !expired && self.finished.len() <= FINISHED_JOBS_EXPOSED {
+                break;
+            }
+            let Some((oldest, _)) = self.finished.pop_front() else {
                 break;
             };
             let labels = JobLabels::new(&oldest);
@@ -99,6 +114,7 @@ impl EventMetrics {
         outcome: &PrivacyOutcome,
         now: Instant,
     ) {
+        self.retire_finished(now);
         let job = &event.job;
         let metrics = Arc::clone(&self.metrics);
         let job_labels = JobLabels::new(job);
@@ -182,7 +198,7 @@ impl EventMetrics {
                 }
                 self.phase_opened
                     .retain(|(phase_job, _, _), _| phase_job != job);
-                self.retire_finished(job);
+                self.job_finished(job, now);
             }
             EventKind::Started
             | EventKind::WaitingForNodes { .. }
@@ -364,11 +380,11 @@ mod tests {
 
     use super::*;
 
-    /// Per-job series of finished jobs are exposed for the most recent
-    /// [`FINISHED_JOBS_EXPOSED`] finished jobs only; a running job's series
-    /// are never removed.
+    /// Per-job series of a finished job are exposed for its grace period,
+    /// and for the most recent [`FINISHED_JOBS_EXPOSED`] finished jobs at
+    /// most; a running job's series are never removed.
     #[test]
-    fn only_the_latest_finished_jobs_keep_their_series() {
+    fn finished_jobs_keep_their_series_for_a_grace_period_and_a_bounded_count() {
         let mut registry = Registry::default();
         let metrics = Arc::new(CoordinatorMetrics::register(&mut registry));
         let mut events = EventMetrics::new(Arc::clone(&metrics));
@@ -377,14 +393,12 @@ mod tests {
             partner: "bank-a".to_owned(),
             unit: "customer".to_owned(),
         };
-        let jobs: Vec<String> = (1..=FINISHED_JOBS_EXPOSED + 8)
-            .map(|number| format!("job-{number}"))
-            .collect();
-        metrics
-            .rounds_committed
-            .get_or_create(&JobLabels::new("job-running"))
-            .inc();
-        for job in &jobs {
+        let exposed = |job: &str| {
+            metrics.rounds_committed.get(&JobLabels::new(job)).is_some()
+                && metrics.epsilon_spent.get(&spent(job)).is_some()
+        };
+        let start = Instant::now();
+        let finish = |events: &mut EventMetrics, job: &str, at: Instant| {
             metrics
                 .rounds_committed
                 .get_or_create(&JobLabels::new(job))
@@ -392,26 +406,28 @@ mod tests {
             metrics.epsilon_spent.get_or_create(&spent(job)).set(0.5);
             events
                 .epsilon_series
-                .entry(job.clone())
+                .entry(job.to_owned())
                 .or_default()
                 .insert(("bank-a".to_owned(), "customer".to_owned()));
-            events.retire_finished(job);
+            events.job_finished(job, at);
             // A second end event of the same job changes nothing.
-            events.retire_finished(job);
-        }
-        let exposed = |job: &str| {
-            metrics.rounds_committed.get(&JobLabels::new(job)).is_some()
-                && metrics.epsilon_spent.get(&spent(job)).is_some()
+            events.job_finished(job, at);
         };
+        metrics
+            .rounds_committed
+            .get_or_create(&JobLabels::new("job-running"))
+            .inc();
+
+        // Many short jobs within the grace period: the count bounds them.
+        let jobs: Vec<String> = (1..=FINISHED_JOBS_EXPOSED + 8)
+            .map(|number| format!("job-{number}"))
+            .collect();
+        for (index, job) in jobs.iter().enumerate() {
+            finish(&mut events, job, start + Duration::from_secs(index as u64));
+        }
         let (retired, kept) = jobs.split_at(8);
         assert!(retired.iter().all(|job| !exposed(job)));
         assert!(kept.iter().all(|job| exposed(job)));
-        assert!(
-            metrics
-                .rounds_committed
-                .get(&JobLabels::new("job-running"))
-                .is_some()
-        );
         assert!(events.epsilon_series.len() <= FINISHED_JOBS_EXPOSED);
         let page = veil_metrics::encode(&registry).unwrap();
         assert!(!page.contains("job=\"job-1\""), "{page}");
@@ -419,6 +435,22 @@ mod tests {
             page.matches("veil_coordinator_epsilon_spent{").count(),
             FINISHED_JOBS_EXPOSED
         );
-        assert!(page.contains(&format!("job=\"{}\"", jobs[jobs.len() - 1])));
+
+        // Just before a job's grace period ends it is still there; after it,
+        // at the next event, it is gone, and so is every job finished before it.
+        let last = jobs.last().unwrap();
+        let last_finished = start + Duration::from_secs(jobs.len() as u64 - 1);
+        events.retire_finished(last_finished + FINISHED_SERIES_GRACE - Duration::from_secs(1));
+        assert!(exposed(last));
+        events.retire_finished(last_finished + FINISHED_SERIES_GRACE);
+        assert!(jobs.iter().all(|job| !exposed(job)));
+        assert!(events.finished.is_empty());
+        assert!(events.epsilon_series.is_empty());
+        assert!(
+            metrics
+                .rounds_committed
+                .get(&JobLabels::new("job-running"))
+                .is_some()
+        );
     }
 }

@@ -62,10 +62,11 @@ pub(crate) struct PrivacyGuard {
 }
 
 /// Jobs whose composed spend and plan are cached at most: the jobs being
-/// watched now, with room to spare. Beyond it the caches start again, so a
-/// coordinator that runs jobs for months does not keep every job's figures
-/// (a cache miss only composes again).
-const CACHED_JOBS: usize = 64;
+/// watched now, with room to spare (an ended job leaves the caches when it
+/// ends, and comes back only while someone reads its status). Beyond it the
+/// caches start again, so a coordinator that runs jobs for months does not
+/// keep every job's figures (a cache miss only composes again).
+const CACHED_JOBS: usize = 16;
 
 /// Inserts into a per-job cache, emptying it first when it is full.
 fn bounded_insert<V>(cache: &mut HashMap<String, V>, job: &str, value: V) {
@@ -257,6 +258,10 @@ impl PrivacyGuard {
             EventKind::Succeeded | EventKind::Failed { .. } | EventKind::Cancelled => {
                 self.invited
                     .retain(|(invited_job, _), _| invited_job != job);
+                // Its spend is composed no more while it runs; a later
+                // status composes it once more.
+                self.spend_cache.remove(job);
+                self.plan_cache.remove(job);
             }
             _ => {}
         }
