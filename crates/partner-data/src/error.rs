@@ -32,6 +32,18 @@ pub enum PartnerDataError {
         /// The Parquet error.
         error: parquet::errors::ParquetError,
     },
+    /// The `parquet` crate panicked while decoding the file's data pages: it asserts on some
+    /// malformed pages (a run length past the page's end) instead of returning an error. The
+    /// panic is caught where the reader is called, and the file is refused.
+    #[error(
+        "{input}: a Parquet data page at or before row {row} is malformed (the Parquet reader          could not decode it), nothing from this input was loaded"
+    )]
+    ParquetPageMalformed {
+        /// The input.
+        input: String,
+        /// The row being read (1-based) when the reader gave up.
+        row: u64,
+    },
     /// The Parquet footer (the file's schema and row-group metadata) could not be decoded, so
     /// no row was read.
     #[error(

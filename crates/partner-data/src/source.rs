@@ -551,6 +551,8 @@ struct ParquetRows {
     header: Vec<String>,
     rows: parquet::record::reader::RowIter<'static>,
     read: u64,
+    /// The reader panicked on a malformed page: it is not asked again.
+    failed: bool,
 }
 
 impl ParquetRows {
@@ -589,6 +591,7 @@ impl ParquetRows {
             header,
             rows: reader.into_iter(),
             read: 0,
+            failed: false,
         })
     }
 }
@@ -652,13 +655,37 @@ fn check_parquet_layout(metadata: &ParquetMetaData, file_length: u64) -> Result<
     Ok(())
 }
 
+impl ParquetRows {
+    fn malformed(&self) -> PartnerDataError {
+        PartnerDataError::ParquetPageMalformed {
+            input: self.input.clone(),
+            row: self.read + 1,
+        }
+    }
+}
+
 impl RowReader for ParquetRows {
     fn header(&self) -> &[String] {
         &self.header
     }
 
     fn read_row(&mut self, row: &mut RowBuffer) -> Result<bool, PartnerDataError> {
-        let Some(next) = self.rows.next() else {
+        // The reader decodes pages as rows are asked for, and some malformed pages make it
+        // panic (an assertion in its bit reader) rather than return an error. A partner's
+        // file must never take the node down, so the panic is caught here and the file
+        // refused; the iterator is not used again after it (`failed`).
+        if self.failed {
+            return Err(self.malformed());
+        }
+        let rows = &mut self.rows;
+        let next = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rows.next())) {
+            Ok(next) => next,
+            Err(_) => {
+                self.failed = true;
+                return Err(self.malformed());
+            }
+        };
+        let Some(next) = next else {
             return Ok(false);
         };
         let next: Row = next.map_err(|error| PartnerDataError::Parquet {

@@ -961,6 +961,34 @@ fn a_parquet_footer_declaring_a_huge_list_is_refused_not_aborted() {
 }
 
 #[test]
+fn a_parquet_data_page_the_reader_panics_on_is_refused_not_a_crash() {
+    // Found by the parquet_ingestion fuzz target (stop 29): a valid footer over a data page
+    // whose bit-packed run claims more bytes than the page holds. The parquet crate (60.2)
+    // asserts on it in its bit reader and panics while rows are read; the load now catches
+    // that, names the file and the row, and loads nothing from it.
+    let fixture = Fixture::new();
+    let crafted = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/parquet-data-page-run-past-its-end.parquet"),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let path = fixture.write("crafted.parquet", &crafted);
+    // The columns the fuzz target declares: the defaults, every row allowed to be rejected.
+    let mut config = PartnerDataConfig::from(veil_behaviour_features::CsvSource::new(
+        fixture.path("unused.csv"),
+    ));
+    config.transactions.input = Input::Parquet { path };
+    config.transactions.max_reject_fraction = 1.0;
+    let message = load_error(&config);
+    assert!(
+        message.contains("crafted.parquet")
+            && message.contains("Parquet data page")
+            && message.contains("nothing from this input was loaded"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_parquet_footer_pointing_past_the_file_is_refused_before_any_page_is_read() {
     // A real file's footer kept, its data cut away: every column chunk now lies outside the
     // file. The check runs before the parquet crate reserves a chunk's declared size.
