@@ -87,13 +87,7 @@ fn partner_line(
         if (index + 1) % stride != 0 && index + 1 != charges {
             continue;
         }
-        let epsilon = if unbounded {
-            f64::INFINITY
-        } else {
-            accountant
-                .epsilon_rdp_cached(delta, curves)
-                .unwrap_or(f64::INFINITY)
-        };
+        let epsilon = composed_epsilon(&accountant, unbounded, delta, curves);
         let mechanism = match &described {
             Some((previous, text))
                 if previous.mechanism == charge.mechanism
@@ -179,6 +173,23 @@ fn across_threads<G: Send, R: Send>(
         curves.absorb(computed);
     }
     results
+}
+
+/// The RDP ε of what `accountant` composed, at `delta`; unbounded once a
+/// charge was refused (every later total is then unbounded too) or when the
+/// conversion fails.
+fn composed_epsilon(
+    accountant: &Accountant,
+    unbounded: bool,
+    delta: f64,
+    curves: &mut RdpCurves,
+) -> f64 {
+    if unbounded {
+        return f64::INFINITY;
+    }
+    accountant
+        .epsilon_rdp_cached(delta, curves)
+        .unwrap_or(f64::INFINITY)
 }
 
 /// The calendar year (UTC) of a UNIX time, if it has one.
@@ -274,13 +285,7 @@ pub fn yearly_spend(
                 unbounded |= charge.mechanism.compose_into(&mut accountant).is_err();
                 jobs.insert(charge.job_id.as_str());
             }
-            let epsilon = if unbounded {
-                f64::INFINITY
-            } else {
-                accountant
-                    .epsilon_rdp_cached(delta, curves)
-                    .unwrap_or(f64::INFINITY)
-            };
+            let epsilon = composed_epsilon(&accountant, unbounded, delta, curves);
             YearSpend {
                 year,
                 partner: partner.to_owned(),
