@@ -941,18 +941,25 @@ fn parquet_round_trip_matches_the_csv_path() {
     assert_eq!(from_parquet.log.n_transactions(), 3);
 }
 
+/// A checked-in crafted Parquet file (`tests/data/NAME`), copied into the fixture as
+/// `crafted.parquet` so errors can be checked to name it.
+fn crafted_parquet(fixture: &Fixture, name: &str) -> PathBuf {
+    let crafted = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap_or_else(|error| panic!("{name}: {error}"));
+    fixture.write("crafted.parquet", &crafted)
+}
+
 #[test]
 fn a_parquet_footer_declaring_a_huge_list_is_refused_not_aborted() {
     // Found by the parquet_ingestion fuzz target: 129 bytes whose footer declares a list so
     // long that parquet 57 reserved 79 GB for it and the process aborted. The footer decoder
     // now bounds every list by the bytes left, and the load names the file and the footer.
     let fixture = Fixture::new();
-    let crafted = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/parquet-footer-79gb-allocation.parquet"),
-    )
-    .unwrap_or_else(|error| panic!("{error}"));
-    let path = fixture.write("crafted.parquet", &crafted);
+    let path = crafted_parquet(&fixture, "parquet-footer-79gb-allocation.parquet");
     let message = load_error(&config(&fixture, parquet_transactions(path)));
     assert!(
         message.contains("crafted.parquet") && message.contains("Parquet footer"),
@@ -967,12 +974,7 @@ fn a_parquet_data_page_the_reader_panics_on_is_refused_not_a_crash() {
     // asserts on it in its bit reader and panics while rows are read; the load now catches
     // that, names the file and the row, and loads nothing from it.
     let fixture = Fixture::new();
-    let crafted = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/parquet-data-page-run-past-its-end.parquet"),
-    )
-    .unwrap_or_else(|error| panic!("{error}"));
-    let path = fixture.write("crafted.parquet", &crafted);
+    let path = crafted_parquet(&fixture, "parquet-data-page-run-past-its-end.parquet");
     // The columns the fuzz target declares: the defaults, every row allowed to be rejected.
     let mut config = PartnerDataConfig::from(veil_behaviour_features::CsvSource::new(
         fixture.path("unused.csv"),
