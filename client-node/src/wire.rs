@@ -129,6 +129,7 @@ mod tests {
             SecureStep::MaskedInput,
             SecureStep::ConsistencyCheck,
             SecureStep::Unmask,
+            SecureStep::ContinuationInput,
         ] {
             assert_eq!(
                 secure_step_from_wire(secure_step_to_wire(step) as i32).ok(),

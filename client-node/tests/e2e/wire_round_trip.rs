@@ -11,12 +11,13 @@ use veil_job::JobSpec;
 use veil_secure_aggregation::{NodeId, ProtocolParams};
 use veil_wire::v1;
 
-const STEPS: [SecureStep; 5] = [
+const STEPS: [SecureStep; 6] = [
     SecureStep::AdvertiseKeys,
     SecureStep::ShareKeys,
     SecureStep::MaskedInput,
     SecureStep::ConsistencyCheck,
     SecureStep::Unmask,
+    SecureStep::ContinuationInput,
 ];
 
 /// Valid protocol parameters: a cohort of 2–12 distinct nodes, a full or an even sparse graph,

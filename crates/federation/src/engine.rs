@@ -27,7 +27,8 @@ use crate::phase::Phase;
 use crate::plan::{AggregationMode, JobPlan, PlanError};
 use crate::privacy::{PartnerPrivacy, add_central_noise, clip_update};
 use crate::secure::{
-    CohortMember, SecureRound, SecureRoundPosition, SecureStep, SecureTask, StepOutcome,
+    CohortMember, FinishedInstance, MIN_SECURE_COHORT, SecureRound, SecureRoundPosition,
+    SecureStep, SecureTask, StepOutcome,
 };
 use crate::strategy::ServerOptimizer;
 use crate::{JobId, NodeId};
@@ -548,6 +549,10 @@ struct Job<D> {
     model_released: bool,
     /// Rounds the job completed, once its history is in the store only.
     rounds_in_store: u32,
+    /// The secure training instance that finished the current round, so its
+    /// evaluation can run as a continuation of it (one step, no new keys).
+    /// Not durable: after a restart the evaluation runs the full protocol.
+    finished_training: Option<(u32, FinishedInstance)>,
 }
 
 #[derive(Debug, Clone)]
@@ -689,6 +694,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                     pending_events: Vec::new(),
                     model_released: false,
                     rounds_in_store: 0,
+                    finished_training: None,
                 },
             );
         }
@@ -792,6 +798,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                 pending_events: Vec::new(),
                 model_released: false,
                 rounds_in_store: 0,
+                finished_training: None,
             },
         );
         self.emit(&id, EventKind::Submitted);
@@ -996,6 +1003,7 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
         entry.durable.pending_train = None;
         entry.accepted = HashSet::new();
         entry.released = BTreeSet::new();
+        entry.finished_training = None;
         entry.declined = BTreeSet::new();
         entry.pending_events = Vec::new();
         Ok(())
@@ -1271,7 +1279,10 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                     }
                     return Err(reason);
                 }
-                if *step == SecureStep::MaskedInput {
+                if matches!(
+                    step,
+                    SecureStep::MaskedInput | SecureStep::ContinuationInput
+                ) {
                     job.released.insert(node.to_owned());
                     job.released_cohort = job.released_cohort.max(secure.cohort().count());
                 }
@@ -1355,6 +1366,11 @@ impl<D: Clone + ReleaseDirector> Engine<D> {
                             });
                         }
                         StepOutcome::Finished { sums, contributors } => {
+                            let (round, phase) = job.durable.cursor;
+                            job.finished_training = secure
+                                .finished_instance()
+                                .filter(|_| phase == Phase::Train)
+                                .map(|instance| (round, instance));
                             finish_secure_phase(job, sums, contributors, noise, &mut events);
                         }
                         StepOutcome::Failed(reason) => {
@@ -1619,20 +1635,47 @@ fn open_phase<D: ReleaseDirector>(
                 .filter(|member| invited.contains(&member.node))
                 .cloned()
                 .collect();
-            match SecureRound::open(
-                SecureRoundPosition {
-                    job: &job.durable.id,
-                    round,
-                    phase,
-                    attempt,
-                },
-                cohort,
-                plan.min_participants as usize,
-                shape,
-                settings,
-                &plan.partner_privacy,
-                deadline,
-            ) {
+            let position = SecureRoundPosition {
+                job: &job.durable.id,
+                round,
+                phase,
+                attempt,
+            };
+            // The evaluation continues the round's training instance when
+            // exactly its survivors are invited, on the first attempt; a
+            // retry (someone did not send) or any other cohort runs the
+            // full protocol, which tolerates dropouts.
+            let continued = job
+                .finished_training
+                .take()
+                .filter(|(trained_round, instance)| {
+                    phase == Phase::Evaluate
+                        && *trained_round == round
+                        && attempt == 1
+                        && instance.survivors.len() >= MIN_SECURE_COHORT
+                        && instance.survivors == cohort
+                })
+                .map(|(_, instance)| instance);
+            let opened = match &continued {
+                Some(instance) => SecureRound::continuation(
+                    position,
+                    instance,
+                    shape,
+                    settings,
+                    &plan.partner_privacy,
+                    deadline,
+                ),
+                None => SecureRound::open(
+                    position,
+                    cohort,
+                    plan.min_participants as usize,
+                    shape,
+                    settings,
+                    &plan.partner_privacy,
+                    deadline,
+                ),
+            };
+            match opened {
                 Ok(secure) => PhaseAggregation::Secure(Box::new(secure)),
                 Err(reason) => {
                     let reason = format!("round {round} phase {phase}: {reason}");

@@ -34,7 +34,9 @@ pub use participant::{ParticipantError, SecureParticipant};
 pub use phase::Phase;
 pub use plan::{AggregationMode, DEFAULT_WAIT_FOR_NODES, JobPlan, PhaseTimeouts, PlanError};
 pub use privacy::{PartnerPrivacy, PartnerPrivacyError};
-pub use secure::{CohortMember, ReplyEncoding, SecureSettings, SecureStep, SecureTask};
+pub use secure::{
+    CohortMember, FinishedInstance, ReplyEncoding, SecureSettings, SecureStep, SecureTask,
+};
 pub use strategy::{ServerOptimizer, Strategy};
 
 /// Identifier of a client node, as it registered.

@@ -10,8 +10,8 @@ use ring::signature::Ed25519KeyPair;
 use thiserror::Error;
 use veil_secure_aggregation::client::{self, ClientSession};
 use veil_secure_aggregation::{
-    ClientConfig, ClientError, ForwardedShares, IdentityDirectory, KeyDirectory, NodeId,
-    PartnerPolicy, SurvivorList, UnmaskRequest,
+    ClientConfig, ClientError, Continuation, ForwardedShares, IdentityDirectory, KeyDirectory,
+    NodeId, PartnerPolicy, SurvivorList, UnmaskRequest,
 };
 
 use crate::secure::{SecureStep, SecureTask};
@@ -67,6 +67,9 @@ impl State {
 pub struct SecureParticipant {
     state: State,
     input: Vec<u32>,
+    /// After the last step, when this node's input is in the sum: what a
+    /// continuation of the instance needs (see [`Self::take_continuation`]).
+    continuation: Option<Continuation>,
 }
 
 impl std::fmt::Debug for SecureParticipant {
@@ -118,6 +121,7 @@ impl SecureParticipant {
             SecureParticipant {
                 state: State::Advertised(session),
                 input: encoded_input,
+                continuation: None,
             },
             advertisement.to_bytes(),
         ))
@@ -155,7 +159,8 @@ impl SecureParticipant {
             }
             (SecureStep::Unmask, State::Checked(session)) => {
                 let request = UnmaskRequest::from_bytes(&task.payload).map_err(malformed)?;
-                let response = session.unmask(&request)?;
+                let (response, continuation) = session.unmask_and_continue(&request)?;
+                self.continuation = continuation;
                 (State::Done, response.to_bytes())
             }
             (asked, _) => return Err(ParticipantError::OutOfStep { asked, at }),
@@ -167,5 +172,11 @@ impl SecureParticipant {
     /// Whether the node has sent its last message.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+
+    /// Once done, the continuation of this instance, if this node's input
+    /// is in the sum (once: later calls give `None`).
+    pub fn take_continuation(&mut self) -> Option<Continuation> {
+        self.continuation.take()
     }
 }

@@ -14,9 +14,9 @@ use rand_core::{CryptoRng, RngCore};
 use thiserror::Error;
 use veil_secure_aggregation::server::{self, ServerSession};
 use veil_secure_aggregation::{
-    ConsistencySignature, EncryptedShares, GraphError, GraphRequirements, IdentityDirectory,
-    KeyAdvertisement, MaskedInput, NeighbourParameters, ProtocolParams, RejectedMessage,
-    RoundFailed, ServerConfig, UnmaskResponse, choose_neighbour_parameters,
+    ConsistencySignature, ContinuationSum, EncryptedShares, GraphError, GraphRequirements,
+    IdentityDirectory, KeyAdvertisement, MaskedInput, NeighbourParameters, ProtocolParams,
+    RejectedMessage, RoundFailed, ServerConfig, UnmaskResponse, choose_neighbour_parameters,
 };
 
 use veil_dp_noise::DiscreteGaussian;
@@ -106,6 +106,11 @@ pub enum SecureStep {
     ConsistencyCheck,
     /// Reveal shares.
     Unmask,
+    /// Upload the masked, encoded reply of a continuation: the evaluation of
+    /// a round's model summed over exactly its training survivors with the
+    /// training's pairwise seeds (one step, no new keys; see
+    /// docs/secure-aggregation.md, "Continuations").
+    ContinuationInput,
 }
 
 impl std::fmt::Display for SecureStep {
@@ -116,6 +121,7 @@ impl std::fmt::Display for SecureStep {
             SecureStep::MaskedInput => "masked-input",
             SecureStep::ConsistencyCheck => "consistency-check",
             SecureStep::Unmask => "unmask",
+            SecureStep::ContinuationInput => "continuation-input",
         })
     }
 }
@@ -536,6 +542,7 @@ enum Stage {
     Masked(ServerSession<server::MaskedInput>),
     Consistency(ServerSession<server::ConsistencyCheck>),
     Unmask(ServerSession<server::Unmask>),
+    Continuation(ContinuationSum),
 }
 
 impl std::fmt::Debug for Stage {
@@ -546,6 +553,7 @@ impl std::fmt::Debug for Stage {
             Stage::Masked(_) => "Masked",
             Stage::Consistency(_) => "Consistency",
             Stage::Unmask(_) => "Unmask",
+            Stage::Continuation(_) => "Continuation",
         })
     }
 }
@@ -597,6 +605,22 @@ pub struct SecureRound {
     per_node: BTreeMap<NodeId, Arc<Vec<u8>>>,
     deadline: Instant,
     step_timeout: Duration,
+    /// Once a full instance has finished: its survivors, for a continuation.
+    finished_survivors: Option<Vec<NodeId>>,
+}
+
+/// What a continuation of a finished secure phase needs from it: its
+/// parameters, graph and survivors, with their credentials.
+#[derive(Debug, Clone)]
+pub struct FinishedInstance {
+    /// The finished instance's attempt.
+    pub attempt: u32,
+    /// Its protocol parameters.
+    pub params: Arc<ProtocolParams>,
+    /// Its (k, t) and guarantee, which the continuation inherits.
+    pub graph: NeighbourParameters,
+    /// The survivors (whose inputs are in its sum), sorted, with their credentials.
+    pub survivors: Vec<CohortMember>,
 }
 
 /// Where a secure phase instance sits: the job, the round's position and
@@ -698,6 +722,89 @@ impl SecureRound {
             per_node: BTreeMap::new(),
             deadline: first_deadline,
             step_timeout: settings.step_timeout,
+            finished_survivors: None,
+        })
+    }
+
+    /// Opens a continuation of `finished` (the same round's training) for
+    /// this phase: one step in which every survivor of `finished` sends its
+    /// reply masked with the training's pairwise seeds. The sum exists only
+    /// if all of them send; there is no dropout to tolerate and nothing to
+    /// unmask.
+    pub fn continuation(
+        position: SecureRoundPosition<'_>,
+        finished: &FinishedInstance,
+        shape: ExpectedShape,
+        settings: &SecureSettings,
+        privacy: &PartnerPrivacy,
+        first_deadline: Instant,
+    ) -> Result<Self, String> {
+        let n = finished.survivors.len();
+        let encoding =
+            ReplyEncoding::new(shape.vector_len, shape.statistics_len, n, settings, privacy)
+                .map_err(|error| error.to_string())?;
+        let trained = &finished.params;
+        // The task names the finished instance's parameters (cohort, graph
+        // seed, k, t, b) with this reply's length; each node checks them
+        // against the instance it took part in.
+        let params = ProtocolParams::new(
+            trained.cohort().to_vec(),
+            *trained.graph_seed(),
+            trained.neighbour_count(),
+            trained.reconstruction_threshold(),
+            trained.modulus_bits(),
+            encoding.encoded_len(),
+        )
+        .map_err(|error| error.to_string())?;
+        let survivors = finished
+            .survivors
+            .iter()
+            .map(|member| veil_secure_aggregation::NodeId::new(member.node.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        let sum = ContinuationSum::new(survivors, encoding.encoded_len(), trained.modulus_bits());
+        let expected = finished
+            .survivors
+            .iter()
+            .map(|member| member.node.clone())
+            .collect();
+        Ok(SecureRound {
+            attempt: position.attempt,
+            step: SecureStep::ContinuationInput,
+            stage: Some(Stage::Continuation(sum)),
+            params: Arc::new(params),
+            members: Arc::new(finished.survivors.clone()),
+            encoding,
+            shape,
+            graph: finished.graph.clone(),
+            // Every survivor or nothing.
+            min_contributors: n.max(1),
+            masked_inputs: BTreeSet::new(),
+            advertised: BTreeSet::new(),
+            expected,
+            answered: BTreeSet::new(),
+            broadcast: Arc::new(Vec::new()),
+            per_node: BTreeMap::new(),
+            deadline: first_deadline,
+            step_timeout: settings.step_timeout,
+            finished_survivors: None,
+        })
+    }
+
+    /// What a continuation of this instance needs, once it has finished
+    /// (and only for a full instance: a continuation has no continuation).
+    pub fn finished_instance(&self) -> Option<FinishedInstance> {
+        let survivors = self.finished_survivors.as_ref()?;
+        Some(FinishedInstance {
+            attempt: self.attempt,
+            params: Arc::clone(&self.params),
+            graph: self.graph.clone(),
+            survivors: self
+                .members
+                .iter()
+                .filter(|member| survivors.contains(&member.node))
+                .cloned()
+                .collect(),
         })
     }
 
@@ -847,6 +954,12 @@ impl SecureRound {
                     .handle_unmask_response(message)
                     .map_err(protocol_error)?;
             }
+            Some(Stage::Continuation(sum)) => {
+                let message = MaskedInput::from_bytes(payload).map_err(decode_error)?;
+                sender_matches(&message.sender)?;
+                sum.handle_masked_input(&message).map_err(protocol_error)?;
+                self.masked_inputs.insert(node.to_owned());
+            }
             None => return Err(refuse("the protocol has ended".to_owned())),
         }
         self.answered.insert(node.to_owned());
@@ -906,6 +1019,24 @@ impl SecureRound {
                 }
                 Err(error) => return failed(error),
             },
+            Stage::Continuation(sum) => {
+                let contributors: Vec<NodeId> = sum
+                    .survivors()
+                    .map(|node| node.as_str().to_owned())
+                    .collect();
+                return match sum.finish() {
+                    Ok(unmasked) => {
+                        match self
+                            .encoding
+                            .decode(&unmasked, contributors.len(), self.shape)
+                        {
+                            Ok(sums) => StepOutcome::Finished { sums, contributors },
+                            Err(error) => StepOutcome::Failed(format!("decoding the sum: {error}")),
+                        }
+                    }
+                    Err(error) => failed(error),
+                };
+            }
             Stage::Unmask(session) => {
                 return match session.finish_phase() {
                     Ok(finished) => {
@@ -914,6 +1045,12 @@ impl SecureRound {
                             .iter()
                             .map(|node| node.as_str().to_owned())
                             .collect();
+                        // A continuation needs every survivor to hold its
+                        // pairwise seeds, which only those that answered
+                        // this last step are known to have.
+                        if contributors.iter().all(|node| answered.contains(node)) {
+                            self.finished_survivors = Some(contributors.clone());
+                        }
                         match self.encoding.decode(
                             finished.unmasked_sum(),
                             contributors.len(),

@@ -17,7 +17,7 @@ use veil_federation::{
     SecureParticipant, SecureSettings, SecureStep, Strategy, Submission, SubmissionBody,
     TaskAssignment,
 };
-use veil_secure_aggregation::{IdentityDirectory, PartnerPolicy};
+use veil_secure_aggregation::{Continuation, IdentityDirectory, PartnerPolicy};
 
 const PARAMETERS: usize = 6;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +32,9 @@ enum Behaviour {
     DropAt(SecureStep),
     /// Declines every phase, as a node whose policy refuses the job.
     Declines,
+    /// Loses its continuations, as a node restarted between a round's
+    /// training and its evaluation.
+    ForgetsContinuations,
 }
 
 struct SimNode {
@@ -41,6 +44,8 @@ struct SimNode {
     delta: f32,
     weight: f64,
     participants: BTreeMap<(String, u32, Phase, u32), SecureParticipant>,
+    /// The continuation of each (job, round)'s finished training instance.
+    continuations: BTreeMap<(String, u32), Continuation>,
 }
 
 fn settings() -> SecureSettings {
@@ -106,6 +111,7 @@ impl Federation {
                     delta: 0.05 * (index as f32 + 1.0) - 0.12,
                     weight: 100.0 * (index as f64 + 1.0),
                     participants: BTreeMap::new(),
+                    continuations: BTreeMap::new(),
                 }
             })
             .collect();
@@ -174,29 +180,44 @@ impl Federation {
                 code: DeclineCode::PolicyPlainAggregation,
             });
         }
-        let payload = if secure.step == SecureStep::AdvertiseKeys {
-            let plan = self.engine.plan(&task.job).expect("job");
-            let AggregationMode::Secure(settings) = &plan.aggregation else {
-                panic!("secure task for a plain job");
+        let plan = self.engine.plan(&task.job).expect("job");
+        let AggregationMode::Secure(settings) = &plan.aggregation else {
+            panic!("secure task for a plain job");
+        };
+        let shape = match task.phase {
+            Phase::FeatureStats => (0, plan.feature_statistics_len),
+            Phase::Train => (plan.parameter_count, plan.train_statistics_len),
+            Phase::Evaluate => (0, plan.evaluate_statistics_len),
+            Phase::Release => unreachable!("training jobs have no release phases"),
+        };
+        let (weight, statistics, vector) = Self::reply_of(node, task.phase);
+        let encode = |cohort: usize, rng: &mut ChaCha20Rng| {
+            let encoding =
+                ReplyEncoding::new(shape.0, shape.1, cohort, settings, &plan.partner_privacy)
+                    .expect("encoding");
+            encoding
+                .encode(weight, &statistics, &vector, rng)
+                .expect("encodes")
+        };
+        let payload = if secure.step == SecureStep::ContinuationInput {
+            let Some(continuation) = node.continuations.remove(&(task.job.clone(), task.round))
+            else {
+                // As a node that lost its protocol state says.
+                return Some(SubmissionBody::Declined {
+                    code: DeclineCode::LostState,
+                });
             };
-            let shape = match task.phase {
-                Phase::FeatureStats => (0, plan.feature_statistics_len),
-                Phase::Train => (plan.parameter_count, plan.train_statistics_len),
-                Phase::Evaluate => (0, plan.evaluate_statistics_len),
-                Phase::Release => unreachable!("training jobs have no release phases"),
-            };
-            let encoding = ReplyEncoding::new(
-                shape.0,
-                shape.1,
-                secure.params.cohort().len(),
-                settings,
-                &plan.partner_privacy,
-            )
-            .expect("encoding");
-            let (weight, statistics, vector) = Self::reply_of(node, task.phase);
-            let encoded = encoding
-                .encode(weight, &statistics, &vector, &mut self.rng)
-                .expect("encodes");
+            let encoded = encode(continuation.survivors().len(), &mut self.rng);
+            continuation
+                .masked_input(
+                    protocol_round_of(task.round, task.phase),
+                    settings.modulus_bits,
+                    &encoded,
+                )
+                .expect("masks")
+                .to_bytes()
+        } else if secure.step == SecureStep::AdvertiseKeys {
+            let encoded = encode(secure.params.cohort().len(), &mut self.rng);
             let (participant, message) = SecureParticipant::start(
                 &task.job,
                 protocol_round_of(task.round, task.phase),
@@ -224,9 +245,16 @@ impl Federation {
             message
         } else {
             let participant = node.participants.get_mut(&key).expect("state kept");
-            participant
+            let message = participant
                 .respond(secure, &mut self.rng)
-                .expect("responds")
+                .expect("responds");
+            if let Some(continuation) = participant.take_continuation()
+                && node.behaviour != Behaviour::ForgetsContinuations
+            {
+                node.continuations
+                    .insert((task.job.clone(), task.round), continuation);
+            }
+            message
         };
         Some(SubmissionBody::Secure {
             attempt: secure.attempt,
@@ -750,4 +778,84 @@ fn a_refused_round_ends_the_job_with_the_rounds_already_released() {
         );
     }
     assert!(federation.engine.global_model(&job, 2).is_err());
+}
+
+#[test]
+fn an_evaluation_continues_its_training_instance_in_one_step() {
+    let mut federation = Federation::new(&[Behaviour::Honest; 5]);
+    let job = federation.start(secure_plan(3, 2));
+    assert_eq!(federation.run(&job), JobState::Succeeded);
+    let total_weight: f64 = federation.nodes.iter().map(|node| node.weight).sum();
+    for record in &federation.engine.status(&job).expect("job").history {
+        assert_eq!(record.evaluate_participants, 5, "round {}", record.round);
+        assert!((record.evaluate_statistics[0] - 5.0).abs() < 1e-3);
+        assert!((record.evaluate_statistics[1] - total_weight).abs() < 1e-2);
+    }
+    // Each round: four steps after training's first, none after the
+    // evaluation's first (its only) step.
+    let events = federation.events();
+    let evaluation_steps = events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event,
+                EventKind::SecureStepOpened {
+                    phase: Phase::Evaluate,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(evaluation_steps, 0);
+    let training_steps = events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event,
+                EventKind::SecureStepOpened {
+                    phase: Phase::Train,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(training_steps, 2 * 4);
+}
+
+#[test]
+fn a_continuation_a_survivor_cannot_send_releases_nothing_and_is_never_retried_with_those_who_sent()
+{
+    // Node 4 lost its continuation: the four that sent are released for the
+    // evaluation, so no retry may sum them again; with one node left the
+    // evaluation is abandoned and the job goes on with its model.
+    let mut behaviours = [Behaviour::Honest; 5];
+    behaviours[4] = Behaviour::ForgetsContinuations;
+    let mut federation = Federation::new(&behaviours);
+    let job = federation.start(secure_plan(3, 1));
+    assert_eq!(federation.run(&job), JobState::Succeeded);
+    let expected = federation.fedavg(&[0, 1, 2, 3, 4]);
+    let model = federation.engine.final_model(&job).expect("model");
+    assert!(
+        model
+            .iter()
+            .all(|value| (f64::from(*value) - expected).abs() < 1e-4)
+    );
+    let record = &federation.engine.status(&job).expect("job").history[0];
+    assert_eq!(record.train_participants, 5);
+    assert_eq!(record.evaluate_participants, 0);
+    let events = federation.events();
+    let released: Vec<&Vec<String>> = events
+        .iter()
+        .filter_map(|event| match event {
+            EventKind::PhaseAbandoned {
+                phase: Phase::Evaluate,
+                released,
+                ..
+            } => Some(released),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released.len(), 1, "the evaluation is abandoned once");
+    assert_eq!(released[0].len(), 4);
+    assert!(!released[0].contains(&"node-4".to_owned()));
 }

@@ -48,6 +48,7 @@ pub fn secure_step_to_wire(step: SecureStep) -> v1::SecureStep {
         SecureStep::MaskedInput => v1::SecureStep::MaskedInput,
         SecureStep::ConsistencyCheck => v1::SecureStep::ConsistencyCheck,
         SecureStep::Unmask => v1::SecureStep::Unmask,
+        SecureStep::ContinuationInput => v1::SecureStep::ContinuationInput,
     }
 }
 
@@ -60,6 +61,7 @@ pub fn secure_step_from_wire(raw: i32) -> Result<Option<SecureStep>, UnknownWire
         Ok(v1::SecureStep::MaskedInput) => Ok(Some(SecureStep::MaskedInput)),
         Ok(v1::SecureStep::ConsistencyCheck) => Ok(Some(SecureStep::ConsistencyCheck)),
         Ok(v1::SecureStep::Unmask) => Ok(Some(SecureStep::Unmask)),
+        Ok(v1::SecureStep::ContinuationInput) => Ok(Some(SecureStep::ContinuationInput)),
         Err(_) => Err(UnknownWireValue {
             field: "secure step",
             value: raw,
@@ -87,6 +89,7 @@ mod tests {
             SecureStep::MaskedInput,
             SecureStep::ConsistencyCheck,
             SecureStep::Unmask,
+            SecureStep::ContinuationInput,
         ] {
             assert_eq!(
                 secure_step_from_wire(secure_step_to_wire(step) as i32),

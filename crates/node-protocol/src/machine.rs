@@ -27,7 +27,7 @@ use veil_federation::{
 };
 use veil_job::{RoundParty, job_charges, phase_charges};
 use veil_privacy_ledger::{Charge, check_partner_caps};
-use veil_secure_aggregation::{ProtocolParams, SurvivorList};
+use veil_secure_aggregation::{Continuation, ProtocolParams, SurvivorList};
 
 use crate::memory::{NodeMemory, PhaseKey, Record};
 use crate::policy::NodePolicy;
@@ -98,6 +98,12 @@ pub struct NodeMachine {
     /// durable: a node that restarts mid-attempt declines the attempt's
     /// later steps (its round keys are gone), which is safe.
     participants: HashMap<PhaseKey, (u32, SecureParticipant)>,
+    /// Per job, the continuation of its latest secure training instance that
+    /// this node finished inside the sum: the round's evaluation may be
+    /// summed with it in one step. Not durable either: a restarted node
+    /// declines the continuation, and the coordinator's retry runs the full
+    /// protocol.
+    continuations: HashMap<String, TrainedInstance>,
     /// Jobs whose whole remaining plan fitted the partner's caps at a task
     /// in this process's life. Composing a job's plan with the PLD
     /// accountant costs tens of milliseconds, too much for every protocol
@@ -114,6 +120,17 @@ impl std::fmt::Debug for NodeMachine {
             .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
+}
+
+/// A secure training instance this node finished inside the sum, kept for
+/// the continuation that sums the round's evaluation.
+struct TrainedInstance {
+    /// The training round.
+    round: u32,
+    /// The instance's protocol parameters; a continuation must name them.
+    params: ProtocolParams,
+    /// The round's pairwise seeds with its signed survivors.
+    continuation: Continuation,
 }
 
 /// A refusal on its way out of a check.
@@ -147,6 +164,7 @@ impl NodeMachine {
             trust,
             memory,
             participants: HashMap::new(),
+            continuations: HashMap::new(),
             affordable_jobs: HashSet::new(),
         }
     }
@@ -356,6 +374,9 @@ impl NodeMachine {
                 ),
             ));
         }
+        if request.step == SecureStep::ContinuationInput {
+            return self.continue_training(task, request, key, now_unix_seconds, ledger, rng);
+        }
         if let Some(&released) = self.memory.released.get(key) {
             // Only the rest of the very attempt whose masked input left may
             // go on: any other attempt would be a second release.
@@ -457,6 +478,22 @@ impl NodeMachine {
         if !participant.is_done() {
             self.participants
                 .insert(key.clone(), (request.attempt, participant));
+        } else if task.phase == Phase::Train {
+            match participant.take_continuation() {
+                Some(continuation) => {
+                    self.continuations.insert(
+                        task.job_id.clone(),
+                        TrainedInstance {
+                            round: task.round,
+                            params: secure_task.params.as_ref().clone(),
+                            continuation,
+                        },
+                    );
+                }
+                None => {
+                    self.continuations.remove(&task.job_id);
+                }
+            }
         }
         Ok(Decision::Send {
             commit,
@@ -591,6 +628,137 @@ impl NodeMachine {
                 step: request.step,
                 attempt: request.attempt,
                 payload,
+            },
+        })
+    }
+
+    /// The round's evaluation as a continuation of its training instance:
+    /// this node's evaluation reply, masked with the training's pairwise
+    /// seeds with the survivors it signed, in one message. The node uses
+    /// its own survivor list and seeds, whatever the task says; a task that
+    /// names other parameters than the instance it finished is refused.
+    fn continue_training<R: RngCore + CryptoRng>(
+        &mut self,
+        task: &NodeTask,
+        request: &SecureRequest,
+        key: &PhaseKey,
+        now_unix_seconds: u64,
+        ledger: &[Charge],
+        rng: &mut R,
+    ) -> Result<Decision, Refusal> {
+        let AggregationMode::Secure(settings) = &task.spec.aggregation else {
+            return Err(refuse(DeclineCode::ModeMismatch, "not a secure job"));
+        };
+        if task.phase != Phase::Evaluate {
+            return Err(refuse(
+                DeclineCode::InvalidTask,
+                format!(
+                    "round {} {}: only an evaluation continues a training instance",
+                    task.round, task.phase
+                ),
+            ));
+        }
+        if let Some(&released) = self.memory.released.get(key) {
+            return Err(refuse(
+                DeclineCode::AlreadyReleased,
+                format!(
+                    "round {} {}: this node's input left in attempt {released}; the continuation of attempt {} is refused",
+                    task.round, task.phase, request.attempt
+                ),
+            ));
+        }
+        let Some(trained) = self
+            .continuations
+            .get(&task.job_id)
+            .filter(|trained| trained.round == task.round)
+        else {
+            return Err(refuse(
+                DeclineCode::LostState,
+                format!(
+                    "no finished training instance of round {} to continue (the node restarted, or its input was not in that sum)",
+                    task.round
+                ),
+            ));
+        };
+        let named = self.protocol_params(task, request)?;
+        let trained_params = &trained.params;
+        if named.cohort() != trained_params.cohort()
+            || named.graph_seed() != trained_params.graph_seed()
+            || named.neighbour_count() != trained_params.neighbour_count()
+            || named.reconstruction_threshold() != trained_params.reconstruction_threshold()
+            || named.modulus_bits() != trained_params.modulus_bits()
+        {
+            return Err(refuse(
+                DeclineCode::ParametersMismatch,
+                format!(
+                    "the continuation names other parameters than round {}'s training instance",
+                    task.round
+                ),
+            ));
+        }
+        let n = trained.continuation.survivors().len();
+        let shape = task.spec.plan().reply_shape(task.round, task.phase);
+        let encoding = ReplyEncoding::new(
+            shape.vector_len,
+            shape.statistics_len,
+            n,
+            settings,
+            &task.spec.privacy.partners,
+        )
+        .map_err(|error| refuse(DeclineCode::ParametersMismatch, error.to_string()))?;
+        if named.vector_length() != encoding.encoded_len() {
+            return Err(refuse(
+                DeclineCode::ParametersMismatch,
+                format!(
+                    "the continuation's length {} does not match the job's {} for {n} survivors",
+                    named.vector_length(),
+                    encoding.encoded_len()
+                ),
+            ));
+        }
+        // Checked before anything is computed, recorded as the input leaves.
+        let charges = self.charges(task, n, now_unix_seconds, ledger)?;
+        let Some(reply) = self.memory.replies.get(key) else {
+            return Ok(Decision::Compute { commit: Vec::new() });
+        };
+        let encoded = encoding
+            .encode(reply.weight, &reply.statistics, &reply.vector, rng)
+            .map_err(|error| {
+                refuse(
+                    DeclineCode::LocalFailure,
+                    format!("encoding the reply: {error}"),
+                )
+            })?;
+        let Some(trained) = self.continuations.remove(&task.job_id) else {
+            return Err(refuse(DeclineCode::LostState, "the continuation is gone"));
+        };
+        let masked = trained
+            .continuation
+            .masked_input(
+                protocol_round_of(task.round, task.phase),
+                trained.params.modulus_bits(),
+                &encoded,
+            )
+            .map_err(|error| {
+                refuse(
+                    DeclineCode::LocalFailure,
+                    format!("masking the continuation input: {error}"),
+                )
+            })?;
+        let mut commit: Vec<Record> = charges.into_iter().map(Record::Charge).collect();
+        commit.push(Record::Released {
+            key: key.clone(),
+            attempt: request.attempt,
+        });
+        for record in &commit {
+            self.memory.apply(record);
+        }
+        Ok(Decision::Send {
+            commit,
+            message: Outgoing::Secure {
+                step: request.step,
+                attempt: request.attempt,
+                payload: masked.to_bytes(),
             },
         })
     }

@@ -13,8 +13,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_federation::secure::{
-    CohortMember, GraphSeedInput, SecureRound, SecureRoundPosition, StepOutcome, round_graph_seed,
-    secure_round_parameters,
+    CohortMember, FinishedInstance, GraphSeedInput, SecureRound, SecureRoundPosition, StepOutcome,
+    round_graph_seed, secure_round_parameters,
 };
 use veil_federation::{AggregationMode, DeclineCode, Phase, SecureStep, SecureTask};
 use veil_job::JobSpec;
@@ -343,6 +343,36 @@ impl Attempt {
             now + Duration::from_secs(60),
         )
         .unwrap_or_else(|error| panic!("open: {error}"));
+        Attempt { round: secure, now }
+    }
+
+    /// A continuation of `finished` for `phase` of `round`, as the
+    /// coordinator opens it (`finished` may be tampered with).
+    fn continuation(
+        spec: &JobSpec,
+        round: u32,
+        phase: Phase,
+        attempt: u32,
+        finished: &FinishedInstance,
+    ) -> Self {
+        let AggregationMode::Secure(settings) = &spec.aggregation else {
+            panic!("secure job expected");
+        };
+        let now = Instant::now();
+        let secure = SecureRound::continuation(
+            SecureRoundPosition {
+                job: "job-1",
+                round,
+                phase,
+                attempt,
+            },
+            finished,
+            spec.plan().reply_shape(round, phase),
+            settings,
+            &spec.privacy.partners,
+            now + Duration::from_secs(60),
+        )
+        .unwrap_or_else(|error| panic!("continuation: {error}"));
         Attempt { round: secure, now }
     }
 
@@ -898,4 +928,98 @@ fn a_job_over_the_partners_cap_is_declined_up_front_and_a_late_evaluation_when_a
     assert!(!nodes[1].records.iter().any(
         |record| matches!(record, Record::Released { key, .. } if key.phase == Phase::Evaluate)
     ));
+}
+
+#[test]
+fn a_continuation_is_taken_only_as_the_training_instance_the_node_finished() {
+    let ca = federation_ca();
+    let mut nodes = five_nodes(&ca);
+    let spec = job_spec("continuation", 2, 3, 5, 0.2);
+    let digest = digest_of("continuation");
+    let mut training = Attempt::open(&spec, 1, Phase::Train, 1, cohort_of(&nodes));
+    let (outcome, _) = training.run(&mut nodes, &spec, digest, 1, Phase::Train, None);
+    assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
+    let finished = training
+        .round
+        .finished_instance()
+        .expect("every survivor answered the last step");
+    let charges_before: Vec<usize> = nodes.iter().map(|node| node.ledger.len()).collect();
+
+    // Named parameters other than the instance's (here its graph seed):
+    // every node refuses before anything is computed or charged.
+    let mut reseeded = finished.clone();
+    let trained = &finished.params;
+    reseeded.params = Arc::new(
+        veil_secure_aggregation::ProtocolParams::new(
+            trained.cohort().to_vec(),
+            [0x66; 32],
+            trained.neighbour_count(),
+            trained.reconstruction_threshold(),
+            trained.modulus_bits(),
+            trained.vector_length(),
+        )
+        .expect("params"),
+    );
+    let mut forged = Attempt::continuation(&spec, 1, Phase::Evaluate, 1, &reseeded);
+    let (outcome, declines) = forged.run(&mut nodes, &spec, digest, 1, Phase::Evaluate, None);
+    assert!(matches!(outcome, Some(StepOutcome::Failed(_))));
+    assert_eq!(declines.len(), 5);
+    assert!(
+        declines
+            .iter()
+            .all(|(_, code)| *code == DeclineCode::ParametersMismatch)
+    );
+    let charges_now: Vec<usize> = nodes.iter().map(|node| node.ledger.len()).collect();
+    assert_eq!(charges_now, charges_before);
+
+    // A continuation over two survivors only, hoping node-0 masks with
+    // node-1 alone: each node masks with its own signed survivors and
+    // pairwise seeds, so the two uploads summed are not the two replies.
+    let mut narrowed = finished.clone();
+    narrowed.survivors.truncate(2);
+    let mut isolating = Attempt::continuation(&spec, 1, Phase::Evaluate, 1, &narrowed);
+    let (outcome, _) = isolating.run(&mut nodes, &spec, digest, 1, Phase::Evaluate, None);
+    let decoded_the_pair = matches!(
+        &outcome,
+        Some(StepOutcome::Finished { sums, .. })
+            if sums.statistics_sum().iter().all(|value| value.abs() < 1e3)
+    );
+    assert!(
+        !decoded_the_pair,
+        "the sum of two uploads decoded: {outcome:?}"
+    );
+    // Their inputs left (recorded as released before they left): no later
+    // attempt or continuation of the evaluation takes them again.
+    for node in &nodes[..2] {
+        assert!(node.records.iter().any(|record| matches!(
+            record,
+            Record::Released { key, attempt: 1 } if key.round == 1 && key.phase == Phase::Evaluate
+        )));
+    }
+    // And a node restarted since its training holds no seeds to continue
+    // with: it declines, as lost state, before anything is computed.
+    nodes[2].restart();
+    let mut again = Attempt::continuation(&spec, 1, Phase::Evaluate, 2, &finished);
+    let (outcome, declines) = again.run(&mut nodes, &spec, digest, 1, Phase::Evaluate, None);
+    assert_eq!(
+        declines,
+        vec![
+            ("node-0".to_owned(), DeclineCode::AlreadyReleased),
+            ("node-1".to_owned(), DeclineCode::AlreadyReleased),
+            ("node-2".to_owned(), DeclineCode::LostState),
+        ]
+    );
+    assert!(matches!(outcome, Some(StepOutcome::Failed(_))));
+
+    // A continuation of a round whose training the nodes never took part
+    // in: refused (they evaluate only rounds they contributed to).
+    let mut unknown = Attempt::continuation(&spec, 2, Phase::Evaluate, 1, &finished);
+    let (_, declines) = unknown.run(&mut nodes[2..], &spec, digest, 2, Phase::Evaluate, None);
+    assert_eq!(declines.len(), 3, "{declines:?}");
+    assert!(
+        declines
+            .iter()
+            .all(|(_, code)| *code == DeclineCode::EvaluationNotAllowed),
+        "{declines:?}"
+    );
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
 use crate::crypto::{self, CryptoError};
 use crate::messages::{
@@ -172,6 +173,12 @@ pub enum ClientError {
         /// The supplied length.
         actual: usize,
     },
+    /// A continuation's modulus is outside 1..=32 bits.
+    #[error("a {modulus_bits}-bit modulus is outside 1..=32 bits")]
+    ModulusOutOfRange {
+        /// The rejected b.
+        modulus_bits: u32,
+    },
     /// An input element does not fit in Z_{2^b}.
     #[error("input element {index} is not below 2^b")]
     InputOutOfRange {
@@ -268,10 +275,17 @@ struct HeldShares {
     mask_key: Share,
 }
 
+/// Each neighbour's pairwise mask seed, by cohort index, kept (zeroised on
+/// drop) from the masked input to the end of the round for a
+/// [`Continuation`].
+type PairwiseSeeds = BTreeMap<usize, Zeroizing<[u8; 32]>>;
+
 /// Masked input sent; waiting for the survivor list.
 pub struct ConsistencyCheck {
     /// Shares held for each neighbour that sent them, by cohort index.
     held_shares: BTreeMap<usize, HeldShares>,
+    /// The pairwise seeds this client masked with.
+    pairwise_seeds: PairwiseSeeds,
 }
 
 /// Survivor list signed; waiting for the unmask request.
@@ -280,6 +294,8 @@ pub struct Unmask {
     held_shares: BTreeMap<usize, HeldShares>,
     /// The survivor list this client signed; every signature must be on it.
     signed_survivors: Vec<NodeId>,
+    /// The pairwise seeds this client masked with.
+    pairwise_seeds: PairwiseSeeds,
 }
 
 impl<Phase> ClientSession<Phase> {
@@ -384,19 +400,39 @@ impl ClientSession<ShareKeys> {
         let mut seen_nodes = BTreeSet::new();
         let mut seen_keys = BTreeSet::new();
         let mut peer_keys = BTreeMap::new();
+        // Neighbours' advertisements with their transcripts and identity
+        // keys, checked in one batch once the loop has done the cheap checks.
+        let mut to_verify: Vec<(&KeyAdvertisement, Vec<u8>, &[u8; 32])> = Vec::new();
+        // A refusal found by a cheap check is reported only after the
+        // signatures before it in the directory are checked, so the refusal
+        // is the first problem in directory order, as when each signature was
+        // checked on its own.
+        let invalid_before = |to_verify: &[(&KeyAdvertisement, Vec<u8>, &[u8; 32])],
+                              refusal: Refusal|
+         -> ClientError {
+            first_invalid_advertisement(to_verify)
+                .unwrap_or(refusal)
+                .into()
+        };
         for advertisement in &directory.advertisements {
             let node = &advertisement.node_id;
             if !seen_nodes.insert(node.clone()) {
-                return Err(Refusal::DuplicateAdvertisement { node: node.clone() }.into());
+                return Err(invalid_before(
+                    &to_verify,
+                    Refusal::DuplicateAdvertisement { node: node.clone() },
+                ));
             }
             if !seen_keys.insert(advertisement.encryption_public_key)
                 || !seen_keys.insert(advertisement.mask_public_key)
             {
-                return Err(Refusal::ReusedPublicKey { node: node.clone() }.into());
+                return Err(invalid_before(
+                    &to_verify,
+                    Refusal::ReusedPublicKey { node: node.clone() },
+                ));
             }
             if *node == round.node_id {
                 if *advertisement != self.phase.own_advertisement {
-                    return Err(Refusal::OwnAdvertisementAltered.into());
+                    return Err(invalid_before(&to_verify, Refusal::OwnAdvertisementAltered));
                 }
                 continue;
             }
@@ -407,19 +443,19 @@ impl ClientSession<ShareKeys> {
             if !shared.graph.are_neighbours(round.own_index, index) {
                 continue;
             }
-            let identity = shared
-                .identities
-                .public_key(node)
-                .ok_or_else(|| Refusal::UnknownIdentity { node: node.clone() })?;
+            let Some(identity) = shared.identities.public_key(node) else {
+                return Err(invalid_before(
+                    &to_verify,
+                    Refusal::UnknownIdentity { node: node.clone() },
+                ));
+            };
             let transcript = crypto::advertisement_transcript(
                 &shared.binding,
                 node,
                 &advertisement.encryption_public_key,
                 &advertisement.mask_public_key,
             );
-            if !crypto::verify_identity_signature(identity, &transcript, &advertisement.signature) {
-                return Err(Refusal::InvalidAdvertisementSignature { node: node.clone() }.into());
-            }
+            to_verify.push((advertisement, transcript, identity));
             peer_keys.insert(
                 index,
                 PeerKeys {
@@ -427,6 +463,9 @@ impl ClientSession<ShareKeys> {
                     mask_public_key: advertisement.mask_public_key,
                 },
             );
+        }
+        if let Some(refusal) = first_invalid_advertisement(&to_verify) {
+            return Err(refusal.into());
         }
         let threshold = self.threshold();
         if peer_keys.len() < threshold {
@@ -495,6 +534,29 @@ impl ClientSession<ShareKeys> {
         };
         Ok((ClientSession { round, phase }, message))
     }
+}
+
+/// The refusal for the first advertisement in `to_verify` (advertisement,
+/// its transcript, the signer's identity key) whose signature does not
+/// verify, all checked in one batch.
+fn first_invalid_advertisement(
+    to_verify: &[(&KeyAdvertisement, Vec<u8>, &[u8; 32])],
+) -> Option<Refusal> {
+    let signatures: Vec<crypto::IdentitySignature<'_>> = to_verify
+        .iter()
+        .map(
+            |(advertisement, transcript, identity)| crypto::IdentitySignature {
+                identity_key: identity,
+                message: transcript,
+                signature: &advertisement.signature,
+            },
+        )
+        .collect();
+    crypto::first_invalid_identity_signature(&signatures).map(|position| {
+        Refusal::InvalidAdvertisementSignature {
+            node: to_verify[position].0.node_id.clone(),
+        }
+    })
 }
 
 impl ClientSession<MaskedInput> {
@@ -576,6 +638,7 @@ impl ClientSession<MaskedInput> {
         }
         let mut masked_vector = input.to_vec();
         prg::add_mask(&self.phase.self_mask_seed, &mut masked_vector);
+        let mut pairwise_seeds = PairwiseSeeds::new();
         for &index in held_shares.keys() {
             let (Some(peer), Some(keys)) =
                 (shared.node_at(index), self.phase.peer_keys.get(&index))
@@ -595,6 +658,7 @@ impl ClientSession<MaskedInput> {
             } else {
                 prg::subtract_mask(&seed, &mut masked_vector);
             }
+            pairwise_seeds.insert(index, Zeroizing::new(seed));
         }
         for value in &mut masked_vector {
             *value &= modulus_mask;
@@ -606,7 +670,10 @@ impl ClientSession<MaskedInput> {
         Ok((
             ClientSession {
                 round,
-                phase: ConsistencyCheck { held_shares },
+                phase: ConsistencyCheck {
+                    held_shares,
+                    pairwise_seeds,
+                },
             },
             message,
         ))
@@ -659,6 +726,7 @@ impl ClientSession<ConsistencyCheck> {
         let phase = Unmask {
             held_shares: self.phase.held_shares,
             signed_survivors: survivor_list.survivors.clone(),
+            pairwise_seeds: self.phase.pairwise_seeds,
         };
         Ok((
             ClientSession {
@@ -675,10 +743,23 @@ impl ClientSession<Unmask> {
     /// list, then reveals the self-mask share of each surviving peer and the
     /// mask-key share of each dropped peer, never both for one peer.
     pub fn unmask(self, request: &UnmaskRequest) -> Result<UnmaskResponse, ClientError> {
+        self.unmask_and_continue(request)
+            .map(|(response, _continuation)| response)
+    }
+
+    /// [`Self::unmask`], also returning the round's [`Continuation`] when
+    /// this client is in the survivor list it signed (and so in the sum).
+    pub fn unmask_and_continue(
+        self,
+        request: &UnmaskRequest,
+    ) -> Result<(UnmaskResponse, Option<Continuation>), ClientError> {
         let shared = &self.round.shared;
         let survivors = &self.phase.signed_survivors;
         let transcript = crypto::consistency_transcript(&shared.binding, survivors);
         let mut confirming_neighbours = BTreeSet::new();
+        // Neighbours' signatures with their identity keys, checked in one
+        // batch after the loop (each is on the same transcript).
+        let mut to_verify: Vec<(&NodeId, crypto::IdentitySignature<'_>)> = Vec::new();
         for signature in &request.signatures {
             let signer = &signature.signer;
             // Only neighbours hold this client's shares, so only their views
@@ -691,20 +772,32 @@ impl ClientSession<Unmask> {
             if !shared.graph.are_neighbours(self.round.own_index, index) {
                 continue;
             }
-            let inconsistent = || Refusal::InconsistentView {
-                signer: signer.clone(),
+            // A signer outside the list or without an identity is reported
+            // after any bad signature before it, as the first problem in
+            // the request's order.
+            let inconsistent = |to_verify: &[(&NodeId, crypto::IdentitySignature<'_>)]| {
+                first_inconsistent_signer(to_verify).unwrap_or_else(|| Refusal::InconsistentView {
+                    signer: signer.clone(),
+                })
             };
             if survivors.binary_search(signer).is_err() {
-                return Err(inconsistent().into());
+                return Err(inconsistent(&to_verify).into());
             }
-            let identity = shared
-                .identities
-                .public_key(signer)
-                .ok_or_else(inconsistent)?;
-            if !crypto::verify_identity_signature(identity, &transcript, &signature.signature) {
-                return Err(inconsistent().into());
-            }
+            let Some(identity) = shared.identities.public_key(signer) else {
+                return Err(inconsistent(&to_verify).into());
+            };
+            to_verify.push((
+                signer,
+                crypto::IdentitySignature {
+                    identity_key: identity,
+                    message: &transcript,
+                    signature: &signature.signature,
+                },
+            ));
             confirming_neighbours.insert(index);
+        }
+        if let Some(refusal) = first_inconsistent_signer(&to_verify) {
+            return Err(refusal.into());
         }
         let threshold = self.threshold();
         if confirming_neighbours.len() < threshold {
@@ -744,10 +837,130 @@ impl ClientSession<Unmask> {
                 })
                 .collect()
         };
-        Ok(UnmaskResponse {
+        let response = UnmaskResponse {
             sender: self.round.node_id.clone(),
             self_mask_shares: reveal(&request.self_mask_share_peers, |held| &held.self_mask),
             mask_key_shares: reveal(&request.mask_key_share_peers, |held| &held.mask_key),
+        };
+        let continuation = survivors
+            .binary_search(&self.round.node_id)
+            .is_ok()
+            .then(|| {
+                // Only pairs inside the signed list: a survivor's mask with a
+                // dropped neighbour is one the coordinator can recompute.
+                let seeds = self
+                    .phase
+                    .pairwise_seeds
+                    .into_iter()
+                    .filter_map(|(index, seed)| {
+                        let peer = shared.node_at(index)?;
+                        survivors
+                            .binary_search(peer)
+                            .is_ok()
+                            .then(|| (peer.clone(), seed))
+                    })
+                    .collect();
+                Continuation {
+                    node_id: self.round.node_id.clone(),
+                    survivors: self.phase.signed_survivors.clone(),
+                    seeds,
+                }
+            });
+        Ok((response, continuation))
+    }
+}
+
+/// One more sum over exactly a finished round's survivors, with no new keys,
+/// shares or signatures: one message per client (docs/secure-aggregation.md,
+/// "Continuations").
+///
+/// Each client masks its vector only with pairwise masks derived from the
+/// round's pairwise seeds with its neighbours in the survivor list it
+/// signed, and with no self mask. The masks cancel in the sum over the whole
+/// list, and nothing is ever revealed to remove them, so the coordinator
+/// gets the sum only if every survivor sends, and otherwise nothing. Any set
+/// of continuation inputs the coordinator could unmask, it could unmask in
+/// the round's own inputs, which carry the same pairwise masks (plus masks
+/// with dropped neighbours, whose seeds it may reconstruct, and a self mask
+/// whose seed it did reconstruct): a continuation protects a client exactly
+/// as the round did. Used once: `masked_input` consumes it.
+pub struct Continuation {
+    /// This client.
+    node_id: NodeId,
+    /// The survivor list this client signed, sorted.
+    survivors: Vec<NodeId>,
+    /// The round's pairwise seed with each neighbour in `survivors`.
+    seeds: BTreeMap<NodeId, Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Continuation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The seeds are secrets: only who and how many.
+        f.debug_struct("Continuation")
+            .field("node_id", &self.node_id)
+            .field("survivors", &self.survivors.len())
+            .field("neighbours", &self.seeds.len())
+            .finish()
+    }
+}
+
+impl Continuation {
+    /// The round's survivors: who must all send for the sum to exist.
+    pub fn survivors(&self) -> &[NodeId] {
+        &self.survivors
+    }
+
+    /// Masks `input` (values already in Z_{2^b}, `modulus_bits` = b) for the
+    /// continuation numbered `continuation_round`, which both sides bind into
+    /// every mask with the vector's length and b.
+    pub fn masked_input(
+        self,
+        continuation_round: u32,
+        modulus_bits: u32,
+        input: &[u32],
+    ) -> Result<MaskedInputMessage, ClientError> {
+        if !(1..=32).contains(&modulus_bits) {
+            return Err(ClientError::ModulusOutOfRange { modulus_bits });
+        }
+        let modulus_mask = crate::params::modulus_mask(modulus_bits);
+        if let Some(index) = input.iter().position(|&value| value & !modulus_mask != 0) {
+            return Err(ClientError::InputOutOfRange { index });
+        }
+        let mut masked_vector = input.to_vec();
+        for (peer, pairwise_seed) in &self.seeds {
+            let seed = Zeroizing::new(crypto::continuation_mask_seed(
+                pairwise_seed,
+                continuation_round,
+                input.len(),
+                modulus_bits,
+            )?);
+            // The same orientation as the round's masks: lower id adds.
+            if self.node_id < *peer {
+                prg::add_mask(&seed, &mut masked_vector);
+            } else {
+                prg::subtract_mask(&seed, &mut masked_vector);
+            }
+        }
+        for value in &mut masked_vector {
+            *value &= modulus_mask;
+        }
+        Ok(MaskedInputMessage {
+            sender: self.node_id,
+            masked_vector,
         })
     }
+}
+
+/// The refusal for the first signer in `to_verify` whose consistency
+/// signature does not verify, all checked in one batch.
+fn first_inconsistent_signer(
+    to_verify: &[(&NodeId, crypto::IdentitySignature<'_>)],
+) -> Option<Refusal> {
+    let signatures: Vec<crypto::IdentitySignature<'_>> =
+        to_verify.iter().map(|(_, item)| *item).collect();
+    crypto::first_invalid_identity_signature(&signatures).map(|position| {
+        Refusal::InconsistentView {
+            signer: to_verify[position].0.clone(),
+        }
+    })
 }

@@ -23,7 +23,7 @@ pub mod server;
 pub mod shamir;
 mod wire;
 
-pub use client::{ClientConfig, ClientError, ClientSession, Refusal};
+pub use client::{ClientConfig, ClientError, ClientSession, Continuation, Refusal};
 pub use crypto::CryptoError;
 pub use encoding::{EncodingError, decode_sum, encode, modulus_bits_for_sum, value_bits_for_sum};
 pub use graph::{
@@ -39,6 +39,7 @@ pub use params::{
     RoundBinding,
 };
 pub use server::{
-    FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig, ServerSession,
+    ContinuationSum, FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig,
+    ServerSession,
 };
 pub use wire::DecodeError;

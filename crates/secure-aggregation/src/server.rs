@@ -91,6 +91,17 @@ pub enum FailureReason {
     /// before finishing, so the sum may still hold masks and is not released.
     #[error("an unmasking thread stopped before finishing")]
     UnmaskingAborted,
+    /// A continuation's survivors did not all send, so their masks cannot
+    /// cancel and the sum is not released.
+    #[error(
+        "{missing} of the round's survivors sent no continuation input (first: {first_missing})"
+    )]
+    ContinuationIncomplete {
+        /// Survivors that did not send.
+        missing: usize,
+        /// The first of them, by id.
+        first_missing: NodeId,
+    },
     /// A pairwise mask could not be recomputed.
     #[error("recomputing masks of {peer} failed: {source}")]
     MaskRecomputation {
@@ -1019,6 +1030,97 @@ impl ServerSession<Finished> {
     /// Takes the sum out of the session.
     pub fn into_unmasked_sum(self) -> Vec<u32> {
         self.phase.unmasked_sum
+    }
+
+    /// The server side of a continuation of this round (see
+    /// [`crate::client::Continuation`]): vectors of `vector_length` words
+    /// modulo 2^`modulus_bits` from exactly this round's survivors.
+    pub fn continuation(&self, vector_length: usize, modulus_bits: u32) -> ContinuationSum {
+        ContinuationSum::new(self.phase.survivors.clone(), vector_length, modulus_bits)
+    }
+}
+
+/// The coordinator's side of a continuation: one masked vector from each of
+/// the round's survivors, summed as they arrive. The pairwise masks cancel
+/// only in the sum over all of them, and no share exists to remove a
+/// missing one's masks, so the sum is released only when all have sent.
+#[derive(Debug)]
+pub struct ContinuationSum {
+    /// Who must send: the finished round's survivors.
+    survivors: BTreeSet<NodeId>,
+    /// Who has sent.
+    received: BTreeSet<NodeId>,
+    /// Running sum of the received vectors, modulo 2^32.
+    sum: Vec<u32>,
+    /// Reduces the sum modulo 2^b at the end.
+    modulus_mask: u32,
+}
+
+impl ContinuationSum {
+    /// The continuation of a finished round whose survivors are `survivors`
+    /// (as [`ServerSession::<Finished>::survivors`] gave them): vectors of
+    /// `vector_length` words modulo 2^`modulus_bits` (1..=32).
+    pub fn new(
+        survivors: impl IntoIterator<Item = NodeId>,
+        vector_length: usize,
+        modulus_bits: u32,
+    ) -> Self {
+        ContinuationSum {
+            survivors: survivors.into_iter().collect(),
+            received: BTreeSet::new(),
+            sum: vec![0; vector_length],
+            modulus_mask: crate::params::modulus_mask(modulus_bits.clamp(1, 32)),
+        }
+    }
+
+    /// Adds a survivor's masked vector to the sum.
+    pub fn handle_masked_input(
+        &mut self,
+        input: &MaskedInputMessage,
+    ) -> Result<(), RejectedMessage> {
+        let node = &input.sender;
+        if !self.survivors.contains(node) {
+            return Err(RejectedMessage::NotExpected { node: node.clone() });
+        }
+        if self.received.contains(node) {
+            return Err(RejectedMessage::Duplicate { node: node.clone() });
+        }
+        if input.masked_vector.len() != self.sum.len() {
+            return Err(RejectedMessage::WrongLength {
+                node: node.clone(),
+                expected: self.sum.len(),
+                actual: input.masked_vector.len(),
+            });
+        }
+        for (total, &value) in self.sum.iter_mut().zip(&input.masked_vector) {
+            *total = total.wrapping_add(value);
+        }
+        self.received.insert(node.clone());
+        Ok(())
+    }
+
+    /// The survivors that must send, sorted.
+    pub fn survivors(&self) -> impl Iterator<Item = &NodeId> {
+        self.survivors.iter()
+    }
+
+    /// Ends the continuation: the exact sum modulo 2^b if every survivor
+    /// sent, otherwise a failure naming how many did not (their masks stay
+    /// in the sum, which is discarded).
+    pub fn finish(self) -> Result<Vec<u32>, RoundFailed> {
+        if let Some(first) = self.survivors.difference(&self.received).next() {
+            return Err(FailureReason::ContinuationIncomplete {
+                missing: self.survivors.len() - self.received.len(),
+                first_missing: first.clone(),
+            }
+            .into());
+        }
+        let modulus_mask = self.modulus_mask;
+        Ok(self
+            .sum
+            .into_iter()
+            .map(|value| value & modulus_mask)
+            .collect())
     }
 }
 

@@ -11,9 +11,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use veil_secure_aggregation::client::AdvertiseKeys;
+use veil_secure_aggregation::server::Finished;
 use veil_secure_aggregation::{
-    ClientConfig, ClientError, ClientSession, ForwardedShares, IdentityDirectory, NodeId,
-    PartnerPolicy, ProtocolParams, RoundFailed, ServerConfig, ServerSession,
+    ClientConfig, ClientError, ClientSession, Continuation, ForwardedShares, IdentityDirectory,
+    NodeId, PartnerPolicy, ProtocolParams, RoundFailed, ServerConfig, ServerSession,
 };
 
 /// The job id every simulated round uses.
@@ -167,6 +168,27 @@ pub struct RoundOutcome {
 
 /// Runs one round with an honest server, dropping clients as told.
 pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOutcome {
+    run_round_keeping_continuations(cohort, drops, rng_seed).outcome
+}
+
+/// A round's outcome with what a continuation of it needs: the finished
+/// server session and each client's continuation, by position.
+pub struct ContinuableRound {
+    /// As [`run_round`] reports it.
+    pub outcome: RoundOutcome,
+    /// The server session, if the round finished.
+    pub finished: Option<ServerSession<Finished>>,
+    /// The continuations of clients that completed the round in its sum.
+    pub continuations: Vec<(usize, Continuation)>,
+}
+
+/// [`run_round`], keeping the finished server session and the clients'
+/// continuations.
+pub fn run_round_keeping_continuations(
+    cohort: &Cohort,
+    drops: &[DropPoint],
+    rng_seed: u64,
+) -> ContinuableRound {
     let mut rng = ChaCha20Rng::seed_from_u64(rng_seed);
     let mut client_errors = Vec::new();
     let mut accepted_inputs = BTreeSet::new();
@@ -174,10 +196,14 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
     let goes_on = |index: usize, after: DropPoint| {
         drops.get(index).copied().unwrap_or(DropPoint::Never) != after
     };
-    let outcome = |result, accepted_inputs, client_errors| RoundOutcome {
-        result,
-        accepted_inputs,
-        client_errors,
+    let outcome = |result, accepted_inputs, client_errors| ContinuableRound {
+        outcome: RoundOutcome {
+            result,
+            accepted_inputs,
+            client_errors,
+        },
+        finished: None,
+        continuations: Vec::new(),
     };
 
     let mut server = cohort.server();
@@ -270,22 +296,32 @@ pub fn run_round(cohort: &Cohort, drops: &[DropPoint], rng_seed: u64) -> RoundOu
         Err(failed) => return outcome(Err(failed), accepted_inputs, client_errors),
     };
 
+    let mut continuations = Vec::new();
     for (index, session) in checking {
         if !goes_on(index, DropPoint::AfterConsistencyCheck) {
             continue;
         }
-        match session.unmask(&request) {
-            Ok(message) => server
-                .handle_unmask_response(message)
-                .expect("honest response accepted"),
+        match session.unmask_and_continue(&request) {
+            Ok((message, continuation)) => {
+                server
+                    .handle_unmask_response(message)
+                    .expect("honest response accepted");
+                continuations.extend(continuation.map(|continuation| (index, continuation)));
+            }
             Err(error) => client_errors.push((index, error)),
         }
     }
-    let result = server.finish_phase().map(|finished| {
-        (
-            finished.unmasked_sum().to_vec(),
-            finished.survivors().to_vec(),
-        )
-    });
-    outcome(result, accepted_inputs, client_errors)
+    match server.finish_phase() {
+        Ok(finished) => {
+            let result = Ok((
+                finished.unmasked_sum().to_vec(),
+                finished.survivors().to_vec(),
+            ));
+            let mut round = outcome(result, accepted_inputs, client_errors);
+            round.finished = Some(finished);
+            round.continuations = continuations;
+            round
+        }
+        Err(failed) => outcome(Err(failed), accepted_inputs, client_errors),
+    }
 }
