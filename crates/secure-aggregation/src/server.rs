@@ -786,14 +786,51 @@ impl ServerSession<Unmask> {
         })?
         .into_iter()
         .collect::<Result<Vec<_>, RoundFailed>>()?;
+        // Each survivor's mask key is used once per dropped neighbour: its
+        // Edwards form is computed once, here, in parallel.
+        let keyed_survivors: Vec<usize> = self
+            .phase
+            .survivors
+            .iter()
+            .copied()
+            .filter(|&survivor| {
+                self.shared
+                    .graph
+                    .neighbours_of(survivor)
+                    .iter()
+                    .any(|neighbour| self.phase.dropped.contains(neighbour))
+            })
+            .collect();
+        let prepared_keys: BTreeMap<usize, crypto::PreparedPublicKey> = parallel_map(
+            &keyed_survivors,
+            if keyed_survivors.len() < 64 {
+                1
+            } else {
+                threads
+            },
+            |&survivor| {
+                self.phase
+                    .advertisements
+                    .get(&survivor)
+                    .map(|advertisement| {
+                        (
+                            survivor,
+                            crypto::PreparedPublicKey::new(&advertisement.mask_public_key),
+                        )
+                    })
+            },
+        )?
+        .into_iter()
+        .flatten()
+        .collect();
         for (dropped, dropped_node, mask_secret) in &dropped_secrets {
             for neighbour in self.shared.graph.neighbours_of(*dropped) {
                 if !self.phase.survivors.contains(&neighbour) {
                     continue;
                 }
-                let (Some(survivor_node), Some(survivor_advertisement)) = (
+                let (Some(survivor_node), Some(survivor_public_key)) = (
                     self.shared.node_at(neighbour),
-                    self.phase.advertisements.get(&neighbour),
+                    prepared_keys.get(&neighbour),
                 ) else {
                     continue;
                 };
@@ -801,7 +838,7 @@ impl ServerSession<Unmask> {
                     dropped_secret: mask_secret,
                     dropped_node,
                     survivor_node,
-                    survivor_public_key: &survivor_advertisement.mask_public_key,
+                    survivor_public_key,
                 });
             }
         }
@@ -835,8 +872,8 @@ enum MaskRemoval<'a> {
         dropped_node: &'a NodeId,
         /// The surviving neighbour.
         survivor_node: &'a NodeId,
-        /// The survivor's advertised mask public key.
-        survivor_public_key: &'a [u8; 32],
+        /// The survivor's advertised mask public key, prepared once.
+        survivor_public_key: &'a crypto::PreparedPublicKey,
     },
 }
 
@@ -857,7 +894,7 @@ impl MaskRemoval<'_> {
                 survivor_node,
                 survivor_public_key,
             } => {
-                let seed = crypto::pairwise_mask_seed(
+                let seed = crypto::pairwise_mask_seed_prepared(
                     dropped_secret,
                     survivor_public_key,
                     binding,
@@ -1154,8 +1191,10 @@ mod tests {
     #[test]
     fn parallel_mask_removal_is_bit_identical_to_serial() {
         let secrets: Vec<StaticSecret> = (1..=3u8).map(|i| StaticSecret::from([i; 32])).collect();
-        let publics: Vec<[u8; 32]> = (4..=8u8)
-            .map(|i| crypto::public_key_of(&StaticSecret::from([i; 32])))
+        let publics: Vec<crypto::PreparedPublicKey> = (4..=8u8)
+            .map(|i| {
+                crypto::PreparedPublicKey::new(&crypto::public_key_of(&StaticSecret::from([i; 32])))
+            })
             .collect();
         let dropped = [node("d1"), node("d2"), node("d3")];
         let survivors = [node("a"), node("b"), node("e1"), node("e2"), node("z")];
@@ -1220,8 +1259,9 @@ mod tests {
     #[test]
     fn parallel_mask_removal_reports_the_first_failure_as_serial_does() {
         // The all-zero public key is a low-order point: its agreement is refused.
-        let low_order = [0u8; 32];
-        let good = crypto::public_key_of(&StaticSecret::from([9u8; 32]));
+        let low_order = crypto::PreparedPublicKey::new(&[0u8; 32]);
+        let good =
+            crypto::PreparedPublicKey::new(&crypto::public_key_of(&StaticSecret::from([9u8; 32])));
         let secret = StaticSecret::from([1u8; 32]);
         let names: Vec<NodeId> = (0..12).map(|i| node(&format!("d{i:02}"))).collect();
         let survivor = node("s");
