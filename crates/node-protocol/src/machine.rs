@@ -589,17 +589,9 @@ impl NodeMachine {
         // before the masked input leaves.
         self.charges(task, n, now_unix_seconds, ledger)?;
         let params = self.protocol_params(task, request)?;
-        let Some(reply) = self.memory.replies.get(key) else {
+        let Some(encoded) = self.encoded_reply(key, &encoding, rng)? else {
             return Ok(Decision::Compute { commit: Vec::new() });
         };
-        let encoded = encoding
-            .encode(reply.weight, &reply.statistics, &reply.vector, rng)
-            .map_err(|error| {
-                refuse(
-                    DeclineCode::LocalFailure,
-                    format!("encoding the reply: {error}"),
-                )
-            })?;
         let secure_task = SecureTask {
             step: request.step,
             attempt: request.attempt,
@@ -718,17 +710,9 @@ impl NodeMachine {
         }
         // Checked before anything is computed, recorded as the input leaves.
         let charges = self.charges(task, n, now_unix_seconds, ledger)?;
-        let Some(reply) = self.memory.replies.get(key) else {
+        let Some(encoded) = self.encoded_reply(key, &encoding, rng)? else {
             return Ok(Decision::Compute { commit: Vec::new() });
         };
-        let encoded = encoding
-            .encode(reply.weight, &reply.statistics, &reply.vector, rng)
-            .map_err(|error| {
-                refuse(
-                    DeclineCode::LocalFailure,
-                    format!("encoding the reply: {error}"),
-                )
-            })?;
         let Some(trained) = self.continuations.remove(&task.job_id) else {
             return Err(refuse(DeclineCode::LostState, "the continuation is gone"));
         };
@@ -761,6 +745,28 @@ impl NodeMachine {
                 payload: masked.to_bytes(),
             },
         })
+    }
+
+    /// The phase's stored reply, encoded for secure aggregation; `None`
+    /// while it has not been computed yet.
+    fn encoded_reply<R: RngCore + CryptoRng>(
+        &self,
+        key: &PhaseKey,
+        encoding: &ReplyEncoding,
+        rng: &mut R,
+    ) -> Result<Option<Vec<u32>>, Refusal> {
+        let Some(reply) = self.memory.replies.get(key) else {
+            return Ok(None);
+        };
+        encoding
+            .encode(reply.weight, &reply.statistics, &reply.vector, rng)
+            .map(Some)
+            .map_err(|error| {
+                refuse(
+                    DeclineCode::LocalFailure,
+                    format!("encoding the reply: {error}"),
+                )
+            })
     }
 
     fn protocol_params(

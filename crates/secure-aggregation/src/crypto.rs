@@ -167,9 +167,17 @@ pub(crate) fn pairwise_mask_seed_prepared(
     } else {
         (peer_node, own_node)
     };
-    let info = round_info(binding, lower, higher);
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MASK_SALT).extract(shared.as_slice());
-    let info_parts = [info.as_slice()];
+    hkdf_seed(
+        MASK_SALT,
+        shared.as_slice(),
+        &round_info(binding, lower, higher),
+    )
+}
+
+/// A 32-byte seed by HKDF-SHA256 from `salt`, `key_material` and `info`.
+fn hkdf_seed(salt: &[u8], key_material: &[u8], info: &[u8]) -> Result<[u8; 32], CryptoError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(key_material);
+    let info_parts = [info];
     let okm = prk
         .expand(&info_parts, hkdf::HKDF_SHA256)
         .map_err(|_| CryptoError::KeyDerivation)?;
@@ -195,16 +203,7 @@ pub(crate) fn continuation_mask_seed(
     info.u32(continuation_round);
     info.u64(vector_length as u64);
     info.u32(modulus_bits);
-    let info = info.into_bytes();
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, CONTINUATION_SALT).extract(pairwise_seed);
-    let info_parts = [info.as_slice()];
-    let okm = prk
-        .expand(&info_parts, hkdf::HKDF_SHA256)
-        .map_err(|_| CryptoError::KeyDerivation)?;
-    let mut seed = [0u8; 32];
-    okm.fill(&mut seed)
-        .map_err(|_| CryptoError::KeyDerivation)?;
-    Ok(seed)
+    hkdf_seed(CONTINUATION_SALT, pairwise_seed, &info.into_bytes())
 }
 
 /// The X25519 agreement of two clients' share-encryption keys. It is the
