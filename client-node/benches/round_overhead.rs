@@ -22,6 +22,9 @@
 //!   sum over the phase's five steps of the node's own protocol work:
 //!   decoding, checks, keys, shares, masks, the durable commit; training
 //!   and the upload excluded), mean and max over clients, and per step.
+//!   Plaintext gRPC by default; with `VEIL_BENCH_MTLS=1` both jobs run over
+//!   mTLS with a real PKI, so each node also authenticates its cohort's
+//!   certificates as a deployment does.
 //!
 //! The design dropout rate only sizes the neighbour graph (k, t); no node
 //! drops out, since a real dropout makes a step wait for its deadline, which
@@ -332,6 +335,7 @@ async fn whole_rounds(
     passes: usize,
     hidden: Vec<u32>,
     dropout_rate: f64,
+    mtls: bool,
 ) -> anyhow::Result<()> {
     let rounds = 3;
     let mut walls: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -346,7 +350,8 @@ async fn whole_rounds(
         correctness_bits: 20,
     })?;
     println!(
-        "whole rounds over gRPC: n={nodes}, hidden {hidden:?}, design dropout {dropout_rate}, k={} t={}, {passes} passes, load average at start {}",
+        "whole rounds over gRPC ({}): n={nodes}, hidden {hidden:?}, design dropout {dropout_rate}, k={} t={}, {passes} passes, load average at start {}",
+        if mtls { "mTLS" } else { "plaintext" },
         graph.neighbour_count,
         graph.reconstruction_threshold,
         load_average()
@@ -357,7 +362,7 @@ async fn whole_rounds(
                 nodes,
                 rounds,
                 mode,
-                mtls: false,
+                mtls,
                 hidden: hidden.clone(),
                 dropout_rate,
                 label: format!("{mode}-{pass}"),
@@ -425,7 +430,8 @@ async fn main() -> anyhow::Result<()> {
             u32::try_from(number(4, 320)?)?,
         ];
         let dropout_rate: f64 = args.get(5).map_or(Ok(0.1), |value| value.parse())?;
-        return whole_rounds(dir.path(), nodes, passes, hidden, dropout_rate).await;
+        let mtls = std::env::var("VEIL_BENCH_MTLS").is_ok_and(|value| value == "1");
+        return whole_rounds(dir.path(), nodes, passes, hidden, dropout_rate, mtls).await;
     }
     let nodes: usize = args.first().map_or(Ok(10), |value| value.parse())?;
     let rounds: u32 = args.get(1).map_or(Ok(2), |value| value.parse())?;

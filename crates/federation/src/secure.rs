@@ -528,8 +528,11 @@ pub struct SecureTask {
     pub attempt: u32,
     /// The protocol parameters, identical for the whole cohort.
     pub params: Arc<ProtocolParams>,
-    /// The cohort's members with their credentials, as they registered. A
-    /// node verifies every certificate itself and trusts nothing else here.
+    /// The cohort's members with their credentials, as they registered, in
+    /// the first step of an instance only (a node authenticates its cohort
+    /// there and keeps the keys for the instance; over mTLS at n = 100 the
+    /// certificates are about 60 KB a task). A node verifies every
+    /// certificate itself and trusts nothing else here.
     pub members: Arc<Vec<CohortMember>>,
     /// The step's input in veil-secure-aggregation's encoding (empty for the first step).
     pub payload: Arc<Vec<u8>>,
@@ -875,7 +878,11 @@ impl SecureRound {
             step: self.step,
             attempt: self.attempt,
             params: Arc::clone(&self.params),
-            members: Arc::clone(&self.members),
+            members: if self.step == SecureStep::AdvertiseKeys {
+                Arc::clone(&self.members)
+            } else {
+                Arc::new(Vec::new())
+            },
             payload,
         })
     }

@@ -169,6 +169,13 @@ impl Federation {
                 vector,
             });
         };
+        // Credentials travel with a protocol instance's first step only.
+        assert_eq!(
+            secure.members.is_empty(),
+            secure.step != SecureStep::AdvertiseKeys,
+            "members relayed with {:?}",
+            secure.step
+        );
         let key = (task.job.clone(), task.round, task.phase, secure.attempt);
         let dropping = matches!(node.behaviour, Behaviour::DropAt(step)
             if task.round == 1 && task.phase == Phase::Train && step <= secure.step);

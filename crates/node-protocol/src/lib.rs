@@ -20,4 +20,4 @@ pub use machine::{Decision, MachineIdentity, NodeMachine, Outgoing};
 pub use memory::{NodeMemory, PhaseKey, Record};
 pub use policy::{NodePolicy, PolicyRefusal};
 pub use task::{MemberCredential, NodeTask, PhaseReply, SecureRequest};
-pub use trust::{CohortRefusal, PeerTrust};
+pub use trust::{CohortRefusal, PeerTrust, RememberedCredentials};

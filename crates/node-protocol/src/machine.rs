@@ -32,7 +32,7 @@ use veil_secure_aggregation::{Continuation, ProtocolParams, SurvivorList};
 use crate::memory::{NodeMemory, PhaseKey, Record};
 use crate::policy::NodePolicy;
 use crate::task::{NodeTask, PhaseReply, SecureRequest};
-use crate::trust::PeerTrust;
+use crate::trust::{PeerTrust, RememberedCredentials};
 
 /// What the node does about a task.
 #[derive(Debug)]
@@ -92,6 +92,9 @@ pub struct NodeMachine {
     own_key: [u8; 32],
     policy: NodePolicy,
     trust: PeerTrust,
+    /// Credentials `trust` has verified, so each is verified once per job
+    /// rather than once per secure phase.
+    remembered_credentials: RememberedCredentials,
     /// Durable facts, replayed from the node's store at start-up.
     memory: NodeMemory,
     /// Protocol instances under way, by phase, with their attempt. Not
@@ -162,6 +165,7 @@ impl NodeMachine {
             own_key,
             policy,
             trust,
+            remembered_credentials: RememberedCredentials::default(),
             memory,
             participants: HashMap::new(),
             continuations: HashMap::new(),
@@ -520,6 +524,7 @@ impl NodeMachine {
         let identities = self
             .trust
             .verify_cohort(
+                &mut self.remembered_credentials,
                 &self.node_id,
                 &self.own_key,
                 &request.cohort,

@@ -7,7 +7,7 @@
 //! single node comes out.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -85,7 +85,14 @@ struct Member {
 }
 
 fn enrol(ca: &FederationCa, name: &str) -> Member {
-    let validity = Validity::starting_now(Duration::from_secs(100 * 365 * 86_400));
+    enrol_for(
+        ca,
+        name,
+        Validity::starting_now(Duration::from_secs(100 * 365 * 86_400)),
+    )
+}
+
+fn enrol_for(ca: &FederationCa, name: &str, validity: Validity) -> Member {
     let (issued, key): (_, IdentityKey) = ca
         .issue_with_new_key(&CertificateRequest::member(Role::Node, name, validity))
         .unwrap_or_else(|error| panic!("issue {name}: {error}"));
@@ -118,6 +125,8 @@ struct Node {
     computed: usize,
     policy: NodePolicy,
     trust: PeerTrust,
+    /// The node's clock, passed to its machine with every task.
+    now_unix: u64,
 }
 
 impl Node {
@@ -147,6 +156,7 @@ impl Node {
             computed: 0,
             policy,
             trust,
+            now_unix: NOW_UNIX,
         }
     }
 
@@ -193,14 +203,14 @@ impl Node {
         let mut rng = ChaCha20Rng::seed_from_u64(marker.to_bits().into());
         let mut decision = self
             .machine
-            .handle_task(task, NOW_UNIX, &self.ledger, &mut rng);
+            .handle_task(task, self.now_unix, &self.ledger, &mut rng);
         if let Decision::Compute { commit } = decision {
             self.commit(commit);
             self.computed += 1;
             let reply = self.reply(&task.spec, task.phase, marker);
-            decision = self
-                .machine
-                .reply_computed(task, reply, NOW_UNIX, &self.ledger, &mut rng);
+            decision =
+                self.machine
+                    .reply_computed(task, reply, self.now_unix, &self.ledger, &mut rng);
         }
         match decision {
             Decision::Send { commit, message } => {
@@ -510,6 +520,99 @@ fn invented_peers_certified_by_another_ca_are_refused_before_any_key_leaves() {
         victim.refusals(),
         vec![DeclineCode::PeerCertificateRejected]
     );
+}
+
+/// `node`'s answer to the first step of round 2's training attempt.
+fn round_two_answer(
+    attempt: &Attempt,
+    node: &mut Node,
+    spec: &JobSpec,
+) -> Result<Outgoing, DeclineCode> {
+    let name = node.member.name.clone();
+    attempt.first_answer(node, &name, spec, digest_of("remembered"), 2, Phase::Train)
+}
+
+/// Five nodes of which node-2's certificate is valid until `NOW_UNIX + 100`;
+/// all of them run round 1 at `NOW_UNIX`, so node-0 has verified (and
+/// remembers) every certificate of the cohort.
+fn five_nodes_after_one_round(ca: &FederationCa, spec: &JobSpec) -> Vec<Node> {
+    let short = Validity {
+        not_before: UNIX_EPOCH + Duration::from_secs(NOW_UNIX - 1_000),
+        not_after: UNIX_EPOCH + Duration::from_secs(NOW_UNIX + 100),
+    };
+    let mut nodes: Vec<Node> = (0..5)
+        .map(|index| {
+            let name = format!("node-{index}");
+            let member = if index == 2 {
+                enrol_for(ca, &name, short)
+            } else {
+                enrol(ca, &name)
+            };
+            Node::new(member, ca, NodePolicy::default())
+        })
+        .collect();
+    let mut attempt = Attempt::open(spec, 1, Phase::Train, 1, cohort_of(&nodes));
+    let (outcome, declines) = attempt.run(
+        &mut nodes,
+        spec,
+        digest_of("remembered"),
+        1,
+        Phase::Train,
+        None,
+    );
+    assert!(declines.is_empty(), "{declines:?}");
+    assert!(matches!(outcome, Some(StepOutcome::Finished { .. })));
+    nodes
+}
+
+#[test]
+fn a_remembered_certificate_still_expires() {
+    // The node verifies each certificate once per job and remembers it; the
+    // validity window must still hold at every later task.
+    let ca = federation_ca();
+    let spec = job_spec("remembered-expiry", 2, 3, 5, 0.2);
+    let mut nodes = five_nodes_after_one_round(&ca, &spec);
+    let attempt = Attempt::open(&spec, 2, Phase::Train, 1, cohort_of(&nodes));
+    // Within node-2's window, round 2 goes ahead from memory.
+    nodes[0].now_unix = NOW_UNIX + 100;
+    let answer = round_two_answer(&attempt, &mut nodes[0], &spec);
+    assert!(answer.is_ok(), "{answer:?}");
+    // One second past it, node-1 (which remembers node-2's certificate as
+    // well) refuses before any key leaves.
+    nodes[1].now_unix = NOW_UNIX + 101;
+    let outcome = round_two_answer(&attempt, &mut nodes[1], &spec);
+    assert_eq!(outcome, Err(DeclineCode::PeerCertificateRejected));
+    assert_eq!(
+        nodes[1].refusals(),
+        vec![DeclineCode::PeerCertificateRejected]
+    );
+}
+
+#[test]
+fn a_remembered_certificate_is_refused_once_revoked() {
+    let ca = federation_ca();
+    let spec = job_spec("remembered-revocation", 2, 3, 5, 0.2);
+    let mut nodes = five_nodes_after_one_round(&ca, &spec);
+    let serial = veil_pki::certificate_identity_unverified(&nodes[3].member.certificate_der)
+        .unwrap_or_else(|error| panic!("identity: {error}"))
+        .serial;
+    nodes[0]
+        .machine
+        .update_revocations(std::iter::once(serial).collect());
+    let attempt = Attempt::open(&spec, 2, Phase::Train, 1, cohort_of(&nodes));
+    let outcome = round_two_answer(&attempt, &mut nodes[0], &spec);
+    assert_eq!(outcome, Err(DeclineCode::PeerCertificateRejected));
+    assert_eq!(
+        nodes[0].refusals(),
+        vec![DeclineCode::PeerCertificateRejected]
+    );
+    // A remembered certificate relayed under another member's name is
+    // refused too: the name is checked on every sight.
+    let mut renamed = cohort_of(&nodes);
+    renamed[4].certificate_der = Arc::clone(&renamed[1].certificate_der);
+    let attempt = Attempt::open(&spec, 2, Phase::Train, 1, renamed);
+    let outcome = round_two_answer(&attempt, &mut nodes[1], &spec);
+    assert_eq!(outcome, Err(DeclineCode::PeerCertificateRejected));
 }
 
 #[test]

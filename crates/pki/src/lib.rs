@@ -21,6 +21,7 @@ mod journal;
 mod local;
 mod revocation;
 mod tls;
+mod validity_window;
 
 pub use authority::{
     CLOCK_SKEW_ALLOWANCE, CertificateRequest, FederationCa, IssuedCertificate, PkiError, Validity,
@@ -38,3 +39,4 @@ pub use tls::{
     ClientTls, HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, MtlsConnectInfo, MtlsStream,
     ServerTls, TlsError, peer_address, peer_identity, scheme_mismatch_hint, tls_incoming,
 };
+pub use validity_window::{ValidityWindow, certificate_validity_window};

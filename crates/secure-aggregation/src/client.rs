@@ -22,7 +22,9 @@ use crate::messages::{
     KeyDirectory, MaskedInput as MaskedInputMessage, RevealedShare, SurvivorList, UnmaskRequest,
     UnmaskResponse, read_share_limbs, write_share_limbs,
 };
-use crate::params::{IdentityDirectory, NodeId, PartnerPolicy, ProtocolParams, RoundShared};
+use crate::params::{
+    IdentityDirectory, IdentityVerifyingKey, NodeId, PartnerPolicy, ProtocolParams, RoundShared,
+};
 use crate::prg;
 use crate::shamir::{self, ShamirError, Share};
 use crate::wire::{Reader, Writer};
@@ -402,18 +404,19 @@ impl ClientSession<ShareKeys> {
         let mut peer_keys = BTreeMap::new();
         // Neighbours' advertisements with their transcripts and identity
         // keys, checked in one batch once the loop has done the cheap checks.
-        let mut to_verify: Vec<(&KeyAdvertisement, Vec<u8>, &[u8; 32])> = Vec::new();
+        let mut to_verify: Vec<(&KeyAdvertisement, Vec<u8>, &IdentityVerifyingKey)> = Vec::new();
         // A refusal found by a cheap check is reported only after the
         // signatures before it in the directory are checked, so the refusal
         // is the first problem in directory order, as when each signature was
         // checked on its own.
-        let invalid_before = |to_verify: &[(&KeyAdvertisement, Vec<u8>, &[u8; 32])],
-                              refusal: Refusal|
-         -> ClientError {
-            first_invalid_advertisement(to_verify)
-                .unwrap_or(refusal)
-                .into()
-        };
+        let invalid_before =
+            |to_verify: &[(&KeyAdvertisement, Vec<u8>, &IdentityVerifyingKey)],
+             refusal: Refusal|
+             -> ClientError {
+                first_invalid_advertisement(to_verify)
+                    .unwrap_or(refusal)
+                    .into()
+            };
         for advertisement in &directory.advertisements {
             let node = &advertisement.node_id;
             if !seen_nodes.insert(node.clone()) {
@@ -443,7 +446,7 @@ impl ClientSession<ShareKeys> {
             if !shared.graph.are_neighbours(round.own_index, index) {
                 continue;
             }
-            let Some(identity) = shared.identities.public_key(node) else {
+            let Some(identity) = shared.identities.identity_key(node) else {
                 return Err(invalid_before(
                     &to_verify,
                     Refusal::UnknownIdentity { node: node.clone() },
@@ -540,7 +543,7 @@ impl ClientSession<ShareKeys> {
 /// its transcript, the signer's identity key) whose signature does not
 /// verify, all checked in one batch.
 fn first_invalid_advertisement(
-    to_verify: &[(&KeyAdvertisement, Vec<u8>, &[u8; 32])],
+    to_verify: &[(&KeyAdvertisement, Vec<u8>, &IdentityVerifyingKey)],
 ) -> Option<Refusal> {
     let signatures: Vec<crypto::IdentitySignature<'_>> = to_verify
         .iter()
@@ -783,7 +786,7 @@ impl ClientSession<Unmask> {
             if survivors.binary_search(signer).is_err() {
                 return Err(inconsistent(&to_verify).into());
             }
-            let Some(identity) = shared.identities.public_key(signer) else {
+            let Some(identity) = shared.identities.identity_key(signer) else {
                 return Err(inconsistent(&to_verify).into());
             };
             to_verify.push((

@@ -14,7 +14,7 @@ use x25519_dalek::PublicKey;
 pub use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
-use crate::params::{NodeId, RoundBinding};
+use crate::params::{IdentityVerifyingKey, NodeId, RoundBinding};
 use crate::wire::Writer;
 
 /// Why a cryptographic operation failed.
@@ -323,7 +323,7 @@ pub(crate) fn verify_identity_signature(
 #[derive(Clone, Copy)]
 pub(crate) struct IdentitySignature<'a> {
     /// The signer's enrolled identity key.
-    pub(crate) identity_key: &'a [u8; 32],
+    pub(crate) identity_key: &'a IdentityVerifyingKey,
     /// What it must have signed.
     pub(crate) message: &'a [u8],
     /// The signature as received.
@@ -356,7 +356,7 @@ pub(crate) fn first_invalid_identity_signature(items: &[IdentitySignature<'_>]) 
         return None;
     }
     items.iter().position(|item| {
-        !verify_identity_signature(item.identity_key, item.message, item.signature)
+        !verify_identity_signature(item.identity_key.as_bytes(), item.message, item.signature)
     })
 }
 
@@ -367,13 +367,13 @@ fn batch_verifies(items: &[IdentitySignature<'_>]) -> bool {
     let mut signatures = Vec::with_capacity(items.len());
     let mut messages = Vec::with_capacity(items.len());
     for item in items {
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(item.identity_key) else {
+        let Some(key) = item.identity_key.point() else {
             return false;
         };
         let Ok(signature) = ed25519_dalek::Signature::from_slice(item.signature) else {
             return false;
         };
-        keys.push(key);
+        keys.push(*key);
         signatures.push(signature);
         messages.push(item.message);
     }
@@ -547,21 +547,31 @@ mod tests {
             .collect()
     }
 
-    fn items(signed: &[([u8; 32], Vec<u8>, Vec<u8>)]) -> Vec<IdentitySignature<'_>> {
-        signed
+    /// Checks `signed` in one batch; the keys are decoded here, as a
+    /// directory decodes them.
+    fn first_invalid(signed: &[([u8; 32], Vec<u8>, Vec<u8>)]) -> Option<usize> {
+        let keys: Vec<IdentityVerifyingKey> = signed
             .iter()
-            .map(|(key, message, signature)| IdentitySignature {
-                identity_key: key,
-                message,
-                signature,
-            })
-            .collect()
+            .map(|(key, _, _)| IdentityVerifyingKey::new(*key))
+            .collect();
+        let items: Vec<IdentitySignature<'_>> = signed
+            .iter()
+            .zip(&keys)
+            .map(
+                |((_, message, signature), identity_key)| IdentitySignature {
+                    identity_key,
+                    message,
+                    signature,
+                },
+            )
+            .collect();
+        first_invalid_identity_signature(&items)
     }
 
     #[test]
     fn a_batch_of_valid_signatures_verifies() {
         let signed = signed_messages(70);
-        assert_eq!(first_invalid_identity_signature(&items(&signed)), None);
+        assert_eq!(first_invalid(&signed), None);
         assert_eq!(first_invalid_identity_signature(&[]), None);
     }
 
@@ -572,37 +582,25 @@ mod tests {
         // two broken at once (the first is named).
         let mut flipped = signed.clone();
         flipped[17].2[5] ^= 1;
-        assert_eq!(first_invalid_identity_signature(&items(&flipped)), Some(17));
+        assert_eq!(first_invalid(&flipped), Some(17));
         let mut other_message = signed.clone();
         other_message[3].1 = b"another survivor list".to_vec();
-        assert_eq!(
-            first_invalid_identity_signature(&items(&other_message)),
-            Some(3)
-        );
+        assert_eq!(first_invalid(&other_message), Some(3));
         let mut swapped_key = signed.clone();
         swapped_key[39].0 = signed[38].0;
-        assert_eq!(
-            first_invalid_identity_signature(&items(&swapped_key)),
-            Some(39)
-        );
+        assert_eq!(first_invalid(&swapped_key), Some(39));
         let mut truncated = signed.clone();
         truncated[0].2.truncate(63);
-        assert_eq!(
-            first_invalid_identity_signature(&items(&truncated)),
-            Some(0)
-        );
+        assert_eq!(first_invalid(&truncated), Some(0));
         let mut not_a_point = signed.clone();
         // y = 2 is not the y-coordinate of any point of edwards25519.
         not_a_point[8].0 = [0u8; 32];
         not_a_point[8].0[0] = 2;
-        assert_eq!(
-            first_invalid_identity_signature(&items(&not_a_point)),
-            Some(8)
-        );
+        assert_eq!(first_invalid(&not_a_point), Some(8));
         let mut two = signed.clone();
         two[30].2[40] ^= 0x80;
         two[12].2[1] ^= 0x80;
-        assert_eq!(first_invalid_identity_signature(&items(&two)), Some(12));
+        assert_eq!(first_invalid(&two), Some(12));
     }
 
     #[test]
@@ -620,7 +618,7 @@ mod tests {
                     &changed[position].2,
                 );
                 assert_eq!(
-                    first_invalid_identity_signature(&items(&changed)),
+                    first_invalid(&changed),
                     ring_rejects.then_some(position),
                     "signature {position}, byte {byte}"
                 );

@@ -100,21 +100,26 @@ pub fn encode<R: RngCore + CryptoRng>(
     let levels = check_parameters(clip_range, value_bits)?;
     let clip = f64::from(clip_range);
     let scale = levels / (2.0 * clip);
+    // `levels` is 2^value_bits - 1 with value_bits <= 31.
+    let top = levels as u32;
     let mut encoded = Vec::with_capacity(values.len());
     for (index, &value) in values.iter().enumerate() {
         if !value.is_finite() {
             return Err(EncodingError::NonFiniteValue { index });
         }
         let scaled = ((f64::from(value).clamp(-clip, clip) + clip) * scale).clamp(0.0, levels);
-        let floor = scaled.floor();
+        // `scaled` lies in [0, 2^31 - 1], so truncation is its floor; and it
+        // is an instruction, where `f64::floor` is a libm call on baseline
+        // x86-64 (a fifth of a 10^5-parameter encoding).
+        let floor = scaled as u32;
         // A 32-bit uniform in [0, 1) is finer than any f32 update's fractional part matters.
         let uniform = f64::from(rng.next_u32()) / 4_294_967_296.0;
-        let rounded = if uniform < scaled - floor {
-            floor + 1.0
+        let rounded = if uniform < scaled - f64::from(floor) {
+            floor + 1
         } else {
             floor
         };
-        encoded.push(rounded.min(levels) as u32);
+        encoded.push(rounded.min(top));
     }
     Ok(encoded)
 }

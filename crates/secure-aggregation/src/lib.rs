@@ -35,8 +35,8 @@ pub use messages::{
     KeyDirectory, MaskedInput, RevealedShare, SurvivorList, UnmaskRequest, UnmaskResponse,
 };
 pub use params::{
-    IdentityDirectory, NodeId, PROTOCOL_VERSION, ParamsError, PartnerPolicy, ProtocolParams,
-    RoundBinding,
+    IdentityDirectory, IdentityVerifyingKey, NodeId, PROTOCOL_VERSION, ParamsError, PartnerPolicy,
+    ProtocolParams, RoundBinding,
 };
 pub use server::{
     ContinuationSum, FailureReason, Phase, RejectedMessage, RoundFailed, SecretKind, ServerConfig,

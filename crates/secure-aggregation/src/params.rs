@@ -285,13 +285,67 @@ pub struct PartnerPolicy {
     pub minimum_threshold: usize,
 }
 
+/// A node's long-term Ed25519 identity key: the 32 bytes as enrolled, and
+/// its curve point decoded once.
+///
+/// Why keep the point: a client checks about 2k identity signatures per
+/// secure phase in one batch, and decoding each signer's key (a square root
+/// in the field) was a third of the batch's cost. A node that keeps its
+/// cohort's `IdentityVerifyingKey`s across rounds decodes each key once.
+#[derive(Clone)]
+pub struct IdentityVerifyingKey {
+    bytes: [u8; 32],
+    /// `None` when the bytes are not a point of edwards25519; every signature
+    /// under such a key fails (ring has the final word on which).
+    point: Option<ed25519_dalek::VerifyingKey>,
+}
+
+impl IdentityVerifyingKey {
+    /// Decodes `bytes` (an encoding that is not a curve point is kept, and
+    /// no signature verifies under it).
+    pub fn new(bytes: [u8; 32]) -> Self {
+        IdentityVerifyingKey {
+            bytes,
+            point: ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok(),
+        }
+    }
+
+    /// The key as enrolled.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The decoded point, for batch verification.
+    pub(crate) fn point(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        self.point.as_ref()
+    }
+}
+
+impl PartialEq for IdentityVerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        // The point is a function of the bytes.
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for IdentityVerifyingKey {}
+
+impl std::fmt::Debug for IdentityVerifyingKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_tuple("IdentityVerifyingKey")
+            .field(&self.bytes)
+            .finish()
+    }
+}
+
 /// The long-term Ed25519 identity keys of enrolled nodes, as distributed by
 /// Veil's enrolment (outside this crate). Signatures on key advertisements and
 /// survivor lists are checked against it, so the coordinator cannot substitute keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentityDirectory {
-    /// Node to 32-byte Ed25519 public key.
-    keys: BTreeMap<NodeId, [u8; 32]>,
+    /// Node to its identity key.
+    keys: BTreeMap<NodeId, IdentityVerifyingKey>,
 }
 
 impl IdentityDirectory {
@@ -308,13 +362,25 @@ impl IdentityDirectory {
                         node: node.clone(),
                         length: key.len(),
                     })?;
-            keys.insert(node, key_array);
+            keys.insert(node, IdentityVerifyingKey::new(key_array));
         }
         Ok(IdentityDirectory { keys })
     }
 
+    /// Builds the directory from keys already decoded.
+    pub fn from_keys(entries: impl IntoIterator<Item = (NodeId, IdentityVerifyingKey)>) -> Self {
+        IdentityDirectory {
+            keys: entries.into_iter().collect(),
+        }
+    }
+
     /// The identity key of a node, if enrolled.
     pub fn public_key(&self, node: &NodeId) -> Option<&[u8; 32]> {
+        self.keys.get(node).map(IdentityVerifyingKey::as_bytes)
+    }
+
+    /// The identity key of a node with its decoded point, if enrolled.
+    pub(crate) fn identity_key(&self, node: &NodeId) -> Option<&IdentityVerifyingKey> {
         self.keys.get(node)
     }
 }
