@@ -257,14 +257,18 @@ fn refusals(state: &Path) -> Vec<String> {
 
 /// The victim's own credential, as a coordinator relays it.
 fn victim_identity(setup: &Setup) -> v1::NodeIdentity {
-    let (_, victim_pem, victim_key) =
-        veil_pki::MemberFiles::in_folder(&setup.pki.folder("victim"), "victim")
-            .load()
-            .unwrap();
+    member_identity(setup, "victim")
+}
+
+/// A member's genuine credential from its folder, as a coordinator relays it.
+fn member_identity(setup: &Setup, name: &str) -> v1::NodeIdentity {
+    let (_, pem, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
+        .load()
+        .unwrap();
     v1::NodeIdentity {
-        node_id: "victim".to_owned(),
-        public_key: victim_key.public_key().0.to_vec(),
-        certificate_der: veil_pki::certificate_der_from_pem(&victim_pem).unwrap(),
+        node_id: name.to_owned(),
+        public_key: key.public_key().0.to_vec(),
+        certificate_der: veil_pki::certificate_der_from_pem(&pem).unwrap(),
     }
 }
 
@@ -363,6 +367,80 @@ async fn invented_peers_are_refused_and_no_key_material_leaves() {
     let state = config.state_dir();
     let (stop, handle) = start_victim(config);
     let answer = next_sent(&mut sent, "its answer to the forged cohort").await;
+    assert_eq!(
+        answer.header.decline_code,
+        DeclineCode::PeerCertificateRejected.wire_value(),
+        "{answer:?}"
+    );
+    assert_eq!(answer.header.secure_step, 0, "no protocol message");
+    assert!(answer.body.is_empty(), "nothing but the code leaves");
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(
+        refusals(&state),
+        vec!["peer-certificate-rejected".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_revoked_after_the_node_verified_it_is_refused_at_the_next_attempt() {
+    // The node verifies each certificate once per job and remembers it; a
+    // revocation on the node's own list must still reach the next task.
+    let _machine = support::share_of_machine().await;
+    let setup = setup();
+    for peer in ["peer-a", "peer-b"] {
+        setup.pki.member(Role::Node, peer).unwrap();
+    }
+    let peers = || {
+        vec![
+            member_identity(&setup, "peer-a"),
+            member_identity(&setup, "peer-b"),
+        ]
+    };
+    let first = feature_stats_task(&setup, peers(), |_, _| {});
+    let (address, mut sent, scripted) = serve(&setup, vec![first], 0).await;
+    let config = victim_config(&setup, &address);
+    let state = config.state_dir();
+    let (stop, handle) = start_victim(config);
+    let answer = next_sent(&mut sent, "its keys for the genuine cohort").await;
+    assert_eq!(answer.header.decline_code, 0, "{answer:?}");
+    assert_eq!(
+        answer.header.secure_step,
+        v1::SecureStep::AdvertiseKeys as i32
+    );
+
+    // peer-b is revoked on the victim's copy of the list, and the
+    // coordinator retries the phase with the same cohort.
+    let peer_b = member_identity(&setup, "peer-b");
+    let serial = veil_pki::certificate_identity_unverified(&peer_b.certificate_der)
+        .unwrap()
+        .serial;
+    veil_pki::RevocationList::open(setup.pki.folder("victim").join(veil_pki::REVOCATIONS_FILE))
+        .unwrap()
+        .revoke(&serial, veil_pki::RevocationReason::KeyCompromise)
+        .unwrap();
+    let retry = feature_stats_task(&setup, peers(), |parameters, secure| {
+        secure.attempt = 2;
+        let cohort: Vec<&str> = parameters.cohort.iter().map(String::as_str).collect();
+        let wire = job("secure", 2);
+        let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
+        let AggregationMode::Secure(settings) = &spec.aggregation else {
+            panic!("secure job");
+        };
+        parameters.graph_seed = round_graph_seed(
+            &settings.graph_seed,
+            GraphSeedInput {
+                job: "job-1",
+                round: 0,
+                phase: Phase::FeatureStats,
+                attempt: 2,
+                cohort: &cohort,
+            },
+        )
+        .to_vec();
+    });
+    scripted.tasks.lock().unwrap().push_back(retry);
+    let answer = next_sent(&mut sent, "its answer to the retry").await;
     assert_eq!(
         answer.header.decline_code,
         DeclineCode::PeerCertificateRejected.wire_value(),
