@@ -255,6 +255,30 @@ fn refusals(state: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Checks that `answer` is a `peer-certificate-rejected` decline and
+/// nothing else (no protocol message, no body), stops the victim, and checks
+/// that its store holds that one refusal.
+async fn refused_for_a_peer_certificate(
+    answer: Sent,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+    state: &Path,
+) {
+    assert_eq!(
+        answer.header.decline_code,
+        DeclineCode::PeerCertificateRejected.wire_value(),
+        "{answer:?}"
+    );
+    assert_eq!(answer.header.secure_step, 0, "no protocol message");
+    assert!(answer.body.is_empty(), "nothing but the code leaves");
+    let _ = stop.send(());
+    let _ = handle.await;
+    assert_eq!(
+        refusals(state),
+        vec!["peer-certificate-rejected".to_owned()]
+    );
+}
+
 /// The victim's own credential, as a coordinator relays it.
 fn victim_identity(setup: &Setup) -> v1::NodeIdentity {
     member_identity(setup, "victim")
@@ -278,6 +302,16 @@ fn member_identity(setup: &Setup, name: &str) -> v1::NodeIdentity {
 fn feature_stats_task(
     setup: &Setup,
     peers: Vec<v1::NodeIdentity>,
+    tamper: impl Fn(&mut v1::SecureParameters, &mut v1::SecureStepTask),
+) -> v1::Task {
+    feature_stats_task_at(setup, peers, 1, tamper)
+}
+
+/// [`feature_stats_task`] for phase attempt `attempt`.
+fn feature_stats_task_at(
+    setup: &Setup,
+    peers: Vec<v1::NodeIdentity>,
+    attempt: u32,
     tamper: impl Fn(&mut v1::SecureParameters, &mut v1::SecureStepTask),
 ) -> v1::Task {
     let wire = job("secure", 2);
@@ -307,7 +341,7 @@ fn feature_stats_task(
                 job: "job-1",
                 round: 0,
                 phase: Phase::FeatureStats,
-                attempt: 1,
+                attempt,
                 cohort: &cohort,
             },
         )
@@ -319,7 +353,7 @@ fn feature_stats_task(
     };
     let mut secure = v1::SecureStepTask {
         step: v1::SecureStep::AdvertiseKeys as i32,
-        attempt: 1,
+        attempt,
         parameters: None,
         identities: identities.clone(),
         payload: Vec::new(),
@@ -367,19 +401,7 @@ async fn invented_peers_are_refused_and_no_key_material_leaves() {
     let state = config.state_dir();
     let (stop, handle) = start_victim(config);
     let answer = next_sent(&mut sent, "its answer to the forged cohort").await;
-    assert_eq!(
-        answer.header.decline_code,
-        DeclineCode::PeerCertificateRejected.wire_value(),
-        "{answer:?}"
-    );
-    assert_eq!(answer.header.secure_step, 0, "no protocol message");
-    assert!(answer.body.is_empty(), "nothing but the code leaves");
-    let _ = stop.send(());
-    let _ = handle.await;
-    assert_eq!(
-        refusals(&state),
-        vec!["peer-certificate-rejected".to_owned()]
-    );
+    refused_for_a_peer_certificate(answer, stop, handle, &state).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,41 +441,10 @@ async fn a_peer_revoked_after_the_node_verified_it_is_refused_at_the_next_attemp
         .unwrap()
         .revoke(&serial, veil_pki::RevocationReason::KeyCompromise)
         .unwrap();
-    let retry = feature_stats_task(&setup, peers(), |parameters, secure| {
-        secure.attempt = 2;
-        let cohort: Vec<&str> = parameters.cohort.iter().map(String::as_str).collect();
-        let wire = job("secure", 2);
-        let spec = veil_job::JobSpec::from_wire(&wire).unwrap();
-        let AggregationMode::Secure(settings) = &spec.aggregation else {
-            panic!("secure job");
-        };
-        parameters.graph_seed = round_graph_seed(
-            &settings.graph_seed,
-            GraphSeedInput {
-                job: "job-1",
-                round: 0,
-                phase: Phase::FeatureStats,
-                attempt: 2,
-                cohort: &cohort,
-            },
-        )
-        .to_vec();
-    });
+    let retry = feature_stats_task_at(&setup, peers(), 2, |_, _| {});
     scripted.tasks.lock().unwrap().push_back(retry);
     let answer = next_sent(&mut sent, "its answer to the retry").await;
-    assert_eq!(
-        answer.header.decline_code,
-        DeclineCode::PeerCertificateRejected.wire_value(),
-        "{answer:?}"
-    );
-    assert_eq!(answer.header.secure_step, 0, "no protocol message");
-    assert!(answer.body.is_empty(), "nothing but the code leaves");
-    let _ = stop.send(());
-    let _ = handle.await;
-    assert_eq!(
-        refusals(&state),
-        vec!["peer-certificate-rejected".to_owned()]
-    );
+    refused_for_a_peer_certificate(answer, stop, handle, &state).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
