@@ -104,11 +104,6 @@ impl RememberedCredentials {
         self.keys.insert(key, decoded.clone());
         decoded
     }
-
-    /// How many certificates are remembered (for tests and benchmarks).
-    pub fn certificates(&self) -> usize {
-        self.certificates.len()
-    }
 }
 
 fn make_room<V>(map: &mut HashMap<[u8; 32], V>) {
