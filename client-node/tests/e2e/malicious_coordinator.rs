@@ -284,6 +284,20 @@ fn victim_identity(setup: &Setup) -> v1::NodeIdentity {
     member_identity(setup, "victim")
 }
 
+/// Credentials of two genuine peers, `peer-a` and `peer-b`, enrolled with the
+/// federation's CA on first use.
+fn genuine_peers(setup: &Setup) -> Vec<v1::NodeIdentity> {
+    ["peer-a", "peer-b"]
+        .into_iter()
+        .map(|name| {
+            if !setup.pki.folder(name).exists() {
+                setup.pki.member(Role::Node, name).unwrap();
+            }
+            member_identity(setup, name)
+        })
+        .collect()
+}
+
 /// A member's genuine credential from its folder, as a coordinator relays it.
 fn member_identity(setup: &Setup, name: &str) -> v1::NodeIdentity {
     let (_, pem, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
@@ -410,15 +424,7 @@ async fn a_peer_revoked_after_the_node_verified_it_is_refused_at_the_next_attemp
     // revocation on the node's own list must still reach the next task.
     let _machine = support::share_of_machine().await;
     let setup = setup();
-    for peer in ["peer-a", "peer-b"] {
-        setup.pki.member(Role::Node, peer).unwrap();
-    }
-    let peers = || {
-        vec![
-            member_identity(&setup, "peer-a"),
-            member_identity(&setup, "peer-b"),
-        ]
-    };
+    let peers = || genuine_peers(&setup);
     let first = feature_stats_task(&setup, peers(), |_, _| {});
     let (address, mut sent, scripted) = serve(&setup, vec![first], 0).await;
     let config = victim_config(&setup, &address);
@@ -537,20 +543,7 @@ async fn downgraded_parameters_a_ground_seed_and_extra_attempts_are_refused_over
     let _machine = support::share_of_machine().await;
     let setup = setup();
     // Genuine peers this time: only the parameters are the coordinator's doing.
-    for peer in ["peer-a", "peer-b"] {
-        setup.pki.member(Role::Node, peer).unwrap();
-    }
-    let genuine = |name: &str| {
-        let (_, pem, key) = veil_pki::MemberFiles::in_folder(&setup.pki.folder(name), name)
-            .load()
-            .unwrap();
-        v1::NodeIdentity {
-            node_id: name.to_owned(),
-            public_key: key.public_key().0.to_vec(),
-            certificate_der: veil_pki::certificate_der_from_pem(&pem).unwrap(),
-        }
-    };
-    let peers = || vec![genuine("peer-a"), genuine("peer-b")];
+    let peers = || genuine_peers(&setup);
     let tasks = vec![
         // t below what the job's collusion bound requires (a 2-of-3 graph
         // with t = 1 is not even a majority; ProtocolParams refuses it too).
